@@ -1,0 +1,223 @@
+"""Moving averages (SMA, EMA) and the rolling window shared by windowed kernels.
+
+Arithmetic follows TA-Lib's C code operation for operation so that results are
+bit-identical to ``talib.SMA`` / ``talib.EMA`` (default compatibility mode).
+"""
+
+from libc.math cimport NAN
+from libc.stdlib cimport calloc, free
+
+import numpy as np
+cimport numpy as cnp
+
+from l2fast.errors import InvalidInputError
+
+from l2fast._core.common cimport as_input, check_finite, check_period
+
+cnp.import_array()
+
+
+# ---------------------------------------------------------------- rolling window
+
+cdef int window_init(Window* w, Py_ssize_t size) except -1:
+    w.buf = <double*>calloc(size + 1, sizeof(double))
+    if w.buf == NULL:
+        raise MemoryError()
+    w.size = size
+    w.head = 0
+    w.n = 0
+    return 0
+
+
+cdef void window_free(Window* w) noexcept nogil:
+    free(w.buf)
+    w.buf = NULL
+
+
+cdef void window_push(Window* w, double x) noexcept nogil:
+    w.buf[w.head] = x
+    w.head += 1
+    if w.head > w.size:
+        w.head = 0
+    w.n += 1
+
+
+cdef double window_get(const Window* w, Py_ssize_t lag) noexcept nogil:
+    cdef Py_ssize_t i = w.head - 1 - lag
+    if i < 0:
+        i += w.size + 1
+    return w.buf[i]
+
+
+# ------------------------------------------------------------------------- SMA
+
+cdef int sma_init(SMAState* s, Py_ssize_t period) except -1:
+    s.total = 0.0
+    return window_init(&s.win, period)
+
+
+cdef void sma_free(SMAState* s) noexcept nogil:
+    window_free(&s.win)
+
+
+cdef double sma_step(SMAState* s, double x) noexcept nogil:
+    cdef Py_ssize_t period = s.win.size
+    cdef double out
+    window_push(&s.win, x)
+    s.total += x
+    if s.win.n < period:
+        return NAN
+    out = s.total / period
+    # TA-Lib drops the oldest value after producing the output.
+    s.total -= window_get(&s.win, period - 1)
+    return out
+
+
+# ------------------------------------------------------------------------- EMA
+
+cdef void ema_init(EMAState* s, Py_ssize_t period) noexcept nogil:
+    ema_init_k(s, period, 2.0 / <double>(period + 1))
+
+
+cdef void ema_init_k(EMAState* s, Py_ssize_t period, double k) noexcept nogil:
+    s.period = period
+    s.k = k
+    s.seed_total = 0.0
+    s.value = NAN
+    s.n = 0
+
+
+cdef double ema_step(EMAState* s, double x) noexcept nogil:
+    s.n += 1
+    if s.n < s.period:
+        s.seed_total += x
+        return NAN
+    if s.n == s.period:
+        s.seed_total += x
+        s.value = s.seed_total / s.period
+    else:
+        s.value = (x - s.value) * s.k + s.value
+    return s.value
+
+
+# ------------------------------------------------------------- Python classes
+
+cdef class SMA:
+    """Simple moving average, equal to ``talib.SMA``.
+
+    Args:
+        period: Window length (>= 2).
+    """
+
+    cdef SMAState _s
+    cdef SMAState _prev
+    cdef readonly Py_ssize_t period
+
+    def __cinit__(self, Py_ssize_t period):
+        check_period(period, 2)
+        self.period = period
+        sma_init(&self._s, period)
+        self._prev = self._s
+
+    def __dealloc__(self):
+        sma_free(&self._s)
+
+    @property
+    def ready(self) -> bool:
+        """True once the output is defined (after ``period`` updates)."""
+        return self._s.win.n >= self.period
+
+    cpdef double update(self, double value) except? -1:
+        """Add a closed bar's value and return the SMA (NaN during warm-up)."""
+        check_finite(value, "value")
+        self._prev = self._s
+        return sma_step(&self._s, value)
+
+    cpdef double update_last(self, double value) except? -1:
+        """Replace the most recent value (an intra-bar revision) and return the SMA."""
+        check_finite(value, "value")
+        if self._s.win.n == 0:
+            raise InvalidInputError("update_last: no value to revise yet")
+        self._s = self._prev
+        return sma_step(&self._s, value)
+
+    def update_many(self, values) -> np.ndarray:
+        """Feed an array of values; returns the SMA after each one (NaN in warm-up)."""
+        cdef cnp.ndarray arr = as_input(values, "values")
+        cdef const double[::1] x = arr
+        cdef Py_ssize_t i, n = x.shape[0]
+        out = np.empty(n, dtype=np.float64)
+        cdef double[::1] o = out
+        if n == 0:
+            return out
+        with nogil:
+            for i in range(n - 1):
+                o[i] = sma_step(&self._s, x[i])
+            self._prev = self._s
+            o[n - 1] = sma_step(&self._s, x[n - 1])
+        return out
+
+    cpdef void reset(self):
+        """Return to the freshly constructed state."""
+        self._s.total = 0.0
+        self._s.win.head = 0
+        self._s.win.n = 0
+        self._prev = self._s
+
+
+cdef class EMA:
+    """Exponential moving average seeded by an SMA, equal to ``talib.EMA``.
+
+    Args:
+        period: Smoothing period (>= 2); the factor is ``2 / (period + 1)``.
+    """
+
+    cdef EMAState _s
+    cdef EMAState _prev
+    cdef readonly Py_ssize_t period
+
+    def __cinit__(self, Py_ssize_t period):
+        check_period(period, 2)
+        self.period = period
+        ema_init(&self._s, period)
+        self._prev = self._s
+
+    @property
+    def ready(self) -> bool:
+        """True once the output is defined (after ``period`` updates)."""
+        return self._s.n >= self.period
+
+    cpdef double update(self, double value) except? -1:
+        """Add a closed bar's value and return the EMA (NaN during warm-up)."""
+        check_finite(value, "value")
+        self._prev = self._s
+        return ema_step(&self._s, value)
+
+    cpdef double update_last(self, double value) except? -1:
+        """Replace the most recent value (an intra-bar revision) and return the EMA."""
+        check_finite(value, "value")
+        if self._s.n == 0:
+            raise InvalidInputError("update_last: no value to revise yet")
+        self._s = self._prev
+        return ema_step(&self._s, value)
+
+    def update_many(self, values) -> np.ndarray:
+        """Feed an array of values; returns the EMA after each one (NaN in warm-up)."""
+        cdef cnp.ndarray arr = as_input(values, "values")
+        cdef const double[::1] x = arr
+        cdef Py_ssize_t i, n = x.shape[0]
+        out = np.empty(n, dtype=np.float64)
+        cdef double[::1] o = out
+        if n == 0:
+            return out
+        with nogil:
+            for i in range(n - 1):
+                o[i] = ema_step(&self._s, x[i])
+            self._prev = self._s
+            o[n - 1] = ema_step(&self._s, x[n - 1])
+        return out
+
+    cpdef void reset(self):
+        """Return to the freshly constructed state."""
+        ema_init(&self._s, self.period)
+        self._prev = self._s

@@ -1,0 +1,19 @@
+"""Incremental technical indicators and patterns (public API).
+
+Every indicator follows one contract: ``update(...)`` consumes one closed bar in O(1)
+and returns the value (NaN during warm-up), ``update_last(...)`` revises the most
+recent bar (talipp's semantics), ``update_many(...)`` feeds arrays and returns arrays
+whose NaN positions equal TA-Lib's, ``ready`` says whether warm-up is over and
+``reset()`` returns to the fresh state. Values equal TA-Lib's to within 1e-9 relative.
+Non-finite inputs raise :class:`l2fast.errors.InvalidInputError` and change nothing.
+"""
+
+from __future__ import annotations
+
+# --- averages ---
+from l2fast._core.averages import EMA, SMA
+
+__all__ = [
+    "EMA",
+    "SMA",
+]

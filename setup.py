@@ -1,0 +1,47 @@
+"""Build the compiled core: every csrc/l2fast/_core/*.pyx becomes l2fast._core.<name>.
+
+Set ``L2FAST_DEBUG=1`` to turn bounds, initialisation and None checks back on.
+"""
+
+import os
+from pathlib import Path
+
+import numpy as np
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+
+DEBUG = os.environ.get("L2FAST_DEBUG", "0") not in ("", "0")
+
+DIRECTIVES = {
+    "language_level": 3,
+    "boundscheck": DEBUG,
+    "wraparound": False,
+    "initializedcheck": DEBUG,
+    "nonecheck": DEBUG,
+    "cdivision": True,
+    "embedsignature": True,
+}
+
+# No -ffast-math and no -march=native: results must stay bit-identical to TA-Lib's
+# plain IEEE arithmetic, and FMA contraction would change the last bits.
+COMPILE_ARGS = ["-O0", "-g"] if DEBUG else ["-O3", "-ffp-contract=off"]
+
+extensions = [
+    Extension(
+        f"l2fast._core.{pyx.stem}",
+        [str(pyx)],
+        include_dirs=[np.get_include()],
+        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+        extra_compile_args=COMPILE_ARGS,
+    )
+    for pyx in sorted(Path("csrc/l2fast/_core").glob("*.pyx"))
+]
+
+setup(
+    ext_modules=cythonize(
+        extensions,
+        include_path=["csrc"],
+        compiler_directives=DIRECTIVES,
+        build_dir="build/cython-debug" if DEBUG else "build/cython",
+    )
+)

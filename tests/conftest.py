@@ -1,0 +1,41 @@
+"""Shared fixtures: the real Binance bars from ``../shared/data`` (or ``L2FAST_DATA_DIR``).
+
+Tests that need the real data skip with a clear reason when it is absent; CI always has it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+DATA_DIR = Path(os.environ.get("L2FAST_DATA_DIR", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
+
+
+def _load(name: str) -> dict[str, np.ndarray]:
+    pd = pytest.importorskip("pandas")
+    path = DATA_DIR / name
+    if not path.exists():
+        pytest.skip(f"real market data not found at {path} (set L2FAST_DATA_DIR)")
+    df = pd.read_csv(path)
+    return {col: df[col].to_numpy(dtype=np.int64 if col == "ts" else np.float64) for col in df.columns}
+
+
+@pytest.fixture(scope="session")
+def btc_1m() -> dict[str, np.ndarray]:
+    """The full BTC/USDT 1-minute series as arrays keyed ts/open/high/low/close/volume."""
+    return _load("btcusdt_1m.csv.gz")
+
+
+@pytest.fixture(scope="session")
+def eth_1m() -> dict[str, np.ndarray]:
+    """The full ETH/USDT 1-minute series as arrays keyed ts/open/high/low/close/volume."""
+    return _load("ethusdt_1m.csv.gz")
+
+
+@pytest.fixture(scope="session")
+def btc_1m_head(btc_1m: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The first 20,000 BTC bars, for tests that stream bar by bar through Python."""
+    return {k: v[:20_000].copy() for k, v in btc_1m.items()}

@@ -13,7 +13,18 @@ from __future__ import annotations
 # --- averages ---
 from l2fast._core.averages import EMA, SMA
 
+# --- candles ---
+from l2fast._core.candles import CANDLESTICK_PATTERNS, CandlestickDetector, candlestick
+
+# --- levels ---
+from l2fast._core.levels import LevelsSnapshot, SupportResistance
+
 __all__ = [
+    "CANDLESTICK_PATTERNS",
+    "CandlestickDetector",
     "EMA",
+    "LevelsSnapshot",
     "SMA",
+    "SupportResistance",
+    "candlestick",
 ]

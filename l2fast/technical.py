@@ -19,12 +19,19 @@ from l2fast._core.candles import CANDLESTICK_PATTERNS, CandlestickDetector, cand
 # --- levels ---
 from l2fast._core.levels import LevelsSnapshot, SupportResistance
 
+# --- oscillators ---
+from l2fast._core.oscillators import ADX, MACD, RSI, Stochastic
+
 __all__ = [
+    "ADX",
     "CANDLESTICK_PATTERNS",
     "CandlestickDetector",
     "EMA",
     "LevelsSnapshot",
+    "MACD",
+    "RSI",
     "SMA",
+    "Stochastic",
     "SupportResistance",
     "candlestick",
 ]

@@ -22,16 +22,32 @@ from l2fast._core.levels import LevelsSnapshot, SupportResistance
 # --- oscillators ---
 from l2fast._core.oscillators import ADX, MACD, RSI, Stochastic
 
+# --- statistics ---
+from l2fast._core.statistics import RollingCorrelation
+
+# --- volatility ---
+from l2fast._core.volatility import ATR, BollingerBands, Donchian, RealizedVolatility
+
+# --- volume ---
+from l2fast._core.volume import OBV, VolumeZScore
+
 __all__ = [
     "ADX",
+    "ATR",
+    "BollingerBands",
     "CANDLESTICK_PATTERNS",
     "CandlestickDetector",
+    "Donchian",
     "EMA",
     "LevelsSnapshot",
     "MACD",
+    "OBV",
     "RSI",
+    "RealizedVolatility",
+    "RollingCorrelation",
     "SMA",
     "Stochastic",
     "SupportResistance",
+    "VolumeZScore",
     "candlestick",
 ]

@@ -1,0 +1,39 @@
+from collections.abc import Sequence
+
+import numpy as np
+import numpy.typing as npt
+
+from l2fast.config import TechnicalConfig
+
+SLOT_NAMES: tuple[str, ...]
+FIRST_RSI_SLOT: int
+
+def feature_names(config: TechnicalConfig) -> tuple[str, ...]: ...
+
+class TechnicalState:
+    values: npt.NDArray[np.float64]
+    names: tuple[str, ...]
+    index: dict[str, int]
+    timeframes: tuple[str, ...]
+    config: TechnicalConfig
+    bars: int
+    def __init__(self, config: TechnicalConfig | None = None) -> None: ...
+    def update(self, ts: int, open: float, high: float, low: float, close: float, volume: float) -> int: ...
+    def update_many(
+        self,
+        ts: npt.ArrayLike,
+        open: npt.ArrayLike,
+        high: npt.ArrayLike,
+        low: npt.ArrayLike,
+        close: npt.ArrayLike,
+        volume: npt.ArrayLike,
+        record: Sequence[str] | None = None,
+    ) -> npt.NDArray[np.float64] | None: ...
+    def get(self, name: str) -> float: ...
+    def as_dict(self) -> dict[str, float]: ...
+    @property
+    def gaps(self) -> int: ...
+    @property
+    def missing_bars(self) -> int: ...
+    def timeframe_bars(self, tf: str) -> int: ...
+    def format_table(self) -> str: ...

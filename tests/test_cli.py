@@ -27,7 +27,7 @@ def test_indicators_on_a_csv_file_prints_the_state_of_its_last_bar(tmp_path, cap
     with gzip.open(path, "wt") as fh:
         fh.write("ts,open,high,low,close,volume\n")
         for row in zip(*(bars[k] for k in ("ts", "open", "high", "low", "close", "volume"))):
-            fh.write(f"{int(row[0])},{row[1]!r},{row[2]!r},{row[3]!r},{row[4]!r},{row[5]!r}\n")
+            fh.write(",".join([str(int(row[0]))] + [repr(float(x)) for x in row[1:]]) + "\n")
     assert main(["indicators", "--data", str(path)]) == 0
     out = capsys.readouterr().out
     state = TechnicalState()

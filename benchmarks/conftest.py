@@ -166,7 +166,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
     for r in rows:
         targets = []
         if r["target"] is not None:
-            targets.append(f">={r['target']:.3g}x ({'met' if r['ratio'] >= r['target'] else 'missed'})")
+            targets.append(f">={r['target']:.4g}x ({'met' if r['ratio'] >= r['target'] else 'missed'})")
         if r["ours_target_s"] is not None:
             met = "met" if r["ours"] <= r["ours_target_s"] else "missed"
             targets.append(f"l2fast<={_fmt(r['ours_target_s'])} ({met})")

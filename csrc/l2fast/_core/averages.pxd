@@ -9,6 +9,11 @@
 #     restored by a plain struct copy: that is how ``update_last`` (revise the forming
 #     bar) works without saving anything per step.
 
+from libc.math cimport NAN
+
+from l2fast._core.common cimport fused_madd
+
+
 cdef struct Window:
     # Ring of the last ``size`` values, capacity ``size + 1`` (see the note above).
     double* buf
@@ -18,9 +23,25 @@ cdef struct Window:
 
 cdef int window_init(Window* w, Py_ssize_t size) except -1
 cdef void window_free(Window* w) noexcept nogil
-cdef void window_push(Window* w, double x) noexcept nogil
+# The window's small steps are inline here: a cdef function cimported from another
+# module is called through a pointer and never inlined, which would cost more than the
+# arithmetic of the kernels that use them.
+
+cdef inline void window_push(Window* w, double x) noexcept nogil:
+    w.buf[w.head] = x
+    w.head += 1
+    if w.head > w.size:
+        w.head = 0
+    w.n += 1
+
+
 # Value pushed ``lag`` steps ago (lag 0 = newest); lag must be < size and < n.
-cdef double window_get(const Window* w, Py_ssize_t lag) noexcept nogil
+cdef inline double window_get(const Window* w, Py_ssize_t lag) noexcept nogil:
+    cdef Py_ssize_t i = w.head - 1 - lag
+    if i < 0:
+        i += w.size + 1
+    return w.buf[i]
+
 
 cdef struct SMAState:
     Window win
@@ -28,7 +49,17 @@ cdef struct SMAState:
 
 cdef int sma_init(SMAState* s, Py_ssize_t period) except -1
 cdef void sma_free(SMAState* s) noexcept nogil
-cdef double sma_step(SMAState* s, double x) noexcept nogil
+# TA-Lib's SMA: add the new value, output, then drop the oldest (NaN in warm-up).
+cdef inline double sma_step(SMAState* s, double x) noexcept nogil:
+    cdef Py_ssize_t period = s.win.size
+    cdef double out
+    window_push(&s.win, x)
+    s.total += x
+    if s.win.n < period:
+        return NAN
+    out = s.total / period
+    s.total -= window_get(&s.win, period - 1)
+    return out
 
 cdef struct EMAState:
     Py_ssize_t period
@@ -39,4 +70,15 @@ cdef struct EMAState:
 
 cdef void ema_init(EMAState* s, Py_ssize_t period) noexcept nogil
 cdef void ema_init_k(EMAState* s, Py_ssize_t period, double k) noexcept nogil
-cdef double ema_step(EMAState* s, double x) noexcept nogil
+# TA-Lib's EMA: SMA seed over the first ``period`` inputs, then one fused step.
+cdef inline double ema_step(EMAState* s, double x) noexcept nogil:
+    s.n += 1
+    if s.n < s.period:
+        s.seed_total += x
+        return NAN
+    if s.n == s.period:
+        s.seed_total += x
+        s.value = s.seed_total / s.period
+    else:
+        s.value = fused_madd(s.k, x - s.value, s.value)
+    return s.value

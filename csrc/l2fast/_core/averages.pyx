@@ -1,7 +1,8 @@
 """Moving averages (SMA, EMA) and the rolling window shared by windowed kernels.
 
 Arithmetic follows TA-Lib's C code operation for operation so that results are
-bit-identical to ``talib.SMA`` / ``talib.EMA`` (default compatibility mode).
+bit-identical to ``talib.SMA`` / ``talib.EMA`` (default compatibility mode; the EMA
+steps with a fused multiply-add like TA-Lib on FMA hardware, see common.pxd).
 """
 
 from libc.math cimport NAN
@@ -34,21 +35,6 @@ cdef void window_free(Window* w) noexcept nogil:
     w.buf = NULL
 
 
-cdef void window_push(Window* w, double x) noexcept nogil:
-    w.buf[w.head] = x
-    w.head += 1
-    if w.head > w.size:
-        w.head = 0
-    w.n += 1
-
-
-cdef double window_get(const Window* w, Py_ssize_t lag) noexcept nogil:
-    cdef Py_ssize_t i = w.head - 1 - lag
-    if i < 0:
-        i += w.size + 1
-    return w.buf[i]
-
-
 # ------------------------------------------------------------------------- SMA
 
 cdef int sma_init(SMAState* s, Py_ssize_t period) except -1:
@@ -58,19 +44,6 @@ cdef int sma_init(SMAState* s, Py_ssize_t period) except -1:
 
 cdef void sma_free(SMAState* s) noexcept nogil:
     window_free(&s.win)
-
-
-cdef double sma_step(SMAState* s, double x) noexcept nogil:
-    cdef Py_ssize_t period = s.win.size
-    cdef double out
-    window_push(&s.win, x)
-    s.total += x
-    if s.win.n < period:
-        return NAN
-    out = s.total / period
-    # TA-Lib drops the oldest value after producing the output.
-    s.total -= window_get(&s.win, period - 1)
-    return out
 
 
 # ------------------------------------------------------------------------- EMA
@@ -85,19 +58,6 @@ cdef void ema_init_k(EMAState* s, Py_ssize_t period, double k) noexcept nogil:
     s.seed_total = 0.0
     s.value = NAN
     s.n = 0
-
-
-cdef double ema_step(EMAState* s, double x) noexcept nogil:
-    s.n += 1
-    if s.n < s.period:
-        s.seed_total += x
-        return NAN
-    if s.n == s.period:
-        s.seed_total += x
-        s.value = s.seed_total / s.period
-    else:
-        s.value = (x - s.value) * s.k + s.value
-    return s.value
 
 
 # ------------------------------------------------------------- Python classes
@@ -150,11 +110,14 @@ cdef class SMA:
         cdef double[::1] o = out
         if n == 0:
             return out
+        # Stepping a local copy lets the compiler keep the state in registers.
+        cdef SMAState st = self._s
         with nogil:
             for i in range(n - 1):
-                o[i] = sma_step(&self._s, x[i])
-            self._prev = self._s
-            o[n - 1] = sma_step(&self._s, x[n - 1])
+                o[i] = sma_step(&st, x[i])
+            self._prev = st
+            o[n - 1] = sma_step(&st, x[n - 1])
+        self._s = st
         return out
 
     cpdef void reset(self):
@@ -210,11 +173,14 @@ cdef class EMA:
         cdef double[::1] o = out
         if n == 0:
             return out
+        # Stepping a local copy lets the compiler keep the state in registers.
+        cdef EMAState st = self._s
         with nogil:
             for i in range(n - 1):
-                o[i] = ema_step(&self._s, x[i])
-            self._prev = self._s
-            o[n - 1] = ema_step(&self._s, x[n - 1])
+                o[i] = ema_step(&st, x[i])
+            self._prev = st
+            o[n - 1] = ema_step(&st, x[n - 1])
+        self._s = st
         return out
 
     cpdef void reset(self):

@@ -8,3 +8,24 @@ cdef int check_finite(double x, str name) except -1
 # ``name`` and the first non-finite element.
 cdef cnp.ndarray as_input(object values, str name)
 cdef int check_same_length(Py_ssize_t a, Py_ssize_t b, str name) except -1
+
+
+# fused_madd(a, b, c) = a * b + c rounded once, as TA-Lib's FMA-compiled kernels (EMA,
+# MACD, ATR) compute it on CPUs with FMA. The build may not assume FMA hardware (no
+# -march), and libm's out-of-line fma() costs more than the kernels that call it, so on
+# x86-64 CPUs that have the instruction it is issued inline; elsewhere libm's exactly
+# rounded fma() gives the same bits.
+cdef extern from *:
+    """
+    #include <math.h>
+    static inline double l2f_fused_madd(double a, double b, double c) {
+    #if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
+        if (__builtin_cpu_supports("fma")) {
+            __asm__("vfmadd231sd %2, %1, %0" : "+x"(c) : "x"(a), "x"(b));
+            return c;
+        }
+    #endif
+        return fma(a, b, c);
+    }
+    """
+    double fused_madd "l2f_fused_madd"(double a, double b, double c) noexcept nogil

@@ -7,15 +7,15 @@ wheel) operation for operation, so results are bit-identical to ``talib.RSI``,
 sources in ways that change the last bits, which the kernels reproduce:
 
 * RSI divides by the period as a multiplication by ``1.0 / period``;
-* MACD's three EMAs step as ``fma(k, x - prev, prev)``: TA-Lib's FMA clone, which it
-  selects on x86-64 CPUs with FMA. On CPUs without FMA TA-Lib falls back to
-  ``(x - prev) * k + prev`` while these kernels still compute the fused form (in
+* MACD's three EMAs step as ``fma(k, x - prev, prev)`` (``averages.ema_step``): TA-Lib's
+  FMA clone, which it selects on x86-64 CPUs with FMA. On CPUs without FMA TA-Lib falls
+  back to ``(x - prev) * k + prev`` while these kernels still compute the fused form (in
   software), so there the two agree to rounding only;
 * fast %K is ``(close - lowest) / (highest - lowest) * 100``;
 * zero tests are exact comparisons with 0 (measured down to denormals).
 """
 
-from libc.math cimport NAN, fabs, fma
+from libc.math cimport NAN, fabs
 from libc.string cimport memset
 
 import numpy as np
@@ -28,8 +28,12 @@ from l2fast._core.averages cimport (
     SMAState,
     Window,
     ema_init,
+    ema_step,
     sma_init,
     sma_free,
+    sma_step,
+    window_get,
+    window_push,
     window_free,
     window_init,
 )
@@ -37,46 +41,6 @@ from l2fast._core.common cimport as_input, check_finite, check_period, check_sam
 
 cnp.import_array()
 
-
-# Correctly rounded fused multiply-add (MACD) without libm's per-call cost. The build
-# may not assume FMA hardware (no -march), and libm's out-of-line fma() doubles MACD's
-# batch time; so on x86-64 CPUs (and OSes) that support it the instruction is issued
-# inline. The choice is made once per batch: the MACD loop is specialised on a fused
-# tag type, ``_HardwareFMA`` or ``_LibmFMA``. Both give the same bits.
-cdef extern from *:
-    """
-    #if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
-    static int l2f_has_fma = 0;
-    static void l2f_detect_fma(void) {
-        __builtin_cpu_init();
-        l2f_has_fma = __builtin_cpu_supports("fma");
-    }
-    /* Only reached when l2f_has_fma is set. */
-    static inline double l2f_fma_hw(double a, double b, double c) {
-        __asm__("vfmadd231sd %2, %1, %0" : "+x"(c) : "x"(a), "x"(b));
-        return c;
-    }
-    #else
-    static const int l2f_has_fma = 0;
-    static void l2f_detect_fma(void) {}
-    #define l2f_fma_hw fma
-    #endif
-    """
-    const int l2f_has_fma
-    void l2f_detect_fma()
-    double l2f_fma_hw(double a, double b, double c) noexcept nogil
-
-l2f_detect_fma()
-
-cdef struct _HardwareFMA:
-    char unused
-
-cdef struct _LibmFMA:
-    char unused
-
-ctypedef fused _FMA:
-    _HardwareFMA
-    _LibmFMA
 
 
 # Each kernel's step body (``_x``) has a single call site, the batch loop (``_x_run``,
@@ -142,23 +106,6 @@ cdef double rsi_step(RSIState* s, double x) noexcept nogil:
 
 # ------------------------------------------------------------------------ MACD
 
-cdef inline double _ema_fma(EMAState* s, double x, _FMA* how) noexcept nogil:
-    # ``averages.ema_step`` with TA-Lib's fused update; same seed and warm-up.
-    s.n += 1
-    if s.n < s.period:
-        s.seed_total += x
-        return NAN
-    if s.n == s.period:
-        s.seed_total += x
-        s.value = s.seed_total / s.period
-    else:
-        if _FMA is _HardwareFMA:
-            s.value = l2f_fma_hw(s.k, x - s.value, s.value)
-        else:
-            s.value = fma(s.k, x - s.value, s.value)
-    return s.value
-
-
 cdef void macd_init(MACDState* s, Py_ssize_t fast, Py_ssize_t slow,
                     Py_ssize_t signal) noexcept nogil:
     ema_init(&s.fast, fast)
@@ -169,21 +116,21 @@ cdef void macd_init(MACDState* s, Py_ssize_t fast, Py_ssize_t slow,
 
 
 cdef inline void _macd(MACDState* s, double x, double* macd, double* signal,
-                       double* hist, _FMA* how) noexcept nogil:
+                       double* hist) noexcept nogil:
     cdef double f = NAN, sl, m, sig
     s.n += 1
     # TA-Lib seeds both price EMAs on windows ending at the same bar (slow - 1), so
     # the fast EMA ignores the first ``slow - fast`` inputs altogether.
     if s.n > s.fast_skip:
-        f = _ema_fma(&s.fast, x, how)
-    sl = _ema_fma(&s.slow, x, how)
+        f = ema_step(&s.fast, x)
+    sl = ema_step(&s.slow, x)
     if s.n < s.slow.period:
         macd[0] = NAN
         signal[0] = NAN
         hist[0] = NAN
         return
     m = f - sl
-    sig = _ema_fma(&s.signal, m, how)
+    sig = ema_step(&s.signal, m)
     if s.signal.n < s.signal.period:
         macd[0] = NAN
         signal[0] = NAN
@@ -195,20 +142,17 @@ cdef inline void _macd(MACDState* s, double x, double* macd, double* signal,
 
 
 cdef inline void _macd_loop(MACDState* s, const double* x, double* om, double* osg,
-                            double* oh, Py_ssize_t n, _FMA* how) noexcept nogil:
+                            double* oh, Py_ssize_t n) noexcept nogil:
     cdef MACDState st = s[0]
     cdef Py_ssize_t i
     for i in range(n):
-        _macd(&st, x[i], &om[i], &osg[i], &oh[i], how)
+        _macd(&st, x[i], &om[i], &osg[i], &oh[i])
     s[0] = st
 
 
 cdef void _macd_run(MACDState* s, const double* x, double* om, double* osg, double* oh,
                     Py_ssize_t n) noexcept nogil:
-    if l2f_has_fma:
-        _macd_loop(s, x, om, osg, oh, n, <_HardwareFMA*>NULL)
-    else:
-        _macd_loop(s, x, om, osg, oh, n, <_LibmFMA*>NULL)
+    _macd_loop(s, x, om, osg, oh, n)
 
 
 cdef void macd_step(MACDState* s, double x, double* macd, double* signal,
@@ -258,43 +202,13 @@ cdef void stoch_reset(StochState* s) noexcept nogil:
     s.lowest_at = -1
 
 
-# Inlinable twins of averages.window_push / window_get / sma_step (same layout, same
-# arithmetic): functions cimported from another module are called through pointers,
-# which costs the stochastic's batch loop about half its speed.
-
-cdef inline void _push(Window* w, double x) noexcept nogil:
-    w.buf[w.head] = x
-    w.head += 1
-    if w.head > w.size:
-        w.head = 0
-    w.n += 1
-
-
-cdef inline double _get(const Window* w, Py_ssize_t lag) noexcept nogil:
-    cdef Py_ssize_t i = w.head - 1 - lag
-    if i < 0:
-        i += w.size + 1
-    return w.buf[i]
-
-
-cdef inline double _sma(SMAState* s, double x) noexcept nogil:
-    cdef double out
-    _push(&s.win, x)
-    s.total += x
-    if s.win.n < s.win.size:
-        return NAN
-    out = s.total / s.win.size
-    s.total -= _get(&s.win, s.win.size - 1)
-    return out
-
-
 cdef inline void _stoch(StochState* s, double high, double low, double close,
                         double* k, double* d) noexcept nogil:
     cdef Py_ssize_t size = s.highs.size, lag
     cdef long long today, trailing
     cdef double v, span, fastk, slowk, slowd
-    _push(&s.highs, high)
-    _push(&s.lows, low)
+    window_push(&s.highs, high)
+    window_push(&s.lows, low)
     if s.highs.n < size:
         k[0] = NAN
         d[0] = NAN
@@ -305,10 +219,10 @@ cdef inline void _stoch(StochState* s, double high, double low, double close,
     # rescanned (oldest first, strict comparison, as TA-Lib), so the cost is O(1)
     # amortised.
     if s.lowest_at < trailing:
-        s.lowest = _get(&s.lows, size - 1)
+        s.lowest = window_get(&s.lows, size - 1)
         s.lowest_at = trailing
         for lag in range(size - 2, -1, -1):
-            v = _get(&s.lows, lag)
+            v = window_get(&s.lows, lag)
             if v < s.lowest:
                 s.lowest = v
                 s.lowest_at = today - lag
@@ -316,10 +230,10 @@ cdef inline void _stoch(StochState* s, double high, double low, double close,
         s.lowest = low
         s.lowest_at = today
     if s.highest_at < trailing:
-        s.highest = _get(&s.highs, size - 1)
+        s.highest = window_get(&s.highs, size - 1)
         s.highest_at = trailing
         for lag in range(size - 2, -1, -1):
-            v = _get(&s.highs, lag)
+            v = window_get(&s.highs, lag)
             if v > s.highest:
                 s.highest = v
                 s.highest_at = today - lag
@@ -331,12 +245,12 @@ cdef inline void _stoch(StochState* s, double high, double low, double close,
         fastk = (close - s.lowest) / span * 100.0
     else:
         fastk = 0.0
-    slowk = _sma(&s.slowk, fastk)
+    slowk = sma_step(&s.slowk, fastk)
     if s.slowk.win.n < s.slowk.win.size:
         k[0] = NAN
         d[0] = NAN
         return
-    slowd = _sma(&s.slowd, slowk)
+    slowd = sma_step(&s.slowd, slowk)
     # TA-Lib publishes slow %K only from the bar where slow %D is defined.
     if s.slowd.win.n < s.slowd.win.size:
         k[0] = NAN

@@ -6,25 +6,7 @@
 
 from libc.math cimport NAN
 
-from l2fast._core.averages cimport Window
-
-
-# Inline twins of averages.window_push / window_get (same semantics). A cdef function
-# cimported from another module is called through a pointer and never inlined, which
-# costs more than the arithmetic of these kernels; these compile into each caller.
-cdef inline void ring_push(Window* w, double x) noexcept nogil:
-    w.buf[w.head] = x
-    w.head += 1
-    if w.head > w.size:
-        w.head = 0
-    w.n += 1
-
-
-cdef inline double ring_get(const Window* w, Py_ssize_t lag) noexcept nogil:
-    cdef Py_ssize_t i = w.head - 1 - lag
-    if i < 0:
-        i += w.size + 1
-    return w.buf[i]
+from l2fast._core.averages cimport Window, window_get, window_push
 
 
 cdef struct VarState:
@@ -52,7 +34,7 @@ cdef inline double var_step(VarState* s, double x) noexcept nogil:
     cdef Py_ssize_t period = s.win.size
     cdef double d, mean1, variance, shift, total1, total2
     cdef VarState copy
-    ring_push(&s.win, x)
+    window_push(&s.win, x)
     if s.win.n == 1:
         # TA-Lib anchors the first window on its first value.
         s.shift = x
@@ -70,7 +52,7 @@ cdef inline double var_step(VarState* s, double x) noexcept nogil:
     s.mean = shift + mean1
 
     # Drop the oldest value now so the sums describe the next window's first period-1.
-    d = ring_get(&s.win, period - 1) - shift
+    d = window_get(&s.win, period - 1) - shift
     total1 -= d
     d *= d
     total2 -= d

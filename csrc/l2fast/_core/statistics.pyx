@@ -12,7 +12,7 @@ cimport numpy as cnp
 
 from l2fast.errors import InvalidInputError
 
-from l2fast._core.averages cimport window_free, window_init
+from l2fast._core.averages cimport window_free, window_get, window_init, window_push
 from l2fast._core.common cimport as_input, check_finite, check_period, check_same_length
 
 cnp.import_array()
@@ -51,12 +51,12 @@ cdef double var_rebuild(VarState* s) noexcept nogil:
     cdef double d, mean1, variance, acc = 0.0
     s.bars_to_reseed = RESEED_WINDOWS * <int>period
     for lag in range(period - 1, -1, -1):
-        acc += ring_get(&s.win, lag)
+        acc += window_get(&s.win, lag)
     s.shift = acc * s.inv_period
     s.total1 = 0.0
     s.total2 = 0.0
     for lag in range(period - 1, -1, -1):
-        d = ring_get(&s.win, lag) - s.shift
+        d = window_get(&s.win, lag) - s.shift
         s.total1 += d
         d *= d
         s.total2 += d
@@ -67,7 +67,7 @@ cdef double var_rebuild(VarState* s) noexcept nogil:
     # honest answer is 0, and it also keeps the variance non-negative.
     if variance < 0.000000000001 * (s.total2 * s.inv_period):
         variance = 0.0
-    d = ring_get(&s.win, period - 1) - s.shift
+    d = window_get(&s.win, period - 1) - s.shift
     s.total1 -= d
     d *= d
     s.total2 -= d
@@ -128,8 +128,8 @@ cdef CorrelSums _correl_rebuild(CorrelState s) noexcept nogil:
     cdef double acc_x = 0.0, acc_y = 0.0
     cdef CorrelSums t
     for lag in range(period - 1, -1, -1):
-        acc_x += ring_get(&s.wx, lag)
-        acc_y += ring_get(&s.wy, lag)
+        acc_x += window_get(&s.wx, lag)
+        acc_y += window_get(&s.wy, lag)
     t.shift_x = acc_x * s.inv_period
     t.shift_y = acc_y * s.inv_period
     t.sum_x = 0.0
@@ -138,15 +138,15 @@ cdef CorrelSums _correl_rebuild(CorrelState s) noexcept nogil:
     t.sum_y2 = 0.0
     t.sum_xy = 0.0
     for lag in range(period - 1, -1, -1):
-        _correl_add(&t, ring_get(&s.wx, lag), ring_get(&s.wy, lag))
+        _correl_add(&t, window_get(&s.wx, lag), window_get(&s.wy, lag))
     return t
 
 
 cdef inline double _correl_advance(CorrelState* s, double x, double y) noexcept nogil:
     cdef Py_ssize_t period = s.wx.size
     cdef double ss_x, ss_y, sp_xy, tx, ty, r
-    ring_push(&s.wx, x)
-    ring_push(&s.wy, y)
+    window_push(&s.wx, x)
+    window_push(&s.wy, y)
     if s.wx.n == 1:
         # TA-Lib anchors the first window on its first pair.
         s.sums.shift_x = x
@@ -190,8 +190,8 @@ cdef inline double _correl_advance(CorrelState* s, double x, double y) noexcept 
         r = 0.0
 
     # Drop the oldest pair so the sums describe the next window's first period - 1.
-    tx = ring_get(&s.wx, period - 1) - s.sums.shift_x
-    ty = ring_get(&s.wy, period - 1) - s.sums.shift_y
+    tx = window_get(&s.wx, period - 1) - s.sums.shift_x
+    ty = window_get(&s.wy, period - 1) - s.sums.shift_y
     s.leaving_x = tx * tx
     s.leaving_y = ty * ty
     s.sums.sum_x -= tx

@@ -1,12 +1,12 @@
 """Volatility kernels: Bollinger Bands, ATR, Donchian channel, realized volatility.
 
 BBANDS and ATR follow TA-Lib 0.8's C code operation for operation (including ATR's
-fused multiply-add, done with an explicit, exactly rounded ``fma``), so results are
+fused multiply-add, via ``common.fused_madd``), so results are
 bit-identical to ``talib.BBANDS`` / ``talib.ATR``; the Donchian bands are exact maxima
 and minima, equal to ``talib.MAX`` / ``talib.MIN``.
 """
 
-from libc.math cimport INFINITY, NAN, fabs, fma, log, sqrt
+from libc.math cimport INFINITY, NAN, fabs, log, sqrt
 from libc.stdlib cimport calloc, free
 
 import numpy as np
@@ -14,9 +14,11 @@ cimport numpy as cnp
 
 from l2fast.errors import InvalidInputError
 
-from l2fast._core.averages cimport window_free, window_init
-from l2fast._core.common cimport as_input, check_finite, check_period, check_same_length
-from l2fast._core.statistics cimport ring_get, var_free, var_init, var_reset, var_step
+from l2fast._core.averages cimport window_free, window_get, window_init
+from l2fast._core.common cimport (
+    as_input, check_finite, check_period, check_same_length, fused_madd,
+)
+from l2fast._core.statistics cimport var_free, var_init, var_reset, var_step
 
 cnp.import_array()
 
@@ -54,7 +56,7 @@ cdef inline void _bbands_advance(BBandsState* s, double x,
         return
     mid = s.ma_total / <double>period
     # var_step has pushed x, so lag period - 1 is the value leaving the SMA.
-    s.ma_total -= ring_get(&s.var.win, period - 1)
+    s.ma_total -= window_get(&s.var.win, period - 1)
     # The variance is exactly 0 on a flat window (the reseed floor sees to it).
     dev = (sqrt(variance) if variance != 0.0 else 0.0) * s.nbdev
     upper[0] = mid + dev
@@ -116,9 +118,8 @@ cdef inline double _atr_advance(ATRState* s, double high, double low, double clo
         s.seed_total += tr
         s.value = s.seed_total / <double>s.period
     else:
-        # TA-Lib's Wilder step is one fused multiply-add; fma() rounds once, as the
-        # hardware instruction does, with or without FMA support in the CPU.
-        s.value = fma(s.w_beta, s.value, s.w_alpha * tr)
+        # TA-Lib's Wilder step is one fused multiply-add, rounded once.
+        s.value = fused_madd(s.w_beta, s.value, s.w_alpha * tr)
     return s.value
 
 

@@ -18,9 +18,18 @@ cdef int check_same_length(Py_ssize_t a, Py_ssize_t b, str name) except -1
 cdef extern from *:
     """
     #include <math.h>
+    #if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
+    /* Set once when the extension loads; a file-static flag that nothing else writes
+       lets the compiler hoist the test out of the kernels' loops. */
+    static int l2f_has_fma = 0;
+    __attribute__((constructor)) static void l2f_detect_fma(void) {
+        __builtin_cpu_init();
+        l2f_has_fma = __builtin_cpu_supports("fma");
+    }
+    #endif
     static inline double l2f_fused_madd(double a, double b, double c) {
     #if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
-        if (__builtin_cpu_supports("fma")) {
+        if (l2f_has_fma) {
             __asm__("vfmadd231sd %2, %1, %0" : "+x"(c) : "x"(a), "x"(b));
             return c;
         }

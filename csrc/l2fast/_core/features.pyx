@@ -186,7 +186,6 @@ cdef class TechnicalState:
     cdef readonly dict index
     cdef readonly tuple timeframes
     cdef readonly object config
-    cdef readonly long long bars
 
     def __cinit__(self, config=None):
         from l2fast.config import TechnicalConfig
@@ -217,7 +216,6 @@ cdef class TechnicalState:
             _block_init(&self._blocks[i], config, minutes[i], i * block_size)
             tf_init(&self._aggs[i], minutes[i] * 60_000)
         bar_guard_init(&self._guard)
-        self.bars = 0
 
     def __dealloc__(self):
         cdef int i
@@ -232,7 +230,6 @@ cdef class TechnicalState:
         cdef int updated = 1
         cdef OHLCV* bar
         bar_commit(&self._guard, ts)
-        self.bars += 1
         block_step(&self._blocks[0], o, h, l, c, v, self._out)
         for i in range(1, self._n_tf):
             k = tf_step(&self._aggs[i], ts, o, h, l, c, v)
@@ -323,6 +320,11 @@ cdef class TechnicalState:
     def as_dict(self) -> dict:
         """All current feature values keyed by name."""
         return dict(zip(self.names, self._buffer.tolist()))
+
+    @property
+    def bars(self) -> int:
+        """Number of 1-minute bars consumed."""
+        return self._blocks[0].bars
 
     @property
     def gaps(self) -> int:

@@ -24,6 +24,14 @@ def _load(name: str) -> dict[str, np.ndarray]:
 
 
 @pytest.fixture(scope="session")
+def data_dir() -> Path:
+    """The folder of the real market data (skips when it is absent)."""
+    if not DATA_DIR.is_dir():
+        pytest.skip(f"real market data not found at {DATA_DIR} (set L2FAST_DATA_DIR)")
+    return DATA_DIR
+
+
+@pytest.fixture(scope="session")
 def btc_1m() -> dict[str, np.ndarray]:
     """The full BTC/USDT 1-minute series as arrays keyed ts/open/high/low/close/volume."""
     return _load("btcusdt_1m.csv.gz")

@@ -141,10 +141,8 @@ def test_streaming_and_batch_leave_identical_state(btc_1m_head):
     assert snapshot(streamed) == snapshot(batched)
 
 
-def test_load_bars_csv_reads_real_file_like_pandas(btc_1m):
-    from conftest import DATA_DIR
-
-    loaded = load_bars_csv(DATA_DIR / "btcusdt_1m.csv.gz")
+def test_load_bars_csv_reads_real_file_like_pandas(btc_1m, data_dir):
+    loaded = load_bars_csv(data_dir / "btcusdt_1m.csv.gz")
     assert loaded["ts"].dtype == np.int64
     for k in FIELDS:
         np.testing.assert_array_equal(loaded[k], btc_1m[k], err_msg=k)

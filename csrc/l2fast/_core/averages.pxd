@@ -43,6 +43,25 @@ cdef inline double window_get(const Window* w, Py_ssize_t lag) noexcept nogil:
     return w.buf[i]
 
 
+# ---------------------------------------------------------------- rolling extreme
+# Max (or min) of the last ``size`` values in amortised O(1): values are cut into blocks of
+# ``size``; the window is a prefix of the current block plus a suffix of the previous one,
+# whose suffix extremes are computed once, when the block completes (van Herk/Gil-Werman).
+cdef struct ExtremeState:
+    Window raw            # last size + 1 values (lag ``size`` stays readable)
+    double* suffix        # 2 * size: suffix extremes of the previous block, double-buffered
+    Py_ssize_t size
+    Py_ssize_t offset     # position of the newest value within its block
+    Py_ssize_t half       # 0 or size: which half of ``suffix`` is current
+    double prefix         # extreme of the current block so far
+    bint is_max
+
+cdef int extreme_init(ExtremeState* e, Py_ssize_t size, bint is_max) except -1
+cdef void extreme_reset(ExtremeState* e) noexcept nogil
+cdef void extreme_free(ExtremeState* e) noexcept nogil
+# Extreme of the last min(size, pushed) values, x included.
+cdef double extreme_step(ExtremeState* e, double x) noexcept nogil
+
 cdef struct SMAState:
     Window win
     double total          # TA-Lib's running total of the last (period - 1) values

@@ -1,5 +1,5 @@
 # Contract of the support/resistance kernel (swing pivots, level table, breakouts,
-# double tops/bottoms, ranges) and of the rolling-extreme kernel it is built on.
+# double tops/bottoms, ranges).
 #
 # Same conventions as averages.pxd: plain C structs, ``x_init``/``x_free``/``x_step``,
 # no allocation per step, and the state before a step is restored by a struct copy.
@@ -7,30 +7,11 @@
 # level table, the pivot histories) or in a heap slot the pre-step state never reads
 # (ring spare slots, the idle half of the double-buffered block extremes).
 
-from l2fast._core.averages cimport Window
+from l2fast._core.averages cimport ExtremeState, Window
 
 cdef enum:
     LEVELS_CAP = 32       # largest accepted max_levels (the table is copied on every undo save)
     PIVOT_HIST = 16       # pivots of each kind kept for double top/bottom matching
-
-# ---------------------------------------------------------------- rolling extreme
-# Max (or min) of the last ``size`` values in amortised O(1): values are cut into blocks of
-# ``size``; the window is a prefix of the current block plus a suffix of the previous one,
-# whose suffix extremes are computed once, when the block completes (van Herk/Gil-Werman).
-cdef struct ExtremeState:
-    Window raw            # last size + 1 values (lag ``size`` stays readable)
-    double* suffix        # 2 * size: suffix extremes of the previous block, double-buffered
-    Py_ssize_t size
-    Py_ssize_t offset     # position of the newest value within its block
-    Py_ssize_t half       # 0 or size: which half of ``suffix`` is current
-    double prefix         # extreme of the current block so far
-    bint is_max
-
-cdef int extreme_init(ExtremeState* e, Py_ssize_t size, bint is_max) except -1
-cdef void extreme_reset(ExtremeState* e) noexcept nogil
-cdef void extreme_free(ExtremeState* e) noexcept nogil
-# Extreme of the last min(size, pushed) values, x included.
-cdef double extreme_step(ExtremeState* e, double x) noexcept nogil
 
 # ------------------------------------------------------------- support/resistance
 

@@ -11,81 +11,19 @@ finally the range and the nearest levels are reported.
 from collections import namedtuple
 
 from libc.math cimport NAN, fabs, isfinite, isnan, pow
-from libc.stdlib cimport calloc, free
 
 import numpy as np
 cimport numpy as cnp
 
 from l2fast.errors import InvalidInputError
 
-from l2fast._core.averages cimport window_free, window_get, window_init, window_push
+from l2fast._core.averages cimport (
+    extreme_free, extreme_init, extreme_reset, extreme_step, window_free, window_get, window_init,
+    window_push,
+)
 from l2fast._core.common cimport as_input, check_finite, check_period, check_same_length
 
 cnp.import_array()
-
-
-# ---------------------------------------------------------------- rolling extreme
-
-cdef int extreme_init(ExtremeState* e, Py_ssize_t size, bint is_max) except -1:
-    e.suffix = <double*>calloc(2 * size, sizeof(double))
-    if e.suffix == NULL:
-        raise MemoryError()
-    e.raw.buf = NULL
-    try:
-        window_init(&e.raw, size + 1)
-    except MemoryError:
-        free(e.suffix)
-        e.suffix = NULL
-        raise
-    e.size = size
-    e.is_max = is_max
-    extreme_reset(e)
-    return 0
-
-
-cdef void extreme_reset(ExtremeState* e) noexcept nogil:
-    e.raw.head = 0
-    e.raw.n = 0
-    e.offset = e.size - 1
-    e.half = 0
-    e.prefix = NAN
-
-
-cdef void extreme_free(ExtremeState* e) noexcept nogil:
-    window_free(&e.raw)
-    free(e.suffix)
-    e.suffix = NULL
-
-
-cdef inline bint _beats(const ExtremeState* e, double a, double b) noexcept nogil:
-    return a > b if e.is_max else a < b
-
-
-cdef double extreme_step(ExtremeState* e, double x) noexcept nogil:
-    cdef Py_ssize_t w = e.size, j
-    cdef double best, v
-    window_push(&e.raw, x)
-    e.offset += 1
-    if e.offset == w:
-        e.offset = 0
-        e.prefix = x
-        if e.raw.n > w:
-            # The block just completed sits at lags w..1. Write its suffix extremes into
-            # the other half, so the pre-step state (kept for update_last) stays valid.
-            e.half = w - e.half
-            best = window_get(&e.raw, 1)
-            e.suffix[e.half + w - 1] = best
-            for j in range(w - 2, 0, -1):
-                v = window_get(&e.raw, w - j)
-                if _beats(e, v, best):
-                    best = v
-                e.suffix[e.half + j] = best
-    elif _beats(e, x, e.prefix):
-        e.prefix = x
-    if e.raw.n <= w or e.offset == w - 1:
-        return e.prefix
-    v = e.suffix[e.half + e.offset + 1]
-    return v if _beats(e, v, e.prefix) else e.prefix
 
 
 # ------------------------------------------------------------- support/resistance

@@ -54,13 +54,40 @@ cdef struct ExtremeState:
     Py_ssize_t offset     # position of the newest value within its block
     Py_ssize_t half       # 0 or size: which half of ``suffix`` is current
     double prefix         # extreme of the current block so far
-    bint is_max
+    double sign           # +1 for a maximum, -1 for a minimum (compare sign * value)
 
 cdef int extreme_init(ExtremeState* e, Py_ssize_t size, bint is_max) except -1
 cdef void extreme_reset(ExtremeState* e) noexcept nogil
 cdef void extreme_free(ExtremeState* e) noexcept nogil
-# Extreme of the last min(size, pushed) values, x included.
-cdef double extreme_step(ExtremeState* e, double x) noexcept nogil
+
+
+# Extreme of the last min(size, pushed) values, x included. Inline, and branch-free on
+# the kind of extreme, because Donchian channels and pivots call it on every bar.
+cdef inline double extreme_step(ExtremeState* e, double x) noexcept nogil:
+    cdef Py_ssize_t w = e.size, j
+    cdef double sg = e.sign, best, v
+    window_push(&e.raw, x)
+    e.offset += 1
+    if e.offset == w:
+        e.offset = 0
+        e.prefix = x
+        if e.raw.n > w:
+            # The block just completed sits at lags w..1. Write its suffix extremes into
+            # the other half, so the pre-step state (kept for update_last) stays valid.
+            e.half = w - e.half
+            best = window_get(&e.raw, 1)
+            e.suffix[e.half + w - 1] = best
+            for j in range(w - 2, 0, -1):
+                v = window_get(&e.raw, w - j)
+                if sg * v > sg * best:
+                    best = v
+                e.suffix[e.half + j] = best
+    elif sg * x > sg * e.prefix:
+        e.prefix = x
+    if e.raw.n <= w or e.offset == w - 1:
+        return e.prefix
+    v = e.suffix[e.half + e.offset + 1]
+    return v if sg * v > sg * e.prefix else e.prefix
 
 cdef struct SMAState:
     Window win

@@ -49,7 +49,7 @@ cdef int extreme_init(ExtremeState* e, Py_ssize_t size, bint is_max) except -1:
         e.suffix = NULL
         raise
     e.size = size
-    e.is_max = is_max
+    e.sign = 1.0 if is_max else -1.0
     extreme_reset(e)
     return 0
 
@@ -66,37 +66,6 @@ cdef void extreme_free(ExtremeState* e) noexcept nogil:
     window_free(&e.raw)
     free(e.suffix)
     e.suffix = NULL
-
-
-cdef inline bint _beats(const ExtremeState* e, double a, double b) noexcept nogil:
-    return a > b if e.is_max else a < b
-
-
-cdef double extreme_step(ExtremeState* e, double x) noexcept nogil:
-    cdef Py_ssize_t w = e.size, j
-    cdef double best, v
-    window_push(&e.raw, x)
-    e.offset += 1
-    if e.offset == w:
-        e.offset = 0
-        e.prefix = x
-        if e.raw.n > w:
-            # The block just completed sits at lags w..1. Write its suffix extremes into
-            # the other half, so the pre-step state (kept for update_last) stays valid.
-            e.half = w - e.half
-            best = window_get(&e.raw, 1)
-            e.suffix[e.half + w - 1] = best
-            for j in range(w - 2, 0, -1):
-                v = window_get(&e.raw, w - j)
-                if _beats(e, v, best):
-                    best = v
-                e.suffix[e.half + j] = best
-    elif _beats(e, x, e.prefix):
-        e.prefix = x
-    if e.raw.n <= w or e.offset == w - 1:
-        return e.prefix
-    v = e.suffix[e.half + e.offset + 1]
-    return v if _beats(e, v, e.prefix) else e.prefix
 
 
 # ------------------------------------------------------------------------- SMA

@@ -6,16 +6,15 @@ bit-identical to ``talib.BBANDS`` / ``talib.ATR``; the Donchian bands are exact 
 and minima, equal to ``talib.MAX`` / ``talib.MIN``.
 """
 
-from libc.math cimport NAN, fabs, log, sqrt
+from libc.math cimport INFINITY, NAN, fabs, log, sqrt
+from libc.stdlib cimport calloc, free
 
 import numpy as np
 cimport numpy as cnp
 
 from l2fast.errors import InvalidInputError
 
-from l2fast._core.averages cimport (
-    extreme_free, extreme_init, extreme_reset, extreme_step, window_free, window_get, window_init,
-)
+from l2fast._core.averages cimport window_free, window_get, window_init
 from l2fast._core.common cimport (
     as_input, check_finite, check_period, check_same_length, fused_madd,
 )
@@ -144,42 +143,115 @@ cdef double atr_step(ATRState* s, double high, double low, double close) noexcep
 # -------------------------------------------------------------------- Donchian
 
 cdef int donchian_init(DonchianState* s, Py_ssize_t period) except -1:
-    # NULL buffers first, so donchian_free is safe whichever allocation fails.
-    s.high.suffix = NULL
-    s.high.raw.buf = NULL
-    s.low.suffix = NULL
-    s.low.raw.buf = NULL
+    s.high.buf = NULL
+    s.low = <double*>calloc(period + 1, sizeof(double))
+    s.suffix_high = <double*>calloc(period, sizeof(double))
+    s.suffix_low = <double*>calloc(period, sizeof(double))
     try:
-        extreme_init(&s.high, period, True)
-        extreme_init(&s.low, period, False)
+        if s.low == NULL or s.suffix_high == NULL or s.suffix_low == NULL:
+            raise MemoryError()
+        window_init(&s.high, period)
     except MemoryError:
         donchian_free(s)
         raise
+    donchian_reset(s)
     return 0
 
 
 cdef void donchian_reset(DonchianState* s) noexcept nogil:
-    extreme_reset(&s.high)
-    extreme_reset(&s.low)
+    s.high.head = 0
+    s.high.n = 0
+    s.block_high = -INFINITY
+    s.block_low = INFINITY
+    s.block_len = 0
 
 
 cdef void donchian_free(DonchianState* s) noexcept nogil:
-    extreme_free(&s.high)
-    extreme_free(&s.low)
+    window_free(&s.high)
+    free(s.low)
+    free(s.suffix_high)
+    free(s.suffix_low)
+    s.low = NULL
+    s.suffix_high = NULL
+    s.suffix_low = NULL
+
+
+cdef void _donchian_close_block(const double* ring_high, const double* ring_low,
+                                Py_ssize_t head, Py_ssize_t period,
+                                double* suffix_high, double* suffix_low) noexcept nogil:
+    # The last ``period`` bars (before ``head``) are the block just completed. Builds
+    # its suffix extremes from its newest bar backwards.
+    cdef Py_ssize_t k, slot = head
+    cdef double hi = -INFINITY, lo = INFINITY
+    for k in range(period - 1, -1, -1):
+        slot -= 1
+        if slot < 0:
+            slot = period
+        if ring_high[slot] > hi:
+            hi = ring_high[slot]
+        if ring_low[slot] < lo:
+            lo = ring_low[slot]
+        suffix_high[k] = hi
+        suffix_low[k] = lo
+
+
+cdef void _donchian_run(DonchianState* s, const double* high, const double* low,
+                        double* upper, double* middle, double* lower, Py_ssize_t n) noexcept nogil:
+    # The kernel over n bars, with the state in locals for the run: this is a tight
+    # loop where a struct field kept in memory would cost a store/reload every bar.
+    cdef Py_ssize_t period = s.high.size, i
+    cdef Py_ssize_t head = s.high.head, block_len = s.block_len
+    cdef long long count = s.high.n
+    cdef double* ring_high = s.high.buf
+    cdef double* ring_low = s.low
+    cdef double* suffix_high = s.suffix_high
+    cdef double* suffix_low = s.suffix_low
+    cdef double block_high = s.block_high, block_low = s.block_low, h, l, top, bottom
+    for i in range(n):
+        if block_len == period:
+            _donchian_close_block(ring_high, ring_low, head, period, suffix_high, suffix_low)
+            block_len = 0
+            block_high = -INFINITY
+            block_low = INFINITY
+        h = high[i]
+        l = low[i]
+        ring_high[head] = h
+        ring_low[head] = l
+        head += 1
+        if head > period:
+            head = 0
+        count += 1
+        block_len += 1
+        if h > block_high:
+            block_high = h
+        if l < block_low:
+            block_low = l
+        if count < period:
+            upper[i] = NAN
+            middle[i] = NAN
+            lower[i] = NAN
+            continue
+        top = block_high
+        bottom = block_low
+        if block_len < period:
+            # The window also holds the previous block's bars block_len..period-1.
+            if suffix_high[block_len] > top:
+                top = suffix_high[block_len]
+            if suffix_low[block_len] < bottom:
+                bottom = suffix_low[block_len]
+        upper[i] = top
+        middle[i] = (top + bottom) * 0.5
+        lower[i] = bottom
+    s.high.head = head
+    s.high.n = count
+    s.block_len = block_len
+    s.block_high = block_high
+    s.block_low = block_low
 
 
 cdef void donchian_step(DonchianState* s, double high, double low,
                         double* upper, double* middle, double* lower) noexcept nogil:
-    cdef double top = extreme_step(&s.high, high)
-    cdef double bottom = extreme_step(&s.low, low)
-    if s.high.raw.n < s.high.size:
-        upper[0] = NAN
-        middle[0] = NAN
-        lower[0] = NAN
-        return
-    upper[0] = top
-    middle[0] = (top + bottom) * 0.5
-    lower[0] = bottom
+    _donchian_run(s, &high, &low, upper, middle, lower, 1)
 
 
 # --------------------------------------------------------- realized volatility
@@ -407,7 +479,7 @@ cdef class Donchian:
     @property
     def ready(self) -> bool:
         """True once the channel is defined (after ``period`` bars)."""
-        return self._s.high.raw.n >= self.period
+        return self._s.high.n >= self.period
 
     cpdef tuple update(self, double high, double low):
         """Add a closed bar; returns ``(upper, middle, lower)`` (NaN during warm-up)."""
@@ -423,7 +495,7 @@ cdef class Donchian:
         cdef double u, m, l
         check_finite(high, "high")
         check_finite(low, "low")
-        if self._s.high.raw.n == 0:
+        if self._s.high.n == 0:
             raise InvalidInputError("update_last: no value to revise yet")
         self._s = self._prev
         donchian_step(&self._s, high, low, &u, &m, &l)
@@ -436,7 +508,7 @@ cdef class Donchian:
         check_same_length(ah.shape[0], al.shape[0], "low")
         cdef const double[::1] h = ah
         cdef const double[::1] l = al
-        cdef Py_ssize_t i, n = h.shape[0]
+        cdef Py_ssize_t n = h.shape[0]
         upper = np.empty(n, dtype=np.float64)
         middle = np.empty(n, dtype=np.float64)
         lower = np.empty(n, dtype=np.float64)
@@ -446,8 +518,7 @@ cdef class Donchian:
         if n == 0:
             return upper, middle, lower
         with nogil:
-            for i in range(n - 1):
-                donchian_step(&self._s, h[i], l[i], &u[i], &m[i], &lo[i])
+            _donchian_run(&self._s, &h[0], &l[0], &u[0], &m[0], &lo[0], n - 1)
             self._prev = self._s
             donchian_step(&self._s, h[n - 1], l[n - 1], &u[n - 1], &m[n - 1], &lo[n - 1])
         return upper, middle, lower

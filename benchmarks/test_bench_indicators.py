@@ -16,12 +16,13 @@ aspirational absolute time per call.
 
 from __future__ import annotations
 
-import importlib
 from collections import deque
 from collections.abc import Callable
 
 import numpy as np
 import pytest
+
+from l2fast import technical
 
 talib = pytest.importorskip("talib")
 talib_stream = pytest.importorskip("talib.stream")
@@ -31,36 +32,6 @@ talipp_ohlcv = pytest.importorskip("talipp.ohlcv")
 WARM = 5_000
 CALLS = 1_000
 UPDATE_TARGET_S = 100e-9
-
-# Compiled module of each public name, for running before l2fast.technical re-exports it.
-_CORE_MODULE = {
-    "EMA": "averages",
-    "SMA": "averages",
-    "RSI": "oscillators",
-    "MACD": "oscillators",
-    "Stochastic": "oscillators",
-    "ADX": "oscillators",
-    "BollingerBands": "volatility",
-    "ATR": "volatility",
-    "OBV": "volume",
-    "RollingCorrelation": "statistics",
-    "CandlestickDetector": "candles",
-    "candlestick": "candles",
-    "CANDLESTICK_PATTERNS": "candles",
-}
-
-
-def ours(name: str):
-    """``l2fast.technical.<name>``; skips while the module implementing it is not built."""
-    technical = importlib.import_module("l2fast.technical")
-    if hasattr(technical, name):
-        return getattr(technical, name)
-    module = f"l2fast._core.{_CORE_MODULE[name]}"
-    try:
-        return getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError):
-        pytest.skip(f"{name} not available yet ({module} is not built)")
-
 
 _sink = deque(maxlen=0).extend  # consumes an iterator in C, keeping nothing
 
@@ -72,35 +43,35 @@ _sink = deque(maxlen=0).extend  # consumes an iterator in C, keeping nothing
 UPDATE_CASES: dict[str, tuple] = {
     "RSI14": (
         "c",
-        lambda: ours("RSI")(14),
+        lambda: technical.RSI(14),
         lambda h, l, c: talib_stream.RSI(c, timeperiod=14),
         lambda: talipp_ind.RSI(14),
         {"talib.stream": 2.5, "talipp": 20.0},
     ),
     "EMA20": (
         "c",
-        lambda: ours("EMA")(20),
+        lambda: technical.EMA(20),
         lambda h, l, c: talib_stream.EMA(c, timeperiod=20),
         lambda: talipp_ind.EMA(20),
         {"talib.stream": 2.5, "talipp": 13.0},
     ),
     "MACD12/26/9": (
         "c",
-        lambda: ours("MACD")(12, 26, 9),
+        lambda: technical.MACD(12, 26, 9),
         lambda h, l, c: talib_stream.MACD(c, fastperiod=12, slowperiod=26, signalperiod=9),
         lambda: talipp_ind.MACD(12, 26, 9),
         {"talib.stream": 1.2, "talipp": 25.0},
     ),
     "BB20/2": (
         "c",
-        lambda: ours("BollingerBands")(20, 2.0),
+        lambda: technical.BollingerBands(20, 2.0),
         lambda h, l, c: talib_stream.BBANDS(c, timeperiod=20, nbdevup=2.0, nbdevdn=2.0, matype=0),
         lambda: talipp_ind.BB(20, 2.0),
         {"talib.stream": 1.2, "talipp": 30.0},
     ),
     "ATR14": (
         "hlc",
-        lambda: ours("ATR")(14),
+        lambda: technical.ATR(14),
         lambda h, l, c: talib_stream.ATR(h, l, c, timeperiod=14),
         lambda: talipp_ind.ATR(14),
         {"talib.stream": 1.9, "talipp": 11.0},
@@ -114,7 +85,6 @@ UPDATE_WARMUP_ROUNDS = 3
 @pytest.mark.parametrize("indicator", list(UPDATE_CASES))
 def test_update_one_bar(bench, btc_1m, indicator: str, impl: str) -> None:
     inputs, make_ours, open_talib, make_talipp, gates = UPDATE_CASES[indicator]
-    make_ours()  # skips both sides while ours is not built
     rounds = UPDATE_ROUNDS[impl]
     end = WARM + (rounds + UPDATE_WARMUP_ROUNDS) * CALLS
     o, h, l, c = (btc_1m[k][:end] for k in ("open", "high", "low", "close"))
@@ -156,80 +126,86 @@ def test_update_one_bar(bench, btc_1m, indicator: str, impl: str) -> None:
 # --------------------------------------------------------------------------- batch
 def _cdl_talib(b: dict[str, np.ndarray]) -> list[np.ndarray]:
     o, h, l, c = b["open"], b["high"], b["low"], b["close"]
-    return [getattr(talib, name)(o, h, l, c) for name in ours("CANDLESTICK_PATTERNS")]
+    return [getattr(talib, name)(o, h, l, c) for name in technical.CANDLESTICK_PATTERNS]
 
 
 def _cdl_ours_function(b: dict[str, np.ndarray]) -> list[np.ndarray]:
     o, h, l, c = b["open"], b["high"], b["low"], b["close"]
-    fn = ours("candlestick")
-    return [fn(name, o, h, l, c) for name in ours("CANDLESTICK_PATTERNS")]
+    fn = technical.candlestick
+    return [fn(name, o, h, l, c) for name in technical.CANDLESTICK_PATTERNS]
 
 
 # name: (l2fast run, TA-Lib run, gate, target). TA-Lib's call computes the same outputs
 # (ADX: ours returns ADX, +DI and -DI together; TA-Lib is timed for ADX alone).
 BATCH_CASES: dict[str, tuple[Callable, Callable, float, float]] = {
     "SMA20": (
-        lambda b: ours("SMA")(20).update_many(b["close"]),
+        lambda b: technical.SMA(20).update_many(b["close"]),
         lambda b: talib.SMA(b["close"], 20),
-        0.13,
+        0.35,
         1 / 1.5,
     ),
     "EMA20": (
-        lambda b: ours("EMA")(20).update_many(b["close"]),
+        lambda b: technical.EMA(20).update_many(b["close"]),
         lambda b: talib.EMA(b["close"], 20),
-        0.18,
+        0.45,
         1 / 1.5,
     ),
     "RSI14": (
-        lambda b: ours("RSI")(14).update_many(b["close"]),
+        lambda b: technical.RSI(14).update_many(b["close"]),
         lambda b: talib.RSI(b["close"], 14),
         0.45,
         1 / 1.5,
     ),
     "MACD12/26/9": (
-        lambda b: ours("MACD")(12, 26, 9).update_many(b["close"]),
+        lambda b: technical.MACD(12, 26, 9).update_many(b["close"]),
         lambda b: talib.MACD(b["close"], 12, 26, 9),
-        0.45,
+        0.28,
         1 / 1.5,
     ),
     "BBANDS20/2": (
-        lambda b: ours("BollingerBands")(20, 2.0).update_many(b["close"]),
+        lambda b: technical.BollingerBands(20, 2.0).update_many(b["close"]),
         lambda b: talib.BBANDS(b["close"], 20, 2.0, 2.0, 0),
         0.45,
         1 / 1.5,
     ),
     "ATR14": (
-        lambda b: ours("ATR")(14).update_many(b["high"], b["low"], b["close"]),
+        lambda b: technical.ATR(14).update_many(b["high"], b["low"], b["close"]),
         lambda b: talib.ATR(b["high"], b["low"], b["close"], 14),
-        0.18,
+        0.25,
+        1 / 1.5,
+    ),
+    "DONCHIAN20": (
+        lambda b: technical.Donchian(20).update_many(b["high"], b["low"]),
+        lambda b: (talib.MAX(b["high"], 20), talib.MIN(b["low"], 20)),
+        0.3,
         1 / 1.5,
     ),
     "STOCH14/3/3": (
-        lambda b: ours("Stochastic")(14, 3, 3).update_many(b["high"], b["low"], b["close"]),
+        lambda b: technical.Stochastic(14, 3, 3).update_many(b["high"], b["low"], b["close"]),
         lambda b: talib.STOCH(b["high"], b["low"], b["close"], 14, 3, 0, 3, 0),
         0.45,
         1 / 1.5,
     ),
     "ADX14": (
-        lambda b: ours("ADX")(14).update_many(b["high"], b["low"], b["close"]),
+        lambda b: technical.ADX(14).update_many(b["high"], b["low"], b["close"]),
         lambda b: talib.ADX(b["high"], b["low"], b["close"], 14),
         0.35,
         1 / 1.5,
     ),
     "OBV": (
-        lambda b: ours("OBV")().update_many(b["close"], b["volume"]),
+        lambda b: technical.OBV().update_many(b["close"], b["volume"]),
         lambda b: talib.OBV(b["close"], b["volume"]),
         0.35,
         1 / 1.5,
     ),
     "CORREL30(close,volume)": (
-        lambda b: ours("RollingCorrelation")(30).update_many(b["close"], b["volume"]),
+        lambda b: technical.RollingCorrelation(30).update_many(b["close"], b["volume"]),
         lambda b: talib.CORREL(b["close"], b["volume"], 30),
         0.35,
         1 / 1.5,
     ),
     "CDL x20 (CandlestickDetector)": (
-        lambda b: ours("CandlestickDetector")().update_many(b["open"], b["high"], b["low"], b["close"]),
+        lambda b: technical.CandlestickDetector().update_many(b["open"], b["high"], b["low"], b["close"]),
         _cdl_talib,
         1.0,
         1 / 1.5,
@@ -244,7 +220,6 @@ BATCH_ROUNDS = 10
 def test_update_many_full_btc(bench, btc_1m, indicator: str, impl: str) -> None:
     run_ours, run_talib, gate, target = BATCH_CASES[indicator]
     group = f"batch {indicator}"
-    run_ours({k: v[:100] for k, v in btc_1m.items()})  # skips both sides while ours is not built
     if impl == "l2fast":
         b, fn = bench(group, impl), run_ours
     else:

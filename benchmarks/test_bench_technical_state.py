@@ -24,6 +24,8 @@ import alternatives as alt
 import numpy as np
 import pytest
 
+from l2fast.features import TechnicalConfig, TechnicalState
+
 WARM = 50_000
 OURS_TARGET_S = 3e-6
 COLUMNS = ("ts", "open", "high", "low", "close", "volume")
@@ -62,11 +64,7 @@ def expected(btc_1m) -> dict[tuple[str, str], float]:
     return alt.expected_values(btc_1m, WARM)
 
 
-def _technical_state(btc_1m: dict[str, np.ndarray]):
-    try:
-        from l2fast.features import TechnicalConfig, TechnicalState
-    except ImportError:
-        pytest.skip("l2fast.features.TechnicalState is not written yet")
+def _technical_state(btc_1m: dict[str, np.ndarray]) -> TechnicalState:
     state = TechnicalState(TechnicalConfig())
     state.update_many(*(btc_1m[k][:WARM] for k in COLUMNS))
     return state

@@ -11,7 +11,7 @@
 
 from libc.math cimport NAN
 
-from l2fast._core.common cimport fused_madd
+from l2fast._core.common cimport fma_available, fused_madd_on
 
 
 cdef struct Window:
@@ -116,8 +116,9 @@ cdef struct EMAState:
 
 cdef void ema_init(EMAState* s, Py_ssize_t period) noexcept nogil
 cdef void ema_init_k(EMAState* s, Py_ssize_t period, double k) noexcept nogil
-# TA-Lib's EMA: SMA seed over the first ``period`` inputs, then one fused step.
-cdef inline double ema_step(EMAState* s, double x) noexcept nogil:
+# TA-Lib's EMA: SMA seed over the first ``period`` inputs, then one fused step
+# (``hw``: issue the FMA instruction; see common.pxd).
+cdef inline double ema_step_on(EMAState* s, double x, bint hw) noexcept nogil:
     s.n += 1
     if s.n < s.period:
         s.seed_total += x
@@ -126,5 +127,9 @@ cdef inline double ema_step(EMAState* s, double x) noexcept nogil:
         s.seed_total += x
         s.value = s.seed_total / s.period
     else:
-        s.value = fused_madd(s.k, x - s.value, s.value)
+        s.value = fused_madd_on(hw, s.k, x - s.value, s.value)
     return s.value
+
+
+cdef inline double ema_step(EMAState* s, double x) noexcept nogil:
+    return ema_step_on(s, x, fma_available())

@@ -13,7 +13,7 @@ cimport numpy as cnp
 
 from l2fast.errors import InvalidInputError
 
-from l2fast._core.common cimport as_input, check_finite, check_period
+from l2fast._core.common cimport as_input, check_finite, check_period, fma_available
 
 cnp.import_array()
 
@@ -94,6 +94,13 @@ cdef void ema_init_k(EMAState* s, Py_ssize_t period, double k) noexcept nogil:
 
 
 # ------------------------------------------------------------- Python classes
+
+cdef inline void _ema_run(EMAState* s, const double* x, double* o, Py_ssize_t n,
+                          bint hw) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(n):
+        o[i] = ema_step_on(s, x[i], hw)
+
 
 cdef class SMA:
     """Simple moving average, equal to ``talib.SMA``.
@@ -209,8 +216,10 @@ cdef class EMA:
         # Stepping a local copy lets the compiler keep the state in registers.
         cdef EMAState st = self._s
         with nogil:
-            for i in range(n - 1):
-                o[i] = ema_step(&st, x[i])
+            if fma_available():
+                _ema_run(&st, &x[0], &o[0], n - 1, True)
+            else:
+                _ema_run(&st, &x[0], &o[0], n - 1, False)
             self._prev = st
             o[n - 1] = ema_step(&st, x[n - 1])
         self._s = st

@@ -10,26 +10,31 @@ cdef cnp.ndarray as_input(object values, str name)
 cdef int check_same_length(Py_ssize_t a, Py_ssize_t b, str name) except -1
 
 
-# fused_madd(a, b, c) = a * b + c rounded once, as TA-Lib's FMA-compiled kernels (EMA,
+# fused_madd_on(hw, a, b, c) = a * b + c rounded once, as TA-Lib's FMA-compiled kernels (EMA,
 # MACD, ATR) compute it on CPUs with FMA. The build may not assume FMA hardware (no
 # -march), and libm's out-of-line fma() costs more than the kernels that call it, so on
 # x86-64 CPUs that have the instruction it is issued inline; elsewhere libm's exactly
-# rounded fma() gives the same bits.
+# rounded fma() gives the same bits. Batch loops test ``fma_available()`` once and pass
+# a literal ``hw``: inlined, the test then vanishes from the loop (a per-step test of the
+# global costs MACD's batch loop about 50%).
 cdef extern from *:
     """
     #include <math.h>
     #if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
-    /* Set once when the extension loads; a file-static flag that nothing else writes
-       lets the compiler hoist the test out of the kernels' loops. */
+    #define L2F_X86_FMA 1
     static int l2f_has_fma = 0;
+    /* Set once when the extension loads, before any kernel runs. */
     __attribute__((constructor)) static void l2f_detect_fma(void) {
         __builtin_cpu_init();
         l2f_has_fma = __builtin_cpu_supports("fma");
     }
+    #else
+    static const int l2f_has_fma = 0;
     #endif
-    static inline double l2f_fused_madd(double a, double b, double c) {
-    #if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
-        if (l2f_has_fma) {
+    static inline int l2f_fma_available(void) { return l2f_has_fma; }
+    static inline double l2f_fused_madd_on(int hw, double a, double b, double c) {
+    #ifdef L2F_X86_FMA
+        if (hw) {
             __asm__("vfmadd231sd %2, %1, %0" : "+x"(c) : "x"(a), "x"(b));
             return c;
         }
@@ -37,4 +42,5 @@ cdef extern from *:
         return fma(a, b, c);
     }
     """
-    double fused_madd "l2f_fused_madd"(double a, double b, double c) noexcept nogil
+    bint fma_available "l2f_fma_available"() noexcept nogil
+    double fused_madd_on "l2f_fused_madd_on"(bint hw, double a, double b, double c) noexcept nogil

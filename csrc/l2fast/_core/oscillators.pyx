@@ -28,7 +28,7 @@ from l2fast._core.averages cimport (
     SMAState,
     Window,
     ema_init,
-    ema_step,
+    ema_step_on,
     sma_init,
     sma_free,
     sma_step,
@@ -37,7 +37,9 @@ from l2fast._core.averages cimport (
     window_free,
     window_init,
 )
-from l2fast._core.common cimport as_input, check_finite, check_period, check_same_length
+from l2fast._core.common cimport (
+    as_input, check_finite, check_period, check_same_length, fma_available,
+)
 
 cnp.import_array()
 
@@ -116,21 +118,21 @@ cdef void macd_init(MACDState* s, Py_ssize_t fast, Py_ssize_t slow,
 
 
 cdef inline void _macd(MACDState* s, double x, double* macd, double* signal,
-                       double* hist) noexcept nogil:
+                       double* hist, bint hw) noexcept nogil:
     cdef double f = NAN, sl, m, sig
     s.n += 1
     # TA-Lib seeds both price EMAs on windows ending at the same bar (slow - 1), so
     # the fast EMA ignores the first ``slow - fast`` inputs altogether.
     if s.n > s.fast_skip:
-        f = ema_step(&s.fast, x)
-    sl = ema_step(&s.slow, x)
+        f = ema_step_on(&s.fast, x, hw)
+    sl = ema_step_on(&s.slow, x, hw)
     if s.n < s.slow.period:
         macd[0] = NAN
         signal[0] = NAN
         hist[0] = NAN
         return
     m = f - sl
-    sig = ema_step(&s.signal, m)
+    sig = ema_step_on(&s.signal, m, hw)
     if s.signal.n < s.signal.period:
         macd[0] = NAN
         signal[0] = NAN
@@ -142,17 +144,20 @@ cdef inline void _macd(MACDState* s, double x, double* macd, double* signal,
 
 
 cdef inline void _macd_loop(MACDState* s, const double* x, double* om, double* osg,
-                            double* oh, Py_ssize_t n) noexcept nogil:
+                            double* oh, Py_ssize_t n, bint hw) noexcept nogil:
     cdef MACDState st = s[0]
     cdef Py_ssize_t i
     for i in range(n):
-        _macd(&st, x[i], &om[i], &osg[i], &oh[i])
+        _macd(&st, x[i], &om[i], &osg[i], &oh[i], hw)
     s[0] = st
 
 
 cdef void _macd_run(MACDState* s, const double* x, double* om, double* osg, double* oh,
                     Py_ssize_t n) noexcept nogil:
-    _macd_loop(s, x, om, osg, oh, n)
+    if fma_available():
+        _macd_loop(s, x, om, osg, oh, n, True)
+    else:
+        _macd_loop(s, x, om, osg, oh, n, False)
 
 
 cdef void macd_step(MACDState* s, double x, double* macd, double* signal,

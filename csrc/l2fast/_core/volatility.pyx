@@ -1,7 +1,7 @@
 """Volatility kernels: Bollinger Bands, ATR, Donchian channel, realized volatility.
 
 BBANDS and ATR follow TA-Lib 0.8's C code operation for operation (including ATR's
-fused multiply-add, via ``common.fused_madd``), so results are
+fused multiply-add, via ``common.fused_madd_on``), so results are
 bit-identical to ``talib.BBANDS`` / ``talib.ATR``; the Donchian bands are exact maxima
 and minima, equal to ``talib.MAX`` / ``talib.MIN``.
 """
@@ -16,7 +16,7 @@ from l2fast.errors import InvalidInputError
 
 from l2fast._core.averages cimport window_free, window_get, window_init
 from l2fast._core.common cimport (
-    as_input, check_finite, check_period, check_same_length, fused_madd,
+    as_input, check_finite, check_period, check_same_length, fma_available, fused_madd_on,
 )
 from l2fast._core.statistics cimport var_free, var_init, var_reset, var_step
 
@@ -103,7 +103,8 @@ cdef void atr_init(ATRState* s, Py_ssize_t period) noexcept nogil:
     s.n = 0
 
 
-cdef inline double _atr_advance(ATRState* s, double high, double low, double close) noexcept nogil:
+cdef inline double _atr_advance(ATRState* s, double high, double low, double close,
+                                bint hw) noexcept nogil:
     cdef double tr
     s.n += 1
     if s.n == 1:
@@ -119,7 +120,7 @@ cdef inline double _atr_advance(ATRState* s, double high, double low, double clo
         s.value = s.seed_total / <double>s.period
     else:
         # TA-Lib's Wilder step is one fused multiply-add, rounded once.
-        s.value = fused_madd(s.w_beta, s.value, s.w_alpha * tr)
+        s.value = fused_madd_on(hw, s.w_beta, s.value, s.w_alpha * tr)
     return s.value
 
 
@@ -129,8 +130,12 @@ cdef void _atr_run(ATRState* s, const double* high, const double* low, const dou
     # loop-carried value kept in memory pays a store-to-load round trip every bar).
     cdef ATRState st = s[0]
     cdef Py_ssize_t i
-    for i in range(n):
-        out[i] = _atr_advance(&st, high[i], low[i], close[i])
+    if fma_available():
+        for i in range(n):
+            out[i] = _atr_advance(&st, high[i], low[i], close[i], True)
+    else:
+        for i in range(n):
+            out[i] = _atr_advance(&st, high[i], low[i], close[i], False)
     s[0] = st
 
 

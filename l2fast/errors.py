@@ -30,5 +30,32 @@ class InvalidBarError(InvalidInputError):
         super().__init__(f"invalid bar: {field}={value!r}: {reason}")
 
 
+class InvalidDecisionError(InvalidInputError):
+    """A strategic decision from L3 is malformed (unknown regime, exposure out of range...)."""
+
+
 class ConfigError(L2FastError, ValueError):
     """A configuration key is unknown or its value is out of range."""
+
+
+class ModelLoadError(L2FastError, ValueError):
+    """A model file (ONNX + manifest) is missing, corrupt, tampered with or unusable."""
+
+
+class ExportError(L2FastError, ValueError):
+    """A model could not be exported: unsupported policy, bad source, failed parity check."""
+
+
+class UnsafePickleError(ExportError):
+    """A pickle names a global outside the export step's allow-list; it was not loaded.
+
+    Attributes:
+        module: Module of the refused global.
+        name: Qualified name of the refused global.
+    """
+
+    def __init__(self, module: str, name: str, source: str = "") -> None:
+        self.module = module
+        self.name = name
+        where = f" in {source}" if source else ""
+        super().__init__(f"refused to unpickle global {module}.{name}{where}: not on the allow-list")

@@ -44,9 +44,8 @@ from l2fast._core.common cimport (
 cnp.import_array()
 
 
-
-# Each kernel's step body (``_x``) has a single call site, the batch loop (``_x_run``,
-# or ``_macd_loop`` per FMA flavour), and ``x_step`` is that loop over one value. GCC
+# Each kernel's step body (``_x``) has a single call site, the batch loop (``_x_run``;
+# ``_macd_loop`` per FMA flavour), and ``x_step`` is that loop over one value. GCC
 # then always inlines the body into the loop (it inlines functions called once even
 # where the module's inlining budget is spent), and the loop steps a local copy of the
 # state, which the compiler keeps in registers because the outputs cannot alias it.

@@ -3,6 +3,8 @@
 Commands:
     indicators: stream bars through the technical core and print the latest features per
         timeframe (a generated series unless ``--data FILE`` is given).
+    config: ``config --show [--config FILE]`` prints the effective configuration as TOML
+        (the defaults, or FILE merged over them).
 """
 
 from __future__ import annotations
@@ -39,6 +41,24 @@ def _cmd_indicators(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_config(args: argparse.Namespace) -> int:
+    from l2fast.config import L2Config
+    from l2fast.errors import ConfigError
+
+    if not args.show:
+        args.parser.error("nothing to do: pass --show")
+    try:
+        config = L2Config.from_toml(args.config) if args.config else L2Config()
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    source = args.config or "defaults"
+    print(f"# l2fast effective configuration ({source})")
+    print(f"# model.models_dir resolves to {config.model.resolve_models_dir()}\n")
+    print(config.to_toml(), end="")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the l2fast command line and return the process exit code."""
     parser = argparse.ArgumentParser(prog="python -m l2fast", description=__doc__.splitlines()[0])
@@ -48,6 +68,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     ind.add_argument("--bars", type=int, default=20_000, help="bars to generate (or the last N of --data)")
     ind.add_argument("--seed", type=int, default=7, help="seed of the generated series")
     ind.set_defaults(func=_cmd_indicators)
+    cfg = sub.add_parser("config", help="print the effective configuration as TOML")
+    cfg.add_argument("--show", action="store_true", help="print the effective configuration")
+    cfg.add_argument("--config", help="TOML file merged over the defaults (e.g. l2fast.toml)")
+    cfg.set_defaults(func=_cmd_config, parser=cfg)
     args = parser.parse_args(argv)
     np.set_printoptions(suppress=True)
     return args.func(args)

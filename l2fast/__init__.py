@@ -17,4 +17,13 @@ except ImportError as exc:  # pragma: no cover - exercised only on a broken inst
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+__all__ = ["__version__", "validate_models"]
+
+
+def __getattr__(name: str) -> object:
+    # onnxruntime loads only when model code is first used, keeping `import l2fast` light.
+    if name == "validate_models":
+        from l2fast.models import validate_models
+
+        return validate_models
+    raise AttributeError(f"module 'l2fast' has no attribute {name!r}")

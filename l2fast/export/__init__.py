@@ -1,0 +1,339 @@
+"""Export stable-baselines3 / FinRL agents to self-contained, verified ONNX models.
+
+``export_model(source, out_dir)`` turns one source (an SB3 ``.zip``, a seed-format ``.pkl``
+bundle, or an already loaded :class:`~l2fast.export.sources.LoadedAgent`) into
+``<name>.onnx`` + ``<name>.json`` (the manifest, :mod:`l2fast.manifest`). The graph takes RAW
+features and returns the action ``model.predict(obs, deterministic=True)`` would give after
+the source's scaler and VecNormalize; the export aborts unless onnxruntime and SB3 agree on
+``samples`` observations (:mod:`l2fast.export.parity`).
+
+Writes are atomic: everything is computed in memory, staged in a temporary folder beside
+``out_dir`` and renamed into place; on any failure nothing new is left in ``out_dir`` (and
+files it replaced are restored). :func:`export_many` exports several sources or folders
+all-or-nothing.
+
+Needs the ``export`` extra (torch, stable-baselines3, gymnasium, onnx, scikit-learn,
+tqdm); they are imported only when an export runs, so ``--help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import shutil
+import tempfile
+import time
+import warnings
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from l2fast.errors import ExportError
+from l2fast.manifest import (
+    SCHEMA_VERSION,
+    default_action_targets,
+    encode_bound,
+    expected_outputs,
+    validate_manifest,
+)
+
+if TYPE_CHECKING:
+    from l2fast.export.sources import LoadedAgent, VecNormStats
+
+__all__ = ["ExportReport", "MissingFeatureNamesWarning", "export_many", "export_model"]
+
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+class MissingFeatureNamesWarning(UserWarning):
+    """A model was exported with placeholder feature names ``obs_0..obs_{n-1}``."""
+
+
+@dataclass
+class ExportReport:
+    """What one export wrote.
+
+    Attributes:
+        name: Model name (file stem of both outputs).
+        onnx_path: The written ``<name>.onnx``.
+        manifest_path: The written ``<name>.json``.
+        parity: The manifest's parity object.
+        seconds: Time to load, build and verify the model (library imports and writing
+            excluded).
+    """
+
+    name: str
+    onnx_path: Path
+    manifest_path: Path
+    parity: dict
+    seconds: float
+
+
+@dataclass
+class _Prepared:
+    name: str
+    onnx_bytes: bytes
+    manifest_bytes: bytes
+    parity: dict
+    seconds: float
+
+
+def _jsonable(value: Any) -> Any:
+    """Bundle metadata as plain JSON (numpy scalars/arrays unwrapped, non-finite floats as text)."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _jsonable(value.tolist())
+    if isinstance(value, np.generic):
+        return _jsonable(value.item())
+    if isinstance(value, float) and not np.isfinite(value):
+        return str(value)
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return str(value)
+
+
+def _versions() -> dict[str, str]:
+    import onnx
+    import onnxruntime
+    import stable_baselines3
+    import torch
+
+    import l2fast
+
+    return {"torch": torch.__version__, "stable_baselines3": stable_baselines3.__version__,
+            "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__, "l2fast": l2fast.__version__}
+
+
+def _action_space(space: Any) -> dict:
+    from gymnasium import spaces
+
+    if isinstance(space, spaces.Discrete):
+        return {"type": "discrete", "n": int(space.n)}
+    low = np.asarray(space.low, dtype=np.float64).reshape(-1)
+    high = np.asarray(space.high, dtype=np.float64).reshape(-1)
+    return {"type": "box", "low": [encode_bound(v) for v in low], "high": [encode_bound(v) for v in high],
+            "shape": [int(d) for d in space.shape]}
+
+
+def _action_targets(space: dict, given: Sequence[float] | None, name: str) -> list[float] | None:
+    if space["type"] != "discrete":
+        if given is not None:
+            raise ExportError(f"{name}: action_targets apply to discrete actions only")
+        return None
+    n = space["n"]
+    if given is None:
+        return default_action_targets(n)
+    targets = [float(t) for t in given]
+    if len(targets) != n or not all(-1.0 <= t <= 1.0 for t in targets):
+        raise ExportError(f"{name}: action_targets must be {n} numbers in [-1, 1], got {list(given)!r}")
+    return targets
+
+
+def _resolve_agent(source: str | Path | LoadedAgent, feature_names: Sequence[str] | None,
+                   vecnormalize: str | Path | VecNormStats | None) -> LoadedAgent:
+    from l2fast.export.sources import LoadedAgent, load_source
+
+    if not isinstance(source, LoadedAgent):
+        return load_source(source, feature_names=feature_names, vecnormalize=vecnormalize)
+    if feature_names is not None:
+        if len(feature_names) != source.observation_size:
+            raise ExportError(f"{source.name}: {len(feature_names)} feature names given for "
+                              f"{source.observation_size} observation features")
+        source = dataclasses.replace(source, feature_names=list(feature_names))
+    if vecnormalize is not None:
+        raise ExportError("vecnormalize= applies to a source path; set LoadedAgent.vecnormalize instead")
+    return source
+
+
+def _prepare(agent: LoadedAgent, *, opset: int, samples: int, name: str | None,
+             action_targets: Sequence[float] | None, started: float, versions: dict[str, str]) -> _Prepared:
+    """Build, verify and describe one model in memory."""
+    from l2fast.export.graph import build_graph
+    from l2fast.export.parity import check_parity
+    from l2fast.models import sha256_bytes
+
+    if name is None:
+        name = re.sub(r"[^A-Za-z0-9_.-]", "_", agent.name).lstrip("._-") or "model"
+    elif not _SAFE_NAME.match(name):
+        raise ExportError(f"model name {name!r} must be letters, digits, '_', '.' or '-' (and start alphanumeric)")
+    if not isinstance(samples, int) or samples < 1:
+        raise ExportError(f"samples must be a positive integer, got {samples!r}")
+    n = agent.observation_size
+    names = list(agent.feature_names) if agent.feature_names is not None else None
+    if names is None:
+        names = [f"obs_{i}" for i in range(n)]
+        warnings.warn(f"{name}: no feature names; exported as obs_0..obs_{n - 1}: the engine cannot use "
+                      "this model until names are given (--feature-names)", MissingFeatureNamesWarning, stacklevel=3)
+    elif len(names) != n:
+        raise ExportError(f"{name}: {len(names)} feature names for {n} observation features")
+
+    onnx_bytes = build_graph(agent, opset=opset).SerializeToString()
+    parity = check_parity(agent, onnx_bytes, samples)
+    if not parity.passed:
+        raise ExportError(f"{name}: parity check failed, the ONNX graph disagrees with SB3 predict: {parity.describe()}")
+    space = _action_space(agent.action_space)
+    algorithm = agent.algorithm.upper()
+    targets = action_targets if action_targets is not None else agent.action_targets
+    manifest = {
+        "schema_version": SCHEMA_VERSION,
+        "name": name,
+        "algorithm": algorithm,
+        "source": {"file": Path(agent.source_path).name, "sha256": agent.source_sha256, "kind": agent.source_kind},
+        "onnx_sha256": sha256_bytes(onnx_bytes),
+        "opset": opset,
+        "feature_names": names,
+        "observation_size": n,
+        "action_space": space,
+        "action_targets": _action_targets(space, targets, name),
+        "outputs": expected_outputs(algorithm, space["type"]),
+        "specialization": agent.specialization,
+        "timeframes": list(agent.timeframes) if agent.timeframes is not None else None,
+        "lookback": int(agent.lookback) if agent.lookback is not None else None,
+        "performance_metrics": _jsonable(agent.performance_metrics or {}),
+        "training_config": _jsonable(agent.training_config or {}),
+        "versions": versions,
+        "parity": parity.to_manifest(),
+        "exported_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+    problems = validate_manifest(manifest)
+    if problems:
+        raise ExportError(f"{name}: the manifest would be invalid: {'; '.join(problems)}")
+    text = json.dumps(manifest, indent=2, allow_nan=False) + "\n"
+    return _Prepared(name, onnx_bytes, text.encode("utf-8"), manifest["parity"], time.perf_counter() - started)
+
+
+def _commit(out_dir: Path, prepared: Sequence[_Prepared]) -> list[ExportReport]:
+    """Write every prepared model into ``out_dir`` atomically (all or nothing)."""
+    out_dir = Path(out_dir).absolute()
+    created_dir = not out_dir.exists()
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ExportError(f"output {out_dir} exists and is not a directory")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.export-", dir=out_dir.parent))
+    placed: list[tuple[Path, Path | None]] = []  # (destination, backup of what it replaced)
+    try:
+        files = []
+        for p in prepared:
+            for suffix, data in ((".onnx", p.onnx_bytes), (".json", p.manifest_bytes)):
+                staged = staging / f"{p.name}{suffix}"
+                with open(staged, "wb") as fh:
+                    fh.write(data)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                files.append(staged)
+        out_dir.mkdir(exist_ok=True)
+        for staged in files:
+            dest = out_dir / staged.name
+            backup = None
+            if dest.exists():
+                backup = staging / f"{staged.name}.previous"
+                shutil.copy2(dest, backup)
+            os.replace(staged, dest)
+            placed.append((dest, backup))
+    except BaseException as exc:
+        for dest, backup in reversed(placed):
+            if backup is not None:
+                os.replace(backup, dest)
+            else:
+                dest.unlink(missing_ok=True)
+        if created_dir and out_dir.is_dir() and not any(out_dir.iterdir()):
+            out_dir.rmdir()
+        if isinstance(exc, OSError):
+            raise ExportError(f"writing into {out_dir} failed, nothing was written: {exc}") from exc
+        raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return [ExportReport(p.name, out_dir / f"{p.name}.onnx", out_dir / f"{p.name}.json", p.parity, p.seconds)
+            for p in prepared]
+
+
+def export_model(source: str | Path | LoadedAgent, out_dir: str | Path, *,
+                 feature_names: Sequence[str] | None = None,
+                 vecnormalize: str | Path | VecNormStats | None = None,
+                 opset: int = 17, samples: int = 10_000, name: str | None = None,
+                 action_targets: Sequence[float] | None = None) -> ExportReport:
+    """Export one agent to ``out_dir/<name>.onnx`` and ``out_dir/<name>.json``.
+
+    Args:
+        source: An SB3 ``.zip``, a seed-format ``.pkl`` bundle, or a ``LoadedAgent``.
+        out_dir: Output folder (created if missing).
+        feature_names: Ordered feature names, overriding the source's; without any the
+            model is exported as ``obs_0..`` with a :class:`MissingFeatureNamesWarning`.
+        vecnormalize: A saved SB3 ``VecNormalize`` file whose statistics are folded in.
+        opset: ONNX opset (13 and up; 17 by default).
+        samples: Observations of the parity check.
+        name: Output name; defaults to the source file stem.
+        action_targets: Target position in [-1, 1] per discrete action; defaults to the
+            bundle's, else evenly spaced from -1 to 1.
+
+    Returns:
+        An :class:`ExportReport`.
+
+    Raises:
+        ExportError: Unreadable or unsupported source, bad feature names or scaler, failed
+            parity, or a failed write (nothing is left in ``out_dir``).
+    """
+    versions = _versions()  # also imports torch & co. before the clock starts
+    started = time.perf_counter()
+    agent = _resolve_agent(source, feature_names, vecnormalize)
+    prepared = _prepare(agent, opset=opset, samples=samples, name=name,
+                        action_targets=action_targets, started=started, versions=versions)
+    return _commit(Path(out_dir), [prepared])[0]
+
+
+def export_many(sources: str | Path | Iterable[str | Path], out_dir: str | Path, *,
+                feature_names: Sequence[str] | None = None,
+                vecnormalize: str | Path | None = None,
+                opset: int = 17, samples: int = 10_000, progress: bool = True) -> list[ExportReport]:
+    """Export every ``.zip`` / ``.pkl`` source given or found in the given folders.
+
+    All sources are built and verified first, then written together: if any fails, none
+    is written. A progress bar (stderr) shows the sources as they are verified.
+
+    Args:
+        sources: Files and/or folders (a folder contributes its ``.zip`` and ``.pkl`` files).
+        out_dir: Output folder.
+        feature_names: Applied to every source (for one source, or sources sharing a layout).
+        vecnormalize: Applied to every source.
+        opset: ONNX opset.
+        samples: Parity observations per model.
+        progress: Show a tqdm progress bar.
+
+    Returns:
+        One report per model, in source order.
+
+    Raises:
+        ExportError: No sources, duplicate output names, or any source failing (the
+            message names it).
+    """
+    from tqdm import tqdm
+
+    from l2fast.export.sources import iter_sources
+
+    if isinstance(sources, (str, Path)):
+        sources = [sources]
+    paths = [p for s in sources for p in iter_sources(s)]
+    if not paths:
+        raise ExportError("no .zip or .pkl sources found")
+    versions = _versions()
+    prepared: list[_Prepared] = []
+    seen: dict[str, Path] = {}
+    for path in tqdm(paths, desc="export", unit="model", disable=not progress or len(paths) < 2):
+        started = time.perf_counter()
+        agent = _resolve_agent(path, feature_names, vecnormalize)
+        p = _prepare(agent, opset=opset, samples=samples, name=None, action_targets=None, started=started,
+                     versions=versions)
+        if p.name in seen:
+            raise ExportError(f"{path} and {seen[p.name]} would both be exported as {p.name!r}")
+        seen[p.name] = Path(path)
+        prepared.append(p)
+    return _commit(Path(out_dir), prepared)

@@ -1,0 +1,121 @@
+"""Command line: ``python -m l2fast.export``.
+
+Export::
+
+    python -m l2fast.export SOURCE... --out onnx_models/ [--feature-names FILE|a,b,c]
+        [--vecnormalize FILE] [--opset 17] [--samples 10000]
+
+Validate exported models::
+
+    python -m l2fast.export --validate onnx_models/
+
+Exit status 0 on success, 1 on any failure (one ``error:`` line on stderr, no traceback),
+2 on bad usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+
+def _feature_names(value: str) -> list[str]:
+    """``--feature-names``: a file (JSON list, or names split by lines/commas) or ``a,b,c``."""
+    path = Path(value)
+    if path.is_file():
+        text = path.read_text(encoding="utf-8")
+        try:
+            names = json.loads(text)
+        except json.JSONDecodeError:
+            names = [tok for line in text.splitlines() if not line.lstrip().startswith("#")
+                     for tok in line.replace(",", " ").split()]
+        if not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
+            raise ValueError(f"{path}: expected a JSON list of names or one name per line")
+    else:
+        names = [n.strip() for n in value.split(",") if n.strip()]
+    if not names:
+        raise ValueError(f"--feature-names {value!r} gives no names")
+    return names
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m l2fast.export",
+        description="Export stable-baselines3 / FinRL agents (SB3 .zip, seed-format .pkl bundles, or "
+                    "folders of them) to ONNX + manifest with verified parity, or validate exported models.",
+    )
+    p.add_argument("sources", nargs="*", metavar="SOURCE", help="SB3 .zip, .pkl bundle, or a folder of them")
+    p.add_argument("--out", type=Path, help="output folder for <name>.onnx + <name>.json")
+    p.add_argument("--feature-names", metavar="FILE|a,b,c",
+                   help="ordered feature names: a file (JSON list or one per line) or a comma-separated list")
+    p.add_argument("--vecnormalize", type=Path, metavar="FILE", help="saved SB3 VecNormalize statistics to fold in")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
+    p.add_argument("--samples", type=int, default=10_000, help="parity-check observations (default 10000)")
+    p.add_argument("--validate", type=Path, metavar="DIR", help="validate exported models in DIR instead")
+    return p
+
+
+def _validate(path: Path) -> int:
+    from l2fast.models import validate_models
+
+    result = validate_models(path)
+    for failure in result["failures"]:
+        print(f"FAIL {failure['name']}: {failure['reason']}")
+    print(f"{result['passed']}/{result['total']} models valid in {path}")
+    return 0 if result["passed"] == result["total"] and result["total"] > 0 else 1
+
+
+def _export(args: argparse.Namespace) -> int:
+    from l2fast.export import MissingFeatureNamesWarning, export_many
+
+    names = _feature_names(args.feature_names) if args.feature_names else None
+    # Only l2fast's own warnings reach the user; library chatter (sklearn, SB3) is dropped.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", MissingFeatureNamesWarning)
+        try:
+            reports = export_many(args.sources, args.out, feature_names=names, vecnormalize=args.vecnormalize,
+                                  opset=args.opset, samples=args.samples)
+        finally:
+            for w in caught:
+                if issubclass(w.category, MissingFeatureNamesWarning):
+                    print(f"warning: {w.message}", file=sys.stderr)
+    for r in reports:
+        p = r.parity
+        check = (f"{p['discrete_agreement']:.0%} equal actions" if "discrete_agreement" in p
+                 else f"max abs diff {p['max_abs_diff']:.2g}")
+        print(f"{r.name}: {r.onnx_path} + {r.manifest_path.name} (parity on {p['samples']} samples: {check}; "
+              f"{r.seconds:.2f} s)")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit status."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.validate is not None:
+        if args.sources or args.out:
+            parser.error("--validate takes no SOURCE or --out")
+    elif not args.sources or args.out is None:
+        parser.error("give SOURCE... and --out DIR (or --validate DIR)")
+    from l2fast.errors import L2FastError
+
+    def one_line(exc: BaseException) -> str:
+        return " ".join(str(exc).split())
+
+    try:
+        return _validate(args.validate) if args.validate is not None else _export(args)
+    except (L2FastError, OSError, ValueError) as exc:
+        print(f"error: {one_line(exc)}", file=sys.stderr)
+    except ImportError as exc:
+        print(f"error: {exc.name or exc} is not installed: pip install 'l2fast[export]'", file=sys.stderr)
+    except Exception as exc:  # a CLI reports, it does not dump a traceback
+        print(f"error: unexpected {type(exc).__name__}: {one_line(exc)}", file=sys.stderr)
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,226 @@
+"""The runtime side of exported models: manifest schema, loading, tamper checks, validation.
+
+The models here are small hand-built ONNX graphs with hand-written manifests, so these
+tests need neither torch nor stable-baselines3 (only ``onnx`` to write the fixtures).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import l2fast
+from l2fast.errors import ModelLoadError
+from l2fast.features import TechnicalConfig, feature_names
+from l2fast.manifest import DEFAULT_ACTION_TARGETS, default_action_targets, validate_manifest
+from l2fast.models import load_model, validate_models
+
+onnx = pytest.importorskip("onnx")
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+
+FEATURES = ["ret_1_1m", "rsi_14_5m", "atr_pct_1h"]
+WEIGHTS = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [-1.0, -1.0, -1.0]], np.float32)
+
+
+def _discrete_graph(n_features: int = 3) -> bytes:
+    """obs -> Gemm -> logits; probs = Softmax, action = ArgMax (4 actions)."""
+    w = WEIGHTS[:, :n_features]
+    nodes = [
+        helper.make_node("Gemm", ["obs", "W"], ["logits"], transB=1),
+        helper.make_node("Softmax", ["logits"], ["probs"], axis=-1),
+        helper.make_node("ArgMax", ["logits"], ["action"], axis=1, keepdims=0),
+    ]
+    graph = helper.make_graph(
+        nodes, "toy", [helper.make_tensor_value_info("obs", TensorProto.FLOAT, ["N", n_features])],
+        [helper.make_tensor_value_info("action", TensorProto.INT64, ["N"]),
+         helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["N", 4])],
+        initializer=[numpy_helper.from_array(w, "W")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8).SerializeToString()
+
+
+def _box_graph() -> bytes:
+    """obs[:, :2] clipped to the box [-1, 1] x [0, 2]."""
+    nodes = [
+        helper.make_node("Gemm", ["obs", "W"], ["mean"], transB=1),
+        helper.make_node("Min", ["mean", "high"], ["capped"]),
+        helper.make_node("Max", ["capped", "low"], ["action"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "toy_box", [helper.make_tensor_value_info("obs", TensorProto.FLOAT, ["N", 3])],
+        [helper.make_tensor_value_info("action", TensorProto.FLOAT, ["N", 2])],
+        initializer=[numpy_helper.from_array(np.eye(2, 3, dtype=np.float32), "W"),
+                     numpy_helper.from_array(np.array([-1.0, 0.0], np.float32), "low"),
+                     numpy_helper.from_array(np.array([1.0, 2.0], np.float32), "high")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8).SerializeToString()
+
+
+def _manifest(name: str, data: bytes, **overrides) -> dict:
+    manifest = {
+        "schema_version": 1, "name": name, "algorithm": "PPO",
+        "source": {"file": f"{name}.pkl", "sha256": "ab" * 32, "kind": "pkl-bundle"},
+        "onnx_sha256": hashlib.sha256(data).hexdigest(), "opset": 17,
+        "feature_names": list(FEATURES), "observation_size": 3,
+        "action_space": {"type": "discrete", "n": 4}, "action_targets": [-1.0, -0.5, 0.5, 1.0],
+        "outputs": ["action", "probs"], "specialization": "trend", "timeframes": ["1m", "5m", "1h"],
+        "lookback": 1, "performance_metrics": {"sharpe": 0.5}, "training_config": {"steps": 1000},
+        "versions": {"torch": "2", "stable_baselines3": "2", "onnx": "1", "onnxruntime": "1", "l2fast": "0.1.0"},
+        "parity": {"samples": 100, "kind": "discrete", "discrete_agreement": 1.0, "mismatches": 0, "passed": True},
+        "exported_at": "2025-01-01T00:00:00Z",
+    }
+    manifest.update(overrides)
+    return manifest
+
+
+def _write(folder, name: str, data: bytes, manifest: dict | None = None):
+    (folder / f"{name}.onnx").write_bytes(data)
+    path = folder / f"{name}.json"
+    path.write_text(json.dumps(manifest if manifest is not None else _manifest(name, data)))
+    return path
+
+
+def test_features_used_by_the_fixtures_exist_in_the_technical_core():
+    assert set(FEATURES) <= set(feature_names(TechnicalConfig()))
+
+
+def test_valid_discrete_model_loads_and_acts(tmp_path):
+    model = load_model(_write(tmp_path, "toy", _discrete_graph()))
+    assert model.name == "toy" and model.discrete and model.feature_names == tuple(FEATURES)
+    assert model.act(np.array([0.1, 0.9, 0.2])) == 1
+    assert model.target(np.array([0.0, 0.0, 3.0])) == 0.5
+    out = model.run(np.array([[3.0, 0.0, 0.0], [-1.0, -1.0, -1.0]], np.float32))
+    np.testing.assert_array_equal(out["action"], [0, 3])
+    np.testing.assert_allclose(out["probs"].sum(axis=1), 1.0, rtol=1e-6)
+    np.testing.assert_array_equal(model.predict(np.full(3, -1.0)), [3])
+    options = model.session.get_session_options()
+    assert options.intra_op_num_threads == 1 and options.inter_op_num_threads == 1
+    assert load_model(tmp_path / "toy.onnx").name == "toy"  # either file of the pair
+
+
+def test_valid_box_model_acts_within_bounds(tmp_path):
+    data = _box_graph()
+    manifest = _manifest("box", data, algorithm="SAC", outputs=["action"], action_targets=None,
+                         action_space={"type": "box", "low": [-1.0, 0.0], "high": [1.0, 2.0], "shape": [2]},
+                         parity={"samples": 10, "kind": "box", "max_abs_diff": 0.0, "passed": True})
+    model = load_model(_write(tmp_path, "box", data, manifest))
+    np.testing.assert_array_equal(model.act(np.array([5.0, -3.0, 0.0])), [1.0, 0.0])
+    with pytest.raises(ValueError, match="no discrete action targets"):
+        model.target(np.zeros(3))
+
+
+def test_changed_onnx_bytes_are_refused_by_hash(tmp_path):
+    path = _write(tmp_path, "toy", _discrete_graph())
+    tampered = _discrete_graph().replace(numpy_helper.from_array(WEIGHTS, "W").raw_data,
+                                         numpy_helper.from_array(-WEIGHTS, "W").raw_data)
+    (tmp_path / "toy.onnx").write_bytes(tampered)
+    with pytest.raises(ModelLoadError, match="SHA-256 .* does not match the manifest"):
+        load_model(path)
+
+
+def test_corrupt_onnx_with_matching_hash_is_refused(tmp_path):
+    junk = b"\x08\x07 this is not an onnx model"
+    path = _write(tmp_path, "junk", junk)
+    with pytest.raises(ModelLoadError, match="onnxruntime cannot load"):
+        load_model(path)
+
+
+def test_missing_onnx_file_is_refused(tmp_path):
+    path = _write(tmp_path, "toy", _discrete_graph())
+    (tmp_path / "toy.onnx").unlink()
+    with pytest.raises(ModelLoadError, match="cannot read ONNX file"):
+        load_model(path)
+
+
+@pytest.mark.parametrize(("change", "reason"), [
+    (lambda m: m.pop("onnx_sha256"), "missing keys: onnx_sha256"),
+    (lambda m: m.update(schema_version=2), "schema_version 2"),
+    (lambda m: m.update(algorithm="TRPO"), "algorithm must be one of"),
+    (lambda m: m.update(observation_size=4), "observation_size is 4 but there are 3"),
+    (lambda m: m.update(feature_names=["a", "a", "b"]), "duplicates: a"),
+    (lambda m: m.update(action_targets=[-1.0, 0.0, 2.0, 1.0]), "action_targets must be a list of numbers in"),
+    (lambda m: m.update(action_targets=[-1.0, 1.0]), "action_targets has 2 values for 4"),
+    (lambda m: m.update(outputs=["action"]), "outputs must be"),
+    (lambda m: m["parity"].update(passed=False), "parity.passed is false"),
+    (lambda m: m.update(action_space={"type": "box", "low": [1.0], "high": [0.0], "shape": [1]}), "low exceeds"),
+])
+def test_invalid_manifest_is_refused_with_the_reason(tmp_path, change, reason):
+    data = _discrete_graph()
+    manifest = _manifest("toy", data)
+    change(manifest)
+    with pytest.raises(ModelLoadError, match=reason):
+        load_model(_write(tmp_path, "toy", data, manifest))
+
+
+def test_manifest_that_is_not_json_is_refused(tmp_path):
+    path = _write(tmp_path, "toy", _discrete_graph())
+    path.write_text("{not json")
+    with pytest.raises(ModelLoadError, match="not valid JSON"):
+        load_model(path)
+
+
+def test_graph_inputs_that_disagree_with_the_manifest_are_refused(tmp_path):
+    data = _discrete_graph(n_features=2)
+    manifest = _manifest("toy", data)
+    with pytest.raises(ModelLoadError, match=r"input 'obs' must be float \[N, 3\]"):
+        load_model(_write(tmp_path, "toy", data, manifest))
+
+
+def test_graph_outputs_that_disagree_with_the_manifest_are_refused(tmp_path):
+    data = _discrete_graph()
+    manifest = _manifest("toy", data, algorithm="DQN", outputs=["action", "q_values"])
+    with pytest.raises(ModelLoadError, match="outputs .* differ from the manifest"):
+        load_model(_write(tmp_path, "toy", data, manifest))
+
+
+def test_validate_models_reports_each_failure_with_its_reason(tmp_path):
+    good = _discrete_graph()
+    _write(tmp_path, "good", good)
+    _write(tmp_path, "unnamed", good, _manifest("unnamed", good, feature_names=["obs_0", "obs_1", "obs_2"]))
+    _write(tmp_path, "unknown", good, _manifest("unknown", good, feature_names=["ret_1_1m", "rsi_99_2m", "x"]))
+    tampered = _write(tmp_path, "tampered", good)
+    (tmp_path / "tampered.onnx").write_bytes(good + b"\x00")
+    (tmp_path / "orphan.onnx").write_bytes(good)
+    result = validate_models(tmp_path)
+    assert result["total"] == 5 and result["passed"] == 1
+    reasons = {f["name"]: f["reason"] for f in result["failures"]}
+    assert "re-export with --feature-names" in reasons["unnamed"]
+    assert "unknown to the technical core: rsi_99_2m, x" in reasons["unknown"]
+    assert "SHA-256" in reasons["tampered"]
+    assert "no manifest" in reasons["orphan"]
+    assert tampered.exists()
+    assert l2fast.validate_models(tmp_path / "good.json") == {"passed": 1, "total": 1, "failures": []}
+
+
+def test_validate_models_fails_on_a_missing_or_empty_folder(tmp_path):
+    empty = validate_models(tmp_path)
+    assert empty["passed"] == 0 and empty["total"] == 1 and "no exported models" in empty["failures"][0]["reason"]
+    missing = validate_models(tmp_path / "nope")
+    assert missing["passed"] == 0 and "no such file" in missing["failures"][0]["reason"]
+
+
+def test_default_action_targets_are_evenly_spaced_exact_fractions():
+    assert default_action_targets(7) == [-1.0, -2 / 3, -1 / 3, 0.0, 1 / 3, 2 / 3, 1.0]
+    assert DEFAULT_ACTION_TARGETS(3) == [-1.0, 0.0, 1.0]
+    assert default_action_targets(1) == [0.0]
+    with pytest.raises(ValueError, match="positive integer"):
+        default_action_targets(0)
+
+
+def test_unbounded_box_bounds_are_written_as_text():
+    data = _box_graph()
+    manifest = _manifest("box", data, algorithm="PPO", outputs=["action"], action_targets=None,
+                         action_space={"type": "box", "low": ["-inf", 0.0], "high": ["inf", 2.0], "shape": [2]})
+    assert validate_manifest(manifest) == []
+    manifest["action_space"]["low"][0] = float("-inf")
+    assert any("action_space.low" in p for p in validate_manifest(manifest))
+
+
+def test_runtime_imports_no_export_dependencies():
+    code = ("import sys, l2fast, l2fast.models, l2fast.manifest; "
+            "heavy = {'torch', 'stable_baselines3', 'sklearn', 'onnx', 'gymnasium'} & set(sys.modules); "
+            "assert not heavy, heavy")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

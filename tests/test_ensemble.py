@@ -1,0 +1,134 @@
+"""The fused ensemble graph against each shipped agent run on its own."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("onnx")
+
+from l2fast.ensemble import FusedEnsemble  # noqa: E402
+from l2fast.errors import InvalidInputError, ModelLoadError  # noqa: E402
+from l2fast.features import TechnicalState  # noqa: E402
+from l2fast.synthetic import generate_bars  # noqa: E402
+
+MODELS_DIR = Path(__file__).resolve().parents[1] / "onnx_models"
+N_ROWS = 1_000
+
+
+@pytest.fixture(scope="module")
+def names() -> tuple[str, ...]:
+    return TechnicalState().names
+
+
+@pytest.fixture(scope="module")
+def ensemble(names) -> FusedEnsemble:
+    return FusedEnsemble.from_dir(MODELS_DIR, names)
+
+
+@pytest.fixture(scope="module")
+def feature_rows(names, ensemble) -> np.ndarray:
+    """1,000 technical-core feature vectors on which every member's inputs are warmed up."""
+    bars = generate_bars(20_000)
+    state = TechnicalState()
+    rows = state.update_many(bars["ts"], bars["open"], bars["high"], bars["low"], bars["close"],
+                             bars["volume"], record=names)
+    used = np.concatenate(list(ensemble.columns.values()))
+    warm = np.flatnonzero(np.isfinite(rows[:, used]).all(axis=1))
+    assert len(warm) >= N_ROWS
+    return rows[warm[np.linspace(0, len(warm) - 1, N_ROWS).astype(int)]]
+
+
+@pytest.fixture
+def models_copy(tmp_path: Path) -> Path:
+    folder = tmp_path / "models"
+    shutil.copytree(MODELS_DIR, folder)
+    return folder
+
+
+def test_fused_graph_has_one_input_and_every_member_output(ensemble, names) -> None:
+    assert ensemble.names == ("mean_revert_agent", "trend_agent", "volatility_agent")
+    inputs = ensemble.session.get_inputs()
+    assert [(i.name, i.shape) for i in inputs] == [("features", [1, len(names)])]
+    assert [o.name for o in ensemble.session.get_outputs()] == list(ensemble.output_names)
+    assert set(ensemble.output_names) == {f"{n}/{o}" for n in ensemble.names for o in ("action", "probs")}
+    for member in ensemble.members:
+        assert [names[i] for i in ensemble.columns[member.name]] == list(member.feature_names)
+
+
+def test_fused_outputs_equal_each_member_run_alone_on_1000_rows(ensemble, feature_rows) -> None:
+    for row in feature_rows:
+        fused = {k: v.copy() for k, v in ensemble.run(row).items()}
+        for member in ensemble.members:
+            alone = member.run(row[ensemble.columns[member.name]])
+            for out in member.output_names:
+                np.testing.assert_array_equal(fused[f"{member.name}/{out}"], alone[out],
+                                              err_msg=f"{member.name}/{out}")
+
+
+def test_run_reuses_bound_buffers(ensemble, feature_rows) -> None:
+    first = ensemble.run(feature_rows[0])
+    action = first["trend_agent/action"]
+    second = ensemble.run(feature_rows[1])
+    assert second is first and second["trend_agent/action"] is action
+
+
+def test_unknown_feature_name_in_manifest_raises_model_load_error(models_copy, names) -> None:
+    path = models_copy / "trend_agent.json"
+    manifest = json.loads(path.read_text())
+    manifest["feature_names"][2] = "rsi_99_7m"
+    path.write_text(json.dumps(manifest))
+    with pytest.raises(ModelLoadError, match=r"unknown to the technical core: rsi_99_7m .*known names include"):
+        FusedEnsemble.from_dir(models_copy, names)
+
+
+def test_feature_name_missing_from_given_names_raises_model_load_error(names) -> None:
+    kept = [n for n in names if n != "rsi_14_1m"]
+    with pytest.raises(ModelLoadError, match="rsi_14_1m"):
+        FusedEnsemble.from_dir(MODELS_DIR, kept)
+
+
+def test_tampered_onnx_raises_model_load_error(models_copy, names) -> None:
+    path = models_copy / "volatility_agent.onnx"
+    data = bytearray(path.read_bytes())
+    data[-20] ^= 0x01
+    path.write_bytes(bytes(data))
+    with pytest.raises(ModelLoadError, match="SHA-256"):
+        FusedEnsemble.from_dir(models_copy, names)
+
+
+def test_onnx_swapped_after_load_is_never_fused(monkeypatch, models_copy, names) -> None:
+    import l2fast.ensemble as ens
+
+    real_load = ens.load_model
+
+    def load_then_tamper(path):
+        model = real_load(path)
+        model.onnx_path.write_bytes(model.onnx_path.read_bytes() + b"\x00")
+        return model
+
+    monkeypatch.setattr(ens, "load_model", load_then_tamper)
+    with pytest.raises(ModelLoadError, match="SHA-256"):
+        FusedEnsemble.from_dir(models_copy, names)
+
+
+def test_empty_or_orphaned_folder_raises_model_load_error(tmp_path, models_copy, names) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ModelLoadError, match="no exported models"):
+        FusedEnsemble.from_dir(empty, names)
+    (models_copy / "trend_agent.json").unlink()
+    with pytest.raises(ModelLoadError, match="without a manifest"):
+        FusedEnsemble.from_dir(models_copy, names)
+
+
+def test_run_rejects_a_row_of_the_wrong_length(ensemble) -> None:
+    ens = ensemble
+    with pytest.raises(InvalidInputError, match="features_row: shape"):
+        ens.run(np.zeros(1))
+    with pytest.raises(InvalidInputError, match="features_row: shape"):
+        ens.run(np.zeros(len(ens.feature_names) + 1))

@@ -101,9 +101,9 @@ from typing import Any, Literal
 import numpy as np
 
 from l2fast._core.candles import CANDLESTICK_PATTERNS
+from l2fast._core.features import FIRST_RSI_SLOT
 from l2fast._core.voting import (
     COMPONENTS,
-    FIRST_RSI_SLOT,
     GATE_CODES,
     MAX_ACTIONS,
     MAX_MEMBERS,

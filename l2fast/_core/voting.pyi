@@ -13,7 +13,6 @@ MAX_MEMBERS: int
 MAX_ACTIONS: int
 MAX_TIMEFRAMES: int
 MAX_WINDOW: int
-FIRST_RSI_SLOT: int
 
 class VoterCore:
     """The compiled voter of one symbol."""

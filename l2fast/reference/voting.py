@@ -11,8 +11,8 @@ import math
 from typing import Any
 
 from l2fast._core.candles import CANDLESTICK_PATTERNS
-from l2fast._core.features import SLOT_NAMES
-from l2fast._core.voting import COMPONENTS, FIRST_RSI_SLOT, GATE_CODES, MEMBER_STATUSES
+from l2fast._core.features import FIRST_RSI_SLOT, SLOT_NAMES
+from l2fast._core.voting import COMPONENTS, GATE_CODES, MEMBER_STATUSES
 
 SLACK = 1e-9
 

@@ -36,8 +36,6 @@ MAX_MEMBERS = VOTE_MAX_MEMBERS
 MAX_ACTIONS = VOTE_MAX_ACTIONS
 MAX_TIMEFRAMES = VOTE_MAX_TIMEFRAMES
 MAX_WINDOW = VOTE_RING - 1
-#: Features of a timeframe block before its RSI slots (features.pxd S_RSI).
-FIRST_RSI_SLOT = S_RSI
 
 # Gates compare shares of normalised weights, whose sums round in the last bits.
 cdef double GATE_SLACK = 1e-9

@@ -139,6 +139,12 @@ def _integer(path: str, value: Any, minimum: int, maximum: int | None = None) ->
     return value
 
 
+def _flag(path: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{path}={value!r}: must be true or false")
+    return value
+
+
 def _choice(path: str, value: Any, choices: tuple[str, ...]) -> str:
     if value not in choices or not isinstance(value, str):
         raise ConfigError(f"{path}={value!r}: must be one of {', '.join(map(repr, choices))}")
@@ -487,6 +493,15 @@ class RiskConfig:
             replace the manifests' metrics in the Kelly formula, >= 1.
         correlation_window: Bars of returns in the rolling correlation against open
             positions, >= 2.
+        allow_short: A sell signal while flat opens a short; false (spot trading, the
+            default): such a sell is denied with ``SHORT_NOT_ALLOWED``.
+        max_vol_scale: Cap of the volatility-targeting scale ``volatility_target / vol``,
+            > 0 (it also floors the volatility used at ``volatility_target / max_vol_scale``).
+        confidence_scaling: Multiply each entry's size by the signal's confidence.
+        kelly_win_rate: Fixed Kelly win rate ``p`` in [0, 1] replacing the manifests'
+            metrics (live statistics still take over after ``min_trades_for_live_stats``
+            trades); set together with ``kelly_payoff_ratio``. Omitted: the manifests'.
+        kelly_payoff_ratio: Fixed Kelly payoff ratio ``b`` >= 0 (with ``kelly_win_rate``).
     """
 
     _SECTION: ClassVar[str] = "risk"
@@ -509,9 +524,24 @@ class RiskConfig:
     risk_appetite_multipliers: Mapping[str, float] = field(default_factory=_appetite_defaults)
     min_trades_for_live_stats: int = 30
     correlation_window: int = 60
+    allow_short: bool = False
+    max_vol_scale: float = 1.0
+    confidence_scaling: bool = True
+    kelly_win_rate: float | None = None
+    kelly_payoff_ratio: float | None = None
 
     def __post_init__(self) -> None:
         s = self._SECTION
+        _set(self, "allow_short", _flag(f"{s}.allow_short", self.allow_short))
+        _set(self, "confidence_scaling", _flag(f"{s}.confidence_scaling", self.confidence_scaling))
+        _set(self, "max_vol_scale", _real(f"{s}.max_vol_scale", self.max_vol_scale, 0.0, lo_open=True))
+        if (self.kelly_win_rate is None) != (self.kelly_payoff_ratio is None):
+            given = "kelly_win_rate" if self.kelly_payoff_ratio is None else "kelly_payoff_ratio"
+            raise ConfigError(f"{s}.{given}={getattr(self, given)!r}: set kelly_win_rate and "
+                              "kelly_payoff_ratio together")
+        if self.kelly_win_rate is not None:
+            _set(self, "kelly_win_rate", _real(f"{s}.kelly_win_rate", self.kelly_win_rate, 0.0, 1.0))
+            _set(self, "kelly_payoff_ratio", _real(f"{s}.kelly_payoff_ratio", self.kelly_payoff_ratio, 0.0))
         for name in ("kelly_fraction", "max_position_size", "max_loss_per_trade", "daily_loss_limit", "exposure_limit"):
             _set(self, name, _real(f"{s}.{name}", getattr(self, name), 0.0, 1.0, lo_open=True))
         for name in ("volatility_target", "atr_multiplier", "take_profit_r", "breakeven_threshold", "lot_step"):
@@ -711,7 +741,8 @@ def _toml_value(value: Any) -> str:
 
 
 def _write_table(lines: list[str], header: tuple[str, ...], table: Mapping[str, Any]) -> None:
-    scalars = {k: v for k, v in table.items() if not isinstance(v, Mapping)}
+    # None means "not set" (e.g. risk.kelly_win_rate): TOML has no null, the key is left out.
+    scalars = {k: v for k, v in table.items() if not isinstance(v, Mapping) and v is not None}
     subtables = {k: v for k, v in table.items() if isinstance(v, Mapping)}
     # A header with nothing under it is only needed to keep an empty table.
     if scalars or not subtables:

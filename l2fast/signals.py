@@ -314,6 +314,30 @@ class TacticalSignal:
             set_(self, "signal_id", _signal_id(symbol, ts_ms, _SIDE_TEXT[side], qty, stop_loss, take_profit))
 
     @classmethod
+    def _trusted(cls, symbol: str, side: str, qty: float, confidence: float, consensus: float,
+                 stop_loss: float | None, take_profit: float | None, reasoning: dict[str, Any],
+                 ts_ms: int) -> TacticalSignal:
+        """The engine's constructor: every field is already of its exact type and range.
+
+        The compiled engine checks finiteness and ranges before calling this (see
+        ``_emit`` in engine.pyx); skipping ``__post_init__`` saves most of a signal's cost.
+        """
+        self = object.__new__(cls)
+        set_ = object.__setattr__
+        side_ = _SIDES[side]
+        set_(self, "symbol", symbol)
+        set_(self, "side", side_)
+        set_(self, "qty", qty)
+        set_(self, "confidence", confidence)
+        set_(self, "consensus", consensus)
+        set_(self, "stop_loss", stop_loss)
+        set_(self, "take_profit", take_profit)
+        set_(self, "reasoning", reasoning)
+        set_(self, "ts_ms", ts_ms)
+        set_(self, "signal_id", _signal_id(symbol, ts_ms, side, qty, stop_loss, take_profit))
+        return self
+
+    @classmethod
     def hold(cls, symbol: str, ts_ms: int, reasoning: dict[str, Any], *, confidence: float = 0.0,
              consensus: float = 0.0, stop_loss: float | None = None,
              take_profit: float | None = None) -> TacticalSignal:

@@ -91,7 +91,23 @@ def test_shipped_l2fast_toml_loads_and_equals_the_defaults():
 def test_shipped_l2fast_toml_sets_every_key_explicitly():
     data = tomllib.loads((REPO / "l2fast.toml").read_text())
     expected = L2Config().to_dict()
+    # Keys whose default is "not set" (None) are documented there as comments.
+    expected["risk"] = {k: v for k, v in expected["risk"].items() if v is not None}
     assert data == expected
+
+
+def test_fixed_kelly_inputs_must_be_given_together():
+    with pytest.raises(ConfigError, match=r"risk.kelly_win_rate=0.55: set kelly_win_rate and kelly_payoff_ratio"):
+        L2Config.from_dict({"risk": {"kelly_win_rate": 0.55}})
+    with pytest.raises(ConfigError, match=r"risk.kelly_win_rate=1.5"):
+        L2Config.from_dict({"risk": {"kelly_win_rate": 1.5, "kelly_payoff_ratio": 1.0}})
+    cfg = L2Config.from_dict({"risk": {"kelly_win_rate": 0.55, "kelly_payoff_ratio": 1.5}})
+    assert L2Config.from_dict(tomllib.loads(cfg.to_toml())) == cfg
+
+
+def test_flags_must_be_booleans():
+    with pytest.raises(ConfigError, match=r"risk.allow_short=1: must be true or false"):
+        L2Config.from_dict({"risk": {"allow_short": 1}})
 
 
 def test_toml_round_trip_of_the_defaults_is_exact():

@@ -75,3 +75,25 @@ cdef struct TFBlock:
 # Consume one closed bar of the block's timeframe and write its features at out + offset.
 cdef void block_step(TFBlock* b, double o, double h, double l, double c, double v,
                      double* out) noexcept nogil
+
+
+cdef class TechnicalState:
+    # The engine (engine.pyx) drives it directly: bar_check on ``_guard`` at its boundary,
+    # then ``_step``, then reads the vector through ``_out``.
+    cdef BarGuard _guard
+    cdef TFAgg _aggs[MAX_TIMEFRAMES]
+    cdef TFBlock* _blocks
+    cdef int _n_tf
+    cdef double* _out
+    cdef object _buffer
+    cdef readonly object values
+    cdef readonly tuple names
+    cdef readonly dict index
+    cdef readonly tuple timeframes
+    cdef readonly object config
+
+    # One validated bar (bar_check passed on ``_guard``); returns the updated-timeframe mask.
+    cdef int _step(self, long long ts, double o, double h, double l, double c,
+                   double v) noexcept nogil
+    cpdef int update(self, long long ts, double open, double high, double low, double close,
+                     double volume) except -1

@@ -175,18 +175,6 @@ cdef class TechnicalState:
         config: The configuration used.
     """
 
-    cdef BarGuard _guard
-    cdef TFAgg _aggs[MAX_TIMEFRAMES]
-    cdef TFBlock* _blocks
-    cdef int _n_tf
-    cdef double* _out
-    cdef object _buffer
-    cdef readonly object values
-    cdef readonly tuple names
-    cdef readonly dict index
-    cdef readonly tuple timeframes
-    cdef readonly object config
-
     def __cinit__(self, config=None):
         from l2fast.config import TechnicalConfig
 
@@ -224,7 +212,7 @@ cdef class TechnicalState:
                 _block_free(&self._blocks[i])
             free(self._blocks)
 
-    cdef inline int _step(self, long long ts, double o, double h, double l, double c,
+    cdef int _step(self, long long ts, double o, double h, double l, double c,
                           double v) noexcept nogil:
         cdef int i, j, k
         cdef int updated = 1

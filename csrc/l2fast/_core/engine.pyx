@@ -1,0 +1,633 @@
+"""The engine core: one call per 1-minute bar from the bar to L1's signal.
+
+Every per-bar step runs on C structs owned by :class:`EngineCore` (technical state, voter,
+correlation, risk state, live statistics; see engine.pxd for the order); the only Python
+work per bar is the onnxruntime call through a pre-bound io_binding and the returned
+:class:`~l2fast.signals.TacticalSignal` with its reasoning. :class:`l2fast.engine.
+TacticalSignalGenerator` builds the core from an :class:`~l2fast.config.L2Config`.
+"""
+
+from libc.math cimport NAN, isfinite
+from libc.stdlib cimport calloc, free
+
+cimport numpy as cnp
+
+from l2fast._core.aggregate cimport BarGuard, bar_check, bar_guard_init
+from l2fast._core.features cimport S_ATR, S_RET_1, S_RVOL, TechnicalState
+from l2fast._core.risk cimport (
+    ACTION_ENTRY, ACTION_EXIT, ACTION_HOLD, FillResult, RISK_MAX_SYMBOLS, RISK_OK, RiskCheck,
+    RiskParams, RiskState, fill_result_dict, risk_accept, risk_bar, risk_bar_dict,
+    risk_check, risk_check_dict, risk_equity, risk_gross_exposure, risk_init, risk_note_dict,
+    risk_on_fill, risk_open_positions, risk_set_symbol,
+)
+from l2fast._core.sizing cimport (
+    LiveStats, SIZE_OK, SizingInput, SizingParams, SizingResult, livestats_free,
+    livestats_init, livestats_kelly_inputs, livestats_push, sizing_compute, sizing_result_dict,
+)
+from l2fast._core.statistics cimport CorrelState, correl_free, correl_init, correl_step
+from l2fast._core.voting cimport (
+    GATE_ALIGNMENT, GATE_CONFIDENCE, GATE_CONSENSUS, GATE_NO_DIRECTION, GATE_NO_MODEL,
+    MEMBER_CONTINUOUS, MemberInput, VOTE_MAX_ACTIONS, VOTE_MAX_MEMBERS, VoteResult, Voter,
+    voter_setup, voter_technical, voter_vote,
+)
+
+from l2fast._core.sizing import SIZING_CODES
+from l2fast._core.voting import GATE_CODES, MEMBER_KINDS, MEMBER_STATUSES
+from l2fast.config import SYMBOL_PATTERN
+from l2fast.errors import InvalidBarError, InvalidInputError
+from l2fast.signals import TacticalSignal
+
+cnp.import_array()
+
+#: Most symbols one engine follows (the risk state's fixed capacity).
+MAX_SYMBOLS = RISK_MAX_SYMBOLS
+
+_GATE_BITS = tuple((bit, name) for bit, name in GATE_CODES if bit)
+_GATE_NAME = dict(GATE_CODES)
+_SIDES = {1: "buy", -1: "sell", 0: "hold"}
+_make_signal = TacticalSignal._trusted
+_MAX_TS = 2 ** 63
+
+
+cdef inline int _pair(int a, int b) noexcept nogil:
+    # Slot of the unordered pair {a, b} in the correlation table.
+    return a * RISK_MAX_SYMBOLS + b if a < b else b * RISK_MAX_SYMBOLS + a
+
+
+cdef object _opt(double x):
+    return x if isfinite(x) else None
+
+
+cdef double _number(object value, str field) except? -1:
+    # A bar field as a double; anything that is not a real number is an InvalidBarError.
+    if type(value) is float:
+        return <double>value
+    if isinstance(value, bool):
+        raise InvalidBarError(field, value, "must be a number, not a bool")
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise InvalidBarError(field, value, "must be a number") from None
+
+
+cdef long long _timestamp(object value, str field) except? -1:
+    if type(value) is int or (isinstance(value, int) and not isinstance(value, bool)):
+        if 0 <= value < _MAX_TS:
+            return value
+    elif hasattr(value, "__index__") and not isinstance(value, bool):
+        return _timestamp(value.__index__(), field)
+    raise InvalidBarError(field, value, "must be epoch milliseconds (an integer >= 0)")
+
+
+cdef class EngineCore:
+    """The per-bar pipeline over compiled state (built by ``TacticalSignalGenerator``).
+
+    Not thread-safe: one thread drives one engine (the ensemble's bound buffers are shared).
+    """
+
+    cdef RiskState _risk
+    cdef LiveStats _stats
+    cdef SizingParams _sizing
+    cdef SymbolSlot _slots[RISK_MAX_SYMBOLS]
+    cdef Voter _voter_proto
+    cdef Voter* _voters
+    cdef CorrelState* _corr
+    cdef double _rho[RISK_MAX_SYMBOLS * RISK_MAX_SYMBOLS]
+    cdef int _n_symbols
+    cdef list _states
+    cdef list _symbols
+    cdef dict _index
+    cdef object _technical_config
+    cdef object _risk_config
+    cdef Py_ssize_t _corr_window
+
+    cdef object _run
+    cdef object _binding
+    cdef object _ensemble
+    cdef float* _row
+    cdef Py_ssize_t _n_features
+    cdef MemberIO _io[VOTE_MAX_MEMBERS]
+    cdef int _n_members
+    cdef MemberInput _inputs[VOTE_MAX_MEMBERS]
+    cdef double _multipliers[VOTE_MAX_MEMBERS]
+    cdef tuple _member_names
+    cdef tuple _timeframes
+    cdef long long _warmup
+
+    cdef bint _has_decision
+    cdef object _decision
+    cdef long long _decision_ts
+    cdef long long _max_age
+    cdef double _target_exposure
+    cdef double _appetite
+    cdef double _manifest_p
+    cdef double _manifest_b
+    cdef int _min_trades
+
+    cdef readonly long long ensemble_failures
+    cdef readonly object last_ensemble_error
+
+    def __cinit__(self, *args, **kwargs):
+        self._voters = <Voter*>calloc(RISK_MAX_SYMBOLS, sizeof(Voter))
+        self._corr = <CorrelState*>calloc(RISK_MAX_SYMBOLS * RISK_MAX_SYMBOLS, sizeof(CorrelState))
+        if self._voters == NULL or self._corr == NULL:
+            raise MemoryError()
+        self._states = []
+        self._symbols = []
+        self._index = {}
+        self._decision_ts = -1
+        for k in range(RISK_MAX_SYMBOLS * RISK_MAX_SYMBOLS):
+            self._rho[k] = NAN
+
+    def __dealloc__(self):
+        cdef int k
+        if self._corr != NULL:
+            for k in range(RISK_MAX_SYMBOLS * RISK_MAX_SYMBOLS):
+                correl_free(&self._corr[k])
+            free(self._corr)
+        free(self._voters)
+        livestats_free(&self._stats)
+
+    # ------------------------------------------------------------------ setup
+
+    def _setup(self, config, ensemble, voting_params, long long warmup_bars):
+        """Bind the validated parts (called once by ``TacticalSignalGenerator.__init__``).
+
+        Args:
+            config: The :class:`~l2fast.config.L2Config`.
+            ensemble: The :class:`~l2fast.ensemble.FusedEnsemble` over the technical names.
+            voting_params: :class:`~l2fast.voting.VotingParams` of the same members.
+            warmup_bars: 1m bars of a symbol before its first model vote.
+        """
+        cdef RiskParams prm
+        cdef int k, slot
+        risk = config.risk
+        self._technical_config = config.technical
+        self._risk_config = risk
+        self._corr_window = risk.correlation_window
+        prm.atr_multiplier = risk.atr_multiplier
+        prm.max_loss_per_trade = risk.max_loss_per_trade
+        prm.take_profit_r = risk.take_profit_r
+        prm.breakeven_threshold = risk.breakeven_threshold
+        prm.trailing_atr_multiplier = risk.trailing_atr_multiplier
+        prm.max_daily_trades = risk.max_daily_trades
+        prm.daily_loss_limit = risk.daily_loss_limit
+        prm.max_concurrent_positions = risk.max_concurrent_positions
+        prm.exposure_limit = risk.exposure_limit
+        prm.max_position_size = risk.max_position_size
+        prm.allow_short = risk.allow_short
+        risk_init(&self._risk, &prm, RISK_MAX_SYMBOLS, config.engine.initial_equity)
+        self._sizing.kelly_fraction = risk.kelly_fraction
+        self._sizing.volatility_target = risk.volatility_target
+        self._sizing.max_vol_scale = risk.max_vol_scale
+        self._sizing.max_position_size = risk.max_position_size
+        self._sizing.confidence_scaling = risk.confidence_scaling
+        livestats_init(&self._stats, config.engine.live_stats_window)
+        self._min_trades = risk.min_trades_for_live_stats
+        self._max_age = config.engine.max_decision_age_ms
+
+        voter_setup(&self._voter_proto, voting_params)
+        self._member_names = tuple(m.name for m in voting_params.members)
+        self._timeframes = tuple(voting_params.timeframes)
+        self._n_members = len(self._member_names)
+        self._warmup = warmup_bars
+        self._ensemble = ensemble
+        self._n_features = len(ensemble.feature_names)
+        self._row = <float*>cnp.PyArray_DATA(ensemble._row)
+        self._binding = ensemble._binding
+        self._run = ensemble.session.run_with_iobinding
+        outputs = ensemble._outputs
+        for k, member in enumerate(ensemble.members):
+            slot = self._member_names.index(member.name)
+            io = &self._io[k]
+            io.slot = slot
+            io.kind = MEMBER_KINDS.index(voting_params.members[slot].kind)
+            action = outputs[f"{member.name}/action"]
+            if io.kind == MEMBER_CONTINUOUS:
+                io.value = <const float*>cnp.PyArray_DATA(action)
+                io.n_scores = 0
+            else:
+                io.action = <const long long*>cnp.PyArray_DATA(action)
+                scores = outputs[f"{member.name}/{member.output_names[1]}"]
+                io.scores = <const float*>cnp.PyArray_DATA(scores)
+                io.n_scores = min(scores.shape[1], VOTE_MAX_ACTIONS)
+            self._multipliers[slot] = 1.0
+
+    cdef int _register(self, str symbol) except -1:
+        """Give ``symbol`` a slot (all checks first: nothing changes on an error)."""
+        cdef int i = self._n_symbols, j
+        if not SYMBOL_PATTERN.fullmatch(symbol):
+            raise InvalidInputError(f"symbol={symbol!r}: must look like 'BTC/USDT' (BASE/QUOTE, upper case)")
+        if i >= RISK_MAX_SYMBOLS:
+            raise InvalidInputError(f"symbol={symbol!r}: the engine follows at most {RISK_MAX_SYMBOLS} "
+                                    f"symbols ({', '.join(self._symbols)})")
+        state = TechnicalState(self._technical_config)
+        for j in range(i):
+            correl_init(&self._corr[_pair(i, j)], self._corr_window)
+        self._voters[i] = self._voter_proto
+        risk_set_symbol(&self._risk, i, self._risk_config.lot_step_for(symbol),
+                        self._risk_config.min_notional_for(symbol))
+        slot = &self._slots[i]
+        slot.used = True
+        slot.in_universe = self._decision is not None and symbol in self._decision.universe
+        slot.last_ts = -1
+        slot.last_ret = NAN
+        slot.bars = 0
+        slot.upd.side = 0
+        self._states.append(state)
+        self._symbols.append(symbol)
+        self._index[symbol] = i
+        self._n_symbols = i + 1
+        return i
+
+    cdef int _symbol_index(self, object symbol) except -1:
+        try:
+            return self._index[symbol]
+        except (KeyError, TypeError):
+            pass
+        if not isinstance(symbol, str):
+            raise InvalidInputError(f"symbol={symbol!r}: must be a string like 'BTC/USDT'")
+        raise InvalidInputError(f"symbol={symbol!r}: unknown (known: {', '.join(self._symbols) or 'none'})")
+
+    # ------------------------------------------------------------------ L3
+
+    def _apply_decision(self, decision, multipliers, double p, double b, double appetite):
+        """Install a validated decision (``TacticalSignalGenerator`` computes the numbers).
+
+        Args:
+            decision: The :class:`~l2fast.signals.StrategicDecision`.
+            multipliers: The regime's weight multiplier per member, in voter order.
+            p, b: Kelly inputs from the manifests (or the fixed config values).
+            appetite: The risk-appetite size multiplier.
+        """
+        cdef int k
+        new = [s for s in decision.universe if s not in self._index]
+        for symbol in new:
+            if not SYMBOL_PATTERN.fullmatch(symbol):
+                raise InvalidInputError(f"universe: {symbol!r} is not a symbol")
+        if self._n_symbols + len(new) > RISK_MAX_SYMBOLS:
+            raise InvalidInputError(f"universe: {self._n_symbols + len(new)} symbols in all, "
+                                    f"the engine follows at most {RISK_MAX_SYMBOLS}")
+        for symbol in new:
+            self._register(symbol)
+        for k in range(self._n_members):
+            self._multipliers[k] = multipliers[k]
+        self._decision = decision
+        self._has_decision = True
+        self._decision_ts = -1 if decision.ts_ms is None else decision.ts_ms
+        self._target_exposure = decision.target_exposure
+        self._appetite = appetite
+        self._manifest_p = p
+        self._manifest_b = b
+        universe = set(decision.universe)
+        for k in range(self._n_symbols):
+            self._slots[k].in_universe = self._symbols[k] in universe
+
+    # ------------------------------------------------------------------ per bar
+
+    def on_bar(self, symbol, ts_ms, open, high, low, close, volume):
+        """Consume one closed 1-minute bar of ``symbol`` and return L2's signal for it.
+
+        Args:
+            symbol: Trading pair (``"BTC/USDT"``); a new symbol gets its own state.
+            ts_ms: Bar open time, epoch ms UTC, on the minute grid, after the symbol's
+                previous bar.
+            open, high, low, close, volume: The bar.
+
+        Returns:
+            The :class:`~l2fast.signals.TacticalSignal` (a hold with ``qty=0`` whenever
+            nothing should be done; ``reasoning["code"]`` says why).
+
+        Raises:
+            InvalidBarError: The bar is invalid (the field and value are named); the
+                engine is exactly as it was.
+            InvalidInputError: The symbol is malformed, or one too many.
+        """
+        cdef long long ts = _timestamp(ts_ms, "ts")
+        cdef double o = _number(open, "open")
+        cdef double h = _number(high, "high")
+        cdef double l = _number(low, "low")
+        cdef double c = _number(close, "close")
+        cdef double v = _number(volume, "volume")
+        cdef TechnicalState st
+        cdef BarGuard fresh
+        cdef int i
+        idx = self._index.get(symbol) if type(symbol) is str else None
+        if idx is None:
+            if not isinstance(symbol, str):
+                raise InvalidInputError(f"symbol={symbol!r}: must be a string like 'BTC/USDT'")
+            bar_guard_init(&fresh)
+            bar_check(&fresh, ts, o, h, l, c, v)
+            i = self._register(str(symbol))
+        else:
+            i = idx
+        st = <TechnicalState>self._states[i]
+        bar_check(&st._guard, ts, o, h, l, c, v)
+        self._advance(i, st, ts, h, l, c, v, o)
+        return self._decide(i, st, ts)
+
+    cdef void _advance(self, int i, TechnicalState st, long long ts, double h, double l,
+                       double c, double v, double o) noexcept:
+        cdef SymbolSlot* slot = &self._slots[i]
+        cdef SymbolSlot* other
+        cdef const double* f
+        cdef int updated, j
+        cdef double r
+        updated = st._step(ts, o, h, l, c, v)
+        f = st._out
+        slot.bars += 1
+        slot.high = h
+        slot.low = l
+        slot.close = c
+        slot.last_ts = ts
+        r = f[S_RET_1]
+        slot.last_ret = r
+        if isfinite(r):
+            for j in range(self._n_symbols):
+                other = &self._slots[j]
+                if j != i and other.last_ts == ts and isfinite(other.last_ret):
+                    if i < j:
+                        self._rho[_pair(i, j)] = correl_step(&self._corr[_pair(i, j)], r, other.last_ret)
+                    else:
+                        self._rho[_pair(i, j)] = correl_step(&self._corr[_pair(i, j)], other.last_ret, r)
+        risk_bar(&self._risk, i, ts, h, l, c, f[S_ATR], &slot.upd)
+        voter_technical(&self._voters[i], updated, f)
+
+    cdef void _infer(self, const double* f):
+        cdef Py_ssize_t k
+        cdef int m, j
+        cdef bint failed = False
+        cdef MemberIO* io
+        cdef MemberInput* x
+        for k in range(self._n_features):
+            self._row[k] = <float>f[k]
+        try:
+            self._run(self._binding)
+        except Exception as exc:  # onnxruntime raises several private exception types
+            failed = True
+            self.ensemble_failures += 1
+            self.last_ensemble_error = f"{type(exc).__name__}: {exc}"
+        for m in range(self._n_members):
+            io = &self._io[m]
+            x = &self._inputs[io.slot]
+            x.failed = failed
+            if io.kind == MEMBER_CONTINUOUS:
+                x.value = io.value[0]
+            else:
+                x.action = io.action[0]
+                for j in range(io.n_scores):
+                    x.scores[j] = io.scores[j]
+
+    cdef object _decide(self, int i, TechnicalState st, long long ts):
+        cdef SymbolSlot* slot = &self._slots[i]
+        cdef const double* f = st._out
+        cdef VoteResult vr
+        cdef RiskCheck chk
+        cdef SizingInput inp
+        cdef SizingResult sz
+        cdef int side, pos_side = self._risk.pos[i].side
+        cdef double p, b
+        if not self._has_decision:
+            return self._hold(i, ts, {"code": "NO_DECISION"})
+        if self._max_age > 0 and self._decision_ts >= 0 and ts - self._decision_ts > self._max_age:
+            return self._hold(i, ts, {"code": "STALE_DECISION", "age_ms": ts - self._decision_ts,
+                                      "limit_ms": self._max_age})
+        if slot.bars < self._warmup:
+            return self._hold(i, ts, {"code": "WARM_UP", "bars": slot.bars, "needed": self._warmup})
+        self._infer(f)
+        voter_vote(&self._voters[i], self._inputs, self._multipliers, &vr)
+        reasoning = {"code": None, "regime": self._decision.regime, "vote": self._vote_dict(&vr)}
+        if vr.side == 0:
+            reasoning["code"] = _GATE_NAME[vr.gate]
+            return self._hold(i, ts, reasoning, &vr)
+        side = vr.side
+        if pos_side == -side:
+            risk_check(&self._risk, i, side, 0.0, slot.close, f[S_ATR], ts, &chk)
+        elif pos_side == side:
+            risk_check(&self._risk, i, side, 0.0, slot.close, f[S_ATR], ts, &chk)
+        else:
+            if not slot.in_universe:
+                reasoning["code"] = "NOT_IN_UNIVERSE"
+                return self._hold(i, ts, reasoning, &vr)
+            self._size(i, side, &vr, f, &inp, &sz)
+            reasoning["sizing"] = sizing_result_dict(&sz)
+            if sz.code != SIZE_OK:
+                reasoning["code"] = SIZING_CODES[<int>sz.code]
+                return self._hold(i, ts, reasoning, &vr)
+            risk_check(&self._risk, i, side, sz.qty, slot.close, f[S_ATR], ts, &chk)
+        reasoning["risk"] = risk_check_dict(&chk)
+        if chk.action == ACTION_HOLD:
+            reasoning["code"] = reasoning["risk"]["denial"]["code"]
+            reasoning["denial"] = reasoning["risk"]["denial"]
+            return self._hold(i, ts, reasoning, &vr)
+        risk_accept(&self._risk, i, &chk, ts)
+        if chk.action == ACTION_EXIT:
+            reasoning["code"] = "EXIT"
+            reasoning["position"] = risk_bar_dict(&slot.upd)
+            return self._emit(i, ts, side, chk.qty, vr.confidence, vr.consensus, NAN, NAN, reasoning)
+        reasoning["code"] = "ENTRY"
+        return self._emit(i, ts, side, chk.qty, vr.confidence, vr.consensus, chk.stop,
+                          chk.take_profit, reasoning)
+
+    cdef void _size(self, int i, int side, const VoteResult* vr, const double* f,
+                    SizingInput* inp, SizingResult* out):
+        cdef double others[RISK_MAX_SYMBOLS]
+        cdef double notional[RISK_MAX_SYMBOLS]
+        cdef double rho[RISK_MAX_SYMBOLS]
+        cdef int idx[RISK_MAX_SYMBOLS]
+        cdef int j, n = 0, n_open
+        cdef double p, b
+        for j in range(self._n_symbols):
+            if j != i and self._slots[j].in_universe:
+                others[n] = (<TechnicalState>self._states[j])._out[S_RVOL]
+                n += 1
+        n_open = risk_open_positions(&self._risk, i, idx, notional)
+        for j in range(n_open):
+            rho[j] = self._rho[_pair(i, idx[j])]
+        inp.kelly_source = livestats_kelly_inputs(&self._stats, self._min_trades, self._manifest_p,
+                                                  self._manifest_b, &p, &b)
+        inp.p = p
+        inp.b = b
+        inp.equity = risk_equity(&self._risk)
+        inp.price = self._slots[i].close
+        inp.direction = side
+        inp.vol = f[S_RVOL]
+        inp.other_vols = others
+        inp.n_other = n
+        inp.open_notional = notional
+        inp.open_rho = rho
+        inp.n_open = n_open
+        inp.target_exposure = self._target_exposure
+        inp.risk_appetite = self._appetite
+        inp.confidence = vr.confidence
+        inp.lot_step = self._risk.lot_step[i]
+        inp.min_notional = self._risk.min_notional[i]
+        sizing_compute(&self._sizing, inp, out)
+
+    # ------------------------------------------------------------------ signals
+
+    cdef dict _vote_dict(self, const VoteResult* r):
+        cdef int k
+        members = {}
+        for k in range(self._n_members):
+            mv = &r.members[k]
+            members[self._member_names[k]] = {
+                "status": MEMBER_STATUSES[mv.status], "side": mv.side, "target": mv.target,
+                "confidence": mv.confidence, "weight": mv.weight}
+        timeframes = {}
+        for k in range(len(self._timeframes)):
+            timeframes[self._timeframes[k]] = _opt(r.timeframes[k].vote)
+        return {
+            "direction": _SIDES[r.direction], "score": _opt(r.score),
+            "model_score": _opt(r.model_score), "technical_score": _opt(r.technical_score),
+            "consensus": _opt(r.consensus), "confidence": _opt(r.confidence),
+            "model_confidence": _opt(r.model_confidence),
+            "technical_agreement": _opt(r.technical_agreement),
+            "alignment": _opt(r.alignment), "target": _opt(r.target),
+            "gates": [name for bit, name in _GATE_BITS if r.gates & bit],
+            "members": members, "timeframes": timeframes,
+        }
+
+    cdef object _hold(self, int i, long long ts, dict reasoning, const VoteResult* vr=NULL):
+        cdef SymbolSlot* slot = &self._slots[i]
+        cdef double conf = 0.0, cons = 0.0, stop = NAN, tp = NAN
+        if vr != NULL:
+            conf = vr.confidence
+            cons = vr.consensus
+        if slot.upd.side != 0:
+            # Holding a position: the signal carries its stop and take-profit as updated
+            # by this bar (trailing, breakeven).
+            stop = slot.upd.stop
+            tp = slot.upd.take_profit
+            reasoning["position"] = risk_bar_dict(&slot.upd)
+        return self._emit(i, ts, 0, 0.0, conf, cons, stop, tp, reasoning)
+
+    cdef object _emit(self, int i, long long ts, int side, double qty, double conf, double cons,
+                      double stop, double tp, dict reasoning):
+        # Last line of defence: L1 never sees a non-finite or out-of-range number.
+        if not (isfinite(qty) and qty >= 0.0 and (qty > 0.0) == (side != 0)
+                and isfinite(conf) and isfinite(cons)):
+            reasoning = {"code": "INTERNAL_INVALID_SIGNAL", "side": _SIDES[side], "qty": _opt(qty),
+                         "confidence": _opt(conf), "consensus": _opt(cons), "was": reasoning}
+            side, qty, conf, cons, stop, tp = 0, 0.0, 0.0, 0.0, NAN, NAN
+        conf = min(max(conf, 0.0), 1.0)
+        cons = min(max(cons, 0.0), 1.0)
+        return _make_signal(self._symbols[i], _SIDES[side], qty, conf, cons,
+                            stop if isfinite(stop) and stop > 0.0 else None,
+                            tp if isfinite(tp) and tp > 0.0 else None, reasoning, ts)
+
+    def _evaluate(self, symbol):
+        """The decision on ``symbol``'s last bar again (after a new L3 decision)."""
+        cdef int i = self._symbol_index(symbol)
+        if self._slots[i].bars == 0:
+            return None
+        return self._decide(i, <TechnicalState>self._states[i], self._slots[i].last_ts)
+
+    # ------------------------------------------------------------------ L1
+
+    def on_fill(self, symbol, side, qty, price, ts_ms, fee=0.0) -> dict:
+        """Book one execution reported by L1 (positions, cash, the day's PnL, trade stats).
+
+        Args:
+            symbol: A symbol the engine follows.
+            side: ``"buy"`` or ``"sell"``.
+            qty: Executed quantity, finite and > 0.
+            price: Execution price, finite and > 0.
+            ts_ms: Execution time, epoch ms UTC.
+            fee: Fee paid in quote currency, finite and >= 0.
+
+        Returns:
+            ``{"opened", "closed", "realized", "trade_return", "position", "qty", "equity"}``.
+
+        Raises:
+            InvalidInputError: A field is invalid (named with its value); nothing changes.
+        """
+        cdef int i = self._symbol_index(symbol)
+        cdef int s
+        cdef FillResult fr
+        if side == "buy":
+            s = 1
+        elif side == "sell":
+            s = -1
+        else:
+            raise InvalidInputError(f"side={side!r}: must be 'buy' or 'sell'")
+        q = _fill_number("qty", qty, True)
+        px = _fill_number("price", price, True)
+        fe = _fill_number("fee", fee, False)
+        if isinstance(ts_ms, bool) or not isinstance(ts_ms, int) or ts_ms < 0:
+            raise InvalidInputError(f"ts_ms={ts_ms!r}: must be epoch milliseconds (an integer >= 0)")
+        risk_on_fill(&self._risk, i, s, q, px, fe, ts_ms, &fr)
+        if fr.closed:
+            livestats_push(&self._stats, fr.trade_return)
+        return fill_result_dict(&fr)
+
+    # ------------------------------------------------------------------ introspection
+
+    @property
+    def symbols(self) -> tuple:
+        """The symbols followed, in the order first seen."""
+        return tuple(self._symbols)
+
+    @property
+    def equity(self) -> float:
+        """Cash plus open positions marked at their last price."""
+        return risk_equity(&self._risk)
+
+    @property
+    def cash(self) -> float:
+        return self._risk.cash
+
+    @property
+    def gross_exposure(self) -> float:
+        """Sum of ``qty * mark`` over open positions."""
+        return risk_gross_exposure(&self._risk)
+
+    @property
+    def entries_today(self) -> int:
+        return self._risk.entries_today
+
+    @property
+    def halted(self) -> bool:
+        """The daily loss limit was reached today (entries halted until the next UTC day)."""
+        return bool(self._risk.halted)
+
+    @property
+    def trade_stats(self) -> dict:
+        """The live trade statistics (Kelly inputs once ``min_trades_for_live_stats`` exist)."""
+        return {"trades": self._stats.count, "wins": self._stats.wins, "losses": self._stats.losses}
+
+    def position(self, symbol) -> dict | None:
+        """The open position of ``symbol`` or None."""
+        cdef int i = self._symbol_index(symbol)
+        p = &self._risk.pos[i]
+        if p.side == 0:
+            return None
+        return {"side": "long" if p.side > 0 else "short", "qty": p.qty, "entry": p.entry,
+                "stop_loss": p.stop, "take_profit": p.take_profit, "r": p.r,
+                "breakeven": bool(p.breakeven), "opened_ts": p.opened_ts}
+
+    def features(self, symbol):
+        """The read-only feature vector of ``symbol`` (names: ``feature_names``)."""
+        return (<TechnicalState>self._states[self._symbol_index(symbol)]).values
+
+    def member_failures(self, symbol) -> dict:
+        """Bars each member was left out of ``symbol``'s vote, and its latest reason."""
+        cdef int i = self._symbol_index(symbol)
+        cdef int k
+        return {self._member_names[k]: {
+            "bars": self._voters[i].failures[k],
+            "last_reason": None if self._voters[i].failures[k] == 0
+            else MEMBER_STATUSES[self._voters[i].last_failure[k]]}
+            for k in range(self._n_members)}
+
+
+cdef double _fill_number(str name, object value, bint positive) except? -1:
+    if isinstance(value, bool):
+        raise InvalidInputError(f"{name}={value!r}: must be a number")
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        raise InvalidInputError(f"{name}={value!r}: must be a number") from None
+    if not isfinite(x) or x < 0.0 or (positive and x == 0.0):
+        raise InvalidInputError(f"{name}={value!r}: must be a finite number {'> 0' if positive else '>= 0'}")
+    return x

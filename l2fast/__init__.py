@@ -17,13 +17,36 @@ except ImportError as exc:  # pragma: no cover - exercised only on a broken inst
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "validate_models"]
+__all__ = [
+    "L2Config",
+    "StrategicDecision",
+    "TacticalSignal",
+    "TacticalSignalGenerator",
+    "__version__",
+    "validate_models",
+]
+
+# Public name -> defining module. Loaded on first use: onnxruntime and numpy are imported
+# only when model code is first needed, keeping `import l2fast` light.
+_LAZY = {
+    "L2Config": "l2fast.config",
+    "StrategicDecision": "l2fast.signals",
+    "TacticalSignal": "l2fast.signals",
+    "TacticalSignalGenerator": "l2fast.engine",
+    "validate_models": "l2fast.models",
+}
 
 
 def __getattr__(name: str) -> object:
-    # onnxruntime loads only when model code is first used, keeping `import l2fast` light.
-    if name == "validate_models":
-        from l2fast.models import validate_models
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'l2fast' has no attribute {name!r}")
+    import importlib
 
-        return validate_models
-    raise AttributeError(f"module 'l2fast' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

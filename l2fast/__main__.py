@@ -5,6 +5,13 @@ Commands:
         timeframe (a generated series unless ``--data FILE`` is given).
     config: ``config --show [--config FILE]`` prints the effective configuration as TOML
         (the defaults, or FILE merged over them).
+    replay: stream bar files through the engine and a paper L1 (``l2fast.paper``) and
+        print a summary (signals, trades, PnL, drawdown, fees, latency, throughput).
+    demo: the replay of the shipped demo agents on a generated series (or ``--data``)
+        with the demo configuration, which lowers the seed's thresholds so that they trade.
+
+Bad input (unreadable file, bad date, invalid config or decisions) prints ``error: ...``
+on stderr and exits with code 2.
 """
 
 from __future__ import annotations
@@ -13,8 +20,18 @@ import argparse
 import sys
 import time
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from l2fast.config import L2Config
+    from l2fast.paper import PaperBroker
+    from l2fast.replay import BarStream, ReplaySummary
+    from l2fast.signals import StrategicDecision
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _cmd_indicators(args: argparse.Namespace) -> int:
@@ -59,6 +76,203 @@ def _cmd_config(args: argparse.Namespace) -> int:
     return 0
 
 
+class _InputError(Exception):
+    """Bad command-line input: printed as ``error: ...``, exit code 2."""
+
+
+def _utc_ms(text: str) -> int:
+    """An ISO date or date-time (UTC unless it names its offset) as epoch milliseconds."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a date: use YYYY-MM-DD or YYYY-MM-DDTHH:MM (UTC)") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return (moment - _EPOCH) // timedelta(milliseconds=1)
+
+
+def _load_streams(paths: Sequence[str], symbols: Sequence[str] | None, start: int | None,
+                  end: int | None, last: int | None = None) -> list[BarStream]:
+    """One stream per file: its symbol (given, else from the file name), bars in [start, end)."""
+    from l2fast.bars import load_bars_csv
+    from l2fast.errors import InvalidInputError
+    from l2fast.replay import BarStream, symbol_from_filename
+
+    if symbols and len(symbols) != len(paths):
+        raise _InputError(f"--symbol given {len(symbols)} time(s) for {len(paths)} --data file(s): "
+                          "name the symbol of every file, in the same order")
+    names = list(symbols) if symbols else [symbol_from_filename(p) for p in paths]
+    for path, name in zip(paths, names):
+        if name is None:
+            raise _InputError(f"cannot tell the symbol of {path} from its name: pass --symbol (e.g. BTC/USDT)")
+    if len(set(names)) != len(names):
+        raise _InputError(f"each --data file needs its own symbol, got {names}")
+    if start is not None and end is not None and start >= end:
+        raise _InputError("--from must be before --to")
+    streams = []
+    for path, name in zip(paths, names):
+        try:
+            bars = load_bars_csv(path)
+        except OSError as exc:
+            raise _InputError(f"cannot read {path}: {exc.strerror or exc}") from None
+        except InvalidInputError as exc:
+            raise _InputError(str(exc)) from None
+        lo = 0 if start is None else int(np.searchsorted(bars["ts"], start, side="left"))
+        hi = len(bars["ts"]) if end is None else int(np.searchsorted(bars["ts"], end, side="left"))
+        if last is not None:
+            lo = max(lo, hi - last)
+        if hi <= lo:
+            raise _InputError(f"{path}: no bar in the requested window")
+        streams.append(BarStream(name, {k: v[lo:hi] for k, v in bars.items()}))
+    return streams
+
+
+def _load_config(path: str | None) -> L2Config:
+    from l2fast.config import L2Config
+    from l2fast.errors import ConfigError
+
+    try:
+        return L2Config.from_toml(path) if path else L2Config()
+    except ConfigError as exc:
+        raise _InputError(str(exc)) from None
+
+
+def _load_decisions(path: str | None, streams: Sequence[BarStream]) -> list[StrategicDecision]:
+    from l2fast.errors import InvalidInputError
+    from l2fast.replay import default_decision, load_decisions
+
+    if path is None:
+        return [default_decision([s.symbol for s in streams])]
+    try:
+        return load_decisions(path)
+    except OSError as exc:
+        raise _InputError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except InvalidInputError as exc:
+        raise _InputError(str(exc)) from None
+
+
+def _describe(decisions: Sequence[StrategicDecision]) -> str:
+    first = decisions[0]
+    text = (f"{first.regime}, target_exposure {first.target_exposure:g}, {first.risk_appetite}, "
+            f"universe [{', '.join(first.universe)}]")
+    return text if len(decisions) == 1 else f"{len(decisions)} decisions from the file, the first: {text}"
+
+
+def _run(args: argparse.Namespace, config: L2Config, streams: Sequence[BarStream],
+         decisions: Sequence[StrategicDecision], header: Sequence[str]) -> tuple[ReplaySummary, PaperBroker]:
+    """Build the engine and broker, print ``header``, replay and print the summary."""
+    from l2fast.engine import TacticalSignalGenerator
+    from l2fast.errors import InvalidInputError, ModelLoadError
+    from l2fast.paper import PaperBroker
+    from l2fast.replay import replay
+
+    try:
+        gen = TacticalSignalGenerator(config=config)
+    except ModelLoadError as exc:
+        raise _InputError(str(exc)) from None
+    try:
+        broker = PaperBroker(config.engine.initial_equity, fee_bps=args.fee_bps, slippage_bps=args.slippage_bps)
+    except ValueError as exc:
+        raise _InputError(str(exc)) from None
+    print("\n".join(header))
+    print(f"L3:          {_describe(decisions)}")
+    print(f"paper L1:    fills at the next bar's open, fee {args.fee_bps:g} bps, slippage {args.slippage_bps:g} bps; "
+          "stop-loss/take-profit on the bar's range (stop first when both are touched)\n", flush=True)
+    out = None
+    try:
+        if args.out:
+            try:
+                out = open(args.out, "w", encoding="utf-8", newline="\n")
+            except OSError as exc:
+                raise _InputError(f"cannot write {args.out}: {exc.strerror or exc}") from None
+        summary = replay(gen, streams, decisions, broker, out=out, all_signals=args.all_signals,
+                         progress=not args.no_progress)
+    except InvalidInputError as exc:
+        raise _InputError(str(exc)) from None
+    finally:
+        if out is not None:
+            out.close()
+    print(summary.format())
+    if args.out:
+        kind = "every signal" if args.all_signals else "buy/sell signals"
+        print(f"signals:     {kind} written to {args.out}")
+    return summary, broker
+
+
+def _cmd_replay(args: argparse.Namespace) -> int:
+    streams = _load_streams(args.data, args.symbol, args.start, args.end)
+    config = _load_config(args.config)
+    decisions = _load_decisions(args.decisions, streams)
+    header = [f"l2fast replay: {', '.join(f'{s.symbol} <- {p}' for s, p in zip(streams, args.data))}",
+              f"config:      {args.config or 'defaults'}"]
+    _run(args, config, streams, decisions, header)
+    return 0
+
+
+def _demo_changes() -> list[str]:
+    from l2fast.config import L2Config
+    from l2fast.replay import DEMO_CONFIG
+
+    defaults = L2Config()
+    changes = []
+    for section, table in DEMO_CONFIG.items():
+        for key, value in table.items():
+            before = getattr(getattr(defaults, section), key)
+            changes.append(f"{section}.{key} {_toml_text(before)} -> {_toml_text(value)}")
+    return changes
+
+
+def _toml_text(value: object) -> str:
+    if value is None:
+        return "unset"
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from l2fast.replay import BarStream, default_decision, demo_config, format_trades
+    from l2fast.synthetic import generate_bars
+
+    if args.bars < 1:
+        raise _InputError(f"--bars {args.bars}: must be >= 1")
+    if args.data:
+        streams = _load_streams(args.data, args.symbol, None, None, last=args.bars)
+        source = f"the last {args.bars:,} bars of {', '.join(args.data)}"
+    else:
+        streams = [BarStream("BTC/USDT", generate_bars(args.bars, seed=args.seed))]
+        source = f"a generated 1-minute series as BTC/USDT ({args.bars:,} bars, seed {args.seed})"
+    config = demo_config()
+    header = [
+        f"l2fast demo: the shipped demo agents on {source}",
+        "config:      the DEMO config (l2fast.replay.DEMO_CONFIG, also examples/demo.toml) over the defaults:",
+        *(f"               {change}" for change in _demo_changes()),
+        "             It LOWERS the seed's thresholds and fixes the Kelly inputs because the shipped",
+        "             demo agents have no edge: with the default config they almost never trade. The",
+        "             trades show the pipeline at work (vote, sizing, risk gate, fills), not a strategy.",
+    ]
+    summary, broker = _run(args, config, streams, [default_decision([s.symbol for s in streams])], header)
+    if broker.trades:
+        print(f"\nclosed trades:\n{format_trades(broker.trades)}")
+    if "NO_EDGE" in summary.hold_codes and summary.trades >= config.risk.min_trades_for_live_stats:
+        print(f"\nnote: after {config.risk.min_trades_for_live_stats} closed trades "
+              "(risk.min_trades_for_live_stats) the live win rate and payoff ratio replace the fixed "
+              "Kelly inputs;\nwhile they show no edge the sizing holds with NO_EDGE, as it should.")
+    return 0
+
+
+def _add_replay_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--symbol", action="append", metavar="SYMBOL",
+                        help="symbol of each --data file, in order (default: from the file name, "
+                             "e.g. btcusdt_1m.csv.gz -> BTC/USDT)")
+    parser.add_argument("--out", metavar="FILE", help="write the signals as JSON lines (TacticalSignal.to_dict)")
+    parser.add_argument("--all-signals", action="store_true", help="with --out: write holds too (default: buy/sell)")
+    parser.add_argument("--fee-bps", type=float, default=10.0, help="fee per fill, basis points of its notional "
+                                                                     "(default 10)")
+    parser.add_argument("--slippage-bps", type=float, default=2.0,
+                        help="price worsening per fill against the trader, basis points (default 2)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the l2fast command line and return the process exit code."""
     parser = argparse.ArgumentParser(prog="python -m l2fast", description=__doc__.splitlines()[0])
@@ -72,9 +286,44 @@ def main(argv: Sequence[str] | None = None) -> int:
     cfg.add_argument("--show", action="store_true", help="print the effective configuration")
     cfg.add_argument("--config", help="TOML file merged over the defaults (e.g. l2fast.toml)")
     cfg.set_defaults(func=_cmd_config, parser=cfg)
+    rep = sub.add_parser(
+        "replay", help="replay bar files through the engine and a paper L1",
+        description="Stream 1m bar files (merged in time order) through the engine and a paper L1: "
+                    "orders fill at the symbol's next bar open with fee and slippage; stops and "
+                    "take-profits fill on the bar's range (at the open when it gapped through; the stop "
+                    "first when both are touched). Fills reach the engine before its next bar. "
+                    "Prints a summary; --out writes the signals.")
+    rep.add_argument("--data", action="append", required=True, metavar="FILE",
+                     help="CSV(.gz) of 1m bars ts,open,high,low,close,volume; repeat for several symbols")
+    rep.add_argument("--from", dest="start", type=_utc_ms, metavar="DATE",
+                     help="first bar time, inclusive (YYYY-MM-DD[THH:MM], UTC)")
+    rep.add_argument("--to", dest="end", type=_utc_ms, metavar="DATE", help="end of the window, exclusive")
+    rep.add_argument("--config", metavar="FILE", help="TOML merged over the defaults (e.g. examples/demo.toml)")
+    rep.add_argument("--decisions", metavar="FILE",
+                     help="JSONL of L3 decisions, each installed when the bar time reaches its ts_ms "
+                          "(default: trending, target_exposure 0.5, moderate, universe = the replayed symbols)")
+    _add_replay_options(rep)
+    rep.set_defaults(func=_cmd_replay)
+    demo = sub.add_parser(
+        "demo", help="replay the shipped demo agents with the demo config (they trade)",
+        description="Replay the shipped demo agents on a generated series (or --data) with the DEMO config "
+                    "(l2fast.replay.DEMO_CONFIG, also examples/demo.toml): consensus/alignment thresholds 0.5, "
+                    "confidence threshold 0.6, Kelly inputs fixed at win rate 0.55 and payoff 1.5, shorts "
+                    "allowed. It lowers the seed's thresholds because the shipped demo agents have no edge.")
+    demo.add_argument("--data", action="append", metavar="FILE",
+                      help="CSV(.gz) of 1m bars instead of a generated series; repeat for several symbols")
+    demo.add_argument("--bars", type=int, default=30_000,
+                      help="bars to generate, or the last N bars of each --data file (default 30000)")
+    demo.add_argument("--seed", type=int, default=7, help="seed of the generated series")
+    _add_replay_options(demo)
+    demo.set_defaults(func=_cmd_demo)
     args = parser.parse_args(argv)
     np.set_printoptions(suppress=True)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except _InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ lazily so that a missing install surfaces as a :class:`~l2fast.errors.ModelLoadE
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -48,10 +49,12 @@ def _columns(model: LoadedModel, index: dict[str, int], known: Sequence[str]) ->
     """Column of each of the model's features in the shared feature vector, manifest order."""
     unknown = [f for f in model.feature_names if f not in index]
     if unknown:
-        shown = ", ".join(unknown[:5]) + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else "")
-        sample = ", ".join(known[:8]) + (", ..." if len(known) > 8 else "")
-        raise ModelLoadError(f"{model.onnx_path}: feature names unknown to the technical core: {shown} "
-                             f"(known names include: {sample}; {len(known)} in all)")
+        hints = []
+        for name in unknown:
+            close = difflib.get_close_matches(name, known, n=3)
+            hints.append(f"{name} (did you mean {', '.join(close)}?)" if close else name)
+        raise ModelLoadError(f"{model.onnx_path}: feature names unknown to the technical core: "
+                             f"{'; '.join(hints)}. Known names ({len(known)}): {', '.join(known)}")
     return np.array([index[f] for f in model.feature_names], dtype=np.int64)
 
 

@@ -31,6 +31,8 @@ from l2fast._core.voting cimport (
     voter_setup, voter_technical, voter_vote,
 )
 
+from numbers import Real
+
 from l2fast._core.sizing import SIZING_CODES
 from l2fast._core.voting import GATE_CODES, MEMBER_KINDS, MEMBER_STATUSES
 from l2fast.config import SYMBOL_PATTERN
@@ -62,12 +64,10 @@ cdef double _number(object value, str field) except? -1:
     # A bar field as a double; anything that is not a real number is an InvalidBarError.
     if type(value) is float:
         return <double>value
-    if isinstance(value, bool):
-        raise InvalidBarError(field, value, "must be a number, not a bool")
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        raise InvalidBarError(field, value, "must be a number") from None
+    # Real numbers only (numpy scalars included): a numeric string is a caller bug.
+    if isinstance(value, bool) or not isinstance(value, Real):
+        raise InvalidBarError(field, value, "must be a real number")
+    return float(value)
 
 
 cdef long long _timestamp(object value, str field) except? -1:

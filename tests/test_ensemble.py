@@ -82,7 +82,7 @@ def test_unknown_feature_name_in_manifest_raises_model_load_error(models_copy, n
     manifest = json.loads(path.read_text())
     manifest["feature_names"][2] = "rsi_99_7m"
     path.write_text(json.dumps(manifest))
-    with pytest.raises(ModelLoadError, match=r"unknown to the technical core: rsi_99_7m .*known names include"):
+    with pytest.raises(ModelLoadError, match=r"unknown to the technical core: rsi_99_7m.*Known names \(228\): close_1m, "):
         FusedEnsemble.from_dir(models_copy, names)
 
 

@@ -49,6 +49,21 @@ def btc_1m() -> dict[str, np.ndarray]:
     return load_bars_csv(path)
 
 
+@pytest.fixture(scope="session")
+def bars_1m(request: pytest.FixtureRequest) -> dict[str, np.ndarray]:
+    """The real BTC/USDT 1-minute series when present, else seeded synthetic bars.
+
+    For benchmarks that measure speed rather than a market's numbers, so that they also
+    run on a checkout without the data folder.
+    """
+    try:
+        return request.getfixturevalue("btc_1m")
+    except pytest.skip.Exception:
+        from l2fast.synthetic import generate_bars
+
+        return generate_bars(100_000, seed=7)
+
+
 @pytest.fixture
 def bench(benchmark) -> Iterator[Callable[..., object]]:
     """Label the ``benchmark`` fixture; the returned function returns it for chaining.

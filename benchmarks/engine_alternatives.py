@@ -397,9 +397,12 @@ class PythonDecider:
         self.decision = decision
         row = self.model.regime_multipliers[decision.regime]
         self.multipliers = tuple(row[n] for n in self.members)
-        weights = self.model.effective_weights(decision.regime)
-        p = sum(w * self.manifests[n]["performance_metrics"]["win_rate"] for n, w in weights.items())
-        b = sum(w * self.manifests[n]["performance_metrics"]["payoff_ratio"] for n, w in weights.items())
+        if self.risk.kelly_win_rate is not None:
+            p, b = self.risk.kelly_win_rate, self.risk.kelly_payoff_ratio
+        else:
+            weights = self.model.effective_weights(decision.regime)
+            p = sum(w * self.manifests[n]["performance_metrics"]["win_rate"] for n, w in weights.items())
+            b = sum(w * self.manifests[n]["performance_metrics"]["payoff_ratio"] for n, w in weights.items())
         self.kelly = max(0.0, min(1.0, p - (1 - p) / b)) if b > 0 else 0.0
         self.appetite = self.risk.risk_appetite_multipliers[decision.risk_appetite]
 
@@ -641,7 +644,7 @@ class NaivePipeline:
         self.decider.on_decision(decision)
 
     def warm_up(self, rows: Sequence[tuple]) -> None:
-        """Remember past bars without computing (the window is all that is kept)."""
+        """Consume past bars without computing anything (only the last window is kept)."""
         self.window.extend(rows)
         self.bars += len(rows)
 

@@ -21,6 +21,7 @@ import sys
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -96,16 +97,22 @@ def _load_streams(paths: Sequence[str], symbols: Sequence[str] | None, start: in
                   end: int | None, last: int | None = None) -> list[BarStream]:
     """One stream per file: its symbol (given, else from the file name), bars in [start, end)."""
     from l2fast.bars import load_bars_csv
+    from l2fast.config import SYMBOL_PATTERN
     from l2fast.errors import InvalidInputError
     from l2fast.replay import BarStream, symbol_from_filename
 
     if symbols and len(symbols) != len(paths):
         raise _InputError(f"--symbol given {len(symbols)} time(s) for {len(paths)} --data file(s): "
                           "name the symbol of every file, in the same order")
+    for path in paths:
+        if not Path(path).is_file():
+            raise _InputError(f"cannot read {path}: no such file")
     names = list(symbols) if symbols else [symbol_from_filename(p) for p in paths]
     for path, name in zip(paths, names):
         if name is None:
             raise _InputError(f"cannot tell the symbol of {path} from its name: pass --symbol (e.g. BTC/USDT)")
+        if not SYMBOL_PATTERN.fullmatch(name):
+            raise _InputError(f"--symbol {name!r}: symbols look like 'BTC/USDT' (BASE/QUOTE, upper case)")
     if len(set(names)) != len(names):
         raise _InputError(f"each --data file needs its own symbol, got {names}")
     if start is not None and end is not None and start >= end:
@@ -235,6 +242,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
     if args.bars < 1:
         raise _InputError(f"--bars {args.bars}: must be >= 1")
+    if args.symbol and not args.data:
+        raise _InputError("--symbol names the --data files; the generated series is BTC/USDT")
     if args.data:
         streams = _load_streams(args.data, args.symbol, None, None, last=args.bars)
         source = f"the last {args.bars:,} bars of {', '.join(args.data)}"
@@ -307,9 +316,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo = sub.add_parser(
         "demo", help="replay the shipped demo agents with the demo config (they trade)",
         description="Replay the shipped demo agents on a generated series (or --data) with the DEMO config "
-                    "(l2fast.replay.DEMO_CONFIG, also examples/demo.toml): consensus/alignment thresholds 0.5, "
-                    "confidence threshold 0.6, Kelly inputs fixed at win rate 0.55 and payoff 1.5, shorts "
-                    "allowed. It lowers the seed's thresholds because the shipped demo agents have no edge.")
+                    "(l2fast.replay.DEMO_CONFIG, also examples/demo.toml) over the defaults: "
+                    f"{'; '.join(_demo_changes())}. It lowers the seed's thresholds and fixes the Kelly "
+                    "inputs because the shipped demo agents have no edge: with the defaults they almost "
+                    "never trade.")
     demo.add_argument("--data", action="append", metavar="FILE",
                       help="CSV(.gz) of 1m bars instead of a generated series; repeat for several symbols")
     demo.add_argument("--bars", type=int, default=30_000,

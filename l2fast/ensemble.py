@@ -7,8 +7,15 @@ one graph: a shared input ``features`` float32 ``[1, F]``, then per member a ``G
 its columns (axis 1) feeding that member's own nodes, every name prefixed ``<name>/``.
 Outputs are ``<name>/action`` and ``<name>/probs`` (or ``<name>/q_values``).
 
+When every member is the same kind of MLP (what the exporter writes for SB3's MLP
+policies), the members are instead stacked into one wider MLP, one Gemm per layer for the
+whole ensemble (:mod:`l2fast.stacking`), with outputs ``stacked/probs`` ``[M, A]`` and
+``stacked/action`` ``[M]`` whose row k :meth:`run` exposes as member k's outputs. The
+results are the same numbers as each member run alone (tests/test_ensemble.py).
+
 One session call per bar instead of one per member saves the fixed per-call overhead of
-onnxruntime (argument marshalling, executor setup) that dominates for small MLPs. Input and
+onnxruntime (argument marshalling, executor setup) that dominates for small MLPs, and
+stacking removes two thirds of the operators, each with its own fixed cost. Input and
 outputs are preallocated numpy buffers bound once through io_binding, so :meth:`run` copies
 F numbers in and runs the graph, nothing else.
 
@@ -28,6 +35,7 @@ import numpy as np
 from l2fast.errors import InvalidInputError, ModelLoadError
 from l2fast.manifest import INPUT_NAME
 from l2fast.models import LoadedModel, load_model, session_options, sha256_bytes
+from l2fast.stacking import STACKED_ACTION, STACKED_PROBS, mlp_chain, stack
 
 __all__ = ["FUSED_INPUT", "FusedEnsemble"]
 
@@ -78,12 +86,12 @@ def _verified_proto(onnx: Any, model: LoadedModel) -> Any:
         raise ModelLoadError(f"{model.onnx_path}: cannot parse the ONNX file: {exc}") from exc
 
 
-def _fuse(models: Sequence[LoadedModel], columns: Sequence[np.ndarray], n_features: int) -> bytes:
-    """Serialised ONNX model of the fused ensemble."""
+def _fuse(models: Sequence[LoadedModel], protos: Sequence[Any], columns: Sequence[np.ndarray],
+          n_features: int) -> bytes:
+    """Serialised ONNX model of the generic fused ensemble (every member's own nodes)."""
     onnx = _import_onnx()
     from onnx import TensorProto, helper, numpy_helper, version_converter
 
-    protos = [_verified_proto(onnx, m) for m in models]
     # One opset per domain for the whole graph: the newest any member uses. A member on an
     # older default-domain opset is converted so its operators keep their exact semantics.
     opsets: dict[str, int] = {}
@@ -138,10 +146,12 @@ class FusedEnsemble:
         output_names: Fused output names, ``<name>/action`` then ``<name>/probs`` or
             ``<name>/q_values`` per member.
         session: The fused onnxruntime ``InferenceSession``.
+        stacked: True when the members share one stacked MLP (:mod:`l2fast.stacking`),
+            False for the generic graph of per-member nodes.
     """
 
     __slots__ = ("members", "names", "feature_names", "columns", "output_names", "session",
-                 "_row", "_outputs", "_binding")
+                 "stacked", "_row", "_outputs", "_binding")
 
     def __init__(self, members: Sequence[LoadedModel], feature_names: Sequence[str]) -> None:
         """Fuse already loaded members; :meth:`from_dir` is the usual entry point.
@@ -165,7 +175,16 @@ class FusedEnsemble:
         self.names = tuple(m.name for m in self.members)
         self.feature_names = names
         self.columns = {m.name: _columns(m, index, names) for m in self.members}
-        data = _fuse(self.members, [self.columns[n] for n in self.names], len(names))
+        onnx = _import_onnx()
+        protos = [_verified_proto(onnx, m) for m in self.members]
+        columns = [self.columns[n] for n in self.names]
+        chains = [mlp_chain(p) for p in protos]
+        data = None
+        if all(c is not None for c in chains):
+            data = stack(chains, columns, len(names), FUSED_INPUT, max(p.ir_version for p in protos))
+        self.stacked = data is not None
+        if data is None:
+            data = _fuse(self.members, protos, columns, len(names))
         try:
             self.session = ort.InferenceSession(data, sess_options=session_options(),
                                                 providers=["CPUExecutionProvider"])
@@ -178,7 +197,16 @@ class FusedEnsemble:
         binding.bind_ortvalue_input(FUSED_INPUT, ort.OrtValue.ortvalue_from_numpy(self._row))
         shapes = {o.name: o for o in self.session.get_outputs()}
         self._outputs: dict[str, np.ndarray] = {}
-        for name in self.output_names:
+        if self.stacked:
+            # Member k's outputs are row k of the two stacked buffers (views, bound once).
+            probs = np.zeros([int(d) for d in shapes[STACKED_PROBS].shape], dtype=np.float32)
+            action = np.zeros(len(self.members), dtype=np.int64)
+            binding.bind_ortvalue_output(STACKED_PROBS, ort.OrtValue.ortvalue_from_numpy(probs))
+            binding.bind_ortvalue_output(STACKED_ACTION, ort.OrtValue.ortvalue_from_numpy(action))
+            for k, name in enumerate(self.names):
+                self._outputs[f"{name}/action"] = action[k:k + 1]
+                self._outputs[f"{name}/probs"] = probs[k:k + 1]
+        for name in self.output_names if not self.stacked else ():
             info = shapes[name]
             shape = [1] + [int(d) for d in info.shape[1:]]
             buf = np.zeros(shape, dtype=_ORT_TO_NUMPY[info.type])

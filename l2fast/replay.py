@@ -32,15 +32,17 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import numpy as np
 
 from l2fast.config import SYMBOL_PATTERN, L2Config
-from l2fast.engine import TacticalSignalGenerator
 from l2fast.errors import InvalidDecisionError, InvalidInputError
 from l2fast.paper import FILL_REASONS, PaperBroker, Trade
 from l2fast.signals import Side, StrategicDecision
+
+if TYPE_CHECKING:
+    from l2fast.engine import TacticalSignalGenerator
 
 __all__ = [
     "DEMO_CONFIG",

@@ -50,12 +50,12 @@ def models_copy(tmp_path: Path) -> Path:
     return folder
 
 
-def test_fused_graph_has_one_input_and_every_member_output(ensemble, names) -> None:
+def test_fused_graph_has_one_input_and_every_member_output(ensemble, names, feature_rows) -> None:
     assert ensemble.names == ("mean_revert_agent", "trend_agent", "volatility_agent")
     inputs = ensemble.session.get_inputs()
     assert [(i.name, i.shape) for i in inputs] == [("features", [1, len(names)])]
-    assert [o.name for o in ensemble.session.get_outputs()] == list(ensemble.output_names)
     assert set(ensemble.output_names) == {f"{n}/{o}" for n in ensemble.names for o in ("action", "probs")}
+    assert set(ensemble.run(feature_rows[0])) == set(ensemble.output_names)
     for member in ensemble.members:
         assert [names[i] for i in ensemble.columns[member.name]] == list(member.feature_names)
 
@@ -68,6 +68,49 @@ def test_fused_outputs_equal_each_member_run_alone_on_1000_rows(ensemble, featur
             for out in member.output_names:
                 np.testing.assert_array_equal(fused[f"{member.name}/{out}"], alone[out],
                                               err_msg=f"{member.name}/{out}")
+
+
+def test_the_shipped_agents_share_one_stacked_mlp(ensemble) -> None:
+    # Same preprocessing, depth, activations and action count: one Gemm per layer.
+    assert ensemble.stacked
+    assert [(o.name, o.shape) for o in ensemble.session.get_outputs()] == [
+        ("stacked/probs", [3, 7]), ("stacked/action", [3])]
+
+
+def _toy_member(folder: Path, name: str, features: list[str], seed: int) -> None:
+    """A member of another shape (a single Gemm, 4 actions): it cannot be stacked."""
+    import hashlib
+
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = np.random.default_rng(seed).normal(size=(4, len(features))).astype(np.float32)
+    nodes = [helper.make_node("Gemm", ["obs", "W"], ["logits"], transB=1),
+             helper.make_node("Softmax", ["logits"], ["probs"], axis=-1),
+             helper.make_node("ArgMax", ["logits"], ["action"], axis=1, keepdims=0)]
+    graph = helper.make_graph(
+        nodes, name, [helper.make_tensor_value_info("obs", TensorProto.FLOAT, ["N", len(features)])],
+        [helper.make_tensor_value_info("action", TensorProto.INT64, ["N"]),
+         helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["N", 4])],
+        initializer=[numpy_helper.from_array(w, "W")])
+    data = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8).SerializeToString()
+    manifest = json.loads((MODELS_DIR / "trend_agent.json").read_text())
+    manifest.update(name=name, feature_names=features, observation_size=len(features),
+                    action_space={"type": "discrete", "n": 4}, action_targets=[-1.0, -0.5, 0.5, 1.0],
+                    onnx_sha256=hashlib.sha256(data).hexdigest())
+    (folder / f"{name}.onnx").write_bytes(data)
+    (folder / f"{name}.json").write_text(json.dumps(manifest))
+
+
+def test_members_of_different_shapes_use_the_generic_fused_graph(models_copy, names, feature_rows) -> None:
+    _toy_member(models_copy, "toy_agent", ["rsi_14_1m", "atr_pct_5m", "ret_1_1h"], seed=1)
+    ensemble = FusedEnsemble.from_dir(models_copy, names)
+    assert not ensemble.stacked
+    for row in feature_rows[:200]:
+        fused = {k: v.copy() for k, v in ensemble.run(row).items()}
+        for member in ensemble.members:
+            alone = member.run(row[ensemble.columns[member.name]])
+            for out in member.output_names:
+                np.testing.assert_array_equal(fused[f"{member.name}/{out}"], alone[out])
 
 
 def test_run_reuses_bound_buffers(ensemble, feature_rows) -> None:

@@ -243,8 +243,10 @@ def test_the_demo_toml_file_holds_the_demo_config():
 def test_a_bad_decision_line_is_named_with_its_file_and_line(tmp_path):
     path = tmp_path / "d.jsonl"
     path.write_text('{"regime": "trending", "target_exposure": 0.5, "risk_appetite": "moderate", '
-                    '"universe": ["BTC/USDT"], "ts_ms": 5}\n\n{"regime": "bull"}\n')
-    with pytest.raises(ValueError, match=r"d\.jsonl:3: .*regime"):
+                    '"universe": ["BTC/USDT"], "ts_ms": 5}\n\n'
+                    '{"regime": "bull", "target_exposure": 0.5, "risk_appetite": "moderate", '
+                    '"universe": ["BTC/USDT"]}\n')
+    with pytest.raises(ValueError, match=r"d\.jsonl:3: .*regime='bull'"):
         load_decisions(path)
 
 
@@ -319,6 +321,7 @@ def test_demo_needs_only_the_core_dependencies():
     (["--data", "{csv}", "--decisions", "{bad}"], "bad.jsonl:1"),
     (["--data", "{csv}", "--config", "{bad}"], "not valid TOML"),
     (["--data", "{csv}", "--fee-bps", "-1"], "fee_bps=-1.0"),
+    (["--data", "{csv}", "--symbol", "btc"], "--symbol 'btc'"),
 ])
 def test_bad_replay_input_is_a_clear_error_with_exit_code_2(argv, message, btc_csv, tmp_path, capsys):
     plain = tmp_path / "bars.csv.gz"

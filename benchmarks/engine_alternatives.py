@@ -8,8 +8,10 @@ shipped agents' manifests name, run the three agents and voted in Python:
 * :class:`PlainLibraryPipeline` -- the best assembly of plain libraries: a Python
   resampler (:class:`alternatives.BucketAggregator`) feeding TA-Lib 0.8 streaming handles
   per timeframe (:class:`TalibFeatures`), ONE merged ONNX graph run through io_binding
-  (:class:`l2fast.ensemble.FusedEnsemble`, the fastest plain-onnxruntime way) and
-  :class:`PythonDecider`.
+  (:class:`MergedGraph`: every member's own nodes behind a ``Gather`` of its columns, the
+  fastest way with onnx + onnxruntime alone) and :class:`PythonDecider`. It does not use
+  :class:`l2fast.ensemble.FusedEnsemble`, whose stacking of same-shape members into one
+  block-diagonal MLP is l2fast's own design, not a plain-library recipe.
 * :class:`NaivePipeline` -- the notebook approach: the last :data:`NAIVE_WINDOW` 1-minute
   bars resampled with pandas and every feature recomputed with pandas + ``ta`` on each
   bar (:func:`pandas_ta_features`), then stable-baselines3 ``predict`` once per agent on
@@ -17,7 +19,8 @@ shipped agents' manifests name, run the three agents and voted in Python:
 
 Differences from ours, all in the alternatives' favour unless noted:
 
-* No bar validation, one symbol, no cross-symbol correlation.
+* No bar validation, one symbol, no cross-symbol correlation, no handling of a failed
+  or non-finite model run.
 * Features: only the ones the manifests name (ours computes every indicator, candlestick
   pattern and support/resistance level on every timeframe). TA-Lib covers all of them
   but ``sr_breakout``, which ours derives from a decaying table of swing-pivot levels
@@ -53,8 +56,8 @@ import numpy as np
 from alternatives import BucketAggregator
 
 from l2fast.config import L2Config, TechnicalConfig
-from l2fast.ensemble import FusedEnsemble
-from l2fast.models import LoadedModel
+from l2fast.manifest import INPUT_NAME
+from l2fast.models import LoadedModel, session_options
 
 NAN = math.nan
 MINUTE_MS = 60_000
@@ -125,7 +128,8 @@ class TalibTimeframe:
         from talib import stream
 
         self._insufficient = talib.InsufficientHistory
-        adx, vz, rv, dc = tech.adx_period, tech.volume_z_period, tech.realized_vol_period, tech.donchian_period
+        adx, vz = tech.adx_period, tech.volume_z_period
+        rv, dc = tech.realized_vol_period, tech.donchian_period
         fk, sk, sd = tech.stoch
         # group -> (stream factory, inputs: "c", "hlc", "v", "r" (log return) or "hl"; kwargs)
         specs: dict[str, tuple[Any, str, dict]] = {
@@ -279,6 +283,65 @@ class TalibFeatures:
         return updated
 
 
+# ------------------------------------------------------------------ merged ONNX graph
+
+
+class MergedGraph:
+    """Every member in one onnxruntime session, built with onnx's own helpers, run through io_binding.
+
+    The graph has one input ``features`` float32 ``[1, F]``; each member's nodes, prefixed
+    ``<name>/`` by ``onnx.compose.add_prefix``, read a ``Gather`` of its columns. Input and
+    outputs are numpy buffers bound once, so :meth:`run` copies F numbers in and runs.
+
+    Args:
+        models: The members (their ONNX files, feature names, names).
+        names: The shared feature vector's names.
+    """
+
+    def __init__(self, models: Sequence[LoadedModel], names: Sequence[str]) -> None:
+        import onnx
+        import onnx.compose
+        import onnxruntime as ort
+        from onnx import TensorProto, helper, numpy_helper
+
+        index = {n: i for i, n in enumerate(names)}
+        protos = [onnx.load(str(m.onnx_path)) for m in models]
+        if len({(p.ir_version, tuple((o.domain, o.version) for o in p.opset_import)) for p in protos}) != 1:
+            raise ValueError("members on different ONNX opsets: this simple merge needs one")
+        nodes, initializers, outputs = [], [], []
+        for model, proto in zip(models, protos):
+            proto = onnx.compose.add_prefix(proto, f"{model.name}/")
+            cols = np.array([index[f] for f in model.feature_names], dtype=np.int64)
+            initializers.append(numpy_helper.from_array(cols, f"{model.name}/columns"))
+            nodes.append(helper.make_node("Gather", ["features", f"{model.name}/columns"],
+                                          [f"{model.name}/{INPUT_NAME}"], axis=1))
+            nodes.extend(proto.graph.node)
+            initializers.extend(proto.graph.initializer)
+            outputs.extend(proto.graph.output)
+        graph = helper.make_graph(
+            nodes, "merged", [helper.make_tensor_value_info("features", TensorProto.FLOAT, [1, len(names)])],
+            outputs, initializer=initializers)
+        merged = helper.make_model(graph, opset_imports=protos[0].opset_import)
+        merged.ir_version = protos[0].ir_version
+        self.session = ort.InferenceSession(merged.SerializeToString(), sess_options=session_options(),
+                                            providers=["CPUExecutionProvider"])
+        self._row = np.zeros((1, len(names)), dtype=np.float32)
+        self._binding = self.session.io_binding()
+        self._binding.bind_ortvalue_input("features", ort.OrtValue.ortvalue_from_numpy(self._row))
+        self.outputs: dict[str, np.ndarray] = {}
+        dtypes = {"tensor(float)": np.float32, "tensor(int64)": np.int64}
+        for out in self.session.get_outputs():
+            buf = np.zeros([1] + [int(d) for d in out.shape[1:]], dtype=dtypes[out.type])
+            self._binding.bind_ortvalue_output(out.name, ort.OrtValue.ortvalue_from_numpy(buf))
+            self.outputs[out.name] = buf
+
+    def run(self, row: np.ndarray) -> dict[str, np.ndarray]:
+        """Every member on one float64 feature vector; the returned buffers are reused."""
+        self._row[0] = row
+        self.session.run_with_iobinding(self._binding)
+        return self.outputs
+
+
 # ------------------------------------------------------------------ pandas + ta
 
 
@@ -294,7 +357,8 @@ def _resample(frame: Any, minutes: int) -> Any:
     return bars
 
 
-def pandas_ta_features(frame: Any, minutes: int, bases: Sequence[str], tech: TechnicalConfig) -> dict[str, float]:
+def pandas_ta_features(frame: Any, minutes: int, bases: Sequence[str],
+                       tech: TechnicalConfig) -> dict[str, float]:
     """The wanted features of the last closed bar, recomputed with pandas + ``ta`` over ``frame``.
 
     Args:
@@ -316,7 +380,8 @@ def pandas_ta_features(frame: Any, minutes: int, bases: Sequence[str], tech: Tec
             out[base] = RSIIndicator(c, window=int(base[4:])).rsi().iloc[-1]
         elif base == "macd_hist_pct":
             fast, slow, signal = tech.macd
-            out[base] = MACD(c, window_slow=slow, window_fast=fast, window_sign=signal).macd_diff().iloc[-1] / last
+            macd = MACD(c, window_slow=slow, window_fast=fast, window_sign=signal)
+            out[base] = macd.macd_diff().iloc[-1] / last
         elif base in ("bb_pctb", "bb_width"):
             bb = bb or BollingerBands(c, window=tech.bb_period, window_dev=tech.bb_std)
             upper, middle, lower = (bb.bollinger_hband().iloc[-1], bb.bollinger_mavg().iloc[-1],
@@ -340,7 +405,8 @@ def pandas_ta_features(frame: Any, minutes: int, bases: Sequence[str], tech: Tec
             out[base] = (v.iloc[-1] - window.mean().iloc[-1]) / sd if sd > 0 else 0.0
         elif base.startswith("rvol_"):
             ret = np.log(c).diff()
-            out[base] = ret.rolling(tech.realized_vol_period).std().iloc[-1] * math.sqrt(MINUTES_PER_YEAR / minutes)
+            scale = math.sqrt(MINUTES_PER_YEAR / minutes)
+            out[base] = ret.rolling(tech.realized_vol_period).std().iloc[-1] * scale
         elif base.startswith("donchian_pos_"):
             n = tech.donchian_period
             out[base] = _position(last, l.rolling(n).min().iloc[-1], h.rolling(n).max().iloc[-1])
@@ -368,7 +434,8 @@ class PythonDecider:
         names: The feature vector's names (the technical votes read it).
     """
 
-    def __init__(self, config: L2Config, manifests: Mapping[str, Mapping[str, Any]], names: Sequence[str]) -> None:
+    def __init__(self, config: L2Config, manifests: Mapping[str, Mapping[str, Any]],
+                 names: Sequence[str]) -> None:
         self.config = config
         self.model = config.model
         self.risk = config.risk
@@ -378,13 +445,14 @@ class PythonDecider:
         index = {name: i for i, name in enumerate(names)}
         tech = config.technical
         rsi = f"rsi_{tech.rsi_periods[0]}"
-        self.tf_columns = {
-            tf: tuple(index.get(f"{base}_{tf}", -1) for base in (rsi, "macd_hist_pct", "bb_pctb", "sr_breakout"))
-            for tf in TIMEFRAME_MINUTES
-        }
+        bases = (rsi, "macd_hist_pct", "bb_pctb", "sr_breakout")
+        self.tf_columns = {tf: tuple(index.get(f"{b}_{tf}", -1) for b in bases) for tf in TIMEFRAME_MINUTES}
         self.tf_votes = dict.fromkeys(TIMEFRAME_MINUTES, NAN)
         self._prev_hist = dict.fromkeys(TIMEFRAME_MINUTES, NAN)
         self.decision: Any = None
+        self.multipliers = (1.0,) * len(self.members)
+        self.kelly = 0.0
+        self.appetite = 1.0
         self.equity = config.engine.initial_equity
         self.position: dict[str, Any] | None = None
         self.day = -1
@@ -442,7 +510,8 @@ class PythonDecider:
             return None
         s = pos["side"]
         pos["best"] = max(pos["best"], h) if s > 0 else min(pos["best"], l)
-        if not pos["breakeven"] and s * (pos["best"] - pos["entry"]) >= self.risk.breakeven_threshold * pos["r"]:
+        profit = s * (pos["best"] - pos["entry"])
+        if not pos["breakeven"] and profit >= self.risk.breakeven_threshold * pos["r"]:
             pos["breakeven"] = True
             pos["stop"] = pos["entry"] if s * (pos["entry"] - pos["stop"]) > 0 else pos["stop"]
         trail = self.risk.trailing_atr_multiplier
@@ -480,9 +549,9 @@ class PythonDecider:
         alignment = sum(1 for v in live if _sgn(v) == direction) / len(live) if live else 0.0
         gm, gt, ga = CONFIDENCE_WEIGHTS
         confidence = (gm * model_conf + gt * (1 + direction * tech) / 2 + ga * alignment) / (gm + gt + ga)
-        vote = {"direction": SIDES[direction], "score": score, "model_score": m_score, "technical_score": tech,
-                "consensus": consensus, "confidence": confidence, "alignment": alignment,
-                "members": votes, "timeframes": dict(self.tf_votes)}
+        vote = {"direction": SIDES[direction], "score": score, "model_score": m_score,
+                "technical_score": tech, "consensus": consensus, "confidence": confidence,
+                "alignment": alignment, "members": votes, "timeframes": dict(self.tf_votes)}
         reasoning: dict[str, Any] = {"code": None, "regime": self.decision.regime, "vote": vote}
         if direction == 0:
             return self._hold(symbol, ts, reasoning, "NO_DIRECTION", pos)
@@ -493,7 +562,8 @@ class PythonDecider:
                 return self._hold(symbol, ts, reasoning, gate, pos)
         if pos is not None and pos["side"] == -direction:
             reasoning["code"] = "EXIT"
-            return self._signal(symbol, ts, direction, pos["qty"], confidence, consensus, None, None, reasoning)
+            return self._signal(symbol, ts, direction, pos["qty"], confidence, consensus, None, None,
+                                reasoning)
         if pos is not None:
             return self._hold(symbol, ts, reasoning, "POSITION_OPEN", pos)
         return self._enter(symbol, ts, direction, c, atr, vol, confidence, consensus, reasoning)
@@ -556,9 +626,9 @@ class PythonDecider:
     @staticmethod
     def _signal(symbol: str, ts: int, side: int, qty: float, confidence: float, consensus: float,
                 stop: float | None, take_profit: float | None, reasoning: dict) -> dict[str, Any]:
-        return {"symbol": symbol, "side": SIDES[side], "qty": qty, "confidence": min(max(confidence, 0.0), 1.0),
-                "consensus": min(max(consensus, 0.0), 1.0), "stop_loss": stop, "take_profit": take_profit,
-                "reasoning": reasoning, "ts_ms": ts}
+        return {"symbol": symbol, "side": SIDES[side], "qty": qty,
+                "confidence": min(max(confidence, 0.0), 1.0), "consensus": min(max(consensus, 0.0), 1.0),
+                "stop_loss": stop, "take_profit": take_profit, "reasoning": reasoning, "ts_ms": ts}
 
 
 def hold_signal(symbol: str, ts: int, code: str) -> dict[str, Any]:
@@ -581,7 +651,7 @@ class PlainLibraryPipeline:
         config = config or L2Config()
         self.names = needed_features(models)
         self.features = TalibFeatures(self.names, config.technical)
-        self.ensemble = FusedEnsemble(models, self.names)
+        self.ensemble = MergedGraph(models, self.names)
         self.decider = PythonDecider(config, {m.name: m.manifest for m in models}, self.names)
         self.warmup = max(int(m.manifest.get("lookback", 0)) for m in models)
         self.bars = 0
@@ -592,7 +662,8 @@ class PlainLibraryPipeline:
     def on_decision(self, decision: Any) -> None:
         self.decider.on_decision(decision)
 
-    def on_bar(self, symbol: str, ts: int, o: float, h: float, l: float, c: float, v: float) -> dict[str, Any]:
+    def on_bar(self, symbol: str, ts: int, o: float, h: float, l: float, c: float,
+               v: float) -> dict[str, Any]:
         """The signal of one closed 1-minute bar."""
         row = self.features.row
         decider = self.decider
@@ -678,7 +749,8 @@ class NaivePipeline:
             members.append((a, float(probs[0, a])))
         return members
 
-    def on_bar(self, symbol: str, ts: int, o: float, h: float, l: float, c: float, v: float) -> dict[str, Any]:
+    def on_bar(self, symbol: str, ts: int, o: float, h: float, l: float, c: float,
+               v: float) -> dict[str, Any]:
         """The signal of one closed 1-minute bar."""
         self.window.append((ts, o, h, l, c, v))
         self.bars += 1

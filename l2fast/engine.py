@@ -38,11 +38,17 @@ carries in ``stop_loss``/``take_profit``).
 L1 reports executions with :meth:`~TacticalSignalGenerator.on_fill` (before the next bar
 of that symbol), which books positions, cash, fees, the day's PnL and the closed trades
 whose win rate and payoff ratio replace the manifests' in the Kelly formula once
-``risk.min_trades_for_live_stats`` exist.
+``risk.min_trades_for_live_stats`` exist. An entry's stop and take-profit are sent at the
+signal's reference price (the bar's close); its fill re-anchors them at the same R
+distances from the fill price, and every later signal of the symbol carries those levels,
+which L1 should adopt from the next bar on.
 
 Kelly inputs before that: the members' manifest ``win_rate`` and ``payoff_ratio``
-averaged with the regime's effective weights, or ``risk.kelly_win_rate`` and
-``risk.kelly_payoff_ratio`` when the config fixes them.
+averaged with the regime's effective weights (``reasoning["sizing"]["kelly_source"]`` is
+``"manifest"``), or ``risk.kelly_win_rate`` and ``risk.kelly_payoff_ratio`` when the
+config fixes them (``"config"``); ``"live"`` once the live statistics take over. The live
+statistics are the last ``engine.live_stats_window`` trades: if they show no edge, entries
+hold with ``NO_EDGE`` until the window changes, which only new closed trades do.
 
 One engine is driven by one thread. Same config, models, decisions, bars and fills give
 bit-identical signals on every run.

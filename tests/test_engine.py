@@ -133,7 +133,7 @@ def _assert_same(got: dict, exp: dict, where: str) -> None:
 
 @pytest.mark.parametrize("risk, exercised", [
     ({"allow_short": True, "max_daily_trades": 4, "atr_multiplier": 8.0, "min_trades_for_live_stats": 5},
-     {"ENTRY", "EXIT", "MAX_DAILY_TRADES", "POSITION_OPEN", "kelly:manifest", "kelly:live"}),
+     {"ENTRY", "EXIT", "MAX_DAILY_TRADES", "POSITION_OPEN", "kelly:config", "kelly:live"}),
     ({"allow_short": False, "max_daily_trades": 50, "daily_loss_limit": 0.001, "max_concurrent_positions": 1,
       "breakeven_threshold": 0.5, "take_profit_r": 3.0, "kelly_fraction": 1.0, "volatility_target": 0.6},
      {"ENTRY", "DAILY_LOSS_LIMIT", "SHORT_NOT_ALLOWED"}),
@@ -348,7 +348,7 @@ def test_a_bad_fill_raises_and_changes_nothing(args, match) -> None:
 def test_fills_book_positions_cash_and_closed_trades() -> None:
     gen = TacticalSignalGenerator(_config())
     gen.on_strategic_decision(_decision())
-    opened = gen.on_fill(BTC, "buy", 0.1, 40_000.0, 0, fee=4.0)
+    opened = gen.on_fill(BTC, "buy", 0.1, 40_000.0, np.int64(0), fee=4.0)
     assert opened["opened"] and gen.position(BTC)["qty"] == 0.1
     assert gen.cash == 10_000.0 - 4_000.0 - 4.0
     closed = gen.on_fill(BTC, "sell", 0.1, 41_000.0, 60_000, fee=4.1)

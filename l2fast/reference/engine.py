@@ -168,7 +168,8 @@ class EngineRef:
                 open_notional=notional, open_rho=rho, target_exposure=d.target_exposure,
                 risk_appetite=risk.risk_appetite_multipliers[d.risk_appetite],
                 confidence=vote["confidence"], lot_step=risk.lot_step_for(symbol),
-                min_notional=risk.min_notional_for(symbol), kelly_source=source)
+                min_notional=risk.min_notional_for(symbol),
+                kelly_source="config" if source == "manifest" and risk.kelly_win_rate is not None else source)
             if sizing["code"] != "OK":
                 return hold(sizing["code"], vote, sizing=sizing)
             check = self.risk.check(symbol, name, sizing["qty"], c, _known(atr), ts)

@@ -21,7 +21,7 @@ from l2fast._core.risk cimport (
     risk_on_fill, risk_open_positions, risk_set_symbol,
 )
 from l2fast._core.sizing cimport (
-    LiveStats, SIZE_OK, SizingInput, SizingParams, SizingResult, livestats_free,
+    KELLY_MANIFEST, LiveStats, SIZE_OK, SizingInput, SizingParams, SizingResult, livestats_free,
     livestats_init, livestats_kelly_inputs, livestats_push, sizing_compute, sizing_result_dict,
 )
 from l2fast._core.statistics cimport CorrelState, correl_free, correl_init, correl_step
@@ -122,6 +122,7 @@ cdef class EngineCore:
     cdef double _appetite
     cdef double _manifest_p
     cdef double _manifest_b
+    cdef bint _kelly_fixed
     cdef int _min_trades
 
     cdef readonly long long ensemble_failures
@@ -184,6 +185,7 @@ cdef class EngineCore:
         self._sizing.confidence_scaling = risk.confidence_scaling
         livestats_init(&self._stats, config.engine.live_stats_window)
         self._min_trades = risk.min_trades_for_live_stats
+        self._kelly_fixed = risk.kelly_win_rate is not None
         self._max_age = config.engine.max_decision_age_ms
 
         voter_setup(&self._voter_proto, voting_params)
@@ -411,6 +413,8 @@ cdef class EngineCore:
                 return self._hold(i, ts, reasoning, &vr)
             self._size(i, side, &vr, f, &inp, &sz)
             reasoning["sizing"] = sizing_result_dict(&sz)
+            if self._kelly_fixed and sz.kelly_source == KELLY_MANIFEST:
+                reasoning["sizing"]["kelly_source"] = "config"
             if sz.code != SIZE_OK:
                 reasoning["code"] = SIZING_CODES[<int>sz.code]
                 return self._hold(i, ts, reasoning, &vr)
@@ -544,6 +548,7 @@ cdef class EngineCore:
         """
         cdef int i = self._symbol_index(symbol)
         cdef int s
+        cdef long long ts
         cdef FillResult fr
         if side == "buy":
             s = 1
@@ -554,9 +559,11 @@ cdef class EngineCore:
         q = _fill_number("qty", qty, True)
         px = _fill_number("price", price, True)
         fe = _fill_number("fee", fee, False)
-        if isinstance(ts_ms, bool) or not isinstance(ts_ms, int) or ts_ms < 0:
-            raise InvalidInputError(f"ts_ms={ts_ms!r}: must be epoch milliseconds (an integer >= 0)")
-        risk_on_fill(&self._risk, i, s, q, px, fe, ts_ms, &fr)
+        try:
+            ts = _timestamp(ts_ms, "ts_ms")
+        except InvalidBarError:
+            raise InvalidInputError(f"ts_ms={ts_ms!r}: must be epoch milliseconds (an integer >= 0)") from None
+        risk_on_fill(&self._risk, i, s, q, px, fe, ts, &fr)
         if fr.closed:
             livestats_push(&self._stats, fr.trade_return)
         return fill_result_dict(&fr)

@@ -27,7 +27,7 @@ from l2fast._core.sizing cimport (
 from l2fast._core.statistics cimport CorrelState, correl_free, correl_init, correl_step
 from l2fast._core.voting cimport (
     GATE_ALIGNMENT, GATE_CONFIDENCE, GATE_CONSENSUS, GATE_NO_DIRECTION, GATE_NO_MODEL,
-    MEMBER_CONTINUOUS, MemberInput, VOTE_MAX_ACTIONS, VOTE_MAX_MEMBERS, VoteResult, Voter,
+    MEMBER_CONTINUOUS, MemberInput, MemberVote, VOTE_MAX_ACTIONS, VOTE_MAX_MEMBERS, VoteResult, Voter,
     voter_setup, voter_technical, voter_vote,
 )
 
@@ -472,6 +472,7 @@ cdef class EngineCore:
 
     cdef dict _vote_dict(self, const VoteResult* r):
         cdef int k
+        cdef const MemberVote* mv
         members = {}
         for k in range(self._n_members):
             mv = &r.members[k]

@@ -142,9 +142,7 @@ class EngineRef:
         side = vote["side"]
         name = SIDES[side]
         sizing = None
-        if position is not None and position.side == -side:
-            check = self.risk.check(symbol, name, 0.0, c, _known(atr), ts)
-        elif position is not None:
+        if position is not None:
             check = self.risk.check(symbol, name, 0.0, c, _known(atr), ts)
         else:
             if symbol not in d.universe:

@@ -7,7 +7,7 @@ work per bar is the onnxruntime call through a pre-bound io_binding and the retu
 TacticalSignalGenerator` builds the core from an :class:`~l2fast.config.L2Config`.
 """
 
-from libc.math cimport NAN, isfinite
+from libc.math cimport INFINITY, NAN, isfinite
 from libc.stdlib cimport calloc, free
 
 cimport numpy as cnp
@@ -21,7 +21,7 @@ from l2fast._core.risk cimport (
     risk_on_fill, risk_open_positions, risk_set_symbol,
 )
 from l2fast._core.sizing cimport (
-    KELLY_MANIFEST, LiveStats, SIZE_OK, SizingInput, SizingParams, SizingResult, livestats_free,
+    KELLY_MANIFEST, LiveStats, SIZE_OK, check_number, SizingInput, SizingParams, SizingResult, livestats_free,
     livestats_init, livestats_kelly_inputs, livestats_push, sizing_compute, sizing_result_dict,
 )
 from l2fast._core.statistics cimport CorrelState, correl_free, correl_init, correl_step
@@ -388,7 +388,6 @@ cdef class EngineCore:
         cdef SizingInput inp
         cdef SizingResult sz
         cdef int side, pos_side = self._risk.pos[i].side
-        cdef double p, b
         if not self._has_decision:
             return self._hold(i, ts, {"code": "NO_DECISION"})
         if self._max_age > 0 and self._decision_ts >= 0 and ts - self._decision_ts > self._max_age:
@@ -403,9 +402,8 @@ cdef class EngineCore:
             reasoning["code"] = _GATE_NAME[vr.gate]
             return self._hold(i, ts, reasoning, &vr)
         side = vr.side
-        if pos_side == -side:
-            risk_check(&self._risk, i, side, 0.0, slot.close, f[S_ATR], ts, &chk)
-        elif pos_side == side:
+        if pos_side != 0:
+            # Against the position: an exit of all of it; with it: denied as POSITION_OPEN.
             risk_check(&self._risk, i, side, 0.0, slot.close, f[S_ATR], ts, &chk)
         else:
             if not slot.in_universe:
@@ -557,9 +555,9 @@ cdef class EngineCore:
             s = -1
         else:
             raise InvalidInputError(f"side={side!r}: must be 'buy' or 'sell'")
-        q = _fill_number("qty", qty, True)
-        px = _fill_number("price", price, True)
-        fe = _fill_number("fee", fee, False)
+        q = check_number(qty, "qty", 0.0, INFINITY, True)
+        px = check_number(price, "price", 0.0, INFINITY, True)
+        fe = check_number(fee, "fee", 0.0, INFINITY)
         try:
             ts = _timestamp(ts_ms, "ts_ms")
         except InvalidBarError:
@@ -628,14 +626,3 @@ cdef class EngineCore:
             else MEMBER_STATUSES[self._voters[i].last_failure[k]]}
             for k in range(self._n_members)}
 
-
-cdef double _fill_number(str name, object value, bint positive) except? -1:
-    if isinstance(value, bool):
-        raise InvalidInputError(f"{name}={value!r}: must be a number")
-    try:
-        x = float(value)
-    except (TypeError, ValueError):
-        raise InvalidInputError(f"{name}={value!r}: must be a number") from None
-    if not isfinite(x) or x < 0.0 or (positive and x == 0.0):
-        raise InvalidInputError(f"{name}={value!r}: must be a finite number {'> 0' if positive else '>= 0'}")
-    return x

@@ -7,6 +7,8 @@ work per bar is the onnxruntime call through a pre-bound io_binding and the retu
 TacticalSignalGenerator` builds the core from an :class:`~l2fast.config.L2Config`.
 """
 
+from numbers import Real
+
 from libc.math cimport INFINITY, NAN, isfinite
 from libc.stdlib cimport calloc, free
 
@@ -15,10 +17,10 @@ cimport numpy as cnp
 from l2fast._core.aggregate cimport BarGuard, bar_check, bar_guard_init
 from l2fast._core.features cimport S_ATR, S_RET_1, S_RVOL, TechnicalState
 from l2fast._core.risk cimport (
-    ACTION_ENTRY, ACTION_EXIT, ACTION_HOLD, FillResult, RISK_MAX_SYMBOLS, RISK_OK, RiskCheck,
-    RiskParams, RiskState, fill_result_dict, risk_accept, risk_bar, risk_bar_dict,
-    risk_check, risk_check_dict, risk_equity, risk_gross_exposure, risk_init, risk_note_dict,
-    risk_on_fill, risk_open_positions, risk_set_symbol,
+    ACTION_EXIT, ACTION_HOLD, FillResult, RISK_MAX_SYMBOLS, RiskCheck, RiskParams, RiskState,
+    fill_result_dict, risk_accept, risk_bar, risk_bar_dict, risk_check, risk_check_dict,
+    risk_equity, risk_gross_exposure, risk_init, risk_on_fill, risk_open_positions,
+    risk_set_symbol,
 )
 from l2fast._core.sizing cimport (
     KELLY_MANIFEST, LiveStats, SIZE_OK, check_number, SizingInput, SizingParams, SizingResult, livestats_free,
@@ -26,12 +28,9 @@ from l2fast._core.sizing cimport (
 )
 from l2fast._core.statistics cimport CorrelState, correl_free, correl_init, correl_step
 from l2fast._core.voting cimport (
-    GATE_ALIGNMENT, GATE_CONFIDENCE, GATE_CONSENSUS, GATE_NO_DIRECTION, GATE_NO_MODEL,
-    MEMBER_CONTINUOUS, MemberInput, MemberVote, VOTE_MAX_ACTIONS, VOTE_MAX_MEMBERS, VoteResult, Voter,
-    voter_setup, voter_technical, voter_vote,
+    MEMBER_CONTINUOUS, MemberInput, MemberVote, VOTE_MAX_ACTIONS, VOTE_MAX_MEMBERS, VoteResult,
+    Voter, voter_setup, voter_technical, voter_vote,
 )
-
-from numbers import Real
 
 from l2fast._core.sizing import SIZING_CODES
 from l2fast._core.voting import GATE_CODES, MEMBER_KINDS, MEMBER_STATUSES

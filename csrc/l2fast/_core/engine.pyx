@@ -580,6 +580,7 @@ cdef class EngineCore:
 
     @property
     def cash(self) -> float:
+        """Cash in quote currency (fills and fees booked)."""
         return self._risk.cash
 
     @property
@@ -589,6 +590,7 @@ cdef class EngineCore:
 
     @property
     def entries_today(self) -> int:
+        """Entries counted against ``risk.max_daily_trades`` this UTC day."""
         return self._risk.entries_today
 
     @property

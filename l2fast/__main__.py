@@ -9,6 +9,9 @@ Commands:
         print a summary (signals, trades, PnL, drawdown, fees, latency, throughput).
     demo: the replay of the shipped demo agents on a generated series (or ``--data``)
         with the demo configuration, which lowers the seed's thresholds so that they trade.
+    benchmark: backtest a test period for the ensemble, each member alone, the ensemble
+        without technical votes and buy-and-hold (``l2fast.benchmarking``), print them side
+        by side and, with ``--report DIR``, write Markdown, JSON and plots (``l2fast.report``).
 
 Bad input (unreadable file, bad date, invalid config or decisions) prints ``error: ...``
 on stderr and exits with code 2.
@@ -269,6 +272,52 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_benchmark(args: argparse.Namespace) -> int:
+    from l2fast.benchmarking import Period, run_benchmark
+    from l2fast.errors import InvalidInputError, ModelLoadError
+
+    if args.report:
+        from l2fast.report import require_matplotlib, write_report
+
+        try:
+            require_matplotlib()
+        except ImportError as exc:
+            raise _InputError(f"--report: {exc}") from None
+    try:
+        period = Period.parse(args.period)
+    except InvalidInputError as exc:
+        raise _InputError(f"--period: {exc}") from None
+    symbols = [s.strip() for s in args.symbols.split(",") if s.strip()]
+    config = _load_config(args.config)
+    print(f"l2fast benchmark: {', '.join(symbols)} from {args.data}, period {period.label} (UTC, both days included)")
+    print(f"config:      {args.config or 'defaults'}; models: {args.models or config.model.resolve_models_dir()}")
+    print(f"paper L1:    fills at the next bar's open, fee {args.fee_bps:g} bps, slippage {args.slippage_bps:g} bps; "
+          "stop-loss/take-profit on the bar's range", flush=True)
+    try:
+        result = run_benchmark(args.models, period, symbols, data=args.data, config=config, fee_bps=args.fee_bps,
+                               slippage_bps=args.slippage_bps, warmup_bars=args.warmup_bars,
+                               progress=not args.no_progress)
+    except (InvalidInputError, ModelLoadError) as exc:
+        raise _InputError(str(exc)) from None
+    inside = sum(result.warmup_in_period.values())
+    print(f"evaluated:   {_utc_text(result.first_ts_ms)} to {_utc_text(result.last_ts_ms)} UTC, "
+          f"{', '.join(f'{s} {n:,}' for s, n in result.bars_by_symbol.items())} bars; warm-up "
+          f"{result.warmup_bars:,} bars per symbol" + (f" ({inside:,} of them from the period)" if inside else "")
+          + f"; {result.elapsed_s:.1f} s\n")
+    print(result.format())
+    if args.report:
+        try:
+            path = write_report(result, args.report)
+        except OSError as exc:
+            raise _InputError(f"cannot write the report to {args.report}: {exc.strerror or exc}") from None
+        print(f"\nreport:      {path} (plots and benchmark.json beside it)")
+    return 0
+
+
+def _utc_text(ts_ms: int) -> str:
+    return datetime.fromtimestamp(ts_ms / 1000, UTC).strftime("%Y-%m-%d %H:%M")
+
+
 def _add_replay_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--symbol", action="append", metavar="SYMBOL",
                         help="symbol of each --data file, in order (default: from the file name, "
@@ -327,6 +376,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo.add_argument("--seed", type=int, default=7, help="seed of the generated series")
     _add_replay_options(demo)
     demo.set_defaults(func=_cmd_demo)
+    bench = sub.add_parser(
+        "benchmark", help="backtest a period: ensemble, members alone, no technical votes, buy-and-hold",
+        description="Warm the engine up on the bars before the period (or, when the data starts with it, "
+                    "on its first bars, which are then not evaluated), replay the period through the engine "
+                    "and a paper L1 for the ensemble, each member traded alone, the ensemble without "
+                    "technical votes and buy-and-hold, and print their returns, Sharpe/Sortino (1-minute "
+                    "returns annualised by sqrt(525600)), drawdown, trades, signal hit rates at 5/15/60 "
+                    "minutes, latency and risk denials side by side.")
+    bench.add_argument("--data", required=True, metavar="DIR",
+                       help="folder of 1m bar files named like btcusdt_1m.csv.gz (several per symbol are joined)")
+    bench.add_argument("--period", required=True, metavar="FIRST_LAST",
+                       help="test period YYYY-MM-DD_YYYY-MM-DD, both days included (UTC)")
+    bench.add_argument("--symbols", required=True, metavar="LIST", help="comma-separated, e.g. BTC/USDT,ETH/USDT")
+    bench.add_argument("--report", metavar="DIR",
+                       help="write benchmark.md, benchmark.json and PNG plots there (needs l2fast[report])")
+    bench.add_argument("--config", metavar="FILE", help="TOML merged over the defaults")
+    bench.add_argument("--models", metavar="DIR", help="models folder (default: model.models_dir, the shipped ones)")
+    bench.add_argument("--warmup-bars", type=int, metavar="N",
+                       help="warm-up bars per symbol (default and minimum: the engine's largest member lookback)")
+    bench.add_argument("--fee-bps", type=float, default=10.0, help="fee per fill, basis points of its notional "
+                                                                    "(default 10)")
+    bench.add_argument("--slippage-bps", type=float, default=2.0,
+                       help="price worsening per fill against the trader, basis points (default 2)")
+    bench.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
+    bench.set_defaults(func=_cmd_benchmark)
     args = parser.parse_args(argv)
     np.set_printoptions(suppress=True)
     try:

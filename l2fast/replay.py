@@ -28,7 +28,7 @@ import os
 import re
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -39,7 +39,7 @@ import numpy as np
 from l2fast.config import SYMBOL_PATTERN, L2Config
 from l2fast.errors import InvalidDecisionError, InvalidInputError
 from l2fast.paper import FILL_REASONS, PaperBroker, Trade
-from l2fast.signals import Side, StrategicDecision
+from l2fast.signals import Side, StrategicDecision, TacticalSignal
 
 if TYPE_CHECKING:
     from l2fast.engine import TacticalSignalGenerator
@@ -52,6 +52,7 @@ __all__ = [
     "demo_config",
     "format_trades",
     "load_decisions",
+    "merge_streams",
     "replay",
     "symbol_from_filename",
 ]
@@ -330,8 +331,14 @@ class _Progress:
 # ------------------------------------------------------------------------ replay
 
 
-def _merge(streams: Sequence[BarStream]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Every stream's bars in (ts, stream order) order: stream index per bar and the columns."""
+def merge_streams(streams: Sequence[BarStream]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Every stream's bars in the replay's order, (ts, stream order).
+
+    Returns:
+        The stream index of each merged bar and the merged columns (``ts``, ``open``,
+        ``high``, ``low``, ``close``, ``volume``); bar ``k`` of a :func:`replay` is row
+        ``k`` here.
+    """
     ts = np.concatenate([np.asarray(s.bars["ts"], dtype=np.int64) for s in streams])
     which = np.concatenate([np.full(len(s.bars["ts"]), k, dtype=np.int64) for k, s in enumerate(streams)])
     order = np.lexsort((which, ts))  # the last key is the primary one
@@ -341,7 +348,8 @@ def _merge(streams: Sequence[BarStream]) -> tuple[np.ndarray, dict[str, np.ndarr
 
 def replay(gen: TacticalSignalGenerator, streams: Sequence[BarStream],
            decisions: Sequence[StrategicDecision] | None = None, broker: PaperBroker | None = None, *,
-           out: TextIO | None = None, all_signals: bool = False, progress: bool = False) -> ReplaySummary:
+           out: TextIO | None = None, all_signals: bool = False, progress: bool = False,
+           on_signal: Callable[[int, TacticalSignal, int], None] | None = None) -> ReplaySummary:
     """Replay ``streams`` through ``gen`` and ``broker`` (module docstring) and summarise.
 
     Args:
@@ -356,6 +364,10 @@ def replay(gen: TacticalSignalGenerator, streams: Sequence[BarStream],
         out: Where to write the signals as JSON lines (None: nowhere).
         all_signals: Write holds too (else only buy and sell signals).
         progress: Show a progress bar on stderr.
+        on_signal: Called after every bar, once the broker has taken the signal, with the
+            bar's index in :func:`merge_streams` order, the engine's signal and the
+            ``on_bar`` latency in nanoseconds (for evaluations that need more than the
+            summary, e.g. :mod:`l2fast.benchmarking`).
 
     Returns:
         The :class:`ReplaySummary`; the broker keeps the fills, trades and equity curve.
@@ -376,7 +388,7 @@ def replay(gen: TacticalSignalGenerator, streams: Sequence[BarStream],
     # sorted() is stable: decisions due at the same time are installed in the given order.
     schedule = sorted(decisions, key=lambda d: -1 if d.ts_ms is None else d.ts_ms)
     due = [-1 if d.ts_ms is None else d.ts_ms for d in schedule]
-    which, columns = _merge(streams)
+    which, columns = merge_streams(streams)
     n = len(which)
     latency = np.zeros(n, dtype=np.int64)
     voted = np.zeros(n, dtype=bool)
@@ -402,8 +414,10 @@ def replay(gen: TacticalSignalGenerator, streams: Sequence[BarStream],
                 on_fill(fill.symbol, fill.side, fill.qty, fill.price, fill.ts_ms, fee=fill.fee)
             t0 = now()
             sig = on_bar(symbol, ts, o, h, l, c, v)
-            latency[k] = now() - t0
+            latency[k] = elapsed_ns = now() - t0
             signal_fill(sig)
+            if on_signal is not None:
+                on_signal(k, sig, elapsed_ns)
             reasoning = sig.reasoning
             code = reasoning["code"]
             voted[k] = "vote" in reasoning

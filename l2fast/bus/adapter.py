@@ -1,0 +1,218 @@
+"""L2 on the bus: decisions, bars and fills in, the engine's signals out.
+
+:class:`L2BusAdapter` is the seed's ``L2BusAdapter(bus, signal_generator)``: its
+:meth:`~L2BusAdapter.start_processing` reads ``l3.decisions``, ``l1.fills`` and
+``market.bars`` through ONE subscription, in the order the transport delivers them (both
+transports: publication order across the three topics), and per message:
+
+- decision: ``generator.on_strategic_decision``;
+- fill: ``generator.on_fill`` (so a fill published before its bar is booked before it,
+  as the engine requires);
+- bar: ``generator.on_bar``, then the signal is published to ``l2.signals`` when the
+  adapter's :class:`SignalFilter` lets it through, with ``meta`` ``{"age_ms": ...,
+  "stale": ...}``;
+
+and acknowledges the message only after that (at-least-once on a transport that
+redelivers).
+
+Staleness: a signal's age is the time from its bar's publication on the bus
+(:attr:`~l2fast.bus.transport.Delivery.published_ms`) to the signal's publication, by the
+adapter's clock: the delay the bus and the engine added, queueing under backpressure
+included. The time since the bar closed is already known to L1 from the signal's
+``ts_ms``. A signal older than ``stale_after_ms`` is still published, with ``"stale":
+true``: dropping it could lose an entry the engine has reserved; L1 decides.
+
+A delivery that is malformed (it fails the schema, or is of the wrong type for its topic)
+or that the engine refuses (a bar out of order or duplicated, a fill for a symbol it does
+not follow, a universe too large...) is logged with the reason on the ``l2fast.bus``
+logger, counted in :attr:`L2BusAdapter.stats`, acknowledged (it would fail again) and
+skipped: the worker goes on. Any other exception is a bug and stops it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import TYPE_CHECKING
+
+from l2fast.bus.bus import BusSubscription, MessageBus, Received, Topic
+from l2fast.bus.inprocess import wall_clock_ms
+from l2fast.bus.schema import Bar, Fill
+from l2fast.bus.transport import BusClosed
+from l2fast.errors import L2FastError
+from l2fast.signals import Side, TacticalSignal
+
+if TYPE_CHECKING:
+    from l2fast.engine import TacticalSignalGenerator
+
+__all__ = ["INPUT_TOPICS", "AdapterStats", "L2BusAdapter", "SignalFilter"]
+
+logger = logging.getLogger("l2fast.bus")
+
+#: What the adapter reads, in one subscription.
+INPUT_TOPICS: tuple[Topic, ...] = (Topic.DECISIONS, Topic.FILLS, Topic.BARS)
+
+
+class SignalFilter(StrEnum):
+    """Which signals the adapter publishes."""
+
+    #: Buy and sell signals only.
+    ORDERS = "orders"
+    #: Buy and sell signals, and holds that carry an open position's stop-loss or
+    #: take-profit (moved by trailing and breakeven: L1 must adopt them).
+    ACTIONABLE = "actionable"
+    #: Every signal, one per bar.
+    ALL = "all"
+
+
+@dataclass(slots=True)
+class AdapterStats:
+    """What an adapter has done so far.
+
+    Attributes:
+        decisions: Decisions installed.
+        fills: Fills booked.
+        bars: Bars the engine answered.
+        signals: Signals published.
+        stale: Published signals flagged stale.
+        malformed: Deliveries refused by the schema (or on the wrong topic).
+        refused: Valid messages the engine refused.
+        rejected_by_topic: ``malformed + refused`` per topic.
+        last_rejection: The reason of the latest rejection, or None.
+    """
+
+    decisions: int = 0
+    fills: int = 0
+    bars: int = 0
+    signals: int = 0
+    stale: int = 0
+    malformed: int = 0
+    refused: int = 0
+    rejected_by_topic: dict[str, int] = field(default_factory=dict)
+    last_rejection: str | None = None
+
+
+class L2BusAdapter:
+    """Drives a :class:`~l2fast.engine.TacticalSignalGenerator` from a :class:`MessageBus`.
+
+    Args:
+        bus: The bus to read from and publish to.
+        generator: The engine (anything with ``on_strategic_decision``, ``on_fill`` and
+            ``on_bar`` like :class:`~l2fast.engine.TacticalSignalGenerator`).
+        signals: Which signals to publish (:class:`SignalFilter`).
+        stale_after_ms: Age above which a signal is flagged stale (module docstring);
+            None never flags.
+        group: Consumer group of the subscription.
+        consumer: Consumer name within the group.
+        clock: Epoch milliseconds, the clock of the transport's ``published_ms``.
+
+    Raises:
+        ValueError: ``signals`` is unknown or ``stale_after_ms`` is negative.
+    """
+
+    def __init__(self, bus: MessageBus, generator: TacticalSignalGenerator, *,
+                 signals: SignalFilter | str = SignalFilter.ACTIONABLE, stale_after_ms: int | None = None,
+                 group: str = "l2", consumer: str = "l2-0", clock: Callable[[], int] = wall_clock_ms) -> None:
+        if stale_after_ms is not None and (type(stale_after_ms) is not int or stale_after_ms < 0):
+            raise ValueError(f"stale_after_ms={stale_after_ms!r}: must be an integer >= 0 or None")
+        self.bus = bus
+        self.generator = generator
+        self.signals = SignalFilter(signals)
+        self.stale_after_ms = stale_after_ms
+        self.group = group
+        self.consumer = consumer
+        self.stats = AdapterStats()
+        #: Set once the adapter reads its topics (messages published before are kept).
+        self.subscribed = asyncio.Event()
+        self._clock = clock
+        self._subscription: BusSubscription | None = None
+        self._stopping = False
+
+    async def start_processing(self) -> None:
+        """Read and handle messages until :meth:`stop` or the bus closes (module docstring).
+
+        Raises:
+            RuntimeError: The adapter is already processing.
+        """
+        if self._subscription is not None:
+            raise RuntimeError("the adapter is already processing")
+        if self._stopping:
+            return
+        subscription = await self.bus.subscribe(INPUT_TOPICS, group=self.group, consumer=self.consumer)
+        self._subscription = subscription
+        self.subscribed.set()
+        try:
+            while not self._stopping:
+                received = await subscription.get()
+                await self._handle(received)
+                await subscription.ack(received)
+        except BusClosed:
+            return
+        finally:
+            self._subscription = None
+            await subscription.close()
+
+    async def stop(self) -> None:
+        """Make :meth:`start_processing` return once the message in hand is handled and acked.
+
+        Final: a stopped adapter does not start again (:meth:`start_processing` returns at
+        once), so calling it before the processing task first ran is safe.
+        """
+        self._stopping = True
+        if self._subscription is not None:
+            await self._subscription.close()
+
+    async def _handle(self, received: Received) -> None:
+        message = received.message
+        if message is None:
+            self._reject(received, "malformed", str(received.error))
+            return
+        gen = self.generator
+        kind = type(message)
+        try:
+            if kind is Bar:
+                signal = gen.on_bar(message.symbol, message.ts_ms, message.open, message.high, message.low,
+                                    message.close, message.volume)
+            elif kind is Fill:
+                gen.on_fill(message.symbol, message.side, message.qty, message.price, message.ts_ms,
+                            fee=message.fee)
+                self.stats.fills += 1
+                return
+            else:
+                gen.on_strategic_decision(message)
+                self.stats.decisions += 1
+                return
+        except L2FastError as exc:
+            self._reject(received, "refused", str(exc))
+            return
+        self.stats.bars += 1
+        if self._wanted(signal):
+            await self._publish(signal, received.published_ms)
+
+    def _wanted(self, signal: TacticalSignal) -> bool:
+        if signal.side is not Side.HOLD or self.signals is SignalFilter.ALL:
+            return True
+        return self.signals is SignalFilter.ACTIONABLE and (
+            signal.stop_loss is not None or signal.take_profit is not None)
+
+    async def _publish(self, signal: TacticalSignal, bar_published_ms: int) -> None:
+        age = max(self._clock() - bar_published_ms, 0)
+        stale = self.stale_after_ms is not None and age > self.stale_after_ms
+        await self.bus.publish(Topic.SIGNALS, signal, {"age_ms": age, "stale": stale})
+        self.stats.signals += 1
+        if stale:
+            self.stats.stale += 1
+
+    def _reject(self, received: Received, kind: str, reason: str) -> None:
+        stats = self.stats
+        if kind == "malformed":
+            stats.malformed += 1
+        else:
+            stats.refused += 1
+        stats.rejected_by_topic[received.topic] = stats.rejected_by_topic.get(received.topic, 0) + 1
+        stats.last_rejection = reason
+        logger.warning("%s: %s message %s skipped: %s", self.consumer, received.topic, received.id,
+                       f"{kind}: {reason}")

@@ -1,0 +1,218 @@
+"""The message bus: the four topics of L3 <-> L2 <-> L1, typed, over any transport.
+
+:class:`MessageBus` publishes :mod:`~l2fast.bus.schema` messages to their topic
+(:class:`Topic`; a message of the wrong type for a topic is refused at publication) and
+reads them back through :class:`BusSubscription`, which validates every delivery on
+receipt: encoded bytes are decoded, and a message that does not parse or does not belong
+to its topic is returned as a :class:`Received` whose ``error`` says why, so that the
+consumer counts it and goes on instead of stopping.
+
+Decisions, fills and signals are never dropped: the bus refuses a transport whose policy
+for them is not :attr:`~l2fast.bus.transport.Overflow.BLOCK`. Bars may be configured to
+drop their oldest queued message (for a live feed where the newest bar matters more than
+every bar), which breaks the equality with a replay.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping, Sequence
+from enum import StrEnum
+from typing import Any, NamedTuple
+
+from l2fast.bus.inprocess import InProcessTransport
+from l2fast.bus.schema import (
+    NO_META,
+    Envelope,
+    Message,
+    MessageError,
+    MessageType,
+    check_meta,
+    decode,
+    encode,
+    message_type,
+)
+from l2fast.bus.transport import BusClosed, Delivery, Overflow, QueuePolicy, Subscription, Transport
+from l2fast.errors import ConfigError
+
+__all__ = ["DEFAULT_POLICIES", "LOSSLESS_TOPICS", "TOPIC_TYPES", "BusSubscription", "MessageBus", "Received",
+           "Topic"]
+
+
+class Topic(StrEnum):
+    """The bus's topics."""
+
+    #: L3 -> L2: :class:`~l2fast.signals.StrategicDecision`.
+    DECISIONS = "l3.decisions"
+    #: Market data -> L2 (and L1): :class:`~l2fast.bus.schema.Bar`.
+    BARS = "market.bars"
+    #: L1 -> L2: :class:`~l2fast.bus.schema.Fill`.
+    FILLS = "l1.fills"
+    #: L2 -> L1: :class:`~l2fast.signals.TacticalSignal`.
+    SIGNALS = "l2.signals"
+
+
+#: The message type each topic carries.
+TOPIC_TYPES: dict[str, MessageType] = {Topic.DECISIONS: MessageType.DECISION, Topic.BARS: MessageType.BAR,
+                                       Topic.FILLS: MessageType.FILL, Topic.SIGNALS: MessageType.SIGNAL}
+#: Topics whose messages must never be dropped: losing a decision, a fill or an entry
+#: signal would leave the engine and L1 disagreeing about positions.
+LOSSLESS_TOPICS: tuple[Topic, ...] = (Topic.DECISIONS, Topic.FILLS, Topic.SIGNALS)
+#: The in-process default: every queue blocks its publisher when full.
+DEFAULT_POLICIES: dict[str, QueuePolicy] = {
+    Topic.DECISIONS: QueuePolicy(1024), Topic.FILLS: QueuePolicy(1024),
+    Topic.BARS: QueuePolicy(4096), Topic.SIGNALS: QueuePolicy(4096),
+}
+
+class Received(NamedTuple):
+    """A delivery, validated: either ``message`` or ``error`` is set (a tuple: cheap to build).
+
+    Attributes:
+        topic: The topic it came from.
+        id: The transport's message id.
+        published_ms: When it was published (epoch ms, transport clock).
+        message: The message, or None when it was malformed.
+        meta: The envelope's ``meta`` (empty if none or malformed).
+        error: Why the delivery was refused, or None.
+        delivery: The transport's delivery (what :meth:`BusSubscription.ack` acknowledges).
+    """
+
+    topic: str
+    id: str
+    published_ms: int
+    message: Message | None
+    meta: Mapping[str, Any]
+    error: MessageError | None
+    delivery: Delivery
+
+
+class BusSubscription:
+    """Validated reading of a transport subscription (module docstring).
+
+    ``async for received in subscription`` reads until the subscription or the bus closes.
+    """
+
+    def __init__(self, subscription: Subscription) -> None:
+        self._sub = subscription
+        self.topics = subscription.topics
+
+    async def get(self) -> Received:
+        """The next delivery, validated; malformed ones come back with ``error`` set.
+
+        Raises:
+            BusClosed: The subscription or the bus was closed.
+        """
+        delivery = await self._sub.get()
+        data = delivery.data
+        if type(data) is Envelope:
+            envelope = data
+        else:
+            try:
+                envelope = decode(data)
+            except MessageError as exc:
+                return Received(delivery.topic, delivery.id, delivery.published_ms, None, NO_META, exc, delivery)
+        message = envelope.message
+        expected = TOPIC_TYPES.get(delivery.topic)
+        if expected is not None and message_type(message) is not expected:
+            error = MessageError("type", message_type(message).value,
+                                 f"topic {delivery.topic} carries {expected.value} messages")
+            return Received(delivery.topic, delivery.id, delivery.published_ms, None, NO_META, error, delivery)
+        return Received(delivery.topic, delivery.id, delivery.published_ms, message, envelope.meta, None, delivery)
+
+    async def ack(self, received: Received) -> None:
+        """Acknowledge ``received`` once fully handled (malformed ones included)."""
+        await self._sub.ack(received.delivery)
+
+    async def close(self) -> None:
+        """Stop reading (a pending :meth:`get` raises :class:`BusClosed`)."""
+        await self._sub.close()
+
+    async def __aiter__(self) -> AsyncIterator[Received]:
+        while True:
+            try:
+                received = await self.get()
+            except BusClosed:
+                return
+            yield received
+
+
+class MessageBus:
+    """Typed publish/subscribe over a :class:`~l2fast.bus.transport.Transport` (module docstring).
+
+    Args:
+        transport: Where messages travel; an :class:`~l2fast.bus.inprocess.InProcessTransport`
+            with :data:`DEFAULT_POLICIES` when None.
+
+    Raises:
+        ConfigError: The transport may drop decisions, fills or signals.
+    """
+
+    def __init__(self, transport: Transport | None = None) -> None:
+        self.transport = transport if transport is not None else InProcessTransport(DEFAULT_POLICIES)
+        for topic in LOSSLESS_TOPICS:
+            policy = self.transport.policy(topic)
+            if policy.overflow is not Overflow.BLOCK:
+                raise ConfigError(f"topic {topic.value}: overflow={policy.overflow.value!r}: "
+                                  "decisions, fills and signals are never dropped (use 'block')")
+        self._encode = self.transport.needs_bytes
+
+    async def publish(self, topic: str, message: Message, meta: Mapping[str, Any] | None = None) -> str:
+        """Publish ``message`` to ``topic`` (waiting for room if the queue blocks).
+
+        Args:
+            topic: A :class:`Topic`.
+            message: A message of the topic's type (:data:`TOPIC_TYPES`).
+            meta: The envelope's ``meta`` (:data:`~l2fast.bus.schema.META_FIELDS`).
+
+        Returns:
+            The transport's message id.
+
+        Raises:
+            ValueError: ``topic`` is not a bus topic.
+            TypeError: ``message`` is not of the topic's type.
+            MessageError: ``meta`` holds an unknown key or a bad value.
+            BusClosed: The bus was closed.
+        """
+        expected = TOPIC_TYPES.get(topic)
+        if expected is None:
+            raise ValueError(f"topic={topic!r}: not a bus topic (known: {', '.join(TOPIC_TYPES)})")
+        kind = message_type(message)
+        if kind is not expected:
+            raise TypeError(f"topic {topic} carries {expected.value} messages, got a {kind.value}")
+        if self._encode:
+            return await self.transport.publish(topic, encode(message, meta))
+        return await self.transport.publish(topic, Envelope(message, check_meta(meta) if meta else NO_META))
+
+    async def publish_raw(self, topic: str, data: bytes | str) -> str:
+        """Publish an already encoded envelope as it is: it is validated on receipt only.
+
+        For bridges from other systems, and to test how consumers treat malformed input.
+
+        Raises:
+            ValueError: ``topic`` is not a bus topic.
+            BusClosed: The bus was closed.
+        """
+        if topic not in TOPIC_TYPES:
+            raise ValueError(f"topic={topic!r}: not a bus topic (known: {', '.join(TOPIC_TYPES)})")
+        return await self.transport.publish(topic, data)
+
+    async def subscribe(self, topics: Sequence[str], *, group: str, consumer: str = "") -> BusSubscription:
+        """Read ``topics`` as ``consumer`` of ``group`` (transport rules for groups and order).
+
+        Raises:
+            ValueError: A topic is not a bus topic (or the transport refuses the group).
+            BusClosed: The bus was closed.
+        """
+        for topic in topics:
+            if topic not in TOPIC_TYPES:
+                raise ValueError(f"topic={topic!r}: not a bus topic (known: {', '.join(TOPIC_TYPES)})")
+        return BusSubscription(await self.transport.subscribe(topics, group=group, consumer=consumer))
+
+    async def close(self) -> None:
+        """Close the transport; idempotent."""
+        await self.transport.close()
+
+    async def __aenter__(self) -> MessageBus:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()

@@ -1,0 +1,448 @@
+"""The Redis Streams transport (redis-py's asyncio client; ``pip install l2fast[redis]``).
+
+One stream per topic (key ``prefix + topic``), one entry per message with the field ``d``
+(the encoded envelope).
+
+Publication (:meth:`RedisTransport.publish`) runs one Lua script that, atomically:
+
+- gives the entry an id ``"<ms>-<seq>"`` from the Redis server's clock, greater than every
+  id given before on ANY topic of the bus (the last one is kept under ``prefix +
+  "l2fast:clock"``) and than the stream's last id: ids are ordered across streams, so a
+  reader of several topics can restore the publication order, and the id's ``<ms>`` is
+  the publication time (:attr:`~l2fast.bus.transport.Delivery.published_ms`);
+- drops a retry of a message already added (the publisher's last counter is kept under
+  ``prefix + "l2fast:publisher:<token>"`` for a day): a publication whose reply was lost
+  with the connection is not added twice;
+- trims the stream to ``maxsize`` entries for a :attr:`~l2fast.bus.transport.Overflow.DROP_OLDEST`
+  topic (exact ``MAXLEN``).
+
+Publications of one transport are serialised (one in flight), which the retry check needs.
+
+Backpressure for a :attr:`~l2fast.bus.transport.Overflow.BLOCK` topic: every
+``max(1, maxsize // 8)`` publications the publisher reads the ``lag`` of the topic's groups
+(``XINFO GROUPS``: entries not yet delivered to the group) and waits while one of them is
+at ``maxsize`` or more; the bound can so be passed by that check interval. A topic no
+group reads yet is not bounded (Redis keeps it for the first group, which starts at the
+stream's first entry).
+
+Reading (:class:`RedisSubscription`): ``XREADGROUP`` over the subscription's streams in
+batches of ``count``, merged by entry id: a batch is delivered only up to the smallest
+last id of the streams that filled their batch, the rest waits for the next read, so
+messages come out in publication order across topics (what one publisher wrote, in any
+mix of topics, is read in its order). Acknowledgements are buffered and sent (``XACK``)
+before the next read and on close; an entry stays pending until then, so it is never lost
+(at-least-once). The subscription also:
+
+- reads its own pending entries first (``XREADGROUP ... 0``) when it starts and after a
+  reconnection: those delivered before a crash of the same consumer, or whose reply was
+  lost, are delivered again, except the ones it handed out and has not acknowledged yet;
+- every ``claim_interval_s`` takes over entries that another consumer of the group left
+  pending longer than ``claim_idle_ms`` (``XAUTOCLAIM``: a dead worker's messages);
+  they come out before newer entries, after what was already delivered.
+
+Consumers of one group share the messages (Redis competing consumers): the order across a
+group holds only with one active consumer; a second one is a standby that reclaims.
+
+Connection loss: every command is retried with exponential backoff (``backoff_min_s``
+doubling up to ``backoff_max_s``) until it succeeds or the transport closes; Redis
+restarting with its append-only file keeps streams, groups and pending entries.
+
+Single Redis node only (the publication script touches keys of several streams).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import TypeVar
+
+from redis import exceptions as redis_errors
+from redis.asyncio import Redis
+
+from l2fast.bus.transport import BusClosed, Delivery, Overflow, QueuePolicy, Subscription, Transport
+
+__all__ = ["RedisSubscription", "RedisTransport"]
+
+logger = logging.getLogger("l2fast.bus")
+
+T = TypeVar("T")
+
+# Errors after which the same command may succeed once Redis is back (BusyLoadingError,
+# Redis replaying its append-only file after a restart, is a ConnectionError).
+_TRANSIENT = (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError)
+
+# KEYS: stream, clock (the last id given), publisher key. ARGV: data, maxlen (0: none),
+# the publisher's counter, the publisher key's time to live (s).
+_PUBLISH = """
+local function split(id)
+  local dash = string.find(id, '-', 1, true)
+  return tonumber(string.sub(id, 1, dash - 1)), tonumber(string.sub(id, dash + 1))
+end
+local last = redis.call('GET', KEYS[3])
+if last then
+  local sep = string.find(last, ' ', 1, true)
+  if string.sub(last, 1, sep - 1) == ARGV[3] then
+    return string.sub(last, sep + 1)
+  end
+end
+local now = redis.call('TIME')
+local ms, seq = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000), 0
+local given = redis.call('GET', KEYS[2])
+if given then
+  local gms, gseq = split(given)
+  if gms >= ms then ms, seq = gms, gseq + 1 end
+end
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  local info = redis.call('XINFO', 'STREAM', KEYS[1])
+  for k = 1, #info, 2 do
+    if info[k] == 'last-generated-id' then
+      local tms, tseq = split(info[k + 1])
+      if tms > ms or (tms == ms and tseq >= seq) then ms, seq = tms, tseq + 1 end
+    end
+  end
+end
+local id = string.format('%d-%d', ms, seq)
+if ARGV[2] ~= '0' then
+  redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[2], id, 'd', ARGV[1])
+else
+  redis.call('XADD', KEYS[1], id, 'd', ARGV[1])
+end
+redis.call('SET', KEYS[2], id)
+redis.call('SET', KEYS[3], ARGV[3] .. ' ' .. id, 'EX', ARGV[4])
+return id
+"""
+_PUBLISHER_TTL_S = 86_400
+
+
+def _id_key(entry_id: bytes | str) -> tuple[int, int]:
+    if isinstance(entry_id, bytes):
+        entry_id = entry_id.decode()
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+class RedisTransport(Transport):
+    """Redis Streams transport (module docstring).
+
+    Args:
+        url: ``redis://host:port/db``.
+        policies: Queue policy per topic; topics not named get ``default``.
+        default: The policy of every other topic.
+        prefix: Prepended to every key (several buses on one Redis).
+        count: Entries read per stream and ``XREADGROUP``.
+        block_ms: Longest wait of one read (a closed subscription notices within it).
+        claim_idle_ms: Pending time after which another consumer's entry is taken over.
+        claim_interval_s: How often a subscription looks for such entries.
+        backoff_min_s: First wait before retrying after a connection error.
+        backoff_max_s: Longest wait between retries.
+        client: A ready client to use instead of connecting to ``url`` (tests).
+    """
+
+    needs_bytes = True
+
+    def __init__(self, url: str = "redis://127.0.0.1:6379/0", *, policies: Mapping[str, QueuePolicy] | None = None,
+                 default: QueuePolicy = QueuePolicy(), prefix: str = "", count: int = 256, block_ms: int = 200,
+                 claim_idle_ms: int = 30_000, claim_interval_s: float = 5.0, backoff_min_s: float = 0.05,
+                 backoff_max_s: float = 2.0, client: Redis | None = None) -> None:
+        for name, value in (("count", count), ("block_ms", block_ms), ("claim_idle_ms", claim_idle_ms)):
+            if type(value) is not int or value < 1:
+                raise ValueError(f"{name}={value!r}: must be an integer >= 1")
+        if not (0 < backoff_min_s <= backoff_max_s):
+            raise ValueError(f"backoff_min_s={backoff_min_s!r}, backoff_max_s={backoff_max_s!r}: "
+                             "need 0 < backoff_min_s <= backoff_max_s")
+        self.url = url
+        self.prefix = prefix
+        self.count = count
+        self.block_ms = block_ms
+        self.claim_idle_ms = claim_idle_ms
+        self.claim_interval_s = claim_interval_s
+        self.backoff_min_s = backoff_min_s
+        self.backoff_max_s = backoff_max_s
+        #: Connection errors survived (each retried command counts once per failure).
+        self.reconnects = 0
+        self._policies = dict(policies or {})
+        self._default = default
+        self._client = client if client is not None else Redis.from_url(url, socket_connect_timeout=2.0)
+        self._script = self._client.register_script(_PUBLISH)
+        self._token = uuid.uuid4().hex
+        self._counter = 0
+        self._publish_lock = asyncio.Lock()
+        self._since_check: dict[str, int] = {}
+        self._subscriptions: list[RedisSubscription] = []
+        self._closed = False
+
+    def policy(self, topic: str) -> QueuePolicy:
+        """The queue policy of ``topic``."""
+        return self._policies.get(topic, self._default)
+
+    def key(self, topic: str) -> str:
+        """The stream key of ``topic``."""
+        return self.prefix + topic
+
+    async def call(self, op: Callable[[], Awaitable[T]]) -> T:
+        """``await op()``, retried with backoff on connection errors (module docstring).
+
+        Raises:
+            BusClosed: The transport was closed while retrying.
+        """
+        delay = self.backoff_min_s
+        while True:
+            if self._closed:
+                raise BusClosed("transport is closed")
+            try:
+                return await op()
+            except _TRANSIENT as exc:
+                self.reconnects += 1
+                logger.warning("redis: %s: retrying in %.2f s", exc or type(exc).__name__, delay)
+                for subscription in self._subscriptions:
+                    subscription._lost_connection()
+                await asyncio.sleep(delay)
+                delay = min(delay * 2.0, self.backoff_max_s)
+
+    async def publish(self, topic: str, data: object) -> str:
+        """Add ``data`` (bytes or text) to ``topic``'s stream (module docstring).
+
+        Returns:
+            The entry id (``"<n>-0"``).
+
+        Raises:
+            TypeError: ``data`` is not bytes or text.
+            BusClosed: The transport was closed.
+        """
+        if not isinstance(data, (bytes, str)):
+            raise TypeError(f"the Redis transport carries encoded envelopes, got {type(data).__name__}")
+        if self._closed:
+            raise BusClosed("transport is closed")
+        policy = self.policy(topic)
+        if policy.overflow is Overflow.BLOCK:
+            await self._wait_for_room(topic, policy)
+        maxlen = policy.maxsize if policy.overflow is Overflow.DROP_OLDEST else 0
+        keys = [self.key(topic), self.prefix + "l2fast:clock", f"{self.prefix}l2fast:publisher:{self._token}"]
+        async with self._publish_lock:
+            self._counter += 1
+            args = [data, maxlen, self._counter, _PUBLISHER_TTL_S]
+            entry_id = await self.call(lambda: self._script(keys=keys, args=args))
+        return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+
+    async def _wait_for_room(self, topic: str, policy: QueuePolicy) -> None:
+        every = max(1, policy.maxsize // 8)
+        done = self._since_check.get(topic, every)
+        if done < every:
+            self._since_check[topic] = done + 1
+            return
+        self._since_check[topic] = 1
+        delay = 0.001
+        key = self.key(topic)
+        while True:
+            try:
+                groups = await self.call(lambda: self._client.xinfo_groups(key))
+            except redis_errors.ResponseError:  # no stream yet: nothing waits
+                return
+            if all((g.get("lag") or 0) < policy.maxsize for g in groups):
+                return
+            await asyncio.sleep(delay)
+            delay = min(delay * 2.0, 0.05)
+
+    async def subscribe(self, topics: Sequence[str], *, group: str, consumer: str) -> RedisSubscription:
+        """Read ``topics`` as ``consumer`` of ``group``, creating the group where missing.
+
+        A new group starts at the first entry of each stream (nothing published before is
+        missed).
+
+        Raises:
+            ValueError: ``topics`` is empty or repeats a topic, or ``consumer`` is empty.
+            BusClosed: The transport was closed.
+        """
+        names = tuple(topics)
+        if not names or len(set(names)) != len(names):
+            raise ValueError(f"topics={list(names)!r}: must be a non-empty list of distinct topics")
+        if not consumer:
+            raise ValueError("consumer: a Redis consumer needs a name (unique within its group)")
+        for topic in names:
+            await self._create_group(self.key(topic), group)
+        subscription = RedisSubscription(self, group, consumer, names)
+        self._subscriptions.append(subscription)
+        return subscription
+
+    async def _create_group(self, key: str, group: str) -> None:
+        try:
+            await self.call(lambda: self._client.xgroup_create(key, group, id="0", mkstream=True))
+        except redis_errors.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    async def close(self) -> None:
+        """Flush every subscription's acknowledgements, close them and the connection."""
+        if self._closed:
+            return
+        for subscription in list(self._subscriptions):
+            await subscription.close()
+        self._closed = True
+        await self._client.aclose()
+
+    def _forget(self, subscription: RedisSubscription) -> None:
+        if subscription in self._subscriptions:
+            self._subscriptions.remove(subscription)
+
+    @property
+    def client(self) -> Redis:
+        """The redis-py client (for inspection: pending entries, stream lengths)."""
+        return self._client
+
+
+class RedisSubscription(Subscription):
+    """One consumer of a group over one or more streams (:mod:`l2fast.bus.redis`)."""
+
+    def __init__(self, transport: RedisTransport, group: str, consumer: str, topics: tuple[str, ...]) -> None:
+        self.topics = topics
+        self.group = group
+        self.consumer = consumer
+        self._transport = transport
+        self._client = transport.client
+        self._topic_of = {transport.key(t).encode(): t for t in topics}
+        self._keys = [transport.key(t) for t in topics]
+        # Fetched entries not handed out yet, per stream, in id order.
+        self._buffers: dict[str, deque[tuple[tuple[int, int], Delivery]]] = {t: deque() for t in topics}
+        # The largest id up to which every stream's entries are known (None: all).
+        self._horizon: tuple[int, int] | None = None
+        self._acks: dict[str, list[str]] = {t: [] for t in topics}
+        # Buffered or handed out, and not acknowledged yet: a re-read of the pending list
+        # or a claim must not deliver them again.
+        self._known: set[str] = set()
+        self._recover = True
+        self._next_claim = 0.0
+        self._closed = False
+
+    def _lost_connection(self) -> None:
+        # Entries delivered to us whose reply was lost are only in our pending list.
+        self._recover = True
+
+    async def get(self) -> Delivery:
+        """The next message in publication order (module docstring).
+
+        Raises:
+            BusClosed: The subscription or the transport was closed.
+        """
+        while True:
+            if self._closed:
+                raise BusClosed(f"subscription {self.group}/{self.consumer} is closed")
+            buffer = self._ready()
+            if buffer is not None:
+                return buffer.popleft()[1]
+            await self._fetch()
+
+    def _ready(self) -> deque[tuple[tuple[int, int], Delivery]] | None:
+        """The buffer whose first entry comes next, if it may be delivered now."""
+        best: deque | None = None
+        for buffer in self._buffers.values():
+            if buffer and (best is None or buffer[0][0] < best[0][0]):
+                best = buffer
+        if best is None or (self._horizon is not None and best[0][0] > self._horizon):
+            return None
+        return best
+
+    async def _fetch(self) -> None:
+        await self._flush_acks()
+        if time.monotonic() >= self._next_claim:
+            self._next_claim = time.monotonic() + self._transport.claim_interval_s
+            await self._claim()
+        if self._ready() is None:
+            await self._read_new()
+        # After the read, so that entries whose reply a reconnection lost during it are
+        # buffered before anything newer is handed out (they have smaller ids).
+        if self._recover:
+            self._recover = False
+            await self._read_pending()
+
+    async def _read_new(self) -> None:
+        count = self._transport.count
+        streams = {key: ">" for key in self._keys}
+        reply = await self._transport.call(lambda: self._client.xreadgroup(
+            self.group, self.consumer, streams, count=count, block=self._transport.block_ms))
+        horizon = None
+        for key, entries in reply or ():
+            self._add(self._topic_of[key], entries)
+            if len(entries) >= count:
+                last = _id_key(entries[-1][0])
+                horizon = last if horizon is None else min(horizon, last)
+        self._horizon = horizon
+
+    def _add(self, topic: str, entries: Sequence[tuple[bytes, Mapping[bytes, bytes] | None]]) -> None:
+        buffer = self._buffers[topic]
+        for raw_id, fields in entries:
+            entry_id = raw_id.decode()
+            if not fields:  # trimmed away (a DROP_OLDEST topic) while pending
+                self._acks[topic].append(entry_id)
+                continue
+            if entry_id in self._known:
+                continue
+            self._known.add(entry_id)
+            key = _id_key(entry_id)
+            # An entry another producer wrote without our field reaches the bus as an
+            # empty envelope, to be refused and counted like any malformed message.
+            buffer.append((key, Delivery(topic, entry_id, key[0], fields.get(b"d", b""))))
+        if len(buffer) > 1 and any(buffer[k][0] > buffer[k + 1][0] for k in range(len(buffer) - 1)):
+            self._buffers[topic] = deque(sorted(buffer, key=lambda item: item[0]))
+
+    async def _read_pending(self) -> None:
+        for key in self._keys:
+            topic = self._topic_of[key.encode()]
+            start = "0"
+            while True:
+                reply = await self._transport.call(lambda: self._client.xreadgroup(
+                    self.group, self.consumer, {key: start}, count=self._transport.count))
+                entries = reply[0][1] if reply else []
+                if not entries:
+                    break
+                self._add(topic, entries)
+                start = entries[-1][0].decode()
+
+    async def _claim(self) -> None:
+        for key in self._keys:
+            topic = self._topic_of[key.encode()]
+            start = "0-0"
+            while True:
+                reply = await self._transport.call(lambda: self._client.xautoclaim(
+                    key, self.group, self.consumer, self._transport.claim_idle_ms, start,
+                    count=self._transport.count))
+                start, entries = reply[0], reply[1]
+                if entries:
+                    logger.warning("%s/%s: took over %d pending %s entries of another consumer", self.group,
+                                   self.consumer, len(entries), topic)
+                    self._add(topic, entries)
+                if start in (b"0-0", "0-0"):
+                    break
+
+    async def ack(self, delivery: Delivery) -> None:
+        """Acknowledge ``delivery``: buffered and sent before the next read (at once once closed)."""
+        self._acks[delivery.topic].append(delivery.id)
+        if self._closed:
+            await self._flush_acks()
+
+    async def _flush_acks(self) -> None:
+        for topic, ids in self._acks.items():
+            if not ids:
+                continue
+            # Taken out before awaiting: a concurrent flush (close) sends the others.
+            batch = ids[:]
+            ids.clear()
+            key = self._transport.key(topic)
+            await self._transport.call(lambda: self._client.xack(key, self.group, *batch))
+            self._known.difference_update(batch)
+
+    async def close(self) -> None:
+        """Send the buffered acknowledgements and stop reading; idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            await self._flush_acks()
+        except BusClosed:
+            pass  # the transport closed first: the entries stay pending, to be read again
+        finally:
+            self._transport._forget(self)
+

@@ -1,0 +1,435 @@
+"""The bus's wire schema: one versioned envelope for decisions, bars, fills and signals.
+
+Envelope (a JSON object, UTF-8, written by :func:`encode`, read by :func:`decode`)::
+
+    {"v": 1, "type": "bar", "payload": {...}, "meta": {...}}
+
+- ``v``: :data:`SCHEMA_VERSION`, an integer. Another version is refused, so that a
+  reader never guesses at a layout it does not know.
+- ``type``: one of :class:`MessageType` (``"decision"``, ``"bar"``, ``"fill"``,
+  ``"signal"``).
+- ``payload``: the message's own dict: :meth:`StrategicDecision.to_dict
+  <l2fast.signals.StrategicDecision.to_dict>`, :meth:`Bar.to_dict`, :meth:`Fill.to_dict`
+  or :meth:`TacticalSignal.to_dict <l2fast.signals.TacticalSignal.to_dict>`.
+- ``meta`` (optional): what the bus says about a delivery rather than about the message;
+  only the keys of :data:`META_FIELDS` (``age_ms``, ``stale``: see
+  :mod:`l2fast.bus.adapter`).
+
+:func:`decode` validates everything and raises :class:`MessageError` naming the field as
+a dotted path (``"v"``, ``"type"``, ``"payload.high"``, ``"meta.stale"``, or
+``"envelope"`` when the bytes are not a JSON object at all): unknown keys anywhere,
+missing keys, wrong types, out-of-range values, ``NaN``/``Infinity`` literals (not JSON,
+although Python's parser accepts them) and a signal whose ``signal_id`` does not match its
+content (:func:`~l2fast.signals.make_signal_id`), so that L1's de-duplication by id can be
+trusted. Floats are written in their shortest round-tripping form: decoding what
+:func:`encode` wrote gives back equal messages, bit for bit.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import numbers
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from types import MappingProxyType
+from typing import Any, NamedTuple, TypeAlias
+
+from l2fast.config import SYMBOL_PATTERN
+from l2fast.errors import InvalidBarError, InvalidInputError
+from l2fast.signals import StrategicDecision, TacticalSignal, make_signal_id
+
+__all__ = [
+    "META_FIELDS",
+    "NO_META",
+    "SCHEMA_VERSION",
+    "Bar",
+    "Envelope",
+    "Fill",
+    "Message",
+    "MessageError",
+    "MessageType",
+    "check_meta",
+    "decode",
+    "encode",
+    "message_type",
+]
+
+#: The envelope version this build writes and the only one it reads.
+SCHEMA_VERSION = 1
+#: Bar open times lie on the minute grid (the engine consumes 1-minute bars).
+MINUTE_MS = 60_000
+_MAX_TS = 1 << 63
+# Longest repr of an offending value kept in an error message (a whole bad payload can
+# be large).
+_REPR_LIMIT = 200
+
+
+class MessageError(InvalidInputError):
+    """A bus message failed validation.
+
+    Attributes:
+        field: Dotted path of the offending field (``"payload.qty"``, ``"v"``, ...).
+        value: The offending value (None when the field is missing).
+        reason: What is wrong with it.
+    """
+
+    def __init__(self, field: str, value: object, reason: str) -> None:
+        self.field = field
+        self.value = value
+        self.reason = reason
+        text = repr(value)
+        if len(text) > _REPR_LIMIT:
+            text = text[:_REPR_LIMIT] + "..."
+        super().__init__(f"invalid message: {field}={text}: {reason}")
+
+
+class MessageType(StrEnum):
+    """The ``type`` of an envelope."""
+
+    DECISION = "decision"
+    BAR = "bar"
+    FILL = "fill"
+    SIGNAL = "signal"
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _real(value: Any) -> float | None:
+    """``value`` as a float if it is a real number (not a bool), else None."""
+    if type(value) is float:
+        return value
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return None
+    return float(value)
+
+
+def _symbol_ok(symbol: Any) -> bool:
+    return isinstance(symbol, str) and SYMBOL_PATTERN.fullmatch(symbol) is not None
+
+
+def _timestamp_ok(ts_ms: Any) -> bool:
+    return _is_int(ts_ms) and 0 <= ts_ms < _MAX_TS
+
+
+@dataclass(frozen=True, slots=True)
+class Bar:
+    """A closed 1-minute bar of one symbol, validated on construction like the engine's bars.
+
+    Attributes:
+        symbol: Trading pair (``"BTC/USDT"``).
+        ts_ms: Bar open time, epoch ms UTC, on the minute grid.
+        open, high, low, close: Prices, finite and > 0, with ``low <= min(open, close)``
+            and ``high >= max(open, close)``.
+        volume: Volume, finite and >= 0.
+
+    Raises:
+        InvalidBarError: A field is of the wrong type or out of range (``field`` names it).
+            What depends on the previous bar (order, duplicates) is the engine's check.
+    """
+
+    symbol: str
+    ts_ms: int
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float
+
+    def __post_init__(self) -> None:
+        if not _symbol_ok(self.symbol):
+            raise InvalidBarError("symbol", self.symbol, "must look like 'BTC/USDT' (BASE/QUOTE, upper case)")
+        if not _timestamp_ok(self.ts_ms):
+            raise InvalidBarError("ts_ms", self.ts_ms, "must be epoch milliseconds (an integer in [0, 2**63))")
+        if self.ts_ms % MINUTE_MS:
+            raise InvalidBarError("ts_ms", self.ts_ms, f"not a whole minute (ts_ms % 60000 = {self.ts_ms % MINUTE_MS})")
+        object.__setattr__(self, "ts_ms", int(self.ts_ms))
+        for name in ("open", "high", "low", "close", "volume"):
+            raw = getattr(self, name)
+            x = _real(raw)
+            if x is None:
+                raise InvalidBarError(name, raw, "must be a real number")
+            if not math.isfinite(x):
+                raise InvalidBarError(name, raw, "must be finite")
+            if name == "volume":
+                if x < 0.0:
+                    raise InvalidBarError(name, raw, "must be non-negative")
+            elif x <= 0.0:
+                raise InvalidBarError(name, raw, "must be positive")
+            if x is not raw:
+                object.__setattr__(self, name, x)
+        if self.high < max(self.open, self.close):
+            raise InvalidBarError("high", self.high, f"below max(open, close)={max(self.open, self.close)!r}")
+        if self.low > min(self.open, self.close):
+            raise InvalidBarError("low", self.low, f"above min(open, close)={min(self.open, self.close)!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The bar as JSON types; :meth:`from_dict` reads it back."""
+        return {"symbol": self.symbol, "ts_ms": self.ts_ms, "open": self.open, "high": self.high,
+                "low": self.low, "close": self.close, "volume": self.volume}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Bar:
+        """Build a bar from its dict, rejecting unknown and missing keys.
+
+        Raises:
+            InvalidBarError: A key is unknown or missing, or a value is invalid.
+        """
+        _check_keys(data, cls.__dataclass_fields__, (), InvalidBarError)
+        return cls(**data)
+
+
+_SIDES = ("buy", "sell")
+
+
+@dataclass(frozen=True, slots=True)
+class Fill:
+    """An execution L1 reports to L2 (the arguments of the engine's ``on_fill``).
+
+    Attributes:
+        symbol: Trading pair.
+        side: ``"buy"`` or ``"sell"``.
+        qty: Executed quantity (base units), finite and > 0.
+        price: Execution price, finite and > 0.
+        ts_ms: Execution time, epoch ms UTC: the open time of the bar it executed in,
+            so that L2 applies it before that bar.
+        fee: Fee in quote currency, finite and >= 0.
+
+    Raises:
+        MessageError: A field is of the wrong type or out of range (``field`` names it).
+    """
+
+    symbol: str
+    side: str
+    qty: float
+    price: float
+    ts_ms: int
+    fee: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not _symbol_ok(self.symbol):
+            raise MessageError("symbol", self.symbol, "must look like 'BTC/USDT' (BASE/QUOTE, upper case)")
+        if self.side not in _SIDES or not isinstance(self.side, str):
+            raise MessageError("side", self.side, "must be 'buy' or 'sell'")
+        for name, positive in (("qty", True), ("price", True), ("fee", False)):
+            raw = getattr(self, name)
+            x = _real(raw)
+            if x is None or not math.isfinite(x) or x < 0.0 or (positive and x == 0.0):
+                raise MessageError(name, raw, f"must be a finite number {'> 0' if positive else '>= 0'}")
+            if x is not raw:
+                object.__setattr__(self, name, x + 0.0)
+        if not _timestamp_ok(self.ts_ms):
+            raise MessageError("ts_ms", self.ts_ms, "must be epoch milliseconds (an integer in [0, 2**63))")
+        object.__setattr__(self, "ts_ms", int(self.ts_ms))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fill as JSON types; :meth:`from_dict` reads it back."""
+        return {"symbol": self.symbol, "side": self.side, "qty": self.qty, "price": self.price,
+                "ts_ms": self.ts_ms, "fee": self.fee}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Fill:
+        """Build a fill from its dict (``fee`` may be left out), rejecting unknown keys.
+
+        Raises:
+            MessageError: A key is unknown or missing, or a value is invalid.
+        """
+        _check_keys(data, cls.__dataclass_fields__, ("fee",), MessageError)
+        return cls(**data)
+
+
+def _check_keys(data: Mapping[str, Any], known: Mapping[str, Any], optional: tuple[str, ...],
+                error: type[InvalidBarError] | type[MessageError]) -> None:
+    for key in data:
+        if key not in known:
+            raise error(str(key), data[key], f"unknown field (known: {', '.join(known)})")
+    for key in known:
+        if key not in data and key not in optional:
+            raise error(key, None, "missing")
+
+
+#: What a bus message is.
+Message: TypeAlias = StrategicDecision | Bar | Fill | TacticalSignal
+
+_TYPE_OF: dict[type, MessageType] = {StrategicDecision: MessageType.DECISION, Bar: MessageType.BAR,
+                                     Fill: MessageType.FILL, TacticalSignal: MessageType.SIGNAL}
+
+
+def message_type(message: Message) -> MessageType:
+    """The envelope ``type`` of ``message``.
+
+    Raises:
+        TypeError: ``message`` is not one of the four message classes.
+    """
+    try:
+        return _TYPE_OF[type(message)]
+    except KeyError:
+        raise TypeError(f"not a bus message: {type(message).__name__} (expected StrategicDecision, Bar, "
+                        "Fill or TacticalSignal)") from None
+
+
+#: The keys ``meta`` may hold: name -> (check, rule).
+META_FIELDS: dict[str, tuple[Any, str]] = {
+    "age_ms": (lambda x: _is_int(x) and x >= 0, "must be an integer >= 0"),
+    "stale": (lambda x: isinstance(x, bool), "must be true or false"),
+}
+
+
+def check_meta(meta: Any) -> Mapping[str, Any]:
+    """``meta`` if it holds only :data:`META_FIELDS` with valid values.
+
+    Raises:
+        MessageError: ``meta`` is not a mapping, or holds an unknown key or a bad value.
+    """
+    if not isinstance(meta, Mapping):
+        raise MessageError("meta", meta, "must be an object")
+    for key, value in meta.items():
+        rule = META_FIELDS.get(key)
+        if rule is None:
+            raise MessageError(f"meta.{key}", value, f"unknown field (known: {', '.join(META_FIELDS)})")
+        if not rule[0](value):
+            raise MessageError(f"meta.{key}", value, rule[1])
+    return meta
+
+
+#: The ``meta`` of an envelope without one (read-only, shared).
+NO_META: Mapping[str, Any] = MappingProxyType({})
+
+
+class Envelope(NamedTuple):
+    """A decoded message and what the bus said about its delivery (a tuple: cheap to build).
+
+    Attributes:
+        message: The message.
+        meta: The envelope's ``meta`` (:data:`NO_META` when there was none).
+    """
+
+    message: Message
+    meta: Mapping[str, Any]
+
+    @property
+    def type(self) -> MessageType:
+        """The message's envelope ``type``."""
+        return message_type(self.message)
+
+
+def encode(message: Message, meta: Mapping[str, Any] | None = None) -> bytes:
+    """``message`` (and ``meta``) as one UTF-8 JSON envelope.
+
+    Raises:
+        TypeError: ``message`` is not a bus message, or a signal's ``reasoning`` holds an
+            object with no JSON form.
+        MessageError: ``meta`` holds an unknown key or a bad value.
+    """
+    envelope: dict[str, Any] = {"v": SCHEMA_VERSION, "type": message_type(message).value,
+                                "payload": message.to_dict()}
+    if meta:
+        envelope["meta"] = dict(check_meta(meta))
+    return json.dumps(envelope, allow_nan=False, separators=(",", ":")).encode()
+
+
+_ENVELOPE_KEYS = ("v", "type", "payload", "meta")
+
+
+class _NonFinite:
+    """Stands for a NaN/Infinity literal while parsing, so that its path can be reported."""
+
+    __slots__ = ("literal",)
+
+    def __init__(self, literal: str) -> None:
+        self.literal = literal
+
+
+def _find_non_finite(node: Any, path: str) -> tuple[str, str] | None:
+    if isinstance(node, _NonFinite):
+        return path, node.literal
+    if isinstance(node, dict):
+        items = ((f"{path}.{k}" if path else str(k), v) for k, v in node.items())
+    elif isinstance(node, list):
+        items = ((f"{path}[{i}]", v) for i, v in enumerate(node))
+    else:
+        return None
+    for sub_path, value in items:
+        hit = _find_non_finite(value, sub_path)
+        if hit is not None:
+            return hit
+    return None
+
+
+def decode(data: bytes | bytearray | str) -> Envelope:
+    """Parse and validate one envelope (module docstring).
+
+    Args:
+        data: The envelope as UTF-8 bytes or text.
+
+    Raises:
+        MessageError: Anything is malformed; ``field`` names where.
+    """
+    literals: list[str] = []
+
+    def non_finite(literal: str) -> _NonFinite:
+        literals.append(literal)
+        return _NonFinite(literal)
+
+    try:
+        obj = json.loads(data, parse_constant=non_finite)
+    except (ValueError, TypeError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise MessageError("envelope", data, f"not JSON: {exc}") from None
+    if literals:
+        path, literal = _find_non_finite(obj, "")
+        raise MessageError(path or "envelope", literal, "NaN and Infinity are not JSON numbers")
+    if not isinstance(obj, dict):
+        raise MessageError("envelope", obj, "must be a JSON object")
+    for key in obj:
+        if key not in _ENVELOPE_KEYS:
+            raise MessageError(key, obj[key], f"unknown envelope field (known: {', '.join(_ENVELOPE_KEYS)})")
+    for key in ("v", "type", "payload"):
+        if key not in obj:
+            raise MessageError(key, None, "missing")
+    version = obj["v"]
+    if type(version) is not int:
+        raise MessageError("v", version, "must be an integer")
+    if version != SCHEMA_VERSION:
+        raise MessageError("v", version, f"unsupported schema version (this build reads {SCHEMA_VERSION})")
+    try:
+        kind = MessageType(obj["type"])
+    except (ValueError, TypeError):
+        raise MessageError("type", obj["type"], f"must be one of {', '.join(t.value for t in MessageType)}") from None
+    payload = obj["payload"]
+    if not isinstance(payload, dict):
+        raise MessageError("payload", payload, "must be an object")
+    meta = check_meta(obj["meta"]) if "meta" in obj else NO_META
+    return Envelope(_build(kind, payload), meta)
+
+
+# "invalid decision: regime='x': ...", "invalid signal: missing qty, side": the field of
+# the errors StrategicDecision and TacticalSignal raise.
+_INNER_FIELD = re.compile(r"invalid (?:decision|signal): (?:missing )?([A-Za-z_]\w*)")
+
+
+def _build(kind: MessageType, payload: dict[str, Any]) -> Message:
+    try:
+        if kind is MessageType.BAR:
+            return Bar.from_dict(payload)
+        if kind is MessageType.FILL:
+            return Fill.from_dict(payload)
+        if kind is MessageType.DECISION:
+            return StrategicDecision.from_dict(payload)
+        signal = TacticalSignal.from_dict(payload)
+    except (InvalidBarError, MessageError) as exc:
+        raise MessageError(f"payload.{exc.field}", exc.value, exc.reason) from None
+    except InvalidInputError as exc:
+        match = _INNER_FIELD.match(str(exc))
+        name = match.group(1) if match else None
+        value = payload.get(name) if name is not None else payload
+        raise MessageError(f"payload.{name}" if name else "payload", value, str(exc)) from None
+    expected = make_signal_id(signal.symbol, signal.ts_ms, signal.side, signal.qty, signal.stop_loss,
+                              signal.take_profit)
+    if signal.signal_id != expected:
+        raise MessageError("payload.signal_id", signal.signal_id,
+                           f"does not match the signal's content (expected {expected!r})")
+    return signal

@@ -1,0 +1,146 @@
+"""What a transport is: topics, bounded per-topic queues, subscriptions by consumer group.
+
+A :class:`Transport` moves opaque data between tasks or processes by topic. It knows
+nothing of the schema: :class:`~l2fast.bus.bus.MessageBus` hands it either an
+:class:`~l2fast.bus.schema.Envelope` (transports whose :attr:`Transport.needs_bytes` is
+False, which deliver Python objects as they are) or the envelope's encoded bytes, and
+decodes what comes out.
+
+A consumer reads through a :class:`Subscription` to one or more topics on behalf of a
+*group*: every group receives every message published to its topics (fan-out); a
+transport says how the consumers of one group share them.
+
+Queues are bounded by a :class:`QueuePolicy` per topic: when one is full, a publisher
+either waits for room (:attr:`Overflow.BLOCK`, lossless) or makes room by dropping the
+oldest queued message of that topic (:attr:`Overflow.DROP_OLDEST`, counted).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+
+from l2fast.errors import ConfigError, L2FastError
+
+__all__ = ["BusClosed", "Delivery", "Overflow", "QueuePolicy", "Subscription", "Transport"]
+
+
+class BusClosed(L2FastError):
+    """The transport or the subscription was closed: nothing more can be published or read."""
+
+
+class Overflow(StrEnum):
+    """What a publisher does when a topic's queue is full."""
+
+    #: Wait until the consumer makes room: nothing is lost, the publisher slows down.
+    BLOCK = "block"
+    #: Drop the oldest queued message of the topic (counted): the consumer sees the newest.
+    DROP_OLDEST = "drop_oldest"
+
+
+@dataclass(frozen=True, slots=True)
+class QueuePolicy:
+    """The bound of one topic's queue and what happens when it is full.
+
+    Attributes:
+        maxsize: Messages of the topic a group may have waiting, >= 1.
+        overflow: :class:`Overflow` when the queue is full.
+
+    Raises:
+        ConfigError: ``maxsize`` is not an integer >= 1 or ``overflow`` is unknown.
+    """
+
+    maxsize: int = 1024
+    overflow: Overflow = Overflow.BLOCK
+
+    def __post_init__(self) -> None:
+        if type(self.maxsize) is not int or self.maxsize < 1:
+            raise ConfigError(f"maxsize={self.maxsize!r}: must be an integer >= 1")
+        try:
+            object.__setattr__(self, "overflow", Overflow(self.overflow))
+        except ValueError:
+            raise ConfigError(f"overflow={self.overflow!r}: must be one of "
+                              f"{', '.join(o.value for o in Overflow)}") from None
+
+
+class Delivery:
+    """One message as a transport delivers it.
+
+    Attributes:
+        topic: The topic it was published to.
+        id: The transport's id of the message (unique per transport).
+        published_ms: When it was published, epoch ms UTC, by the transport's clock.
+        data: What was published: an :class:`~l2fast.bus.schema.Envelope`, or encoded bytes.
+    """
+
+    __slots__ = ("data", "id", "published_ms", "topic")
+
+    def __init__(self, topic: str, id: str, published_ms: int, data: object) -> None:
+        self.topic = topic
+        self.id = id
+        self.published_ms = published_ms
+        self.data = data
+
+    def __repr__(self) -> str:
+        return f"Delivery(topic={self.topic!r}, id={self.id!r}, published_ms={self.published_ms})"
+
+
+class Subscription(ABC):
+    """A consumer's view of one or more topics for its group (one reader at a time)."""
+
+    topics: tuple[str, ...]
+
+    @abstractmethod
+    async def get(self) -> Delivery:
+        """The next message, waiting for one if needed.
+
+        Raises:
+            BusClosed: The subscription or its transport was closed.
+        """
+
+    @abstractmethod
+    async def ack(self, delivery: Delivery) -> None:
+        """Acknowledge ``delivery``: it has been fully handled and must not come again."""
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Stop reading: a pending and every later :meth:`get` raises :class:`BusClosed`.
+
+        :meth:`ack` stays allowed, so that the message in hand can still be acknowledged.
+        """
+
+
+class Transport(ABC):
+    """Topics with bounded queues and group subscriptions (module docstring)."""
+
+    #: True when :meth:`publish` takes encoded bytes only (a transport between processes).
+    needs_bytes: bool
+
+    @abstractmethod
+    def policy(self, topic: str) -> QueuePolicy:
+        """The queue policy of ``topic``."""
+
+    @abstractmethod
+    async def publish(self, topic: str, data: object) -> str:
+        """Publish ``data`` to ``topic``, waiting for room when the policy says so.
+
+        Returns:
+            The message id.
+
+        Raises:
+            BusClosed: The transport was closed.
+        """
+
+    @abstractmethod
+    async def subscribe(self, topics: Sequence[str], *, group: str, consumer: str) -> Subscription:
+        """Read ``topics`` as ``consumer`` of ``group``.
+
+        Raises:
+            BusClosed: The transport was closed.
+        """
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Close the transport and every subscription; idempotent."""

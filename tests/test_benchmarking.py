@@ -8,7 +8,6 @@ Python from the broker's fills and equity.
 
 from __future__ import annotations
 
-import gzip
 import io
 import json
 import math
@@ -19,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from support import exit_code, write_csv
 
 from l2fast.__main__ import main
 from l2fast.bars import load_bars_csv
@@ -40,7 +40,6 @@ from l2fast.synthetic import generate_bars
 
 BTC, ETH = "BTC/USDT", "ETH/USDT"
 MINUTE, DAY = 60_000, 86_400_000
-COLUMNS = ("ts", "open", "high", "low", "close", "volume")
 # The generated bars start 2024-01-01 00:00 UTC: one day before the period, whose first
 # 660 bars therefore complete the 2,100-bar warm-up.
 PERIOD = "2024-01-02_2024-01-04"
@@ -50,22 +49,6 @@ WARMUP = 2_100
 
 def ms(text: str) -> int:
     return int(datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp() * 1000)
-
-
-def write_csv(path: Path, bars: dict[str, np.ndarray]) -> Path:
-    with gzip.open(path, "wt") as fh:
-        fh.write(",".join(COLUMNS) + "\n")
-        for row in zip(*(bars[k] for k in COLUMNS)):
-            fh.write(",".join([str(int(row[0]))] + [repr(float(x)) for x in row[1:]]) + "\n")
-    return path
-
-
-def exit_code(argv: list[str]) -> int:
-    """``main``'s exit code, argparse's own exits included."""
-    try:
-        return main(argv)
-    except SystemExit as exc:
-        return exc.code
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Sequence
 from typing import Any
 
 import pytest
+from support import merged_bars
 
 from l2fast.bus import (
     Bar,
@@ -434,16 +435,6 @@ def decisions(streams) -> list[StrategicDecision]:
         StrategicDecision(regime="ranging", target_exposure=0.9, risk_appetite="aggressive", universe=(BTC, ETH),
                           ts_ms=int(ts[2_700])),
     ]
-
-
-def merged_bars(streams: Sequence[BarStream]) -> list[Bar]:
-    """Every stream's bars in (open time, stream order) order, as bus bars."""
-    keyed = []
-    for k, stream in enumerate(streams):
-        columns = [stream.bars[c].tolist() for c in ("ts", "open", "high", "low", "close", "volume")]
-        keyed.extend(((row[0], k), Bar(stream.symbol, *row)) for row in zip(*columns))
-    keyed.sort(key=lambda item: item[0])
-    return [b for _, b in keyed]
 
 
 def test_the_bus_with_a_paper_l1_gives_exactly_the_signals_and_fills_of_a_replay(streams, decisions):

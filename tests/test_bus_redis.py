@@ -21,7 +21,19 @@ import pytest
 
 pytest.importorskip("redis")
 
-from l2fast.bus import Bar, Fill, L2BusAdapter, MessageBus, Overflow, QueuePolicy, Topic, decode, encode  # noqa: E402
+from support import merged_bars  # noqa: E402
+
+from l2fast.bus import (  # noqa: E402
+    Bar,
+    Fill,
+    L2BusAdapter,
+    MessageBus,
+    Overflow,
+    QueuePolicy,
+    Topic,
+    decode,
+    encode,
+)
 from l2fast.bus.redis import RedisTransport  # noqa: E402
 from l2fast.engine import TacticalSignalGenerator  # noqa: E402
 from l2fast.replay import BarStream, demo_config  # noqa: E402
@@ -352,16 +364,6 @@ def test_malformed_entries_are_skipped_counted_and_acknowledged(redis_url):
 
 
 N_BARS = 3_000  # per symbol: 6,000 bars, past the 2,100-bar warm-up on both
-
-
-def merged_bars(streams: Sequence[BarStream]) -> list[Bar]:
-    """Every stream's bars in (open time, stream order) order, as bus bars."""
-    keyed = []
-    for k, stream in enumerate(streams):
-        columns = [stream.bars[c].tolist() for c in ("ts", "open", "high", "low", "close", "volume")]
-        keyed.extend(((row[0], k), Bar(stream.symbol, *row)) for row in zip(*columns))
-    keyed.sort(key=lambda item: item[0])
-    return [b for _, b in keyed]
 
 
 def test_a_redis_worker_gives_the_signals_of_a_direct_run_on_real_bars(redis_url, btc_1m, eth_1m):

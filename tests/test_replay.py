@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
 import io
 import json
 import subprocess
@@ -11,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from support import exit_code, write_csv
 
 from l2fast.__main__ import main
 from l2fast.config import L2Config
@@ -30,23 +30,6 @@ from l2fast.synthetic import generate_bars
 
 ROOT = Path(__file__).resolve().parents[1]
 BTC, ETH = "BTC/USDT", "ETH/USDT"
-COLUMNS = ("ts", "open", "high", "low", "close", "volume")
-
-
-def write_csv(path: Path, bars: dict[str, np.ndarray]) -> Path:
-    with gzip.open(path, "wt") as fh:
-        fh.write(",".join(COLUMNS) + "\n")
-        for row in zip(*(bars[k] for k in COLUMNS)):
-            fh.write(",".join([str(int(row[0]))] + [repr(float(x)) for x in row[1:]]) + "\n")
-    return path
-
-
-def exit_code(argv: list[str]) -> int:
-    """``main``'s exit code, argparse's own exits (bad option values) included."""
-    try:
-        return main(argv)
-    except SystemExit as exc:
-        return exc.code
 
 
 @pytest.fixture(scope="module")

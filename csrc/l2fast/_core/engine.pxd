@@ -25,12 +25,9 @@ cdef struct MemberIO:
     int slot                    # index of this member in the voter's member order
 
 cdef struct SymbolSlot:
-    bint used
     bint in_universe
     long long last_ts           # open time of the last bar (-1: none)
     double last_ret             # its 1m log return (NaN: none)
     RiskBarUpdate upd           # risk_bar of the last bar
-    double high                 # the last bar's high, low and close
-    double low
-    double close
+    double close                # the last bar's close (the signal's reference price)
     long long bars

@@ -229,7 +229,6 @@ cdef class EngineCore:
         risk_set_symbol(&self._risk, i, self._risk_config.lot_step_for(symbol),
                         self._risk_config.min_notional_for(symbol))
         slot = &self._slots[i]
-        slot.used = True
         slot.in_universe = self._decision is not None and symbol in self._decision.universe
         slot.last_ts = -1
         slot.last_ret = NAN
@@ -333,12 +332,10 @@ cdef class EngineCore:
         cdef SymbolSlot* other
         cdef const double* f
         cdef int updated, j
-        cdef double r
+        cdef double r, x, y
         updated = st._step(ts, o, h, l, c, v)
         f = st._out
         slot.bars += 1
-        slot.high = h
-        slot.low = l
         slot.close = c
         slot.last_ts = ts
         r = f[S_RET_1]
@@ -347,10 +344,9 @@ cdef class EngineCore:
             for j in range(self._n_symbols):
                 other = &self._slots[j]
                 if j != i and other.last_ts == ts and isfinite(other.last_ret):
-                    if i < j:
-                        self._rho[_pair(i, j)] = correl_step(&self._corr[_pair(i, j)], r, other.last_ret)
-                    else:
-                        self._rho[_pair(i, j)] = correl_step(&self._corr[_pair(i, j)], other.last_ret, r)
+                    # The pair's x is always the lower-index symbol's return.
+                    x, y = (r, other.last_ret) if i < j else (other.last_ret, r)
+                    self._rho[_pair(i, j)] = correl_step(&self._corr[_pair(i, j)], x, y)
         risk_bar(&self._risk, i, ts, h, l, c, f[S_ATR], &slot.upd)
         voter_technical(&self._voters[i], updated, f)
 

@@ -4,6 +4,7 @@ Set ``L2FAST_DEBUG=1`` to turn bounds, initialisation and None checks back on, a
 ``L2FAST_MODULES=a,b`` to build only those modules (a developer's quick rebuild).
 """
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -29,12 +30,19 @@ DIRECTIVES = {
 # plain IEEE arithmetic, and FMA contraction would change the last bits.
 COMPILE_ARGS = ["-O0", "-g"] if DEBUG else ["-O3", "-ffp-contract=off"]
 
+# Engine snapshots hold raw struct bytes, valid only for the same state layout: a hash of
+# every .pxd (the structs' contract) is compiled in, and a snapshot records it.
+LAYOUT_HASH = hashlib.sha256(
+    b"".join(p.read_bytes() for p in sorted(Path("csrc/l2fast/_core").glob("*.pxd")))
+).hexdigest()[:16]
+
 extensions = [
     Extension(
         f"l2fast._core.{pyx.stem}",
         [str(pyx)],
         include_dirs=[np.get_include()],
-        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION"),
+                       ("L2F_LAYOUT_HASH", f'"{LAYOUT_HASH}"')],
         extra_compile_args=COMPILE_ARGS,
     )
     for pyx in sorted(Path("csrc/l2fast/_core").glob("*.pyx"))

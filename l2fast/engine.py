@@ -57,10 +57,12 @@ bit-identical signals on every run.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from l2fast import snapshot as snapshot_module
 from l2fast._core.engine import MAX_SYMBOLS, EngineCore
 from l2fast.config import L2Config
 from l2fast.ensemble import FusedEnsemble
@@ -106,6 +108,8 @@ class TacticalSignalGenerator(EngineCore):
             raise ConfigError(f"config={config!r}: expected an l2fast.config.L2Config")
         self.config = config
         folder = Path(models_dir) if models_dir is not None else config.model.resolve_models_dir()
+        #: The folder the ensemble's models were loaded from.
+        self.models_dir: Path = folder.resolve()
         names = list(config.model.weights)
         self.feature_names: tuple[str, ...] = feature_names(config.technical)
         self.ensemble = _load_members(folder, names, self.feature_names)
@@ -181,6 +185,34 @@ class TacticalSignalGenerator(EngineCore):
         if signal is None:
             return TacticalSignal.hold(symbol, self.decision.ts_ms or 0, {"code": "NO_DATA"})
         return signal
+
+    def snapshot(self, path: str | os.PathLike[str]) -> Path:
+        """Write the engine's whole state to ``path`` atomically (:mod:`l2fast.snapshot`).
+
+        Positions, cash, pending entries, daily counters and the loss-limit latch, live
+        trade statistics, L3's decision and every indicator's state; versioned and
+        checksummed. :meth:`restore` builds an engine that continues bit for bit.
+
+        Returns:
+            The path written.
+        """
+        return snapshot_module.snapshot(self, path)
+
+    @classmethod
+    def restore(cls, path: str | os.PathLike[str], *,
+                models_dir: str | os.PathLike[str] | None = None) -> TacticalSignalGenerator:
+        """Build an engine from a :meth:`snapshot` file (its config, models and state).
+
+        Args:
+            path: The snapshot.
+            models_dir: Where the models are now (default: where they were); each must
+                have the snapshot's SHA-256.
+
+        Raises:
+            SnapshotError: The file is corrupt or truncated, was written by another
+                build or machine, or does not fit the models found.
+        """
+        return snapshot_module.restore(cls, path, models_dir=models_dir)
 
     def __repr__(self) -> str:
         return (f"TacticalSignalGenerator(members={list(self.members)}, symbols={list(self.symbols)}, "

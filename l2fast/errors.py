@@ -59,3 +59,15 @@ class UnsafePickleError(ExportError):
         self.name = name
         where = f" in {source}" if source else ""
         super().__init__(f"refused to unpickle global {module}.{name}{where}: not on the allow-list")
+
+
+class SnapshotError(L2FastError, ValueError):
+    """An engine snapshot is corrupt, truncated, foreign or does not match the engine.
+
+    Attributes:
+        path: The snapshot file (None for in-memory state).
+    """
+
+    def __init__(self, message: str, path: object = None) -> None:
+        self.path = path
+        super().__init__(f"{path}: {message}" if path is not None else message)

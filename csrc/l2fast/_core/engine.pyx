@@ -22,16 +22,22 @@ from l2fast._core.risk cimport (
     risk_equity, risk_gross_exposure, risk_init, risk_on_fill, risk_open_positions,
     risk_set_symbol,
 )
+from l2fast._core.metrics cimport (
+    EngineMetrics, MET_STAGE_DECIDE, MET_STAGE_INFERENCE, MET_STAGE_TECHNICAL, MET_STAGE_TOTAL, MET_STAGE_VOTE,
+    metrics_dict, metrics_init, metrics_latency, metrics_member, metrics_now_ns, metrics_signal, metrics_vote,
+)
+from l2fast._core.snapshot cimport StateCodec, correl_codec, livestats_codec, technical_codec
 from l2fast._core.sizing cimport (
     KELLY_MANIFEST, LiveStats, SIZE_OK, check_number, SizingInput, SizingParams, SizingResult, livestats_free,
     livestats_init, livestats_kelly_inputs, livestats_push, sizing_compute, sizing_result_dict,
 )
 from l2fast._core.statistics cimport CorrelState, correl_free, correl_init, correl_step
 from l2fast._core.voting cimport (
-    MEMBER_CONTINUOUS, MemberInput, MemberVote, VOTE_MAX_ACTIONS, VOTE_MAX_MEMBERS, VoteResult,
+    MEMBER_CONTINUOUS, MEMBER_OK, MemberInput, MemberVote, VOTE_MAX_ACTIONS, VOTE_MAX_MEMBERS, VoteResult,
     Voter, voter_setup, voter_technical, voter_vote,
 )
 
+from l2fast._core.risk import RISK_CODES
 from l2fast._core.sizing import SIZING_CODES
 from l2fast._core.voting import GATE_CODES, MEMBER_KINDS, MEMBER_STATUSES
 from l2fast.config import SYMBOL_PATTERN
@@ -48,6 +54,14 @@ _GATE_NAME = dict(GATE_CODES)
 _SIDES = {1: "buy", -1: "sell", 0: "hold"}
 _make_signal = TacticalSignal._trusted
 _MAX_TS = 2 ** 63
+
+#: Every ``reasoning["code"]`` a signal can carry, numbered for the metrics' counters.
+REASON_CODES = tuple(dict.fromkeys(
+    ("ENTRY", "EXIT", "NO_DECISION", "STALE_DECISION", "WARM_UP", "NOT_IN_UNIVERSE", "INTERNAL_INVALID_SIGNAL")
+    + tuple(name for bit, name in GATE_CODES if bit) + SIZING_CODES[1:] + RISK_CODES[1:]))
+#: The risk gate's denial codes among them.
+DENIAL_CODES = frozenset(RISK_CODES[1:])
+_CODE_INDEX = {name: k for k, name in enumerate(REASON_CODES)}
 
 
 cdef inline int _pair(int a, int b) noexcept nogil:
@@ -127,6 +141,10 @@ cdef class EngineCore:
     cdef readonly long long ensemble_failures
     cdef readonly object last_ensemble_error
 
+    cdef EngineMetrics _metrics
+    cdef long long _t_bar        # when the bar (or re-evaluation) being answered started
+    cdef long long _t_mark       # when its last finished stage ended
+
     def __cinit__(self, *args, **kwargs):
         self._voters = <Voter*>calloc(RISK_MAX_SYMBOLS, sizeof(Voter))
         self._corr = <CorrelState*>calloc(RISK_MAX_SYMBOLS * RISK_MAX_SYMBOLS, sizeof(CorrelState))
@@ -136,6 +154,7 @@ cdef class EngineCore:
         self._symbols = []
         self._index = {}
         self._decision_ts = -1
+        metrics_init(&self._metrics)
         for k in range(RISK_MAX_SYMBOLS * RISK_MAX_SYMBOLS):
             self._rho[k] = NAN
 
@@ -303,6 +322,7 @@ cdef class EngineCore:
                 engine is exactly as it was.
             InvalidInputError: The symbol is malformed, or one too many.
         """
+        cdef long long t0 = metrics_now_ns()
         cdef long long ts = _timestamp(ts_ms, "ts")
         cdef double o = _number(open, "open")
         cdef double h = _number(high, "high")
@@ -324,7 +344,14 @@ cdef class EngineCore:
         st = <TechnicalState>self._states[i]
         bar_check(&st._guard, ts, o, h, l, c, v)
         self._advance(i, st, ts, h, l, c, v, o)
+        self._t_bar = t0
+        self._t_mark = self._stage(MET_STAGE_TECHNICAL, t0)
         return self._decide(i, st, ts)
+
+    cdef inline long long _stage(self, int stage, long long since) noexcept:
+        cdef long long now = metrics_now_ns()
+        metrics_latency(&self._metrics, stage, now - since)
+        return now
 
     cdef void _advance(self, int i, TechnicalState st, long long ts, double h, double l,
                        double c, double v, double o) noexcept:
@@ -391,7 +418,10 @@ cdef class EngineCore:
         if slot.bars < self._warmup:
             return self._hold(i, ts, {"code": "WARM_UP", "bars": slot.bars, "needed": self._warmup})
         self._infer(f)
+        self._t_mark = self._stage(MET_STAGE_INFERENCE, self._t_mark)
         voter_vote(&self._voters[i], self._inputs, self._multipliers, &vr)
+        self._count_vote(&vr)
+        self._t_mark = self._stage(MET_STAGE_VOTE, self._t_mark)
         reasoning = {"code": None, "regime": self._decision.regime, "vote": self._vote_dict(&vr)}
         if vr.side == 0:
             reasoning["code"] = _GATE_NAME[vr.gate]
@@ -425,6 +455,12 @@ cdef class EngineCore:
         reasoning["code"] = "ENTRY"
         return self._emit(i, ts, side, chk.qty, vr.confidence, vr.consensus, chk.stop,
                           chk.take_profit, reasoning)
+
+    cdef void _count_vote(self, const VoteResult* vr) noexcept:
+        cdef int k
+        metrics_vote(&self._metrics, vr.confidence, vr.consensus)
+        for k in range(self._n_members):
+            metrics_member(&self._metrics, k, vr.members[k].status != MEMBER_OK, vr.members[k].side, vr.direction)
 
     cdef void _size(self, int i, int side, const VoteResult* vr, const double* f,
                     SizingInput* inp, SizingResult* out):
@@ -510,6 +546,9 @@ cdef class EngineCore:
             side, qty, conf, cons, stop, tp = 0, 0.0, 0.0, 0.0, NAN, NAN
         conf = min(max(conf, 0.0), 1.0)
         cons = min(max(cons, 0.0), 1.0)
+        self._stage(MET_STAGE_DECIDE, self._t_mark)
+        metrics_signal(&self._metrics, side, _CODE_INDEX[reasoning["code"]])
+        self._stage(MET_STAGE_TOTAL, self._t_bar)
         return _make_signal(self._symbols[i], _SIDES[side], qty, conf, cons,
                             stop if isfinite(stop) and stop > 0.0 else None,
                             tp if isfinite(tp) and tp > 0.0 else None, reasoning, ts)
@@ -519,6 +558,7 @@ cdef class EngineCore:
         cdef int i = self._symbol_index(symbol)
         if self._slots[i].bars == 0:
             return None
+        self._t_bar = self._t_mark = metrics_now_ns()
         return self._decide(i, <TechnicalState>self._states[i], self._slots[i].last_ts)
 
     # ------------------------------------------------------------------ L1
@@ -561,6 +601,54 @@ cdef class EngineCore:
         if fr.closed:
             livestats_push(&self._stats, fr.trade_return)
         return fill_result_dict(&fr)
+
+    # ------------------------------------------------------------------ snapshots
+
+    cdef int _codec(self, StateCodec c) except -1:
+        # The walk over every per-bar state, in a fixed order (snapshot.pxd). Parameters
+        # inside the structs come back unchanged: the snapshot's config built this engine.
+        cdef int i, j
+        c.same(self._n_symbols, "symbols")
+        c.same(self._n_members, "members")
+        c.raw(&self._risk, sizeof(RiskState))
+        livestats_codec(c, &self._stats)
+        c.raw(self._slots, self._n_symbols * sizeof(SymbolSlot))
+        c.raw(self._voters, self._n_symbols * sizeof(Voter))
+        for i in range(self._n_symbols):
+            for j in range(i):
+                correl_codec(c, &self._corr[_pair(i, j)])
+        c.raw(self._rho, sizeof(self._rho))
+        for i in range(self._n_symbols):
+            technical_codec(c, <TechnicalState>self._states[i])
+        return 0
+
+    def _dump_state(self) -> bytes:
+        """Every per-bar state of the compiled core as bytes (:mod:`l2fast.snapshot`)."""
+        cdef StateCodec c = StateCodec()
+        self._codec(c)
+        return c.result()
+
+    def _load_state(self, data) -> None:
+        """Load :meth:`_dump_state`'s bytes into an engine built from the same config,
+        models and symbols (:mod:`l2fast.snapshot`), the decision already installed.
+
+        Raises:
+            SnapshotError: The bytes are truncated or do not fit this engine.
+        """
+        cdef StateCodec c = StateCodec(data)
+        self._codec(c)
+        c.result()
+
+    def _restore_failures(self, long long count, last_error) -> None:
+        """The ensemble failure counters of a snapshot."""
+        self.ensemble_failures = count
+        self.last_ensemble_error = last_error
+
+    def _register_symbols(self, symbols) -> None:
+        """Give each symbol a slot in order (a snapshot's symbol order)."""
+        for symbol in symbols:
+            if symbol not in self._index:
+                self._register(symbol)
 
     # ------------------------------------------------------------------ introspection
 
@@ -608,6 +696,38 @@ cdef class EngineCore:
         return {"side": "long" if p.side > 0 else "short", "qty": p.qty, "entry": p.entry,
                 "stop_loss": p.stop, "take_profit": p.take_profit, "r": p.r,
                 "breakeven": bool(p.breakeven), "opened_ts": p.opened_ts}
+
+    def metrics(self) -> dict:
+        """Counters and latency histograms since the engine was built, and portfolio gauges.
+
+        Returns:
+            The layout of :mod:`l2fast.reference.metrics` (signals by side, counts by
+            reasoning code, mean confidence and consensus of the bars that voted and their
+            confidence distribution, per-member agreement with the ensemble's direction and
+            failures, latency buckets and p50/p95/p99 per stage: technical, inference, vote,
+            decide, total), plus ``denials`` (the risk gate's codes among ``codes``),
+            ``positions`` (``active`` / ``max``), ``portfolio_heat`` (what every open
+            position would lose at its stop from the last mark, over equity), ``equity``,
+            ``gross_exposure``, ``halted`` and ``entries_today``. Process counters: a
+            restored engine starts them at zero.
+        """
+        cdef int k, active = 0
+        cdef double heat = 0.0, equity = risk_equity(&self._risk)
+        out = metrics_dict(&self._metrics, REASON_CODES, self._member_names)
+        out["denials"] = {code: n for code, n in out["codes"].items() if code in DENIAL_CODES}
+        for k in range(self._n_symbols):
+            p = &self._risk.pos[k]
+            if p.side != 0:
+                active += 1
+                if isfinite(p.stop) and isfinite(self._risk.mark[k]):
+                    heat += max(p.side * (self._risk.mark[k] - p.stop), 0.0) * p.qty
+        out["positions"] = {"active": active, "max": self._risk.prm.max_concurrent_positions}
+        out["portfolio_heat"] = heat / equity if equity > 0.0 else 0.0
+        out["equity"] = equity
+        out["gross_exposure"] = risk_gross_exposure(&self._risk)
+        out["halted"] = bool(self._risk.halted)
+        out["entries_today"] = self._risk.entries_today
+        return out
 
     def features(self, symbol):
         """The read-only feature vector of ``symbol`` (names: ``feature_names``)."""

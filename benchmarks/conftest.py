@@ -6,7 +6,8 @@ others are alternatives, each declaring beside itself a ``gate`` (the lowest acc
 ratio *alternative median / ours median*, set near half of today's measurement so a noisy
 shared machine never trips it) and an aspirational ``target`` ratio. Absolute times are
 never gated. After the run a compact table is printed and, if any ratio is below its
-gate, the session exits non-zero.
+gate, the session exits non-zero. The ratios are computed by ``baseline.py``, which also
+checks them against the committed baseline from the run's JSON.
 
 These benchmarks are collected only when ``benchmarks`` (or a path inside it) is given
 on the command line, so a plain ``pytest`` run of the test suite never picks them up.
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from baseline import ratio_rows
 
 HERE = Path(__file__).resolve().parent
 DATA_DIR = Path(os.environ.get("L2FAST_DATA_DIR", HERE.parents[1] / "shared" / "data"))
@@ -114,35 +116,13 @@ def _collect_rows(config: pytest.Config) -> list[dict]:
     bs = getattr(config, "_benchmarksession", None)
     if bs is None or bs.disabled:
         return []
-    groups: dict[str, list] = {}
-    for b in bs.benchmarks:
-        if b and not b.has_error and "impl" in b.extra_info:
-            groups.setdefault(b.group, []).append(b)
-    rows = []
-    for group, members in groups.items():
-        ours = [b for b in members if b.extra_info["ours"]]
-        alts = [b for b in members if not b.extra_info["ours"] and "gate" in b.extra_info]
-        if len(ours) != 1:
-            continue
-        o = ours[0]
-        o_per_call = o.stats.median / o.extra_info["calls_per_round"]
-        for a in alts:
-            a_per_call = a.stats.median / a.extra_info["calls_per_round"]
-            ratio = a_per_call / o_per_call
-            rows.append(
-                {
-                    "group": group,
-                    "ours": o_per_call,
-                    "ours_target_s": o.extra_info.get("ours_target_s"),
-                    "alt_impl": a.extra_info["impl"],
-                    "alt": a_per_call,
-                    "ratio": ratio,
-                    "gate": a.extra_info["gate"],
-                    "target": a.extra_info.get("target"),
-                    "ok": ratio >= a.extra_info["gate"],
-                }
-            )
-    return rows
+    # Errored benchmarks have no usable median, and pytest-benchmark leaves them out of the
+    # JSON too: these rows and baseline.py's ratios of the JSON cover the same benchmarks.
+    return ratio_rows(
+        {"group": b.group, "median": b.stats.median, "extra_info": b.extra_info}
+        for b in bs.benchmarks
+        if b and not b.has_error
+    )
 
 
 def _collect_percentiles(config: pytest.Config) -> list[tuple[str, str, float, float]]:

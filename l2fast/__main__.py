@@ -12,6 +12,14 @@ Commands:
     benchmark: backtest a test period for the ensemble, each member alone, the ensemble
         without technical votes and buy-and-hold (``l2fast.benchmarking``), print them side
         by side and, with ``--report DIR``, write Markdown, JSON and plots (``l2fast.report``).
+    dashboard: ``dashboard --redis URL`` draws the workers' metrics and the last hour of
+        their signals live (``l2fast.dashboard``; ``--once`` prints one frame). Needs the
+        ``dashboard`` and ``redis`` extras; ``replay``/``demo`` take ``--dashboard`` too.
+
+    worker: ``worker --redis URL [--snapshot FILE]`` runs the engine on a Redis bus,
+        crash-safe with a snapshot (``l2fast.worker``); ``publish`` puts bar files,
+        decisions and recorded fills on the bus, ``signals`` reads the signals back
+        without duplicates (``l2fast.bus.tools``).
 
 Bad input (unreadable file, bad date, invalid config or decisions) prints ``error: ...``
 on stderr and exits with code 2.
@@ -20,6 +28,8 @@ on stderr and exits with code 2.
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import sys
 import time
 from collections.abc import Sequence
@@ -30,7 +40,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
+    from types import ModuleType
+
     from l2fast.config import L2Config
+    from l2fast.dashboard import ReplayFeed
+    from l2fast.engine import TacticalSignalGenerator
     from l2fast.paper import PaperBroker
     from l2fast.replay import BarStream, ReplaySummary
     from l2fast.signals import StrategicDecision
@@ -185,6 +199,7 @@ def _run(args: argparse.Namespace, config: L2Config, streams: Sequence[BarStream
         broker = PaperBroker(config.engine.initial_equity, fee_bps=args.fee_bps, slippage_bps=args.slippage_bps)
     except ValueError as exc:
         raise _InputError(str(exc)) from None
+    feed = _dashboard_feed(args, config, gen)
     print("\n".join(header))
     print(f"L3:          {_describe(decisions)}")
     print(f"paper L1:    fills at the next bar's open, fee {args.fee_bps:g} bps, slippage {args.slippage_bps:g} bps; "
@@ -196,8 +211,9 @@ def _run(args: argparse.Namespace, config: L2Config, streams: Sequence[BarStream
                 out = open(args.out, "w", encoding="utf-8", newline="\n")
             except OSError as exc:
                 raise _InputError(f"cannot write {args.out}: {exc.strerror or exc}") from None
-        summary = replay(gen, streams, decisions, broker, out=out, all_signals=args.all_signals,
-                         progress=not args.no_progress)
+        with feed or contextlib.nullcontext():
+            summary = replay(gen, streams, decisions, broker, out=out, all_signals=args.all_signals,
+                             progress=not args.no_progress and feed is None, on_signal=feed)
     except InvalidInputError as exc:
         raise _InputError(str(exc)) from None
     finally:
@@ -208,6 +224,29 @@ def _run(args: argparse.Namespace, config: L2Config, streams: Sequence[BarStream
         kind = "every signal" if args.all_signals else "buy/sell signals"
         print(f"signals:     {kind} written to {args.out}")
     return summary, broker
+
+
+def _require_dashboard() -> ModuleType:
+    """:mod:`l2fast.dashboard`, or an input error naming the extra when rich is missing."""
+    try:
+        from l2fast import dashboard
+    except ModuleNotFoundError as exc:
+        if exc.name is None or exc.name.split(".")[0] != "rich":
+            raise
+        raise _InputError("the dashboard needs rich: pip install l2fast[dashboard]") from None
+    return dashboard
+
+
+def _dashboard_feed(args: argparse.Namespace, config: L2Config, gen: TacticalSignalGenerator) -> ReplayFeed | None:
+    """With ``--dashboard``: a live dashboard fed by the replay, redrawn every N bars."""
+    if not args.dashboard:
+        return None
+    if args.dashboard_every < 1:
+        raise _InputError(f"--dashboard-every {args.dashboard_every}: must be >= 1")
+    dashboard = _require_dashboard()
+    board = dashboard.L2Dashboard(max_positions=config.risk.max_concurrent_positions,
+                                  title="l2fast replay (market time)")
+    return dashboard.ReplayFeed(board, gen.metrics, args.dashboard_every)
 
 
 def _cmd_replay(args: argparse.Namespace) -> int:
@@ -314,6 +353,25 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_dashboard(args: argparse.Namespace) -> int:
+    dashboard = _require_dashboard()
+    try:
+        from redis.exceptions import RedisError
+    except ModuleNotFoundError:
+        raise _InputError("the dashboard reads Redis: pip install l2fast[redis]") from None
+    if not args.refresh > 0:
+        raise _InputError(f"--refresh {args.refresh:g}: must be > 0 seconds")
+    try:
+        asyncio.run(dashboard.watch_redis(args.redis, prefix=args.prefix, refresh_s=args.refresh, once=args.once))
+    except RedisError as exc:
+        raise _InputError(f"redis at {args.redis}: {exc}") from None
+    except ValueError as exc:  # a malformed URL, or workers of different builds
+        raise _InputError(str(exc)) from None
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
 def _utc_text(ts_ms: int) -> str:
     return datetime.fromtimestamp(ts_ms / 1000, UTC).strftime("%Y-%m-%d %H:%M")
 
@@ -329,6 +387,155 @@ def _add_replay_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--slippage-bps", type=float, default=2.0,
                         help="price worsening per fill against the trader, basis points (default 2)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    parser.add_argument("--dashboard", action="store_true",
+                        help="draw the live dashboard (l2fast.dashboard; needs l2fast[dashboard]) instead of "
+                             "the progress bar")
+    parser.add_argument("--dashboard-every", type=int, default=1_000, metavar="N",
+                        help="with --dashboard: bars between two redraws (default 1000)")
+
+
+def _run_async(coro: object) -> object:
+    try:
+        return asyncio.run(coro)
+    except KeyboardInterrupt:
+        return None
+
+
+def _cmd_worker(args: argparse.Namespace) -> int:
+    import logging
+
+    from l2fast.errors import L2FastError
+    from l2fast.worker import WorkerOptions, run_worker
+
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    options = WorkerOptions(
+        redis=args.redis, config=_load_config(args.config), models_dir=args.models, snapshot=args.snapshot,
+        snapshot_every=args.snapshot_every, snapshot_interval_s=args.snapshot_interval, group=args.group,
+        consumer=args.consumer, prefix=args.prefix, signals=args.signals, stale_after_ms=args.stale_after_ms,
+        metrics_port=args.metrics_port)
+    try:
+        adapter = asyncio.run(run_worker(options))
+    except (L2FastError, ValueError) as exc:
+        raise _InputError(str(exc)) from None
+    print(f"worker {args.group}/{args.consumer} stopped: {adapter.stats}")
+    return 0
+
+
+def _cmd_publish(args: argparse.Namespace) -> int:
+    from l2fast.bus import MessageBus
+    from l2fast.bus.redis import RedisTransport
+    from l2fast.bus.tools import feed, load_fills, publish_feed
+    from l2fast.errors import InvalidInputError
+
+    streams = _load_streams(args.data, args.symbol, args.start, args.end)
+    decisions = _load_decisions(args.decisions, streams)
+    try:
+        fills = load_fills(args.fills) if args.fills else []
+        messages = feed(streams, decisions, fills)
+    except OSError as exc:
+        raise _InputError(f"cannot read {args.fills}: {exc.strerror or exc}") from None
+    except InvalidInputError as exc:
+        raise _InputError(str(exc)) from None
+
+    async def main() -> int:
+        bus = MessageBus(RedisTransport(args.redis, prefix=args.prefix))
+        try:
+            return await publish_feed(bus, messages, rate=args.rate)
+        finally:
+            await bus.close()
+
+    started = time.perf_counter()
+    n = _run_async(main())
+    print(f"published {n} messages in {time.perf_counter() - started:.1f} s")
+    return 0
+
+
+def _cmd_signals(args: argparse.Namespace) -> int:
+    import json
+
+    from l2fast.bus import MessageBus
+    from l2fast.bus.redis import RedisTransport
+    from l2fast.bus.tools import collect_signals
+
+    try:
+        out = open(args.out, "w", encoding="utf-8", newline="\n") if args.out else sys.stdout
+    except OSError as exc:
+        raise _InputError(f"cannot write {args.out}: {exc.strerror or exc}") from None
+
+    def write(signal: dict) -> None:
+        out.write(json.dumps(signal) + "\n")
+        out.flush()
+
+    async def main() -> tuple[list, int]:
+        bus = MessageBus(RedisTransport(args.redis, prefix=args.prefix))
+        try:
+            return await collect_signals(bus, group=args.group, consumer=args.consumer, count=args.count,
+                                         idle_exit_s=args.idle_exit, on_signal=write)
+        finally:
+            await bus.close()
+
+    try:
+        result = _run_async(main())
+    finally:
+        if out is not sys.stdout:
+            out.close()
+    if result is not None:
+        signals, duplicates = result
+        print(f"{len(signals)} signals, {duplicates} duplicates dropped", file=sys.stderr)
+    return 0
+
+
+def _add_bus_commands(sub: argparse._SubParsersAction) -> None:
+    work = sub.add_parser(
+        "worker", help="run the engine on a Redis bus (crash-safe with --snapshot)",
+        description="Read l3.decisions, l1.fills and market.bars from Redis Streams, publish l2.signals. With "
+                    "--snapshot the engine is restored from that file when it exists, snapshots are written "
+                    "every --snapshot-every messages or --snapshot-interval seconds and on SIGTERM/SIGINT, and "
+                    "messages are acknowledged only once a snapshot covers them: a killed worker restarted "
+                    "with the same --snapshot and --consumer loses nothing and repeats its signals since the "
+                    "last snapshot (same signal_id).")
+    work.add_argument("--redis", required=True, metavar="URL", help="redis://host:port/db")
+    work.add_argument("--config", metavar="FILE", help="TOML merged over the defaults (unused when restoring)")
+    work.add_argument("--models", metavar="DIR", help="models folder (default: model.models_dir)")
+    work.add_argument("--snapshot", metavar="FILE", help="engine snapshot file (restored from, written to)")
+    work.add_argument("--snapshot-every", type=int, default=10_000, metavar="N",
+                      help="messages between snapshots (default 10000)")
+    work.add_argument("--snapshot-interval", type=float, default=5.0, metavar="S",
+                      help="longest time between snapshots, seconds (default 5)")
+    work.add_argument("--group", default="l2", help="consumer group of the L2 workers (default l2)")
+    work.add_argument("--consumer", default="l2-0", help="this worker's name, kept across restarts (default l2-0)")
+    work.add_argument("--prefix", default="", help="Redis key prefix of the bus")
+    work.add_argument("--signals", default="actionable", choices=("orders", "actionable", "all"),
+                      help="which signals to publish (default actionable: orders and holds carrying stops)")
+    work.add_argument("--stale-after-ms", type=int, metavar="MS", help="flag signals older than this as stale")
+    work.add_argument("--metrics-port", type=int, metavar="PORT",
+                      help="serve Prometheus metrics on 127.0.0.1:PORT/metrics (0: any free port)")
+    work.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    work.set_defaults(func=_cmd_worker)
+    pub = sub.add_parser(
+        "publish", help="publish bar files (and L3 decisions, recorded L1 fills) to a Redis bus",
+        description="Publish decisions, bars merged in time order and, with --fills, recorded fills (each "
+                    "before its symbol's bar opening at its ts_ms) to l3.decisions, market.bars and l1.fills.")
+    pub.add_argument("--redis", required=True, metavar="URL", help="redis://host:port/db")
+    pub.add_argument("--prefix", default="", help="Redis key prefix of the bus")
+    pub.add_argument("--data", action="append", required=True, metavar="FILE",
+                     help="CSV(.gz) of 1m bars; repeat for several symbols")
+    pub.add_argument("--symbol", action="append", help="symbol of each --data file (default: from its name)")
+    pub.add_argument("--from", dest="start", type=_utc_ms, metavar="DATE", help="first bar time (UTC)")
+    pub.add_argument("--to", dest="end", type=_utc_ms, metavar="DATE", help="end of the window, exclusive")
+    pub.add_argument("--decisions", metavar="FILE", help="JSONL of L3 decisions (default: as replay)")
+    pub.add_argument("--fills", metavar="FILE", help="JSONL of fills (Fill.to_dict per line)")
+    pub.add_argument("--rate", type=float, metavar="N", help="at most N messages per second")
+    pub.set_defaults(func=_cmd_publish)
+    sig = sub.add_parser("signals", help="read l2.signals from a Redis bus (a minimal L1), dropping duplicates")
+    sig.add_argument("--redis", required=True, metavar="URL", help="redis://host:port/db")
+    sig.add_argument("--prefix", default="", help="Redis key prefix of the bus")
+    sig.add_argument("--group", default="l1", help="consumer group (default l1)")
+    sig.add_argument("--consumer", default="l1-0", help="consumer name (default l1-0)")
+    sig.add_argument("--out", metavar="FILE", help="write one JSON line per distinct signal (default: stdout)")
+    sig.add_argument("--count", type=int, metavar="N", help="stop after N distinct signals")
+    sig.add_argument("--idle-exit", type=float, metavar="S", help="stop after S seconds without a message")
+    sig.set_defaults(func=_cmd_signals)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -401,6 +608,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                        help="price worsening per fill against the trader, basis points (default 2)")
     bench.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
     bench.set_defaults(func=_cmd_benchmark)
+    dash = sub.add_parser(
+        "dashboard", help="live dashboard of the workers' metrics and signals (from Redis)",
+        description="Read the metrics the workers publish under <prefix>l2fast:metrics:<worker> (merged when "
+                    "there are several) and the last hour of the <prefix>l2.signals stream, and draw the "
+                    "dashboard, redrawn every --refresh seconds until Ctrl-C. Needs l2fast[dashboard,redis].")
+    dash.add_argument("--redis", required=True, metavar="URL", help="redis://host:port/db")
+    dash.add_argument("--prefix", default="", help="the bus's key prefix (default: none)")
+    dash.add_argument("--refresh", type=float, default=2.0, metavar="S", help="seconds between redraws (default 2)")
+    dash.add_argument("--once", action="store_true", help="print one frame and exit")
+    dash.set_defaults(func=_cmd_dashboard)
+    _add_bus_commands(sub)
     args = parser.parse_args(argv)
     np.set_printoptions(suppress=True)
     try:

@@ -7,10 +7,6 @@ directory, with append-only persistence (``appendfsync always``), and stops it a
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import shutil
-import socket
-import subprocess
 import time
 import uuid
 from collections.abc import Awaitable, Iterator, Sequence
@@ -21,7 +17,7 @@ import pytest
 
 pytest.importorskip("redis")
 
-from support import merged_bars  # noqa: E402
+from support import REDIS_SERVER, RedisServer, merged_bars  # noqa: E402
 
 from l2fast.bus import (  # noqa: E402
     Bar,
@@ -45,50 +41,8 @@ MINUTE = 60_000
 INPUTS = (Topic.DECISIONS, Topic.FILLS, Topic.BARS)
 DECISION = StrategicDecision(regime="trending", target_exposure=0.5, risk_appetite="moderate", universe=(BTC,))
 
-REDIS_SERVER = shutil.which("redis-server")
 pytestmark = pytest.mark.skipif(REDIS_SERVER is None,
                                 reason="redis-server is not installed (Debian: apt-get install redis-server)")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class RedisServer:
-    """A ``redis-server`` process on a loopback port with append-only persistence in ``folder``."""
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.process: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.folder),
-             "--appendonly", "yes", "--appendfsync", "always", "--save", "", "--daemonize", "no",
-             "--logfile", str(self.folder / "redis.log")],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10.0
-        while time.monotonic() < deadline:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), 0.2) as conn:
-                conn.sendall(b"PING\r\n")
-                if conn.recv(64).startswith(b"+PONG"):
-                    return
-            if self.process.poll() is not None:
-                break
-            time.sleep(0.02)
-        self.stop()
-        raise RuntimeError(f"redis-server did not start on port {self.port} (see {self.folder / 'redis.log'})")
-
-    def stop(self) -> None:
-        """Graceful shutdown (SIGTERM: Redis writes its append-only file and exits)."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(10)
-        self.process = None
 
 
 @pytest.fixture(scope="module")

@@ -53,7 +53,7 @@ class _Desk:
         self.broker = PaperBroker(gen.config.engine.initial_equity)
 
     def bar(self, symbol: str, row: tuple) -> dict:
-        ts, o, h, lo, c, v = row
+        ts, o, h, lo, c, _ = row
         for f in self.broker.on_bar(symbol, ts, o, h, lo, c):
             self.gen.on_fill(f.symbol, f.side, f.qty, f.price, f.ts_ms, fee=f.fee)
         signal = self.gen.on_bar(symbol, *row)

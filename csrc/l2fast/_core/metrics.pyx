@@ -21,7 +21,7 @@ with the stages of :data:`STAGE_NAMES`. Means are None before the first vote, ag
 before the member's first vote, quantiles while the stage has no observation.
 """
 
-from libc.math cimport NAN, ceil, isnan, INFINITY
+from libc.math cimport INFINITY, NAN, ceil, isnan
 from libc.string cimport memset
 from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
 

@@ -1,0 +1,146 @@
+"""The processes around an L2 worker: a market/L3 publisher and an L1 signal reader.
+
+``python -m l2fast publish`` (:func:`feed`, :func:`publish_feed`) puts L3 decisions,
+bars and, optionally, L1 fills recorded earlier on the bus in the order an engine must
+see them: a decision when the bar time reaches its ``ts_ms`` (before the first bar when
+it has none), and each fill right before the bar of its symbol that opens at the fill's
+``ts_ms`` (L1 reports an execution before L2's next bar of that symbol).
+
+``python -m l2fast signals`` (:func:`collect_signals`) is a minimal L1: it reads
+``l2.signals``, drops duplicates by ``signal_id`` (a restarted worker publishes the
+signals since its last snapshot again) and writes one JSON line per signal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from l2fast.bus.bus import MessageBus, Topic
+from l2fast.bus.schema import Bar, Fill, Message, MessageError
+from l2fast.errors import InvalidInputError
+from l2fast.replay import BarStream, merge_streams
+from l2fast.signals import StrategicDecision
+
+__all__ = ["collect_signals", "feed", "load_fills", "publish_feed"]
+
+_COLUMNS = ("ts", "open", "high", "low", "close", "volume")
+
+
+def load_fills(path: str | os.PathLike[str]) -> list[Fill]:
+    """Fills from a JSONL file (one :meth:`Fill.to_dict` per line; blank lines skipped).
+
+    Raises:
+        OSError: The file cannot be read.
+        InvalidInputError: A line is not JSON or not a valid fill (file and line named).
+    """
+    fills = []
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                fills.append(Fill.from_dict(json.loads(line)))
+            except json.JSONDecodeError as exc:
+                raise InvalidInputError(f"{path}:{lineno}: not JSON: {exc}") from None
+            except MessageError as exc:
+                raise InvalidInputError(f"{path}:{lineno}: {exc}") from None
+    return fills
+
+
+def feed(streams: Sequence[BarStream], decisions: Sequence[StrategicDecision] = (),
+         fills: Iterable[Fill] = ()) -> list[tuple[Topic, Message]]:
+    """Every message to publish, in the order the engine must read them (module docstring).
+
+    Args:
+        streams: One bar stream per symbol (merged by open time, then stream order).
+        decisions: L3 decisions, in time order.
+        fills: Fills, each keyed to the bar of its symbol opening at its ``ts_ms``.
+
+    Raises:
+        InvalidInputError: A fill matches no bar of its symbol.
+    """
+    which, columns = merge_streams(streams)
+    waiting: dict[tuple[str, int], list[Fill]] = {}
+    for f in fills:
+        waiting.setdefault((f.symbol, f.ts_ms), []).append(f)
+    pending = list(decisions)
+    out: list[tuple[Topic, Message]] = []
+    rows = zip(which.tolist(), *(columns[c].tolist() for c in _COLUMNS))
+    for k, ts, o, h, lo, c, v in rows:
+        while pending and (pending[0].ts_ms is None or pending[0].ts_ms <= ts):
+            out.append((Topic.DECISIONS, pending.pop(0)))
+        symbol = streams[k].symbol
+        out.extend((Topic.FILLS, f) for f in waiting.pop((symbol, ts), ()))
+        out.append((Topic.BARS, Bar(symbol, ts, o, h, lo, c, v)))
+    if waiting:
+        symbol, ts = next(iter(waiting))
+        raise InvalidInputError(f"fills: no {symbol} bar opens at ts_ms={ts} (a fill is reported before the bar "
+                                "of its symbol that opens at its ts_ms)")
+    return out
+
+
+async def publish_feed(bus: MessageBus, messages: Sequence[tuple[Topic, Message]], *,
+                       rate: float | None = None, progress: Callable[[int], None] | None = None) -> int:
+    """Publish ``messages`` in order, at most ``rate`` per second when given.
+
+    Returns:
+        The number published.
+    """
+    start = time.monotonic()
+    for n, (topic, message) in enumerate(messages, 1):
+        await bus.publish(topic, message)
+        if rate:
+            ahead = start + n / rate - time.monotonic()
+            if ahead > 0:
+                await asyncio.sleep(ahead)
+        if progress is not None and n % 1000 == 0:
+            progress(n)
+    return len(messages)
+
+
+async def collect_signals(bus: MessageBus, *, group: str = "l1", consumer: str = "l1-0", count: int | None = None,
+                          idle_exit_s: float | None = None, on_signal: Callable[[dict[str, Any]], None] | None = None,
+                          ) -> tuple[list[dict[str, Any]], int]:
+    """Read signals until ``count`` distinct ones or ``idle_exit_s`` seconds without any.
+
+    Args:
+        bus: The bus.
+        group: L1's consumer group.
+        consumer: This reader's name in the group.
+        count: Stop after this many distinct signals (None: no limit).
+        idle_exit_s: Stop after this long without a new message (None: wait for ever).
+        on_signal: Called with each distinct signal's dict (its ``meta`` under ``"meta"``).
+
+    Returns:
+        The distinct signals (``TacticalSignal.to_dict()``) in arrival order, and the
+        number of duplicates dropped.
+    """
+    subscription = await bus.subscribe([Topic.SIGNALS], group=group, consumer=consumer)
+    seen: set[str] = set()
+    signals: list[dict[str, Any]] = []
+    duplicates = 0
+    try:
+        while count is None or len(signals) < count:
+            try:
+                received = await asyncio.wait_for(subscription.get(), idle_exit_s)
+            except TimeoutError:
+                break
+            await subscription.ack(received)
+            if received.message is None:
+                continue
+            data = received.message.to_dict()
+            if data["signal_id"] in seen:
+                duplicates += 1
+                continue
+            seen.add(data["signal_id"])
+            signals.append(data)
+            if on_signal is not None:
+                on_signal({**data, "meta": dict(received.meta)})
+    finally:
+        await subscription.close()
+    return signals, duplicates

@@ -1,0 +1,208 @@
+"""L3/market publisher, L2 worker and L1 reader as separate processes on a real Redis.
+
+On 10,000 real BTC and ETH bars (5,000 minutes of each) with the fills a paper L1 made
+in an in-process replay, the signals the L1 process reads (duplicates dropped by
+``signal_id``) must equal the replay's, signal for signal: on a plain run, when the
+worker is killed (SIGKILL) mid-stream and started again from its snapshot, when Redis
+restarts mid-stream, and with a malformed entry in the bar stream (skipped, counted).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("redis")
+
+from support import REDIS_SERVER, RedisServer, write_csv  # noqa: E402
+
+from l2fast.engine import TacticalSignalGenerator  # noqa: E402
+from l2fast.paper import PaperBroker  # noqa: E402
+from l2fast.replay import BarStream, demo_config, merge_streams  # noqa: E402
+from l2fast.signals import StrategicDecision  # noqa: E402
+
+pytestmark = pytest.mark.skipif(REDIS_SERVER is None,
+                                reason="redis-server is not installed (Debian: apt-get install redis-server)")
+
+REPO = Path(__file__).resolve().parents[1]
+BTC, ETH = "BTC/USDT", "ETH/USDT"
+MINUTES = 5_000
+COLUMNS = ("ts", "open", "high", "low", "close", "volume")
+DECISION = StrategicDecision(regime="trending", target_exposure=0.7, risk_appetite="aggressive", universe=(BTC, ETH))
+
+
+class Setup:
+    """The files the processes read and the replay's signals they must reproduce."""
+
+    def __init__(self, folder: Path, btc: dict, eth: dict) -> None:
+        streams = [BarStream(BTC, {k: v[-MINUTES:] for k, v in btc.items()}),
+                   BarStream(ETH, {k: v[-MINUTES:] for k, v in eth.items()})]
+        self.btc = write_csv(folder / "btcusdt_1m.csv.gz", streams[0].bars)
+        self.eth = write_csv(folder / "ethusdt_1m.csv.gz", streams[1].bars)
+        self.decisions = folder / "decisions.jsonl"
+        self.decisions.write_text(json.dumps(DECISION.to_dict()) + "\n")
+        self.config = REPO / "examples" / "demo.toml"
+        gen = TacticalSignalGenerator(config=demo_config())
+        gen.on_strategic_decision(DECISION)
+        broker = PaperBroker(gen.config.engine.initial_equity)
+        which, columns = merge_streams(streams)
+        self.expected: list[dict] = []
+        fills = []
+        for k, *row in zip(which.tolist(), *(columns[c].tolist() for c in COLUMNS)):
+            symbol = streams[k].symbol
+            ts, o, h, lo, c, _ = row
+            for f in broker.on_bar(symbol, ts, o, h, lo, c):
+                gen.on_fill(f.symbol, f.side, f.qty, f.price, f.ts_ms, fee=f.fee)
+                fills.append({"symbol": f.symbol, "side": f.side, "qty": f.qty, "price": f.price,
+                              "ts_ms": f.ts_ms, "fee": f.fee})
+            sig = gen.on_bar(symbol, *row)
+            broker.on_signal(sig)
+            self.expected.append(sig.to_dict())
+        self.fills = folder / "fills.jsonl"
+        self.fills.write_text("".join(json.dumps(f) + "\n" for f in fills))
+        self.n_fills = len(fills)
+        self.snapshot = folder / "worker.l2snap"
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory, btc_1m, eth_1m) -> Setup:
+    s = Setup(tmp_path_factory.mktemp("feed"), btc_1m, eth_1m)
+    assert s.n_fills >= 10 and sum(d["side"] != "hold" for d in s.expected) >= 10
+    return s
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[RedisServer]:
+    s = RedisServer(tmp_path)
+    s.start()
+    try:
+        yield s
+    finally:
+        s.stop()
+
+
+def _l2fast(*args: str, log: Path) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-m", "l2fast", *args], cwd=REPO, env=env,
+                            stdout=log.open("w"), stderr=subprocess.STDOUT)
+
+
+class Desk:
+    """The three kinds of process on one Redis, with their logs in ``folder``."""
+
+    def __init__(self, setup: Setup, url: str, folder: Path) -> None:
+        self.setup = setup
+        self.url = url
+        self.folder = folder
+        self.out = folder / "signals.jsonl"
+        self.workers: list[subprocess.Popen] = []
+        self.l1 = _l2fast("signals", "--redis", url, "--out", str(self.out), "--count", str(len(setup.expected)),
+                          log=folder / "l1.log")
+
+    def start_worker(self) -> subprocess.Popen:
+        worker = _l2fast("worker", "--redis", self.url, "--config", str(self.setup.config), "--signals", "all",
+                         "--snapshot", str(self.setup.snapshot), "--snapshot-every", "500", "--consumer", "w1",
+                         log=self.folder / f"worker{len(self.workers)}.log")
+        self.workers.append(worker)
+        return worker
+
+    def publish(self) -> subprocess.Popen:
+        return _l2fast("publish", "--redis", self.url, "--data", str(self.setup.btc), "--data", str(self.setup.eth),
+                       "--decisions", str(self.setup.decisions), "--fills", str(self.setup.fills),
+                       log=self.folder / "publisher.log")
+
+    def received(self) -> int:
+        return sum(1 for _ in self.out.open()) if self.out.exists() else 0
+
+    def wait_received(self, n: int, timeout: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout
+        while self.received() < n:
+            assert time.monotonic() < deadline, f"only {self.received()} of {n} signals arrived"
+            assert all(w.poll() is None for w in self.workers[-1:]), self.log("worker")
+            time.sleep(0.05)
+
+    def finish(self) -> list[dict]:
+        try:
+            assert self.l1.wait(180) == 0, self.log("l1")
+        finally:
+            for w in self.workers:
+                if w.poll() is None:
+                    w.send_signal(signal.SIGTERM)
+        assert self.workers[-1].wait(30) == 0, self.log(f"worker{len(self.workers) - 1}")
+        signals = [json.loads(line) for line in self.out.open()]
+        assert all(isinstance(s.pop("meta")["age_ms"], int) for s in signals)
+        return signals
+
+    def log(self, name: str) -> str:
+        matches = sorted(self.folder.glob(f"{name}*.log"))
+        return "\n".join(f"--- {p.name}\n{p.read_text()[-3000:]}" for p in matches)
+
+
+@pytest.fixture
+def desk(setup: Setup, server: RedisServer, tmp_path: Path) -> Iterator[Desk]:
+    setup.snapshot.unlink(missing_ok=True)
+    d = Desk(setup, server.url, tmp_path)
+    try:
+        yield d
+    finally:
+        for p in (d.l1, *d.workers):
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+
+
+def test_three_processes_give_the_signals_of_an_in_process_replay(desk, setup) -> None:
+    desk.start_worker()
+    publisher = desk.publish()
+    got = desk.finish()
+    assert publisher.wait(60) == 0, desk.log("publisher")
+    assert got == setup.expected  # same ids and content, in order
+    assert "malformed=0" in desk.log("worker0")
+
+
+def test_a_killed_worker_restarted_from_its_snapshot_loses_nothing(desk, setup) -> None:
+    first = desk.start_worker()
+    publisher = desk.publish()
+    desk.wait_received(len(setup.expected) // 3)
+    first.send_signal(signal.SIGKILL)
+    first.wait(10)
+    assert setup.snapshot.exists()
+    desk.start_worker()
+    got = desk.finish()
+    assert publisher.wait(60) == 0, desk.log("publisher")
+    assert "restored the engine" in desk.log("worker1")
+    assert got == setup.expected
+
+
+def test_a_redis_restart_mid_stream_loses_nothing(desk, setup, server) -> None:
+    desk.start_worker()
+    publisher = desk.publish()
+    desk.wait_received(len(setup.expected) // 3)
+    server.stop()
+    time.sleep(0.5)
+    server.start()
+    got = desk.finish()
+    assert publisher.wait(60) == 0, desk.log("publisher")
+    assert got == setup.expected
+
+
+def test_a_malformed_entry_is_skipped_counted_and_processing_goes_on(desk, setup) -> None:
+    import redis
+
+    client = redis.Redis.from_url(desk.url)
+    client.xadd("market.bars", {"d": b"{not json"})
+    client.close()
+    desk.start_worker()
+    publisher = desk.publish()
+    got = desk.finish()
+    assert publisher.wait(60) == 0, desk.log("publisher")
+    assert got == setup.expected
+    assert "malformed=1" in desk.log("worker0")

@@ -15,14 +15,16 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+import urllib.request
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 pytest.importorskip("redis")
 
-from support import REDIS_SERVER, RedisServer, write_csv  # noqa: E402
+from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
+from support import REDIS_SERVER, RedisServer, free_port, write_csv  # noqa: E402
 
 from l2fast.engine import TacticalSignalGenerator  # noqa: E402
 from l2fast.paper import PaperBroker  # noqa: E402
@@ -107,10 +109,10 @@ class Desk:
         self.l1 = _l2fast("signals", "--redis", url, "--out", str(self.out), "--count", str(len(setup.expected)),
                           log=folder / "l1.log")
 
-    def start_worker(self) -> subprocess.Popen:
+    def start_worker(self, *extra: str) -> subprocess.Popen:
         worker = _l2fast("worker", "--redis", self.url, "--config", str(self.setup.config), "--signals", "all",
                          "--snapshot", str(self.setup.snapshot), "--snapshot-every", "500", "--consumer", "w1",
-                         log=self.folder / f"worker{len(self.workers)}.log")
+                         *extra, log=self.folder / f"worker{len(self.workers)}.log")
         self.workers.append(worker)
         return worker
 
@@ -129,9 +131,11 @@ class Desk:
             assert all(w.poll() is None for w in self.workers[-1:]), self.log("worker")
             time.sleep(0.05)
 
-    def finish(self) -> list[dict]:
+    def finish(self, before_stop: Callable[[], None] | None = None) -> list[dict]:
         try:
             assert self.l1.wait(180) == 0, self.log("l1")
+            if before_stop is not None:
+                before_stop()
         finally:
             for w in self.workers:
                 if w.poll() is None:
@@ -160,12 +164,35 @@ def desk(setup: Setup, server: RedisServer, tmp_path: Path) -> Iterator[Desk]:
 
 
 def test_three_processes_give_the_signals_of_an_in_process_replay(desk, setup) -> None:
-    desk.start_worker()
+    port = free_port()
+    desk.start_worker("--metrics-port", str(port))
     publisher = desk.publish()
-    got = desk.finish()
+    seen: dict[str, str] = {}
+
+    def look() -> None:
+        # The worker's Prometheus endpoint (a real HTTP request) and the dashboard read
+        # from Redis, once every signal has arrived.
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+            seen["metrics"] = response.read().decode()
+        deadline = time.monotonic() + 10
+        while "10,000" not in seen.get("dashboard", "") and time.monotonic() < deadline:
+            seen["dashboard"] = subprocess.run(
+                [sys.executable, "-m", "l2fast", "dashboard", "--redis", desk.url, "--once"], cwd=REPO,
+                capture_output=True, text=True, timeout=60, env={**os.environ, "COLUMNS": "160"}).stdout
+            time.sleep(0.5)
+
+    got = desk.finish(look)
     assert publisher.wait(60) == 0, desk.log("publisher")
     assert got == setup.expected  # same ids and content, in order
     assert "malformed=0" in desk.log("worker0")
+    samples = {(s.name, s.labels.get("side")): s.value
+               for family in text_string_to_metric_families(seen["metrics"]) for s in family.samples
+               if s.labels.get("worker") == "w1"}
+    assert samples[("l2fast_bars_total", None)] == len(setup.expected)
+    for side in ("buy", "sell", "hold"):
+        assert samples[("l2fast_signals_total", side)] == sum(d["side"] == side for d in setup.expected)
+    orders = sum(d["side"] != "hold" for d in setup.expected)
+    assert f"{orders:,}" in seen["dashboard"] and "Portfolio heat" in seen["dashboard"], seen["dashboard"]
 
 
 def test_a_killed_worker_restarted_from_its_snapshot_loses_nothing(desk, setup) -> None:

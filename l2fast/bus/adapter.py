@@ -15,6 +15,11 @@ transports: publication order across the three topics), and per message:
 and acknowledges the message only after that (at-least-once on a transport that
 redelivers).
 
+Batching: while the transport has messages ready (:meth:`BusSubscription.ready`), the
+adapter handles up to ``batch`` of them before it publishes their signals together
+(:meth:`MessageBus.publish_many`: one round trip on Redis) and then acknowledges them;
+it flushes as soon as nothing is ready, so a quiet feed gets each signal at once.
+
 Crash safety (``snapshot=PATH``): acknowledging a message after its signal is published
 is not enough when the engine's state dies with the process: a restarted engine would
 miss what was acknowledged. With a snapshot path, the adapter acknowledges only the
@@ -43,6 +48,7 @@ skipped: the worker goes on. Any other exception is a bug and stops it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
@@ -128,6 +134,8 @@ class L2BusAdapter:
             them (module docstring). None acknowledges after each message.
         snapshot_every: Messages handled between two snapshots, >= 1.
         snapshot_interval_s: Longest time between two snapshots while messages come, > 0.
+        batch: Most messages handled before their signals are published together (and
+            the messages acknowledged); fewer when the transport has nothing ready.
 
     Raises:
         ValueError: ``signals`` is unknown, ``stale_after_ms`` is negative, or a
@@ -138,9 +146,11 @@ class L2BusAdapter:
                  signals: SignalFilter | str = SignalFilter.ACTIONABLE, stale_after_ms: int | None = None,
                  group: str = "l2", consumer: str = "l2-0", clock: Callable[[], int] = wall_clock_ms,
                  snapshot: str | os.PathLike[str] | None = None, snapshot_every: int = 10_000,
-                 snapshot_interval_s: float = 5.0) -> None:
+                 snapshot_interval_s: float = 5.0, batch: int = 256) -> None:
         if stale_after_ms is not None and (type(stale_after_ms) is not int or stale_after_ms < 0):
             raise ValueError(f"stale_after_ms={stale_after_ms!r}: must be an integer >= 0 or None")
+        if type(batch) is not int or batch < 1:
+            raise ValueError(f"batch={batch!r}: must be an integer >= 1")
         if type(snapshot_every) is not int or snapshot_every < 1:
             raise ValueError(f"snapshot_every={snapshot_every!r}: must be an integer >= 1")
         if not (isinstance(snapshot_interval_s, (int, float)) and snapshot_interval_s > 0):
@@ -157,10 +167,14 @@ class L2BusAdapter:
         self.snapshot = Path(snapshot) if snapshot is not None else None
         self.snapshot_every = snapshot_every
         self.snapshot_interval_s = float(snapshot_interval_s)
+        self.batch = batch
         self._clock = clock
         self._subscription: BusSubscription | None = None
         self._stopping = False
-        # Handled since the last snapshot, acknowledged by the next one.
+        # Signals not published yet, with their bar's publication time; the messages
+        # handled since the last flush; those flushed since the last snapshot.
+        self._outbox: list[tuple[TacticalSignal, int]] = []
+        self._handled: list[Received] = []
         self._unacked: list[Received] = []
         self._last_snapshot = time.monotonic()
 
@@ -182,23 +196,47 @@ class L2BusAdapter:
             while not self._stopping:
                 received = await subscription.get()
                 await self._handle(received)
-                if self.snapshot is None:
-                    await subscription.ack(received)
-                else:
-                    self._unacked.append(received)
-                    if (len(self._unacked) >= self.snapshot_every
-                            or time.monotonic() - self._last_snapshot >= self.snapshot_interval_s):
-                        await self._checkpoint(subscription)
+                self._handled.append(received)
+                if len(self._handled) >= self.batch or not subscription.ready():
+                    await self._flush(subscription)
             clean = True
         except BusClosed:
             clean = True
         finally:
             self._subscription = None
-            # After a bug (any other exception) the state is not trusted: no snapshot, the
-            # unacknowledged messages come again to the previous one.
-            if self.snapshot is not None and clean:
-                await self._checkpoint(subscription)
+            # After a bug (any other exception) the state is not trusted: nothing more is
+            # published or snapshotted; the unacknowledged messages come again.
+            if clean:
+                with contextlib.suppress(BusClosed):
+                    await self._flush(subscription)
+                # A snapshot must not cover messages whose signals were not published.
+                if self.snapshot is not None and not self._handled:
+                    await self._checkpoint(subscription)
             await subscription.close()
+
+    async def _flush(self, subscription: BusSubscription) -> None:
+        # Signals first, then the acknowledgements of the messages that made them.
+        if self._outbox:
+            now = self._clock()
+            signals, metas = [], []
+            for signal, bar_published_ms in self._outbox:
+                age = max(now - bar_published_ms, 0)
+                stale = self.stale_after_ms is not None and age > self.stale_after_ms
+                signals.append(signal)
+                metas.append({"age_ms": age, "stale": stale})
+                self.stats.stale += stale
+            await self.bus.publish_many(Topic.SIGNALS, signals, metas)
+            self.stats.signals += len(signals)
+            self._outbox = []
+        handled, self._handled = self._handled, []
+        if self.snapshot is None:
+            for received in handled:
+                await subscription.ack(received)
+            return
+        self._unacked.extend(handled)
+        if (len(self._unacked) >= self.snapshot_every
+                or time.monotonic() - self._last_snapshot >= self.snapshot_interval_s):
+            await self._checkpoint(subscription)
 
     async def _checkpoint(self, subscription: BusSubscription) -> None:
         # The snapshot first: an acknowledgement must never run ahead of the state.
@@ -247,21 +285,13 @@ class L2BusAdapter:
             return
         self.stats.bars += 1
         if self._wanted(signal):
-            await self._publish(signal, received.published_ms)
+            self._outbox.append((signal, received.published_ms))
 
     def _wanted(self, signal: TacticalSignal) -> bool:
         if signal.side is not Side.HOLD or self.signals is SignalFilter.ALL:
             return True
         return self.signals is SignalFilter.ACTIONABLE and (
             signal.stop_loss is not None or signal.take_profit is not None)
-
-    async def _publish(self, signal: TacticalSignal, bar_published_ms: int) -> None:
-        age = max(self._clock() - bar_published_ms, 0)
-        stale = self.stale_after_ms is not None and age > self.stale_after_ms
-        await self.bus.publish(Topic.SIGNALS, signal, {"age_ms": age, "stale": stale})
-        self.stats.signals += 1
-        if stale:
-            self.stats.stale += 1
 
     def _reject(self, received: Received, kind: str, reason: str) -> None:
         stats = self.stats

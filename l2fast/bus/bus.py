@@ -118,6 +118,10 @@ class BusSubscription:
             return Received(delivery.topic, delivery.id, delivery.published_ms, None, NO_META, error, delivery)
         return Received(delivery.topic, delivery.id, delivery.published_ms, message, envelope.meta, None, delivery)
 
+    def ready(self) -> bool:
+        """True when :meth:`get` can return without waiting on the transport."""
+        return self._sub.ready()
+
     async def ack(self, received: Received) -> None:
         """Acknowledge ``received`` once fully handled (malformed ones included)."""
         await self._sub.ack(received.delivery)
@@ -181,6 +185,40 @@ class MessageBus:
         if self._encode:
             return await self.transport.publish(topic, encode(message, meta))
         return await self.transport.publish(topic, Envelope(message, check_meta(meta) if meta else NO_META))
+
+    async def publish_many(self, topic: str, messages: Sequence[Message],
+                           metas: Sequence[Mapping[str, Any] | None] | None = None) -> list[str]:
+        """Publish ``messages`` to ``topic`` in order, in as few round trips as the transport can.
+
+        Args:
+            topic: A :class:`Topic`.
+            messages: Messages of the topic's type.
+            metas: One ``meta`` per message (or None for none).
+
+        Returns:
+            The transport's message ids, in order.
+
+        Raises:
+            ValueError: ``topic`` is not a bus topic, or ``metas`` has another length.
+            TypeError: A message is not of the topic's type.
+            MessageError: A ``meta`` holds an unknown key or a bad value.
+            BusClosed: The bus was closed.
+        """
+        expected = TOPIC_TYPES.get(topic)
+        if expected is None:
+            raise ValueError(f"topic={topic!r}: not a bus topic (known: {', '.join(TOPIC_TYPES)})")
+        if metas is None:
+            metas = [None] * len(messages)
+        elif len(metas) != len(messages):
+            raise ValueError(f"metas: {len(metas)} for {len(messages)} messages")
+        items = []
+        for message, meta in zip(messages, metas):
+            kind = message_type(message)
+            if kind is not expected:
+                raise TypeError(f"topic {topic} carries {expected.value} messages, got a {kind.value}")
+            items.append(encode(message, meta) if self._encode
+                         else Envelope(message, check_meta(meta) if meta else NO_META))
+        return await self.transport.publish_many(topic, items)
 
     async def publish_raw(self, topic: str, data: bytes | str) -> str:
         """Publish an already encoded envelope as it is: it is validated on receipt only.

@@ -158,6 +158,10 @@ class InProcessSubscription(Subscription):
             finally:
                 queue.getter = None
 
+    def ready(self) -> bool:
+        """True when a delivery is queued for the group."""
+        return bool(self._queue.items)
+
     async def ack(self, delivery: Delivery) -> None:
         """Nothing to do: an in-process message is delivered exactly once."""
 

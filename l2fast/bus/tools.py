@@ -85,21 +85,29 @@ def feed(streams: Sequence[BarStream], decisions: Sequence[StrategicDecision] = 
 
 
 async def publish_feed(bus: MessageBus, messages: Sequence[tuple[Topic, Message]], *,
-                       rate: float | None = None, progress: Callable[[int], None] | None = None) -> int:
-    """Publish ``messages`` in order, at most ``rate`` per second when given.
+                       rate: float | None = None, batch: int = 256) -> int:
+    """Publish ``messages`` in order: runs of one topic together, up to ``batch`` per call
+    (:meth:`MessageBus.publish_many`), or one by one at most ``rate`` per second.
 
     Returns:
         The number published.
     """
-    start = time.monotonic()
-    for n, (topic, message) in enumerate(messages, 1):
-        await bus.publish(topic, message)
-        if rate:
+    if rate:
+        start = time.monotonic()
+        for n, (topic, message) in enumerate(messages, 1):
+            await bus.publish(topic, message)
             ahead = start + n / rate - time.monotonic()
             if ahead > 0:
                 await asyncio.sleep(ahead)
-        if progress is not None and n % 1000 == 0:
-            progress(n)
+        return len(messages)
+    k = 0
+    while k < len(messages):
+        topic = messages[k][0]
+        end = k + 1
+        while end < len(messages) and end - k < batch and messages[end][0] == topic:
+            end += 1
+        await bus.publish_many(topic, [m for _, m in messages[k:end]])
+        k = end
     return len(messages)
 
 

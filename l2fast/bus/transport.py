@@ -104,6 +104,14 @@ class Subscription(ABC):
     async def ack(self, delivery: Delivery) -> None:
         """Acknowledge ``delivery``: it has been fully handled and must not come again."""
 
+    def ready(self) -> bool:
+        """True when :meth:`get` can return at once, without reading from the transport.
+
+        A consumer that batches its own output (the adapter's signals) flushes it when
+        this turns False, before it would wait. The default, False, flushes per message.
+        """
+        return False
+
     @abstractmethod
     async def close(self) -> None:
         """Stop reading: a pending and every later :meth:`get` raises :class:`BusClosed`.
@@ -132,6 +140,16 @@ class Transport(ABC):
         Raises:
             BusClosed: The transport was closed.
         """
+
+    async def publish_many(self, topic: str, items: Sequence[object]) -> list[str]:
+        """Publish ``items`` to ``topic`` in order, as :meth:`publish` would one by one.
+
+        Transports between processes override it to send a batch per round trip.
+
+        Returns:
+            The message ids, in order.
+        """
+        return [await self.publish(topic, data) for data in items]
 
     @abstractmethod
     async def subscribe(self, topics: Sequence[str], *, group: str, consumer: str) -> Subscription:

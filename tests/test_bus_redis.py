@@ -393,3 +393,37 @@ def test_decoding_what_redis_stored_gives_the_published_envelope(redis_url):
         return entries[0][1][b"d"]
 
     assert decode(run(main())).message == fill(3)
+
+
+def test_publish_many_keeps_the_order_across_topics_and_batches(redis_url):
+    from l2fast.bus.redis import PUBLISH_BATCH
+
+    many = [bar(k) for k in range(PUBLISH_BATCH + 88)]  # two publication scripts
+
+    async def main() -> tuple[list, list[str]]:
+        bus = MessageBus(transport(redis_url, count=100))
+        sub = await bus.subscribe(INPUTS, group="l2", consumer="w1")
+        await bus.publish(Topic.DECISIONS, DECISION)
+        ids = await bus.publish_many(Topic.BARS, many)
+        await bus.publish(Topic.FILLS, fill(1))
+        got = [await sub.get() for _ in range(len(many) + 2)]
+        await bus.close()
+        return got, ids
+
+    got, ids = run(main())
+    assert [r.message for r in got] == [DECISION, *many, fill(1)]
+    assert [r.id for r in got[1:-1]] == ids
+    assert len(set(ids)) == len(ids)
+
+
+def test_publish_many_refuses_a_message_of_another_topic_before_sending_any(redis_url):
+    async def main() -> int:
+        t = transport(redis_url)
+        bus = MessageBus(t)
+        with pytest.raises(TypeError, match="carries bar messages"):
+            await bus.publish_many(Topic.BARS, [bar(0), fill(0)])
+        length = await t.client.xlen(t.key(Topic.BARS))
+        await bus.close()
+        return length
+
+    assert run(main()) == 0

@@ -405,14 +405,20 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     import logging
 
     from l2fast.errors import L2FastError
-    from l2fast.worker import WorkerOptions, run_worker
+
+    try:
+        from l2fast.worker import WorkerOptions, run_worker
+    except ModuleNotFoundError as exc:
+        if exc.name is None or exc.name.split(".")[0] not in ("redis", "hiredis"):
+            raise
+        raise _InputError("the worker needs redis-py: pip install l2fast[redis]") from None
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
     options = WorkerOptions(
         redis=args.redis, config=_load_config(args.config), models_dir=args.models, snapshot=args.snapshot,
         snapshot_every=args.snapshot_every, snapshot_interval_s=args.snapshot_interval, group=args.group,
         consumer=args.consumer, prefix=args.prefix, signals=args.signals, stale_after_ms=args.stale_after_ms,
-        metrics_port=args.metrics_port)
+        metrics_port=args.metrics_port, symbols=_symbols(args.symbols), lease_ttl_ms=args.lease_ttl_ms)
     try:
         adapter = asyncio.run(run_worker(options))
     except (L2FastError, ValueError) as exc:
@@ -421,8 +427,20 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def _symbols(text: str | None) -> tuple[str, ...] | None:
+    from l2fast.config import SYMBOL_PATTERN
+
+    if text is None:
+        return None
+    symbols = tuple(s.strip() for s in text.split(",") if s.strip())
+    bad = [s for s in symbols if not SYMBOL_PATTERN.fullmatch(s)]
+    if not symbols or bad or len(set(symbols)) != len(symbols):
+        raise _InputError(f"--symbols {text!r}: a comma-separated list of distinct symbols like BTC/USDT,ETH/USDT")
+    return symbols
+
+
 def _cmd_publish(args: argparse.Namespace) -> int:
-    from l2fast.bus import MessageBus
+    from l2fast.bus import MessageBus, Topic
     from l2fast.bus.redis import RedisTransport
     from l2fast.bus.tools import feed, load_fills, publish_feed
     from l2fast.errors import InvalidInputError
@@ -438,7 +456,8 @@ def _cmd_publish(args: argparse.Namespace) -> int:
         raise _InputError(str(exc)) from None
 
     async def main() -> int:
-        bus = MessageBus(RedisTransport(args.redis, prefix=args.prefix))
+        partitioned = (Topic.BARS, Topic.FILLS) if args.partitioned else ()
+        bus = MessageBus(RedisTransport(args.redis, prefix=args.prefix, partitioned=partitioned))
         try:
             return await publish_feed(bus, messages, rate=args.rate)
         finally:
@@ -510,6 +529,13 @@ def _add_bus_commands(sub: argparse._SubParsersAction) -> None:
     work.add_argument("--stale-after-ms", type=int, metavar="MS", help="flag signals older than this as stale")
     work.add_argument("--metrics-port", type=int, metavar="PORT",
                       help="serve Prometheus metrics on 127.0.0.1:PORT/metrics (0: any free port)")
+    work.add_argument("--symbols", metavar="LIST",
+                      help="own these symbols (comma-separated) when several workers share them: bars and fills "
+                           "are then read per symbol (publish with --partitioned); a worker started for owned "
+                           "symbols waits as a standby")
+    work.add_argument("--lease-ttl-ms", type=int, default=10_000, metavar="MS",
+                      help="time to live of the symbols' lease: how soon a standby takes over; longer than the "
+                           "engine's start-up, which loads the models (default 10000)")
     work.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     work.set_defaults(func=_cmd_worker)
     pub = sub.add_parser(
@@ -526,6 +552,8 @@ def _add_bus_commands(sub: argparse._SubParsersAction) -> None:
     pub.add_argument("--decisions", metavar="FILE", help="JSONL of L3 decisions (default: as replay)")
     pub.add_argument("--fills", metavar="FILE", help="JSONL of fills (Fill.to_dict per line)")
     pub.add_argument("--rate", type=float, metavar="N", help="at most N messages per second")
+    pub.add_argument("--partitioned", action="store_true",
+                     help="bars and fills in one stream per symbol (for workers started with --symbols)")
     pub.set_defaults(func=_cmd_publish)
     sig = sub.add_parser("signals", help="read l2.signals from a Redis bus (a minimal L1), dropping duplicates")
     sig.add_argument("--redis", required=True, metavar="URL", help="redis://host:port/db")

@@ -13,6 +13,17 @@ While it runs, the worker writes its metrics every ``metrics_interval_s`` to Red
 (:func:`l2fast.monitoring.publish_metrics`, read by ``python -m l2fast dashboard``) and,
 with ``metrics_port``, serves them in the Prometheus text format on the loopback
 interface (``GET /metrics``).
+
+Several workers sharing the symbols (``symbols``): bars and fills then travel in one
+stream per symbol (every process of the bus uses ``partitioned=(Topic.BARS,
+Topic.FILLS)``; ``python -m l2fast publish --partitioned``), each worker owns its symbols
+through a :class:`~l2fast.bus.lease.SymbolLease` and reads only theirs, in a consumer
+group of its own symbol set (so that every worker reads every decision). A second worker
+started for the same symbols is a standby: it waits for the lease, and when the owner
+dies it takes over after at most ``lease_ttl_ms``, from the owner's last snapshot (give
+both the same ``--snapshot`` path on shared storage) and with the owner's unacknowledged
+messages, which it claims at once (the lease says the owner is gone). Each worker's
+engine is its own portfolio: positions, limits and correlations of its symbols only.
 """
 
 from __future__ import annotations
@@ -25,7 +36,9 @@ import signal
 from dataclasses import dataclass
 from pathlib import Path
 
-from l2fast.bus import L2BusAdapter, MessageBus, SignalFilter
+from l2fast.bus import L2BusAdapter, MessageBus, SignalFilter, Topic
+from l2fast.bus.lease import LeaseLost, SymbolLease
+from l2fast.bus.redis import RedisTransport
 from l2fast.config import L2Config
 from l2fast.engine import TacticalSignalGenerator
 
@@ -52,6 +65,11 @@ class WorkerOptions:
         stale_after_ms: Signal age flagged stale, or None.
         metrics_port: Loopback port of the Prometheus endpoint (None: none; 0: any free).
         metrics_interval_s: How often metrics are written to Redis.
+        symbols: The symbols this worker owns when several share them (module
+            docstring); None: one worker reads every symbol.
+        lease_ttl_ms: Time to live of the symbols' lease (how soon a standby takes over
+            from a dead owner); longer than the engine's start-up, during which loading
+            the models holds the GIL and delays the renewals.
     """
 
     redis: str = "redis://127.0.0.1:6379/0"
@@ -67,6 +85,13 @@ class WorkerOptions:
     stale_after_ms: int | None = None
     metrics_port: int | None = None
     metrics_interval_s: float = 1.0
+    symbols: tuple[str, ...] | None = None
+    lease_ttl_ms: int = 10_000
+
+    @property
+    def role(self) -> str:
+        """The consumer group: one per symbol set, so that each reads every decision."""
+        return self.group if self.symbols is None else f"{self.group}:{'+'.join(self.symbols)}"
 
 
 def build_generator(options: WorkerOptions) -> TacticalSignalGenerator:
@@ -93,16 +118,53 @@ async def run_worker(options: WorkerOptions, *, ready: asyncio.Event | None = No
     Returns:
         The adapter, stopped (its ``stats`` say what it did).
     """
-    from l2fast.bus.redis import RedisTransport
+    partitioned = (Topic.BARS, Topic.FILLS) if options.symbols is not None else ()
+    # An owner's lease means no other reader of its streams is alive: what another
+    # consumer left pending is claimed at once (on the first read), not after an idle time.
+    claim = {"claim_idle_ms": 1, "claim_interval_s": 86_400.0} if options.symbols is not None else {}
+    transport = RedisTransport(options.redis, prefix=options.prefix, partitioned=partitioned, **claim)
+    bus = MessageBus(transport)
+    lease = keeper = None
+    if options.symbols is not None:
+        lease = SymbolLease(transport.client, options.symbols, options.consumer, prefix=options.prefix,
+                            ttl_ms=options.lease_ttl_ms)
+        await lease.acquire()
+        logger.info("%s owns %s", options.consumer, ", ".join(options.symbols))
+
+        async def keep_lease() -> None:
+            while True:
+                await asyncio.sleep(options.lease_ttl_ms / 3000)
+                await lease.renew()
+
+        # Renewed from now on: loading the models takes longer than a short lease.
+        keeper = asyncio.create_task(keep_lease())
+    try:
+        # Built once the symbols are ours (a standby restores the snapshot its owner left),
+        # in a thread so that the lease is renewed meanwhile.
+        gen = await asyncio.to_thread(build_generator, options)
+        adapter = L2BusAdapter(bus, gen, signals=options.signals, stale_after_ms=options.stale_after_ms,
+                               group=options.role, consumer=options.consumer, snapshot=options.snapshot,
+                               snapshot_every=options.snapshot_every,
+                               snapshot_interval_s=options.snapshot_interval_s, symbols=options.symbols)
+        await _serve(options, transport, gen, adapter, keeper, ready)
+    finally:
+        if keeper is not None:
+            keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError, LeaseLost):
+                await keeper
+        if lease is not None:
+            with contextlib.suppress(Exception):  # gives back only what is still ours
+                await lease.release()
+        await bus.close()
+    logger.info("worker stopped: %s", adapter.stats)
+    return adapter
+
+
+async def _serve(options: WorkerOptions, transport: RedisTransport, gen: TacticalSignalGenerator,
+                 adapter: L2BusAdapter, keeper: asyncio.Task | None, ready: asyncio.Event | None) -> None:
+    """Process until a signal or a lost lease, with the metrics endpoint and reporter."""
     from l2fast.monitoring import MetricsServer, publish_metrics, render_prometheus
 
-    gen = build_generator(options)
-    transport = RedisTransport(options.redis, prefix=options.prefix)
-    bus = MessageBus(transport)
-    adapter = L2BusAdapter(bus, gen, signals=options.signals, stale_after_ms=options.stale_after_ms,
-                           group=options.group, consumer=options.consumer, snapshot=options.snapshot,
-                           snapshot_every=options.snapshot_every,
-                           snapshot_interval_s=options.snapshot_interval_s)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -111,12 +173,6 @@ async def run_worker(options: WorkerOptions, *, ready: asyncio.Event | None = No
     def exposition() -> str:
         return render_prometheus(gen.metrics(), worker=options.consumer, adapter=_adapter_stats(adapter))
 
-    server = None
-    if options.metrics_port is not None:
-        server = MetricsServer(exposition, port=options.metrics_port)
-        await server.start()
-        logger.info("metrics on http://127.0.0.1:%d/metrics", server.port)
-
     async def report() -> None:
         while True:
             await asyncio.sleep(options.metrics_interval_s)
@@ -124,15 +180,31 @@ async def run_worker(options: WorkerOptions, *, ready: asyncio.Event | None = No
                 await publish_metrics(transport.client, options.prefix, options.consumer,
                                       {**gen.metrics(), "adapter": _adapter_stats(adapter), "pid": os.getpid()})
 
+    server = None
+    if options.metrics_port is not None:
+        server = MetricsServer(exposition, port=options.metrics_port)
+        await server.start()
+        logger.info("metrics on http://127.0.0.1:%d/metrics", server.port)
     processing = asyncio.create_task(adapter.start_processing())
     reporter = asyncio.create_task(report())
-    await adapter.subscribed.wait()
-    logger.info("worker %s/%s reading %s", options.group, options.consumer, options.redis)
-    if ready is not None:
-        ready.set()
     stopper = asyncio.create_task(stop.wait())
     try:
-        await asyncio.wait({processing, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        subscribed = asyncio.create_task(adapter.subscribed.wait())
+        await asyncio.wait({processing, stopper, subscribed}, return_when=asyncio.FIRST_COMPLETED)
+        subscribed.cancel()
+        if adapter.subscribed.is_set():
+            logger.info("worker %s/%s reading %s", options.role, options.consumer, options.redis)
+            if ready is not None:
+                ready.set()
+        waits = {processing, stopper} | ({keeper} if keeper is not None else set())
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        if keeper is not None and keeper.done():
+            # Another worker may own the symbols now: stop at once; nothing more is
+            # published, acknowledged or snapshotted.
+            processing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await processing
+            keeper.result()
         await adapter.stop()
         await processing
     finally:
@@ -142,11 +214,8 @@ async def run_worker(options: WorkerOptions, *, ready: asyncio.Event | None = No
             await reporter
         if server is not None:
             await server.close()
-        await bus.close()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
-    logger.info("worker stopped: %s", adapter.stats)
-    return adapter
 
 
 def _adapter_stats(adapter: L2BusAdapter) -> dict[str, int]:

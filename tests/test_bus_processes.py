@@ -44,7 +44,7 @@ DECISION = StrategicDecision(regime="trending", target_exposure=0.7, risk_appeti
 class Setup:
     """The files the processes read and the replay's signals they must reproduce."""
 
-    def __init__(self, folder: Path, btc: dict, eth: dict) -> None:
+    def __init__(self, folder: Path, btc: dict, eth: dict, split: bool = False) -> None:
         streams = [BarStream(BTC, {k: v[-MINUTES:] for k, v in btc.items()}),
                    BarStream(ETH, {k: v[-MINUTES:] for k, v in eth.items()})]
         self.btc = write_csv(folder / "btcusdt_1m.csv.gz", streams[0].bars)
@@ -52,14 +52,19 @@ class Setup:
         self.decisions = folder / "decisions.jsonl"
         self.decisions.write_text(json.dumps(DECISION.to_dict()) + "\n")
         self.config = REPO / "examples" / "demo.toml"
-        gen = TacticalSignalGenerator(config=demo_config())
-        gen.on_strategic_decision(DECISION)
-        broker = PaperBroker(gen.config.engine.initial_equity)
+        # One engine and paper L1 for both symbols, or (split: two workers share the
+        # symbols) one of each per symbol.
+        desks = {}
+        for symbol in (BTC, ETH) if split else (None,):
+            gen = TacticalSignalGenerator(config=demo_config())
+            gen.on_strategic_decision(DECISION)
+            desks[symbol] = (gen, PaperBroker(gen.config.engine.initial_equity))
         which, columns = merge_streams(streams)
         self.expected: list[dict] = []
         fills = []
         for k, *row in zip(which.tolist(), *(columns[c].tolist() for c in COLUMNS)):
             symbol = streams[k].symbol
+            gen, broker = desks[symbol if split else None]
             ts, o, h, lo, c, _ = row
             for f in broker.on_bar(symbol, ts, o, h, lo, c):
                 gen.on_fill(f.symbol, f.side, f.qty, f.price, f.ts_ms, fee=f.fee)
@@ -72,6 +77,14 @@ class Setup:
         self.fills.write_text("".join(json.dumps(f) + "\n" for f in fills))
         self.n_fills = len(fills)
         self.snapshot = folder / "worker.l2snap"
+        self.folder = folder
+
+
+@pytest.fixture(scope="module")
+def split_setup(tmp_path_factory, btc_1m, eth_1m) -> Setup:
+    s = Setup(tmp_path_factory.mktemp("feed-split"), btc_1m, eth_1m, split=True)
+    assert all(sum(d["side"] != "hold" and d["symbol"] == sym for d in s.expected) >= 3 for sym in (BTC, ETH))
+    return s
 
 
 @pytest.fixture(scope="module")
@@ -109,16 +122,17 @@ class Desk:
         self.l1 = _l2fast("signals", "--redis", url, "--out", str(self.out), "--count", str(len(setup.expected)),
                           log=folder / "l1.log")
 
-    def start_worker(self, *extra: str) -> subprocess.Popen:
+    def start_worker(self, *extra: str, consumer: str = "w1", snapshot: Path | None = None) -> subprocess.Popen:
+        snapshot = snapshot or self.setup.snapshot
         worker = _l2fast("worker", "--redis", self.url, "--config", str(self.setup.config), "--signals", "all",
-                         "--snapshot", str(self.setup.snapshot), "--snapshot-every", "500", "--consumer", "w1",
+                         "--snapshot", str(snapshot), "--snapshot-every", "500", "--consumer", consumer,
                          *extra, log=self.folder / f"worker{len(self.workers)}.log")
         self.workers.append(worker)
         return worker
 
-    def publish(self) -> subprocess.Popen:
+    def publish(self, *extra: str) -> subprocess.Popen:
         return _l2fast("publish", "--redis", self.url, "--data", str(self.setup.btc), "--data", str(self.setup.eth),
-                       "--decisions", str(self.setup.decisions), "--fills", str(self.setup.fills),
+                       "--decisions", str(self.setup.decisions), "--fills", str(self.setup.fills), *extra,
                        log=self.folder / "publisher.log")
 
     def received(self) -> int:
@@ -128,7 +142,7 @@ class Desk:
         deadline = time.monotonic() + timeout
         while self.received() < n:
             assert time.monotonic() < deadline, f"only {self.received()} of {n} signals arrived"
-            assert all(w.poll() is None for w in self.workers[-1:]), self.log("worker")
+            assert self.workers[-1].poll() is None, self.log("worker")
             time.sleep(0.05)
 
     def finish(self, before_stop: Callable[[], None] | None = None) -> list[dict]:
@@ -137,10 +151,11 @@ class Desk:
             if before_stop is not None:
                 before_stop()
         finally:
-            for w in self.workers:
-                if w.poll() is None:
-                    w.send_signal(signal.SIGTERM)
-        assert self.workers[-1].wait(30) == 0, self.log(f"worker{len(self.workers) - 1}")
+            running = [w for w in self.workers if w.poll() is None]
+            for w in running:
+                w.send_signal(signal.SIGTERM)
+        for w in running:
+            assert w.wait(30) == 0, self.log("worker")
         signals = [json.loads(line) for line in self.out.open()]
         assert all(isinstance(s.pop("meta")["age_ms"], int) for s in signals)
         return signals
@@ -233,3 +248,39 @@ def test_a_malformed_entry_is_skipped_counted_and_processing_goes_on(desk, setup
     assert publisher.wait(60) == 0, desk.log("publisher")
     assert got == setup.expected
     assert "malformed=1" in desk.log("worker0")
+
+
+@pytest.fixture
+def split_desk(split_setup: Setup, server: RedisServer, tmp_path: Path) -> Iterator[Desk]:
+    d = Desk(split_setup, server.url, tmp_path)
+    try:
+        yield d
+    finally:
+        for p in (d.l1, *d.workers):
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+
+
+def test_two_workers_share_the_symbols_and_a_standby_takes_over_a_killed_owner(split_desk, split_setup,
+                                                                               tmp_path) -> None:
+    desk = split_desk
+    btc_snap, eth_snap = tmp_path / "btc.l2snap", tmp_path / "eth.l2snap"
+    # Longer than a worker's start-up (loading the models holds the GIL about a second).
+    lease = ("--lease-ttl-ms", "5000")
+    owner = desk.start_worker("--symbols", BTC, *lease, consumer="btc-a", snapshot=btc_snap)
+    desk.start_worker("--symbols", ETH, *lease, consumer="eth-a", snapshot=eth_snap)
+    time.sleep(1.0)
+    standby = desk.start_worker("--symbols", BTC, *lease, consumer="btc-b", snapshot=btc_snap)
+    publisher = desk.publish("--partitioned")
+    desk.wait_received(len(split_setup.expected) // 3)
+    assert standby.poll() is None and "owns" not in desk.log("worker2")  # waiting: BTC is owned
+    owner.send_signal(signal.SIGKILL)
+    owner.wait(10)
+    got = desk.finish()
+    assert publisher.wait(60) == 0, desk.log("publisher")
+    for symbol in (BTC, ETH):  # each worker's signals in its order; the two interleave freely
+        assert [s for s in got if s["symbol"] == symbol] == [s for s in split_setup.expected
+                                                            if s["symbol"] == symbol], symbol
+    log = desk.log("worker2")
+    assert "waiting for its lease" in log and "btc-b owns BTC/USDT" in log and "restored the engine" in log

@@ -52,7 +52,7 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -136,6 +136,8 @@ class L2BusAdapter:
         snapshot_interval_s: Longest time between two snapshots while messages come, > 0.
         batch: Most messages handled before their signals are published together (and
             the messages acknowledged); fewer when the transport has nothing ready.
+        symbols: The symbols this adapter reads, on a transport that partitions bars and
+            fills by symbol (several workers sharing the symbols); None reads them all.
 
     Raises:
         ValueError: ``signals`` is unknown, ``stale_after_ms`` is negative, or a
@@ -146,7 +148,8 @@ class L2BusAdapter:
                  signals: SignalFilter | str = SignalFilter.ACTIONABLE, stale_after_ms: int | None = None,
                  group: str = "l2", consumer: str = "l2-0", clock: Callable[[], int] = wall_clock_ms,
                  snapshot: str | os.PathLike[str] | None = None, snapshot_every: int = 10_000,
-                 snapshot_interval_s: float = 5.0, batch: int = 256) -> None:
+                 snapshot_interval_s: float = 5.0, batch: int = 256,
+                 symbols: Sequence[str] | None = None) -> None:
         if stale_after_ms is not None and (type(stale_after_ms) is not int or stale_after_ms < 0):
             raise ValueError(f"stale_after_ms={stale_after_ms!r}: must be an integer >= 0 or None")
         if type(batch) is not int or batch < 1:
@@ -168,6 +171,7 @@ class L2BusAdapter:
         self.snapshot_every = snapshot_every
         self.snapshot_interval_s = float(snapshot_interval_s)
         self.batch = batch
+        self.symbols = tuple(symbols) if symbols is not None else None
         self._clock = clock
         self._subscription: BusSubscription | None = None
         self._stopping = False
@@ -189,7 +193,8 @@ class L2BusAdapter:
         if self._stopping:
             return
         clean = False
-        subscription = await self.bus.subscribe(INPUT_TOPICS, group=self.group, consumer=self.consumer)
+        subscription = await self.bus.subscribe(INPUT_TOPICS, group=self.group, consumer=self.consumer,
+                                                partitions=self.symbols)
         self._subscription = subscription
         self.subscribed.set()
         try:

@@ -63,6 +63,11 @@ DEFAULT_POLICIES: dict[str, QueuePolicy] = {
     Topic.BARS: QueuePolicy(4096), Topic.SIGNALS: QueuePolicy(4096),
 }
 
+def _partition(message: Message) -> str | None:
+    # Bars, fills and signals are partitioned by symbol; decisions are not.
+    return getattr(message, "symbol", None)
+
+
 class Received(NamedTuple):
     """A delivery, validated: either ``message`` or ``error`` is set (a tuple: cheap to build).
 
@@ -182,9 +187,11 @@ class MessageBus:
         kind = message_type(message)
         if kind is not expected:
             raise TypeError(f"topic {topic} carries {expected.value} messages, got a {kind.value}")
+        partition = _partition(message)
         if self._encode:
-            return await self.transport.publish(topic, encode(message, meta))
-        return await self.transport.publish(topic, Envelope(message, check_meta(meta) if meta else NO_META))
+            return await self.transport.publish(topic, encode(message, meta), partition=partition)
+        return await self.transport.publish(topic, Envelope(message, check_meta(meta) if meta else NO_META),
+                                            partition=partition)
 
     async def publish_many(self, topic: str, messages: Sequence[Message],
                            metas: Sequence[Mapping[str, Any] | None] | None = None) -> list[str]:
@@ -218,7 +225,17 @@ class MessageBus:
                 raise TypeError(f"topic {topic} carries {expected.value} messages, got a {kind.value}")
             items.append(encode(message, meta) if self._encode
                          else Envelope(message, check_meta(meta) if meta else NO_META))
-        return await self.transport.publish_many(topic, items)
+        # Runs of one partition each go together (ids stay in publication order).
+        ids: list[str] = []
+        start = 0
+        while start < len(items):
+            partition = _partition(messages[start])
+            end = start + 1
+            while end < len(items) and _partition(messages[end]) == partition:
+                end += 1
+            ids.extend(await self.transport.publish_many(topic, items[start:end], partition=partition))
+            start = end
+        return ids
 
     async def publish_raw(self, topic: str, data: bytes | str) -> str:
         """Publish an already encoded envelope as it is: it is validated on receipt only.
@@ -233,8 +250,12 @@ class MessageBus:
             raise ValueError(f"topic={topic!r}: not a bus topic (known: {', '.join(TOPIC_TYPES)})")
         return await self.transport.publish(topic, data)
 
-    async def subscribe(self, topics: Sequence[str], *, group: str, consumer: str = "") -> BusSubscription:
+    async def subscribe(self, topics: Sequence[str], *, group: str, consumer: str = "",
+                        partitions: Sequence[str] | None = None) -> BusSubscription:
         """Read ``topics`` as ``consumer`` of ``group`` (transport rules for groups and order).
+
+        ``partitions``: the symbols to read of the topics the transport partitions (bars
+        and fills split by symbol, so that each L2 worker reads only the symbols it owns).
 
         Raises:
             ValueError: A topic is not a bus topic (or the transport refuses the group).
@@ -243,7 +264,8 @@ class MessageBus:
         for topic in topics:
             if topic not in TOPIC_TYPES:
                 raise ValueError(f"topic={topic!r}: not a bus topic (known: {', '.join(TOPIC_TYPES)})")
-        return BusSubscription(await self.transport.subscribe(topics, group=group, consumer=consumer))
+        return BusSubscription(await self.transport.subscribe(topics, group=group, consumer=consumer,
+                                                              partitions=partitions))
 
     async def close(self) -> None:
         """Close the transport; idempotent."""

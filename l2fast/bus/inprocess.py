@@ -200,8 +200,9 @@ class InProcessTransport(Transport):
         queue = self._groups.get(group)
         return dict(queue.dropped) if queue is not None else {}
 
-    async def publish(self, topic: str, data: object) -> str:
-        """Queue ``data`` for every group reading ``topic`` (or the backlog if none does).
+    async def publish(self, topic: str, data: object, *, partition: str | None = None) -> str:
+        """Queue ``data`` for every group reading ``topic`` (or the backlog if none does);
+        ``partition`` is ignored (one process: no topic is partitioned).
 
         Returns:
             The message id (a decimal counter, unique within this transport).
@@ -243,8 +244,9 @@ class InProcessTransport(Transport):
             if queue.offer(delivery):
                 return
 
-    async def subscribe(self, topics: Sequence[str], *, group: str, consumer: str = "") -> InProcessSubscription:
-        """Read ``topics`` for ``group`` (``consumer`` is only a label here).
+    async def subscribe(self, topics: Sequence[str], *, group: str, consumer: str = "",
+                        partitions: Sequence[str] | None = None) -> InProcessSubscription:
+        """Read ``topics`` for ``group`` (``consumer`` is only a label, ``partitions`` ignored).
 
         The first group to read a topic takes over its backlog.
 

@@ -190,6 +190,9 @@ class RedisTransport(Transport):
         claim_interval_s: How often a subscription looks for such entries.
         backoff_min_s: First wait before retrying after a connection error.
         backoff_max_s: Longest wait between retries.
+        partitioned: Topics split into one stream per partition (the message's symbol):
+            ``prefix + topic + "|" + symbol``; a subscription then names the partitions
+            it reads. Every process of a bus must agree on it.
         client: A ready client to use instead of connecting to ``url`` (tests).
     """
 
@@ -198,7 +201,7 @@ class RedisTransport(Transport):
     def __init__(self, url: str = "redis://127.0.0.1:6379/0", *, policies: Mapping[str, QueuePolicy] | None = None,
                  default: QueuePolicy = QueuePolicy(), prefix: str = "", count: int = 256, block_ms: int = 200,
                  claim_idle_ms: int = 30_000, claim_interval_s: float = 5.0, backoff_min_s: float = 0.05,
-                 backoff_max_s: float = 2.0, client: Redis | None = None) -> None:
+                 backoff_max_s: float = 2.0, partitioned: Sequence[str] = (), client: Redis | None = None) -> None:
         for name, value in (("count", count), ("block_ms", block_ms), ("claim_idle_ms", claim_idle_ms)):
             if type(value) is not int or value < 1:
                 raise ValueError(f"{name}={value!r}: must be an integer >= 1")
@@ -213,6 +216,7 @@ class RedisTransport(Transport):
         self.claim_interval_s = claim_interval_s
         self.backoff_min_s = backoff_min_s
         self.backoff_max_s = backoff_max_s
+        self.partitioned = frozenset(partitioned)
         #: Connection errors survived (each retried command counts once per failure).
         self.reconnects = 0
         self._policies = dict(policies or {})
@@ -231,8 +235,16 @@ class RedisTransport(Transport):
         """The queue policy of ``topic``."""
         return self._policies.get(topic, self._default)
 
-    def key(self, topic: str) -> str:
-        """The stream key of ``topic``."""
+    def key(self, topic: str, partition: str | None = None) -> str:
+        """The stream key of ``topic`` (of its ``partition`` for a partitioned topic).
+
+        Raises:
+            ValueError: A partitioned topic without a partition.
+        """
+        if topic in self.partitioned:
+            if not partition:
+                raise ValueError(f"topic {topic} is partitioned: a message needs its partition (symbol)")
+            return f"{self.prefix}{topic}|{partition}"
         return self.prefix + topic
 
     async def call(self, op: Callable[[], Awaitable[T]]) -> T:
@@ -255,8 +267,9 @@ class RedisTransport(Transport):
                 await asyncio.sleep(delay)
                 delay = min(delay * 2.0, self.backoff_max_s)
 
-    async def publish(self, topic: str, data: object) -> str:
-        """Add ``data`` (bytes or text) to ``topic``'s stream (module docstring).
+    async def publish(self, topic: str, data: object, *, partition: str | None = None) -> str:
+        """Add ``data`` (bytes or text) to ``topic``'s stream (module docstring); for a
+        partitioned topic, to the stream of ``partition``.
 
         Returns:
             The entry id (``"<n>-0"``).
@@ -269,18 +282,19 @@ class RedisTransport(Transport):
             raise TypeError(f"the Redis transport carries encoded envelopes, got {type(data).__name__}")
         if self._closed:
             raise BusClosed("transport is closed")
+        stream = self.key(topic, partition)
         policy = self.policy(topic)
         if policy.overflow is Overflow.BLOCK:
-            await self._wait_for_room(topic, policy)
+            await self._wait_for_room(stream, policy)
         maxlen = policy.maxsize if policy.overflow is Overflow.DROP_OLDEST else 0
-        keys = [self.key(topic), self.prefix + "l2fast:clock", f"{self.prefix}l2fast:publisher:{self._token}"]
+        keys = [stream, self.prefix + "l2fast:clock", f"{self.prefix}l2fast:publisher:{self._token}"]
         async with self._publish_lock:
             self._counter += 1
             args = [data, maxlen, self._counter, _PUBLISHER_TTL_S]
             entry_id = await self.call(lambda: self._script(keys=keys, args=args))
         return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
 
-    async def publish_many(self, topic: str, items: Sequence[object]) -> list[str]:
+    async def publish_many(self, topic: str, items: Sequence[object], *, partition: str | None = None) -> list[str]:
         """Add ``items`` to ``topic``'s stream in order, :data:`PUBLISH_BATCH` per script.
 
         Same ids, retry safety and backpressure as :meth:`publish` (the room check runs
@@ -298,14 +312,15 @@ class RedisTransport(Transport):
                 raise TypeError(f"the Redis transport carries encoded envelopes, got {type(data).__name__}")
         if self._closed:
             raise BusClosed("transport is closed")
+        stream = self.key(topic, partition)
         policy = self.policy(topic)
         maxlen = policy.maxsize if policy.overflow is Overflow.DROP_OLDEST else 0
-        keys = [self.key(topic), self.prefix + "l2fast:clock", f"{self.prefix}l2fast:publisher:{self._token}"]
+        keys = [stream, self.prefix + "l2fast:clock", f"{self.prefix}l2fast:publisher:{self._token}"]
         ids: list[str] = []
         for start in range(0, len(items), PUBLISH_BATCH):
             batch = list(items[start:start + PUBLISH_BATCH])
             if policy.overflow is Overflow.BLOCK:
-                await self._wait_for_room(topic, policy, len(batch))
+                await self._wait_for_room(stream, policy, len(batch))
             async with self._publish_lock:
                 self._counter += 1
                 args = [maxlen, self._counter, _PUBLISHER_TTL_S, *batch]
@@ -313,15 +328,14 @@ class RedisTransport(Transport):
             ids.extend(i.decode() if isinstance(i, bytes) else str(i) for i in reply)
         return ids
 
-    async def _wait_for_room(self, topic: str, policy: QueuePolicy, n: int = 1) -> None:
+    async def _wait_for_room(self, key: str, policy: QueuePolicy, n: int = 1) -> None:
         every = max(1, policy.maxsize // 8)
-        done = self._since_check.get(topic, every)
+        done = self._since_check.get(key, every)
         if done < every:
-            self._since_check[topic] = done + n
+            self._since_check[key] = done + n
             return
-        self._since_check[topic] = n
+        self._since_check[key] = n
         delay = 0.001
-        key = self.key(topic)
         while True:
             try:
                 groups = await self.call(lambda: self._client.xinfo_groups(key))
@@ -332,14 +346,16 @@ class RedisTransport(Transport):
             await asyncio.sleep(delay)
             delay = min(delay * 2.0, 0.005)
 
-    async def subscribe(self, topics: Sequence[str], *, group: str, consumer: str) -> RedisSubscription:
+    async def subscribe(self, topics: Sequence[str], *, group: str, consumer: str,
+                        partitions: Sequence[str] | None = None) -> RedisSubscription:
         """Read ``topics`` as ``consumer`` of ``group``, creating the group where missing.
 
         A new group starts at the first entry of each stream (nothing published before is
         missed).
 
         Raises:
-            ValueError: ``topics`` is empty or repeats a topic, or ``consumer`` is empty.
+            ValueError: ``topics`` is empty or repeats a topic, ``consumer`` is empty, or
+                a partitioned topic is read without ``partitions``.
             BusClosed: The transport was closed.
         """
         names = tuple(topics)
@@ -347,9 +363,18 @@ class RedisTransport(Transport):
             raise ValueError(f"topics={list(names)!r}: must be a non-empty list of distinct topics")
         if not consumer:
             raise ValueError("consumer: a Redis consumer needs a name (unique within its group)")
+        streams: dict[str, str] = {}
         for topic in names:
-            await self._create_group(self.key(topic), group)
-        subscription = RedisSubscription(self, group, consumer, names)
+            if topic in self.partitioned:
+                if not partitions:
+                    raise ValueError(f"topic {topic} is partitioned: name the partitions (symbols) to read")
+                for partition in partitions:
+                    streams[self.key(topic, partition)] = topic
+            else:
+                streams[self.key(topic)] = topic
+        for key in streams:
+            await self._create_group(key, group)
+        subscription = RedisSubscription(self, group, consumer, names, streams)
         self._subscriptions.append(subscription)
         return subscription
 
@@ -382,19 +407,21 @@ class RedisTransport(Transport):
 class RedisSubscription(Subscription):
     """One consumer of a group over one or more streams (:mod:`l2fast.bus.redis`)."""
 
-    def __init__(self, transport: RedisTransport, group: str, consumer: str, topics: tuple[str, ...]) -> None:
+    def __init__(self, transport: RedisTransport, group: str, consumer: str, topics: tuple[str, ...],
+                 streams: Mapping[str, str]) -> None:
         self.topics = topics
         self.group = group
         self.consumer = consumer
         self._transport = transport
         self._client = transport.client
-        self._topic_of = {transport.key(t).encode(): t for t in topics}
-        self._keys = [transport.key(t) for t in topics]
+        # Stream key -> its topic (a partitioned topic has one stream per partition).
+        self._topic_of = dict(streams)
+        self._keys = list(streams)
         # Fetched entries not handed out yet, per stream, in id order.
-        self._buffers: dict[str, deque[tuple[tuple[int, int], Delivery]]] = {t: deque() for t in topics}
+        self._buffers: dict[str, deque[tuple[tuple[int, int], Delivery]]] = {k: deque() for k in self._keys}
         # The largest id up to which every stream's entries are known (None: all).
         self._horizon: tuple[int, int] | None = None
-        self._acks: dict[str, list[str]] = {t: [] for t in topics}
+        self._acks: dict[str, list[str]] = {k: [] for k in self._keys}
         # Buffered or handed out, and not acknowledged yet: a re-read of the pending list
         # or a claim must not deliver them again.
         self._known: set[str] = set()
@@ -454,32 +481,32 @@ class RedisSubscription(Subscription):
             self.group, self.consumer, streams, count=count, block=self._transport.block_ms))
         horizon = None
         for key, entries in reply or ():
-            self._add(self._topic_of[key], entries)
+            self._add(key.decode() if isinstance(key, bytes) else key, entries)
             if len(entries) >= count:
                 last = _id_key(entries[-1][0])
                 horizon = last if horizon is None else min(horizon, last)
         self._horizon = horizon
 
-    def _add(self, topic: str, entries: Sequence[tuple[bytes, Mapping[bytes, bytes] | None]]) -> None:
-        buffer = self._buffers[topic]
+    def _add(self, key: str, entries: Sequence[tuple[bytes, Mapping[bytes, bytes] | None]]) -> None:
+        buffer = self._buffers[key]
+        topic = self._topic_of[key]
         for raw_id, fields in entries:
             entry_id = raw_id.decode()
             if not fields:  # trimmed away (a DROP_OLDEST topic) while pending
-                self._acks[topic].append(entry_id)
+                self._acks[key].append(entry_id)
                 continue
             if entry_id in self._known:
                 continue
             self._known.add(entry_id)
-            key = _id_key(entry_id)
+            order = _id_key(entry_id)
             # An entry another producer wrote without our field reaches the bus as an
             # empty envelope, to be refused and counted like any malformed message.
-            buffer.append((key, Delivery(topic, entry_id, key[0], fields.get(b"d", b""))))
+            buffer.append((order, Delivery(topic, entry_id, order[0], fields.get(b"d", b""), key)))
         if len(buffer) > 1 and any(buffer[k][0] > buffer[k + 1][0] for k in range(len(buffer) - 1)):
-            self._buffers[topic] = deque(sorted(buffer, key=lambda item: item[0]))
+            self._buffers[key] = deque(sorted(buffer, key=lambda item: item[0]))
 
     async def _read_pending(self) -> None:
         for key in self._keys:
-            topic = self._topic_of[key.encode()]
             start = "0"
             while True:
                 reply = await self._transport.call(lambda: self._client.xreadgroup(
@@ -487,12 +514,11 @@ class RedisSubscription(Subscription):
                 entries = reply[0][1] if reply else []
                 if not entries:
                     break
-                self._add(topic, entries)
+                self._add(key, entries)
                 start = entries[-1][0].decode()
 
     async def _claim(self) -> None:
         for key in self._keys:
-            topic = self._topic_of[key.encode()]
             start = "0-0"
             while True:
                 reply = await self._transport.call(lambda: self._client.xautoclaim(
@@ -501,25 +527,24 @@ class RedisSubscription(Subscription):
                 start, entries = reply[0], reply[1]
                 if entries:
                     logger.warning("%s/%s: took over %d pending %s entries of another consumer", self.group,
-                                   self.consumer, len(entries), topic)
-                    self._add(topic, entries)
+                                   self.consumer, len(entries), key)
+                    self._add(key, entries)
                 if start in (b"0-0", "0-0"):
                     break
 
     async def ack(self, delivery: Delivery) -> None:
         """Acknowledge ``delivery``: buffered and sent before the next read (at once once closed)."""
-        self._acks[delivery.topic].append(delivery.id)
+        self._acks[delivery.stream].append(delivery.id)
         if self._closed:
             await self._flush_acks()
 
     async def _flush_acks(self) -> None:
-        for topic, ids in self._acks.items():
+        for key, ids in self._acks.items():
             if not ids:
                 continue
             # Taken out before awaiting: a concurrent flush (close) sends the others.
             batch = ids[:]
             ids.clear()
-            key = self._transport.key(topic)
             await self._transport.call(lambda: self._client.xack(key, self.group, *batch))
             self._known.difference_update(batch)
 

@@ -73,15 +73,17 @@ class Delivery:
         id: The transport's id of the message (unique per transport).
         published_ms: When it was published, epoch ms UTC, by the transport's clock.
         data: What was published: an :class:`~l2fast.bus.schema.Envelope`, or encoded bytes.
+        stream: Where the transport keeps it (the topic, or one partition's stream of it).
     """
 
-    __slots__ = ("data", "id", "published_ms", "topic")
+    __slots__ = ("data", "id", "published_ms", "stream", "topic")
 
-    def __init__(self, topic: str, id: str, published_ms: int, data: object) -> None:
+    def __init__(self, topic: str, id: str, published_ms: int, data: object, stream: str | None = None) -> None:
         self.topic = topic
         self.id = id
         self.published_ms = published_ms
         self.data = data
+        self.stream = topic if stream is None else stream
 
     def __repr__(self) -> str:
         return f"Delivery(topic={self.topic!r}, id={self.id!r}, published_ms={self.published_ms})"
@@ -131,8 +133,11 @@ class Transport(ABC):
         """The queue policy of ``topic``."""
 
     @abstractmethod
-    async def publish(self, topic: str, data: object) -> str:
+    async def publish(self, topic: str, data: object, *, partition: str | None = None) -> str:
         """Publish ``data`` to ``topic``, waiting for room when the policy says so.
+
+        ``partition`` (the message's symbol) selects the stream of a topic that the
+        transport partitions; other topics and transports ignore it.
 
         Returns:
             The message id.
@@ -141,7 +146,7 @@ class Transport(ABC):
             BusClosed: The transport was closed.
         """
 
-    async def publish_many(self, topic: str, items: Sequence[object]) -> list[str]:
+    async def publish_many(self, topic: str, items: Sequence[object], *, partition: str | None = None) -> list[str]:
         """Publish ``items`` to ``topic`` in order, as :meth:`publish` would one by one.
 
         Transports between processes override it to send a batch per round trip.
@@ -149,11 +154,13 @@ class Transport(ABC):
         Returns:
             The message ids, in order.
         """
-        return [await self.publish(topic, data) for data in items]
+        return [await self.publish(topic, data, partition=partition) for data in items]
 
     @abstractmethod
-    async def subscribe(self, topics: Sequence[str], *, group: str, consumer: str) -> Subscription:
-        """Read ``topics`` as ``consumer`` of ``group``.
+    async def subscribe(self, topics: Sequence[str], *, group: str, consumer: str,
+                        partitions: Sequence[str] | None = None) -> Subscription:
+        """Read ``topics`` as ``consumer`` of ``group`` (only ``partitions`` of a topic the
+        transport partitions).
 
         Raises:
             BusClosed: The transport was closed.

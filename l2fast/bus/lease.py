@@ -1,0 +1,126 @@
+"""Symbol ownership for L2 workers sharing a Redis bus: a symbol has one owner at a time.
+
+When several workers share the symbols, bars and fills travel in one stream per symbol
+(``RedisTransport(partitioned=(Topic.BARS, Topic.FILLS))``) and each worker reads only
+the symbols it owns. :class:`SymbolLease` makes the ownership exclusive: a worker takes
+the lease of all its symbols at once (keys ``prefix + "l2fast:owner:" + symbol`` holding
+the owner's name, with a time to live), renews it while it runs, and gives it back when
+it stops. A second worker for a symbol that is owned waits (a standby) until the lease
+is released or expires, which happens ``ttl_ms`` after its owner died; a worker that
+fails to renew in time (it was paused longer than the lease) has lost its symbols and
+must stop at once without acknowledging anything more.
+
+Taking and renewing run as Lua scripts: all of a worker's symbols or none.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+
+from redis.asyncio import Redis
+
+from l2fast.errors import L2FastError
+
+__all__ = ["LeaseLost", "SymbolLease"]
+
+logger = logging.getLogger("l2fast.bus")
+
+# KEYS: the symbols' owner keys. ARGV: owner, ttl (ms). Returns the first key owned by
+# someone else (nothing taken), or an empty string (all taken or renewed).
+_TAKE = """
+for k = 1, #KEYS do
+  local owner = redis.call('GET', KEYS[k])
+  if owner and owner ~= ARGV[1] then return KEYS[k] end
+end
+for k = 1, #KEYS do redis.call('SET', KEYS[k], ARGV[1], 'PX', ARGV[2]) end
+return ''
+"""
+# Renew only what is still ours; returns the first key that is not (then nothing renewed).
+_RENEW = """
+for k = 1, #KEYS do
+  if redis.call('GET', KEYS[k]) ~= ARGV[1] then return KEYS[k] end
+end
+for k = 1, #KEYS do redis.call('PEXPIRE', KEYS[k], ARGV[2]) end
+return ''
+"""
+_RELEASE = """
+for k = 1, #KEYS do
+  if redis.call('GET', KEYS[k]) == ARGV[1] then redis.call('DEL', KEYS[k]) end
+end
+return ''
+"""
+
+
+class LeaseLost(L2FastError):
+    """The worker no longer owns one of its symbols (its lease expired and was taken)."""
+
+
+class SymbolLease:
+    """Exclusive ownership of ``symbols`` by ``owner`` (module docstring).
+
+    Args:
+        client: redis-py asyncio client of the bus's Redis.
+        symbols: The symbols to own.
+        owner: This worker's name (unique among the workers).
+        prefix: The bus's key prefix.
+        ttl_ms: Lease time to live; a dead owner's symbols free up after it.
+
+    Raises:
+        ValueError: No symbol, a repeated one, an empty owner, or ``ttl_ms`` < 100.
+    """
+
+    def __init__(self, client: Redis, symbols: Sequence[str], owner: str, *, prefix: str = "",
+                 ttl_ms: int = 10_000) -> None:
+        if not symbols or len(set(symbols)) != len(symbols):
+            raise ValueError(f"symbols={list(symbols)!r}: must be a non-empty list of distinct symbols")
+        if not owner:
+            raise ValueError("owner: a lease needs the worker's name")
+        if type(ttl_ms) is not int or ttl_ms < 100:
+            raise ValueError(f"ttl_ms={ttl_ms!r}: must be an integer >= 100")
+        self.symbols = tuple(symbols)
+        self.owner = owner
+        self.ttl_ms = ttl_ms
+        self._keys = [f"{prefix}l2fast:owner:{s}" for s in self.symbols]
+        self._take = client.register_script(_TAKE)
+        self._renew = client.register_script(_RENEW)
+        self._release = client.register_script(_RELEASE)
+
+    async def try_acquire(self) -> str | None:
+        """Take every symbol's lease if none is owned by another worker.
+
+        Returns:
+            None when taken, else the symbol whose lease another worker holds.
+        """
+        held = await self._take(keys=self._keys, args=[self.owner, self.ttl_ms])
+        return self._symbol_of(held)
+
+    async def acquire(self, poll_s: float = 0.2) -> None:
+        """Wait until every symbol's lease is ours (a standby waits here)."""
+        waiting = None
+        while (held := await self.try_acquire()) is not None:
+            if held != waiting:
+                logger.info("%s: %s is owned by another worker: waiting for its lease", self.owner, held)
+                waiting = held
+            await asyncio.sleep(poll_s)
+
+    async def renew(self) -> None:
+        """Extend the lease of every symbol.
+
+        Raises:
+            LeaseLost: A symbol's lease is no longer ours.
+        """
+        lost = self._symbol_of(await self._renew(keys=self._keys, args=[self.owner, self.ttl_ms]))
+        if lost is not None:
+            raise LeaseLost(f"{self.owner}: lost the lease of {lost}")
+
+    async def release(self) -> None:
+        """Give back the symbols still ours."""
+        await self._release(keys=self._keys, args=[self.owner])
+
+    def _symbol_of(self, key: bytes | str) -> str | None:
+        key = key.decode() if isinstance(key, bytes) else key
+        if not key:
+            return None
+        return self.symbols[self._keys.index(key)]

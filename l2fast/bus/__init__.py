@@ -8,7 +8,13 @@
   :mod:`l2fast.bus.inprocess`: the embedded asyncio transport, no server.
 - :mod:`l2fast.bus.bus`: :class:`MessageBus`, typed publish/subscribe on the topics
   ``l3.decisions``, ``market.bars``, ``l1.fills`` and ``l2.signals`` (:class:`Topic`).
-- :mod:`l2fast.bus.adapter`: :class:`L2BusAdapter`, the engine on the bus.
+- :mod:`l2fast.bus.adapter`: :class:`L2BusAdapter`, the engine on the bus (batched
+  signal publication; acknowledgements that wait for an engine snapshot when asked).
+- :mod:`l2fast.bus.redis`: the Redis Streams transport (ordered ids across topics, retry
+  safe batched publication, consumer groups, reclaiming, trimming, partitions by symbol);
+  :mod:`l2fast.bus.lease`: one owner per symbol when several workers share them;
+  :mod:`l2fast.bus.tools`: the publisher and L1 reader around a worker
+  (:mod:`l2fast.worker`: the worker process).
 
 Example (one process; an L3 task, a market-data task and an L1 task would publish and
 read the same way)::

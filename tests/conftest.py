@@ -6,10 +6,12 @@ Tests that need the real data skip with a clear reason when it is absent; CI alw
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+from support import REDIS_SERVER, RedisServer
 
 DATA_DIR = Path(os.environ.get("L2FAST_DATA_DIR", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
 
@@ -47,3 +49,33 @@ def eth_1m() -> dict[str, np.ndarray]:
 def btc_1m_head(btc_1m: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The first 20,000 BTC bars, for tests that stream bar by bar through Python."""
     return {k: v[:20_000].copy() for k, v in btc_1m.items()}
+
+
+def _need_redis() -> None:
+    pytest.importorskip("redis")
+    if REDIS_SERVER is None:
+        pytest.skip("redis-server is not installed (Debian: apt-get install redis-server)")
+
+
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A redis-server of the test module's own (append-only, loopback; tests/support.py)."""
+    _need_redis()
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server of the test's own, for tests that stop and restart it."""
+    _need_redis()
+    s = RedisServer(tmp_path)
+    s.start()
+    try:
+        yield s
+    finally:
+        s.stop()

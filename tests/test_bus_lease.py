@@ -7,14 +7,13 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Iterator
 
 import pytest
 
 pytest.importorskip("redis")
 
 from redis.asyncio import Redis  # noqa: E402
-from support import REDIS_SERVER, RedisServer  # noqa: E402
+from support import REDIS_SERVER  # noqa: E402
 
 from l2fast.bus import Bar, Fill, MessageBus, Topic  # noqa: E402
 from l2fast.bus.lease import LeaseLost, SymbolLease  # noqa: E402
@@ -27,16 +26,6 @@ pytestmark = pytest.mark.skipif(REDIS_SERVER is None,
 BTC, ETH, SOL = "BTC/USDT", "ETH/USDT", "SOL/USDT"
 T0 = 1_704_067_200_000
 DECISION = StrategicDecision(regime="trending", target_exposure=0.5, risk_appetite="moderate", universe=(BTC, ETH))
-
-
-@pytest.fixture(scope="module")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    server = RedisServer(tmp_path_factory.mktemp("redis"))
-    server.start()
-    try:
-        yield server.url
-    finally:
-        server.stop()
 
 
 def run(coro, timeout: float = 30.0):

@@ -94,16 +94,6 @@ def setup(tmp_path_factory, btc_1m, eth_1m) -> Setup:
     return s
 
 
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[RedisServer]:
-    s = RedisServer(tmp_path)
-    s.start()
-    try:
-        yield s
-    finally:
-        s.stop()
-
-
 def _l2fast(*args: str, log: Path) -> subprocess.Popen:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen([sys.executable, "-m", "l2fast", *args], cwd=REPO, env=env,
@@ -168,7 +158,11 @@ class Desk:
 @pytest.fixture
 def desk(setup: Setup, server: RedisServer, tmp_path: Path) -> Iterator[Desk]:
     setup.snapshot.unlink(missing_ok=True)
-    d = Desk(setup, server.url, tmp_path)
+    yield from _running(Desk(setup, server.url, tmp_path))
+
+
+def _running(d: Desk) -> Iterator[Desk]:
+    """``d`` while the test runs; afterwards every process of it still alive is killed."""
     try:
         yield d
     finally:
@@ -252,14 +246,7 @@ def test_a_malformed_entry_is_skipped_counted_and_processing_goes_on(desk, setup
 
 @pytest.fixture
 def split_desk(split_setup: Setup, server: RedisServer, tmp_path: Path) -> Iterator[Desk]:
-    d = Desk(split_setup, server.url, tmp_path)
-    try:
-        yield d
-    finally:
-        for p in (d.l1, *d.workers):
-            if p.poll() is None:
-                p.kill()
-                p.wait()
+    yield from _running(Desk(split_setup, server.url, tmp_path))
 
 
 def test_two_workers_share_the_symbols_and_a_standby_takes_over_a_killed_owner(split_desk, split_setup,

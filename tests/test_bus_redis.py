@@ -9,15 +9,14 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Awaitable, Iterator, Sequence
-from pathlib import Path
+from collections.abc import Awaitable, Sequence
 from typing import Any
 
 import pytest
 
 pytest.importorskip("redis")
 
-from support import REDIS_SERVER, RedisServer, merged_bars  # noqa: E402
+from support import REDIS_SERVER, merged_bars  # noqa: E402
 
 from l2fast.bus import (  # noqa: E402
     Bar,
@@ -43,27 +42,6 @@ DECISION = StrategicDecision(regime="trending", target_exposure=0.5, risk_appeti
 
 pytestmark = pytest.mark.skipif(REDIS_SERVER is None,
                                 reason="redis-server is not installed (Debian: apt-get install redis-server)")
-
-
-@pytest.fixture(scope="module")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    server = RedisServer(tmp_path_factory.mktemp("redis"))
-    server.start()
-    try:
-        yield server.url
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[RedisServer]:
-    """A server of the test's own, for tests that restart it."""
-    s = RedisServer(tmp_path)
-    s.start()
-    try:
-        yield s
-    finally:
-        s.stop()
 
 
 def run(coro: Awaitable[Any], timeout: float = 60.0) -> Any:

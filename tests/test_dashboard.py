@@ -8,7 +8,6 @@ import io
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,7 @@ import pytest
 pytest.importorskip("rich")
 
 from rich.console import Console  # noqa: E402
-from support import REDIS_SERVER, RedisServer, exit_code  # noqa: E402
+from support import exit_code  # noqa: E402
 
 from l2fast._core.metrics import STAGE_NAMES, MetricsRecorder  # noqa: E402
 from l2fast.dashboard import L2Dashboard, ReplayFeed  # noqa: E402
@@ -232,20 +231,6 @@ def test_demo_with_dashboard_ends_on_a_frame_that_agrees_with_the_summary(capsys
 
 
 # ----------------------------------------------------------------- the CLI against Redis
-
-
-@pytest.fixture(scope="module")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A redis-server of this module's own (tests/support.py's RedisServer)."""
-    pytest.importorskip("redis")
-    if REDIS_SERVER is None:
-        pytest.skip("redis-server is not installed (Debian: apt-get install redis-server)")
-    server = RedisServer(tmp_path_factory.mktemp("redis"))
-    server.start()
-    try:
-        yield server.url
-    finally:
-        server.stop()
 
 
 async def _publish(url: str, prefix: str, workers: dict[str, dict[str, Any]], signals: list[TacticalSignal]) -> None:

@@ -3,16 +3,17 @@
 One stream per topic (key ``prefix + topic``), one entry per message with the field ``d``
 (the encoded envelope).
 
-Publication (:meth:`RedisTransport.publish`) runs one Lua script that, atomically:
+Publication (:meth:`RedisTransport.publish`, and :meth:`~RedisTransport.publish_many`
+for a batch of up to :data:`PUBLISH_BATCH` entries) runs one Lua script that, atomically:
 
-- gives the entry an id ``"<ms>-<seq>"`` from the Redis server's clock, greater than every
-  id given before on ANY topic of the bus (the last one is kept under ``prefix +
-  "l2fast:clock"``) and than the stream's last id: ids are ordered across streams, so a
-  reader of several topics can restore the publication order, and the id's ``<ms>`` is
-  the publication time (:attr:`~l2fast.bus.transport.Delivery.published_ms`);
-- drops a retry of a message already added (the publisher's last counter is kept under
-  ``prefix + "l2fast:publisher:<token>"`` for a day): a publication whose reply was lost
-  with the connection is not added twice;
+- gives the entries consecutive ids ``"<ms>-<seq>"`` from the Redis server's clock,
+  greater than every id given before on ANY topic of the bus (the last one is kept under
+  ``prefix + "l2fast:clock"``) and than the stream's last id: ids are ordered across
+  streams, so a reader of several topics can restore the publication order, and the id's
+  ``<ms>`` is the publication time (:attr:`~l2fast.bus.transport.Delivery.published_ms`);
+- drops a retry of a publication already added (the publisher's last counter and the ids
+  it got are kept under ``prefix + "l2fast:publisher:<token>"`` for a day): a publication
+  whose reply was lost with the connection is not added twice;
 - trims the stream to ``maxsize`` entries for a :attr:`~l2fast.bus.transport.Overflow.DROP_OLDEST`
   topic (exact ``MAXLEN``).
 
@@ -81,51 +82,12 @@ T = TypeVar("T")
 # Redis replaying its append-only file after a restart, is a ConnectionError).
 _TRANSIENT = (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError)
 
-# KEYS: stream, clock (the last id given), publisher key. ARGV: data, maxlen (0: none),
-# the publisher's counter, the publisher key's time to live (s).
-_PUBLISH = """
-local function split(id)
-  local dash = string.find(id, '-', 1, true)
-  return tonumber(string.sub(id, 1, dash - 1)), tonumber(string.sub(id, dash + 1))
-end
-local last = redis.call('GET', KEYS[3])
-if last then
-  local sep = string.find(last, ' ', 1, true)
-  if string.sub(last, 1, sep - 1) == ARGV[3] then
-    return string.sub(last, sep + 1)
-  end
-end
-local now = redis.call('TIME')
-local ms, seq = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000), 0
-local given = redis.call('GET', KEYS[2])
-if given then
-  local gms, gseq = split(given)
-  if gms >= ms then ms, seq = gms, gseq + 1 end
-end
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  local info = redis.call('XINFO', 'STREAM', KEYS[1])
-  for k = 1, #info, 2 do
-    if info[k] == 'last-generated-id' then
-      local tms, tseq = split(info[k + 1])
-      if tms > ms or (tms == ms and tseq >= seq) then ms, seq = tms, tseq + 1 end
-    end
-  end
-end
-local id = string.format('%d-%d', ms, seq)
-if ARGV[2] ~= '0' then
-  redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[2], id, 'd', ARGV[1])
-else
-  redis.call('XADD', KEYS[1], id, 'd', ARGV[1])
-end
-redis.call('SET', KEYS[2], id)
-redis.call('SET', KEYS[3], ARGV[3] .. ' ' .. id, 'EX', ARGV[4])
-return id
-"""
 _PUBLISHER_TTL_S = 86_400
 
-# The batch form of _PUBLISH: consecutive ids for every ARGV from the 4th on, one reply
-# (the list of ids) kept for a retry. KEYS as _PUBLISH; ARGV: maxlen, counter, ttl, data...
-_PUBLISH_MANY = """
+# KEYS: stream, clock (the last id given), publisher key. ARGV: maxlen (0: none), the
+# publisher's counter, the publisher key's time to live (s), then the entries' data.
+# Consecutive ids from one clock reading; the reply (the list of ids) is kept for a retry.
+_PUBLISH = """
 local function split(id)
   local dash = string.find(id, '-', 1, true)
   return tonumber(string.sub(id, 1, dash - 1)), tonumber(string.sub(id, dash + 1))
@@ -265,7 +227,6 @@ class RedisTransport(Transport):
         self._default = default
         self._client = client if client is not None else Redis.from_url(url, socket_connect_timeout=2.0)
         self._script = self._client.register_script(_PUBLISH)
-        self._script_many = self._client.register_script(_PUBLISH_MANY)
         self._trim = self._client.register_script(_TRIM)
         self.trimmed_topics = frozenset(trimmed)
         self._token = uuid.uuid4().hex
@@ -316,27 +277,13 @@ class RedisTransport(Transport):
         partitioned topic, to the stream of ``partition``.
 
         Returns:
-            The entry id (``"<n>-0"``).
+            The entry id (``"<ms>-<seq>"``).
 
         Raises:
             TypeError: ``data`` is not bytes or text.
             BusClosed: The transport was closed.
         """
-        if not isinstance(data, (bytes, str)):
-            raise TypeError(f"the Redis transport carries encoded envelopes, got {type(data).__name__}")
-        if self._closed:
-            raise BusClosed("transport is closed")
-        stream = self.key(topic, partition)
-        policy = self.policy(topic)
-        if policy.overflow is Overflow.BLOCK:
-            await self._wait_for_room(stream, policy, topic=topic)
-        maxlen = policy.maxsize if policy.overflow is Overflow.DROP_OLDEST else 0
-        keys = [stream, self.prefix + "l2fast:clock", f"{self.prefix}l2fast:publisher:{self._token}"]
-        async with self._publish_lock:
-            self._counter += 1
-            args = [data, maxlen, self._counter, _PUBLISHER_TTL_S]
-            entry_id = await self.call(lambda: self._script(keys=keys, args=args))
-        return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+        return (await self.publish_many(topic, [data], partition=partition))[0]
 
     async def publish_many(self, topic: str, items: Sequence[object], *, partition: str | None = None) -> list[str]:
         """Add ``items`` to ``topic``'s stream in order, :data:`PUBLISH_BATCH` per script.
@@ -368,7 +315,7 @@ class RedisTransport(Transport):
             async with self._publish_lock:
                 self._counter += 1
                 args = [maxlen, self._counter, _PUBLISHER_TTL_S, *batch]
-                reply = await self.call(lambda: self._script_many(keys=keys, args=args))
+                reply = await self.call(lambda: self._script(keys=keys, args=args))
             ids.extend(i.decode() if isinstance(i, bytes) else str(i) for i in reply)
         return ids
 

@@ -28,7 +28,7 @@ import os
 import re
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -51,6 +51,7 @@ __all__ = [
     "default_decision",
     "demo_config",
     "format_trades",
+    "iter_jsonl",
     "load_decisions",
     "merge_streams",
     "replay",
@@ -117,6 +118,23 @@ def default_decision(symbols: Sequence[str]) -> StrategicDecision:
                              universe=tuple(symbols))
 
 
+def iter_jsonl(path: str | os.PathLike[str]) -> Iterator[tuple[int, Any]]:
+    """``(line number, parsed value)`` of each non-blank line of a JSONL file.
+
+    Raises:
+        OSError: The file cannot be read.
+        InvalidInputError: A line is not JSON (file and line named).
+    """
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                yield lineno, json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise InvalidInputError(f"{path}:{lineno}: not JSON: {exc}") from None
+
+
 def load_decisions(path: str | os.PathLike[str]) -> list[StrategicDecision]:
     """Read L3 decisions from a JSONL file (one :meth:`StrategicDecision.to_dict` per line).
 
@@ -129,18 +147,11 @@ def load_decisions(path: str | os.PathLike[str]) -> list[StrategicDecision]:
         InvalidDecisionError: A decision is invalid (the message names file and line).
     """
     decisions = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                data = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InvalidInputError(f"{path}:{lineno}: not JSON: {exc}") from None
-            try:
-                decisions.append(StrategicDecision.from_dict(data))
-            except InvalidDecisionError as exc:
-                raise InvalidDecisionError(f"{path}:{lineno}: {exc}") from None
+    for lineno, data in iter_jsonl(path):
+        try:
+            decisions.append(StrategicDecision.from_dict(data))
+        except InvalidDecisionError as exc:
+            raise InvalidDecisionError(f"{path}:{lineno}: {exc}") from None
     if not decisions:
         raise InvalidInputError(f"{path}: no decision in the file")
     return decisions

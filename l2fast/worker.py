@@ -33,7 +33,7 @@ import contextlib
 import logging
 import os
 import signal
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from l2fast.bus import L2BusAdapter, MessageBus, SignalFilter, Topic
@@ -219,6 +219,5 @@ async def _serve(options: WorkerOptions, transport: RedisTransport, gen: Tactica
 
 
 def _adapter_stats(adapter: L2BusAdapter) -> dict[str, int]:
-    s = adapter.stats
-    return {"decisions": s.decisions, "fills": s.fills, "bars": s.bars, "signals": s.signals, "stale": s.stale,
-            "malformed": s.malformed, "refused": s.refused, "snapshots": s.snapshots}
+    # The message counters (not the per-topic table or the last reason).
+    return {k: v for k, v in asdict(adapter.stats).items() if type(v) is int}

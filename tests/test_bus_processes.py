@@ -77,7 +77,6 @@ class Setup:
         self.fills.write_text("".join(json.dumps(f) + "\n" for f in fills))
         self.n_fills = len(fills)
         self.snapshot = folder / "worker.l2snap"
-        self.folder = folder
 
 
 @pytest.fixture(scope="module")

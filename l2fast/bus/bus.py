@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping, Sequence
 from enum import StrEnum
+from itertools import groupby
 from typing import Any, NamedTuple
 
 from l2fast.bus.inprocess import InProcessTransport
@@ -31,7 +32,14 @@ from l2fast.bus.schema import (
     encode,
     message_type,
 )
-from l2fast.bus.transport import BusClosed, Delivery, Overflow, QueuePolicy, Subscription, Transport
+from l2fast.bus.transport import (
+    BusClosed,
+    Delivery,
+    Overflow,
+    QueuePolicy,
+    Subscription,
+    Transport,
+)
 from l2fast.errors import ConfigError
 
 __all__ = ["DEFAULT_POLICIES", "LOSSLESS_TOPICS", "TOPIC_TYPES", "BusSubscription", "MessageBus", "Received",
@@ -62,6 +70,13 @@ DEFAULT_POLICIES: dict[str, QueuePolicy] = {
     Topic.DECISIONS: QueuePolicy(1024), Topic.FILLS: QueuePolicy(1024),
     Topic.BARS: QueuePolicy(4096), Topic.SIGNALS: QueuePolicy(4096),
 }
+
+def _topic_type(topic: str) -> MessageType:
+    expected = TOPIC_TYPES.get(topic)
+    if expected is None:
+        raise ValueError(f"topic={topic!r}: not a bus topic (known: {', '.join(TOPIC_TYPES)})")
+    return expected
+
 
 def _partition(message: Message) -> str | None:
     # Bars, fills and signals are partitioned by symbol; decisions are not.
@@ -181,17 +196,17 @@ class MessageBus:
             MessageError: ``meta`` holds an unknown key or a bad value.
             BusClosed: The bus was closed.
         """
-        expected = TOPIC_TYPES.get(topic)
-        if expected is None:
-            raise ValueError(f"topic={topic!r}: not a bus topic (known: {', '.join(TOPIC_TYPES)})")
+        item = self._item(_topic_type(topic), topic, message, meta)
+        return await self.transport.publish(topic, item, partition=_partition(message))
+
+    def _item(self, expected: MessageType, topic: str, message: Message, meta: Mapping[str, Any] | None) -> object:
+        # What the transport carries: the encoded envelope, or the envelope itself.
         kind = message_type(message)
         if kind is not expected:
             raise TypeError(f"topic {topic} carries {expected.value} messages, got a {kind.value}")
-        partition = _partition(message)
         if self._encode:
-            return await self.transport.publish(topic, encode(message, meta), partition=partition)
-        return await self.transport.publish(topic, Envelope(message, check_meta(meta) if meta else NO_META),
-                                            partition=partition)
+            return encode(message, meta)
+        return Envelope(message, check_meta(meta) if meta else NO_META)
 
     async def publish_many(self, topic: str, messages: Sequence[Message],
                            metas: Sequence[Mapping[str, Any] | None] | None = None) -> list[str]:
@@ -211,30 +226,16 @@ class MessageBus:
             MessageError: A ``meta`` holds an unknown key or a bad value.
             BusClosed: The bus was closed.
         """
-        expected = TOPIC_TYPES.get(topic)
-        if expected is None:
-            raise ValueError(f"topic={topic!r}: not a bus topic (known: {', '.join(TOPIC_TYPES)})")
+        expected = _topic_type(topic)
         if metas is None:
             metas = [None] * len(messages)
         elif len(metas) != len(messages):
             raise ValueError(f"metas: {len(metas)} for {len(messages)} messages")
-        items = []
-        for message, meta in zip(messages, metas):
-            kind = message_type(message)
-            if kind is not expected:
-                raise TypeError(f"topic {topic} carries {expected.value} messages, got a {kind.value}")
-            items.append(encode(message, meta) if self._encode
-                         else Envelope(message, check_meta(meta) if meta else NO_META))
+        items = [(message, self._item(expected, topic, message, meta)) for message, meta in zip(messages, metas)]
         # Runs of one partition each go together (ids stay in publication order).
         ids: list[str] = []
-        start = 0
-        while start < len(items):
-            partition = _partition(messages[start])
-            end = start + 1
-            while end < len(items) and _partition(messages[end]) == partition:
-                end += 1
-            ids.extend(await self.transport.publish_many(topic, items[start:end], partition=partition))
-            start = end
+        for partition, run in groupby(items, key=lambda pair: _partition(pair[0])):
+            ids.extend(await self.transport.publish_many(topic, [item for _, item in run], partition=partition))
         return ids
 
     async def publish_raw(self, topic: str, data: bytes | str) -> str:
@@ -246,8 +247,7 @@ class MessageBus:
             ValueError: ``topic`` is not a bus topic.
             BusClosed: The bus was closed.
         """
-        if topic not in TOPIC_TYPES:
-            raise ValueError(f"topic={topic!r}: not a bus topic (known: {', '.join(TOPIC_TYPES)})")
+        _topic_type(topic)
         return await self.transport.publish(topic, data)
 
     async def subscribe(self, topics: Sequence[str], *, group: str, consumer: str = "",
@@ -262,8 +262,7 @@ class MessageBus:
             BusClosed: The bus was closed.
         """
         for topic in topics:
-            if topic not in TOPIC_TYPES:
-                raise ValueError(f"topic={topic!r}: not a bus topic (known: {', '.join(TOPIC_TYPES)})")
+            _topic_type(topic)
         return BusSubscription(await self.transport.subscribe(topics, group=group, consumer=consumer,
                                                               partitions=partitions))
 

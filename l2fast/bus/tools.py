@@ -14,7 +14,6 @@ signals since its last snapshot again) and writes one JSON line per signal.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -23,7 +22,7 @@ from typing import Any
 from l2fast.bus.bus import MessageBus, Topic
 from l2fast.bus.schema import Bar, Fill, Message, MessageError
 from l2fast.errors import InvalidInputError
-from l2fast.replay import BarStream, merge_streams
+from l2fast.replay import BarStream, iter_jsonl, merge_streams
 from l2fast.signals import StrategicDecision
 
 __all__ = ["collect_signals", "feed", "load_fills", "publish_feed"]
@@ -39,16 +38,11 @@ def load_fills(path: str | os.PathLike[str]) -> list[Fill]:
         InvalidInputError: A line is not JSON or not a valid fill (file and line named).
     """
     fills = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                fills.append(Fill.from_dict(json.loads(line)))
-            except json.JSONDecodeError as exc:
-                raise InvalidInputError(f"{path}:{lineno}: not JSON: {exc}") from None
-            except MessageError as exc:
-                raise InvalidInputError(f"{path}:{lineno}: {exc}") from None
+    for lineno, data in iter_jsonl(path):
+        try:
+            fills.append(Fill.from_dict(data))
+        except MessageError as exc:
+            raise InvalidInputError(f"{path}:{lineno}: {exc}") from None
     return fills
 
 

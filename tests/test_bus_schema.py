@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import math
+from enum import IntEnum
+from fractions import Fraction
+from types import MappingProxyType
 
 import numpy as np
 import pytest
@@ -107,6 +110,32 @@ def test_an_engine_signal_round_trips(btc_1m_head):
     for row in zip(bars["ts"], bars["open"], bars["high"], bars["low"], bars["close"], bars["volume"]):
         signal = gen.on_bar(BTC, *row)
         assert decode(encode(signal)).message.to_dict() == signal.to_dict()
+
+
+class _Level(IntEnum):
+    HIGH = 2
+
+
+def test_a_reasoning_is_written_as_to_dict_converts_it():
+    # The encoder converts the reasoning itself (not through to_dict): every kind of value
+    # to_dict converts must come out as to_dict writes it.
+    reasoning = {
+        "nan": math.nan, "inf": -math.inf, "tuple": (1, 2.5, (math.inf,)), 7: "int key",
+        "np": {"f64": np.float64(0.25), "f32": np.float32(1.5), "i64": np.int64(-3), "bool": np.bool_(True),
+               "array": np.array([1.0, np.nan, 3.0]), "nan64": np.float64("nan")},
+        "proxy": MappingProxyType({"a": 1}), "enum": _Level.HIGH, "fraction": Fraction(1, 4),
+        "nested": [{"deep": [None, True, "x"]}],
+    }
+    signal = TacticalSignal.hold(BTC, T0, reasoning)
+    payload = strict_json(encode(signal))["payload"]
+    assert payload == signal.to_dict()
+    assert payload["reasoning"]["np"]["array"] == [1.0, None, 3.0]
+    assert payload["reasoning"]["7"] == "int key"
+
+
+def test_a_reasoning_value_with_no_json_form_is_refused():
+    with pytest.raises(TypeError, match="object"):
+        encode(TacticalSignal.hold(BTC, T0, {"bad": object()}))
 
 
 def test_decoding_accepts_text_as_well_as_bytes():

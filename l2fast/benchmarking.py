@@ -208,7 +208,9 @@ def strategy_configs(config: L2Config) -> list[tuple[str, str, L2Config]]:
     ``ensemble`` is ``config``; each member with a positive weight traded alone keeps
     everything but ``model.weights`` (that member only) and its regime multipliers (1:
     a lone member gets the whole model share whatever its multiplier); ``no_technical``
-    sets ``model.technical_weight`` to 0.
+    reads no technical vote anywhere: ``model.technical_weight`` 0 (the fused score is the
+    models'), ``model.alignment_threshold`` 0 (no alignment gate) and
+    ``model.confidence_weights`` on the members' confidence alone.
     """
     out = [("ensemble", "ensemble", config)]
     base = config.to_dict()
@@ -220,6 +222,8 @@ def strategy_configs(config: L2Config) -> list[tuple[str, str, L2Config]]:
         data["model"]["regime_multipliers"] = {regime: {member: 1.0} for regime in REGIMES}
         out.append((member, f"{member} alone", L2Config.from_dict(data)))
     base["model"]["technical_weight"] = 0.0
+    base["model"]["alignment_threshold"] = 0.0
+    base["model"]["confidence_weights"] = {"model": 1.0, "technical": 0.0, "alignment": 0.0}
     out.append(("no_technical", "ensemble, no technical votes", L2Config.from_dict(base)))
     return out
 

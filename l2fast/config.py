@@ -347,6 +347,10 @@ def _regime_multipliers_defaults() -> dict[str, dict[str, float]]:
     }
 
 
+def _confidence_weights_defaults() -> dict[str, float]:
+    return {"model": 0.5, "technical": 0.25, "alignment": 0.25}
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """The ONNX ensemble and its vote (the seed's ``MODEL_CONFIG``).
@@ -370,6 +374,10 @@ class ModelConfig:
         alignment_threshold: Minimum multi-timeframe alignment score, in [0, 1].
         technical_weight: Share of the technical votes in the fused vote, in [0, 1]; the
             model ensemble gets ``1 - technical_weight``.
+        confidence_weights: Weights of the members' confidence (``model``), the technical
+            agreement (``technical``) and the timeframe alignment (``alignment``) in the
+            combined confidence; non-negative, not all zero; a key not given keeps its
+            default (0.5, 0.25, 0.25).
     """
 
     _SECTION: ClassVar[str] = "model"
@@ -382,6 +390,7 @@ class ModelConfig:
     confidence_threshold: float = 0.7
     alignment_threshold: float = 0.7
     technical_weight: float = 0.3
+    confidence_weights: Mapping[str, float] = field(default_factory=_confidence_weights_defaults)
 
     def __post_init__(self) -> None:
         s = self._SECTION
@@ -416,6 +425,14 @@ class ModelConfig:
         _choice(f"{s}.voting", self.voting, ("weighted", "majority"))
         for name in ("consensus_threshold", "confidence_threshold", "alignment_threshold", "technical_weight"):
             _set(self, name, _real(f"{s}.{name}", getattr(self, name), 0.0, 1.0))
+        path = f"{s}.confidence_weights"
+        given = _table(path, self.confidence_weights)
+        defaults = _confidence_weights_defaults()
+        _check_keys(path, given, list(defaults))
+        conf = {k: _real(_child(path, k), given.get(k, d), 0.0) for k, d in defaults.items()}
+        if not any(conf.values()):
+            raise ConfigError(f"{path}={conf!r}: must not all be zero")
+        _set(self, "confidence_weights", FrozenDict(conf))
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ModelConfig:

@@ -179,8 +179,9 @@ _METHOD = [
     "miss). `signals` are the buy/sell signals emitted; `votes` every bar whose fused vote "
     "had a direction, gates passed or not. Hit cells read `rate (calls with a known outcome)`. "
     "A member alone trades with `model.weights` holding only that member; 'no technical votes' "
-    "sets `model.technical_weight` to 0, so the fused score is the models' alone (the alignment "
-    "gate and the technical agreement inside the confidence still read the technical votes). "
+    "reads no technical vote anywhere: `model.technical_weight` 0 (the fused score is the "
+    "models'), `model.alignment_threshold` 0 (no alignment gate) and `model.confidence_weights` "
+    "on the members' confidence alone. "
     "Buy and hold splits the equity equally over the symbols at the first evaluated open, with "
     "the same fee and slippage.",
 ]

@@ -391,6 +391,7 @@ class VotingParams:
             "confidence_threshold": model.confidence_threshold,
             "alignment_threshold": model.alignment_threshold,
             "technical_weight": model.technical_weight,
+            "confidence_weights": dict(model.confidence_weights),
         }
         kwargs.update(overrides)
         return cls(**kwargs)

@@ -270,13 +270,45 @@ def test_the_result_is_json_safe(result):
 # ------------------------------------------------------------------ strategies, inputs
 
 
-def test_members_alone_keep_only_their_weight_and_no_technical_drops_the_technical_share():
+def test_members_alone_keep_only_their_weight_and_no_technical_reads_no_technical_vote():
     variants = {name: cfg for name, _, cfg in strategy_configs(demo_config())}
     assert list(variants) == ["ensemble", "trend_agent", "mean_revert_agent", "volatility_agent", "no_technical"]
     assert dict(variants["trend_agent"].model.weights) == {"trend_agent": 1.0}
     assert variants["trend_agent"].model.consensus_threshold == 0.5  # the rest is kept
-    assert variants["no_technical"].model.technical_weight == 0.0
-    assert dict(variants["no_technical"].model.weights) == dict(demo_config().model.weights)
+    no_tech = variants["no_technical"].model
+    assert (no_tech.technical_weight, no_tech.alignment_threshold) == (0.0, 0.0)
+    assert dict(no_tech.confidence_weights) == {"model": 1.0, "technical": 0.0, "alignment": 0.0}
+    assert dict(no_tech.weights) == dict(demo_config().model.weights)
+    assert no_tech.consensus_threshold == demo_config().model.consensus_threshold
+
+
+def _vote_under_technical_picture(config, sign: float) -> dict:
+    """The reference voter's result when every member buys (probability 0.9) and every
+    timeframe's technical vote is ``sign``."""
+    from l2fast.reference.voting import COMPONENTS, VoterRef
+    from l2fast.voting import VotingParams
+
+    manifests = TacticalSignalGenerator(config=config).manifests
+    params = VotingParams.from_config(config.model, manifests, config.technical)
+    voter = VoterRef(params)
+    for tf in voter.tfs:
+        tf.vote, tf.components = sign, dict.fromkeys(COMPONENTS, sign)
+    n = len(params.members)
+    actions = [spec.n_actions - 1 for spec in params.members]  # the largest long target
+    scores = [[0.1 / (spec.n_actions - 1)] * (spec.n_actions - 1) + [0.9] for spec in params.members]
+    result = voter.vote([False] * n, actions, [0.0] * n, scores, [1.0] * n)
+    return {k: result[k] for k in ("side", "direction", "gates", "score", "consensus", "confidence", "target")}
+
+
+def test_without_technical_votes_the_vote_follows_the_models_whatever_the_indicators_say():
+    variants = {name: cfg for name, _, cfg in strategy_configs(demo_config())}
+    # The ensemble's vote changes when the indicators turn against the members ...
+    assert _vote_under_technical_picture(variants["ensemble"], 1.0) != \
+        _vote_under_technical_picture(variants["ensemble"], -1.0)
+    # ... the variant's does not: same side, score, confidence and gates.
+    backing = _vote_under_technical_picture(variants["no_technical"], 1.0)
+    assert backing == _vote_under_technical_picture(variants["no_technical"], -1.0)
+    assert backing["side"] == 1 and backing["gates"] == 0
 
 
 def test_a_member_with_zero_weight_is_not_traded_alone():

@@ -227,6 +227,10 @@ BAD = [
     ({"model": {"confidence_threshold": -0.1}}, "model.confidence_threshold=-0.1: must be in [0, 1]"),
     ({"model": {"alignment_threshold": float("nan")}}, "model.alignment_threshold=nan: must be in [0, 1]"),
     ({"model": {"technical_weight": 2}}, "model.technical_weight=2: must be in [0, 1]"),
+    ({"model": {"confidence_weights": {"modle": 1.0}}}, "model.confidence_weights.modle: unknown key"),
+    ({"model": {"confidence_weights": {"technical": -0.5}}}, "model.confidence_weights.technical=-0.5: must be >= 0"),
+    ({"model": {"confidence_weights": {"model": 0, "technical": 0, "alignment": 0}}},
+     "model.confidence_weights={'model': 0.0, 'technical': 0.0, 'alignment': 0.0}: must not all be zero"),
     ({"model": {"models_dir": 5}}, "model.models_dir=5: must be a path string"),
     ({"engine": {"initial_equity": 0}}, "engine.initial_equity=0: must be > 0"),
     ({"engine": {"max_decision_age_ms": -1}}, "engine.max_decision_age_ms=-1: must be an integer >= 0"),
@@ -348,3 +352,15 @@ def test_cli_config_without_show_is_a_usage_error(capsys):
         main(["config"])
     assert exc.value.code == 2
     assert "--show" in capsys.readouterr().err
+
+
+def test_confidence_weights_merge_over_the_defaults_and_reach_the_voter():
+    from l2fast.engine import TacticalSignalGenerator
+    from l2fast.voting import VotingParams
+
+    config = L2Config.from_dict({"model": {"confidence_weights": {"model": 1.0, "alignment": 0.0}}})
+    assert dict(config.model.confidence_weights) == {"model": 1.0, "technical": 0.25, "alignment": 0.0}
+    assert L2Config.from_dict(config.to_dict()) == config
+    params = VotingParams.from_config(config.model, TacticalSignalGenerator(config=config).manifests,
+                                      config.technical)
+    assert dict(params.confidence_weights) == {"model": 1.0, "technical": 0.25, "alignment": 0.0}

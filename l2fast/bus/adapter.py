@@ -199,11 +199,12 @@ class L2BusAdapter:
         self.subscribed.set()
         try:
             while not self._stopping:
-                received = await subscription.get()
-                await self._handle(received)
-                self._handled.append(received)
-                if len(self._handled) >= self.batch or not subscription.ready():
-                    await self._flush(subscription)
+                # What is at hand, up to a batch: handled, then its signals published and
+                # the messages acknowledged before the next wait.
+                for received in await subscription.get_many(self.batch):
+                    self._handle(received)
+                    self._handled.append(received)
+                await self._flush(subscription)
             clean = True
         except BusClosed:
             clean = True
@@ -235,8 +236,7 @@ class L2BusAdapter:
             self._outbox = []
         handled, self._handled = self._handled, []
         if self.snapshot is None:
-            for received in handled:
-                await subscription.ack(received)
+            await subscription.ack_many(handled)
             return
         self._unacked.extend(handled)
         if (len(self._unacked) >= self.snapshot_every
@@ -250,13 +250,12 @@ class L2BusAdapter:
         self.stats.snapshots += 1
         handled, self._unacked = self._unacked, []
         try:
-            for received in handled:
-                await subscription.ack(received)
+            await subscription.ack_many(handled)
         except BusClosed:
             pass  # the transport is gone: they come again, and the snapshot makes them duplicates
 
     async def stop(self) -> None:
-        """Make :meth:`start_processing` return once the message in hand is handled and acked.
+        """Make :meth:`start_processing` return once the messages in hand are handled and acked.
 
         Final: a stopped adapter does not start again (:meth:`start_processing` returns at
         once), so calling it before the processing task first ran is safe.
@@ -265,7 +264,7 @@ class L2BusAdapter:
         if self._subscription is not None:
             await self._subscription.close()
 
-    async def _handle(self, received: Received) -> None:
+    def _handle(self, received: Received) -> None:
         message = received.message
         if message is None:
             self._reject(received, "malformed", str(received.error))

@@ -121,22 +121,16 @@ class BusSubscription:
         Raises:
             BusClosed: The subscription or the bus was closed.
         """
-        delivery = await self._sub.get()
-        data = delivery.data
-        if type(data) is Envelope:
-            envelope = data
-        else:
-            try:
-                envelope = decode(data)
-            except MessageError as exc:
-                return Received(delivery.topic, delivery.id, delivery.published_ms, None, NO_META, exc, delivery)
-        message = envelope.message
-        expected = TOPIC_TYPES.get(delivery.topic)
-        if expected is not None and message_type(message) is not expected:
-            error = MessageError("type", message_type(message).value,
-                                 f"topic {delivery.topic} carries {expected.value} messages")
-            return Received(delivery.topic, delivery.id, delivery.published_ms, None, NO_META, error, delivery)
-        return Received(delivery.topic, delivery.id, delivery.published_ms, message, envelope.meta, None, delivery)
+        return _received(await self._sub.get())
+
+    async def get_many(self, limit: int) -> list[Received]:
+        """The next deliveries, validated: at least one (waiting for it), at most ``limit``,
+        without waiting for more than are at hand.
+
+        Raises:
+            BusClosed: The subscription or the bus was closed.
+        """
+        return [_received(delivery) for delivery in await self._sub.get_many(limit)]
 
     def ready(self) -> bool:
         """True when :meth:`get` can return without waiting on the transport."""
@@ -145,6 +139,10 @@ class BusSubscription:
     async def ack(self, received: Received) -> None:
         """Acknowledge ``received`` once fully handled (malformed ones included)."""
         await self._sub.ack(received.delivery)
+
+    async def ack_many(self, received: Sequence[Received]) -> None:
+        """Acknowledge each of ``received`` once fully handled, in order."""
+        await self._sub.ack_many([r.delivery for r in received])
 
     async def close(self) -> None:
         """Stop reading (a pending :meth:`get` raises :class:`BusClosed`)."""
@@ -157,6 +155,25 @@ class BusSubscription:
             except BusClosed:
                 return
             yield received
+
+
+def _received(delivery: Delivery) -> Received:
+    """A delivery decoded and checked against its topic (malformed: ``error`` set)."""
+    data = delivery.data
+    if type(data) is Envelope:
+        envelope = data
+    else:
+        try:
+            envelope = decode(data)
+        except MessageError as exc:
+            return Received(delivery.topic, delivery.id, delivery.published_ms, None, NO_META, exc, delivery)
+    message = envelope.message
+    expected = TOPIC_TYPES.get(delivery.topic)
+    if expected is not None and message_type(message) is not expected:
+        error = MessageError("type", message_type(message).value,
+                             f"topic {delivery.topic} carries {expected.value} messages")
+        return Received(delivery.topic, delivery.id, delivery.published_ms, None, NO_META, error, delivery)
+    return Received(delivery.topic, delivery.id, delivery.published_ms, message, envelope.meta, None, delivery)
 
 
 class MessageBus:

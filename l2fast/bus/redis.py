@@ -174,6 +174,17 @@ def _id_key(entry_id: bytes | str) -> tuple[int, int]:
     return int(ms), int(seq or 0)
 
 
+def _data_field(fields: Mapping[bytes, bytes] | list[bytes]) -> bytes:
+    """An entry's ``d`` field (empty when absent), from redis-py's dict of its fields or,
+    as our client's XREADGROUP replies keep them, Redis's flat ``[name, value, ...]`` list
+    (building a dict per entry costs more than the rest of its handling)."""
+    if type(fields) is list:
+        if fields[0] == b"d":
+            return fields[1]
+        fields = dict(zip(fields[::2], fields[1::2]))
+    return fields.get(b"d", b"")
+
+
 class RedisTransport(Transport):
     """Redis Streams transport (module docstring).
 
@@ -225,7 +236,13 @@ class RedisTransport(Transport):
         self.trimmed = 0
         self._policies = dict(policies or {})
         self._default = default
-        self._client = client if client is not None else Redis.from_url(url, socket_connect_timeout=2.0)
+        if client is None:
+            client = Redis.from_url(url, socket_connect_timeout=2.0)
+            default_parse = client.response_callbacks.get("XREADGROUP")
+            # Our own client only: a caller's keeps redis-py's replies.
+            client.set_response_callback("XREADGROUP", lambda reply, **options: (
+                reply if reply is None or type(reply) is list else default_parse(reply, **options)))
+        self._client = client
         self._script = self._client.register_script(_PUBLISH)
         self._trim = self._client.register_script(_TRIM)
         self.trimmed_topics = frozenset(trimmed)
@@ -440,6 +457,34 @@ class RedisSubscription(Subscription):
                 return buffer.popleft()[1]
             await self._fetch()
 
+    async def get_many(self, limit: int) -> list[Delivery]:
+        """The next messages in publication order: at least one, at most ``limit``.
+
+        Raises:
+            BusClosed: The subscription or the transport was closed.
+        """
+        while True:
+            if self._closed:
+                raise BusClosed(f"subscription {self.group}/{self.consumer} is closed")
+            out: list[Delivery] = []
+            buffer = self._ready()
+            while buffer is not None:
+                out.append(buffer.popleft()[1])
+                if len(out) >= limit:
+                    break
+                buffer = self._ready()
+            if out:
+                return out
+            await self._fetch()
+
+    async def ack_many(self, deliveries: Sequence[Delivery]) -> None:
+        """Acknowledge ``deliveries``: buffered and sent before the next read (at once once closed)."""
+        acks = self._acks
+        for delivery in deliveries:
+            acks[delivery.stream].append(delivery.id)
+        if self._closed:
+            await self._flush_acks()
+
     def ready(self) -> bool:
         """True when a fetched entry can be handed out without reading from Redis."""
         return self._ready() is not None
@@ -480,21 +525,23 @@ class RedisSubscription(Subscription):
                 horizon = last if horizon is None else min(horizon, last)
         self._horizon = horizon
 
-    def _add(self, key: str, entries: Sequence[tuple[bytes, Mapping[bytes, bytes] | None]]) -> None:
+    def _add(self, key: str, entries: Sequence[tuple[bytes, Mapping[bytes, bytes] | list[bytes] | None]]) -> None:
         buffer = self._buffers[key]
         topic = self._topic_of[key]
+        known = self._known
         for raw_id, fields in entries:
             entry_id = raw_id.decode()
             if not fields:  # trimmed away (a DROP_OLDEST topic) while pending
                 self._acks[key].append(entry_id)
                 continue
-            if entry_id in self._known:
+            if entry_id in known:
                 continue
-            self._known.add(entry_id)
-            order = _id_key(entry_id)
+            known.add(entry_id)
+            ms, _, seq = entry_id.partition("-")
+            order = (int(ms), int(seq or 0))
             # An entry another producer wrote without our field reaches the bus as an
             # empty envelope, to be refused and counted like any malformed message.
-            buffer.append((order, Delivery(topic, entry_id, order[0], fields.get(b"d", b""), key)))
+            buffer.append((order, Delivery(topic, entry_id, order[0], _data_field(fields), key)))
         if len(buffer) > 1 and any(buffer[k][0] > buffer[k + 1][0] for k in range(len(buffer) - 1)):
             self._buffers[key] = deque(sorted(buffer, key=lambda item: item[0]))
 

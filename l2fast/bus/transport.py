@@ -106,6 +106,26 @@ class Subscription(ABC):
     async def ack(self, delivery: Delivery) -> None:
         """Acknowledge ``delivery``: it has been fully handled and must not come again."""
 
+    async def get_many(self, limit: int) -> list[Delivery]:
+        """The next messages, at least one (waiting for it) and at most ``limit``.
+
+        Returns what :meth:`get` would return one call after another while :meth:`ready`
+        holds: the messages at hand, without waiting for more. Transports override it to
+        hand out a fetched batch in one call.
+
+        Raises:
+            BusClosed: The subscription or its transport was closed.
+        """
+        items = [await self.get()]
+        while len(items) < limit and self.ready():
+            items.append(await self.get())
+        return items
+
+    async def ack_many(self, deliveries: Sequence[Delivery]) -> None:
+        """Acknowledge every delivery of ``deliveries`` (as :meth:`ack` each, in order)."""
+        for delivery in deliveries:
+            await self.ack(delivery)
+
     def ready(self) -> bool:
         """True when :meth:`get` can return at once, without reading from the transport.
 

@@ -17,14 +17,13 @@ validation, no backpressure).
 from __future__ import annotations
 
 import asyncio
-import json
 import multiprocessing as mp
 import time
 import uuid
 from multiprocessing.synchronize import Event
 from typing import Any
 
-from test_bench_redis import BATCH, COLUMNS, WARM, _wanted, _warmed
+from test_bench_redis import BATCH, COLUMNS, WARM, _wanted, _warmed, plain_handle, plain_publish, plain_read
 
 from l2fast.bus import Bar, L2BusAdapter, MessageBus, Topic
 from l2fast.bus.redis import RedisTransport
@@ -91,8 +90,11 @@ def _ours_reader(url: str, prefix: str, n_signals: int, ready: Event, done: Even
         bus = MessageBus(RedisTransport(url, prefix=prefix, block_ms=5))
         signals = await bus.subscribe([Topic.SIGNALS], group="l1", consumer="c1")
         ready.set()
-        for _ in range(n_signals):
-            await signals.ack(await signals.get())
+        read = 0
+        while read < n_signals:
+            batch = await signals.get_many(n_signals - read)
+            await signals.ack_many(batch)
+            read += len(batch)
         done.set()
         await bus.close()
 
@@ -112,11 +114,7 @@ def _plain_publisher(url: str, prefix: str, n_bars: int, ready: Event, start: Ev
         await client.ping()
         ready.set()
         await asyncio.to_thread(start.wait)
-        for k in range(0, len(bars), BATCH):
-            pipe = client.pipeline(transaction=False)
-            for b in bars[k:k + BATCH]:
-                pipe.xadd(prefix + "bars", {"d": json.dumps(b.to_dict())})
-            await pipe.execute()
+        await plain_publish(client, prefix + "bars", bars)
         await client.aclose()
 
     asyncio.run(main())
@@ -135,15 +133,7 @@ def _plain_worker(url: str, prefix: str, n_bars: int, mode: str, ready: Event, d
         while handled < n_bars:
             reply = await client.xreadgroup("g", "w", {prefix + "bars": ">"}, count=BATCH, block=5)
             for _, entries in reply or ():
-                pipe = client.pipeline(transaction=False)
-                for _, fields in entries:
-                    d = json.loads(fields[b"d"])
-                    sig = gen.on_bar(d["symbol"], d["ts_ms"], d["open"], d["high"], d["low"], d["close"],
-                                     d["volume"])
-                    if _wanted(sig, mode):
-                        pipe.xadd(prefix + "signals", {"d": json.dumps(sig.to_dict())})
-                pipe.xack(prefix + "bars", "g", *[e[0] for e in entries])
-                await pipe.execute()
+                await plain_handle(client, gen, entries, prefix + "bars", prefix + "signals", mode)
                 handled += len(entries)
         done.set()
         await client.aclose()
@@ -160,12 +150,7 @@ def _plain_reader(url: str, prefix: str, n_signals: int, ready: Event, done: Eve
         ready.set()
         read = 0
         while read < n_signals:
-            reply = await client.xreadgroup("g", "l1", {prefix + "signals": ">"}, count=BATCH, block=5)
-            for _, entries in reply or ():
-                for _, fields in entries:
-                    json.loads(fields[b"d"])
-                await client.xack(prefix + "signals", "g", *[e[0] for e in entries])
-                read += len(entries)
+            read += await plain_read(client, prefix + "signals", "l1", 5)
         done.set()
         await client.aclose()
 

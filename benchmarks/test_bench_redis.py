@@ -47,9 +47,10 @@ WARM = 2_200
 BATCH = 256
 MODES = ("all", "actionable")
 ROUNDS = 3
-# Measured 0.76-0.86x with every signal and 0.41-0.73x with actionable ones (139-238 us per
-# bar against 85-101 us) on the 2-core development machine, publisher, worker and reader
-# in one process; the issue's 20,000 bars/s (50 us) is not reached.
+# Measured 1.43-1.44x with every signal (125-170 us per bar against 180-245 us) and 0.69x
+# with actionable ones (90-135 us against 60-93 us) on the 2-core development machine,
+# publisher, worker and reader on one event loop; the issue's 20,000 bars/s (50 us) is
+# approached only with the three in separate processes (test_bench_redis_processes.py).
 GATE = 0.25
 TARGET = 1.0
 OURS_TARGET_S = 50e-6
@@ -139,6 +140,40 @@ async def _ours(url: str, bars: list[Bar], gen: TacticalSignalGenerator, mode: s
     await bus.close()
 
 
+async def plain_publish(client: Redis, key: str, bars: list[Bar]) -> None:
+    """The redis-py publisher: pipelined XADD of JSON bars, ``BATCH`` per round trip."""
+    for k in range(0, len(bars), BATCH):
+        pipe = client.pipeline(transaction=False)
+        for b in bars[k:k + BATCH]:
+            pipe.xadd(key, {"d": json.dumps(b.to_dict())})
+        await pipe.execute()
+
+
+async def plain_handle(client: Redis, gen: TacticalSignalGenerator, entries: list, bars_key: str,
+                       signals_key: str, mode: str) -> None:
+    """The redis-py worker's batch: on_bar per entry, the wanted signals' XADD and the XACK pipelined."""
+    pipe = client.pipeline(transaction=False)
+    for _, fields in entries:
+        d = json.loads(fields[b"d"])
+        sig = gen.on_bar(d["symbol"], d["ts_ms"], d["open"], d["high"], d["low"], d["close"], d["volume"])
+        if _wanted(sig, mode):
+            pipe.xadd(signals_key, {"d": json.dumps(sig.to_dict())})
+    pipe.xack(bars_key, "g", *[e[0] for e in entries])
+    await pipe.execute()
+
+
+async def plain_read(client: Redis, key: str, consumer: str, block_ms: int) -> int:
+    """The redis-py reader's step: one XREADGROUP, JSON parsing, one XACK; entries read."""
+    read = 0
+    reply = await client.xreadgroup("g", consumer, {key: ">"}, count=BATCH, block=block_ms)
+    for _, entries in reply or ():
+        for _, fields in entries:
+            json.loads(fields[b"d"])
+        await client.xack(key, "g", *[e[0] for e in entries])
+        read += len(entries)
+    return read
+
+
 async def _plain(url: str, bars: list[Bar], gen: TacticalSignalGenerator, mode: str, n_signals: int) -> None:
     client = Redis.from_url(url)
     p = f"p{uuid.uuid4().hex[:8]}:"
@@ -146,38 +181,18 @@ async def _plain(url: str, bars: list[Bar], gen: TacticalSignalGenerator, mode: 
     for key in (bars_key, signals_key):
         await client.xgroup_create(key, "g", id="0", mkstream=True)
 
-    async def publish() -> None:
-        for k in range(0, len(bars), BATCH):
-            pipe = client.pipeline(transaction=False)
-            for b in bars[k:k + BATCH]:
-                pipe.xadd(bars_key, {"d": json.dumps(b.to_dict())})
-            await pipe.execute()
-
     async def work() -> None:
         done = 0
         while done < len(bars):
-            reply = await client.xreadgroup("g", "w", {bars_key: ">"}, count=256, block=200)
+            reply = await client.xreadgroup("g", "w", {bars_key: ">"}, count=BATCH, block=200)
             for _, entries in reply or ():
-                pipe = client.pipeline(transaction=False)
-                for _, fields in entries:
-                    d = json.loads(fields[b"d"])
-                    sig = gen.on_bar(d["symbol"], d["ts_ms"], d["open"], d["high"], d["low"], d["close"],
-                                     d["volume"])
-                    if _wanted(sig, mode):
-                        pipe.xadd(signals_key, {"d": json.dumps(sig.to_dict())})
-                pipe.xack(bars_key, "g", *[e[0] for e in entries])
-                await pipe.execute()
+                await plain_handle(client, gen, entries, bars_key, signals_key, mode)
                 done += len(entries)
 
-    tasks = [asyncio.create_task(publish()), asyncio.create_task(work())]
+    tasks = [asyncio.create_task(plain_publish(client, bars_key, bars)), asyncio.create_task(work())]
     read = 0
     while read < n_signals:
-        reply = await client.xreadgroup("g", "l1", {signals_key: ">"}, count=256, block=200)
-        for _, entries in reply or ():
-            for _, fields in entries:
-                json.loads(fields[b"d"])
-            await client.xack(signals_key, "g", *[e[0] for e in entries])
-            read += len(entries)
+        read += await plain_read(client, signals_key, "l1", 200)
     await asyncio.gather(*tasks)
     await client.aclose()
 

@@ -28,9 +28,10 @@ GROUP = "redis end to end per bar, three processes"
 BARS = 20_000
 ROUNDS = 3
 MODES = ("actionable", "all")
-# Measured 0.9-1.1x with actionable signals (17,000-18,000 bars/s, the worker busy all
-# the time) and 0.85-1.0x with every signal (7,500-9,000 bars/s, the reader decoding and
-# validating each signal) on the 2-core development machine.
+# Measured 0.85-1.14x with actionable signals (55-64 us per bar: 15,500-18,000 bars/s, up
+# to 24,000 in single runs; the worker busy all the time) and 1.04-1.46x with every signal
+# (107-140 us against 146-185 us; all four processes short of CPU) on the 2-core
+# development machine.
 GATE = 0.45
 TARGET = 1.0
 OURS_TARGET_S = 50e-6

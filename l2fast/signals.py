@@ -370,6 +370,11 @@ class TacticalSignal:
         fields_["reasoning"] = _json_safe(self.reasoning, "reasoning")
         return fields_
 
+    def content_id(self) -> str:
+        """The id this signal's content gives (:func:`make_signal_id`); ``signal_id``
+        equals it unless it was set to something else on construction."""
+        return _signal_id(self.symbol, self.ts_ms, _SIDE_TEXT[self.side], self.qty, self.stop_loss, self.take_profit)
+
     def fields(self) -> dict[str, Any]:
         """The fields of :meth:`to_dict`, but ``reasoning`` as held (not converted).
 

@@ -262,3 +262,10 @@ def test_signal_ids_are_distinct_over_a_day_of_bars_and_symbols():
 
 def test_an_explicit_signal_id_is_kept():
     assert _signal(signal_id="l1-replay-42").signal_id == "l1-replay-42"
+
+
+def test_content_id_is_the_id_the_content_gives_whatever_signal_id_says():
+    signal = _signal(signal_id="l1-replay-42")
+    assert signal.content_id() == make_signal_id(signal.symbol, signal.ts_ms, signal.side.value, signal.qty,
+                                                 signal.stop_loss, signal.take_profit)
+    assert signal.content_id() == _signal().signal_id != signal.signal_id

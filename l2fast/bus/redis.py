@@ -174,17 +174,6 @@ def _id_key(entry_id: bytes | str) -> tuple[int, int]:
     return int(ms), int(seq or 0)
 
 
-def _data_field(fields: Mapping[bytes, bytes] | list[bytes]) -> bytes:
-    """An entry's ``d`` field (empty when absent), from redis-py's dict of its fields or,
-    as our client's XREADGROUP replies keep them, Redis's flat ``[name, value, ...]`` list
-    (building a dict per entry costs more than the rest of its handling)."""
-    if type(fields) is list:
-        if fields[0] == b"d":
-            return fields[1]
-        fields = dict(zip(fields[::2], fields[1::2]))
-    return fields.get(b"d", b"")
-
-
 class RedisTransport(Transport):
     """Redis Streams transport (module docstring).
 
@@ -236,13 +225,7 @@ class RedisTransport(Transport):
         self.trimmed = 0
         self._policies = dict(policies or {})
         self._default = default
-        if client is None:
-            client = Redis.from_url(url, socket_connect_timeout=2.0)
-            default_parse = client.response_callbacks.get("XREADGROUP")
-            # Our own client only: a caller's keeps redis-py's replies.
-            client.set_response_callback("XREADGROUP", lambda reply, **options: (
-                reply if reply is None or type(reply) is list else default_parse(reply, **options)))
-        self._client = client
+        self._client = client if client is not None else Redis.from_url(url, socket_connect_timeout=2.0)
         self._script = self._client.register_script(_PUBLISH)
         self._trim = self._client.register_script(_TRIM)
         self.trimmed_topics = frozenset(trimmed)
@@ -525,7 +508,7 @@ class RedisSubscription(Subscription):
                 horizon = last if horizon is None else min(horizon, last)
         self._horizon = horizon
 
-    def _add(self, key: str, entries: Sequence[tuple[bytes, Mapping[bytes, bytes] | list[bytes] | None]]) -> None:
+    def _add(self, key: str, entries: Sequence[tuple[bytes, Mapping[bytes, bytes] | None]]) -> None:
         buffer = self._buffers[key]
         topic = self._topic_of[key]
         known = self._known
@@ -541,7 +524,7 @@ class RedisSubscription(Subscription):
             order = (int(ms), int(seq or 0))
             # An entry another producer wrote without our field reaches the bus as an
             # empty envelope, to be refused and counted like any malformed message.
-            buffer.append((order, Delivery(topic, entry_id, order[0], _data_field(fields), key)))
+            buffer.append((order, Delivery(topic, entry_id, order[0], fields.get(b"d", b""), key)))
         if len(buffer) > 1 and any(buffer[k][0] > buffer[k + 1][0] for k in range(len(buffer) - 1)):
             self._buffers[key] = deque(sorted(buffer, key=lambda item: item[0]))
 

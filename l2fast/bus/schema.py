@@ -49,7 +49,7 @@ import orjson
 
 from l2fast.config import SYMBOL_PATTERN
 from l2fast.errors import InvalidBarError, InvalidInputError
-from l2fast.signals import StrategicDecision, TacticalSignal, make_signal_id
+from l2fast.signals import StrategicDecision, TacticalSignal
 
 __all__ = [
     "META_FIELDS",
@@ -490,8 +490,7 @@ def _build(kind: MessageType, payload: dict[str, Any]) -> Message:
         name = match.group(1) if match else None
         value = payload.get(name) if name is not None else payload
         raise MessageError(f"payload.{name}" if name else "payload", value, str(exc)) from None
-    expected = make_signal_id(signal.symbol, signal.ts_ms, signal.side, signal.qty, signal.stop_loss,
-                              signal.take_profit)
+    expected = signal.content_id()
     if signal.signal_id != expected:
         raise MessageError("payload.signal_id", signal.signal_id,
                            f"does not match the signal's content (expected {expected!r})")

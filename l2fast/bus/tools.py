@@ -105,6 +105,10 @@ async def publish_feed(bus: MessageBus, messages: Sequence[tuple[Topic, Message]
     return len(messages)
 
 
+# Signals taken from the subscription per call.
+_READ_BATCH = 256
+
+
 async def collect_signals(bus: MessageBus, *, group: str = "l1", consumer: str = "l1-0", count: int | None = None,
                           idle_exit_s: float | None = None, on_signal: Callable[[dict[str, Any]], None] | None = None,
                           ) -> tuple[list[dict[str, Any]], int]:
@@ -128,21 +132,24 @@ async def collect_signals(bus: MessageBus, *, group: str = "l1", consumer: str =
     duplicates = 0
     try:
         while count is None or len(signals) < count:
+            # No more than could still be wanted: what is taken is acknowledged.
+            limit = _READ_BATCH if count is None else min(_READ_BATCH, count - len(signals))
             try:
-                received = await asyncio.wait_for(subscription.get(), idle_exit_s)
+                batch = await asyncio.wait_for(subscription.get_many(limit), idle_exit_s)
             except TimeoutError:
                 break
-            await subscription.ack(received)
-            if received.message is None:
-                continue
-            data = received.message.to_dict()
-            if data["signal_id"] in seen:
-                duplicates += 1
-                continue
-            seen.add(data["signal_id"])
-            signals.append(data)
-            if on_signal is not None:
-                on_signal({**data, "meta": dict(received.meta)})
+            await subscription.ack_many(batch)
+            for received in batch:
+                if received.message is None:
+                    continue
+                data = received.message.to_dict()
+                if data["signal_id"] in seen:
+                    duplicates += 1
+                    continue
+                seen.add(data["signal_id"])
+                signals.append(data)
+                if on_signal is not None:
+                    on_signal({**data, "meta": dict(received.meta)})
     finally:
         await subscription.close()
     return signals, duplicates

@@ -423,7 +423,10 @@ def _cmd_worker(args: argparse.Namespace) -> int:
         adapter = asyncio.run(run_worker(options))
     except (L2FastError, ValueError) as exc:
         raise _InputError(str(exc)) from None
-    print(f"worker {args.group}/{args.consumer} stopped: {adapter.stats}")
+    if adapter is None:
+        print(f"worker {args.group}/{args.consumer} stopped as a standby (it never took the lease)")
+    else:
+        print(f"worker {args.group}/{args.consumer} stopped: {adapter.stats}")
     return 0
 
 

@@ -14,6 +14,12 @@ While it runs, the worker writes its metrics every ``metrics_interval_s`` to Red
 with ``metrics_port``, serves them in the Prometheus text format on the loopback
 interface (``GET /metrics``).
 
+A worker holds a lease in Redis on what it reads (:class:`~l2fast.bus.lease.SymbolLease`):
+its symbols, or without ``symbols`` the whole bus (:data:`~l2fast.bus.lease.EVERY_SYMBOL`).
+A second worker started for the same ones waits as a standby rather than splitting the
+messages with the first (which would break each symbol's order and state); SIGTERM stops
+a waiting standby cleanly.
+
 Several workers sharing the symbols (``symbols``): bars and fills then travel in one
 stream per symbol (every process of the bus uses ``partitioned=(Topic.BARS,
 Topic.FILLS)``; ``python -m l2fast publish --partitioned``), each worker owns its symbols
@@ -37,7 +43,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from l2fast.bus import L2BusAdapter, MessageBus, SignalFilter, Topic
-from l2fast.bus.lease import LeaseLost, SymbolLease
+from l2fast.bus.lease import EVERY_SYMBOL, LeaseLost, SymbolLease
 from l2fast.bus.redis import RedisTransport
 from l2fast.config import L2Config
 from l2fast.engine import TacticalSignalGenerator
@@ -108,7 +114,7 @@ def build_generator(options: WorkerOptions) -> TacticalSignalGenerator:
     return TacticalSignalGenerator(options.config, models_dir=options.models_dir)
 
 
-async def run_worker(options: WorkerOptions, *, ready: asyncio.Event | None = None) -> L2BusAdapter:
+async def run_worker(options: WorkerOptions, *, ready: asyncio.Event | None = None) -> L2BusAdapter | None:
     """Run one worker until SIGTERM/SIGINT (module docstring).
 
     Args:
@@ -116,20 +122,37 @@ async def run_worker(options: WorkerOptions, *, ready: asyncio.Event | None = No
         ready: Set once the worker reads its topics (and its metrics server listens).
 
     Returns:
-        The adapter, stopped (its ``stats`` say what it did).
+        The adapter, stopped (its ``stats`` say what it did), or None for a standby
+        stopped before it took the lease.
     """
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        return await _run(options, stop, ready)
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+
+
+async def _run(options: WorkerOptions, stop: asyncio.Event, ready: asyncio.Event | None) -> L2BusAdapter | None:
     partitioned = (Topic.BARS, Topic.FILLS) if options.symbols is not None else ()
-    # An owner's lease means no other reader of its streams is alive: what another
-    # consumer left pending is claimed at once (on the first read), not after an idle time.
-    claim = {"claim_idle_ms": 1, "claim_interval_s": 86_400.0} if options.symbols is not None else {}
-    transport = RedisTransport(options.redis, prefix=options.prefix, partitioned=partitioned, **claim)
+    # The lease means no other reader of these streams is alive: what another consumer
+    # left pending is claimed at once (on the first read), not after an idle time.
+    transport = RedisTransport(options.redis, prefix=options.prefix, partitioned=partitioned,
+                               claim_idle_ms=1, claim_interval_s=86_400.0)
     bus = MessageBus(transport)
-    lease = keeper = None
-    if options.symbols is not None:
-        lease = SymbolLease(transport.client, options.symbols, options.consumer, prefix=options.prefix,
-                            ttl_ms=options.lease_ttl_ms)
-        await lease.acquire()
-        logger.info("%s owns %s", options.consumer, ", ".join(options.symbols))
+    # A worker without symbols reads them all: it leases the whole bus, so that a second
+    # one started beside it waits as a standby instead of taking half of the messages.
+    owned = options.symbols if options.symbols is not None else (EVERY_SYMBOL,)
+    lease = SymbolLease(transport.client, owned, options.consumer, prefix=options.prefix,
+                        ttl_ms=options.lease_ttl_ms)
+    keeper = None
+    try:
+        if not await _acquire(lease, stop):
+            return None
+        logger.info("%s owns %s", options.consumer, ", ".join(owned))
 
         async def keep_lease() -> None:
             while True:
@@ -138,7 +161,6 @@ async def run_worker(options: WorkerOptions, *, ready: asyncio.Event | None = No
 
         # Renewed from now on: loading the models takes longer than a short lease.
         keeper = asyncio.create_task(keep_lease())
-    try:
         # Built once the symbols are ours (a standby restores the snapshot its owner left),
         # in a thread so that the lease is renewed meanwhile.
         gen = await asyncio.to_thread(build_generator, options)
@@ -146,29 +168,40 @@ async def run_worker(options: WorkerOptions, *, ready: asyncio.Event | None = No
                                group=options.role, consumer=options.consumer, snapshot=options.snapshot,
                                snapshot_every=options.snapshot_every,
                                snapshot_interval_s=options.snapshot_interval_s, symbols=options.symbols)
-        await _serve(options, transport, gen, adapter, keeper, ready)
+        await _serve(options, transport, gen, adapter, keeper, stop, ready)
     finally:
         if keeper is not None:
             keeper.cancel()
             with contextlib.suppress(asyncio.CancelledError, LeaseLost):
                 await keeper
-        if lease is not None:
-            with contextlib.suppress(Exception):  # gives back only what is still ours
-                await lease.release()
+        with contextlib.suppress(Exception):  # gives back only what is still ours
+            await lease.release()
         await bus.close()
     logger.info("worker stopped: %s", adapter.stats)
     return adapter
 
 
-async def _serve(options: WorkerOptions, transport: RedisTransport, gen: TacticalSignalGenerator,
-                 adapter: L2BusAdapter, keeper: asyncio.Task | None, ready: asyncio.Event | None) -> None:
-    """Process until a signal or a lost lease, with the metrics endpoint and reporter."""
-    from l2fast.monitoring import MetricsServer, publish_metrics, render_prometheus
+async def _acquire(lease: SymbolLease, stop: asyncio.Event) -> bool:
+    """Wait for the lease (a standby waits here); False when stopped first."""
+    acquiring = asyncio.create_task(lease.acquire())
+    stopping = asyncio.create_task(stop.wait())
+    await asyncio.wait({acquiring, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    stopping.cancel()
+    if not acquiring.done():
+        acquiring.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await acquiring
+        logger.info("%s stopped while waiting for the lease of %s", lease.owner, ", ".join(lease.symbols))
+        return False
+    acquiring.result()
+    return True
 
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+
+async def _serve(options: WorkerOptions, transport: RedisTransport, gen: TacticalSignalGenerator,
+                 adapter: L2BusAdapter, keeper: asyncio.Task | None, stop: asyncio.Event,
+                 ready: asyncio.Event | None) -> None:
+    """Process until ``stop`` or a lost lease, with the metrics endpoint and reporter."""
+    from l2fast.monitoring import MetricsServer, publish_metrics, render_prometheus
 
     def exposition() -> str:
         return render_prometheus(gen.metrics(), worker=options.consumer, adapter=_adapter_stats(adapter))
@@ -214,8 +247,6 @@ async def _serve(options: WorkerOptions, transport: RedisTransport, gen: Tactica
             await reporter
         if server is not None:
             await server.close()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(sig)
 
 
 def _adapter_stats(adapter: L2BusAdapter) -> dict[str, int]:

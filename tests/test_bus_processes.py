@@ -217,6 +217,21 @@ def test_a_killed_worker_restarted_from_its_snapshot_loses_nothing(desk, setup) 
     assert got == setup.expected
 
 
+def test_a_second_worker_for_every_symbol_waits_as_a_standby(desk, setup, tmp_path) -> None:
+    # Two workers of the same group reading everything would split the bars between two
+    # engines (and their signals would differ from the replay): the second must wait.
+    desk.start_worker()
+    desk.start_worker(consumer="w2", snapshot=tmp_path / "w2.l2snap")
+    publisher = desk.publish()
+    got = desk.finish()
+    assert publisher.wait(60) == 0, desk.log("publisher")
+    assert got == setup.expected
+    logs = [desk.log("worker0"), desk.log("worker1")]
+    standby = [log for log in logs if "waiting for its lease" in log]
+    assert len(standby) == 1, logs
+    assert "stopped while waiting for the lease of *" in standby[0]
+
+
 def test_a_redis_restart_mid_stream_loses_nothing(desk, setup, server) -> None:
     desk.start_worker()
     publisher = desk.publish()

@@ -39,6 +39,7 @@ T0 = 1_704_067_200_000
 MINUTE = 60_000
 INPUTS = (Topic.DECISIONS, Topic.FILLS, Topic.BARS)
 DECISION = StrategicDecision(regime="trending", target_exposure=0.5, risk_appetite="moderate", universe=(BTC,))
+FILL = Fill(BTC, "buy", 0.01, 100.5, T0, fee=0.001)
 
 pytestmark = pytest.mark.skipif(REDIS_SERVER is None,
                                 reason="redis-server is not installed (Debian: apt-get install redis-server)")
@@ -187,6 +188,27 @@ def test_a_dead_consumers_pending_entries_are_taken_over_by_another(redis_url):
     taken, got = run(main())
     assert taken == [bar(k) for k in range(4)]
     assert got == [bar(k) for k in range(9)]
+
+
+def test_claimed_entries_wait_for_older_entries_of_other_streams(redis_url):
+    # The dead consumer read only the bars: their entries are pending, but the fill
+    # published between two of them was never delivered. A consumer of both streams that
+    # claims the bars must still hand the fill out in its place, not after them.
+    async def main() -> list:
+        t = transport(redis_url, claim_idle_ms=1, claim_interval_s=86_400.0)
+        bus = MessageBus(t)
+        await bus.subscribe([Topic.FILLS], group="l2", consumer="setup")  # the group on the fills too
+        dead = await bus.subscribe([Topic.BARS], group="l2", consumer="dead")
+        await publish_all(bus, [(Topic.BARS, bar(0)), (Topic.FILLS, FILL), (Topic.BARS, bar(1)),
+                                (Topic.BARS, bar(2))])
+        assert [(await dead.get()).message for _ in range(3)] == [bar(0), bar(1), bar(2)]
+        await asyncio.sleep(0.01)
+        heir = await bus.subscribe([Topic.BARS, Topic.FILLS], group="l2", consumer="heir")
+        got = [(await heir.get()).message for _ in range(4)]
+        await bus.close()
+        return got
+
+    assert run(main()) == [bar(0), FILL, bar(1), bar(2)]
 
 
 def test_the_adapter_acknowledges_a_bar_only_after_its_signal_is_published(redis_url):

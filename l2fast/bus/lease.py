@@ -23,9 +23,12 @@ from redis.asyncio import Redis
 
 from l2fast.errors import L2FastError
 
-__all__ = ["LeaseLost", "SymbolLease"]
+__all__ = ["EVERY_SYMBOL", "LeaseLost", "SymbolLease"]
 
 logger = logging.getLogger("l2fast.bus")
+
+#: The lease name of a worker that reads every symbol (a bus not partitioned by symbol).
+EVERY_SYMBOL = "*"
 
 # KEYS: the symbols' owner keys. ARGV: owner, ttl (ms). Returns the first key owned by
 # someone else (nothing taken), or an empty string (all taken or renewed).

@@ -48,7 +48,9 @@ before the next read and on close; an entry stays pending until then, so it is n
   they come out before newer entries, after what was already delivered.
 
 Consumers of one group share the messages (Redis competing consumers): the order across a
-group holds only with one active consumer; a second one is a standby that reclaims.
+group holds only with one active consumer. ``python -m l2fast worker`` keeps it so with a
+lease (:mod:`l2fast.bus.lease`): a second worker for the same symbols waits, then claims
+what the first left pending.
 
 Connection loss: every command is retried with exponential backoff (``backoff_min_s``
 doubling up to ``backoff_max_s``) until it succeeds or the transport closes; Redis
@@ -484,22 +486,27 @@ class RedisSubscription(Subscription):
 
     async def _fetch(self) -> None:
         await self._flush_acks()
+        claimed = False
         if time.monotonic() >= self._next_claim:
             self._next_claim = time.monotonic() + self._transport.claim_interval_s
-            await self._claim()
-        if self._ready() is None:
-            await self._read_new()
+            claimed = await self._claim()
+        if claimed or self._ready() is None:
+            # Claimed entries can be newer than entries of another stream that no one was
+            # given yet: read those too (without waiting), so that the horizon holds the
+            # claimed ones back until everything older is known.
+            await self._read_new(block=not claimed)
         # After the read, so that entries whose reply a reconnection lost during it are
         # buffered before anything newer is handed out (they have smaller ids).
         if self._recover:
             self._recover = False
             await self._read_pending()
 
-    async def _read_new(self) -> None:
+    async def _read_new(self, *, block: bool = True) -> None:
         count = self._transport.count
         streams = {key: ">" for key in self._keys}
+        block_ms = self._transport.block_ms if block else None
         reply = await self._transport.call(lambda: self._client.xreadgroup(
-            self.group, self.consumer, streams, count=count, block=self._transport.block_ms))
+            self.group, self.consumer, streams, count=count, block=block_ms))
         horizon = None
         for key, entries in reply or ():
             self._add(key.decode() if isinstance(key, bytes) else key, entries)
@@ -540,7 +547,9 @@ class RedisSubscription(Subscription):
                 self._add(key, entries)
                 start = entries[-1][0].decode()
 
-    async def _claim(self) -> None:
+    async def _claim(self) -> bool:
+        """Take over what other consumers left pending too long; True when anything was."""
+        claimed = False
         for key in self._keys:
             start = "0-0"
             while True:
@@ -552,8 +561,10 @@ class RedisSubscription(Subscription):
                     logger.warning("%s/%s: took over %d pending %s entries of another consumer", self.group,
                                    self.consumer, len(entries), key)
                     self._add(key, entries)
+                    claimed = True
                 if start in (b"0-0", "0-0"):
                     break
+        return claimed
 
     async def ack(self, delivery: Delivery) -> None:
         """Acknowledge ``delivery``: buffered and sent before the next read (at once once closed)."""

@@ -21,8 +21,9 @@ Publications of one transport are serialised (one in flight), which the retry ch
 
 Backpressure for a :attr:`~l2fast.bus.transport.Overflow.BLOCK` topic: every
 ``max(1, maxsize // 8)`` publications the publisher reads the ``lag`` of the topic's groups
-(``XINFO GROUPS``: entries not yet delivered to the group) and waits while one of them is
-at ``maxsize`` or more; the bound can so be passed by that check interval. A topic no
+(``XINFO GROUPS``: entries not yet delivered to the group, counted after its last
+delivered id when Redis cannot say, after an ``XDEL``) and waits while one of them is at
+``maxsize`` or more; the bound can so be passed by that check interval. A topic no
 group reads yet is not bounded (Redis keeps it for the first group, which starts at the
 stream's first entry).
 
@@ -336,10 +337,23 @@ class RedisTransport(Transport):
                 groups = await self.call(lambda: self._client.xinfo_groups(key))
             except redis_errors.ResponseError:  # no stream yet: nothing waits
                 return
-            if all((g.get("lag") or 0) < policy.maxsize for g in groups):
+            if all([await self._lag(key, g, policy.maxsize) < policy.maxsize for g in groups]):
                 return
             await asyncio.sleep(delay)
             delay = min(delay * 2.0, 0.005)
+
+    async def _lag(self, key: str, group: Mapping[str, object], bound: int) -> int:
+        """The entries not yet delivered to ``group``, counted up to ``bound``.
+
+        Redis reports no lag once entries were deleted from the middle of a stream
+        (``XDEL``); the entries after the group's last delivered id are then counted.
+        """
+        lag = group.get("lag")
+        if lag is not None:
+            return int(lag)
+        last = group["last-delivered-id"]
+        last = last.decode() if isinstance(last, bytes) else str(last)
+        return len(await self.call(lambda: self._client.xrange(key, min=f"({last}", count=bound)))
 
     async def subscribe(self, topics: Sequence[str], *, group: str, consumer: str,
                         partitions: Sequence[str] | None = None) -> RedisSubscription:

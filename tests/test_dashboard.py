@@ -16,12 +16,15 @@ import pytest
 pytest.importorskip("rich")
 
 from rich.console import Console  # noqa: E402
-from support import exit_code  # noqa: E402
+from support import exit_code, write_csv  # noqa: E402
 
 from l2fast._core.metrics import STAGE_NAMES, MetricsRecorder  # noqa: E402
 from l2fast.dashboard import L2Dashboard, ReplayFeed  # noqa: E402
 from l2fast.monitoring import metrics_key, publish_metrics, read_metrics  # noqa: E402
 from l2fast.signals import TacticalSignal  # noqa: E402
+from l2fast.synthetic import generate_bars  # noqa: E402
+
+DEMO_CONFIG = Path(__file__).resolve().parents[1] / "examples" / "demo.toml"
 
 BTC = "BTC/USDT"
 T0 = 1_704_067_200_000
@@ -227,6 +230,19 @@ def test_demo_with_dashboard_ends_on_a_frame_that_agrees_with_the_summary(capsys
     denials = re.search(r"denials: +(.*)", out).group(1)
     for code, n in re.findall(r"([A-Z_]+) ([\d,]*\d)", denials):
         assert any(cells(line)[:1] == [code] and cells(line)[2:3] == [n] for line in out.splitlines()), code
+    assert out.index("Model agreement") < out.index("bars:        3,000")
+
+
+def test_replay_with_dashboard_ends_on_a_frame_that_agrees_with_the_summary(tmp_path, capsys):
+    data = write_csv(tmp_path / "bars.csv", generate_bars(3000, seed=3))
+    argv = ["replay", "--data", str(data), "--symbol", "BTC/USDT", "--config", str(DEMO_CONFIG), "--dashboard",
+            "--dashboard-every", "700"]
+    assert exit_code(argv) == 0
+    out = capsys.readouterr().out
+    buy, sell, hold = re.search(r"signals: +([\d,]+) buy, ([\d,]+) sell, ([\d,]+) hold", out).groups()
+    assert cells(line_of(out, "buy / sell / hold"))[-1] == f"{buy} / {sell} / {hold}"
+    assert int(buy.replace(",", "")) + int(sell.replace(",", "")) > 0  # the demo config trades here
+    assert has_row(out, "Latency P95")
     assert out.index("Model agreement") < out.index("bars:        3,000")
 
 

@@ -47,10 +47,10 @@ WARM = 2_200
 BATCH = 256
 MODES = ("all", "actionable")
 ROUNDS = 3
-# Measured 1.43-1.44x with every signal (125-170 us per bar against 180-245 us) and 0.69x
-# with actionable ones (90-135 us against 60-93 us) on the 2-core development machine,
-# publisher, worker and reader on one event loop; the 20,000 bars/s (50 us) is
-# approached only with the three in separate processes (test_bench_redis_processes.py).
+# Measured 0.94-1.69x with every signal (93-207 us per bar against 132-291 us) and
+# 0.53-1.05x with actionable ones (85-135 us against 47-112 us) on the 2-core development
+# machine, publisher, worker and reader on one event loop; the 20,000 bars/s (50
+# us) is reached with the three in separate processes (test_bench_redis_processes.py).
 GATE = 0.25
 TARGET = 1.0
 OURS_TARGET_S = 50e-6

@@ -28,9 +28,9 @@ GROUP = "redis end to end per bar, three processes"
 BARS = 20_000
 ROUNDS = 3
 MODES = ("actionable", "all")
-# Measured 0.85-1.14x with actionable signals (55-64 us per bar: 15,500-18,000 bars/s, up
-# to 24,000 in single runs; the worker busy all the time) and 1.04-1.46x with every signal
-# (107-140 us against 146-185 us; all four processes short of CPU) on the 2-core
+# Measured 0.90-1.09x with actionable signals (41-49 us per bar: 20,300-24,500 bars/s; the
+# worker busy all the time, the engine 22-30 us of it) and 1.39-1.78x with every signal
+# (73-92 us against 125-130 us; all four processes short of CPU) on the 2-core
 # development machine.
 GATE = 0.45
 TARGET = 1.0

@@ -483,3 +483,17 @@ def test_acknowledged_bars_are_trimmed_and_pending_ones_kept(redis_url):
     assert untrimmed == 20
     assert trimmed == 15 and kept == 25  # bars 0-14 acknowledged; 15-19 pending, 20-39 new
     assert checks == [True, True]
+
+
+def test_xreadgroup_replies_keep_redis_shape_in_both_protocols():
+    from l2fast.bus.redis import _data_field, _stream_entries
+
+    entries = [[b"1-0", [b"d", b"x"]], [b"1-1", [b"other", b"y", b"d", b"z"]], [b"1-2", None]]
+    resp3 = {b"bars": entries}
+    resp2 = [[b"bars", entries]]
+    assert _stream_entries(resp3) == [(b"bars", entries)]
+    assert _stream_entries(resp2) == resp2
+    assert _stream_entries(None) == []
+    assert [_data_field(f) for _, f in entries[:2]] == [b"x", b"z"]
+    assert _data_field([b"other", b"y"]) == b""
+    assert _data_field({b"d": b"w"}) == b"w"  # redis-py's dict (XAUTOCLAIM, a caller's client)

@@ -170,6 +170,28 @@ TRIMMED_TOPICS: tuple[str, ...] = ("market.bars", "l2.signals")
 PUBLISH_BATCH = 512
 
 
+def _stream_entries(reply: object, **options: object) -> list:
+    """XREADGROUP's reply as Redis sends it, ``[(stream, [[id, [name, value, ...]], ...]), ...]``
+    (a map in RESP3, pairs in RESP2), without redis-py's dict per entry: building those
+    cost more than the rest of an entry's reading."""
+    if reply is None:
+        return []
+    if isinstance(reply, dict):
+        return list(reply.items())
+    return reply  # type: ignore[return-value]
+
+
+def _data_field(fields: Mapping[bytes, bytes] | list[bytes]) -> bytes:
+    """An entry's ``d`` field (empty when absent), from Redis's flat ``[name, value, ...]``
+    list or redis-py's dict of the fields (the replies of XAUTOCLAIM, or of a client the
+    caller gave)."""
+    if type(fields) is list:
+        if fields[0] == b"d":
+            return fields[1]
+        fields = dict(zip(fields[::2], fields[1::2]))
+    return fields.get(b"d", b"")
+
+
 def _id_key(entry_id: bytes | str) -> tuple[int, int]:
     if isinstance(entry_id, bytes):
         entry_id = entry_id.decode()
@@ -228,7 +250,11 @@ class RedisTransport(Transport):
         self.trimmed = 0
         self._policies = dict(policies or {})
         self._default = default
-        self._client = client if client is not None else Redis.from_url(url, socket_connect_timeout=2.0)
+        if client is None:
+            client = Redis.from_url(url, socket_connect_timeout=2.0)
+            # Our own client only: a caller's keeps redis-py's replies.
+            client.set_response_callback("XREADGROUP", _stream_entries)
+        self._client = client
         self._script = self._client.register_script(_PUBLISH)
         self._trim = self._client.register_script(_TRIM)
         self.trimmed_topics = frozenset(trimmed)
@@ -529,7 +555,7 @@ class RedisSubscription(Subscription):
                 horizon = last if horizon is None else min(horizon, last)
         self._horizon = horizon
 
-    def _add(self, key: str, entries: Sequence[tuple[bytes, Mapping[bytes, bytes] | None]]) -> None:
+    def _add(self, key: str, entries: Sequence[tuple[bytes, Mapping[bytes, bytes] | list[bytes] | None]]) -> None:
         buffer = self._buffers[key]
         topic = self._topic_of[key]
         known = self._known
@@ -545,7 +571,7 @@ class RedisSubscription(Subscription):
             order = (int(ms), int(seq or 0))
             # An entry another producer wrote without our field reaches the bus as an
             # empty envelope, to be refused and counted like any malformed message.
-            buffer.append((order, Delivery(topic, entry_id, order[0], fields.get(b"d", b""), key)))
+            buffer.append((order, Delivery(topic, entry_id, order[0], _data_field(fields), key)))
         if len(buffer) > 1 and any(buffer[k][0] > buffer[k + 1][0] for k in range(len(buffer) - 1)):
             self._buffers[key] = deque(sorted(buffer, key=lambda item: item[0]))
 

@@ -474,13 +474,7 @@ class RedisSubscription(Subscription):
         Raises:
             BusClosed: The subscription or the transport was closed.
         """
-        while True:
-            if self._closed:
-                raise BusClosed(f"subscription {self.group}/{self.consumer} is closed")
-            buffer = self._ready()
-            if buffer is not None:
-                return buffer.popleft()[1]
-            await self._fetch()
+        return (await self.get_many(1))[0]
 
     async def get_many(self, limit: int) -> list[Delivery]:
         """The next messages in publication order: at least one, at most ``limit``.

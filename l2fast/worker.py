@@ -154,13 +154,8 @@ async def _run(options: WorkerOptions, stop: asyncio.Event, ready: asyncio.Event
             return None
         logger.info("%s owns %s", options.consumer, ", ".join(owned))
 
-        async def keep_lease() -> None:
-            while True:
-                await asyncio.sleep(options.lease_ttl_ms / 3000)
-                await lease.renew()
-
         # Renewed from now on: loading the models takes longer than a short lease.
-        keeper = asyncio.create_task(keep_lease())
+        keeper = asyncio.create_task(lease.keep())
         # Built once the symbols are ours (a standby restores the snapshot its owner left),
         # in a thread so that the lease is renewed meanwhile.
         gen = await asyncio.to_thread(build_generator, options)

@@ -128,3 +128,34 @@ def test_a_partitioned_topic_needs_partitions(redis_url) -> None:
             await bus.close()
 
     run(main())
+
+
+def test_a_kept_lease_rides_out_a_redis_restart_and_is_lost_when_redis_stays_away(server) -> None:
+    async def main() -> tuple[bool, str | None, bool]:
+        client = Redis.from_url(server.url)
+        lease = SymbolLease(client, [BTC], "a", ttl_ms=3000)
+        await lease.acquire()
+        keeper = asyncio.create_task(lease.keep())
+        await asyncio.sleep(0.2)
+        await asyncio.to_thread(server.stop)
+        await asyncio.sleep(1.5)  # a renewal (every second) falls while Redis is away
+        await asyncio.to_thread(server.start)
+        await asyncio.sleep(2.5)
+        survived = not keeper.done()
+        held_by = await SymbolLease(client, [BTC], "b", ttl_ms=3000).try_acquire()
+        # Away for longer than the lease: lost (another worker may own the symbol by now).
+        await asyncio.to_thread(server.stop)
+        try:
+            await asyncio.wait_for(keeper, 10)
+        except LeaseLost:
+            lost = True
+        else:
+            lost = False
+        finally:
+            await asyncio.to_thread(server.start)
+            await client.aclose()
+        return survived, held_by, lost
+
+    survived, held_by, lost = run(main())
+    assert survived and held_by == BTC
+    assert lost

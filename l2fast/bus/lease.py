@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Sequence
 
+from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 
 from l2fast.errors import L2FastError
@@ -29,6 +31,9 @@ logger = logging.getLogger("l2fast.bus")
 
 #: The lease name of a worker that reads every symbol (a bus not partitioned by symbol).
 EVERY_SYMBOL = "*"
+
+# Errors after which Redis may answer again (a restart replaying its append-only file).
+_TRANSIENT = (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError)
 
 # KEYS: the symbols' owner keys. ARGV: owner, ttl (ms). Returns the first key owned by
 # someone else (nothing taken), or an empty string (all taken or renewed).
@@ -100,13 +105,46 @@ class SymbolLease:
         return self._symbol_of(held)
 
     async def acquire(self, poll_s: float = 0.2) -> None:
-        """Wait until every symbol's lease is ours (a standby waits here)."""
+        """Wait until every symbol's lease is ours (a standby waits here, also while
+        Redis is away)."""
         waiting = None
-        while (held := await self.try_acquire()) is not None:
+        while True:
+            try:
+                held = await self.try_acquire()
+            except _TRANSIENT as exc:
+                held = f"unknown (Redis: {exc})"
+            if held is None:
+                return
             if held != waiting:
                 logger.info("%s: %s is owned by another worker: waiting for its lease", self.owner, held)
                 waiting = held
             await asyncio.sleep(poll_s)
+
+    async def keep(self) -> None:
+        """Renew the lease every third of its time to live, for as long as it runs.
+
+        A renewal that cannot reach Redis is retried with backoff until the lease would
+        have expired (a Redis restart does not cost the lease).
+
+        Raises:
+            LeaseLost: A symbol's lease is no longer ours, or Redis stayed away until the
+                lease expired.
+        """
+        renewed = time.monotonic()
+        while True:
+            await asyncio.sleep(self.ttl_ms / 3000)
+            expires = renewed + self.ttl_ms / 1000
+            delay = 0.05
+            while True:
+                try:
+                    await self.renew()
+                    renewed = time.monotonic()
+                    break
+                except _TRANSIENT as exc:
+                    if time.monotonic() + delay >= expires:
+                        raise LeaseLost(f"{self.owner}: Redis unreachable until the lease expired ({exc})") from exc
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2.0, 1.0)
 
     async def renew(self) -> None:
         """Extend the lease of every symbol.

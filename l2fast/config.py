@@ -30,6 +30,7 @@ import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, is_dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -40,6 +41,7 @@ __all__ = [
     "REGIMES",
     "RISK_APPETITES",
     "SYMBOL_PATTERN",
+    "is_symbol",
     "EngineConfig",
     "FrozenDict",
     "L2Config",
@@ -60,6 +62,13 @@ REGIMES: tuple[str, ...] = ("trending", "ranging", "volatile")
 RISK_APPETITES: tuple[str, ...] = ("conservative", "moderate", "aggressive")
 #: A trading pair: ``BASE/QUOTE`` in upper-case letters and digits (``BTC/USDT``, ``1000SHIB/USDT``).
 SYMBOL_PATTERN = re.compile(r"[A-Z0-9]{1,20}/[A-Z0-9]{1,20}")
+
+
+@lru_cache(maxsize=1024)
+def is_symbol(symbol: str) -> bool:
+    """Whether ``symbol`` (a ``str``) matches :data:`SYMBOL_PATTERN`; cached, since signals
+    and bus messages check the same few symbols on every bar."""
+    return SYMBOL_PATTERN.fullmatch(symbol) is not None
 
 _MODEL_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")

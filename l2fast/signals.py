@@ -27,10 +27,9 @@ import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from functools import lru_cache
 from typing import Any
 
-from l2fast.config import REGIMES, RISK_APPETITES, SYMBOL_PATTERN
+from l2fast.config import REGIMES, RISK_APPETITES, SYMBOL_PATTERN, is_symbol
 from l2fast.errors import InvalidDecisionError, InvalidInputError
 
 __all__ = ["Side", "StrategicDecision", "TacticalSignal", "make_signal_id"]
@@ -202,11 +201,6 @@ _SIDES: dict[str, Side] = {side.value: side for side in Side}
 _SIDE_TEXT: dict[Side, str] = {side: side.value for side in Side}
 
 
-@lru_cache(maxsize=1024)
-def _valid_symbol(symbol: str) -> bool:
-    return SYMBOL_PATTERN.fullmatch(symbol) is not None
-
-
 def _as_float(value: Any) -> float | None:
     """``value`` as a float if it is a real number (not a bool), else None."""
     if type(value) is float:
@@ -270,7 +264,7 @@ class TacticalSignal:
     def __post_init__(self) -> None:
         set_ = object.__setattr__
         symbol = self.symbol
-        if not isinstance(symbol, str) or not _valid_symbol(str.__str__(symbol)):
+        if not isinstance(symbol, str) or not is_symbol(str.__str__(symbol)):
             raise _bad_signal("symbol", symbol, "must look like 'BTC/USDT' (BASE/QUOTE, upper case)")
         try:
             side = _SIDES[self.side]

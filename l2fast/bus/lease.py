@@ -20,9 +20,9 @@ import logging
 import time
 from collections.abc import Sequence
 
-from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 
+from l2fast.bus.redis import TRANSIENT_ERRORS
 from l2fast.errors import L2FastError
 
 __all__ = ["EVERY_SYMBOL", "LeaseLost", "SymbolLease"]
@@ -31,9 +31,6 @@ logger = logging.getLogger("l2fast.bus")
 
 #: The lease name of a worker that reads every symbol (a bus not partitioned by symbol).
 EVERY_SYMBOL = "*"
-
-# Errors after which Redis may answer again (a restart replaying its append-only file).
-_TRANSIENT = (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError)
 
 # KEYS: the symbols' owner keys. ARGV: owner, ttl (ms). Returns the first key owned by
 # someone else (nothing taken), or an empty string (all taken or renewed).
@@ -111,7 +108,7 @@ class SymbolLease:
         while True:
             try:
                 held = await self.try_acquire()
-            except _TRANSIENT as exc:
+            except TRANSIENT_ERRORS as exc:
                 held = f"unknown (Redis: {exc})"
             if held is None:
                 return
@@ -140,7 +137,7 @@ class SymbolLease:
                     await self.renew()
                     renewed = time.monotonic()
                     break
-                except _TRANSIENT as exc:
+                except TRANSIENT_ERRORS as exc:
                     if time.monotonic() + delay >= expires:
                         raise LeaseLost(f"{self.owner}: Redis unreachable until the lease expired ({exc})") from exc
                     await asyncio.sleep(delay)

@@ -81,9 +81,9 @@ logger = logging.getLogger("l2fast.bus")
 
 T = TypeVar("T")
 
-# Errors after which the same command may succeed once Redis is back (BusyLoadingError,
-# Redis replaying its append-only file after a restart, is a ConnectionError).
-_TRANSIENT = (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError)
+#: Errors after which the same command may succeed once Redis is back (BusyLoadingError,
+#: Redis replaying its append-only file after a restart, is a ConnectionError).
+TRANSIENT_ERRORS = (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError)
 
 _PUBLISHER_TTL_S = 86_400
 
@@ -293,7 +293,7 @@ class RedisTransport(Transport):
                 raise BusClosed("transport is closed")
             try:
                 return await op()
-            except _TRANSIENT as exc:
+            except TRANSIENT_ERRORS as exc:
                 self.reconnects += 1
                 logger.warning("redis: %s: retrying in %.2f s", exc or type(exc).__name__, delay)
                 for subscription in self._subscriptions:
@@ -561,8 +561,7 @@ class RedisSubscription(Subscription):
             if entry_id in known:
                 continue
             known.add(entry_id)
-            ms, _, seq = entry_id.partition("-")
-            order = (int(ms), int(seq or 0))
+            order = _id_key(entry_id)
             # An entry another producer wrote without our field reaches the bus as an
             # empty envelope, to be refused and counted like any malformed message.
             buffer.append((order, Delivery(topic, entry_id, order[0], _data_field(fields), key)))

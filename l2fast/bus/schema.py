@@ -41,13 +41,12 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from functools import lru_cache
 from types import MappingProxyType
 from typing import Any, NamedTuple, TypeAlias
 
 import orjson
 
-from l2fast.config import SYMBOL_PATTERN
+from l2fast.config import is_symbol
 from l2fast.errors import InvalidBarError, InvalidInputError
 from l2fast.signals import StrategicDecision, TacticalSignal
 
@@ -119,13 +118,8 @@ def _real(value: Any) -> float | None:
     return float(value)
 
 
-@lru_cache(maxsize=1024)
-def _valid_symbol(symbol: str) -> bool:
-    return SYMBOL_PATTERN.fullmatch(symbol) is not None
-
-
 def _symbol_ok(symbol: Any) -> bool:
-    return isinstance(symbol, str) and _valid_symbol(str.__str__(symbol))
+    return isinstance(symbol, str) and is_symbol(str.__str__(symbol))
 
 
 def _timestamp_ok(ts_ms: Any) -> bool:
@@ -164,7 +158,7 @@ class Bar:
         if (type(o) is float and type(h) is float and type(lo) is float and type(c) is float
                 and type(v) is float and type(ts) is int and type(self.symbol) is str
                 and 0.0 < lo <= min(o, c) and max(o, c) <= h < _INF and 0.0 <= v < _INF
-                and 0 <= ts < _MAX_TS and not ts % MINUTE_MS and _valid_symbol(self.symbol)):
+                and 0 <= ts < _MAX_TS and not ts % MINUTE_MS and is_symbol(self.symbol)):
             return
         self._check_fields()
 

@@ -58,13 +58,14 @@ from l2fast.config import L2Config
 from l2fast.features import TechnicalState
 from l2fast.manifest import INPUT_NAME
 from l2fast.models import LoadedModel, load_model, session_options
+from l2fast.data import models_dir
 
 Bars = dict[str, np.ndarray]
 # What a builder returns: the per-bar call to time, and a check to run after timing (or None).
 Timed = tuple[Callable[..., object], Callable[[], None] | None]
 
 ROOT = Path(__file__).resolve().parents[1]
-MODELS_DIR = ROOT / "onnx_models"
+MODELS_DIR = models_dir()
 SAVED_MODELS = ROOT / "saved_models"
 SYMBOL = "BTC/USDT"
 COLUMNS = ("ts", "open", "high", "low", "close", "volume")

@@ -27,8 +27,9 @@ from l2fast.features import TechnicalState  # noqa: E402
 from l2fast.manifest import INPUT_NAME  # noqa: E402
 from l2fast.models import session_options  # noqa: E402
 from l2fast.synthetic import generate_bars  # noqa: E402
+from l2fast.data import models_dir
 
-MODELS_DIR = Path(__file__).resolve().parents[1] / "onnx_models"
+MODELS_DIR = models_dir()
 GROUP = "ensemble of 3 agents, one bar"
 ROUNDS = 20_000
 # Measured 1.59-1.68x (11-12 us vs 19 us median) on the 2-core development machine; the

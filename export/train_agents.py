@@ -353,7 +353,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m export.train_agents", description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", help="bar CSV or folder (default $L2FAST_DATA_DIR or ../shared/data)")
     parser.add_argument("--out", type=Path, default=REPO / "saved_models", help="bundle folder")
-    parser.add_argument("--onnx-out", type=Path, default=REPO / "onnx_models", help="ONNX folder")
+    parser.add_argument("--onnx-out", type=Path, default=REPO / "l2fast" / "data" / "onnx_models", help="ONNX folder (the shipped agents)")
     parser.add_argument("--no-export", action="store_true", help="skip the ONNX export")
     parser.add_argument("--agents", default=",".join(AGENTS), help="comma-separated agent names")
     parser.add_argument("--timesteps", type=int, help="override every agent's PPO timesteps")

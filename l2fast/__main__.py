@@ -1,10 +1,13 @@
-"""Command line: ``python -m l2fast <command>``.
+"""Command line: ``l2fast <command>`` (also ``python -m l2fast <command>``).
+
+``l2fast --version`` prints the installed version.
 
 Commands:
     indicators: stream bars through the technical core and print the latest features per
         timeframe (a generated series unless ``--data FILE`` is given).
     config: ``config --show [--config FILE]`` prints the effective configuration as TOML
-        (the defaults, or FILE merged over them).
+        (the defaults, or FILE merged over them); ``config --template NAME`` prints a
+        shipped configuration with its comments (``defaults``: every setting; ``demo``).
     replay: stream bar files through the engine and a paper L1 (``l2fast.paper``) and
         print a summary (signals, trades, PnL, drawdown, fees, latency, throughput).
     demo: the replay of the shipped demo agents on a generated series (or ``--data``)
@@ -78,10 +81,16 @@ def _cmd_indicators(args: argparse.Namespace) -> int:
 
 def _cmd_config(args: argparse.Namespace) -> int:
     from l2fast.config import L2Config
+    from l2fast.data import config_template
     from l2fast.errors import ConfigError
 
+    if args.template:
+        if args.show or args.config:
+            args.parser.error("--template prints a shipped file as it is: without --show or --config")
+        print(config_template(args.template), end="")
+        return 0
     if not args.show:
-        args.parser.error("nothing to do: pass --show")
+        args.parser.error("nothing to do: pass --show or --template NAME")
     try:
         config = L2Config.from_toml(args.config) if args.config else L2Config()
     except ConfigError as exc:
@@ -261,11 +270,11 @@ def _cmd_replay(args: argparse.Namespace) -> int:
 
 def _demo_changes() -> list[str]:
     from l2fast.config import L2Config
-    from l2fast.replay import DEMO_CONFIG
+    from l2fast.replay import demo_overrides
 
     defaults = L2Config()
     changes = []
-    for section, table in DEMO_CONFIG.items():
+    for section, table in demo_overrides().items():
         for key, value in table.items():
             before = getattr(getattr(defaults, section), key)
             changes.append(f"{section}.{key} {_toml_text(before)} -> {_toml_text(value)}")
@@ -295,7 +304,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     config = demo_config()
     header = [
         f"l2fast demo: the shipped demo agents on {source}",
-        "config:      the DEMO config (l2fast.replay.DEMO_CONFIG, also examples/demo.toml) over the defaults:",
+        "config:      the DEMO config (l2fast config --template demo) over the defaults:",
         *(f"               {change}" for change in _demo_changes()),
         "             It LOWERS the seed's thresholds and fixes the Kelly inputs because the shipped",
         "             demo agents have no edge: with the default config they almost never trade. The",
@@ -569,9 +578,19 @@ def _add_bus_commands(sub: argparse._SubParsersAction) -> None:
     sig.set_defaults(func=_cmd_signals)
 
 
+def _prog() -> str:
+    # The console script and python -m run the same main; name the one the user typed.
+    name = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else ""
+    return "python -m l2fast" if name in ("", "__main__.py", "-c") else name
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the l2fast command line and return the process exit code."""
-    parser = argparse.ArgumentParser(prog="python -m l2fast", description=__doc__.splitlines()[0])
+    from l2fast import __version__
+    from l2fast.data import TEMPLATES
+
+    parser = argparse.ArgumentParser(prog=_prog(), description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"l2fast {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     ind = sub.add_parser("indicators", help="print the latest features per timeframe")
     ind.add_argument("--data", help="CSV(.gz) of 1m bars: ts,open,high,low,close,volume")
@@ -580,7 +599,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     ind.set_defaults(func=_cmd_indicators)
     cfg = sub.add_parser("config", help="print the effective configuration as TOML")
     cfg.add_argument("--show", action="store_true", help="print the effective configuration")
-    cfg.add_argument("--config", help="TOML file merged over the defaults (e.g. l2fast.toml)")
+    cfg.add_argument("--config", help="TOML file merged over the defaults (e.g. my.toml)")
+    cfg.add_argument("--template", choices=sorted(TEMPLATES),
+                     help="print a shipped configuration with its comments, to start a file from "
+                          "(defaults: every setting; demo: the demo's)")
     cfg.set_defaults(func=_cmd_config, parser=cfg)
     rep = sub.add_parser(
         "replay", help="replay bar files through the engine and a paper L1",
@@ -594,7 +616,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     rep.add_argument("--from", dest="start", type=_utc_ms, metavar="DATE",
                      help="first bar time, inclusive (YYYY-MM-DD[THH:MM], UTC)")
     rep.add_argument("--to", dest="end", type=_utc_ms, metavar="DATE", help="end of the window, exclusive")
-    rep.add_argument("--config", metavar="FILE", help="TOML merged over the defaults (e.g. examples/demo.toml)")
+    rep.add_argument("--config", metavar="FILE",
+                     help="TOML merged over the defaults (e.g. the demo's: l2fast config --template demo > demo.toml)")
     rep.add_argument("--decisions", metavar="FILE",
                      help="JSONL of L3 decisions, each installed when the bar time reaches its ts_ms "
                           "(default: trending, target_exposure 0.5, moderate, universe = the replayed symbols)")
@@ -603,7 +626,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo = sub.add_parser(
         "demo", help="replay the shipped demo agents with the demo config (they trade)",
         description="Replay the shipped demo agents on a generated series (or --data) with the DEMO config "
-                    "(l2fast.replay.DEMO_CONFIG, also examples/demo.toml) over the defaults: "
+                    "(l2fast config --template demo) over the defaults: "
                     f"{'; '.join(_demo_changes())}. It lowers the seed's thresholds and fixes the Kelly "
                     "inputs because the shipped demo agents have no edge: with the defaults they almost "
                     "never trade.")

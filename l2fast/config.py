@@ -1,7 +1,8 @@
 """Configuration of l2fast's components, validated on construction.
 
-Sections (each a frozen dataclass, grouped by :class:`L2Config` and mirrored by the TOML
-file ``l2fast.toml`` at the repository root):
+Sections (each a frozen dataclass, grouped by :class:`L2Config` and mirrored by the
+commented TOML file of every default, ``l2fast/data/l2fast.toml``, which
+``l2fast config --template defaults`` prints):
 
 - ``technical``: :class:`TechnicalConfig`, the seed's ``TECHNICAL_CONFIG``.
 - ``model``: :class:`ModelConfig`, the seed's ``MODEL_CONFIG`` (ensemble weights, regime
@@ -35,6 +36,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from l2fast.bars import parse_timeframe
+from l2fast.data import models_dir as shipped_models_dir
 from l2fast.errors import ConfigError
 
 __all__ = [
@@ -333,14 +335,14 @@ class TechnicalConfig:
 def default_models_dir() -> Path:
     """The models folder used when ``model.models_dir`` is empty.
 
-    ``$L2FAST_MODELS_DIR`` when set and non-empty, else the shipped ``onnx_models/`` folder
-    at the repository root (beside the ``l2fast`` package). Read at call time, so the
-    environment never changes a config's value, only where an empty one points.
+    ``$L2FAST_MODELS_DIR`` when set and non-empty, else the shipped demo agents, package
+    data of the installed ``l2fast`` (:func:`l2fast.data.models_dir`). Read at call time,
+    so the environment never changes a config's value, only where an empty one points.
     """
     env = os.environ.get(_MODELS_DIR_ENV, "")
     if env:
         return Path(env).expanduser()
-    return Path(__file__).resolve().parent.parent / "onnx_models"
+    return shipped_models_dir()
 
 
 def _weights_defaults() -> dict[str, float]:

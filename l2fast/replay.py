@@ -16,9 +16,10 @@ correlation and risk-parity terms of the sizing see every symbol), and per bar:
 The same engine configuration, bars, decisions and broker settings give byte-identical
 ``out`` and equal summaries (timings aside) on every run.
 
-:data:`DEMO_CONFIG` is the configuration of ``python -m l2fast demo`` (and of
-``examples/demo.toml``): it lowers the seed's vote thresholds and fixes the Kelly inputs
-so that the shipped demo agents, which have no edge, trade at all.
+:func:`demo_config` is the configuration of ``l2fast demo``, the shipped example
+``demo`` (``l2fast/data/examples/demo.toml``, printed by ``l2fast config --template demo``):
+it lowers the seed's vote thresholds and fixes the Kelly inputs so that the shipped demo
+agents, which have no edge, trade at all.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import os
 import re
 import sys
 import time
+import tomllib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -37,6 +39,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 import numpy as np
 
 from l2fast.config import SYMBOL_PATTERN, L2Config
+from l2fast.data import config_template, shipped_config
 from l2fast.errors import InvalidDecisionError, InvalidInputError
 from l2fast.paper import FILL_REASONS, PaperBroker, Trade
 from l2fast.signals import Side, StrategicDecision, TacticalSignal
@@ -45,11 +48,11 @@ if TYPE_CHECKING:
     from l2fast.engine import TacticalSignalGenerator
 
 __all__ = [
-    "DEMO_CONFIG",
     "BarStream",
     "ReplaySummary",
     "default_decision",
     "demo_config",
+    "demo_overrides",
     "format_trades",
     "iter_jsonl",
     "load_decisions",
@@ -57,15 +60,6 @@ __all__ = [
     "replay",
     "symbol_from_filename",
 ]
-
-#: ``python -m l2fast demo``'s overrides of the defaults (``examples/demo.toml`` holds the
-#: same). The seed's thresholds (consensus 0.6, confidence 0.7, alignment 0.7) and the
-#: manifests' Kelly inputs let almost nothing through with the shipped demo agents, which
-#: have no edge; these values make them trade, to show the whole pipeline at work.
-DEMO_CONFIG: dict[str, dict[str, Any]] = {
-    "risk": {"kelly_win_rate": 0.55, "kelly_payoff_ratio": 1.5, "allow_short": True},
-    "model": {"consensus_threshold": 0.5, "alignment_threshold": 0.5, "confidence_threshold": 0.6},
-}
 
 _COLUMNS = ("ts", "open", "high", "low", "close", "volume")
 # Bars converted to Python numbers at a time: bounded memory on long series.
@@ -75,9 +69,19 @@ _CHUNK = 8_192
 _QUOTES = ("USDT", "USDC", "BUSD", "USD", "EUR", "BTC", "ETH")
 
 
+def demo_overrides() -> dict[str, dict[str, Any]]:
+    """The settings the demo's configuration changes, as its TOML file writes them.
+
+    The seed's thresholds (consensus 0.6, confidence 0.7, alignment 0.7) and the manifests'
+    Kelly inputs let almost nothing through with the shipped demo agents, which have no
+    edge; the demo's values make them trade, to show the whole pipeline at work.
+    """
+    return tomllib.loads(config_template("demo"))
+
+
 def demo_config() -> L2Config:
-    """The demo's configuration: :data:`DEMO_CONFIG` over the defaults."""
-    return L2Config.from_dict(DEMO_CONFIG)
+    """The demo's configuration: the shipped example ``demo`` over the defaults."""
+    return L2Config.from_toml(shipped_config("demo"))
 
 
 @dataclass(frozen=True, slots=True)

@@ -37,6 +37,7 @@ from l2fast.paper import PaperBroker
 from l2fast.replay import BarStream, default_decision, demo_config, replay
 from l2fast.report import format_markdown, targets
 from l2fast.synthetic import generate_bars
+from l2fast.data import shipped_config
 
 BTC, ETH = "BTC/USDT", "ETH/USDT"
 MINUTE, DAY = 60_000, 86_400_000
@@ -421,7 +422,7 @@ def test_the_benchmark_command_prints_the_table_and_writes_the_report(data_folde
     pytest.importorskip("matplotlib")
     report = tmp_path / "report"
     code = main(["benchmark", "--data", str(data_folder), "--period", PERIOD, "--symbols", f"{BTC},{ETH}",
-                 "--config", str(Path(__file__).resolve().parents[1] / "examples" / "demo.toml"),
+                 "--config", str(shipped_config("demo")),
                  "--report", str(report), "--no-progress"])
     out = capsys.readouterr().out
     assert code == 0

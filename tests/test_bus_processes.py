@@ -30,6 +30,7 @@ from l2fast.engine import TacticalSignalGenerator  # noqa: E402
 from l2fast.paper import PaperBroker  # noqa: E402
 from l2fast.replay import BarStream, demo_config, merge_streams  # noqa: E402
 from l2fast.signals import StrategicDecision  # noqa: E402
+from l2fast.data import shipped_config  # noqa: E402
 
 pytestmark = pytest.mark.skipif(REDIS_SERVER is None,
                                 reason="redis-server is not installed (Debian: apt-get install redis-server)")
@@ -51,7 +52,7 @@ class Setup:
         self.eth = write_csv(folder / "ethusdt_1m.csv.gz", streams[1].bars)
         self.decisions = folder / "decisions.jsonl"
         self.decisions.write_text(json.dumps(DECISION.to_dict()) + "\n")
-        self.config = REPO / "examples" / "demo.toml"
+        self.config = shipped_config("demo")
         # One engine and paper L1 for both symbols, or (split: two workers share the
         # symbols) one of each per symbol.
         desks = {}

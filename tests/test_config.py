@@ -14,6 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import l2fast
 from l2fast.__main__ import main
 from l2fast.config import (
     EngineConfig,
@@ -23,6 +24,7 @@ from l2fast.config import (
     TechnicalConfig,
     default_models_dir,
 )
+from l2fast.data import shipped_config
 from l2fast.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -85,11 +87,11 @@ def test_effective_weights_are_weight_times_multiplier_normalised():
 
 
 def test_shipped_l2fast_toml_loads_and_equals_the_defaults():
-    assert L2Config.from_toml(REPO / "l2fast.toml") == L2Config()
+    assert L2Config.from_toml(shipped_config("defaults")) == L2Config()
 
 
 def test_shipped_l2fast_toml_sets_every_key_explicitly():
-    data = tomllib.loads((REPO / "l2fast.toml").read_text())
+    data = tomllib.loads(shipped_config("defaults").read_text())
     expected = L2Config().to_dict()
     # Keys whose default is "not set" (None) are documented there as comments.
     expected["risk"] = {k: v for k, v in expected["risk"].items() if v is not None}
@@ -280,8 +282,12 @@ def test_a_bad_toml_file_is_named_in_the_error(tmp_path):
 
 def test_models_dir_resolution_config_then_environment_then_shipped(tmp_path, monkeypatch):
     monkeypatch.delenv("L2FAST_MODELS_DIR", raising=False)
-    assert default_models_dir() == REPO / "onnx_models"
-    assert ModelConfig().resolve_models_dir() == REPO / "onnx_models"
+    # The shipped agents are package data of the imported l2fast, wherever it is installed.
+    shipped = Path(l2fast.__file__).resolve().parent / "data" / "onnx_models"
+    assert default_models_dir() == shipped
+    assert ModelConfig().resolve_models_dir() == shipped
+    assert sorted(p.name for p in shipped.glob("*.json")) == [
+        "mean_revert_agent.json", "trend_agent.json", "volatility_agent.json"]
     monkeypatch.setenv("L2FAST_MODELS_DIR", str(tmp_path / "env"))
     assert ModelConfig().resolve_models_dir() == tmp_path / "env"
     assert ModelConfig() == ModelConfig(models_dir="")  # the environment never changes the value

@@ -23,8 +23,9 @@ from l2fast.dashboard import L2Dashboard, ReplayFeed  # noqa: E402
 from l2fast.monitoring import metrics_key, publish_metrics, read_metrics  # noqa: E402
 from l2fast.signals import TacticalSignal  # noqa: E402
 from l2fast.synthetic import generate_bars  # noqa: E402
+from l2fast.data import shipped_config
 
-DEMO_CONFIG = Path(__file__).resolve().parents[1] / "examples" / "demo.toml"
+DEMO_CONFIG = shipped_config("demo")
 
 BTC = "BTC/USDT"
 T0 = 1_704_067_200_000

@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from l2fast.data import models_dir
+
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     # The recipes live in the top-level export/ folder, not in the installed package.
@@ -135,12 +137,12 @@ def test_shipped_bundles_load_through_the_exporter_source_loader(shipped: tuple[
 
 
 def test_shipped_artifacts_stay_small() -> None:
-    files = list((REPO / "saved_models").glob("*.pkl")) + list((REPO / "onnx_models").glob("*"))
+    files = list((REPO / "saved_models").glob("*.pkl")) + list(models_dir().glob("*"))
     assert sum(f.stat().st_size for f in files) < 400_000
 
 
 def test_shipped_onnx_models_validate_and_come_from_the_shipped_bundles() -> None:
-    folder = REPO / "onnx_models"
+    folder = models_dir()
     if not any(folder.glob("*.onnx")):
         pytest.skip("onnx_models/ not exported yet: python -m l2fast.export saved_models/ --out onnx_models/")
     import l2fast

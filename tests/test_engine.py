@@ -16,9 +16,10 @@ from l2fast import L2Config, StrategicDecision, TacticalSignal, TacticalSignalGe
 from l2fast.errors import ConfigError, InvalidBarError, InvalidDecisionError, InvalidInputError, ModelLoadError
 from l2fast.reference.engine import EngineRef
 from l2fast.synthetic import generate_bars
+from l2fast.data import models_dir
 
 REPO = Path(__file__).resolve().parents[1]
-MODELS = REPO / "onnx_models"
+MODELS = models_dir()
 BTC, ETH = "BTC/USDT", "ETH/USDT"
 # Gates at zero so that every directional vote reaches sizing and the risk gate.
 OPEN_GATES = {"consensus_threshold": 0.0, "alignment_threshold": 0.0, "confidence_threshold": 0.0}

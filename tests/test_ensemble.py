@@ -15,8 +15,9 @@ from l2fast.ensemble import FusedEnsemble  # noqa: E402
 from l2fast.errors import InvalidInputError, ModelLoadError  # noqa: E402
 from l2fast.features import TechnicalState  # noqa: E402
 from l2fast.synthetic import generate_bars  # noqa: E402
+from l2fast.data import models_dir
 
-MODELS_DIR = Path(__file__).resolve().parents[1] / "onnx_models"
+MODELS_DIR = models_dir()
 N_ROWS = 1_000
 
 

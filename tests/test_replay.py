@@ -27,6 +27,7 @@ from l2fast.replay import (
 )
 from l2fast.signals import StrategicDecision, TacticalSignal
 from l2fast.synthetic import generate_bars
+from l2fast.data import shipped_config
 
 ROOT = Path(__file__).resolve().parents[1]
 BTC, ETH = "BTC/USDT", "ETH/USDT"
@@ -219,8 +220,17 @@ def test_default_decision_trades_the_replayed_symbols_and_never_goes_stale():
         "trending", 0.5, "moderate", (BTC, ETH), None)
 
 
-def test_the_demo_toml_file_holds_the_demo_config():
-    assert L2Config.from_toml(ROOT / "examples" / "demo.toml") == demo_config()
+def test_the_demo_config_lowers_the_vote_thresholds_fixes_the_kelly_inputs_and_keeps_the_rest():
+    demo, defaults = demo_config().to_dict(), L2Config().to_dict()
+    assert (demo["model"]["consensus_threshold"], demo["model"]["alignment_threshold"],
+            demo["model"]["confidence_threshold"]) == (0.5, 0.5, 0.6)
+    assert (demo["risk"]["kelly_win_rate"], demo["risk"]["kelly_payoff_ratio"], demo["risk"]["allow_short"]) == (
+        0.55, 1.5, True)
+    for section, keys in {"model": ("consensus_threshold", "alignment_threshold", "confidence_threshold"),
+                          "risk": ("kelly_win_rate", "kelly_payoff_ratio", "allow_short")}.items():
+        for key in keys:
+            del demo[section][key], defaults[section][key]
+    assert demo == defaults
 
 
 def test_a_bad_decision_line_is_named_with_its_file_and_line(tmp_path):
@@ -243,7 +253,7 @@ def btc_csv(tmp_path_factory, bars_5k) -> Path:
 
 def test_replay_command_writes_what_the_python_replay_writes(btc_csv, demo_run, tmp_path, capsys):
     out = tmp_path / "signals.jsonl"
-    argv = ["replay", "--data", str(btc_csv), "--config", str(ROOT / "examples" / "demo.toml"),
+    argv = ["replay", "--data", str(btc_csv), "--config", str(shipped_config("demo")),
             "--out", str(out), "--no-progress"]
     assert main(argv) == 0
     summary, _, _, text = demo_run
@@ -257,7 +267,7 @@ def test_replay_command_writes_what_the_python_replay_writes(btc_csv, demo_run, 
 def test_replay_command_is_byte_identical_across_runs(btc_csv, tmp_path, capsys):
     outs = [tmp_path / "a.jsonl", tmp_path / "b.jsonl"]
     for out in outs:
-        assert main(["replay", "--data", str(btc_csv), "--config", str(ROOT / "examples" / "demo.toml"),
+        assert main(["replay", "--data", str(btc_csv), "--config", str(shipped_config("demo")),
                      "--out", str(out), "--all-signals", "--from", "2024-01-02", "--no-progress"]) == 0
     assert outs[0].read_bytes() == outs[1].read_bytes()
     first = json.loads(outs[0].read_text().splitlines()[0])

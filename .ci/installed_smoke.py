@@ -14,10 +14,11 @@ from pathlib import Path
 
 def main(checkout: Path) -> int:
     import l2fast
-    from l2fast import StrategicDecision, TacticalSignalGenerator
     from l2fast.config import L2Config, default_models_dir
     from l2fast.data import shipped_config
+    from l2fast.engine import TacticalSignalGenerator
     from l2fast.replay import demo_config
+    from l2fast.signals import StrategicDecision
     from l2fast.synthetic import generate_bars
 
     package = Path(l2fast.__file__).resolve().parent

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from l2fast.errors import ConfigError
 
-__all__ = ["DEFAULT_CONFIG", "TEMPLATES", "config_template", "data_path", "shipped_config", "models_dir"]
+__all__ = ["DEFAULT_CONFIG", "TEMPLATES", "config_template", "data_path", "models_dir", "shipped_config"]
 
 #: The name of the commented file of every default setting among :data:`TEMPLATES`.
 DEFAULT_CONFIG = "defaults"

@@ -25,7 +25,10 @@ Commands:
         without duplicates (``l2fast.bus.tools``).
 
 Bad input (unreadable file, bad date, invalid config or decisions) prints ``error: ...``
-on stderr and exits with code 2.
+on stderr and exits with code 2. The Redis commands (worker, publish, signals, dashboard)
+retry while Redis is unreachable, logging each retry, and after ``--redis-timeout``
+seconds (default 30; 0: retry for ever) print ``error: redis at URL unreachable: ...``
+and exit with code 3.
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ if TYPE_CHECKING:
     from l2fast.config import L2Config
     from l2fast.dashboard import ReplayFeed
     from l2fast.engine import TacticalSignalGenerator
+    from l2fast.errors import BusUnavailableError
     from l2fast.paper import PaperBroker
     from l2fast.replay import BarStream, ReplaySummary
     from l2fast.signals import StrategicDecision
@@ -363,6 +367,8 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
 
 
 def _cmd_dashboard(args: argparse.Namespace) -> int:
+    from l2fast.errors import BusUnavailableError
+
     dashboard = _require_dashboard()
     try:
         from redis.exceptions import RedisError
@@ -370,8 +376,13 @@ def _cmd_dashboard(args: argparse.Namespace) -> int:
         raise _InputError("the dashboard reads Redis: pip install l2fast[redis]") from None
     if not args.refresh > 0:
         raise _InputError(f"--refresh {args.refresh:g}: must be > 0 seconds")
+    # No logging set up here: Python's last-resort handler writes the retries' warnings
+    # to the current sys.stderr, which the live display redirects above its frame.
     try:
-        asyncio.run(dashboard.watch_redis(args.redis, prefix=args.prefix, refresh_s=args.refresh, once=args.once))
+        asyncio.run(dashboard.watch_redis(args.redis, prefix=args.prefix, refresh_s=args.refresh, once=args.once,
+                                          redis_timeout_s=args.redis_timeout))
+    except BusUnavailableError as exc:
+        return _gave_up(exc)
     except RedisError as exc:
         raise _InputError(f"redis at {args.redis}: {exc}") from None
     except ValueError as exc:  # a malformed URL, or workers of different builds
@@ -410,10 +421,40 @@ def _run_async(coro: object) -> object:
         return None
 
 
+#: Exit code of a Redis command that gave up on an unreachable Redis (--redis-timeout).
+EXIT_REDIS_UNREACHABLE = 3
+
+_REDIS_TIMEOUT_S = 30.0
+_LOG_FORMAT = "%(asctime)s %(name)s %(levelname)s %(message)s"
+
+
+def _redis_timeout(text: str) -> float | None:
+    """``--redis-timeout``'s value: seconds, None for 0 (retry for ever)."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds < float("inf"):  # NaN too
+        raise argparse.ArgumentTypeError(f"{text!r}: must be seconds >= 0 (0: retry for ever)")
+    return seconds or None
+
+
+def _add_redis_timeout(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--redis-timeout", type=_redis_timeout, default=_REDIS_TIMEOUT_S, metavar="S",
+                        help="while Redis is unreachable, retry with backoff (each retry logged) for at most S "
+                             f"seconds, then exit with code {EXIT_REDIS_UNREACHABLE}; 0: retry for ever "
+                             f"(default {_REDIS_TIMEOUT_S:g})")
+
+
+def _gave_up(exc: BusUnavailableError) -> int:
+    print(f"error: {exc}", file=sys.stderr)
+    return EXIT_REDIS_UNREACHABLE
+
+
 def _cmd_worker(args: argparse.Namespace) -> int:
     import logging
 
-    from l2fast.errors import L2FastError
+    from l2fast.errors import BusUnavailableError, L2FastError
 
     try:
         from l2fast.worker import WorkerOptions, run_worker
@@ -422,14 +463,17 @@ def _cmd_worker(args: argparse.Namespace) -> int:
             raise
         raise _InputError("the worker needs redis-py: pip install l2fast[redis]") from None
 
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.basicConfig(level=args.log_level.upper(), format=_LOG_FORMAT)
     options = WorkerOptions(
         redis=args.redis, config=_load_config(args.config), models_dir=args.models, snapshot=args.snapshot,
         snapshot_every=args.snapshot_every, snapshot_interval_s=args.snapshot_interval, group=args.group,
         consumer=args.consumer, prefix=args.prefix, signals=args.signals, stale_after_ms=args.stale_after_ms,
-        metrics_port=args.metrics_port, symbols=_symbols(args.symbols), lease_ttl_ms=args.lease_ttl_ms)
+        metrics_port=args.metrics_port, symbols=_symbols(args.symbols), lease_ttl_ms=args.lease_ttl_ms,
+        redis_timeout_s=args.redis_timeout)
     try:
         adapter = asyncio.run(run_worker(options))
+    except BusUnavailableError as exc:
+        return _gave_up(exc)
     except (L2FastError, ValueError) as exc:
         raise _InputError(str(exc)) from None
     if adapter is None:
@@ -451,11 +495,18 @@ def _symbols(text: str | None) -> tuple[str, ...] | None:
     return symbols
 
 
+def _log_to_stderr() -> None:
+    # The Redis retries (warnings) and the recovery (info) must reach the user.
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format=_LOG_FORMAT)
+
+
 def _cmd_publish(args: argparse.Namespace) -> int:
     from l2fast.bus import MessageBus, Topic
     from l2fast.bus.redis import RedisTransport
     from l2fast.bus.tools import feed, load_fills, publish_feed
-    from l2fast.errors import InvalidInputError
+    from l2fast.errors import BusUnavailableError, InvalidInputError
 
     streams = _load_streams(args.data, args.symbol, args.start, args.end)
     decisions = _load_decisions(args.decisions, streams)
@@ -469,14 +520,19 @@ def _cmd_publish(args: argparse.Namespace) -> int:
 
     async def main() -> int:
         partitioned = (Topic.BARS, Topic.FILLS) if args.partitioned else ()
-        bus = MessageBus(RedisTransport(args.redis, prefix=args.prefix, partitioned=partitioned))
+        bus = MessageBus(RedisTransport(args.redis, prefix=args.prefix, partitioned=partitioned,
+                                        give_up_after_s=args.redis_timeout))
         try:
             return await publish_feed(bus, messages, rate=args.rate)
         finally:
             await bus.close()
 
+    _log_to_stderr()
     started = time.perf_counter()
-    n = _run_async(main())
+    try:
+        n = _run_async(main())
+    except BusUnavailableError as exc:
+        return _gave_up(exc)
     print(f"published {n} messages in {time.perf_counter() - started:.1f} s")
     return 0
 
@@ -487,6 +543,7 @@ def _cmd_signals(args: argparse.Namespace) -> int:
     from l2fast.bus import MessageBus
     from l2fast.bus.redis import RedisTransport
     from l2fast.bus.tools import collect_signals
+    from l2fast.errors import BusUnavailableError
 
     try:
         out = open(args.out, "w", encoding="utf-8", newline="\n") if args.out else sys.stdout
@@ -498,15 +555,18 @@ def _cmd_signals(args: argparse.Namespace) -> int:
         out.flush()
 
     async def main() -> tuple[list, int]:
-        bus = MessageBus(RedisTransport(args.redis, prefix=args.prefix))
+        bus = MessageBus(RedisTransport(args.redis, prefix=args.prefix, give_up_after_s=args.redis_timeout))
         try:
             return await collect_signals(bus, group=args.group, consumer=args.consumer, count=args.count,
                                          idle_exit_s=args.idle_exit, on_signal=write)
         finally:
             await bus.close()
 
+    _log_to_stderr()
     try:
         result = _run_async(main())
+    except BusUnavailableError as exc:
+        return _gave_up(exc)
     finally:
         if out is not sys.stdout:
             out.close()
@@ -548,6 +608,7 @@ def _add_bus_commands(sub: argparse._SubParsersAction) -> None:
     work.add_argument("--lease-ttl-ms", type=int, default=10_000, metavar="MS",
                       help="time to live of the symbols' lease: how soon a standby takes over; longer than the "
                            "engine's start-up, which loads the models (default 10000)")
+    _add_redis_timeout(work)
     work.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     work.set_defaults(func=_cmd_worker)
     pub = sub.add_parser(
@@ -556,6 +617,7 @@ def _add_bus_commands(sub: argparse._SubParsersAction) -> None:
                     "before its symbol's bar opening at its ts_ms) to l3.decisions, market.bars and l1.fills.")
     pub.add_argument("--redis", required=True, metavar="URL", help="redis://host:port/db")
     pub.add_argument("--prefix", default="", help="Redis key prefix of the bus")
+    _add_redis_timeout(pub)
     pub.add_argument("--data", action="append", required=True, metavar="FILE",
                      help="CSV(.gz) of 1m bars; repeat for several symbols")
     pub.add_argument("--symbol", action="append", help="symbol of each --data file (default: from its name)")
@@ -570,6 +632,7 @@ def _add_bus_commands(sub: argparse._SubParsersAction) -> None:
     sig = sub.add_parser("signals", help="read l2.signals from a Redis bus (a minimal L1), dropping duplicates")
     sig.add_argument("--redis", required=True, metavar="URL", help="redis://host:port/db")
     sig.add_argument("--prefix", default="", help="Redis key prefix of the bus")
+    _add_redis_timeout(sig)
     sig.add_argument("--group", default="l1", help="consumer group (default l1)")
     sig.add_argument("--consumer", default="l1-0", help="consumer name (default l1-0)")
     sig.add_argument("--out", metavar="FILE", help="write one JSON line per distinct signal (default: stdout)")
@@ -669,6 +732,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "dashboard, redrawn every --refresh seconds until Ctrl-C. Needs l2fast[dashboard,redis].")
     dash.add_argument("--redis", required=True, metavar="URL", help="redis://host:port/db")
     dash.add_argument("--prefix", default="", help="the bus's key prefix (default: none)")
+    _add_redis_timeout(dash)
     dash.add_argument("--refresh", type=float, default=2.0, metavar="S", help="seconds between redraws (default 2)")
     dash.add_argument("--once", action="store_true", help="print one frame and exit")
     dash.set_defaults(func=_cmd_dashboard)

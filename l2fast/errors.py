@@ -71,3 +71,25 @@ class SnapshotError(L2FastError, ValueError):
     def __init__(self, message: str, path: object = None) -> None:
         self.path = path
         super().__init__(f"{path}: {message}" if path is not None else message)
+
+
+class BusUnavailableError(L2FastError):
+    """Redis (the bus) stayed unreachable longer than allowed: the command gave up retrying.
+
+    Attributes:
+        url: The Redis URL (its password masked).
+        error: The last connection error, as text.
+        retries: Retries made before giving up.
+        waited_s: How long Redis had been unreachable.
+        reason: Why it gave up before the time limit (empty when the limit was reached).
+    """
+
+    def __init__(self, url: str, error: str, *, retries: int, waited_s: float, reason: str = "") -> None:
+        self.url = url
+        self.error = error
+        self.retries = retries
+        self.waited_s = waited_s
+        self.reason = reason
+        why = f": {reason}" if reason else ""
+        super().__init__(f"redis at {url} unreachable: {error}; gave up after {retries} retries "
+                         f"in {waited_s:.1f} s{why}")

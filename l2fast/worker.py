@@ -30,6 +30,14 @@ dies it takes over after at most ``lease_ttl_ms``, from the owner's last snapsho
 both the same ``--snapshot`` path on shared storage) and with the owner's unacknowledged
 messages, which it claims at once (the lease says the owner is gone). Each worker's
 engine is its own portfolio: positions, limits and correlations of its symbols only.
+
+Redis unreachable, at the start or later (:class:`~l2fast.bus.redis.RedisRetry`): every
+command and the lease are retried with backoff, each retry logged with the URL, the error
+and a counter, until Redis answers or has been away for ``redis_timeout_s``; then
+:func:`run_worker` raises :class:`~l2fast.errors.BusUnavailableError` (the CLI exits
+with code 3). A running worker gives up sooner when its lease expires first: it must not
+go on without it. Either way it stops without a final snapshot, as if killed: started
+again once Redis is back, it continues from its last snapshot and loses nothing.
 """
 
 from __future__ import annotations
@@ -44,9 +52,10 @@ from pathlib import Path
 
 from l2fast.bus import L2BusAdapter, MessageBus, SignalFilter, Topic
 from l2fast.bus.lease import EVERY_SYMBOL, LeaseLost, SymbolLease
-from l2fast.bus.redis import RedisTransport
+from l2fast.bus.redis import RedisTransport, redacted_url
 from l2fast.config import L2Config
 from l2fast.engine import TacticalSignalGenerator
+from l2fast.errors import BusUnavailableError
 
 __all__ = ["WorkerOptions", "build_generator", "run_worker"]
 
@@ -76,6 +85,9 @@ class WorkerOptions:
         lease_ttl_ms: Time to live of the symbols' lease (how soon a standby takes over
             from a dead owner); longer than the engine's start-up, during which loading
             the models holds the GIL and delays the renewals.
+        redis_timeout_s: How long Redis may stay unreachable before the worker gives up
+            (module docstring); None: retry for ever (still bounded by the lease once
+            the worker runs).
     """
 
     redis: str = "redis://127.0.0.1:6379/0"
@@ -93,6 +105,7 @@ class WorkerOptions:
     metrics_interval_s: float = 1.0
     symbols: tuple[str, ...] | None = None
     lease_ttl_ms: int = 10_000
+    redis_timeout_s: float | None = 30.0
 
     @property
     def role(self) -> str:
@@ -124,6 +137,11 @@ async def run_worker(options: WorkerOptions, *, ready: asyncio.Event | None = No
     Returns:
         The adapter, stopped (its ``stats`` say what it did), or None for a standby
         stopped before it took the lease.
+
+    Raises:
+        BusUnavailableError: Redis stayed unreachable for ``options.redis_timeout_s``,
+            or until the lease expired.
+        LeaseLost: Another worker took the lease (Redis answered so).
     """
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -141,13 +159,13 @@ async def _run(options: WorkerOptions, stop: asyncio.Event, ready: asyncio.Event
     # The lease means no other reader of these streams is alive: what another consumer
     # left pending is claimed at once (on the first read), not after an idle time.
     transport = RedisTransport(options.redis, prefix=options.prefix, partitioned=partitioned,
-                               claim_idle_ms=1, claim_interval_s=86_400.0)
+                               claim_idle_ms=1, claim_interval_s=86_400.0, give_up_after_s=options.redis_timeout_s)
     bus = MessageBus(transport)
     # A worker without symbols reads them all: it leases the whole bus, so that a second
     # one started beside it waits as a standby instead of taking half of the messages.
     owned = options.symbols if options.symbols is not None else (EVERY_SYMBOL,)
     lease = SymbolLease(transport.client, owned, options.consumer, prefix=options.prefix,
-                        ttl_ms=options.lease_ttl_ms)
+                        ttl_ms=options.lease_ttl_ms, retry=transport.retry)
     keeper = None
     try:
         if not await _acquire(lease, stop):
@@ -167,7 +185,7 @@ async def _run(options: WorkerOptions, stop: asyncio.Event, ready: asyncio.Event
     finally:
         if keeper is not None:
             keeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError, LeaseLost):
+            with contextlib.suppress(asyncio.CancelledError, LeaseLost, BusUnavailableError):
                 await keeper
         with contextlib.suppress(Exception):  # gives back only what is still ours
             await lease.release()
@@ -221,7 +239,7 @@ async def _serve(options: WorkerOptions, transport: RedisTransport, gen: Tactica
         await asyncio.wait({processing, stopper, subscribed}, return_when=asyncio.FIRST_COMPLETED)
         subscribed.cancel()
         if adapter.subscribed.is_set():
-            logger.info("worker %s/%s reading %s", options.role, options.consumer, options.redis)
+            logger.info("worker %s/%s reading %s", options.role, options.consumer, redacted_url(options.redis))
             if ready is not None:
                 ready.set()
         waits = {processing, stopper} | ({keeper} if keeper is not None else set())

@@ -18,6 +18,7 @@ from support import REDIS_SERVER  # noqa: E402
 from l2fast.bus import Bar, Fill, MessageBus, Topic  # noqa: E402
 from l2fast.bus.lease import LeaseLost, SymbolLease  # noqa: E402
 from l2fast.bus.redis import RedisTransport  # noqa: E402
+from l2fast.errors import BusUnavailableError  # noqa: E402
 from l2fast.signals import StrategicDecision  # noqa: E402
 
 pytestmark = pytest.mark.skipif(REDIS_SERVER is None,
@@ -130,8 +131,8 @@ def test_a_partitioned_topic_needs_partitions(redis_url) -> None:
     run(main())
 
 
-def test_a_kept_lease_rides_out_a_redis_restart_and_is_lost_when_redis_stays_away(server) -> None:
-    async def main() -> tuple[bool, str | None, bool]:
+def test_a_kept_lease_rides_out_a_redis_restart_and_gives_up_on_redis_when_it_stays_away(server) -> None:
+    async def main() -> tuple[bool, str | None, BusUnavailableError | None]:
         client = Redis.from_url(server.url)
         lease = SymbolLease(client, [BTC], "a", ttl_ms=3000)
         await lease.acquire()
@@ -147,15 +148,17 @@ def test_a_kept_lease_rides_out_a_redis_restart_and_is_lost_when_redis_stays_awa
         await asyncio.to_thread(server.stop)
         try:
             await asyncio.wait_for(keeper, 10)
-        except LeaseLost:
-            lost = True
+        except BusUnavailableError as exc:
+            gave_up = exc
         else:
-            lost = False
+            gave_up = None
         finally:
             await asyncio.to_thread(server.start)
             await client.aclose()
-        return survived, held_by, lost
+        return survived, held_by, gave_up
 
-    survived, held_by, lost = run(main())
+    survived, held_by, gave_up = run(main())
     assert survived and held_by == BTC
-    assert lost
+    # Said as it is: Redis is unreachable, and the lease expired meanwhile.
+    assert gave_up is not None and gave_up.url == server.url
+    assert "the lease of BTC/USDT has expired" in str(gave_up)

@@ -326,9 +326,9 @@ def test_dashboard_skips_stream_entries_that_are_not_signals(redis_url, capsys, 
     assert "skipped, not a signal" in caplog.text
 
 
-def test_dashboard_without_redis_server_exits_2_naming_the_url(capsys):
-    assert exit_code(["dashboard", "--redis", "redis://127.0.0.1:1/0", "--once"]) == 2
-    assert "error: redis at redis://127.0.0.1:1/0" in capsys.readouterr().err
+def test_dashboard_without_redis_server_gives_up_after_its_timeout_with_exit_3_naming_the_url(capsys):
+    assert exit_code(["dashboard", "--redis", "redis://127.0.0.1:1/0", "--once", "--redis-timeout", "0.3"]) == 3
+    assert "error: redis at redis://127.0.0.1:1/0 unreachable: " in capsys.readouterr().err
 
 
 def test_dashboard_refuses_a_non_positive_refresh(capsys):

@@ -10,6 +10,12 @@ is released or expires, which happens ``ttl_ms`` after its owner died; a worker 
 fails to renew in time (it was paused longer than the lease) has lost its symbols and
 must stop at once without acknowledging anything more.
 
+While Redis is unreachable, taking and renewing are retried as the bus's commands are
+(:class:`~l2fast.bus.redis.RedisRetry`, shared with the transport): the log says Redis
+is unreachable, never that another worker holds the lease, which is said only when Redis
+answered so. A renewal gives up once the lease has expired
+(:class:`~l2fast.errors.BusUnavailableError`, naming the lease).
+
 Taking and renewing run as Lua scripts: all of a worker's symbols or none.
 """
 
@@ -22,7 +28,7 @@ from collections.abc import Sequence
 
 from redis.asyncio import Redis
 
-from l2fast.bus.redis import TRANSIENT_ERRORS
+from l2fast.bus.redis import RedisRetry
 from l2fast.errors import L2FastError
 
 __all__ = ["EVERY_SYMBOL", "LeaseLost", "SymbolLease"]
@@ -71,13 +77,15 @@ class SymbolLease:
         owner: This worker's name (unique among the workers).
         prefix: The bus's key prefix.
         ttl_ms: Lease time to live; a dead owner's symbols free up after it.
+        retry: The retries while Redis is unreachable (the transport's ``retry``, so that
+            both give up together); default: retry for ever.
 
     Raises:
         ValueError: No symbol, a repeated one, an empty owner, or ``ttl_ms`` < 100.
     """
 
     def __init__(self, client: Redis, symbols: Sequence[str], owner: str, *, prefix: str = "",
-                 ttl_ms: int = 10_000) -> None:
+                 ttl_ms: int = 10_000, retry: RedisRetry | None = None) -> None:
         if not symbols or len(set(symbols)) != len(symbols):
             raise ValueError(f"symbols={list(symbols)!r}: must be a non-empty list of distinct symbols")
         if not owner:
@@ -91,6 +99,7 @@ class SymbolLease:
         self._take = client.register_script(_TAKE)
         self._renew = client.register_script(_RENEW)
         self._release = client.register_script(_RELEASE)
+        self._retry = retry if retry is not None else RedisRetry(_url_of(client))
 
     async def try_acquire(self) -> str | None:
         """Take every symbol's lease if none is owned by another worker.
@@ -102,14 +111,15 @@ class SymbolLease:
         return self._symbol_of(held)
 
     async def acquire(self, poll_s: float = 0.2) -> None:
-        """Wait until every symbol's lease is ours (a standby waits here, also while
-        Redis is away)."""
+        """Wait until every symbol's lease is ours (a standby waits here, as long as it
+        takes; while Redis is away, as long as the retries allow).
+
+        Raises:
+            BusUnavailableError: Redis stayed unreachable past the retries' time limit.
+        """
         waiting = None
         while True:
-            try:
-                held = await self.try_acquire()
-            except TRANSIENT_ERRORS as exc:
-                held = f"unknown (Redis: {exc})"
+            held = await self._retry.call(self.try_acquire)
             if held is None:
                 return
             if held != waiting:
@@ -120,28 +130,21 @@ class SymbolLease:
     async def keep(self) -> None:
         """Renew the lease every third of its time to live, for as long as it runs.
 
-        A renewal that cannot reach Redis is retried with backoff until the lease would
-        have expired (a Redis restart does not cost the lease).
+        A renewal that cannot reach Redis is retried with backoff until the lease expires
+        or the retries' time limit, whichever comes first (a Redis restart does not cost
+        the lease).
 
         Raises:
-            LeaseLost: A symbol's lease is no longer ours, or Redis stayed away until the
-                lease expired.
+            LeaseLost: A symbol's lease is no longer ours (Redis answered so).
+            BusUnavailableError: Redis stayed unreachable until the lease expired, or
+                past the retries' time limit.
         """
+        expired = f"the lease of {', '.join(self.symbols)} has expired (another worker may own it now)"
         renewed = time.monotonic()
         while True:
             await asyncio.sleep(self.ttl_ms / 3000)
-            expires = renewed + self.ttl_ms / 1000
-            delay = 0.05
-            while True:
-                try:
-                    await self.renew()
-                    renewed = time.monotonic()
-                    break
-                except TRANSIENT_ERRORS as exc:
-                    if time.monotonic() + delay >= expires:
-                        raise LeaseLost(f"{self.owner}: Redis unreachable until the lease expired ({exc})") from exc
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2.0, 1.0)
+            await self._retry.call(self.renew, deadline=renewed + self.ttl_ms / 1000, reason=expired)
+            renewed = time.monotonic()
 
     async def renew(self) -> None:
         """Extend the lease of every symbol.
@@ -162,3 +165,11 @@ class SymbolLease:
         if not key:
             return None
         return self.symbols[self._keys.index(key)]
+
+
+def _url_of(client: Redis) -> str:
+    """The URL ``client`` connects to, for the log."""
+    kwargs = client.connection_pool.connection_kwargs
+    if "path" in kwargs:
+        return f"unix://{kwargs['path']}"
+    return f"redis://{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}/{kwargs.get('db', 0)}"

@@ -53,9 +53,12 @@ group holds only with one active consumer. ``python -m l2fast worker`` keeps it 
 lease (:mod:`l2fast.bus.lease`): a second worker for the same symbols waits, then claims
 what the first left pending.
 
-Connection loss: every command is retried with exponential backoff (``backoff_min_s``
-doubling up to ``backoff_max_s``) until it succeeds or the transport closes; Redis
-restarting with its append-only file keeps streams, groups and pending entries.
+Connection loss (:class:`RedisRetry`): every command is retried with exponential backoff
+(``backoff_min_s`` doubling up to ``backoff_max_s``), each retry logged with the URL, the
+error and a counter, until it succeeds, the transport closes, or Redis has been
+unreachable for ``give_up_after_s`` (then :class:`~l2fast.errors.BusUnavailableError`;
+None, the default, retries for ever). Redis restarting with its append-only file keeps
+streams, groups and pending entries.
 
 Single Redis node only (the publication script touches keys of several streams).
 """
@@ -69,13 +72,15 @@ import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 
 from l2fast.bus.transport import BusClosed, Delivery, Overflow, QueuePolicy, Subscription, Transport
+from l2fast.errors import BusUnavailableError
 
-__all__ = ["RedisSubscription", "RedisTransport"]
+__all__ = ["RedisRetry", "RedisSubscription", "RedisTransport", "redacted_url"]
 
 logger = logging.getLogger("l2fast.bus")
 
@@ -84,6 +89,115 @@ T = TypeVar("T")
 #: Errors after which the same command may succeed once Redis is back (BusyLoadingError,
 #: Redis replaying its append-only file after a restart, is a ConnectionError).
 TRANSIENT_ERRORS = (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError)
+
+
+def redacted_url(url: str) -> str:
+    """``url`` with its password masked, fit for logs and error messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
+
+
+class RedisRetry:
+    """Retries of the commands to one Redis while it is unreachable: the backoff, a
+    counter in the log, and when to give up.
+
+    An outage starts at the first failed command and ends at the first one that succeeds;
+    every caller sharing this object shares it (a worker's reads, publications and lease
+    renewals), so the time limit counts from when Redis was first found unreachable. Each
+    failure is logged as ``redis at URL unreachable: <error>; retry N in X s (giving up
+    after T s)``. Once one caller gives up, the others give up at their next failure too,
+    until Redis answers again.
+
+    Args:
+        url: The Redis URL (named in the log with its password masked).
+        give_up_after_s: Longest outage before :class:`~l2fast.errors.BusUnavailableError`
+            (> 0), or None to retry for ever.
+        backoff_min_s: First wait before retrying.
+        backoff_max_s: Longest wait between retries.
+
+    Raises:
+        ValueError: A time out of range.
+    """
+
+    def __init__(self, url: str, *, give_up_after_s: float | None = None, backoff_min_s: float = 0.05,
+                 backoff_max_s: float = 2.0) -> None:
+        if not (0 < backoff_min_s <= backoff_max_s):
+            raise ValueError(f"backoff_min_s={backoff_min_s!r}, backoff_max_s={backoff_max_s!r}: "
+                             "need 0 < backoff_min_s <= backoff_max_s")
+        if give_up_after_s is not None and not give_up_after_s > 0:
+            raise ValueError(f"give_up_after_s={give_up_after_s!r}: must be > 0 seconds, or None (no limit)")
+        self.url = redacted_url(url)
+        self.give_up_after_s = give_up_after_s
+        self.backoff_min_s = backoff_min_s
+        self.backoff_max_s = backoff_max_s
+        #: Retries in the current outage (0 while Redis answers).
+        self.retries = 0
+        self._since: float | None = None
+        self._delay = backoff_min_s
+        # Set once a caller gave up in this outage: why (empty: the time limit).
+        self._gave_up: str | None = None
+
+    async def call(self, op: Callable[[], Awaitable[T]], *, deadline: float | None = None, reason: str = "") -> T:
+        """``await op()``, retried while Redis is unreachable (class docstring).
+
+        Args:
+            op: The command; called again for each retry.
+            deadline: A ``time.monotonic()`` after which this call must not retry, when
+                it comes before the time limit (a lease that would have expired).
+            reason: Why ``deadline``, for the error.
+
+        Raises:
+            BusUnavailableError: Redis stayed unreachable past the limit or ``deadline``.
+        """
+        while True:
+            try:
+                result = await op()
+            except TRANSIENT_ERRORS as exc:
+                await self.wait(exc, deadline=deadline, reason=reason)
+                continue
+            self.reachable()
+            return result
+
+    async def wait(self, error: BaseException, *, deadline: float | None = None, reason: str = "") -> None:
+        """Count a failed command, log it and sleep before its retry (:meth:`call`'s
+        arguments); the last retry falls on the limit.
+
+        Raises:
+            BusUnavailableError: Redis has been unreachable for the limit, or ``deadline``
+                has passed, or another caller gave up in this outage.
+        """
+        now = time.monotonic()
+        if self._since is None:
+            self._since, self._delay = now, self.backoff_min_s
+        text = (str(error) or type(error).__name__).rstrip(".")  # ours follows it with "; "
+        limit, why = None, ""
+        if self.give_up_after_s is not None:
+            limit = self._since + self.give_up_after_s
+        if deadline is not None and (limit is None or deadline < limit):
+            limit, why = deadline, reason
+        if self._gave_up is not None or (limit is not None and now >= limit):
+            if self._gave_up is None:
+                self._gave_up = why
+            raise BusUnavailableError(self.url, text, retries=self.retries, waited_s=now - self._since,
+                                      reason=self._gave_up)
+        delay = self._delay if limit is None else min(self._delay, limit - now)
+        self.retries += 1
+        self._delay = min(self._delay * 2.0, self.backoff_max_s)
+        limit_text = "no time limit" if limit is None else f"giving up after {round(limit - self._since, 1):g} s"
+        logger.warning("redis at %s unreachable: %s; retry %d in %.2f s (%s)", self.url, text, self.retries, delay,
+                       limit_text)
+        await asyncio.sleep(delay)
+
+    def reachable(self) -> None:
+        """Redis answered: the outage, if any, is over (logged with its retries)."""
+        if self._since is None:
+            return
+        logger.info("redis at %s reachable again after %d retries in %.1f s", self.url, self.retries,
+                    time.monotonic() - self._since)
+        self._since, self.retries, self._gave_up = None, 0, None
 
 _PUBLISHER_TTL_S = 86_400
 
@@ -213,6 +327,8 @@ class RedisTransport(Transport):
         claim_interval_s: How often a subscription looks for such entries.
         backoff_min_s: First wait before retrying after a connection error.
         backoff_max_s: Longest wait between retries.
+        give_up_after_s: Longest time Redis may stay unreachable before a command raises
+            :class:`~l2fast.errors.BusUnavailableError` (None: retry for ever).
         trimmed: Topics whose streams the publishers trim, at each room check, of the
             entries every group has acknowledged (a group created later starts at the
             oldest entry kept).
@@ -227,22 +343,20 @@ class RedisTransport(Transport):
     def __init__(self, url: str = "redis://127.0.0.1:6379/0", *, policies: Mapping[str, QueuePolicy] | None = None,
                  default: QueuePolicy = QueuePolicy(), prefix: str = "", count: int = 256, block_ms: int = 200,
                  claim_idle_ms: int = 30_000, claim_interval_s: float = 5.0, backoff_min_s: float = 0.05,
-                 backoff_max_s: float = 2.0, partitioned: Sequence[str] = (),
+                 backoff_max_s: float = 2.0, give_up_after_s: float | None = None, partitioned: Sequence[str] = (),
                  trimmed: Sequence[str] = TRIMMED_TOPICS, client: Redis | None = None) -> None:
         for name, value in (("count", count), ("block_ms", block_ms), ("claim_idle_ms", claim_idle_ms)):
             if type(value) is not int or value < 1:
                 raise ValueError(f"{name}={value!r}: must be an integer >= 1")
-        if not (0 < backoff_min_s <= backoff_max_s):
-            raise ValueError(f"backoff_min_s={backoff_min_s!r}, backoff_max_s={backoff_max_s!r}: "
-                             "need 0 < backoff_min_s <= backoff_max_s")
+        #: The retries while Redis is unreachable (share it with a lease on this Redis).
+        self.retry = RedisRetry(url, give_up_after_s=give_up_after_s, backoff_min_s=backoff_min_s,
+                                backoff_max_s=backoff_max_s)
         self.url = url
         self.prefix = prefix
         self.count = count
         self.block_ms = block_ms
         self.claim_idle_ms = claim_idle_ms
         self.claim_interval_s = claim_interval_s
-        self.backoff_min_s = backoff_min_s
-        self.backoff_max_s = backoff_max_s
         self.partitioned = frozenset(partitioned)
         #: Connection errors survived (each retried command counts once per failure).
         self.reconnects = 0
@@ -282,24 +396,26 @@ class RedisTransport(Transport):
         return self.prefix + topic
 
     async def call(self, op: Callable[[], Awaitable[T]]) -> T:
-        """``await op()``, retried with backoff on connection errors (module docstring).
+        """``await op()``, retried with backoff on connection errors (:class:`RedisRetry`).
 
         Raises:
             BusClosed: The transport was closed while retrying.
+            BusUnavailableError: Redis stayed unreachable for ``give_up_after_s``.
         """
-        delay = self.backoff_min_s
+        retry = self.retry
         while True:
             if self._closed:
                 raise BusClosed("transport is closed")
             try:
-                return await op()
+                result = await op()
             except TRANSIENT_ERRORS as exc:
                 self.reconnects += 1
-                logger.warning("redis: %s: retrying in %.2f s", exc or type(exc).__name__, delay)
                 for subscription in self._subscriptions:
                     subscription._lost_connection()
-                await asyncio.sleep(delay)
-                delay = min(delay * 2.0, self.backoff_max_s)
+                await retry.wait(exc)
+                continue
+            retry.reachable()
+            return result
 
     async def publish(self, topic: str, data: object, *, partition: str | None = None) -> str:
         """Add ``data`` (bytes or text) to ``topic``'s stream (module docstring); for a
@@ -622,8 +738,8 @@ class RedisSubscription(Subscription):
         self._closed = True
         try:
             await self._flush_acks()
-        except BusClosed:
-            pass  # the transport closed first: the entries stay pending, to be read again
+        except (BusClosed, BusUnavailableError):
+            pass  # the transport closed first, or Redis is gone: the entries stay pending, to be read again
         finally:
             self._transport._forget(self)
 

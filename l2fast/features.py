@@ -9,13 +9,13 @@ vector; this name space is what model manifests reference.
 
 A higher-timeframe feature changes only when that timeframe's bar closes, so the forming
 bar never leaks into a feature (no look-ahead). Features are NaN until their indicator has
-warmed up on that timeframe; ``sr_*`` prices and distances are NaN while no level exists on
-that side.
+warmed up on that timeframe (:func:`feature_warmups` gives each name's warm-up in 1-minute
+bars); ``sr_*`` prices and distances are NaN while no level exists on that side.
 """
 
 from __future__ import annotations
 
-from l2fast._core.features import TechnicalState, feature_names
+from l2fast._core.features import TechnicalState, feature_names, feature_warmups
 from l2fast.config import TechnicalConfig
 
-__all__ = ["TechnicalConfig", "TechnicalState", "feature_names"]
+__all__ = ["TechnicalConfig", "TechnicalState", "feature_names", "feature_warmups"]

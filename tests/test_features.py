@@ -7,9 +7,10 @@ import pytest
 
 from l2fast.config import TechnicalConfig
 from l2fast.errors import ConfigError, InvalidBarError, InvalidInputError
-from l2fast.features import TechnicalState
+from l2fast.features import TechnicalState, feature_names, feature_warmups
 from l2fast.synthetic import generate_bars
-from l2fast.technical import CANDLESTICK_PATTERNS
+from l2fast.technical import CANDLESTICK_PATTERNS, CandlestickDetector
+from l2fast.technical import SupportResistance as Levels
 
 talib = pytest.importorskip("talib")
 pd = pytest.importorskip("pandas")
@@ -209,3 +210,46 @@ def test_config_rejects_unknown_keys_and_bad_values_naming_the_path():
 def test_unknown_feature_name_is_rejected_with_examples():
     with pytest.raises(InvalidInputError, match="feature 'rsi_99_1m': unknown"):
         TechnicalState().get("rsi_99_1m")
+
+
+def _bars_until_ready(indicator, bars: dict[str, np.ndarray], step) -> int:
+    for i in range(len(bars["close"])):
+        step(indicator, i)
+        if indicator.ready:
+            return i + 1
+    raise AssertionError("never ready")
+
+
+def test_feature_warmups_are_the_bars_until_each_feature_is_finite_from_any_start():
+    cfg = TechnicalConfig.from_dict({
+        "timeframes": ["1m", "5m", "15m"], "rsi_periods": [5, 30], "macd": [3, 7, 4], "bb_period": 9,
+        "atr_period": 6, "stoch": [5, 2, 4], "adx_period": 8, "volume_z_period": 11,
+        "realized_vol_period": 13, "donchian_period": 17,
+        "levels": {"pivot_bars": 3, "range_window": 12, "volume_window": 7}})
+    warm = feature_warmups(cfg)
+    assert list(warm) == list(feature_names(cfg))
+    minutes = dict(zip(cfg.timeframes, cfg.timeframe_minutes))
+    timed = [n for n in warm if not n.startswith(("sr_", "cdl_"))]
+    hour = 1704067200000  # a UTC hour: offset 0 is the first minute of every bucket
+    for offset in (0, 1, 7, 14):
+        bars = generate_bars(max(warm.values()) + 20, start_ts=hour + offset * 60_000)
+        state = TechnicalState(cfg)
+        rec = state.update_many(bars["ts"], bars["open"], bars["high"], bars["low"], bars["close"],
+                                bars["volume"], record=timed)
+        for j, name in enumerate(timed):
+            assert np.isfinite(rec[warm[name] - 1:, j]).all(), (offset, name)
+            if offset == 0:
+                # From a bucket's first minute the feature needs k whole bars, k * m minutes:
+                # the k the warm-up counts is exactly the kernel's NaN prefix.
+                m = minutes[name.rsplit("_", 1)[1]]
+                k = (warm[name] + 1) // m - 1
+                assert np.flatnonzero(np.isfinite(rec[:, j]))[0] + 1 == k * m, name
+
+    bars = generate_bars(200)
+    levels = Levels(**cfg.levels)
+    assert warm["sr_breakout_1m"] == _bars_until_ready(
+        levels, bars, lambda s, i: s.update(bars["high"][i], bars["low"][i], bars["close"][i], bars["volume"][i]))
+    assert warm["sr_in_range_15m"] == (warm["sr_breakout_1m"] + 1) * 15 - 1
+    candles = CandlestickDetector()
+    assert warm["cdl_engulfing_1m"] == _bars_until_ready(
+        candles, bars, lambda s, i: s.update(bars["open"][i], bars["high"][i], bars["low"][i], bars["close"][i]))

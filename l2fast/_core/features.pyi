@@ -9,6 +9,7 @@ SLOT_NAMES: tuple[str, ...]
 FIRST_RSI_SLOT: int
 
 def feature_names(config: TechnicalConfig) -> tuple[str, ...]: ...
+def feature_warmups(config: TechnicalConfig) -> dict[str, int]: ...
 
 class TechnicalState:
     values: npt.NDArray[np.float64]

@@ -12,7 +12,7 @@ from l2fast._core.aggregate cimport (
     BAR_OK, OHLCV, bar_check, bar_commit, bar_fault, bar_guard_init, tf_init, tf_step,
 )
 from l2fast._core.averages cimport window_free, window_get, window_init, window_push
-from l2fast._core.candles cimport candles_init, candles_step
+from l2fast._core.candles cimport candles_init, candles_step, candles_warmup
 from l2fast._core.common cimport as_input, check_same_length
 from l2fast._core.levels cimport LevelsOut, levels_free, levels_init, levels_step
 from l2fast._core.oscillators cimport (
@@ -146,8 +146,38 @@ cdef void _block_free(TFBlock* b) noexcept nogil:
     levels_free(&b.levels)
 
 
-def feature_names(config) -> tuple:
-    """The feature names of a :class:`~l2fast.config.TechnicalConfig`, in vector order."""
+def _slot_warmups(config) -> dict:
+    """Closed bars of its timeframe each fixed slot needs before it is finite.
+
+    Each kernel's NaN prefix is TA-Lib's lookback, so a slot is finite from bar
+    ``lookback + 1`` on. Support/resistance slots count the bars until pivots, the volume
+    mean and the range window are warmed up (``SupportResistance.ready``); a level may still
+    be absent afterwards, which is NaN, not warm-up.
+    """
+    macd = config.macd[1] + config.macd[2] - 1
+    stoch = config.stoch[0] + config.stoch[1] + config.stoch[2] - 2
+    di = config.adx_period + 1
+    lv = config.levels
+    sr = max(2 * lv["pivot_bars"] + 1, lv["range_window"], lv["volume_window"] + 1)
+    bb = config.bb_period
+    don = config.donchian_period
+    return {
+        "close": 1, "ret_1": 2, "ret_5": 6,
+        "macd": macd, "macd_signal": macd, "macd_hist": macd, "macd_hist_pct": macd,
+        "bb_upper": bb, "bb_middle": bb, "bb_lower": bb, "bb_pctb": bb, "bb_width": bb,
+        "atr_{atr}": config.atr_period + 1, "atr_pct": config.atr_period + 1,
+        "stoch_k": stoch, "stoch_d": stoch,
+        "adx_{adx}": 2 * config.adx_period, "plus_di_{adx}": di, "minus_di_{adx}": di,
+        "obv": 1, "vol_z_{vol_z}": config.volume_z_period, "rvol_{rvol}": config.realized_vol_period + 1,
+        "donchian_upper_{donchian}": don, "donchian_lower_{donchian}": don, "donchian_pos_{donchian}": don,
+        "sr_support": sr, "sr_resistance": sr, "sr_dist_support": sr, "sr_dist_resistance": sr,
+        "sr_support_strength": sr, "sr_resistance_strength": sr, "sr_breakout": sr,
+        "sr_double_top": sr, "sr_double_bottom": sr, "sr_in_range": sr,
+    }
+
+
+def _block(config) -> list:
+    """``(name, warm-up in closed bars)`` of one timeframe's block, in vector order."""
     params = {
         "atr": config.atr_period,
         "adx": config.adx_period,
@@ -155,10 +185,38 @@ def feature_names(config) -> tuple:
         "rvol": config.realized_vol_period,
         "donchian": config.donchian_period,
     }
-    block = [name.format(**params) for name in SLOT_NAMES]
-    block += [f"rsi_{p}" for p in config.rsi_periods]
-    block += [f"cdl_{name[3:].lower()}" for name in CANDLESTICK_PATTERNS]
-    return tuple(f"{name}_{tf}" for tf in config.timeframes for name in block)
+    slots = _slot_warmups(config)
+    block = [(name.format(**params), slots[name]) for name in SLOT_NAMES]
+    block += [(f"rsi_{p}", p + 1) for p in config.rsi_periods]
+    # Patterns are 0, not NaN, during their lookback: they count until all have left it.
+    block += [(f"cdl_{name[3:].lower()}", candles_warmup()) for name in CANDLESTICK_PATTERNS]
+    return block
+
+
+def feature_names(config) -> tuple:
+    """The feature names of a :class:`~l2fast.config.TechnicalConfig`, in vector order."""
+    block = _block(config)
+    return tuple(f"{name}_{tf}" for tf in config.timeframes for name, _ in block)
+
+
+def feature_warmups(config) -> dict:
+    """1-minute bars each feature of ``config`` needs before it is warmed up, by name.
+
+    A feature that needs ``k`` closed bars of an ``m``-minute timeframe needs
+    ``(k + 1) * m - 1`` one-minute bars: buckets are UTC-aligned and a stream's first,
+    partial bucket closes as a bar of its own, so from any start that many minutes give
+    ``k`` bars after a partial one (or ``k`` whole bars from a bucket's first minute). The
+    feature is then finite and its windows hold whole bars only. ``k`` is the indicator's
+    lookback + 1 (e.g. ``rsi_14``: 15, MACD ``(12, 26, 9)``: 34, ``adx_14``: 28); candlestick
+    patterns count until every pattern has left TA-Lib's lookback, ``sr_*`` features until
+    the support/resistance detector is warmed up.
+
+    Returns:
+        ``{name: bars}`` for every name of :func:`feature_names`, e.g. ``rsi_14_5m``: 79.
+    """
+    block = _block(config)
+    return {f"{name}_{tf}": (bars + 1) * minutes - 1
+            for tf, minutes in zip(config.timeframes, config.timeframe_minutes) for name, bars in block}
 
 
 cdef class TechnicalState:

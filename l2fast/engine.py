@@ -13,7 +13,8 @@
 3. holds, with ``reasoning["code"]`` saying why, while there is no L3 decision
    (``NO_DECISION``), the decision is older than ``engine.max_decision_age_ms``
    (``STALE_DECISION``), or the symbol has fewer bars than the members' ``lookback``
-   (``WARM_UP``);
+   (``WARM_UP``; a manifest without one needs the largest warm-up of its features,
+   :func:`l2fast.models.default_lookback`);
 4. runs every member agent in ONE fused onnxruntime graph through io_binding (each member
    gathers its manifest's columns from the shared feature vector); a member whose output is
    non-finite, or all of them when the run fails, is left out of the bar's vote;
@@ -75,15 +76,16 @@ from l2fast.voting import VotingParams
 __all__ = ["MAX_SYMBOLS", "TacticalSignalGenerator"]
 
 
-def _load_members(models_dir: Path, names: list[str], features: tuple[str, ...]) -> FusedEnsemble:
+def _load_members(models_dir: Path, names: list[str], config: L2Config) -> FusedEnsemble:
     if not models_dir.is_dir():
         raise ModelLoadError(f"model.models_dir={str(models_dir)!r}: not a directory")
     missing = [n for n in names if not (models_dir / f"{n}.json").exists()]
     if missing:
         present = sorted(p.stem for p in models_dir.glob("*.json"))
-        raise ModelLoadError(f"{models_dir}: no exported model for ensemble member(s) {missing} "
-                             f"named in model.weights (present: {present})")
-    return FusedEnsemble([load_model(models_dir / f"{n}.json") for n in names], features)
+        raise ModelLoadError(f"no exported model for ensemble member(s) {missing} named in model.weights "
+                             f"(present: {present})", models_dir)
+    members = [load_model(models_dir / f"{n}.json", technical=config.technical) for n in names]
+    return FusedEnsemble(members, feature_names(config.technical))
 
 
 class TacticalSignalGenerator(EngineCore):
@@ -112,12 +114,14 @@ class TacticalSignalGenerator(EngineCore):
         self.models_dir: Path = folder.resolve()
         names = list(config.model.weights)
         self.feature_names: tuple[str, ...] = feature_names(config.technical)
-        self.ensemble = _load_members(folder, names, self.feature_names)
+        self.ensemble = _load_members(folder, names, config)
         self.manifests: dict[str, dict] = {m.name: m.manifest for m in self.ensemble.members}
         self.voting_params = VotingParams.from_config(config.model, self.manifests, config.technical)
         live = [n for n in names if config.model.weights[n] > 0]
+        # FusedEnsemble accepted every member's feature names, so load_model gave each
+        # manifest without a lookback its default (l2fast.models.default_lookback).
         #: 1m bars a symbol needs before its first model vote (the largest member lookback).
-        self.warmup_bars: int = max(int(self.manifests[n].get("lookback", 0)) for n in live)
+        self.warmup_bars: int = max(int(self.manifests[n]["lookback"]) for n in live)
         self._setup(config, self.ensemble, self.voting_params, self.warmup_bars)
         self.decision: StrategicDecision | None = None
 

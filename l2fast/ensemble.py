@@ -61,8 +61,8 @@ def _columns(model: LoadedModel, index: dict[str, int], known: Sequence[str]) ->
         for name in unknown:
             close = difflib.get_close_matches(name, known, n=3)
             hints.append(f"{name} (did you mean {', '.join(close)}?)" if close else name)
-        raise ModelLoadError(f"{model.onnx_path}: feature names unknown to the technical core: "
-                             f"{'; '.join(hints)}. Known names ({len(known)}): {', '.join(known)}")
+        raise ModelLoadError(f"feature names unknown to the technical core: {'; '.join(hints)}. "
+                             f"Known names ({len(known)}): {', '.join(known)}", model.onnx_path)
     return np.array([index[f] for f in model.feature_names], dtype=np.int64)
 
 
@@ -75,15 +75,35 @@ def _verified_proto(onnx: Any, model: LoadedModel) -> Any:
     try:
         data = model.onnx_path.read_bytes()
     except OSError as exc:
-        raise ModelLoadError(f"{model.onnx_path}: cannot read ONNX file: {exc.strerror or exc}") from exc
+        raise ModelLoadError(f"cannot read ONNX file: {exc.strerror or exc}", model.onnx_path) from exc
     digest = sha256_bytes(data)
     if digest != model.manifest["onnx_sha256"]:
-        raise ModelLoadError(f"{model.onnx_path}: SHA-256 {digest} does not match the manifest's "
-                             f"{model.manifest['onnx_sha256']} (file modified or replaced)")
+        raise ModelLoadError(f"SHA-256 {digest} does not match the manifest's "
+                             f"{model.manifest['onnx_sha256']} (file modified or replaced)", model.onnx_path)
     try:
         return onnx.load_model_from_string(data)
     except Exception as exc:  # protobuf's DecodeError and friends
-        raise ModelLoadError(f"{model.onnx_path}: cannot parse the ONNX file: {exc}") from exc
+        raise ModelLoadError(f"cannot parse the ONNX file: {exc}", model.onnx_path) from exc
+
+
+def _clip_action(member_nodes: Any, action: str, bounds: tuple[np.ndarray, np.ndarray],
+                 initializers: list) -> list:
+    """Nodes clipping a Box member's ``action`` to its float32 bounds, as LoadedModel does.
+
+    Graphs exported by l2fast clip already; one exported before they did (SB3's unscaling
+    can round a step past a bound) or written by hand may not. The member's own nodes are
+    rewired to write ``<action>:unclipped``, and the clip writes ``action``.
+    """
+    from onnx import helper, numpy_helper
+
+    unclipped = f"{action}:unclipped"
+    for node in member_nodes:
+        node.input[:] = [unclipped if name == action else name for name in node.input]
+        node.output[:] = [unclipped if name == action else name for name in node.output]
+    low, high = bounds
+    initializers += [numpy_helper.from_array(low, f"{action}:low"), numpy_helper.from_array(high, f"{action}:high")]
+    return [helper.make_node("Min", [unclipped, f"{action}:high"], [f"{action}:capped"], name=f"{action}:min"),
+            helper.make_node("Max", [f"{action}:capped", f"{action}:low"], [action], name=f"{action}:max")]
 
 
 def _fuse(models: Sequence[LoadedModel], protos: Sequence[Any], columns: Sequence[np.ndarray],
@@ -105,8 +125,8 @@ def _fuse(models: Sequence[LoadedModel], protos: Sequence[Any], columns: Sequenc
             try:
                 proto = version_converter.convert_version(proto, opsets[""])
             except Exception as exc:
-                raise ModelLoadError(f"{model.onnx_path}: cannot convert opset {default} to "
-                                     f"{opsets['']}: {exc}") from exc
+                raise ModelLoadError(f"cannot convert opset {default} to {opsets['']}: {exc}",
+                                     model.onnx_path) from exc
         prefix = f"{model.name}/"
         proto = onnx.compose.add_prefix(proto, prefix)
         g = proto.graph
@@ -114,7 +134,10 @@ def _fuse(models: Sequence[LoadedModel], protos: Sequence[Any], columns: Sequenc
         initializers.append(numpy_helper.from_array(cols, idx_name))
         nodes.append(helper.make_node("Gather", [FUSED_INPUT, idx_name], [prefix + INPUT_NAME],
                                       name=f"{prefix}{INPUT_NAME}:gather", axis=1))
+        clip = [] if model.action_bounds is None else _clip_action(g.node, f"{prefix}action",
+                                                                   model.action_bounds, initializers)
         nodes.extend(g.node)
+        nodes.extend(clip)
         initializers.extend(g.initializer)
         value_infos.extend(g.value_info)
         outputs.extend(g.output)
@@ -230,13 +253,13 @@ class FusedEnsemble:
         """
         folder = Path(models_dir)
         if not folder.is_dir():
-            raise ModelLoadError(f"{folder}: not a directory")
+            raise ModelLoadError("not a directory", folder)
         orphans = [p.name for p in sorted(folder.glob("*.onnx")) if not p.with_suffix(".json").exists()]
         if orphans:
-            raise ModelLoadError(f"{folder}: ONNX files without a manifest beside them: {orphans}")
+            raise ModelLoadError(f"ONNX files without a manifest beside them: {orphans}", folder)
         manifests = sorted(folder.glob("*.json"))
         if not manifests:
-            raise ModelLoadError(f"{folder}: no exported models (<name>.json + <name>.onnx)")
+            raise ModelLoadError("no exported models (<name>.json + <name>.onnx)", folder)
         return cls([load_model(p) for p in manifests], feature_names)
 
     def run(self, features_row: np.ndarray) -> dict[str, np.ndarray]:

@@ -39,7 +39,17 @@ class ConfigError(L2FastError, ValueError):
 
 
 class ModelLoadError(L2FastError, ValueError):
-    """A model file (ONNX + manifest) is missing, corrupt, tampered with or unusable."""
+    """A model file (ONNX + manifest) is missing, corrupt, tampered with or unusable.
+
+    Attributes:
+        path: The offending file or folder (None when no single file is at fault).
+        reason: What is wrong with it.
+    """
+
+    def __init__(self, reason: str, path: object = None) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"{path}: {reason}" if path is not None else reason)
 
 
 class ExportError(L2FastError, ValueError):

@@ -34,7 +34,12 @@ Example manifest (abridged)::
     }
 
 Box action bounds are numbers, or the strings ``"inf"`` / ``"-inf"`` for unbounded
-dimensions (JSON has no infinity).
+dimensions (JSON has no infinity). The exported graph clips every Box action to them.
+
+``lookback`` (1-minute bars the model needs before its first action) may be null or
+absent, as in an export of a plain SB3 ``.zip``: :func:`l2fast.models.load_model` then
+sets it to the largest warm-up of the model's feature names under the runtime's technical
+config (:func:`l2fast.features.feature_warmups`).
 """
 
 from __future__ import annotations
@@ -124,7 +129,10 @@ class Manifest(TypedDict):
     exported_at: str
 
 
-REQUIRED_KEYS = tuple(Manifest.__annotations__)
+OPTIONAL_KEYS = ("lookback",)
+"""Keys a manifest may omit: a missing ``lookback`` is null, for which the loader
+computes a default (:func:`l2fast.models.default_lookback`)."""
+REQUIRED_KEYS = tuple(k for k in Manifest.__annotations__ if k not in OPTIONAL_KEYS)
 
 
 def default_action_targets(n: int) -> list[float]:

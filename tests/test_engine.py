@@ -385,6 +385,26 @@ def test_an_unknown_feature_name_lists_the_known_ones(tmp_path) -> None:
         TacticalSignalGenerator(models_dir=folder)
 
 
+def test_manifests_without_lookback_warm_up_for_their_slowest_feature(tmp_path) -> None:
+    # A plain SB3 .zip export writes "lookback": null; a hand-made manifest may omit it.
+    folder = _copy_models(tmp_path)
+    for name in ("trend_agent", "mean_revert_agent", "volatility_agent"):
+        path = folder / f"{name}.json"
+        manifest = json.loads(path.read_text())
+        if name == "trend_agent":
+            del manifest["lookback"]
+        else:
+            manifest["lookback"] = None
+        path.write_text(json.dumps(manifest))
+    gen = TacticalSignalGenerator(models_dir=folder)
+    # Slowest features: macd_hist_pct_1h (34 bars: (34 + 1) * 60 - 1), rsi_21_5m (22 bars),
+    # rvol_60_15m (61 bars). The shipped lookbacks, measured on data plus one bar of the
+    # slowest timeframe, are one more: 2100, 115, 930.
+    assert {m.name: m.lookback for m in gen.ensemble.members} == {
+        "mean_revert_agent": 114, "trend_agent": 2099, "volatility_agent": 929}
+    assert gen.warmup_bars == 2099
+
+
 def test_a_tampered_onnx_file_is_refused(tmp_path) -> None:
     folder = _copy_models(tmp_path)
     data = bytearray((folder / "mean_revert_agent.onnx").read_bytes())

@@ -114,6 +114,44 @@ def test_members_of_different_shapes_use_the_generic_fused_graph(models_copy, na
                 np.testing.assert_array_equal(fused[f"{member.name}/{out}"], alone[out])
 
 
+def _unclipped_box_member(folder: Path, name: str, features: list[str], low: list[float],
+                          high: list[float]) -> None:
+    """A hand-written Box member whose graph passes its features through, ignoring its bounds."""
+    import hashlib
+
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["obs"], ["action"])], name,
+        [helper.make_tensor_value_info("obs", TensorProto.FLOAT, ["N", len(features)])],
+        [helper.make_tensor_value_info("action", TensorProto.FLOAT, ["N", len(features)])])
+    data = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8).SerializeToString()
+    manifest = json.loads((MODELS_DIR / "trend_agent.json").read_text())
+    manifest.update(name=name, algorithm="SAC", feature_names=features, observation_size=len(features),
+                    action_space={"type": "box", "low": low, "high": high, "shape": [len(features)]},
+                    action_targets=None, outputs=["action"], onnx_sha256=hashlib.sha256(data).hexdigest(),
+                    parity={"samples": 10, "kind": "box", "max_abs_diff": 0.0, "passed": True})
+    (folder / f"{name}.onnx").write_bytes(data)
+    (folder / f"{name}.json").write_text(json.dumps(manifest))
+
+
+def test_box_member_actions_never_leave_the_declared_bounds(models_copy, names, feature_rows) -> None:
+    # 0.1 and -0.3 have no float32: the nearest float32 lies outside [-0.3, 0.1], so the
+    # bounds must be rounded inward. RSI (0..100) lands far above the high bound.
+    low, high = [-0.3, -0.3], [0.1, 0.1]
+    assert float(np.float32(high[0])) > high[0] and float(np.float32(low[0])) < low[0]
+    _unclipped_box_member(models_copy, "box_agent", ["rsi_14_1m", "ret_1_1m"], low, high)
+    ensemble = FusedEnsemble.from_dir(models_copy, names)
+    member = next(m for m in ensemble.members if m.name == "box_agent")
+    cols = ensemble.columns["box_agent"]
+    for row in feature_rows[:200]:
+        fused = ensemble.run(row)["box_agent/action"][0].copy()
+        for action in (fused, member.act(row[cols]), member.run(row[cols])["action"][0]):
+            assert np.all(action.astype(np.float64) >= low) and np.all(action.astype(np.float64) <= high)
+        np.testing.assert_array_equal(fused, member.act(row[cols]))
+        np.testing.assert_array_equal(fused, np.clip(row[cols].astype(np.float32), *member.action_bounds))
+
+
 def test_run_reuses_bound_buffers(ensemble, feature_rows) -> None:
     first = ensemble.run(feature_rows[0])
     action = first["trend_agent/action"]

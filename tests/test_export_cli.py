@@ -219,9 +219,38 @@ def test_validate_reports_a_tampered_model(ppo, tmp_path, capsys):
     assert _run(capsys, "--validate", tmp_path / "empty_or_missing")[0] == 1
 
 
+def test_validate_takes_a_config_whose_technical_section_defines_the_names(ppo, tmp_path, capsys):
+    names = NAMES[:-1] + ["rsi_30_1h"]
+    out = tmp_path / "out"
+    assert _run(capsys, _bundle(tmp_path / "m.pkl", ppo, names=names), "--out", out, "--samples", SAMPLES)[0] == 0
+    code, stdout, _ = _run(capsys, "--validate", out)
+    assert code == 1 and "unknown to the technical core: rsi_30_1h" in stdout
+    config = tmp_path / "l2fast.toml"
+    config.write_text("[technical]\nrsi_periods = [14, 21, 30]\n")
+    code, stdout, err = _run(capsys, "--validate", out, "--config", config)
+    assert code == 0 and "1/1 models valid" in stdout, stdout + err
+    config.write_text("[technical]\nrsi_periods = 14\n")
+    code, _, err = _run(capsys, "--validate", out, "--config", config)
+    assert code == 1 and err.startswith("error: ") and "rsi_periods" in err
+
+
+def test_validate_says_a_folder_of_sources_holds_no_exported_model(tmp_path, capsys):
+    folder = tmp_path / "saved_models"
+    folder.mkdir()
+    for name in ("a.pkl", "b.pkl"):
+        (folder / name).write_bytes(b"\x80\x04source")
+    code, stdout, err = _run(capsys, "--validate", folder)
+    assert code == 1 and stdout == ""
+    assert err == (f"error: {folder}: no exported model (found 2 .pkl sources; "
+                   f"export them with python -m l2fast.export {folder} --out DIR)\n")
+
+
 def test_usage_errors_exit_2(capsys):
     with pytest.raises(SystemExit) as exc:
         main(["agent.zip"])
+    assert exc.value.code == 2
+    with pytest.raises(SystemExit) as exc:
+        main(["agent.zip", "--out", "out", "--config", "l2fast.toml"])
     assert exc.value.code == 2
 
 

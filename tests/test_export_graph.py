@@ -32,7 +32,7 @@ from torch import nn  # noqa: E402
 from l2fast.errors import ExportError  # noqa: E402
 from l2fast.export import MissingFeatureNamesWarning, export_model  # noqa: E402
 from l2fast.export.graph import build_graph  # noqa: E402
-from l2fast.export.parity import box_tolerance  # noqa: E402
+from l2fast.export.parity import box_tolerance, onnx_actions, onnx_session  # noqa: E402
 from l2fast.export.sources import LoadedAgent, VecNormStats  # noqa: E402
 from l2fast.manifest import default_action_targets  # noqa: E402
 from l2fast.models import load_model  # noqa: E402
@@ -164,13 +164,16 @@ def _assert_same_actions(agent: LoadedAgent, loaded, raw: np.ndarray, x: np.ndar
         for i in np.flatnonzero(ours != ref):
             assert loaded.act(raw[i]) == int(model.predict(x[i], deterministic=True)[0]), f"row {i}"
         return
-    ref = ref.reshape(ours.shape)
+    # SB3 leaves a squashed action unclipped, a rounding step outside the bounds at worst;
+    # the graph clips, so it is compared with SB3's action clipped to the bounds.
+    low, high = model.action_space.low, model.action_space.high
+    ref = np.clip(ref.reshape(ours.shape), low, high)
     diff = np.abs(ours.astype(np.float64) - ref)
     assert np.all(diff <= box_tolerance(agent, ref, x)), f"max diff {diff.max()}"
     inside = np.abs(x).max(axis=1) <= 10.0
-    half_range = float(np.max(model.action_space.high - model.action_space.low)) / 2
+    half_range = float(np.max(high - low)) / 2
     assert diff[inside].max() <= 1e-5 * max(1.0, half_range)
-    assert np.all(ours >= model.action_space.low) and np.all(ours <= model.action_space.high)
+    assert np.all(ours >= low) and np.all(ours <= high)
 
 
 def _actor_linears(model) -> int:
@@ -251,6 +254,36 @@ def test_exported_action_equals_sb3_predict_through_the_same_normalisation(case,
             np.testing.assert_allclose(full["probs"].sum(axis=1), 1.0, rtol=1e-5)
     else:
         assert full["action"].dtype == np.float32 and full["action"].shape == (17, space.shape[0])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_squashed_box_action_stays_within_bounds_that_unscaling_rounds_past(tmp_path, dtype):
+    # At tanh = +1 SB3's unscaling gives low + (high - low), which rounds past high for
+    # these bounds (float32: -5 + 3.4 = -1.5999999; float64: -0.3 + 0.4 = 0.10000000000000003,
+    # and float32(0.1) > 0.1 too). onnxruntime's Tanh may also return -1.0000001 near -9.
+    low, high = np.array([-5.0, -0.3], dtype), np.array([-1.6, 0.1], dtype)
+    assert np.any(low + (high - low) > high)
+    space = spaces.Box(low, high, dtype=dtype)
+    model = TD3("MlpPolicy", DummyVecEnv([lambda: _ToyMarket(space)]), policy_kwargs=dict(net_arch=[4]),
+                seed=3, device="cpu")
+    # An untrained actor replaced by tanh(feature 0) on both dimensions: every machine
+    # computes the same action, saturated at both ends of the sweep.
+    linear = nn.Linear(N_FEATURES, 2)
+    with torch.no_grad():
+        linear.weight.zero_()
+        linear.weight[:, 0] = 1.0
+        linear.bias.zero_()
+    model.policy.actor.mu = nn.Sequential(linear, nn.Tanh())
+    report = export_model(_agent(model), tmp_path, samples=2000)
+    assert report.parity["passed"]
+
+    raw = np.zeros((24_001, N_FEATURES), np.float32)
+    raw[:, 0] = np.linspace(-12.0, 12.0, len(raw))
+    # The graph's own output: the runtime loader would clip an unclipped graph too.
+    ours = onnx_actions(onnx_session(report.onnx_path.read_bytes()), raw).astype(np.float64)
+    assert np.all(ours >= low) and np.all(ours <= high)
+    ref = np.clip(model.predict(raw, deterministic=True)[0], low, high)
+    assert np.all(np.abs(ours - ref) <= box_tolerance(_agent(model), ref, raw))
 
 
 @pytest.fixture(scope="module")

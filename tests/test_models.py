@@ -195,11 +195,127 @@ def test_validate_models_reports_each_failure_with_its_reason(tmp_path):
     assert l2fast.validate_models(tmp_path / "good.json") == {"passed": 1, "total": 1, "failures": []}
 
 
-def test_validate_models_fails_on_a_missing_or_empty_folder(tmp_path):
-    empty = validate_models(tmp_path)
-    assert empty["passed"] == 0 and empty["total"] == 1 and "no exported models" in empty["failures"][0]["reason"]
-    missing = validate_models(tmp_path / "nope")
-    assert missing["passed"] == 0 and "no such file" in missing["failures"][0]["reason"]
+def test_validate_models_raises_for_a_missing_or_empty_folder_naming_it(tmp_path):
+    with pytest.raises(ModelLoadError, match=r"no exported model \(<name>.json \+ <name>.onnx\)") as empty:
+        validate_models(tmp_path)
+    assert empty.value.path == tmp_path
+    with pytest.raises(ModelLoadError, match="no such file") as missing:
+        validate_models(tmp_path / "nope")
+    assert missing.value.path == tmp_path / "nope"
+
+
+def test_validate_models_says_a_folder_of_sources_holds_no_exported_model(tmp_path):
+    for name in ("a.pkl", "b.pkl", "c.pkl", "d.zip"):
+        (tmp_path / name).write_bytes(b"\x80\x04source")
+    with pytest.raises(ModelLoadError) as exc:
+        validate_models(tmp_path)
+    assert str(exc.value) == (f"{tmp_path}: no exported model (found 3 .pkl and 1 .zip sources; "
+                              f"export them with python -m l2fast.export {tmp_path} --out DIR)")
+    with pytest.raises(ModelLoadError, match="a .pkl source, not an exported model"):
+        validate_models(tmp_path / "a.pkl")
+
+
+def test_validate_models_accepts_the_feature_names_its_technical_config_defines(tmp_path):
+    data = _discrete_graph()
+    names = ["ret_1_1m", "rsi_30_1h", "atr_pct_1h"]
+    _write(tmp_path, "toy", data, _manifest("toy", data, feature_names=names))
+    default = validate_models(tmp_path)
+    assert default["passed"] == 0 and "unknown to the technical core: rsi_30_1h" in default["failures"][0]["reason"]
+    custom = TechnicalConfig(rsi_periods=(14, 30))
+    assert validate_models(tmp_path, technical=custom) == {"passed": 1, "total": 1, "failures": []}
+
+
+@pytest.mark.parametrize("lookback", ["missing", None])
+def test_manifest_without_lookback_loads_with_the_largest_warm_up_of_its_features(tmp_path, lookback):
+    data = _discrete_graph()
+    manifest = _manifest("toy", data)
+    if lookback == "missing":
+        del manifest["lookback"]
+    else:
+        manifest["lookback"] = lookback
+    path = _write(tmp_path, "toy", data, manifest)
+    # (k + 1) * minutes - 1 with k the bars each feature's indicator needs: ret_1_1m 2,
+    # rsi_14_5m (14 + 2) * 5 - 1 = 79, atr_pct_1h (14 + 2) * 60 - 1 = 959.
+    model = load_model(path)
+    assert model.lookback == model.manifest["lookback"] == 959
+    # atr_period 20: atr_pct_1h needs (20 + 2) * 60 - 1 bars.
+    assert load_model(path, technical=TechnicalConfig(atr_period=20)).lookback == 1319
+    assert load_model(_write(tmp_path, "given", data, _manifest("given", data, lookback=7))).lookback == 7
+
+
+def _fail_reading(monkeypatch, target):
+    real = type(target).read_bytes
+
+    def read_bytes(self):
+        if self == target:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real(self)
+
+    monkeypatch.setattr(type(target), "read_bytes", read_bytes)
+
+
+def _case(tmp_path, monkeypatch, mode):
+    """Set up one broken model; return (path to load, file the error must name, reason pattern)."""
+    data = _discrete_graph()
+    path = _write(tmp_path, "toy", data)
+    onnx_path = tmp_path / "toy.onnx"
+    if mode == "not json":
+        path.write_text("{not json")
+        return path, path, "manifest is not valid JSON"
+    if mode == "deeply nested json":
+        path.write_text("[" * 100_000 + "]" * 100_000)
+        return path, path, "manifest is not valid JSON"
+    if mode == "binary manifest":
+        path.write_bytes(b"\x80\x04\x95\x00binary")
+        return path, path, "not UTF-8 text .*binary file"
+    if mode == "latin-1 manifest":
+        path.write_bytes(json.dumps(_manifest("toy", data, specialization="tendance-é"),
+                                    ensure_ascii=False).encode("latin-1"))
+        return path, path, "not UTF-8 text"
+    if mode == "pkl source":
+        source = tmp_path / "agent.pkl"
+        source.write_bytes(b"\x80\x04\x95\x00pickle")
+        return source, source, f"a .pkl source, not an exported model \\(export it with python -m l2fast.export {source}"
+    if mode == "folder":
+        return tmp_path, tmp_path, "a folder"
+    if mode == "manifest is a folder":
+        path.unlink()
+        path.mkdir()
+        return path, path, "cannot read manifest: Is a directory"
+    if mode == "unreadable manifest":
+        _fail_reading(monkeypatch, path)
+        return path, path, "cannot read manifest: Permission denied"
+    if mode == "unreadable onnx":
+        _fail_reading(monkeypatch, onnx_path)
+        return path, onnx_path, "cannot read ONNX file: Permission denied"
+    if mode == "missing onnx":
+        onnx_path.unlink()
+        return path, onnx_path, "cannot read ONNX file: No such file"
+    if mode == "wrong hash":
+        onnx_path.write_bytes(data + b"\x00")
+        return path, onnx_path, "SHA-256 .* does not match the manifest"
+    if mode == "onnxruntime cannot load":
+        junk = b"\x08\x07 not an onnx model"
+        _write(tmp_path, "toy", junk)
+        return path, onnx_path, "onnxruntime cannot load the model"
+    if mode == "number beyond float":
+        text = json.dumps(_manifest("toy", data, algorithm="SAC", outputs=["action"], action_targets=None,
+                                    action_space={"type": "box", "low": [0.0], "high": [1.0], "shape": [1]}))
+        path.write_text(text.replace('"low": [0.0]', '"low": [1' + "0" * 400 + "]"))
+        return path, path, "OverflowError"
+    raise AssertionError(mode)
+
+
+@pytest.mark.parametrize("mode", [
+    "not json", "deeply nested json", "binary manifest", "latin-1 manifest", "pkl source", "folder",
+    "manifest is a folder", "unreadable manifest", "unreadable onnx", "missing onnx", "wrong hash",
+    "onnxruntime cannot load", "number beyond float",
+])
+def test_every_load_failure_is_a_model_load_error_naming_the_file_and_the_reason(tmp_path, monkeypatch, mode):
+    target, culprit, reason = _case(tmp_path, monkeypatch, mode)
+    with pytest.raises(ModelLoadError, match=reason) as exc:
+        load_model(target)
+    assert exc.value.path == culprit and str(exc.value).startswith(f"{culprit}: ")
 
 
 def test_default_action_targets_are_evenly_spaced_exact_fractions():

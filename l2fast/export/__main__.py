@@ -5,9 +5,10 @@ Export::
     python -m l2fast.export SOURCE... --out onnx_models/ [--feature-names FILE|a,b,c]
         [--vecnormalize FILE] [--opset 17] [--samples 10000]
 
-Validate exported models::
+Validate exported models (feature names checked against the config's technical section,
+the defaults without ``--config``)::
 
-    python -m l2fast.export --validate onnx_models/
+    python -m l2fast.export --validate onnx_models/ [--config l2fast.toml]
 
 Exit status 0 on success, 1 on any failure (one ``error:`` line on stderr, no traceback),
 2 on bad usage.
@@ -56,17 +57,21 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
     p.add_argument("--samples", type=int, default=10_000, help="parity-check observations (default 10000)")
     p.add_argument("--validate", type=Path, metavar="DIR", help="validate exported models in DIR instead")
+    p.add_argument("--config", type=Path, metavar="FILE",
+                   help="with --validate: l2fast TOML config whose technical section defines the valid feature names")
     return p
 
 
-def _validate(path: Path) -> int:
+def _validate(path: Path, config: Path | None) -> int:
+    from l2fast.config import L2Config
     from l2fast.models import validate_models
 
-    result = validate_models(path)
+    technical = L2Config.from_toml(config).technical if config is not None else None
+    result = validate_models(path, technical=technical)
     for failure in result["failures"]:
         print(f"FAIL {failure['name']}: {failure['reason']}")
     print(f"{result['passed']}/{result['total']} models valid in {path}")
-    return 0 if result["passed"] == result["total"] and result["total"] > 0 else 1
+    return 0 if result["passed"] == result["total"] else 1
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -101,13 +106,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error("--validate takes no SOURCE or --out")
     elif not args.sources or args.out is None:
         parser.error("give SOURCE... and --out DIR (or --validate DIR)")
+    elif args.config is not None:
+        parser.error("--config goes with --validate")
     from l2fast.errors import L2FastError
 
     def one_line(exc: BaseException) -> str:
         return " ".join(str(exc).split())
 
     try:
-        return _validate(args.validate) if args.validate is not None else _export(args)
+        return _validate(args.validate, args.config) if args.validate is not None else _export(args)
     except (L2FastError, OSError, ValueError) as exc:
         print(f"error: {one_line(exc)}", file=sys.stderr)
     except ImportError as exc:

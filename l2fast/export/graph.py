@@ -19,10 +19,14 @@ differ where torch and onnxruntime round the matrix products differently.
 Heads:
     * PPO/A2C Discrete: ``probs`` = Softmax(logits), ``action`` = ArgMax(logits) (int64).
     * DQN: ``q_values`` and ``action`` = ArgMax(q_values) (int64).
-    * PPO/A2C Box: the Gaussian mean clipped to ``[low, high]`` (``tanh`` then unscaled
-      when the policy squashes, as gSDE with ``squash_output`` does).
+    * PPO/A2C Box: the Gaussian mean (``tanh`` then unscaled when the policy squashes, as
+      gSDE with ``squash_output`` does).
     * SAC: ``tanh`` of the mean action, unscaled to ``[low, high]``.
     * TD3/DDPG: the actor output (its last layer is already ``tanh``), unscaled.
+
+    Every Box action is then clipped to ``[low, high]`` (bounds float32 cannot hold are
+    rounded inward), unscaled or not: SB3 may emit a squashed action a rounding step
+    outside its bounds, the graph never does.
 """
 
 from __future__ import annotations
@@ -233,20 +237,27 @@ def _unscale_nodes(b: _Builder, x: str, space: object) -> str:
         x = b.op("Cast", [x], to=TensorProto.DOUBLE)
     y = b.op("Mul", [b.op("Add", [x, b.scalar("one", 1.0, dtype)]), b.scalar("half", 0.5, dtype)])
     y = b.op("Mul", [y, b.const("act_range", high - low)])
-    if dtype == np.float64:
-        y = b.op("Add", [b.const("act_low", low), y])
-        return b.op("Cast", [y], to=TensorProto.FLOAT, output="action")
-    return b.op("Add", [b.const("act_low", low), y], output="action")
+    y = b.op("Add", [b.const("act_low", low), y])
+    return b.op("Cast", [y], to=TensorProto.FLOAT) if dtype == np.float64 else y
 
 
 def _box_action_nodes(b: _Builder, x: str, policy: object, space: object) -> None:
-    """What ``BasePolicy.predict`` does to a Box action: unscale if squashed, else clip."""
+    """What ``BasePolicy.predict`` does to a Box action (unscale if squashed), then a clip.
+
+    SB3 clips only an unsquashed action; it unscales a squashed one without clipping, and
+    in float32 ``low + (high - low)`` can round past ``high`` (onnxruntime's ``Tanh`` may
+    also return a value a rounding step beyond +-1). The graph clips every Box action to
+    the bounds rounded inward to float32, so the action never leaves ``[low, high]``.
+    """
+    from l2fast.models import float32_bounds
+
     if policy.squash_output:
-        _unscale_nodes(b, x, space)
-        return
-    low = b.const("act_low", np.asarray(space.low, dtype=np.float32))
-    high = b.const("act_high", np.asarray(space.high, dtype=np.float32))
-    b.op("Max", [b.op("Min", [x, high]), low], output="action")
+        x = _unscale_nodes(b, x, space)
+    try:
+        low, high = float32_bounds(space.low, space.high)
+    except ValueError as exc:
+        raise ExportError(f"action space {space}: {exc}") from exc
+    b.op("Max", [b.op("Min", [x, b.const("act_high", high)]), b.const("act_low", low)], output="action")
 
 
 def _box_space(space: object) -> int:

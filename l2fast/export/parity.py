@@ -18,7 +18,10 @@ for a batch than for one row, so on a near-tie of two logits ``predict`` on a ba
 disagree with ``predict`` on the same row alone. The batch-one answers are the ones
 compared; ``single_row_rechecks`` in the report counts how many were needed.
 
-Rules: Discrete, every action equal. Box, per element::
+Rules: Discrete, every action equal. Box: every action within ``[low, high]`` exactly
+(the graph clips; SB3's ``predict`` does not clip a squashed action, which float32
+unscaling can put a rounding step outside the bounds), and per element, with ``sb3``
+clipped to the bounds as the graph does::
 
     |onnx - sb3| <= 1e-5 * max(1, |sb3|, (high - low) / 2) * max(1, max|x| / 10)
 
@@ -58,7 +61,8 @@ class ParityReport:
         kind: ``"discrete"`` or ``"box"``.
         passed: True when the rule held on every sample.
         discrete_agreement: Share of equal actions (Discrete).
-        mismatches: Number of differing actions (Discrete) or elements over tolerance (Box).
+        mismatches: Number of differing actions (Discrete), or elements over tolerance or
+            outside the bounds (Box).
         single_row_rechecks: Discrete batch disagreements re-checked one observation at a
             time (each is a mismatch only if it persists there).
         max_abs_diff: Largest absolute action difference (Box).
@@ -195,7 +199,7 @@ def compare(agent: LoadedAgent, ours: np.ndarray, ref: np.ndarray, n_in: int, ne
     Args:
         agent: The exported agent.
         ours: onnxruntime's ``action`` output.
-        ref: SB3's ``predict(deterministic=True)`` actions.
+        ref: SB3's ``predict(deterministic=True)`` actions (Box: clipped here to the bounds).
         n_in: The first ``n_in`` samples are in-distribution.
         net_input: The normalised observations both networks saw.
         rechecks: Discrete rows already re-checked one observation at a time.
@@ -210,20 +214,25 @@ def compare(agent: LoadedAgent, ours: np.ndarray, ref: np.ndarray, n_in: int, ne
         example = f"sample {bad[0]}: onnx {ours[bad[0]]}, sb3 {ref[bad[0]]}" if bad.size else None
         return ParityReport(kind="discrete", passed=bad.size == 0, discrete_agreement=1.0 - bad.size / samples,
                             mismatches=int(bad.size), single_row_rechecks=rechecks, example=example, **common)
-    ref = ref.reshape(ours.shape).astype(np.float32)
-    diff = np.abs(ours.astype(np.float64) - ref)
+    low = np.asarray(agent.action_space.low, dtype=np.float64)
+    high = np.asarray(agent.action_space.high, dtype=np.float64)
+    ref = np.clip(ref.reshape(ours.shape).astype(np.float32), low, high)
+    wide = ours.astype(np.float64)
+    diff = np.abs(wide - ref)
     both_nan = np.isnan(ours) & np.isnan(ref)
     diff = np.where(both_nan, 0.0, np.where(np.isnan(diff), np.inf, diff))
     ratio = diff / box_tolerance(agent, ref, net_input)
-    bad_rows = np.flatnonzero((ratio > 1.0).any(axis=1))
+    bad = (ratio > 1.0) | (wide < low) | (wide > high)
+    bad_rows = np.flatnonzero(bad.any(axis=1))
     example = None
     if bad_rows.size:
         r = bad_rows[0]
-        example = f"sample {r}: onnx {ours[r].tolist()}, sb3 {ref[r].tolist()}"
+        example = (f"sample {r}: onnx {ours[r].tolist()}, sb3 clipped to the bounds {ref[r].tolist()}, "
+                   f"bounds [{low.tolist()}, {high.tolist()}]")
     return ParityReport(kind="box", passed=bad_rows.size == 0, max_abs_diff=float(diff.max()),
                         max_abs_diff_in_distribution=float(diff[:n_in].max()) if n_in else 0.0,
                         tolerance=BOX_TOLERANCE, worst_ratio=float(ratio.max()),
-                        mismatches=int((ratio > 1.0).sum()), example=example, **common)
+                        mismatches=int(bad.sum()), example=example, **common)
 
 
 def check_parity(agent: LoadedAgent, model_bytes: bytes, samples: int = 10_000, *, seed: int = 0) -> ParityReport:

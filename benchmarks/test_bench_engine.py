@@ -55,10 +55,10 @@ import pytest
 
 from l2fast import StrategicDecision, TacticalSignal, TacticalSignalGenerator
 from l2fast.config import L2Config
+from l2fast.data import models_dir
 from l2fast.features import TechnicalState
 from l2fast.manifest import INPUT_NAME
 from l2fast.models import LoadedModel, load_model, session_options
-from l2fast.data import models_dir
 
 Bars = dict[str, np.ndarray]
 # What a builder returns: the per-bar call to time, and a check to run after timing (or None).

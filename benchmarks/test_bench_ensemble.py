@@ -15,19 +15,17 @@ Gate (alternative median / ours median) sits at roughly half the ratio measured 
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 pytest.importorskip("onnx")
 
+from l2fast.data import models_dir
 from l2fast.ensemble import FusedEnsemble  # noqa: E402
 from l2fast.features import TechnicalState  # noqa: E402
 from l2fast.manifest import INPUT_NAME  # noqa: E402
 from l2fast.models import session_options  # noqa: E402
 from l2fast.synthetic import generate_bars  # noqa: E402
-from l2fast.data import models_dir
 
 MODELS_DIR = models_dir()
 GROUP = "ensemble of 3 agents, one bar"

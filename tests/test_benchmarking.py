@@ -31,13 +31,13 @@ from l2fast.benchmarking import (
     run_benchmark,
     strategy_configs,
 )
+from l2fast.data import shipped_config
 from l2fast.engine import TacticalSignalGenerator
 from l2fast.errors import InvalidInputError
 from l2fast.paper import PaperBroker
 from l2fast.replay import BarStream, default_decision, demo_config, replay
 from l2fast.report import format_markdown, targets
 from l2fast.synthetic import generate_bars
-from l2fast.data import shipped_config
 
 BTC, ETH = "BTC/USDT", "ETH/USDT"
 MINUTE, DAY = 60_000, 86_400_000

@@ -14,6 +14,7 @@ from support import exit_code, write_csv
 
 from l2fast.__main__ import main
 from l2fast.config import L2Config
+from l2fast.data import shipped_config
 from l2fast.engine import TacticalSignalGenerator
 from l2fast.paper import PaperBroker
 from l2fast.replay import (
@@ -27,7 +28,6 @@ from l2fast.replay import (
 )
 from l2fast.signals import StrategicDecision, TacticalSignal
 from l2fast.synthetic import generate_bars
-from l2fast.data import shipped_config
 
 ROOT = Path(__file__).resolve().parents[1]
 BTC, ETH = "BTC/USDT", "ETH/USDT"

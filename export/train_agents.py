@@ -341,7 +341,8 @@ def export_bundles(paths: list[Path], onnx_out: Path, log=print) -> bool:
     try:
         from l2fast.export import export_model
     except ImportError as exc:
-        log(f"l2fast.export is not available ({exc}); run: python -m l2fast.export saved_models/ --out onnx_models/")
+        # onnx_out is --onnx-out: l2fast/data/onnx_models/ (the shipped agents) by default.
+        log(f"l2fast.export is not available ({exc}); run: python -m l2fast.export saved_models/ --out {onnx_out}")
         return False
     for path in paths:
         report = export_model(path, onnx_out)

@@ -689,7 +689,8 @@ def run_benchmark(models_path: str | os.PathLike[str] | None, test_period: str |
 
     Args:
         models_path: Folder of the ONNX models and manifests; None: ``config``'s
-            ``model.models_dir`` (by default the shipped ``onnx_models/``).
+            ``model.models_dir`` (by default ``$L2FAST_MODELS_DIR``, else the shipped
+            agents, package data: :func:`l2fast.data.models_dir`, i.e. ``l2fast/data/onnx_models``).
         test_period: ``"YYYY-MM-DD_YYYY-MM-DD"`` (both days included, UTC) or a
             :class:`Period`.
         symbols: Symbols (``["BTC/USDT", "ETH/USDT"]`` or ``"BTC/USDT,ETH/USDT"``).

@@ -371,7 +371,8 @@ class ModelConfig:
 
     Attributes:
         models_dir: Folder of the ONNX models and manifests; ``""`` means
-            :func:`default_models_dir` (``$L2FAST_MODELS_DIR`` or the shipped ``onnx_models/``).
+            :func:`default_models_dir` (``$L2FAST_MODELS_DIR``, else the shipped agents,
+            package data: :func:`l2fast.data.models_dir`, i.e. ``l2fast/data/onnx_models``).
             A relative path in a TOML file is relative to that file's folder.
         weights: Ensemble weight per member (model name); non-negative, not all zero.
             Its keys name the ensemble members.

@@ -65,7 +65,7 @@ from typing import Any
 
 from l2fast import snapshot as snapshot_module
 from l2fast._core.engine import MAX_SYMBOLS, EngineCore
-from l2fast.config import L2Config
+from l2fast.config import L2Config, TechnicalConfig
 from l2fast.ensemble import FusedEnsemble
 from l2fast.errors import ConfigError, InvalidDecisionError, ModelLoadError
 from l2fast.features import feature_names
@@ -76,25 +76,29 @@ from l2fast.voting import VotingParams
 __all__ = ["MAX_SYMBOLS", "TacticalSignalGenerator"]
 
 
-def _load_members(models_dir: Path, names: list[str], config: L2Config) -> FusedEnsemble:
+def _load_members(models_dir: Path, names: list[str], technical: TechnicalConfig,
+                  features: tuple[str, ...]) -> FusedEnsemble:
     if not models_dir.is_dir():
-        raise ModelLoadError(f"model.models_dir={str(models_dir)!r}: not a directory")
+        raise ModelLoadError("model.models_dir: not a directory", models_dir)
     missing = [n for n in names if not (models_dir / f"{n}.json").exists()]
     if missing:
         present = sorted(p.stem for p in models_dir.glob("*.json"))
         raise ModelLoadError(f"no exported model for ensemble member(s) {missing} named in model.weights "
                              f"(present: {present})", models_dir)
-    members = [load_model(models_dir / f"{n}.json", technical=config.technical) for n in names]
-    return FusedEnsemble(members, feature_names(config.technical))
+    members = [load_model(models_dir / f"{n}.json", technical=technical) for n in names]
+    return FusedEnsemble(members, features)
 
 
 class TacticalSignalGenerator(EngineCore):
     """The L2 engine: one :class:`~l2fast.signals.TacticalSignal` per bar (module docstring).
 
     Args:
-        config: The configuration (the defaults, i.e. ``l2fast.toml``'s values, if None).
-        models_dir: Overrides ``config.model.models_dir`` (default: the shipped
-            ``onnx_models/`` or ``$L2FAST_MODELS_DIR``).
+        config: The configuration (``L2Config()`` if None: the defaults, commented in the
+            shipped ``l2fast/data/l2fast.toml`` and printed by
+            ``l2fast config --template defaults``).
+        models_dir: Overrides ``config.model.models_dir`` (default: ``$L2FAST_MODELS_DIR``,
+            else the shipped agents, package data: :func:`l2fast.data.models_dir`, i.e.
+            ``l2fast/data/onnx_models``).
 
     Raises:
         ConfigError: ``config`` is not an :class:`~l2fast.config.L2Config`.
@@ -114,7 +118,7 @@ class TacticalSignalGenerator(EngineCore):
         self.models_dir: Path = folder.resolve()
         names = list(config.model.weights)
         self.feature_names: tuple[str, ...] = feature_names(config.technical)
-        self.ensemble = _load_members(folder, names, config)
+        self.ensemble = _load_members(folder, names, config.technical, self.feature_names)
         self.manifests: dict[str, dict] = {m.name: m.manifest for m in self.ensemble.members}
         self.voting_params = VotingParams.from_config(config.model, self.manifests, config.technical)
         live = [n for n in names if config.model.weights[n] > 0]
@@ -140,9 +144,9 @@ class TacticalSignalGenerator(EngineCore):
             metrics = self.manifests[name].get("performance_metrics") or {}
             win, payoff = metrics.get("win_rate"), metrics.get("payoff_ratio")
             if not all(isinstance(x, (int, float)) and math.isfinite(x) for x in (win, payoff)):
-                raise ModelLoadError(f"{name}: manifest performance_metrics lacks a finite win_rate and "
+                raise ModelLoadError("manifest performance_metrics lacks a finite win_rate and "
                                      "payoff_ratio (needed for Kelly; or set risk.kelly_win_rate and "
-                                     "risk.kelly_payoff_ratio)")
+                                     "risk.kelly_payoff_ratio)", self.models_dir / f"{name}.json")
             p += w * win
             b += w * payoff
         return min(max(p, 0.0), 1.0), max(b, 0.0)

@@ -33,6 +33,8 @@ from typing import Any
 import numpy as np
 
 from l2fast.errors import InvalidInputError, ModelLoadError
+from l2fast.features import TechnicalConfig
+from l2fast.features import feature_names as technical_feature_names
 from l2fast.manifest import INPUT_NAME
 from l2fast.models import LoadedModel, load_model, session_options, sha256_bytes
 from l2fast.stacking import STACKED_ACTION, STACKED_PROBS, mlp_chain, stack
@@ -238,13 +240,18 @@ class FusedEnsemble:
         self._binding = binding
 
     @classmethod
-    def from_dir(cls, models_dir: str | Path, feature_names: Sequence[str]) -> FusedEnsemble:
+    def from_dir(cls, models_dir: str | Path, feature_names: Sequence[str] | None = None, *,
+                 technical: TechnicalConfig | None = None) -> FusedEnsemble:
         """Load and fuse every ``<name>.json`` + ``<name>.onnx`` pair in ``models_dir``.
 
         Args:
             models_dir: Folder written by ``python -m l2fast.export``.
-            feature_names: Names of the shared feature vector's columns, e.g.
-                ``TechnicalState().names``.
+            feature_names: Names of the shared feature vector's columns; None (the usual
+                case): :func:`l2fast.features.feature_names` of ``technical``, the vector
+                ``TechnicalState(technical)`` writes. Give them only for another layout.
+            technical: The technical config the members' feature names refer to (the
+                defaults if None); a manifest without ``lookback`` gets
+                :func:`~l2fast.models.default_lookback` under it.
 
         Raises:
             ModelLoadError: Missing folder, no manifests, an ONNX file without manifest,
@@ -260,7 +267,9 @@ class FusedEnsemble:
         manifests = sorted(folder.glob("*.json"))
         if not manifests:
             raise ModelLoadError("no exported models (<name>.json + <name>.onnx)", folder)
-        return cls([load_model(p) for p in manifests], feature_names)
+        if feature_names is None:
+            feature_names = technical_feature_names(technical if technical is not None else TechnicalConfig())
+        return cls([load_model(p, technical=technical) for p in manifests], feature_names)
 
     def run(self, features_row: np.ndarray) -> dict[str, np.ndarray]:
         """Run every member on one feature vector.

@@ -6,9 +6,30 @@ exactly the state it had before the bad input.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
+
+def _rebuild(cls: type[L2FastError], args: tuple[Any, ...], state: dict[str, Any]) -> L2FastError:
+    """Unpickle an l2fast error without calling its ``__init__`` (see ``__reduce__``)."""
+    err = cls.__new__(cls, *args)
+    err.__dict__.update(state)
+    return err
+
 
 class L2FastError(Exception):
-    """Base class of every error l2fast raises on purpose."""
+    """Base class of every error l2fast raises on purpose.
+
+    Every subclass pickles and copies with its message and attributes (a worker process
+    can send one back to its parent), whatever its ``__init__`` takes.
+    """
+
+    def __reduce__(self) -> tuple[Callable[..., L2FastError], tuple[Any, ...]]:
+        # An exception pickles as cls(*self.args), and self.args holds only the message,
+        # which a custom __init__ (reason, path), (field, value, reason)... would take for
+        # another argument, or refuse. Rebuild without __init__: the message as args, then
+        # the attributes (path, reason, ...) from __dict__.
+        return _rebuild, (type(self), self.args, self.__dict__)
 
 
 class InvalidInputError(L2FastError, ValueError):

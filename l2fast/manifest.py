@@ -42,11 +42,12 @@ sets it to the largest warm-up of the model's feature names under the runtime's 
 config (:func:`l2fast.features.feature_warmups`).
 """
 
-from __future__ import annotations
-
+# No ``from __future__ import annotations``: TypedDict sees NotRequired only in evaluated
+# annotations (Python 3.11 counts a string "NotRequired[...]" as required), and
+# OPTIONAL_KEYS is read from Manifest.__optional_keys__.
 import math
 import re
-from typing import Any, Literal, TypedDict
+from typing import Any, Literal, NotRequired, TypedDict
 
 SCHEMA_VERSION = 1
 ALGORITHMS = ("PPO", "A2C", "DQN", "SAC", "TD3", "DDPG")
@@ -121,7 +122,7 @@ class Manifest(TypedDict):
     outputs: list[str]
     specialization: str | None
     timeframes: list[str] | None
-    lookback: int | None
+    lookback: NotRequired[int | None]
     performance_metrics: dict[str, Any]
     training_config: dict[str, Any]
     versions: Versions
@@ -129,9 +130,9 @@ class Manifest(TypedDict):
     exported_at: str
 
 
-OPTIONAL_KEYS = ("lookback",)
-"""Keys a manifest may omit: a missing ``lookback`` is null, for which the loader
-computes a default (:func:`l2fast.models.default_lookback`)."""
+OPTIONAL_KEYS = tuple(k for k in Manifest.__annotations__ if k in Manifest.__optional_keys__)
+"""Keys a manifest may omit (``NotRequired`` in :class:`Manifest`): a missing ``lookback``
+is null, for which the loader computes a default (:func:`l2fast.models.default_lookback`)."""
 REQUIRED_KEYS = tuple(k for k in Manifest.__annotations__ if k not in OPTIONAL_KEYS)
 
 

@@ -22,7 +22,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from l2fast.errors import ModelLoadError
+from l2fast.config import L2Config
+from l2fast.errors import ConfigError, ModelLoadError
 from l2fast.features import TechnicalConfig, feature_names, feature_warmups
 from l2fast.manifest import INPUT_NAME, decode_bound, validate_manifest
 
@@ -361,7 +362,8 @@ def _manifest_paths(path: Path) -> tuple[list[Path], list[dict[str, str]]]:
     return [_paths(path)[0]], []
 
 
-def validate_models(path: str | Path, *, technical: TechnicalConfig | None = None) -> dict[str, Any]:
+def validate_models(path: str | Path, *,
+                    technical: L2Config | TechnicalConfig | None = None) -> dict[str, Any]:
     """Check every exported model under ``path``.
 
     Each model must load (:func:`load_model`: manifest schema, ONNX SHA-256, onnxruntime,
@@ -371,8 +373,10 @@ def validate_models(path: str | Path, *, technical: TechnicalConfig | None = Non
 
     Args:
         path: A folder of ``<name>.json`` + ``<name>.onnx`` pairs, or one of those files.
-        technical: The technical config whose feature names the models may use (e.g.
-            ``L2Config.from_toml(file).technical``; the defaults if None).
+        technical: The config whose feature names the models may use: a whole
+            :class:`~l2fast.config.L2Config` (e.g. ``L2Config.from_toml(file)``; its
+            ``technical`` section is used) or a :class:`TechnicalConfig`; the defaults
+            if None.
 
     Returns:
         ``{"passed": int, "total": int, "failures": [{"name": str, "reason": str}, ...]}``.
@@ -381,7 +385,12 @@ def validate_models(path: str | Path, *, technical: TechnicalConfig | None = Non
         ModelLoadError: ``path`` holds no exported model: it does not exist, is a folder
             without ``<name>.json``/``<name>.onnx`` (the message counts the ``.pkl``/``.zip``
             sources there and says how to export them), or is not such a file.
+        ConfigError: ``technical`` is neither an ``L2Config``, a ``TechnicalConfig`` nor None.
     """
+    if isinstance(technical, L2Config):
+        technical = technical.technical
+    elif technical is not None and not isinstance(technical, TechnicalConfig):
+        raise ConfigError(f"technical={technical!r}: expected an l2fast.config.L2Config or TechnicalConfig")
     manifests, failures = _manifest_paths(Path(path))
     total = len(manifests) + len(failures)
     known = set(feature_names(technical if technical is not None else TechnicalConfig()))

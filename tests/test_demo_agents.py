@@ -1,4 +1,4 @@
-"""The shipped demo agents (saved_models/, onnx_models/) and the recipe that trains them (export/).
+"""The shipped demo agents (saved_models/, l2fast/data/onnx_models/) and the recipe that trains them (export/).
 
 The bundles are read through l2fast's restricted unpickler, never plain pickle.
 """
@@ -144,7 +144,8 @@ def test_shipped_artifacts_stay_small() -> None:
 def test_shipped_onnx_models_validate_and_come_from_the_shipped_bundles() -> None:
     folder = models_dir()
     if not any(folder.glob("*.onnx")):
-        pytest.skip("onnx_models/ not exported yet: python -m l2fast.export saved_models/ --out onnx_models/")
+        pytest.skip(f"{folder} holds no exported model yet: "
+                    "python -m l2fast.export saved_models/ --out l2fast/data/onnx_models/")
     import l2fast
 
     report = l2fast.validate_models(folder)

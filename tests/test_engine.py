@@ -414,6 +414,25 @@ def test_a_tampered_onnx_file_is_refused(tmp_path) -> None:
         TacticalSignalGenerator(models_dir=folder)
 
 
+def test_a_missing_models_folder_is_a_model_load_error_naming_it(tmp_path) -> None:
+    folder = tmp_path / "nope"
+    with pytest.raises(ModelLoadError, match="model.models_dir: not a directory") as exc:
+        TacticalSignalGenerator(models_dir=folder)
+    assert exc.value.path == folder and str(exc.value).startswith(f"{folder}: ")
+
+
+def test_a_manifest_without_kelly_metrics_is_a_model_load_error_naming_its_file(tmp_path) -> None:
+    folder = _copy_models(tmp_path)
+    path = folder / "trend_agent.json"
+    manifest = json.loads(path.read_text())
+    del manifest["performance_metrics"]["win_rate"]
+    path.write_text(json.dumps(manifest))
+    gen = TacticalSignalGenerator(models_dir=folder)
+    with pytest.raises(ModelLoadError, match="lacks a finite win_rate and payoff_ratio") as exc:
+        gen.on_strategic_decision(_decision())
+    assert exc.value.path == gen.models_dir / "trend_agent.json"
+
+
 def test_config_must_be_an_l2config() -> None:
     with pytest.raises(ConfigError, match="L2Config"):
         TacticalSignalGenerator(config={"risk": {}})

@@ -13,7 +13,7 @@ pytest.importorskip("onnx")
 
 from l2fast.ensemble import FusedEnsemble  # noqa: E402
 from l2fast.errors import InvalidInputError, ModelLoadError  # noqa: E402
-from l2fast.features import TechnicalState  # noqa: E402
+from l2fast.features import TechnicalConfig, TechnicalState, feature_names  # noqa: E402
 from l2fast.synthetic import generate_bars  # noqa: E402
 from l2fast.data import models_dir
 
@@ -114,6 +114,23 @@ def test_members_of_different_shapes_use_the_generic_fused_graph(models_copy, na
                 np.testing.assert_array_equal(fused[f"{member.name}/{out}"], alone[out])
 
 
+def test_from_dir_reads_feature_names_and_default_lookbacks_from_its_technical_config(models_copy, names) -> None:
+    custom = TechnicalConfig(rsi_periods=(14, 21, 30), atr_period=20)
+    _toy_member(models_copy, "toy_agent", ["ret_1_1m", "rsi_30_1m", "atr_pct_1h"], seed=1)
+    path = models_copy / "toy_agent.json"
+    manifest = json.loads(path.read_text())
+    del manifest["lookback"]
+    path.write_text(json.dumps(manifest))
+    with pytest.raises(ModelLoadError, match="unknown to the technical core: rsi_30_1m"):
+        FusedEnsemble.from_dir(models_copy, names)
+    ensemble = FusedEnsemble.from_dir(models_copy, technical=custom)
+    assert ensemble.feature_names == TechnicalState(custom).names == feature_names(custom)
+    toy = next(m for m in ensemble.members if m.name == "toy_agent")
+    # atr_pct_1h needs (atr_period + 2) * 60 - 1 bars: 1319 under atr_period 20, not 959.
+    assert toy.lookback == toy.manifest["lookback"] == 1319
+    assert FusedEnsemble.from_dir(MODELS_DIR).feature_names == names
+
+
 def _unclipped_box_member(folder: Path, name: str, features: list[str], low: list[float],
                           high: list[float]) -> None:
     """A hand-written Box member whose graph passes its features through, ignoring its bounds."""
@@ -152,6 +169,25 @@ def test_box_member_actions_never_leave_the_declared_bounds(models_copy, names, 
         np.testing.assert_array_equal(fused, np.clip(row[cols].astype(np.float32), *member.action_bounds))
 
 
+def test_box_member_action_from_a_nan_feature_stays_nan_not_a_bound(models_copy, names, feature_rows) -> None:
+    # The engine leaves a member whose output is non-finite out of the vote; a clip that
+    # turned NaN into a bound would let a broken feature vote at full size instead.
+    _unclipped_box_member(models_copy, "box_agent", ["rsi_14_1m", "ret_1_1m"], [-0.3, -0.3], [0.1, 0.1])
+    ensemble = FusedEnsemble.from_dir(models_copy, names)
+    assert not ensemble.stacked
+    member = next(m for m in ensemble.members if m.name == "box_agent")
+    cols = ensemble.columns["box_agent"]
+    low, high = member.action_bounds
+    for nan_at in (0, 1):
+        row = feature_rows[0].copy()
+        row[cols[nan_at]] = np.nan
+        fused = ensemble.run(row)["box_agent/action"][0].copy()
+        for action in (fused, member.act(row[cols]), member.run(row[cols])["action"][0]):
+            assert np.isnan(action[nan_at])
+            other = action[1 - nan_at]
+            assert np.isfinite(other) and low[1 - nan_at] <= other <= high[1 - nan_at]
+
+
 def test_run_reuses_bound_buffers(ensemble, feature_rows) -> None:
     first = ensemble.run(feature_rows[0])
     action = first["trend_agent/action"]
@@ -188,8 +224,8 @@ def test_onnx_swapped_after_load_is_never_fused(monkeypatch, models_copy, names)
 
     real_load = ens.load_model
 
-    def load_then_tamper(path):
-        model = real_load(path)
+    def load_then_tamper(path, *, technical=None):
+        model = real_load(path, technical=technical)
         model.onnx_path.write_bytes(model.onnx_path.read_bytes() + b"\x00")
         return model
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -32,7 +33,7 @@ from torch import nn  # noqa: E402
 from l2fast.errors import ExportError  # noqa: E402
 from l2fast.export import MissingFeatureNamesWarning, export_model  # noqa: E402
 from l2fast.export.graph import build_graph  # noqa: E402
-from l2fast.export.parity import box_tolerance, onnx_actions, onnx_session  # noqa: E402
+from l2fast.export.parity import box_tolerance, compare, onnx_actions, onnx_session  # noqa: E402
 from l2fast.export.sources import LoadedAgent, VecNormStats  # noqa: E402
 from l2fast.manifest import default_action_targets  # noqa: E402
 from l2fast.models import load_model  # noqa: E402
@@ -284,6 +285,35 @@ def test_squashed_box_action_stays_within_bounds_that_unscaling_rounds_past(tmp_
     assert np.all(ours >= low) and np.all(ours <= high)
     ref = np.clip(model.predict(raw, deterministic=True)[0], low, high)
     assert np.all(np.abs(ours - ref) <= box_tolerance(_agent(model), ref, raw))
+
+
+def _box_parity(ours: np.ndarray, ref: np.ndarray):
+    """The Box parity rule on hand-made actions; ``compare`` reads only the action space."""
+    agent = SimpleNamespace(action_space=WIDE_BOX)
+    return compare(agent, ours.astype(np.float32), ref, n_in=len(ours), net_input=np.zeros((len(ours), N_FEATURES)))
+
+
+def test_box_parity_fails_an_exported_action_one_float32_step_outside_the_bounds():
+    low, high = WIDE_BOX.low, WIDE_BOX.high
+    up, down = np.float32(np.inf), np.float32(-np.inf)
+    ours = np.stack([np.nextafter(high, up), np.nextafter(low, down)])
+    # SB3 gives the bound itself: the difference is far inside the tolerance, so only the
+    # bounds check can catch an action that left [low, high].
+    report = _box_parity(ours, np.stack([high, low]).astype(np.float32))
+    assert report.worst_ratio < 1.0
+    assert not report.passed and report.mismatches == 4
+    assert report.example.startswith(f"sample 0: onnx {ours[0].tolist()}")
+    assert "bounds [[0.0, -5.0], [100.0, 3.0]]" in report.describe()
+
+
+def test_box_parity_passes_an_exported_action_exactly_at_the_bounds():
+    low, high = WIDE_BOX.low, WIDE_BOX.high
+    ours = np.stack([high, low])
+    # SB3's unscaling may round a step past the bound; it is compared clipped.
+    beyond = np.stack([np.nextafter(high, np.float32(np.inf)), np.nextafter(low, np.float32(-np.inf))])
+    for ref in (ours, beyond):
+        report = _box_parity(ours, ref.astype(np.float32))
+        assert report.passed and report.mismatches == 0 and report.max_abs_diff == 0.0
 
 
 @pytest.fixture(scope="module")

@@ -15,9 +15,17 @@ import numpy as np
 import pytest
 
 import l2fast
-from l2fast.errors import ModelLoadError
+from l2fast.config import L2Config
+from l2fast.errors import ConfigError, ModelLoadError
 from l2fast.features import TechnicalConfig, feature_names
-from l2fast.manifest import DEFAULT_ACTION_TARGETS, default_action_targets, validate_manifest
+from l2fast.manifest import (
+    DEFAULT_ACTION_TARGETS,
+    OPTIONAL_KEYS,
+    REQUIRED_KEYS,
+    Manifest,
+    default_action_targets,
+    validate_manifest,
+)
 from l2fast.models import load_model, validate_models
 
 onnx = pytest.importorskip("onnx")
@@ -225,6 +233,16 @@ def test_validate_models_accepts_the_feature_names_its_technical_config_defines(
     assert validate_models(tmp_path, technical=custom) == {"passed": 1, "total": 1, "failures": []}
 
 
+def test_validate_models_takes_a_whole_l2config_and_uses_its_technical_section(tmp_path):
+    data = _discrete_graph()
+    _write(tmp_path, "toy", data, _manifest("toy", data, feature_names=["ret_1_1m", "rsi_30_1h", "atr_pct_1h"]))
+    config = L2Config.from_dict({"technical": {"rsi_periods": [14, 30]}})
+    assert validate_models(tmp_path, technical=config) == {"passed": 1, "total": 1, "failures": []}
+    assert validate_models(tmp_path, technical=L2Config())["passed"] == 0
+    with pytest.raises(ConfigError, match=r"technical=\{'rsi_periods': \[14, 30\]\}: expected an l2fast.config.L2Config"):
+        validate_models(tmp_path, technical={"rsi_periods": [14, 30]})
+
+
 @pytest.mark.parametrize("lookback", ["missing", None])
 def test_manifest_without_lookback_loads_with_the_largest_warm_up_of_its_features(tmp_path, lookback):
     data = _discrete_graph()
@@ -316,6 +334,17 @@ def test_every_load_failure_is_a_model_load_error_naming_the_file_and_the_reason
     with pytest.raises(ModelLoadError, match=reason) as exc:
         load_model(target)
     assert exc.value.path == culprit and str(exc.value).startswith(f"{culprit}: ")
+
+
+def test_the_manifest_typeddict_marks_lookback_not_required_as_the_schema_check_does():
+    assert Manifest.__optional_keys__ == {"lookback"} and OPTIONAL_KEYS == ("lookback",)
+    assert set(REQUIRED_KEYS) == Manifest.__required_keys__
+    data = _discrete_graph()
+    manifest = _manifest("toy", data)
+    del manifest["lookback"]
+    assert validate_manifest(manifest) == []
+    del manifest["opset"]
+    assert validate_manifest(manifest) == ["missing keys: opset"]
 
 
 def test_default_action_targets_are_evenly_spaced_exact_fractions():

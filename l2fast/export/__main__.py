@@ -66,8 +66,7 @@ def _validate(path: Path, config: Path | None) -> int:
     from l2fast.config import L2Config
     from l2fast.models import validate_models
 
-    technical = L2Config.from_toml(config).technical if config is not None else None
-    result = validate_models(path, technical=technical)
+    result = validate_models(path, technical=L2Config.from_toml(config) if config is not None else None)
     for failure in result["failures"]:
         print(f"FAIL {failure['name']}: {failure['reason']}")
     print(f"{result['passed']}/{result['total']} models valid in {path}")

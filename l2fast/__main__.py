@@ -384,7 +384,9 @@ def _cmd_dashboard(args: argparse.Namespace) -> int:
     except BusUnavailableError as exc:
         return _gave_up(exc)
     except RedisError as exc:
-        raise _InputError(f"redis at {args.redis}: {exc}") from None
+        from l2fast.bus.redis import redacted_url
+
+        raise _InputError(f"redis at {redacted_url(args.redis)}: {exc}") from None
     except ValueError as exc:  # a malformed URL, or workers of different builds
         raise _InputError(str(exc)) from None
     except KeyboardInterrupt:
@@ -428,15 +430,16 @@ _REDIS_TIMEOUT_S = 30.0
 _LOG_FORMAT = "%(asctime)s %(name)s %(levelname)s %(message)s"
 
 
-def _redis_timeout(text: str) -> float | None:
-    """``--redis-timeout``'s value: seconds, None for 0 (retry for ever)."""
+def _redis_timeout(text: str) -> float:
+    """``--redis-timeout``'s value in seconds, passed on as is: 0 (retry for ever) means the
+    same to :class:`~l2fast.bus.redis.RedisRetry`, which every Redis command's limit reaches."""
     try:
         seconds = float(text)
     except ValueError:
         seconds = -1.0
     if not 0 <= seconds < float("inf"):  # NaN too
         raise argparse.ArgumentTypeError(f"{text!r}: must be seconds >= 0 (0: retry for ever)")
-    return seconds or None
+    return seconds
 
 
 def _add_redis_timeout(parser: argparse.ArgumentParser) -> None:

@@ -358,7 +358,8 @@ async def watch_redis(url: str, *, prefix: str = "", refresh_s: float = 2.0, onc
                       console: Console | None = None, redis_timeout_s: float | None = 30.0) -> None:
     """``python -m l2fast dashboard``: the dashboard of the workers behind ``url``.
 
-    A read that cannot reach Redis is retried with backoff, each retry logged
+    A read that cannot reach Redis, or gets no reply within
+    :data:`~l2fast.bus.redis.REPLY_TIMEOUT_S`, is retried with backoff, each retry logged
     (:class:`~l2fast.bus.redis.RedisRetry`), until Redis answers again or has been
     unreachable for ``redis_timeout_s``.
 
@@ -368,21 +369,21 @@ async def watch_redis(url: str, *, prefix: str = "", refresh_s: float = 2.0, onc
         refresh_s: Seconds between two reads (> 0).
         once: Print one frame and return (else redraw live until interrupted).
         console: Where to draw (default: a new rich Console).
-        redis_timeout_s: How long Redis may stay unreachable (> 0), or None: for ever.
+        redis_timeout_s: How long Redis may stay unreachable (seconds); None or 0: for ever.
 
     Raises:
-        ValueError: ``refresh_s`` <= 0 or ``redis_timeout_s`` <= 0.
+        ValueError: ``refresh_s`` <= 0 or ``redis_timeout_s`` < 0.
         BusUnavailableError: Redis stayed unreachable for ``redis_timeout_s``.
     """
     from redis.asyncio import Redis
 
-    from l2fast.bus.redis import RedisRetry
+    from l2fast.bus.redis import REPLY_TIMEOUT_S, RedisRetry
 
     if not refresh_s > 0:
         raise ValueError(f"refresh_s={refresh_s!r}: must be > 0")
     retry = RedisRetry(url, give_up_after_s=redis_timeout_s)
     dashboard = L2Dashboard(console=console)
-    client = Redis.from_url(url, socket_connect_timeout=2.0)
+    client = Redis.from_url(url, socket_connect_timeout=2.0, socket_timeout=REPLY_TIMEOUT_S)
     feed = RedisFeed(client, prefix)
     try:
         await retry.call(lambda: feed.poll(dashboard))

@@ -86,8 +86,8 @@ class WorkerOptions:
             from a dead owner); longer than the engine's start-up, during which loading
             the models holds the GIL and delays the renewals.
         redis_timeout_s: How long Redis may stay unreachable before the worker gives up
-            (module docstring); None: retry for ever (still bounded by the lease once
-            the worker runs).
+            (module docstring); None or 0: retry for ever (still bounded by the lease
+            once the worker runs).
     """
 
     redis: str = "redis://127.0.0.1:6379/0"

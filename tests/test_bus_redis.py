@@ -497,3 +497,22 @@ def test_xreadgroup_replies_keep_redis_shape_in_both_protocols():
     assert [_data_field(f) for _, f in entries[:2]] == [b"x", b"z"]
     assert _data_field([b"other", b"y"]) == b""
     assert _data_field({b"d": b"w"}) == b"w"  # redis-py's dict (XAUTOCLAIM, a caller's client)
+
+
+def test_a_late_copy_of_an_older_publication_adds_nothing(redis_url):
+    # A publication sent on a connection taken for dead can reach Redis after its retry
+    # and the next publications: the script drops it by its counter.
+    from l2fast.bus.redis import _PUBLISHER_TTL_S
+
+    async def main() -> tuple[list, int]:
+        t = transport(redis_url)
+        ids = [await t.publish("t", b"first"), await t.publish("t", b"second")]
+        keys = [t.key("t"), t.prefix + "l2fast:clock", f"{t.prefix}l2fast:publisher:{t._token}"]
+        retried = await t._script(keys=keys, args=[0, t._counter, _PUBLISHER_TTL_S, b"second"])
+        late = await t._script(keys=keys, args=[0, t._counter - 1, _PUBLISHER_TTL_S, b"first"])
+        length = await t.client.xlen(keys[0])
+        await t.close()
+        return [[i.decode() for i in retried] == ids[1:], late], length
+
+    (same_ids, late), length = run(main())
+    assert same_ids and late == [] and length == 2

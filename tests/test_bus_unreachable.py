@@ -4,7 +4,9 @@ Each command, pointed at a port where nothing listens, logs every retry with the
 error and a counter, and after ``--redis-timeout`` exits with code 3 and one ``error:``
 line naming the URL and the error, never blaming a lease. A worker started before Redis
 connects once it comes up; a running worker whose Redis goes away for good gives up the
-same way.
+same way. A Redis that accepts connections but never answers is found out by the socket
+timeout (a lease renewal by the lease's expiry), and an outage is never taken for
+``signals --idle-exit`` idleness.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -26,7 +29,11 @@ pytest.importorskip("redis")
 from redis.asyncio import Redis  # noqa: E402
 from support import REDIS_SERVER, RedisServer, exit_code, free_port, write_csv  # noqa: E402
 
-from l2fast.bus.redis import RedisRetry, redacted_url  # noqa: E402
+from l2fast.bus import MessageBus, Topic  # noqa: E402
+from l2fast.bus.lease import SymbolLease  # noqa: E402
+from l2fast.bus.redis import REPLY_TIMEOUT_S, RedisRetry, RedisTransport, redacted_url  # noqa: E402
+from l2fast.bus.tools import collect_signals  # noqa: E402
+from l2fast.dashboard import watch_redis  # noqa: E402
 from l2fast.errors import BusUnavailableError  # noqa: E402
 from l2fast.synthetic import generate_bars  # noqa: E402
 
@@ -162,6 +169,149 @@ def test_a_redis_timeout_of_0_retries_for_ever(dead_url: str, tmp_path: Path) ->
 def test_redis_timeout_must_be_non_negative_seconds(capsys: pytest.CaptureFixture[str]) -> None:
     assert exit_code(["signals", "--redis", "redis://127.0.0.1:1/0", "--redis-timeout", "-1"]) == 2
     assert "--redis-timeout: '-1': must be seconds >= 0 (0: retry for ever)" in capsys.readouterr().err
+
+
+@asynccontextmanager
+async def _silent_redis() -> AsyncIterator[str]:
+    """The URL of a server that accepts connections and reads commands but never answers:
+    a Redis behind a network partition that reset nothing."""
+    async def swallow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while await reader.read(65536):
+                pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(swallow, "127.0.0.1", 0)
+    try:
+        yield f"redis://127.0.0.1:{server.sockets[0].getsockname()[1]}/0"
+    finally:
+        server.close()
+
+
+def test_a_command_without_a_reply_is_retried_and_gives_up_after_the_limit(
+        caplog: pytest.LogCaptureFixture) -> None:
+    async def main() -> float:
+        async with _silent_redis() as url:
+            transport = RedisTransport(url, give_up_after_s=1.0, socket_timeout_s=0.5)
+            started = time.monotonic()
+            try:
+                with pytest.raises(BusUnavailableError):
+                    await transport.publish("t", b"x")
+                return time.monotonic() - started
+            finally:
+                await transport.close()
+
+    with caplog.at_level(logging.WARNING, logger="l2fast.bus"):
+        elapsed = asyncio.run(asyncio.wait_for(main(), 10))
+    # The outage counts from when the unanswered command was sent: the limit, plus at
+    # most one socket timeout for the last retry.
+    assert 1.0 <= elapsed < 1.0 + 0.5 + 0.5
+    assert "retry 1 in " in caplog.text and "Timeout reading from" in caplog.text
+
+
+def test_the_socket_timeout_outlasts_a_blocking_read_by_the_reply_timeout() -> None:
+    transport = RedisTransport("redis://127.0.0.1:1/0", block_ms=2_000)
+    assert transport.socket_timeout_s == 2.0 + REPLY_TIMEOUT_S
+    assert transport.client.connection_pool.connection_kwargs["socket_timeout"] == 2.0 + REPLY_TIMEOUT_S
+
+
+@pytest.mark.parametrize("seconds", [0.2, 0.0, float("nan"), float("inf")])
+def test_a_socket_timeout_must_outlast_a_blocking_read(seconds: float) -> None:
+    with pytest.raises(ValueError, match=rf"socket_timeout_s={seconds!r}: must be seconds > block_ms / 1000 \(0.2\)"):
+        RedisTransport("redis://127.0.0.1:1/0", block_ms=200, socket_timeout_s=seconds)
+
+
+def test_a_lease_renewal_without_a_reply_gives_up_when_the_lease_expires() -> None:
+    async def main() -> tuple[float, BusUnavailableError]:
+        async with _silent_redis() as url:
+            # A socket timeout far past the lease: the lease's expiry alone must end it.
+            client = Redis.from_url(url, socket_timeout=30.0)
+            lease = SymbolLease(client, ["BTC/USDT"], "w1", ttl_ms=600, retry=RedisRetry(url))
+            started = time.monotonic()
+            try:
+                with pytest.raises(BusUnavailableError) as info:
+                    await lease.keep()
+                return time.monotonic() - started, info.value
+            finally:
+                await client.aclose()
+
+    elapsed, error = asyncio.run(asyncio.wait_for(main(), 5))
+    assert 0.6 <= elapsed < 0.6 + 0.5
+    assert "the lease of BTC/USDT has expired" in error.reason
+
+
+async def _reading_signals(server: RedisServer, *, idle_exit_s: float,
+                           give_up_after_s: float) -> tuple[asyncio.Task, MessageBus]:
+    """collect_signals on ``server``, once its group reads the signals' stream."""
+    bus = MessageBus(RedisTransport(server.url, give_up_after_s=give_up_after_s, block_ms=50))
+    reading = asyncio.create_task(collect_signals(bus, idle_exit_s=idle_exit_s))
+    client = Redis.from_url(server.url)
+    try:
+        while not await client.exists(Topic.SIGNALS):
+            await asyncio.sleep(0.01)
+    finally:
+        await client.aclose()
+    return reading, bus
+
+
+def test_an_outage_longer_than_the_idle_exit_ends_in_bus_unavailable_not_in_a_quiet_stop(
+        server: RedisServer) -> None:
+    async def main() -> None:
+        reading, bus = await _reading_signals(server, idle_exit_s=0.5, give_up_after_s=2.0)
+        try:
+            await asyncio.to_thread(server.stop)
+            with pytest.raises(BusUnavailableError):
+                await reading
+        finally:
+            await bus.close()
+
+    asyncio.run(asyncio.wait_for(main(), 20))
+
+
+def test_idle_time_counts_again_from_the_end_of_an_outage(server: RedisServer) -> None:
+    async def main() -> tuple[list, float]:
+        reading, bus = await _reading_signals(server, idle_exit_s=0.5, give_up_after_s=30.0)
+        try:
+            await asyncio.to_thread(server.stop)
+            await asyncio.sleep(1.0)  # twice the idle time, with Redis away
+            assert not reading.done()
+            await asyncio.to_thread(server.start)
+            back = time.monotonic()
+            signals, _ = await reading
+            return signals, time.monotonic() - back
+        finally:
+            await bus.close()
+
+    signals, idle = asyncio.run(asyncio.wait_for(main(), 20))
+    assert signals == [] and idle >= 0.5
+
+
+def test_a_dashboard_redis_timeout_of_0_retries_for_ever(dead_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    async def main() -> None:
+        with pytest.raises(TimeoutError):  # still retrying, neither refused nor given up
+            await asyncio.wait_for(watch_redis(dead_url, once=True, redis_timeout_s=0), 1.5)
+
+    with caplog.at_level(logging.WARNING, logger="l2fast.bus"):
+        asyncio.run(main())
+    assert "retry 3 in " in caplog.text and "(no time limit)" in caplog.text
+
+
+@pytest.mark.skipif(REDIS_SERVER is None, reason="redis-server is not installed (Debian: apt-get install redis-server)")
+def test_a_dashboard_redis_error_masks_the_password_of_the_url(redis_url: str,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    from redis import Redis as SyncRedis
+
+    client = SyncRedis.from_url(redis_url)
+    try:
+        client.set("wrong:l2.signals", "not a stream")
+    finally:
+        client.close()
+    # The default user has no password (nopass): any password logs in.
+    url = redis_url.replace("redis://", "redis://default:s3cret@")
+    assert exit_code(["dashboard", "--redis", url, "--prefix", "wrong:", "--once"]) == 2
+    err = capsys.readouterr().err
+    assert f"redis at {redacted_url(url)}: WRONGTYPE" in err and "s3cret" not in err
 
 
 def _wait_for(log: Path, text: str, process: subprocess.Popen, timeout: float = 60.0) -> None:

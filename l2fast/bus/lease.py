@@ -13,8 +13,8 @@ must stop at once without acknowledging anything more.
 While Redis is unreachable, taking and renewing are retried as the bus's commands are
 (:class:`~l2fast.bus.redis.RedisRetry`, shared with the transport): the log says Redis
 is unreachable, never that another worker holds the lease, which is said only when Redis
-answered so. A renewal gives up once the lease has expired
-(:class:`~l2fast.errors.BusUnavailableError`, naming the lease).
+answered so. A renewal gives up once the lease has expired, a renewal still without a
+reply then included (:class:`~l2fast.errors.BusUnavailableError`, naming the lease).
 
 Taking and renewing run as Lua scripts: all of a worker's symbols or none.
 """
@@ -130,9 +130,10 @@ class SymbolLease:
     async def keep(self) -> None:
         """Renew the lease every third of its time to live, for as long as it runs.
 
-        A renewal that cannot reach Redis is retried with backoff until the lease expires
-        or the retries' time limit, whichever comes first (a Redis restart does not cost
-        the lease).
+        A renewal that cannot reach Redis, or gets no reply, is retried with backoff until
+        the lease expires or the retries' time limit, whichever comes first (a Redis
+        restart does not cost the lease); one still waiting for its reply when the lease
+        expires is abandoned.
 
         Raises:
             LeaseLost: A symbol's lease is no longer ours (Redis answered so).

@@ -13,7 +13,8 @@ for a batch of up to :data:`PUBLISH_BATCH` entries) runs one Lua script that, at
   ``<ms>`` is the publication time (:attr:`~l2fast.bus.transport.Delivery.published_ms`);
 - drops a retry of a publication already added (the publisher's last counter and the ids
   it got are kept under ``prefix + "l2fast:publisher:<token>"`` for a day): a publication
-  whose reply was lost with the connection is not added twice;
+  whose reply was lost with the connection is not added twice; nor is one older than the
+  last (a copy sent on a connection given up for dead that reached Redis late);
 - trims the stream to ``maxsize`` entries for a :attr:`~l2fast.bus.transport.Overflow.DROP_OLDEST`
   topic (exact ``MAXLEN``).
 
@@ -60,6 +61,16 @@ unreachable for ``give_up_after_s`` (then :class:`~l2fast.errors.BusUnavailableE
 None, the default, retries for ever). Redis restarting with its append-only file keeps
 streams, groups and pending entries.
 
+A command without a reply (a network partition that resets nothing leaves the socket
+open) fails after the client's ``socket_timeout_s`` (by default ``block_ms / 1000`` +
+:data:`REPLY_TIMEOUT_S`), longer than a blocking read waits on a live Redis, and is
+retried like a refused connection: the outage counts from when that command was sent, so
+giving up comes at most ``socket_timeout_s`` after ``give_up_after_s``. A command given a
+deadline (a lease renewal) is also abandoned at the deadline. Every command is safe to
+send again: reads, acknowledgements, group creation and trimming repeat harmlessly, a
+read whose reply was lost leaves its entries pending (read again after the retry), and
+publications carry their counter (above).
+
 Single Redis node only (the publication script touches keys of several streams).
 """
 
@@ -80,7 +91,7 @@ from redis.asyncio import Redis
 from l2fast.bus.transport import BusClosed, Delivery, Overflow, QueuePolicy, Subscription, Transport
 from l2fast.errors import BusUnavailableError
 
-__all__ = ["RedisRetry", "RedisSubscription", "RedisTransport", "redacted_url"]
+__all__ = ["REPLY_TIMEOUT_S", "RedisRetry", "RedisSubscription", "RedisTransport", "redacted_url"]
 
 logger = logging.getLogger("l2fast.bus")
 
@@ -89,6 +100,10 @@ T = TypeVar("T")
 #: Errors after which the same command may succeed once Redis is back (BusyLoadingError,
 #: Redis replaying its append-only file after a restart, is a ConnectionError).
 TRANSIENT_ERRORS = (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError)
+
+#: How long a reply may take, beyond a blocking command's own wait, before the connection
+#: is taken for dead (a live Redis answers in milliseconds).
+REPLY_TIMEOUT_S = 5.0
 
 
 def redacted_url(url: str) -> str:
@@ -111,10 +126,13 @@ class RedisRetry:
     after T s)``. Once one caller gives up, the others give up at their next failure too,
     until Redis answers again.
 
+    The outage counts from when the failed command was sent: one that timed out without a
+    reply waited that long already.
+
     Args:
         url: The Redis URL (named in the log with its password masked).
         give_up_after_s: Longest outage before :class:`~l2fast.errors.BusUnavailableError`
-            (> 0), or None to retry for ever.
+            (seconds); None or 0 to retry for ever (``--redis-timeout 0``).
         backoff_min_s: First wait before retrying.
         backoff_max_s: Longest wait between retries.
 
@@ -127,14 +145,17 @@ class RedisRetry:
         if not (0 < backoff_min_s <= backoff_max_s):
             raise ValueError(f"backoff_min_s={backoff_min_s!r}, backoff_max_s={backoff_max_s!r}: "
                              "need 0 < backoff_min_s <= backoff_max_s")
-        if give_up_after_s is not None and not give_up_after_s > 0:
-            raise ValueError(f"give_up_after_s={give_up_after_s!r}: must be > 0 seconds, or None (no limit)")
+        if give_up_after_s is not None and not 0 <= give_up_after_s < float("inf"):  # NaN too
+            raise ValueError(f"give_up_after_s={give_up_after_s!r}: must be seconds >= 0 (0 or None: no limit)")
         self.url = redacted_url(url)
-        self.give_up_after_s = give_up_after_s
+        #: The longest outage in seconds (None: no limit).
+        self.give_up_after_s = give_up_after_s or None
         self.backoff_min_s = backoff_min_s
         self.backoff_max_s = backoff_max_s
         #: Retries in the current outage (0 while Redis answers).
         self.retries = 0
+        #: When (``time.monotonic()``) the last outage ended; None before any.
+        self.recovered_at: float | None = None
         self._since: float | None = None
         self._delay = backoff_min_s
         # Set once a caller gave up in this outage: why (empty: the time limit).
@@ -146,24 +167,36 @@ class RedisRetry:
         Args:
             op: The command; called again for each retry.
             deadline: A ``time.monotonic()`` after which this call must not retry, when
-                it comes before the time limit (a lease that would have expired).
+                it comes before the time limit (a lease that would have expired); a
+                command still without a reply then is abandoned.
             reason: Why ``deadline``, for the error.
 
         Raises:
             BusUnavailableError: Redis stayed unreachable past the limit or ``deadline``.
         """
         while True:
+            started = time.monotonic()
             try:
-                result = await op()
+                if deadline is None:
+                    result = await op()
+                else:
+                    result = await _before(op, deadline)
             except TRANSIENT_ERRORS as exc:
-                await self.wait(exc, deadline=deadline, reason=reason)
+                await self.wait(exc, deadline=deadline, reason=reason, started=started)
                 continue
             self.reachable()
             return result
 
-    async def wait(self, error: BaseException, *, deadline: float | None = None, reason: str = "") -> None:
+    @property
+    def unreachable(self) -> bool:
+        """True during an outage: from a failed command until one succeeds."""
+        return self._since is not None
+
+    async def wait(self, error: BaseException, *, deadline: float | None = None, reason: str = "",
+                   started: float | None = None) -> None:
         """Count a failed command, log it and sleep before its retry (:meth:`call`'s
-        arguments); the last retry falls on the limit.
+        arguments; ``started``: when the command was sent, default now); the last retry
+        falls on the limit.
 
         Raises:
             BusUnavailableError: Redis has been unreachable for the limit, or ``deadline``
@@ -171,7 +204,7 @@ class RedisRetry:
         """
         now = time.monotonic()
         if self._since is None:
-            self._since, self._delay = now, self.backoff_min_s
+            self._since, self._delay = (now if started is None else started), self.backoff_min_s
         text = (str(error) or type(error).__name__).rstrip(".")  # ours follows it with "; "
         limit, why = None, ""
         if self.give_up_after_s is not None:
@@ -195,15 +228,33 @@ class RedisRetry:
         """Redis answered: the outage, if any, is over (logged with its retries)."""
         if self._since is None:
             return
+        self.recovered_at = time.monotonic()
         logger.info("redis at %s reachable again after %d retries in %.1f s", self.url, self.retries,
-                    time.monotonic() - self._since)
+                    self.recovered_at - self._since)
         self._since, self.retries, self._gave_up = None, 0, None
+
+
+async def _before(op: Callable[[], Awaitable[T]], deadline: float) -> T:
+    """``await op()``, abandoned at ``deadline`` (``time.monotonic()``) as a redis TimeoutError.
+
+    redis-py drops a connection whose command is cancelled, so nothing of its reply is
+    left to be read as the reply of the next command.
+    """
+    try:
+        async with asyncio.timeout(deadline - time.monotonic()) as scope:
+            return await op()
+    except TimeoutError:
+        if not scope.expired():
+            raise
+        raise redis_errors.TimeoutError("no reply before the deadline") from None
+
 
 _PUBLISHER_TTL_S = 86_400
 
 # KEYS: stream, clock (the last id given), publisher key. ARGV: maxlen (0: none), the
 # publisher's counter, the publisher key's time to live (s), then the entries' data.
 # Consecutive ids from one clock reading; the reply (the list of ids) is kept for a retry.
+# A counter below the last one is a copy of a publication already retried: nothing added.
 _PUBLISH = """
 local function split(id)
   local dash = string.find(id, '-', 1, true)
@@ -212,11 +263,13 @@ end
 local last = redis.call('GET', KEYS[3])
 if last then
   local sep = string.find(last, ' ', 1, true)
-  if string.sub(last, 1, sep - 1) == ARGV[2] then
+  local counter = string.sub(last, 1, sep - 1)
+  if counter == ARGV[2] then
     local ids = {}
     for id in string.gmatch(string.sub(last, sep + 1), '%S+') do ids[#ids + 1] = id end
     return ids
   end
+  if tonumber(ARGV[2]) < tonumber(counter) then return {} end
 end
 local now = redis.call('TIME')
 local ms, seq = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000), 0
@@ -328,7 +381,11 @@ class RedisTransport(Transport):
         backoff_min_s: First wait before retrying after a connection error.
         backoff_max_s: Longest wait between retries.
         give_up_after_s: Longest time Redis may stay unreachable before a command raises
-            :class:`~l2fast.errors.BusUnavailableError` (None: retry for ever).
+            :class:`~l2fast.errors.BusUnavailableError` (None or 0: retry for ever).
+        socket_timeout_s: How long a command may wait for its reply before the connection
+            is taken for dead and the command retried; more than a blocking read's
+            ``block_ms`` (default: ``block_ms / 1000`` + :data:`REPLY_TIMEOUT_S`).
+            Ignored with ``client``.
         trimmed: Topics whose streams the publishers trim, at each room check, of the
             entries every group has acknowledged (a group created later starts at the
             oldest entry kept).
@@ -344,10 +401,17 @@ class RedisTransport(Transport):
                  default: QueuePolicy = QueuePolicy(), prefix: str = "", count: int = 256, block_ms: int = 200,
                  claim_idle_ms: int = 30_000, claim_interval_s: float = 5.0, backoff_min_s: float = 0.05,
                  backoff_max_s: float = 2.0, give_up_after_s: float | None = None, partitioned: Sequence[str] = (),
-                 trimmed: Sequence[str] = TRIMMED_TOPICS, client: Redis | None = None) -> None:
+                 trimmed: Sequence[str] = TRIMMED_TOPICS, socket_timeout_s: float | None = None,
+                 client: Redis | None = None) -> None:
         for name, value in (("count", count), ("block_ms", block_ms), ("claim_idle_ms", claim_idle_ms)):
             if type(value) is not int or value < 1:
                 raise ValueError(f"{name}={value!r}: must be an integer >= 1")
+        if socket_timeout_s is None:
+            socket_timeout_s = block_ms / 1000 + REPLY_TIMEOUT_S
+        elif not block_ms / 1000 < socket_timeout_s < float("inf"):  # NaN too
+            # A shorter one would cut every read that waits its full block_ms on a live Redis.
+            raise ValueError(f"socket_timeout_s={socket_timeout_s!r}: must be seconds > block_ms / 1000 "
+                             f"({block_ms / 1000:g})")
         #: The retries while Redis is unreachable (share it with a lease on this Redis).
         self.retry = RedisRetry(url, give_up_after_s=give_up_after_s, backoff_min_s=backoff_min_s,
                                 backoff_max_s=backoff_max_s)
@@ -355,6 +419,7 @@ class RedisTransport(Transport):
         self.prefix = prefix
         self.count = count
         self.block_ms = block_ms
+        self.socket_timeout_s = socket_timeout_s
         self.claim_idle_ms = claim_idle_ms
         self.claim_interval_s = claim_interval_s
         self.partitioned = frozenset(partitioned)
@@ -365,7 +430,7 @@ class RedisTransport(Transport):
         self._policies = dict(policies or {})
         self._default = default
         if client is None:
-            client = Redis.from_url(url, socket_connect_timeout=2.0)
+            client = Redis.from_url(url, socket_connect_timeout=2.0, socket_timeout=socket_timeout_s)
             # Our own client only: a caller's keeps redis-py's replies.
             client.set_response_callback("XREADGROUP", _stream_entries)
         self._client = client
@@ -406,13 +471,14 @@ class RedisTransport(Transport):
         while True:
             if self._closed:
                 raise BusClosed("transport is closed")
+            started = time.monotonic()
             try:
                 result = await op()
             except TRANSIENT_ERRORS as exc:
                 self.reconnects += 1
                 for subscription in self._subscriptions:
                     subscription._lost_connection()
-                await retry.wait(exc)
+                await retry.wait(exc, started=started)
                 continue
             retry.reachable()
             return result

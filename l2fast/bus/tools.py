@@ -8,16 +8,19 @@ it has none), and each fill right before the bar of its symbol that opens at the
 
 ``python -m l2fast signals`` (:func:`collect_signals`) is a minimal L1: it reads
 ``l2.signals``, drops duplicates by ``signal_id`` (a restarted worker publishes the
-signals since its last snapshot again) and writes one JSON line per signal.
+signals since its last snapshot again) and writes one JSON line per signal. Time while
+Redis is unreachable is not idle time: an outage ends in
+:class:`~l2fast.errors.BusUnavailableError` (``--redis-timeout``), never in a quiet stop.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
-from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from l2fast.bus.bus import MessageBus, Topic
 from l2fast.bus.schema import Bar, Fill, Message, MessageError
@@ -25,9 +28,14 @@ from l2fast.errors import InvalidInputError
 from l2fast.replay import BarStream, iter_jsonl, merge_streams
 from l2fast.signals import StrategicDecision
 
+if TYPE_CHECKING:
+    from l2fast.bus.redis import RedisRetry
+
 __all__ = ["collect_signals", "feed", "load_fills", "publish_feed"]
 
 _COLUMNS = ("ts", "open", "high", "low", "close", "volume")
+
+T = TypeVar("T")
 
 
 def load_fills(path: str | os.PathLike[str]) -> list[Fill]:
@@ -119,13 +127,19 @@ async def collect_signals(bus: MessageBus, *, group: str = "l1", consumer: str =
         group: L1's consumer group.
         consumer: This reader's name in the group.
         count: Stop after this many distinct signals (None: no limit).
-        idle_exit_s: Stop after this long without a new message (None: wait for ever).
+        idle_exit_s: Stop after this long without a new message (None: wait for ever),
+            not counting the time the bus's Redis, if any, was unreachable.
         on_signal: Called with each distinct signal's dict (its ``meta`` under ``"meta"``).
 
     Returns:
         The distinct signals (``TacticalSignal.to_dict()``) in arrival order, and the
         number of duplicates dropped.
+
+    Raises:
+        BusUnavailableError: The bus's Redis stayed unreachable past its time limit.
     """
+    # Only the Redis transport has retries (an in-process bus is never unreachable).
+    retry: RedisRetry | None = getattr(bus.transport, "retry", None)
     subscription = await bus.subscribe([Topic.SIGNALS], group=group, consumer=consumer)
     seen: set[str] = set()
     signals: list[dict[str, Any]] = []
@@ -134,9 +148,8 @@ async def collect_signals(bus: MessageBus, *, group: str = "l1", consumer: str =
         while count is None or len(signals) < count:
             # No more than could still be wanted: what is taken is acknowledged.
             limit = _READ_BATCH if count is None else min(_READ_BATCH, count - len(signals))
-            try:
-                batch = await asyncio.wait_for(subscription.get_many(limit), idle_exit_s)
-            except TimeoutError:
+            batch = await _unless_idle(subscription.get_many(limit), idle_exit_s, retry)
+            if batch is None:
                 break
             await subscription.ack_many(batch)
             for received in batch:
@@ -153,3 +166,31 @@ async def collect_signals(bus: MessageBus, *, group: str = "l1", consumer: str =
     finally:
         await subscription.close()
     return signals, duplicates
+
+
+async def _unless_idle(read: Awaitable[T], idle_s: float | None, retry: RedisRetry | None) -> T | None:
+    """``read``'s result, or None once it has waited ``idle_s`` while Redis answered (cancelled).
+
+    Idle time counts from the later of the call and the end of the last outage; during an
+    outage ``read`` keeps retrying, until it gets messages or gives up.
+    """
+    if idle_s is None:
+        return await read
+    task = asyncio.ensure_future(read)
+    idle_from = time.monotonic()
+    while not task.done():
+        if retry is not None and retry.unreachable:
+            left = idle_s
+        else:
+            if retry is not None and retry.recovered_at is not None:
+                idle_from = max(idle_from, retry.recovered_at)
+            left = idle_from + idle_s - time.monotonic()
+            if left <= 0:
+                # Entries the cancelled read took stay pending (never acknowledged): a
+                # later reader of this consumer gets them again.
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+                return None
+        await asyncio.wait({task}, timeout=left)
+    return task.result()

@@ -20,10 +20,10 @@ from support import exit_code, write_csv  # noqa: E402
 
 from l2fast._core.metrics import STAGE_NAMES, MetricsRecorder  # noqa: E402
 from l2fast.dashboard import L2Dashboard, ReplayFeed  # noqa: E402
+from l2fast.data import shipped_config  # noqa: E402
 from l2fast.monitoring import metrics_key, publish_metrics, read_metrics  # noqa: E402
 from l2fast.signals import TacticalSignal  # noqa: E402
 from l2fast.synthetic import generate_bars  # noqa: E402
-from l2fast.data import shipped_config
 
 DEMO_CONFIG = shipped_config("demo")
 

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 
 from l2fast import L2Config, StrategicDecision, TacticalSignal, TacticalSignalGenerator
+from l2fast.data import models_dir
 from l2fast.errors import ConfigError, InvalidBarError, InvalidDecisionError, InvalidInputError, ModelLoadError
 from l2fast.reference.engine import EngineRef
 from l2fast.synthetic import generate_bars
-from l2fast.data import models_dir
 
 REPO = Path(__file__).resolve().parents[1]
 MODELS = models_dir()

@@ -11,11 +11,11 @@ import pytest
 
 pytest.importorskip("onnx")
 
+from l2fast.data import models_dir  # noqa: E402
 from l2fast.ensemble import FusedEnsemble  # noqa: E402
 from l2fast.errors import InvalidInputError, ModelLoadError  # noqa: E402
 from l2fast.features import TechnicalConfig, TechnicalState, feature_names  # noqa: E402
 from l2fast.synthetic import generate_bars  # noqa: E402
-from l2fast.data import models_dir
 
 MODELS_DIR = models_dir()
 N_ROWS = 1_000

@@ -426,7 +426,6 @@ def _run_async(coro: object) -> object:
 #: Exit code of a Redis command that gave up on an unreachable Redis (--redis-timeout).
 EXIT_REDIS_UNREACHABLE = 3
 
-_REDIS_TIMEOUT_S = 30.0
 _LOG_FORMAT = "%(asctime)s %(name)s %(levelname)s %(message)s"
 
 
@@ -443,10 +442,12 @@ def _redis_timeout(text: str) -> float:
 
 
 def _add_redis_timeout(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--redis-timeout", type=_redis_timeout, default=_REDIS_TIMEOUT_S, metavar="S",
+    from l2fast.bus.transport import REDIS_TIMEOUT_S
+
+    parser.add_argument("--redis-timeout", type=_redis_timeout, default=REDIS_TIMEOUT_S, metavar="S",
                         help="while Redis is unreachable, retry with backoff (each retry logged) for at most S "
                              f"seconds, then exit with code {EXIT_REDIS_UNREACHABLE}; 0: retry for ever "
-                             f"(default {_REDIS_TIMEOUT_S:g})")
+                             f"(default {REDIS_TIMEOUT_S:g})")
 
 
 def _gave_up(exc: BusUnavailableError) -> int:

@@ -40,6 +40,7 @@ from rich.table import Table
 
 from l2fast.bus.bus import Topic
 from l2fast.bus.schema import MessageError, decode
+from l2fast.bus.transport import REDIS_TIMEOUT_S
 from l2fast.monitoring import merge_metrics, read_metrics
 from l2fast.signals import TacticalSignal
 
@@ -355,7 +356,7 @@ class RedisFeed:
 
 
 async def watch_redis(url: str, *, prefix: str = "", refresh_s: float = 2.0, once: bool = False,
-                      console: Console | None = None, redis_timeout_s: float | None = 30.0) -> None:
+                      console: Console | None = None, redis_timeout_s: float | None = REDIS_TIMEOUT_S) -> None:
     """``python -m l2fast dashboard``: the dashboard of the workers behind ``url``.
 
     A read that cannot reach Redis, or gets no reply within

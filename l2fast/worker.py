@@ -53,6 +53,7 @@ from pathlib import Path
 from l2fast.bus import L2BusAdapter, MessageBus, SignalFilter, Topic
 from l2fast.bus.lease import EVERY_SYMBOL, LeaseLost, SymbolLease
 from l2fast.bus.redis import RedisTransport, redacted_url
+from l2fast.bus.transport import REDIS_TIMEOUT_S
 from l2fast.config import L2Config
 from l2fast.engine import TacticalSignalGenerator
 from l2fast.errors import BusUnavailableError
@@ -105,7 +106,7 @@ class WorkerOptions:
     metrics_interval_s: float = 1.0
     symbols: tuple[str, ...] | None = None
     lease_ttl_ms: int = 10_000
-    redis_timeout_s: float | None = 30.0
+    redis_timeout_s: float | None = REDIS_TIMEOUT_S
 
     @property
     def role(self) -> str:

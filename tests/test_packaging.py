@@ -19,7 +19,7 @@ import pytest
 import l2fast
 from l2fast.__main__ import main
 from l2fast.config import L2Config
-from l2fast.data import TEMPLATES, config_template, models_dir, shipped_config
+from l2fast.data import TEMPLATES, models_dir, shipped_config
 from l2fast.errors import ConfigError
 from l2fast.replay import demo_config
 
@@ -49,15 +49,20 @@ def test_the_engine_starts_from_another_folder_on_the_shipped_agents(tmp_path):
 
 
 def test_an_unknown_config_template_names_the_known_ones():
-    with pytest.raises(ConfigError, match=r"config template 'nope': unknown; the shipped ones are \['defaults', 'demo'\]"):
+    known = r"\['defaults', 'demo'\]"
+    with pytest.raises(ConfigError, match=rf"config template 'nope': unknown; the shipped ones are {known}"):
         shipped_config("nope")
 
 
+SHIPPED_FILES = {"defaults": PACKAGE / "data" / "l2fast.toml", "demo": PACKAGE / "data" / "examples" / "demo.toml"}
+
+
 def test_config_template_prints_the_shipped_file_and_it_loads_back(tmp_path, capsys):
-    for name in TEMPLATES:
+    assert sorted(TEMPLATES) == sorted(SHIPPED_FILES)
+    for name, file in SHIPPED_FILES.items():
         assert main(["config", "--template", name]) == 0
         text = capsys.readouterr().out
-        assert text == shipped_config(name).read_text(encoding="utf-8") == config_template(name)
+        assert text == file.read_text(encoding="utf-8")
         path = tmp_path / f"{name}.toml"
         path.write_text(text)
         assert L2Config.from_toml(path) == (L2Config() if name == "defaults" else demo_config())
@@ -91,7 +96,7 @@ def test_console_script_l2fast_runs_the_same_commands_as_python_m():
         script = Path(shutil.which("l2fast") or "l2fast")
     proc = subprocess.run([str(script), "config", "--template", "demo"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout == config_template("demo")
+    assert proc.stdout == SHIPPED_FILES["demo"].read_text(encoding="utf-8")
     usage = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=120).stdout
     assert usage.startswith("usage: l2fast ")
 

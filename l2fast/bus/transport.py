@@ -24,7 +24,11 @@ from enum import StrEnum
 
 from l2fast.errors import ConfigError, L2FastError
 
-__all__ = ["BusClosed", "Delivery", "Overflow", "QueuePolicy", "Subscription", "Transport"]
+__all__ = ["REDIS_TIMEOUT_S", "BusClosed", "Delivery", "Overflow", "QueuePolicy", "Subscription", "Transport"]
+
+#: Default longest outage of a networked transport (Redis) before its commands give up:
+#: the worker's, the dashboard's and the CLI's ``--redis-timeout``.
+REDIS_TIMEOUT_S = 30.0
 
 
 class BusClosed(L2FastError):

@@ -20,12 +20,11 @@ from pathlib import Path
 
 from l2fast.errors import ConfigError
 
-__all__ = ["DEFAULT_CONFIG", "TEMPLATES", "config_template", "data_path", "models_dir", "shipped_config"]
+__all__ = ["TEMPLATES", "config_template", "data_path", "models_dir", "shipped_config"]
 
-#: The name of the commented file of every default setting among :data:`TEMPLATES`.
-DEFAULT_CONFIG = "defaults"
-#: Configurations ``l2fast config --template`` prints: name -> file under the data folder.
-TEMPLATES: dict[str, str] = {DEFAULT_CONFIG: "l2fast.toml", "demo": "examples/demo.toml"}
+#: Configurations ``l2fast config --template`` prints: name -> file under the data folder
+#: (``defaults``: every setting with its default, commented).
+TEMPLATES: dict[str, str] = {"defaults": "l2fast.toml", "demo": "examples/demo.toml"}
 
 
 def data_path(relative: str) -> Path:

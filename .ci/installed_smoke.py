@@ -16,10 +16,10 @@ def main(checkout: Path) -> int:
     import l2fast
     from l2fast.config import L2Config, default_models_dir
     from l2fast.data import shipped_config
-    from l2fast.engine import TacticalSignalGenerator
-    from l2fast.replay import demo_config
+    from l2fast.engine.generator import TacticalSignalGenerator
+    from l2fast.evaluation.replay import demo_config
     from l2fast.signals import StrategicDecision
-    from l2fast.synthetic import generate_bars
+    from l2fast.evaluation.synthetic import generate_bars
 
     package = Path(l2fast.__file__).resolve().parent
     assert not package.is_relative_to(checkout), f"l2fast imported from the checkout: {package}"

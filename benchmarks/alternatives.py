@@ -3,7 +3,7 @@
 Each class consumes one 1-minute bar per ``update(ts, open, high, low, close, volume)``,
 aggregates it into 5m/15m/1h itself (UTC-aligned buckets; a bar closes as soon as its
 last minute arrives, or when a gap skips past it -- the rules of
-``l2fast.bars.MultiTimeframeAggregator``) and refreshes RSI14, RSI21, MACD 12/26/9,
+``l2fast.technical.bars.MultiTimeframeAggregator``) and refreshes RSI14, RSI21, MACD 12/26/9,
 Bollinger Bands 20/2 (plus %B) and ATR14 (plus ATR/close) of every timeframe whose bar
 closed, writing into one preallocated list. This is the indicator subset the brief
 compares; ``TechnicalState`` computes many more per bar, so the comparison favours the
@@ -283,7 +283,7 @@ def expected_values(bars: dict[str, np.ndarray], n: int) -> dict[tuple[str, str]
     bars aggregated by l2fast's aggregator; used to check each alternative is faithful."""
     import talib
 
-    from l2fast.bars import MultiTimeframeAggregator
+    from l2fast.technical.bars import MultiTimeframeAggregator
 
     cols = [bars[k][:n] for k in ("ts", "open", "high", "low", "close", "volume")]
     agg = MultiTimeframeAggregator([t for m, t in TIMEFRAMES if m > 1]).aggregate_many(*cols)

@@ -48,11 +48,11 @@ def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool 
 
 @pytest.fixture(scope="session")
 def btc_1m() -> dict[str, np.ndarray]:
-    """The full BTC/USDT 1-minute series, loaded and validated by ``l2fast.bars``."""
+    """The full BTC/USDT 1-minute series, loaded and validated by ``l2fast.technical.bars``."""
     path = DATA_DIR / "btcusdt_1m.csv.gz"
     if not path.exists():
         pytest.skip(f"real market data not found at {path} (set L2FAST_DATA_DIR)")
-    from l2fast.bars import load_bars_csv
+    from l2fast.technical.bars import load_bars_csv
 
     return load_bars_csv(path)
 
@@ -67,7 +67,7 @@ def bars_1m(request: pytest.FixtureRequest) -> dict[str, np.ndarray]:
     try:
         return request.getfixturevalue("btc_1m")
     except pytest.skip.Exception:
-        from l2fast.synthetic import generate_bars
+        from l2fast.evaluation.synthetic import generate_bars
 
         return generate_bars(100_000, seed=7)
 

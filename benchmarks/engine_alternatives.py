@@ -10,7 +10,7 @@ shipped agents' manifests name, run the three agents and voted in Python:
   per timeframe (:class:`TalibFeatures`), ONE merged ONNX graph run through io_binding
   (:class:`MergedGraph`: every member's own nodes behind a ``Gather`` of its columns, the
   fastest way with onnx + onnxruntime alone) and :class:`PythonDecider`. It does not use
-  :class:`l2fast.ensemble.FusedEnsemble`, whose stacking of same-shape members into one
+  :class:`l2fast.models.ensemble.FusedEnsemble`, whose stacking of same-shape members into one
   block-diagonal MLP is l2fast's own design, not a plain-library recipe.
 * :class:`NaivePipeline` -- the notebook approach: the last :data:`NAIVE_WINDOW` 1-minute
   bars resampled with pandas and every feature recomputed with pandas + ``ta`` on each
@@ -27,7 +27,7 @@ Differences from ours, all in the alternatives' favour unless noted:
   with volume confirmation; here it is approximated by a plain channel breakout (+1 when
   the close is above the previous bar's 20-bar Donchian high, -1 below its low, else 0).
   The volatility agent, which reads it, may therefore act differently on some bars.
-* Voting: the same formulas and parameters as :mod:`l2fast.voting` (member targets and
+* Voting: the same formulas and parameters as :mod:`l2fast.decision.voting` (member targets and
   confidences, regime multipliers, fused score, consensus, confidence and alignment
   gates), but each timeframe's technical vote uses only the components its computed
   features allow (RSI level, MACD cross and histogram, %B, the breakout
@@ -56,8 +56,8 @@ import numpy as np
 from alternatives import BucketAggregator
 
 from l2fast.config import L2Config, TechnicalConfig
-from l2fast.manifest import INPUT_NAME
-from l2fast.models import LoadedModel, session_options
+from l2fast.models.manifest import INPUT_NAME
+from l2fast.models.loading import LoadedModel, session_options
 
 NAN = math.nan
 MINUTE_MS = 60_000
@@ -66,7 +66,7 @@ TIMEFRAME_MINUTES = {"1m": 1, "5m": 5, "15m": 15, "1h": 60}
 #: 1-minute bars the naive pipeline recomputes over: the agents' longest lookback (2100,
 #: the 1h MACD's 34 hourly bars) plus five hours of margin.
 NAIVE_WINDOW = 2400
-# l2fast.voting's defaults: dead band, confidence weights, RSI and %B levels.
+# l2fast.decision.voting's defaults: dead band, confidence weights, RSI and %B levels.
 DEAD_BAND = 0.05
 CONFIDENCE_WEIGHTS = (0.5, 0.25, 0.25)
 RSI_OVERSOLD, RSI_OVERBOUGHT = 30.0, 70.0
@@ -536,7 +536,7 @@ class PythonDecider:
             votes[name] = {"side": _sgn(target), "target": target, "confidence": min(max(prob, 0.0), 1.0)}
             raw.append(model.weights[name] * mult)
         total = sum(raw)
-        # Every timeframe weighs 1, as l2fast.voting's default timeframe_weights.
+        # Every timeframe weighs 1, as l2fast.decision.voting's default timeframe_weights.
         live = [v for v in self.tf_votes.values() if v == v]
         tech = sum(live) / len(live) if live else 0.0
         m_score = sum(r * votes[n]["target"] for r, n in zip(raw, self.members)) / total

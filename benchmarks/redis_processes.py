@@ -27,7 +27,7 @@ from test_bench_redis import BATCH, COLUMNS, WARM, _wanted, _warmed, plain_handl
 
 from l2fast.bus import Bar, L2BusAdapter, MessageBus, Topic
 from l2fast.bus.redis import RedisTransport
-from l2fast.synthetic import generate_bars
+from l2fast.evaluation.synthetic import generate_bars
 
 _CTX = mp.get_context("spawn")
 _READY_TIMEOUT_S = 120.0

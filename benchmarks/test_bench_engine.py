@@ -56,9 +56,9 @@ import pytest
 from l2fast import StrategicDecision, TacticalSignal, TacticalSignalGenerator
 from l2fast.config import L2Config
 from l2fast.data import models_dir
-from l2fast.features import TechnicalState
-from l2fast.manifest import INPUT_NAME
-from l2fast.models import LoadedModel, load_model, session_options
+from l2fast.technical.state import TechnicalState
+from l2fast.models.manifest import INPUT_NAME
+from l2fast.models.loading import LoadedModel, load_model, session_options
 
 Bars = dict[str, np.ndarray]
 # What a builder returns: the per-bar call to time, and a check to run after timing (or None).
@@ -302,7 +302,7 @@ _IMPORT_PROBE = textwrap.dedent("""
 _MEMORY_PROBE = textwrap.dedent("""
     import json
     from l2fast import StrategicDecision, TacticalSignal, TacticalSignalGenerator
-    from l2fast.synthetic import generate_bars
+    from l2fast.evaluation.synthetic import generate_bars
 
     gen = TacticalSignalGenerator()
     gen.on_strategic_decision(StrategicDecision(regime="trending", target_exposure=0.7,

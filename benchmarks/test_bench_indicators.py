@@ -22,7 +22,7 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from l2fast import technical
+from l2fast.technical import indicators as technical
 
 talib = pytest.importorskip("talib")
 talib_stream = pytest.importorskip("talib.stream")

@@ -1,4 +1,4 @@
-"""One agent decision, batch 1: an exported PPO through ``l2fast.models`` vs SB3 ``predict``.
+"""One agent decision, batch 1: an exported PPO through ``l2fast.models.loading`` vs SB3 ``predict``.
 
 The agent is SB3's default ``MlpPolicy`` PPO (two 64-unit tanh layers, shared extractor)
 on 24 features with 7 discrete actions and a StandardScaler, trained briefly, saved as a
@@ -38,7 +38,7 @@ def exported_ppo(tmp_path_factory):
     from stable_baselines3 import PPO
 
     from l2fast.export import export_model
-    from l2fast.models import load_model
+    from l2fast.models.loading import load_model
 
     class Toy(gym.Env):
         observation_space = spaces.Box(-np.inf, np.inf, (N_FEATURES,), np.float32)

@@ -39,7 +39,7 @@ from l2fast import StrategicDecision, TacticalSignal, TacticalSignalGenerator  #
 from l2fast.bus import Bar, L2BusAdapter, MessageBus, Topic  # noqa: E402
 from l2fast.bus.redis import RedisTransport  # noqa: E402
 from l2fast.signals import Side  # noqa: E402
-from l2fast.synthetic import generate_bars  # noqa: E402
+from l2fast.evaluation.synthetic import generate_bars  # noqa: E402
 
 GROUP = "redis end to end per bar"
 BARS = 2_000

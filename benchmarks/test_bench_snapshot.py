@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from l2fast import StrategicDecision, TacticalSignalGenerator
-from l2fast.synthetic import generate_bars
+from l2fast.evaluation.synthetic import generate_bars
 
 GROUP = "engine snapshot, 2 symbols"
 ROUNDS = 60
@@ -54,7 +54,7 @@ def _atomic_write(path: Path, data: bytes) -> None:
     os.close(dir_fd)
 
 
-@pytest.mark.parametrize("impl", ["l2fast.snapshot", "atomic write of the same bytes"])
+@pytest.mark.parametrize("impl", ["l2fast.engine.snapshot", "atomic write of the same bytes"])
 def test_engine_snapshot(bench, engine: TacticalSignalGenerator, tmp_path: Path, impl: str) -> None:
     path = tmp_path / "engine.l2snap"
     if impl.startswith("l2fast"):

@@ -24,7 +24,7 @@ import alternatives as alt
 import numpy as np
 import pytest
 
-from l2fast.features import TechnicalConfig, TechnicalState
+from l2fast.technical.state import TechnicalConfig, TechnicalState
 
 WARM = 50_000
 OURS_TARGET_S = 3e-6

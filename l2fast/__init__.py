@@ -1,16 +1,17 @@
 """l2fast: the tactical layer (L2) of a three-layer crypto trading system.
 
-The per-bar work runs in a compiled Cython core (``l2fast._core``). There is no
+The per-bar work runs in a compiled Cython core (the ``_``-prefixed
+extension modules of ``l2fast.technical``, ``l2fast.decision`` and ``l2fast.engine``). There is no
 pure-Python fallback: importing l2fast without the built extension fails loudly.
 """
 
 from __future__ import annotations
 
 try:
-    from l2fast._core import averages as _averages  # noqa: F401  (probe the build)
+    from l2fast.technical import _averages  # noqa: F401  (probe the build)
 except ImportError as exc:  # pragma: no cover - exercised only on a broken install
     raise ImportError(
-        "l2fast's compiled core (l2fast._core) is missing or was built for another "
+        "l2fast's compiled core (e.g. l2fast.technical._averages) is missing or was built for another "
         "Python. Build it with `pip install .` (or `pip install -e .` in a checkout); "
         "there is no pure-Python fallback."
     ) from exc
@@ -32,8 +33,8 @@ _LAZY = {
     "L2Config": "l2fast.config",
     "StrategicDecision": "l2fast.signals",
     "TacticalSignal": "l2fast.signals",
-    "TacticalSignalGenerator": "l2fast.engine",
-    "validate_models": "l2fast.models",
+    "TacticalSignalGenerator": "l2fast.engine.generator",
+    "validate_models": "l2fast.models.loading",
 }
 
 

@@ -35,7 +35,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from l2fast.bars import parse_timeframe
+from l2fast.technical.bars import parse_timeframe
 from l2fast.data import models_dir as shipped_models_dir
 from l2fast.errors import ConfigError
 
@@ -206,7 +206,7 @@ def _levels_defaults() -> dict[str, float]:
     }
 
 
-# The same rules as l2fast.technical.SupportResistance, checked here so that a bad TOML
+# The same rules as l2fast.technical.indicators.SupportResistance, checked here so that a bad TOML
 # value is reported with its key path instead of reaching the compiled kernel.
 _LEVELS_RULES: dict[str, Any] = {
     "pivot_bars": lambda p, v: _integer(p, v, 1),
@@ -248,7 +248,7 @@ class TechnicalConfig:
         realized_vol_period: Window (in returns) of the annualised realized volatility.
         donchian_period: Donchian channel window.
         levels: Support/resistance and chart-pattern parameters
-            (see :class:`l2fast.technical.SupportResistance`).
+            (see :class:`l2fast.technical.indicators.SupportResistance`).
     """
 
     timeframes: tuple[str, ...] = ("1m", "5m", "15m", "1h")

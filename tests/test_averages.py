@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from l2fast.errors import InvalidInputError
-from l2fast.reference.averages import EMARef, SMARef
-from l2fast.technical import EMA, SMA
+from reference.averages import EMARef, SMARef
+from l2fast.technical.indicators import EMA, SMA
 
 talib = pytest.importorskip("talib")
 

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from l2fast.bars import (
+from l2fast.technical.bars import (
     Bar,
     BarValidator,
     MultiTimeframeAggregator,
@@ -22,7 +22,7 @@ from l2fast.bars import (
     timeframe_name,
 )
 from l2fast.errors import InvalidBarError, InvalidInputError
-from l2fast.reference.aggregate import BarValidatorRef, TimeframeAggregatorRef, bar_problem
+from reference.aggregate import BarValidatorRef, TimeframeAggregatorRef, bar_problem
 
 pd = pytest.importorskip("pandas")
 
@@ -431,7 +431,7 @@ def test_load_bars_csv_rejects_wrong_header_and_unparsable_lines(tmp_path):
 
 
 def test_bars_module_does_not_import_pandas():
-    code = "import sys, l2fast.bars; assert 'pandas' not in sys.modules, 'pandas imported'"
+    code = "import sys, l2fast.technical.bars; assert 'pandas' not in sys.modules, 'pandas imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
 
 

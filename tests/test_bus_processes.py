@@ -27,9 +27,9 @@ from prometheus_client.parser import text_string_to_metric_families  # noqa: E40
 from support import REDIS_SERVER, RedisServer, free_port, write_csv  # noqa: E402
 
 from l2fast.data import shipped_config  # noqa: E402
-from l2fast.engine import TacticalSignalGenerator  # noqa: E402
-from l2fast.paper import PaperBroker  # noqa: E402
-from l2fast.replay import BarStream, demo_config, merge_streams  # noqa: E402
+from l2fast.engine.generator import TacticalSignalGenerator  # noqa: E402
+from l2fast.evaluation.paper import PaperBroker  # noqa: E402
+from l2fast.evaluation.replay import BarStream, demo_config, merge_streams  # noqa: E402
 from l2fast.signals import StrategicDecision  # noqa: E402
 
 pytestmark = pytest.mark.skipif(REDIS_SERVER is None,

@@ -30,8 +30,8 @@ from l2fast.bus import (  # noqa: E402
     encode,
 )
 from l2fast.bus.redis import RedisTransport  # noqa: E402
-from l2fast.engine import TacticalSignalGenerator  # noqa: E402
-from l2fast.replay import BarStream, demo_config  # noqa: E402
+from l2fast.engine.generator import TacticalSignalGenerator  # noqa: E402
+from l2fast.evaluation.replay import BarStream, demo_config  # noqa: E402
 from l2fast.signals import StrategicDecision  # noqa: E402
 
 BTC, ETH = "BTC/USDT", "ETH/USDT"

@@ -23,7 +23,7 @@ from l2fast.bus.schema import (
     encode,
     message_type,
 )
-from l2fast.engine import TacticalSignalGenerator
+from l2fast.engine.generator import TacticalSignalGenerator
 from l2fast.errors import InvalidBarError, InvalidInputError
 from l2fast.signals import StrategicDecision, TacticalSignal, make_signal_id
 

@@ -33,9 +33,9 @@ from l2fast.bus import MessageBus, Topic  # noqa: E402
 from l2fast.bus.lease import SymbolLease  # noqa: E402
 from l2fast.bus.redis import REPLY_TIMEOUT_S, RedisRetry, RedisTransport, redacted_url  # noqa: E402
 from l2fast.bus.tools import collect_signals  # noqa: E402
-from l2fast.dashboard import watch_redis  # noqa: E402
+from l2fast.ops.dashboard import watch_redis  # noqa: E402
 from l2fast.errors import BusUnavailableError  # noqa: E402
-from l2fast.synthetic import generate_bars  # noqa: E402
+from l2fast.evaluation.synthetic import generate_bars  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 EXIT_REDIS_UNREACHABLE = 3

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from l2fast.errors import InvalidInputError
-from l2fast.reference.candles import CandlesRef
-from l2fast.technical import CANDLESTICK_PATTERNS, CandlestickDetector, candlestick
+from reference.candles import CandlesRef
+from l2fast.technical.indicators import CANDLESTICK_PATTERNS, CandlestickDetector, candlestick
 
 talib = pytest.importorskip("talib")
 

@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import l2fast
-from l2fast.__main__ import main
+from l2fast.cli.main import main
 from l2fast.config import (
     EngineConfig,
     L2Config,
@@ -323,7 +323,7 @@ def test_caller_tables_are_copied_not_aliased():
 
 
 def test_the_technical_section_drives_the_technical_core():
-    from l2fast.features import TechnicalState
+    from l2fast.technical.state import TechnicalState
 
     cfg = L2Config.from_dict({"technical": {"timeframes": ["1m", "15m"], "rsi_periods": [9]}})
     state = TechnicalState(cfg.technical)
@@ -361,8 +361,8 @@ def test_cli_config_without_show_is_a_usage_error(capsys):
 
 
 def test_confidence_weights_merge_over_the_defaults_and_reach_the_voter():
-    from l2fast.engine import TacticalSignalGenerator
-    from l2fast.voting import VotingParams
+    from l2fast.engine.generator import TacticalSignalGenerator
+    from l2fast.decision.voting import VotingParams
 
     config = L2Config.from_dict({"model": {"confidence_weights": {"model": 1.0, "alignment": 0.0}}})
     assert dict(config.model.confidence_weights) == {"model": 1.0, "technical": 0.25, "alignment": 0.0}

@@ -18,12 +18,12 @@ pytest.importorskip("rich")
 from rich.console import Console  # noqa: E402
 from support import exit_code, write_csv  # noqa: E402
 
-from l2fast._core.metrics import STAGE_NAMES, MetricsRecorder  # noqa: E402
-from l2fast.dashboard import L2Dashboard, ReplayFeed  # noqa: E402
+from l2fast.engine._telemetry import STAGE_NAMES, MetricsRecorder  # noqa: E402
+from l2fast.ops.dashboard import L2Dashboard, ReplayFeed  # noqa: E402
 from l2fast.data import shipped_config  # noqa: E402
-from l2fast.monitoring import metrics_key, publish_metrics, read_metrics  # noqa: E402
+from l2fast.ops.monitoring import metrics_key, publish_metrics, read_metrics  # noqa: E402
 from l2fast.signals import TacticalSignal  # noqa: E402
-from l2fast.synthetic import generate_bars  # noqa: E402
+from l2fast.evaluation.synthetic import generate_bars  # noqa: E402
 
 DEMO_CONFIG = shipped_config("demo")
 
@@ -349,7 +349,7 @@ sys.meta_path.insert(0, Block())
 
 
 def test_l2fast_imports_without_rich():
-    code = _NO_RICH + "import l2fast, l2fast.monitoring, l2fast.__main__, l2fast.engine; print('ok')"
+    code = _NO_RICH + "import l2fast, l2fast.ops.monitoring, l2fast.cli.main, l2fast.engine.generator; print('ok')"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                           cwd=Path(__file__).parent)
     assert proc.returncode == 0, proc.stderr
@@ -359,7 +359,7 @@ def test_l2fast_imports_without_rich():
 @pytest.mark.parametrize("argv", [["dashboard", "--redis", "redis://127.0.0.1:1/0", "--once"],
                                   ["demo", "--bars", "10", "--dashboard"]])
 def test_dashboard_without_rich_exits_2_naming_the_extra(argv):
-    code = _NO_RICH + f"from l2fast.__main__ import main; sys.exit(main({argv!r}))"
+    code = _NO_RICH + f"from l2fast.cli.main import main; sys.exit(main({argv!r}))"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2, proc.stderr
     assert "pip install l2fast[dashboard]" in proc.stderr

@@ -59,7 +59,7 @@ def _safe_load(path: Path) -> dict:
 @pytest.fixture(scope="module", params=NAMES)
 def shipped(request: pytest.FixtureRequest) -> tuple[str, dict]:
     path = REPO / "saved_models" / f"{request.param}.pkl"
-    assert path.is_file(), f"{path} is missing: run python -m export.train_agents"
+    assert path.is_file(), f"{path} is missing: run python -m training.train_agents"
     return request.param, _safe_load(path)
 
 
@@ -94,7 +94,7 @@ def test_shipped_bundles_have_the_seed_format_keys(shipped: tuple[str, dict]) ->
 
 
 def test_shipped_bundle_feature_names_are_technical_core_names(shipped: tuple[str, dict]) -> None:
-    from l2fast.features import TechnicalState
+    from l2fast.technical.state import TechnicalState
 
     name, bundle = shipped
     known = set(TechnicalState().names)
@@ -162,7 +162,7 @@ def test_shipped_onnx_models_validate_and_come_from_the_shipped_bundles() -> Non
 
 def test_env_reward_is_position_times_return_minus_fee_and_episodes_are_seeded() -> None:
     pytest.importorskip("gymnasium")
-    from export.env import REWARD_SCALE, TradingEnv
+    from training.env import REWARD_SCALE, TradingEnv
 
     obs = np.arange(20, dtype=np.float32).reshape(10, 2)
     log_ret = np.linspace(-0.01, 0.01, 10)
@@ -181,7 +181,7 @@ def test_env_reward_is_position_times_return_minus_fee_and_episodes_are_seeded()
 
 def test_env_episodes_never_cross_from_one_segment_into_the_next() -> None:
     pytest.importorskip("gymnasium")
-    from export.env import TradingEnv
+    from training.env import TradingEnv
 
     obs = np.arange(12, dtype=np.float32)[:, None]
     env = TradingEnv(obs, np.zeros(12), episode_steps=4, fee=0.0, segments=(5, 7))
@@ -195,7 +195,7 @@ def test_env_episodes_never_cross_from_one_segment_into_the_next() -> None:
 
 
 def test_backtest_trade_accounting_with_fees() -> None:
-    from export.metrics import backtest
+    from training.backtest import backtest
 
     # long 1 for two steps, flat, then short 1/3 to the end (closed on the last decision)
     position = np.array([1.0, 1.0, 0.0, -1 / 3, -1 / 3])
@@ -216,10 +216,10 @@ def test_backtest_trade_accounting_with_fees() -> None:
 
 
 def test_decision_periods_do_not_reach_past_their_end_and_mirror_flips_returns() -> None:
-    from l2fast.bars import BarValidator
-    from l2fast.synthetic import generate_bars
+    from l2fast.technical.bars import BarValidator
+    from l2fast.evaluation.synthetic import generate_bars
 
-    from export.data import compute_features, decision_period, mirror_bars, to_ms
+    from training.data import compute_features, decision_period, mirror_bars, to_ms
 
     bars = generate_bars(3_000, seed=3, start_ts=to_ms("2024-01-01"))
     names = ["rsi_14_5m", "ret_1_15m"]
@@ -238,7 +238,7 @@ def test_decision_periods_do_not_reach_past_their_end_and_mirror_flips_returns()
 def test_training_recipe_smoke_run_on_a_generated_series_gives_a_valid_bundle(tmp_path: Path) -> None:
     pytest.importorskip("stable_baselines3")
     pytest.importorskip("sklearn")
-    from export.train_agents import main
+    from training.train_agents import main
 
     out = tmp_path / "models"
     argv = [
@@ -258,7 +258,7 @@ def test_training_recipe_smoke_run_on_a_generated_series_gives_a_valid_bundle(tm
     bundle = _safe_load(path)
     assert SEED_KEYS <= set(bundle)
     _plain(bundle, "smoke")
-    assert bundle["training_config"]["data"].startswith("l2fast.synthetic.generate_bars")
+    assert bundle["training_config"]["data"].startswith("l2fast.evaluation.synthetic.generate_bars")
     assert bundle["performance_metrics"]["period_start"] == "2024-01-10T00:00:00Z"
     assert all(math.isfinite(bundle["performance_metrics"][k]) for k in METRICS)
     agent = pytest.importorskip("l2fast.export.sources").load_source(path)

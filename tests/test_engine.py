@@ -15,8 +15,8 @@ import pytest
 from l2fast import L2Config, StrategicDecision, TacticalSignal, TacticalSignalGenerator
 from l2fast.data import models_dir
 from l2fast.errors import ConfigError, InvalidBarError, InvalidDecisionError, InvalidInputError, ModelLoadError
-from l2fast.reference.engine import EngineRef
-from l2fast.synthetic import generate_bars
+from reference.engine import EngineRef
+from l2fast.evaluation.synthetic import generate_bars
 
 REPO = Path(__file__).resolve().parents[1]
 MODELS = models_dir()
@@ -320,7 +320,7 @@ def test_a_bad_decision_raises_and_keeps_the_previous_one(bad, field) -> None:
 
 
 def test_a_universe_beyond_capacity_is_refused_whole() -> None:
-    from l2fast.engine import MAX_SYMBOLS
+    from l2fast.engine.generator import MAX_SYMBOLS
 
     gen = TacticalSignalGenerator(_config())
     too_many = [f"C{i}/USDT" for i in range(MAX_SYMBOLS + 1)]

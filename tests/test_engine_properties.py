@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from l2fast import L2Config, StrategicDecision, TacticalSignalGenerator
-from l2fast.synthetic import generate_bars
+from l2fast.evaluation.synthetic import generate_bars
 
 SYMBOLS = ("BTC/USDT", "ETH/USDT")
 DAY_MS = 86_400_000

@@ -12,10 +12,10 @@ import pytest
 pytest.importorskip("onnx")
 
 from l2fast.data import models_dir  # noqa: E402
-from l2fast.ensemble import FusedEnsemble  # noqa: E402
+from l2fast.models.ensemble import FusedEnsemble  # noqa: E402
 from l2fast.errors import InvalidInputError, ModelLoadError  # noqa: E402
-from l2fast.features import TechnicalConfig, TechnicalState, feature_names  # noqa: E402
-from l2fast.synthetic import generate_bars  # noqa: E402
+from l2fast.technical.state import TechnicalConfig, TechnicalState, feature_names  # noqa: E402
+from l2fast.evaluation.synthetic import generate_bars  # noqa: E402
 
 MODELS_DIR = models_dir()
 N_ROWS = 1_000
@@ -220,7 +220,7 @@ def test_tampered_onnx_raises_model_load_error(models_copy, names) -> None:
 
 
 def test_onnx_swapped_after_load_is_never_fused(monkeypatch, models_copy, names) -> None:
-    import l2fast.ensemble as ens
+    import l2fast.models.ensemble as ens
 
     real_load = ens.load_model
 

@@ -35,8 +35,8 @@ from l2fast.export import MissingFeatureNamesWarning, export_model  # noqa: E402
 from l2fast.export.graph import build_graph  # noqa: E402
 from l2fast.export.parity import box_tolerance, compare, onnx_actions, onnx_session  # noqa: E402
 from l2fast.export.sources import LoadedAgent, VecNormStats  # noqa: E402
-from l2fast.manifest import default_action_targets  # noqa: E402
-from l2fast.models import load_model  # noqa: E402
+from l2fast.models.manifest import default_action_targets  # noqa: E402
+from l2fast.models.loading import load_model  # noqa: E402
 
 N_FEATURES = 6
 RAW_MEAN = np.array([100.0, -3.0, 0.5, 2e4, 0.0, 55.0])

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from l2fast.errors import InvalidInputError
-from l2fast.reference.levels import SupportResistanceRef
-from l2fast.technical import LevelsSnapshot, SupportResistance
+from reference.levels import SupportResistanceRef
+from l2fast.technical.indicators import LevelsSnapshot, SupportResistance
 
 FIELDS = LevelsSnapshot._fields
 

@@ -17,8 +17,8 @@ import pytest
 import l2fast
 from l2fast.config import L2Config
 from l2fast.errors import ConfigError, ModelLoadError
-from l2fast.features import TechnicalConfig, feature_names
-from l2fast.manifest import (
+from l2fast.technical.state import TechnicalConfig, feature_names
+from l2fast.models.manifest import (
     DEFAULT_ACTION_TARGETS,
     OPTIONAL_KEYS,
     REQUIRED_KEYS,
@@ -26,7 +26,7 @@ from l2fast.manifest import (
     default_action_targets,
     validate_manifest,
 )
-from l2fast.models import load_model, validate_models
+from l2fast.models.loading import load_model, validate_models
 
 onnx = pytest.importorskip("onnx")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
@@ -365,7 +365,7 @@ def test_unbounded_box_bounds_are_written_as_text():
 
 
 def test_runtime_imports_no_export_dependencies():
-    code = ("import sys, l2fast, l2fast.models, l2fast.manifest; "
+    code = ("import sys, l2fast, l2fast.models.loading, l2fast.models.manifest; "
             "heavy = {'torch', 'stable_baselines3', 'sklearn', 'onnx', 'gymnasium'} & set(sys.modules); "
             "assert not heavy, heavy")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from l2fast._core.metrics import STAGE_NAMES, MetricsRecorder
+from l2fast.engine._telemetry import STAGE_NAMES, MetricsRecorder
 from l2fast.errors import ConfigError
-from l2fast.monitoring import (
+from l2fast.ops.monitoring import (
     CONTENT_TYPE,
     MetricsServer,
     bucket_quantile,

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from l2fast.errors import InvalidInputError
-from l2fast.reference.oscillators import ADXRef, MACDRef, RSIRef, StochasticRef
-from l2fast.technical import ADX, MACD, RSI, Stochastic
+from reference.oscillators import ADXRef, MACDRef, RSIRef, StochasticRef
+from l2fast.technical.indicators import ADX, MACD, RSI, Stochastic
 
 talib = pytest.importorskip("talib")
 

@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 
 import l2fast
-from l2fast.__main__ import main
+from l2fast.cli.main import main
 from l2fast.config import L2Config
 from l2fast.data import TEMPLATES, models_dir, shipped_config
 from l2fast.errors import ConfigError
-from l2fast.replay import demo_config
+from l2fast.evaluation.replay import demo_config
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE = Path(l2fast.__file__).resolve().parent
@@ -90,7 +90,7 @@ def test_the_version_is_written_once_in_the_package():
 
 def test_console_script_l2fast_runs_the_same_commands_as_python_m():
     scripts = importlib.metadata.entry_points(group="console_scripts", name="l2fast")
-    assert [entry.value for entry in scripts] == ["l2fast.__main__:main"]
+    assert [entry.value for entry in scripts] == ["l2fast.cli.main:main"]
     script = Path(sys.executable).parent / "l2fast"
     if not script.exists():
         script = Path(shutil.which("l2fast") or "l2fast")
@@ -118,7 +118,7 @@ def test_the_sdist_carries_the_kernel_sources_the_package_data_and_the_licence(t
     with tarfile.open(sdist) as tar:
         names = {name.split("/", 1)[1] for name in tar.getnames() if "/" in name}
     expected = {"LICENSE", "pyproject.toml", "setup.py", "l2fast/py.typed", "l2fast/data/l2fast.toml",
-                "l2fast/data/examples/demo.toml", "csrc/l2fast/_core/engine.pyx", "csrc/l2fast/_core/engine.pxd"}
+                "l2fast/data/examples/demo.toml", "csrc/l2fast/engine/_engine.pyx", "csrc/l2fast/engine/_engine.pxd"}
     expected |= {f"l2fast/data/onnx_models/{name}.{ext}" for name in MODEL_NAMES for ext in ("json", "onnx")}
     assert expected <= names
     assert not [n for n in names if n.endswith((".c", ".so"))]  # built on install, never shipped prebuilt

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from l2fast.paper import PaperBroker
+from l2fast.evaluation.paper import PaperBroker
 from l2fast.signals import TacticalSignal
 
 BTC, ETH = "BTC/USDT", "ETH/USDT"

@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 from support import exit_code, write_csv
 
-from l2fast.__main__ import main
+from l2fast.cli.main import main
 from l2fast.config import L2Config
 from l2fast.data import shipped_config
-from l2fast.engine import TacticalSignalGenerator
-from l2fast.paper import PaperBroker
-from l2fast.replay import (
+from l2fast.engine.generator import TacticalSignalGenerator
+from l2fast.evaluation.paper import PaperBroker
+from l2fast.evaluation.replay import (
     BarStream,
     ReplaySummary,
     default_decision,
@@ -27,7 +27,7 @@ from l2fast.replay import (
     symbol_from_filename,
 )
 from l2fast.signals import StrategicDecision, TacticalSignal
-from l2fast.synthetic import generate_bars
+from l2fast.evaluation.synthetic import generate_bars
 
 ROOT = Path(__file__).resolve().parents[1]
 BTC, ETH = "BTC/USDT", "ETH/USDT"
@@ -297,7 +297,7 @@ def test_demo_command_trades_past_the_warm_up(capsys):
 def test_demo_needs_only_the_core_dependencies():
     # No tqdm, no pandas: the fallback progress counter on stderr.
     code = ("import sys; sys.modules['tqdm'] = None; sys.modules['pandas'] = None\n"
-            "from l2fast.__main__ import main; sys.exit(main(['demo', '--bars', '2500']))")
+            "from l2fast.cli.main import main; sys.exit(main(['demo', '--bars', '2500']))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr
     assert "replay: 2,500/2,500 bars (100%)" in proc.stderr

@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 
 from l2fast.config import L2Config
 from l2fast.errors import InvalidInputError
-from l2fast.reference.risk import RiskGateRef
-from l2fast.risk import RiskGate, risk_gate_from_config
+from reference.risk import RiskGateRef
+from l2fast.decision.risk import RiskGate, risk_gate_from_config
 
 DAY = 86_400_000
 MIN = 60_000
@@ -510,9 +510,9 @@ def test_gate_invariants_on_random_streams(steps, params):
 def test_sizing_and_gate_match_the_reference_on_btc_1m_head(btc_1m_head):
     import numpy as np
 
-    from l2fast.reference.sizing import LiveTradeStatsRef, size_ref
-    from l2fast.sizing import LiveTradeStats, PositionSizer
-    from l2fast.technical import ATR, RealizedVolatility
+    from reference.sizing import LiveTradeStatsRef, size_ref
+    from l2fast.decision.sizing import LiveTradeStats, PositionSizer
+    from l2fast.technical.indicators import ATR, RealizedVolatility
 
     bars = btc_1m_head
     atr = ATR(14).update_many(bars["high"], bars["low"], bars["close"])

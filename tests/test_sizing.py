@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 
 from l2fast.config import L2Config
 from l2fast.errors import InvalidInputError
-from l2fast.reference.sizing import LiveTradeStatsRef, size_ref
-from l2fast.sizing import LiveTradeStats, PositionSizer, live_stats_from_config, sizer_from_config
+from reference.sizing import LiveTradeStatsRef, size_ref
+from l2fast.decision.sizing import LiveTradeStats, PositionSizer, live_stats_from_config, sizer_from_config
 
 BASE = {"equity": 10_000.0, "price": 100.0, "p": 0.55, "b": 1.5, "vol": 0.6}
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from l2fast.errors import InvalidInputError
-from l2fast.reference.statistics import RollingCorrelationRef
-from l2fast.technical import RollingCorrelation
+from reference.statistics import RollingCorrelationRef
+from l2fast.technical.indicators import RollingCorrelation
 
 talib = pytest.importorskip("talib")
 

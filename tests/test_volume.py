@@ -10,8 +10,8 @@ import pytest
 from numpy.lib.stride_tricks import sliding_window_view
 
 from l2fast.errors import InvalidInputError
-from l2fast.reference.volume import OBVRef, VolumeZScoreRef
-from l2fast.technical import OBV, VolumeZScore
+from reference.volume import OBVRef, VolumeZScoreRef
+from l2fast.technical.indicators import OBV, VolumeZScore
 
 talib = pytest.importorskip("talib")
 pd = pytest.importorskip("pandas")

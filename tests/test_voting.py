@@ -13,10 +13,10 @@ from hypothesis import strategies as st
 
 from l2fast.config import ModelConfig, TechnicalConfig
 from l2fast.errors import ConfigError, InvalidInputError
-from l2fast.features import TechnicalState, feature_names
-from l2fast.manifest import default_action_targets
-from l2fast.reference.voting import VoterRef
-from l2fast.voting import COMPONENTS, DEFAULT_PATTERN_WEIGHTS, MemberSpec, Voter, VotingParams
+from l2fast.technical.state import TechnicalState, feature_names
+from l2fast.models.manifest import default_action_targets
+from reference.voting import VoterRef
+from l2fast.decision.voting import COMPONENTS, DEFAULT_PATTERN_WEIGHTS, MemberSpec, Voter, VotingParams
 
 # Slot of each feature inside one timeframe block, from the technical state's own names.
 _NAMES = feature_names(TechnicalConfig())

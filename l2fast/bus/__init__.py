@@ -14,7 +14,7 @@
   safe batched publication, consumer groups, reclaiming, trimming, partitions by symbol);
   :mod:`l2fast.bus.lease`: one owner per symbol when several workers share them;
   :mod:`l2fast.bus.tools`: the publisher and L1 reader around a worker
-  (:mod:`l2fast.worker`: the worker process).
+  (:mod:`l2fast.bus.worker`: the worker process).
 
 Example (one process; an L3 task, a market-data task and an L1 task would publish and
 read the same way)::

@@ -66,7 +66,7 @@ from l2fast.errors import L2FastError
 from l2fast.signals import Side, TacticalSignal
 
 if TYPE_CHECKING:
-    from l2fast.engine import TacticalSignalGenerator
+    from l2fast.engine.generator import TacticalSignalGenerator
 
 __all__ = ["INPUT_TOPICS", "AdapterStats", "L2BusAdapter", "SignalFilter"]
 
@@ -118,12 +118,12 @@ class AdapterStats:
 
 
 class L2BusAdapter:
-    """Drives a :class:`~l2fast.engine.TacticalSignalGenerator` from a :class:`MessageBus`.
+    """Drives a :class:`~l2fast.engine.generator.TacticalSignalGenerator` from a :class:`MessageBus`.
 
     Args:
         bus: The bus to read from and publish to.
         generator: The engine (anything with ``on_strategic_decision``, ``on_fill`` and
-            ``on_bar`` like :class:`~l2fast.engine.TacticalSignalGenerator`).
+            ``on_bar`` like :class:`~l2fast.engine.generator.TacticalSignalGenerator`).
         signals: Which signals to publish (:class:`SignalFilter`).
         stale_after_ms: Age above which a signal is flagged stale (module docstring);
             None never flags.

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from l2fast.bus.bus import MessageBus, Topic
 from l2fast.bus.schema import Bar, Fill, Message, MessageError
 from l2fast.errors import InvalidInputError
-from l2fast.replay import BarStream, iter_jsonl, merge_streams
+from l2fast.evaluation.replay import BarStream, iter_jsonl, merge_streams
 from l2fast.signals import StrategicDecision
 
 if TYPE_CHECKING:

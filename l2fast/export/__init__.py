@@ -2,7 +2,7 @@
 
 ``export_model(source, out_dir)`` turns one source (an SB3 ``.zip``, a seed-format ``.pkl``
 bundle, or an already loaded :class:`~l2fast.export.sources.LoadedAgent`) into
-``<name>.onnx`` + ``<name>.json`` (the manifest, :mod:`l2fast.manifest`). The graph takes RAW
+``<name>.onnx`` + ``<name>.json`` (the manifest, :mod:`l2fast.models.manifest`). The graph takes RAW
 features and returns the action ``model.predict(obs, deterministic=True)`` would give after
 the source's scaler and VecNormalize; the export aborts unless onnxruntime and SB3 agree on
 ``samples`` observations (:mod:`l2fast.export.parity`).
@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from l2fast.errors import ExportError
-from l2fast.manifest import (
+from l2fast.models.manifest import (
     SCHEMA_VERSION,
     default_action_targets,
     encode_bound,
@@ -159,7 +159,7 @@ def _prepare(agent: LoadedAgent, *, opset: int, samples: int, name: str | None,
     """Build, verify and describe one model in memory."""
     from l2fast.export.graph import build_graph
     from l2fast.export.parity import check_parity
-    from l2fast.models import sha256_bytes
+    from l2fast.models.loading import sha256_bytes
 
     if name is None:
         name = re.sub(r"[^A-Za-z0-9_.-]", "_", agent.name).lstrip("._-") or "model"

@@ -64,7 +64,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _validate(path: Path, config: Path | None) -> int:
     from l2fast.config import L2Config
-    from l2fast.models import validate_models
+    from l2fast.models.loading import validate_models
 
     result = validate_models(path, technical=L2Config.from_toml(config) if config is not None else None)
     for failure in result["failures"]:

@@ -249,7 +249,7 @@ def _box_action_nodes(b: _Builder, x: str, policy: object, space: object) -> Non
     also return a value a rounding step beyond +-1). The graph clips every Box action to
     the bounds rounded inward to float32, so the action never leaves ``[low, high]``.
     """
-    from l2fast.models import float32_bounds
+    from l2fast.models.loading import float32_bounds
 
     if policy.squash_output:
         x = _unscale_nodes(b, x, space)

@@ -172,7 +172,7 @@ def onnx_session(model_bytes: bytes) -> object:
     """An onnxruntime session on the serialized graph, with the runtime's session options."""
     import onnxruntime as ort
 
-    from l2fast.models import session_options
+    from l2fast.models.loading import session_options
 
     return ort.InferenceSession(model_bytes, sess_options=session_options(), providers=["CPUExecutionProvider"])
 

@@ -1,0 +1,745 @@
+"""The engine core: one call per 1-minute bar from the bar to L1's signal.
+
+Every per-bar step runs on C structs owned by :class:`EngineCore` (technical state, voter,
+correlation, risk state, live statistics; see engine.pxd for the order); the only Python
+work per bar is the onnxruntime call through a pre-bound io_binding and the returned
+:class:`~l2fast.signals.TacticalSignal` with its reasoning. :class:`l2fast.engine.generator.
+TacticalSignalGenerator` builds the core from an :class:`~l2fast.config.L2Config`.
+"""
+
+from numbers import Real
+
+from libc.math cimport INFINITY, NAN, isfinite
+from libc.stdlib cimport calloc, free
+
+cimport numpy as cnp
+
+from l2fast.technical._aggregate cimport BarGuard, bar_check, bar_guard_init
+from l2fast.technical._features cimport S_ATR, S_RET_1, S_RVOL, TechnicalState
+from l2fast.decision._risk cimport (
+    ACTION_EXIT, ACTION_HOLD, FillResult, RISK_MAX_SYMBOLS, RiskCheck, RiskParams, RiskState,
+    fill_result_dict, risk_accept, risk_bar, risk_bar_dict, risk_check, risk_check_dict,
+    risk_equity, risk_gross_exposure, risk_init, risk_on_fill, risk_open_positions,
+    risk_set_symbol,
+)
+from l2fast.engine._telemetry cimport (
+    EngineMetrics, MET_STAGE_DECIDE, MET_STAGE_INFERENCE, MET_STAGE_TECHNICAL, MET_STAGE_TOTAL, MET_STAGE_VOTE,
+    metrics_dict, metrics_init, metrics_latency, metrics_member, metrics_now_ns, metrics_signal, metrics_vote,
+)
+from l2fast.engine._snapshot cimport StateCodec, correl_codec, livestats_codec, technical_codec
+from l2fast.decision._sizing cimport (
+    KELLY_MANIFEST, LiveStats, SIZE_OK, check_number, SizingInput, SizingParams, SizingResult, livestats_free,
+    livestats_init, livestats_kelly_inputs, livestats_push, sizing_compute, sizing_result_dict,
+)
+from l2fast.technical._statistics cimport CorrelState, correl_free, correl_init, correl_step
+from l2fast.decision._voting cimport (
+    MEMBER_CONTINUOUS, MEMBER_OK, MemberInput, MemberVote, VOTE_MAX_ACTIONS, VOTE_MAX_MEMBERS, VoteResult,
+    Voter, voter_setup, voter_technical, voter_vote,
+)
+
+from l2fast.decision._risk import RISK_CODES
+from l2fast.decision._sizing import SIZING_CODES
+from l2fast.decision._voting import GATE_CODES, MEMBER_KINDS, MEMBER_STATUSES
+from l2fast.config import SYMBOL_PATTERN
+from l2fast.errors import InvalidBarError, InvalidInputError
+from l2fast.signals import TacticalSignal
+
+cnp.import_array()
+
+#: Most symbols one engine follows (the risk state's fixed capacity).
+MAX_SYMBOLS = RISK_MAX_SYMBOLS
+
+_GATE_BITS = tuple((bit, name) for bit, name in GATE_CODES if bit)
+_GATE_NAME = dict(GATE_CODES)
+_SIDES = {1: "buy", -1: "sell", 0: "hold"}
+_make_signal = TacticalSignal._trusted
+_MAX_TS = 2 ** 63
+
+#: Every ``reasoning["code"]`` a signal can carry, numbered for the metrics' counters.
+REASON_CODES = tuple(dict.fromkeys(
+    ("ENTRY", "EXIT", "NO_DECISION", "STALE_DECISION", "WARM_UP", "NOT_IN_UNIVERSE", "INTERNAL_INVALID_SIGNAL")
+    + tuple(name for bit, name in GATE_CODES if bit) + SIZING_CODES[1:] + RISK_CODES[1:]))
+#: The risk gate's denial codes among them.
+DENIAL_CODES = frozenset(RISK_CODES[1:])
+_CODE_INDEX = {name: k for k, name in enumerate(REASON_CODES)}
+
+
+cdef inline int _pair(int a, int b) noexcept nogil:
+    # Slot of the unordered pair {a, b} in the correlation table.
+    return a * RISK_MAX_SYMBOLS + b if a < b else b * RISK_MAX_SYMBOLS + a
+
+
+cdef object _opt(double x):
+    return x if isfinite(x) else None
+
+
+cdef double _number(object value, str field) except? -1:
+    # A bar field as a double; anything that is not a real number is an InvalidBarError.
+    if type(value) is float:
+        return <double>value
+    # Real numbers only (numpy scalars included): a numeric string is a caller bug.
+    if isinstance(value, bool) or not isinstance(value, Real):
+        raise InvalidBarError(field, value, "must be a real number")
+    return float(value)
+
+
+cdef long long _timestamp(object value, str field) except? -1:
+    if type(value) is int or (isinstance(value, int) and not isinstance(value, bool)):
+        if 0 <= value < _MAX_TS:
+            return value
+    elif hasattr(value, "__index__") and not isinstance(value, bool):
+        return _timestamp(value.__index__(), field)
+    raise InvalidBarError(field, value, "must be epoch milliseconds (an integer >= 0)")
+
+
+cdef class EngineCore:
+    """The per-bar pipeline over compiled state (built by ``TacticalSignalGenerator``).
+
+    Not thread-safe: one thread drives one engine (the ensemble's bound buffers are shared).
+    """
+
+    cdef RiskState _risk
+    cdef LiveStats _stats
+    cdef SizingParams _sizing
+    cdef SymbolSlot _slots[RISK_MAX_SYMBOLS]
+    cdef Voter _voter_proto
+    cdef Voter* _voters
+    cdef CorrelState* _corr
+    cdef double _rho[RISK_MAX_SYMBOLS * RISK_MAX_SYMBOLS]
+    cdef int _n_symbols
+    cdef list _states
+    cdef list _symbols
+    cdef dict _index
+    cdef object _technical_config
+    cdef object _risk_config
+    cdef Py_ssize_t _corr_window
+
+    cdef object _run
+    cdef object _binding
+    cdef object _ensemble
+    cdef float* _row
+    cdef Py_ssize_t _n_features
+    cdef MemberIO _io[VOTE_MAX_MEMBERS]
+    cdef int _n_members
+    cdef MemberInput _inputs[VOTE_MAX_MEMBERS]
+    cdef double _multipliers[VOTE_MAX_MEMBERS]
+    cdef tuple _member_names
+    cdef tuple _timeframes
+    cdef long long _warmup
+
+    cdef bint _has_decision
+    cdef object _decision
+    cdef long long _decision_ts
+    cdef long long _max_age
+    cdef double _target_exposure
+    cdef double _appetite
+    cdef double _manifest_p
+    cdef double _manifest_b
+    cdef bint _kelly_fixed
+    cdef int _min_trades
+
+    cdef readonly long long ensemble_failures
+    cdef readonly object last_ensemble_error
+
+    cdef EngineMetrics _metrics
+    cdef long long _t_bar        # when the bar (or re-evaluation) being answered started
+    cdef long long _t_mark       # when its last finished stage ended
+
+    def __cinit__(self, *args, **kwargs):
+        self._voters = <Voter*>calloc(RISK_MAX_SYMBOLS, sizeof(Voter))
+        self._corr = <CorrelState*>calloc(RISK_MAX_SYMBOLS * RISK_MAX_SYMBOLS, sizeof(CorrelState))
+        if self._voters == NULL or self._corr == NULL:
+            raise MemoryError()
+        self._states = []
+        self._symbols = []
+        self._index = {}
+        self._decision_ts = -1
+        metrics_init(&self._metrics)
+        for k in range(RISK_MAX_SYMBOLS * RISK_MAX_SYMBOLS):
+            self._rho[k] = NAN
+
+    def __dealloc__(self):
+        cdef int k
+        if self._corr != NULL:
+            for k in range(RISK_MAX_SYMBOLS * RISK_MAX_SYMBOLS):
+                correl_free(&self._corr[k])
+            free(self._corr)
+        free(self._voters)
+        livestats_free(&self._stats)
+
+    # ------------------------------------------------------------------ setup
+
+    def _setup(self, config, ensemble, voting_params, long long warmup_bars):
+        """Bind the validated parts (called once by ``TacticalSignalGenerator.__init__``).
+
+        Args:
+            config: The :class:`~l2fast.config.L2Config`.
+            ensemble: The :class:`~l2fast.models.ensemble.FusedEnsemble` over the technical names.
+            voting_params: :class:`~l2fast.decision.voting.VotingParams` of the same members.
+            warmup_bars: 1m bars of a symbol before its first model vote.
+        """
+        cdef RiskParams prm
+        cdef int k, slot
+        risk = config.risk
+        self._technical_config = config.technical
+        self._risk_config = risk
+        self._corr_window = risk.correlation_window
+        prm.atr_multiplier = risk.atr_multiplier
+        prm.max_loss_per_trade = risk.max_loss_per_trade
+        prm.take_profit_r = risk.take_profit_r
+        prm.breakeven_threshold = risk.breakeven_threshold
+        prm.trailing_atr_multiplier = risk.trailing_atr_multiplier
+        prm.max_daily_trades = risk.max_daily_trades
+        prm.daily_loss_limit = risk.daily_loss_limit
+        prm.max_concurrent_positions = risk.max_concurrent_positions
+        prm.exposure_limit = risk.exposure_limit
+        prm.max_position_size = risk.max_position_size
+        prm.allow_short = risk.allow_short
+        risk_init(&self._risk, &prm, RISK_MAX_SYMBOLS, config.engine.initial_equity)
+        self._sizing.kelly_fraction = risk.kelly_fraction
+        self._sizing.volatility_target = risk.volatility_target
+        self._sizing.max_vol_scale = risk.max_vol_scale
+        self._sizing.max_position_size = risk.max_position_size
+        self._sizing.confidence_scaling = risk.confidence_scaling
+        livestats_init(&self._stats, config.engine.live_stats_window)
+        self._min_trades = risk.min_trades_for_live_stats
+        self._kelly_fixed = risk.kelly_win_rate is not None
+        self._max_age = config.engine.max_decision_age_ms
+
+        voter_setup(&self._voter_proto, voting_params)
+        self._member_names = tuple(m.name for m in voting_params.members)
+        self._timeframes = tuple(voting_params.timeframes)
+        self._n_members = len(self._member_names)
+        self._warmup = warmup_bars
+        self._ensemble = ensemble
+        self._n_features = len(ensemble.feature_names)
+        self._row = <float*>cnp.PyArray_DATA(ensemble._row)
+        self._binding = ensemble._binding
+        self._run = ensemble.session.run_with_iobinding
+        outputs = ensemble._outputs
+        for k, member in enumerate(ensemble.members):
+            slot = self._member_names.index(member.name)
+            io = &self._io[k]
+            io.slot = slot
+            io.kind = MEMBER_KINDS.index(voting_params.members[slot].kind)
+            action = outputs[f"{member.name}/action"]
+            if io.kind == MEMBER_CONTINUOUS:
+                io.value = <const float*>cnp.PyArray_DATA(action)
+                io.n_scores = 0
+            else:
+                io.action = <const long long*>cnp.PyArray_DATA(action)
+                scores = outputs[f"{member.name}/{member.output_names[1]}"]
+                io.scores = <const float*>cnp.PyArray_DATA(scores)
+                io.n_scores = min(scores.shape[1], VOTE_MAX_ACTIONS)
+            self._multipliers[slot] = 1.0
+
+    cdef int _register(self, str symbol) except -1:
+        """Give ``symbol`` a slot (all checks first: nothing changes on an error)."""
+        cdef int i = self._n_symbols, j
+        if not SYMBOL_PATTERN.fullmatch(symbol):
+            raise InvalidInputError(f"symbol={symbol!r}: must look like 'BTC/USDT' (BASE/QUOTE, upper case)")
+        if i >= RISK_MAX_SYMBOLS:
+            raise InvalidInputError(f"symbol={symbol!r}: the engine follows at most {RISK_MAX_SYMBOLS} "
+                                    f"symbols ({', '.join(self._symbols)})")
+        state = TechnicalState(self._technical_config)
+        for j in range(i):
+            correl_init(&self._corr[_pair(i, j)], self._corr_window)
+        self._voters[i] = self._voter_proto
+        risk_set_symbol(&self._risk, i, self._risk_config.lot_step_for(symbol),
+                        self._risk_config.min_notional_for(symbol))
+        slot = &self._slots[i]
+        slot.in_universe = self._decision is not None and symbol in self._decision.universe
+        slot.last_ts = -1
+        slot.last_ret = NAN
+        slot.bars = 0
+        slot.upd.side = 0
+        self._states.append(state)
+        self._symbols.append(symbol)
+        self._index[symbol] = i
+        self._n_symbols = i + 1
+        return i
+
+    cdef int _symbol_index(self, object symbol) except -1:
+        try:
+            return self._index[symbol]
+        except (KeyError, TypeError):
+            pass
+        if not isinstance(symbol, str):
+            raise InvalidInputError(f"symbol={symbol!r}: must be a string like 'BTC/USDT'")
+        raise InvalidInputError(f"symbol={symbol!r}: unknown (known: {', '.join(self._symbols) or 'none'})")
+
+    # ------------------------------------------------------------------ L3
+
+    def _apply_decision(self, decision, multipliers, double p, double b, double appetite):
+        """Install a validated decision (``TacticalSignalGenerator`` computes the numbers).
+
+        Args:
+            decision: The :class:`~l2fast.signals.StrategicDecision`.
+            multipliers: The regime's weight multiplier per member, in voter order.
+            p, b: Kelly inputs from the manifests (or the fixed config values).
+            appetite: The risk-appetite size multiplier.
+        """
+        cdef int k
+        new = [s for s in decision.universe if s not in self._index]
+        for symbol in new:
+            if not SYMBOL_PATTERN.fullmatch(symbol):
+                raise InvalidInputError(f"universe: {symbol!r} is not a symbol")
+        if self._n_symbols + len(new) > RISK_MAX_SYMBOLS:
+            raise InvalidInputError(f"universe: {self._n_symbols + len(new)} symbols in all, "
+                                    f"the engine follows at most {RISK_MAX_SYMBOLS}")
+        for symbol in new:
+            self._register(symbol)
+        for k in range(self._n_members):
+            self._multipliers[k] = multipliers[k]
+        self._decision = decision
+        self._has_decision = True
+        self._decision_ts = -1 if decision.ts_ms is None else decision.ts_ms
+        self._target_exposure = decision.target_exposure
+        self._appetite = appetite
+        self._manifest_p = p
+        self._manifest_b = b
+        universe = set(decision.universe)
+        for k in range(self._n_symbols):
+            self._slots[k].in_universe = self._symbols[k] in universe
+
+    # ------------------------------------------------------------------ per bar
+
+    def on_bar(self, symbol, ts_ms, open, high, low, close, volume):
+        """Consume one closed 1-minute bar of ``symbol`` and return L2's signal for it.
+
+        Args:
+            symbol: Trading pair (``"BTC/USDT"``); a new symbol gets its own state.
+            ts_ms: Bar open time, epoch ms UTC, on the minute grid, after the symbol's
+                previous bar.
+            open, high, low, close, volume: The bar.
+
+        Returns:
+            The :class:`~l2fast.signals.TacticalSignal` (a hold with ``qty=0`` whenever
+            nothing should be done; ``reasoning["code"]`` says why).
+
+        Raises:
+            InvalidBarError: The bar is invalid (the field and value are named); the
+                engine is exactly as it was.
+            InvalidInputError: The symbol is malformed, or one too many.
+        """
+        cdef long long t0 = metrics_now_ns()
+        cdef long long ts = _timestamp(ts_ms, "ts")
+        cdef double o = _number(open, "open")
+        cdef double h = _number(high, "high")
+        cdef double l = _number(low, "low")
+        cdef double c = _number(close, "close")
+        cdef double v = _number(volume, "volume")
+        cdef TechnicalState st
+        cdef BarGuard fresh
+        cdef int i
+        idx = self._index.get(symbol) if type(symbol) is str else None
+        if idx is None:
+            if not isinstance(symbol, str):
+                raise InvalidInputError(f"symbol={symbol!r}: must be a string like 'BTC/USDT'")
+            bar_guard_init(&fresh)
+            bar_check(&fresh, ts, o, h, l, c, v)
+            i = self._register(str(symbol))
+        else:
+            i = idx
+        st = <TechnicalState>self._states[i]
+        bar_check(&st._guard, ts, o, h, l, c, v)
+        self._advance(i, st, ts, h, l, c, v, o)
+        self._t_bar = t0
+        self._t_mark = self._stage(MET_STAGE_TECHNICAL, t0)
+        return self._decide(i, st, ts)
+
+    cdef inline long long _stage(self, int stage, long long since) noexcept:
+        cdef long long now = metrics_now_ns()
+        metrics_latency(&self._metrics, stage, now - since)
+        return now
+
+    cdef void _advance(self, int i, TechnicalState st, long long ts, double h, double l,
+                       double c, double v, double o) noexcept:
+        cdef SymbolSlot* slot = &self._slots[i]
+        cdef SymbolSlot* other
+        cdef const double* f
+        cdef int updated, j
+        cdef double r, x, y
+        updated = st._step(ts, o, h, l, c, v)
+        f = st._out
+        slot.bars += 1
+        slot.close = c
+        slot.last_ts = ts
+        r = f[S_RET_1]
+        slot.last_ret = r
+        if isfinite(r):
+            for j in range(self._n_symbols):
+                other = &self._slots[j]
+                if j != i and other.last_ts == ts and isfinite(other.last_ret):
+                    # The pair's x is always the lower-index symbol's return.
+                    x, y = (r, other.last_ret) if i < j else (other.last_ret, r)
+                    self._rho[_pair(i, j)] = correl_step(&self._corr[_pair(i, j)], x, y)
+        risk_bar(&self._risk, i, ts, h, l, c, f[S_ATR], &slot.upd)
+        voter_technical(&self._voters[i], updated, f)
+
+    cdef void _infer(self, const double* f):
+        cdef Py_ssize_t k
+        cdef int m, j
+        cdef bint failed = False
+        cdef MemberIO* io
+        cdef MemberInput* x
+        for k in range(self._n_features):
+            self._row[k] = <float>f[k]
+        try:
+            self._run(self._binding)
+        except Exception as exc:  # onnxruntime raises several private exception types
+            failed = True
+            self.ensemble_failures += 1
+            self.last_ensemble_error = f"{type(exc).__name__}: {exc}"
+        for m in range(self._n_members):
+            io = &self._io[m]
+            x = &self._inputs[io.slot]
+            x.failed = failed
+            if io.kind == MEMBER_CONTINUOUS:
+                x.value = io.value[0]
+            else:
+                x.action = io.action[0]
+                for j in range(io.n_scores):
+                    x.scores[j] = io.scores[j]
+
+    cdef object _decide(self, int i, TechnicalState st, long long ts):
+        cdef SymbolSlot* slot = &self._slots[i]
+        cdef const double* f = st._out
+        cdef VoteResult vr
+        cdef RiskCheck chk
+        cdef SizingInput inp
+        cdef SizingResult sz
+        cdef int side, pos_side = self._risk.pos[i].side
+        if not self._has_decision:
+            return self._hold(i, ts, {"code": "NO_DECISION"})
+        if self._max_age > 0 and self._decision_ts >= 0 and ts - self._decision_ts > self._max_age:
+            return self._hold(i, ts, {"code": "STALE_DECISION", "age_ms": ts - self._decision_ts,
+                                      "limit_ms": self._max_age})
+        if slot.bars < self._warmup:
+            return self._hold(i, ts, {"code": "WARM_UP", "bars": slot.bars, "needed": self._warmup})
+        self._infer(f)
+        self._t_mark = self._stage(MET_STAGE_INFERENCE, self._t_mark)
+        voter_vote(&self._voters[i], self._inputs, self._multipliers, &vr)
+        self._count_vote(&vr)
+        self._t_mark = self._stage(MET_STAGE_VOTE, self._t_mark)
+        reasoning = {"code": None, "regime": self._decision.regime, "vote": self._vote_dict(&vr)}
+        if vr.side == 0:
+            reasoning["code"] = _GATE_NAME[vr.gate]
+            return self._hold(i, ts, reasoning, &vr)
+        side = vr.side
+        if pos_side != 0:
+            # Against the position: an exit of all of it; with it: denied as POSITION_OPEN.
+            risk_check(&self._risk, i, side, 0.0, slot.close, f[S_ATR], ts, &chk)
+        else:
+            if not slot.in_universe:
+                reasoning["code"] = "NOT_IN_UNIVERSE"
+                return self._hold(i, ts, reasoning, &vr)
+            self._size(i, side, &vr, f, &inp, &sz)
+            reasoning["sizing"] = sizing_result_dict(&sz)
+            if self._kelly_fixed and sz.kelly_source == KELLY_MANIFEST:
+                reasoning["sizing"]["kelly_source"] = "config"
+            if sz.code != SIZE_OK:
+                reasoning["code"] = SIZING_CODES[<int>sz.code]
+                return self._hold(i, ts, reasoning, &vr)
+            risk_check(&self._risk, i, side, sz.qty, slot.close, f[S_ATR], ts, &chk)
+        reasoning["risk"] = risk_check_dict(&chk)
+        if chk.action == ACTION_HOLD:
+            reasoning["code"] = reasoning["risk"]["denial"]["code"]
+            reasoning["denial"] = reasoning["risk"]["denial"]
+            return self._hold(i, ts, reasoning, &vr)
+        risk_accept(&self._risk, i, &chk, ts)
+        if chk.action == ACTION_EXIT:
+            reasoning["code"] = "EXIT"
+            reasoning["position"] = risk_bar_dict(&slot.upd)
+            return self._emit(i, ts, side, chk.qty, vr.confidence, vr.consensus, NAN, NAN, reasoning)
+        reasoning["code"] = "ENTRY"
+        return self._emit(i, ts, side, chk.qty, vr.confidence, vr.consensus, chk.stop,
+                          chk.take_profit, reasoning)
+
+    cdef void _count_vote(self, const VoteResult* vr) noexcept:
+        cdef int k
+        metrics_vote(&self._metrics, vr.confidence, vr.consensus)
+        for k in range(self._n_members):
+            metrics_member(&self._metrics, k, vr.members[k].status != MEMBER_OK, vr.members[k].side, vr.direction)
+
+    cdef void _size(self, int i, int side, const VoteResult* vr, const double* f,
+                    SizingInput* inp, SizingResult* out):
+        cdef double others[RISK_MAX_SYMBOLS]
+        cdef double notional[RISK_MAX_SYMBOLS]
+        cdef double rho[RISK_MAX_SYMBOLS]
+        cdef int idx[RISK_MAX_SYMBOLS]
+        cdef int j, n = 0, n_open
+        cdef double p, b
+        for j in range(self._n_symbols):
+            if j != i and self._slots[j].in_universe:
+                others[n] = (<TechnicalState>self._states[j])._out[S_RVOL]
+                n += 1
+        n_open = risk_open_positions(&self._risk, i, idx, notional)
+        for j in range(n_open):
+            rho[j] = self._rho[_pair(i, idx[j])]
+        inp.kelly_source = livestats_kelly_inputs(&self._stats, self._min_trades, self._manifest_p,
+                                                  self._manifest_b, &p, &b)
+        inp.p = p
+        inp.b = b
+        inp.equity = risk_equity(&self._risk)
+        inp.price = self._slots[i].close
+        inp.direction = side
+        inp.vol = f[S_RVOL]
+        inp.other_vols = others
+        inp.n_other = n
+        inp.open_notional = notional
+        inp.open_rho = rho
+        inp.n_open = n_open
+        inp.target_exposure = self._target_exposure
+        inp.risk_appetite = self._appetite
+        inp.confidence = vr.confidence
+        inp.lot_step = self._risk.lot_step[i]
+        inp.min_notional = self._risk.min_notional[i]
+        sizing_compute(&self._sizing, inp, out)
+
+    # ------------------------------------------------------------------ signals
+
+    cdef dict _vote_dict(self, const VoteResult* r):
+        cdef int k
+        cdef const MemberVote* mv
+        members = {}
+        for k in range(self._n_members):
+            mv = &r.members[k]
+            members[self._member_names[k]] = {
+                "status": MEMBER_STATUSES[mv.status], "side": mv.side, "target": mv.target,
+                "confidence": mv.confidence, "weight": mv.weight}
+        timeframes = {}
+        for k in range(len(self._timeframes)):
+            timeframes[self._timeframes[k]] = _opt(r.timeframes[k].vote)
+        return {
+            "direction": _SIDES[r.direction], "score": _opt(r.score),
+            "model_score": _opt(r.model_score), "technical_score": _opt(r.technical_score),
+            "consensus": _opt(r.consensus), "confidence": _opt(r.confidence),
+            "model_confidence": _opt(r.model_confidence),
+            "technical_agreement": _opt(r.technical_agreement),
+            "alignment": _opt(r.alignment), "target": _opt(r.target),
+            "gates": [name for bit, name in _GATE_BITS if r.gates & bit],
+            "members": members, "timeframes": timeframes,
+        }
+
+    cdef object _hold(self, int i, long long ts, dict reasoning, const VoteResult* vr=NULL):
+        cdef SymbolSlot* slot = &self._slots[i]
+        cdef double conf = 0.0, cons = 0.0, stop = NAN, tp = NAN
+        if vr != NULL:
+            conf = vr.confidence
+            cons = vr.consensus
+        if slot.upd.side != 0:
+            # Holding a position: the signal carries its stop and take-profit as updated
+            # by this bar (trailing, breakeven).
+            stop = slot.upd.stop
+            tp = slot.upd.take_profit
+            reasoning["position"] = risk_bar_dict(&slot.upd)
+        return self._emit(i, ts, 0, 0.0, conf, cons, stop, tp, reasoning)
+
+    cdef object _emit(self, int i, long long ts, int side, double qty, double conf, double cons,
+                      double stop, double tp, dict reasoning):
+        # Last line of defence: L1 never sees a non-finite or out-of-range number.
+        if not (isfinite(qty) and qty >= 0.0 and (qty > 0.0) == (side != 0)
+                and isfinite(conf) and isfinite(cons)):
+            reasoning = {"code": "INTERNAL_INVALID_SIGNAL", "side": _SIDES[side], "qty": _opt(qty),
+                         "confidence": _opt(conf), "consensus": _opt(cons), "was": reasoning}
+            side, qty, conf, cons, stop, tp = 0, 0.0, 0.0, 0.0, NAN, NAN
+        conf = min(max(conf, 0.0), 1.0)
+        cons = min(max(cons, 0.0), 1.0)
+        self._stage(MET_STAGE_DECIDE, self._t_mark)
+        metrics_signal(&self._metrics, side, _CODE_INDEX[reasoning["code"]])
+        self._stage(MET_STAGE_TOTAL, self._t_bar)
+        return _make_signal(self._symbols[i], _SIDES[side], qty, conf, cons,
+                            stop if isfinite(stop) and stop > 0.0 else None,
+                            tp if isfinite(tp) and tp > 0.0 else None, reasoning, ts)
+
+    def _evaluate(self, symbol):
+        """The decision on ``symbol``'s last bar again (after a new L3 decision)."""
+        cdef int i = self._symbol_index(symbol)
+        if self._slots[i].bars == 0:
+            return None
+        self._t_bar = self._t_mark = metrics_now_ns()
+        return self._decide(i, <TechnicalState>self._states[i], self._slots[i].last_ts)
+
+    # ------------------------------------------------------------------ L1
+
+    def on_fill(self, symbol, side, qty, price, ts_ms, fee=0.0) -> dict:
+        """Book one execution reported by L1 (positions, cash, the day's PnL, trade stats).
+
+        Args:
+            symbol: A symbol the engine follows.
+            side: ``"buy"`` or ``"sell"``.
+            qty: Executed quantity, finite and > 0.
+            price: Execution price, finite and > 0.
+            ts_ms: Execution time, epoch ms UTC.
+            fee: Fee paid in quote currency, finite and >= 0.
+
+        Returns:
+            ``{"opened", "closed", "realized", "trade_return", "position", "qty", "equity"}``.
+
+        Raises:
+            InvalidInputError: A field is invalid (named with its value); nothing changes.
+        """
+        cdef int i = self._symbol_index(symbol)
+        cdef int s
+        cdef long long ts
+        cdef FillResult fr
+        if side == "buy":
+            s = 1
+        elif side == "sell":
+            s = -1
+        else:
+            raise InvalidInputError(f"side={side!r}: must be 'buy' or 'sell'")
+        q = check_number(qty, "qty", 0.0, INFINITY, True)
+        px = check_number(price, "price", 0.0, INFINITY, True)
+        fe = check_number(fee, "fee", 0.0, INFINITY)
+        try:
+            ts = _timestamp(ts_ms, "ts_ms")
+        except InvalidBarError:
+            raise InvalidInputError(f"ts_ms={ts_ms!r}: must be epoch milliseconds (an integer >= 0)") from None
+        risk_on_fill(&self._risk, i, s, q, px, fe, ts, &fr)
+        if fr.closed:
+            livestats_push(&self._stats, fr.trade_return)
+        return fill_result_dict(&fr)
+
+    # ------------------------------------------------------------------ snapshots
+
+    cdef int _codec(self, StateCodec c) except -1:
+        # The walk over every per-bar state, in a fixed order (snapshot.pxd). Parameters
+        # inside the structs come back unchanged: the snapshot's config built this engine.
+        cdef int i, j
+        c.same(self._n_symbols, "symbols")
+        c.same(self._n_members, "members")
+        c.raw(&self._risk, sizeof(RiskState))
+        livestats_codec(c, &self._stats)
+        c.raw(self._slots, self._n_symbols * sizeof(SymbolSlot))
+        c.raw(self._voters, self._n_symbols * sizeof(Voter))
+        for i in range(self._n_symbols):
+            for j in range(i):
+                correl_codec(c, &self._corr[_pair(i, j)])
+        c.raw(self._rho, sizeof(self._rho))
+        for i in range(self._n_symbols):
+            technical_codec(c, <TechnicalState>self._states[i])
+        return 0
+
+    def _dump_state(self) -> bytes:
+        """Every per-bar state of the compiled core as bytes (:mod:`l2fast.engine.snapshot`)."""
+        cdef StateCodec c = StateCodec()
+        self._codec(c)
+        return c.result()
+
+    def _load_state(self, data) -> None:
+        """Load :meth:`_dump_state`'s bytes into an engine built from the same config,
+        models and symbols (:mod:`l2fast.engine.snapshot`), the decision already installed.
+
+        Raises:
+            SnapshotError: The bytes are truncated or do not fit this engine.
+        """
+        cdef StateCodec c = StateCodec(data)
+        self._codec(c)
+        c.result()
+
+    def _restore_failures(self, long long count, last_error) -> None:
+        """The ensemble failure counters of a snapshot."""
+        self.ensemble_failures = count
+        self.last_ensemble_error = last_error
+
+    def _register_symbols(self, symbols) -> None:
+        """Give each symbol a slot in order (a snapshot's symbol order)."""
+        for symbol in symbols:
+            if symbol not in self._index:
+                self._register(symbol)
+
+    # ------------------------------------------------------------------ introspection
+
+    @property
+    def symbols(self) -> tuple:
+        """The symbols followed, in the order first seen."""
+        return tuple(self._symbols)
+
+    @property
+    def equity(self) -> float:
+        """Cash plus open positions marked at their last price."""
+        return risk_equity(&self._risk)
+
+    @property
+    def cash(self) -> float:
+        """Cash in quote currency (fills and fees booked)."""
+        return self._risk.cash
+
+    @property
+    def gross_exposure(self) -> float:
+        """Sum of ``qty * mark`` over open positions."""
+        return risk_gross_exposure(&self._risk)
+
+    @property
+    def entries_today(self) -> int:
+        """Entries counted against ``risk.max_daily_trades`` this UTC day."""
+        return self._risk.entries_today
+
+    @property
+    def halted(self) -> bool:
+        """The daily loss limit was reached today (entries halted until the next UTC day)."""
+        return bool(self._risk.halted)
+
+    @property
+    def trade_stats(self) -> dict:
+        """The live trade statistics (Kelly inputs once ``min_trades_for_live_stats`` exist)."""
+        return {"trades": self._stats.count, "wins": self._stats.wins, "losses": self._stats.losses}
+
+    def position(self, symbol) -> dict | None:
+        """The open position of ``symbol`` or None."""
+        cdef int i = self._symbol_index(symbol)
+        p = &self._risk.pos[i]
+        if p.side == 0:
+            return None
+        return {"side": "long" if p.side > 0 else "short", "qty": p.qty, "entry": p.entry,
+                "stop_loss": p.stop, "take_profit": p.take_profit, "r": p.r,
+                "breakeven": bool(p.breakeven), "opened_ts": p.opened_ts}
+
+    def metrics(self) -> dict:
+        """Counters and latency histograms since the engine was built, and portfolio gauges.
+
+        Returns:
+            The layout of :mod:`reference.telemetry` (signals by side, counts by
+            reasoning code, mean confidence and consensus of the bars that voted and their
+            confidence distribution, per-member agreement with the ensemble's direction and
+            failures, latency buckets and p50/p95/p99 per stage: technical, inference, vote,
+            decide, total), plus ``denials`` (the risk gate's codes among ``codes``),
+            ``positions`` (``active`` / ``max``), ``portfolio_heat`` (what every open
+            position would lose at its stop from the last mark, over equity), ``equity``,
+            ``gross_exposure``, ``halted`` and ``entries_today``. Process counters: a
+            restored engine starts them at zero.
+        """
+        cdef int k, active = 0
+        cdef double heat = 0.0, equity = risk_equity(&self._risk)
+        out = metrics_dict(&self._metrics, REASON_CODES, self._member_names)
+        out["denials"] = {code: n for code, n in out["codes"].items() if code in DENIAL_CODES}
+        for k in range(self._n_symbols):
+            p = &self._risk.pos[k]
+            if p.side != 0:
+                active += 1
+                if isfinite(p.stop) and isfinite(self._risk.mark[k]):
+                    heat += max(p.side * (self._risk.mark[k] - p.stop), 0.0) * p.qty
+        out["positions"] = {"active": active, "max": self._risk.prm.max_concurrent_positions}
+        out["portfolio_heat"] = heat / equity if equity > 0.0 else 0.0
+        out["equity"] = equity
+        out["gross_exposure"] = risk_gross_exposure(&self._risk)
+        out["halted"] = bool(self._risk.halted)
+        out["entries_today"] = self._risk.entries_today
+        return out
+
+    def features(self, symbol):
+        """The read-only feature vector of ``symbol`` (names: ``feature_names``)."""
+        return (<TechnicalState>self._states[self._symbol_index(symbol)]).values
+
+    def member_failures(self, symbol) -> dict:
+        """Bars each member was left out of ``symbol``'s vote, and its latest reason."""
+        cdef int i = self._symbol_index(symbol)
+        cdef int k
+        return {self._member_names[k]: {
+            "bars": self._voters[i].failures[k],
+            "last_reason": None if self._voters[i].failures[k] == 0
+            else MEMBER_STATUSES[self._voters[i].last_failure[k]]}
+            for k in range(self._n_members)}
+

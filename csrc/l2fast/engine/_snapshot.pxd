@@ -1,0 +1,35 @@
+# Contract of the engine-state codec: the compiled state of an engine as bytes and back.
+#
+# Every kernel state is a plain C struct; some hold heap buffers (rolling windows). A
+# snapshot is the raw bytes of each struct followed by the contents of its buffers, in a
+# fixed walk. It is only ever loaded into a state built from the same configuration and
+# the same compiled layout (the snapshot's header says which: LAYOUT_HASH), so buffer
+# sizes match; loading reads each struct into a temporary, checks its sizes against the
+# live struct, points the temporary's buffers at the live ones ("relink"), copies it in,
+# then fills the buffers. A struct whose sizes differ is refused (SnapshotError) before
+# the live struct is touched, so a live state never holds a foreign pointer.
+
+from l2fast.technical._features cimport TechnicalState
+from l2fast.decision._sizing cimport LiveStats
+from l2fast.technical._statistics cimport CorrelState
+
+
+cdef class StateCodec:
+    # Writes (``loading`` False) or reads (True) one snapshot's state bytes, in order.
+    cdef readonly bint loading
+    cdef bytearray _out
+    cdef bytes _data
+    cdef const unsigned char* _ptr
+    cdef Py_ssize_t _pos
+    cdef Py_ssize_t _size
+
+    # Saving: append ``n`` bytes at ``p``; loading: overwrite them with the next ``n``.
+    cdef int raw(self, void* p, size_t n) except -1
+    # A count that must be equal on both sides (symbols, timeframes): saved, or read and
+    # compared (SnapshotError naming ``what`` when it differs).
+    cdef int same(self, long long value, str what) except -1
+
+
+cdef int technical_codec(StateCodec c, TechnicalState st) except -1
+cdef int correl_codec(StateCodec c, CorrelState* s) except -1
+cdef int livestats_codec(StateCodec c, LiveStats* s) except -1

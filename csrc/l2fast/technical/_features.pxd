@@ -1,0 +1,99 @@
+# Contract of the per-bar technical state: every kernel of every timeframe, fed by one
+# validated 1-minute bar per step and written into one float64 feature vector.
+from l2fast.technical._aggregate cimport BarGuard, TFAgg
+from l2fast.technical._averages cimport Window
+from l2fast.technical._candles cimport CandleState, N_CANDLE_PATTERNS
+from l2fast.technical._levels cimport LevelsState
+from l2fast.technical._oscillators cimport ADXState, MACDState, RSIState, StochState
+from l2fast.technical._volatility cimport ATRState, BBandsState, DonchianState, RVolState
+from l2fast.technical._volume cimport OBVState, VolumeZState
+
+cdef enum:
+    MAX_RSI = 4           # RSI periods per timeframe
+    MAX_TIMEFRAMES = 8
+
+# Offsets inside one timeframe's block of features, in name order (see SLOT_NAMES in
+# features.pyx, which must list them in this order). RSI slots follow S_RSI, then the
+# candlestick patterns.
+cdef enum:  # slots
+    S_CLOSE = 0
+    S_RET_1
+    S_RET_5
+    S_MACD
+    S_MACD_SIGNAL
+    S_MACD_HIST
+    S_MACD_HIST_PCT
+    S_BB_UPPER
+    S_BB_MIDDLE
+    S_BB_LOWER
+    S_BB_PCTB
+    S_BB_WIDTH
+    S_ATR
+    S_ATR_PCT
+    S_STOCH_K
+    S_STOCH_D
+    S_ADX
+    S_PLUS_DI
+    S_MINUS_DI
+    S_OBV
+    S_VOL_Z
+    S_RVOL
+    S_DONCHIAN_UPPER
+    S_DONCHIAN_LOWER
+    S_DONCHIAN_POS
+    S_SR_SUPPORT
+    S_SR_RESISTANCE
+    S_SR_DIST_SUPPORT
+    S_SR_DIST_RESISTANCE
+    S_SR_SUPPORT_STRENGTH
+    S_SR_RESISTANCE_STRENGTH
+    S_SR_BREAKOUT
+    S_SR_DOUBLE_TOP
+    S_SR_DOUBLE_BOTTOM
+    S_SR_IN_RANGE
+    S_RSI                 # first of n_rsi RSI slots
+
+cdef struct TFBlock:
+    # Every kernel of one timeframe, stepped on each closed bar of that timeframe.
+    Window closes         # last 5 closes, for the 1- and 5-bar log returns
+    RSIState rsi[MAX_RSI]
+    int n_rsi
+    MACDState macd
+    BBandsState bb
+    ATRState atr
+    StochState stoch
+    ADXState adx
+    OBVState obv
+    VolumeZState vol_z
+    RVolState rvol
+    DonchianState donchian
+    CandleState candles
+    LevelsState levels
+    Py_ssize_t offset     # index of this block's first feature in the vector
+    long long bars        # closed bars consumed
+
+# Consume one closed bar of the block's timeframe and write its features at out + offset.
+cdef void block_step(TFBlock* b, double o, double h, double l, double c, double v,
+                     double* out) noexcept nogil
+
+
+cdef class TechnicalState:
+    # The engine (engine.pyx) drives it directly: bar_check on ``_guard`` at its boundary,
+    # then ``_step``, then reads the vector through ``_out``.
+    cdef BarGuard _guard
+    cdef TFAgg _aggs[MAX_TIMEFRAMES]
+    cdef TFBlock* _blocks
+    cdef int _n_tf
+    cdef double* _out
+    cdef object _buffer
+    cdef readonly object values
+    cdef readonly tuple names
+    cdef readonly dict index
+    cdef readonly tuple timeframes
+    cdef readonly object config
+
+    # One validated bar (bar_check passed on ``_guard``); returns the updated-timeframe mask.
+    cdef int _step(self, long long ts, double o, double h, double l, double c,
+                   double v) noexcept nogil
+    cpdef int update(self, long long ts, double open, double high, double low, double close,
+                     double volume) except -1

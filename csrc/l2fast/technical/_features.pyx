@@ -1,0 +1,403 @@
+"""The per-bar technical state: one call per 1-minute bar updates every timeframe,
+indicator, candlestick pattern and support/resistance level into one feature vector.
+"""
+
+from libc.math cimport NAN, log
+from libc.stdlib cimport calloc, free
+
+import numpy as np
+cimport numpy as cnp
+
+from l2fast.technical._aggregate cimport (
+    BAR_OK, OHLCV, bar_check, bar_commit, bar_fault, bar_guard_init, tf_init, tf_step,
+)
+from l2fast.technical._averages cimport window_free, window_get, window_init, window_push
+from l2fast.technical._candles cimport candles_init, candles_step, candles_warmup
+from l2fast._checks cimport as_input, check_same_length
+from l2fast.technical._levels cimport LevelsOut, levels_free, levels_init, levels_step
+from l2fast.technical._oscillators cimport (
+    adx_init, adx_step, macd_init, macd_step, rsi_init, rsi_step, stoch_free, stoch_init,
+    stoch_step,
+)
+from l2fast.technical._volatility cimport (
+    atr_init, atr_step, bbands_free, bbands_init, bbands_step, donchian_free, donchian_init,
+    donchian_step, rvol_free, rvol_init, rvol_step,
+)
+from l2fast.technical._volume cimport obv_init, obv_step, volz_free, volz_init, volz_step
+
+from l2fast.technical._candles import CANDLESTICK_PATTERNS
+from l2fast.errors import InvalidBarError, InvalidInputError
+
+cnp.import_array()
+
+# Base names of the fixed slots, in Slot order (features.pxd); "{...}" takes a period.
+SLOT_NAMES = (
+    "close", "ret_1", "ret_5",
+    "macd", "macd_signal", "macd_hist", "macd_hist_pct",
+    "bb_upper", "bb_middle", "bb_lower", "bb_pctb", "bb_width",
+    "atr_{atr}", "atr_pct",
+    "stoch_k", "stoch_d",
+    "adx_{adx}", "plus_di_{adx}", "minus_di_{adx}",
+    "obv", "vol_z_{vol_z}", "rvol_{rvol}",
+    "donchian_upper_{donchian}", "donchian_lower_{donchian}", "donchian_pos_{donchian}",
+    "sr_support", "sr_resistance", "sr_dist_support", "sr_dist_resistance",
+    "sr_support_strength", "sr_resistance_strength", "sr_breakout",
+    "sr_double_top", "sr_double_bottom", "sr_in_range",
+)
+FIRST_RSI_SLOT = S_RSI
+
+
+cdef inline double _position(double x, double lower, double upper) noexcept nogil:
+    # Where x sits in [lower, upper]; 0.5 in a zero-width channel, NaN in warm-up.
+    cdef double width = upper - lower
+    if width > 0.0:
+        return (x - lower) / width
+    if width == 0.0:
+        return 0.5
+    return NAN
+
+
+cdef void block_step(TFBlock* b, double o, double h, double l, double c, double v,
+                     double* out) noexcept nogil:
+    cdef double* f = out + b.offset
+    cdef double middle
+    cdef int i
+    cdef int cdl[N_CANDLE_PATTERNS]
+    cdef LevelsOut lv
+
+    b.bars += 1
+    window_push(&b.closes, c)
+    f[S_CLOSE] = c
+    f[S_RET_1] = log(c / window_get(&b.closes, 1)) if b.closes.n > 1 else NAN
+    f[S_RET_5] = log(c / window_get(&b.closes, 5)) if b.closes.n > 5 else NAN
+
+    for i in range(b.n_rsi):
+        f[S_RSI + i] = rsi_step(&b.rsi[i], c)
+    macd_step(&b.macd, c, &f[S_MACD], &f[S_MACD_SIGNAL], &f[S_MACD_HIST])
+    f[S_MACD_HIST_PCT] = f[S_MACD_HIST] / c
+
+    bbands_step(&b.bb, c, &f[S_BB_UPPER], &f[S_BB_MIDDLE], &f[S_BB_LOWER])
+    f[S_BB_PCTB] = _position(c, f[S_BB_LOWER], f[S_BB_UPPER])
+    f[S_BB_WIDTH] = (f[S_BB_UPPER] - f[S_BB_LOWER]) / f[S_BB_MIDDLE]
+    f[S_ATR] = atr_step(&b.atr, h, l, c)
+    f[S_ATR_PCT] = f[S_ATR] / c
+
+    stoch_step(&b.stoch, h, l, c, &f[S_STOCH_K], &f[S_STOCH_D])
+    adx_step(&b.adx, h, l, c, &f[S_ADX], &f[S_PLUS_DI], &f[S_MINUS_DI])
+
+    f[S_OBV] = obv_step(&b.obv, c, v)
+    f[S_VOL_Z] = volz_step(&b.vol_z, v)
+    f[S_RVOL] = rvol_step(&b.rvol, c)
+
+    donchian_step(&b.donchian, h, l, &f[S_DONCHIAN_UPPER], &middle, &f[S_DONCHIAN_LOWER])
+    f[S_DONCHIAN_POS] = _position(c, f[S_DONCHIAN_LOWER], f[S_DONCHIAN_UPPER])
+
+    levels_step(&b.levels, h, l, c, v, &lv)
+    f[S_SR_SUPPORT] = lv.support
+    f[S_SR_RESISTANCE] = lv.resistance
+    f[S_SR_DIST_SUPPORT] = lv.support_dist
+    f[S_SR_DIST_RESISTANCE] = lv.resistance_dist
+    f[S_SR_SUPPORT_STRENGTH] = lv.support_strength
+    f[S_SR_RESISTANCE_STRENGTH] = lv.resistance_strength
+    f[S_SR_BREAKOUT] = lv.breakout
+    f[S_SR_DOUBLE_TOP] = lv.double_top
+    f[S_SR_DOUBLE_BOTTOM] = lv.double_bottom
+    f[S_SR_IN_RANGE] = lv.in_range
+
+    candles_step(&b.candles, o, h, l, c, cdl)
+    f += S_RSI + b.n_rsi
+    for i in range(N_CANDLE_PATTERNS):
+        f[i] = cdl[i]
+
+
+cdef int _block_init(TFBlock* b, object cfg, double bar_minutes, Py_ssize_t offset) except -1:
+    cdef int i
+    b.offset = offset
+    b.bars = 0
+    b.n_rsi = len(cfg.rsi_periods)
+    for i in range(b.n_rsi):
+        rsi_init(&b.rsi[i], cfg.rsi_periods[i])
+    macd_init(&b.macd, cfg.macd[0], cfg.macd[1], cfg.macd[2])
+    atr_init(&b.atr, cfg.atr_period)
+    adx_init(&b.adx, cfg.adx_period)
+    obv_init(&b.obv)
+    candles_init(&b.candles)
+    window_init(&b.closes, 6)
+    bbands_init(&b.bb, cfg.bb_period, cfg.bb_std)
+    stoch_init(&b.stoch, cfg.stoch[0], cfg.stoch[1], cfg.stoch[2])
+    volz_init(&b.vol_z, cfg.volume_z_period)
+    rvol_init(&b.rvol, cfg.realized_vol_period, bar_minutes)
+    donchian_init(&b.donchian, cfg.donchian_period)
+    lv = cfg.levels
+    levels_init(&b.levels, lv["pivot_bars"], lv["merge_tol"], lv["half_life"],
+                lv["min_strength"], lv["max_levels"], lv["volume_mult"], lv["volume_window"],
+                lv["min_separation"], lv["min_depth"], lv["range_window"], lv["range_pct"])
+    return 0
+
+
+cdef void _block_free(TFBlock* b) noexcept nogil:
+    # Every free tolerates a never-initialised (zeroed) kernel.
+    window_free(&b.closes)
+    bbands_free(&b.bb)
+    stoch_free(&b.stoch)
+    volz_free(&b.vol_z)
+    rvol_free(&b.rvol)
+    donchian_free(&b.donchian)
+    levels_free(&b.levels)
+
+
+def _slot_warmups(config) -> dict:
+    """Closed bars of its timeframe each fixed slot needs before it is finite.
+
+    Each kernel's NaN prefix is TA-Lib's lookback, so a slot is finite from bar
+    ``lookback + 1`` on. Support/resistance slots count the bars until pivots, the volume
+    mean and the range window are warmed up (``SupportResistance.ready``); a level may still
+    be absent afterwards, which is NaN, not warm-up.
+    """
+    macd = config.macd[1] + config.macd[2] - 1
+    stoch = config.stoch[0] + config.stoch[1] + config.stoch[2] - 2
+    di = config.adx_period + 1
+    lv = config.levels
+    sr = max(2 * lv["pivot_bars"] + 1, lv["range_window"], lv["volume_window"] + 1)
+    bb = config.bb_period
+    don = config.donchian_period
+    return {
+        "close": 1, "ret_1": 2, "ret_5": 6,
+        "macd": macd, "macd_signal": macd, "macd_hist": macd, "macd_hist_pct": macd,
+        "bb_upper": bb, "bb_middle": bb, "bb_lower": bb, "bb_pctb": bb, "bb_width": bb,
+        "atr_{atr}": config.atr_period + 1, "atr_pct": config.atr_period + 1,
+        "stoch_k": stoch, "stoch_d": stoch,
+        "adx_{adx}": 2 * config.adx_period, "plus_di_{adx}": di, "minus_di_{adx}": di,
+        "obv": 1, "vol_z_{vol_z}": config.volume_z_period, "rvol_{rvol}": config.realized_vol_period + 1,
+        "donchian_upper_{donchian}": don, "donchian_lower_{donchian}": don, "donchian_pos_{donchian}": don,
+        "sr_support": sr, "sr_resistance": sr, "sr_dist_support": sr, "sr_dist_resistance": sr,
+        "sr_support_strength": sr, "sr_resistance_strength": sr, "sr_breakout": sr,
+        "sr_double_top": sr, "sr_double_bottom": sr, "sr_in_range": sr,
+    }
+
+
+def _block(config) -> list:
+    """``(name, warm-up in closed bars)`` of one timeframe's block, in vector order."""
+    params = {
+        "atr": config.atr_period,
+        "adx": config.adx_period,
+        "vol_z": config.volume_z_period,
+        "rvol": config.realized_vol_period,
+        "donchian": config.donchian_period,
+    }
+    slots = _slot_warmups(config)
+    block = [(name.format(**params), slots[name]) for name in SLOT_NAMES]
+    block += [(f"rsi_{p}", p + 1) for p in config.rsi_periods]
+    # Patterns are 0, not NaN, during their lookback: they count until all have left it.
+    block += [(f"cdl_{name[3:].lower()}", candles_warmup()) for name in CANDLESTICK_PATTERNS]
+    return block
+
+
+def feature_names(config) -> tuple:
+    """The feature names of a :class:`~l2fast.config.TechnicalConfig`, in vector order."""
+    block = _block(config)
+    return tuple(f"{name}_{tf}" for tf in config.timeframes for name, _ in block)
+
+
+def feature_warmups(config) -> dict:
+    """1-minute bars each feature of ``config`` needs before it is warmed up, by name.
+
+    A feature that needs ``k`` closed bars of an ``m``-minute timeframe needs
+    ``(k + 1) * m - 1`` one-minute bars: buckets are UTC-aligned and a stream's first,
+    partial bucket closes as a bar of its own, so from any start that many minutes give
+    ``k`` bars after a partial one (or ``k`` whole bars from a bucket's first minute). The
+    feature is then finite and its windows hold whole bars only. ``k`` is the indicator's
+    lookback + 1 (e.g. ``rsi_14``: 15, MACD ``(12, 26, 9)``: 34, ``adx_14``: 28); candlestick
+    patterns count until every pattern has left TA-Lib's lookback, ``sr_*`` features until
+    the support/resistance detector is warmed up.
+
+    Returns:
+        ``{name: bars}`` for every name of :func:`feature_names`, e.g. ``rsi_14_5m``: 79.
+    """
+    block = _block(config)
+    return {f"{name}_{tf}": (bars + 1) * minutes - 1
+            for tf, minutes in zip(config.timeframes, config.timeframe_minutes) for name, bars in block}
+
+
+cdef class TechnicalState:
+    """Every timeframe, indicator, pattern and level, updated by one call per 1m bar.
+
+    Args:
+        config: A :class:`~l2fast.config.TechnicalConfig` (the seed's defaults if None).
+
+    Attributes:
+        names: Feature names, in vector order (e.g. ``"rsi_14_1m"``).
+        index: Mapping of feature name to its position in :attr:`values`.
+        values: Read-only float64 view of the feature vector, updated in place.
+        timeframes: The configured timeframes; the first is ``"1m"``.
+        config: The configuration used.
+    """
+
+    def __cinit__(self, config=None):
+        from l2fast.config import TechnicalConfig
+
+        cdef int i
+        cdef Py_ssize_t block_size
+        if config is None:
+            config = TechnicalConfig()
+        elif not isinstance(config, TechnicalConfig):
+            raise InvalidInputError(f"config={config!r}: expected a TechnicalConfig")
+        minutes = config.timeframe_minutes
+        if len(minutes) > MAX_TIMEFRAMES:
+            raise InvalidInputError(f"timeframes: at most {MAX_TIMEFRAMES}, got {len(minutes)}")
+        self.config = config
+        self.timeframes = tuple(config.timeframes)
+        self.names = feature_names(config)
+        self.index = {name: i for i, name in enumerate(self.names)}
+        self._buffer = np.full(len(self.names), np.nan)
+        self._out = <double*>cnp.PyArray_DATA(self._buffer)
+        self.values = self._buffer.view()
+        self.values.flags.writeable = False
+        self._n_tf = len(minutes)
+        block_size = len(self.names) // self._n_tf
+        self._blocks = <TFBlock*>calloc(self._n_tf, sizeof(TFBlock))
+        if self._blocks == NULL:
+            raise MemoryError()
+        for i in range(self._n_tf):
+            _block_init(&self._blocks[i], config, minutes[i], i * block_size)
+            tf_init(&self._aggs[i], minutes[i] * 60_000)
+        bar_guard_init(&self._guard)
+
+    def __dealloc__(self):
+        cdef int i
+        if self._blocks != NULL:
+            for i in range(self._n_tf):
+                _block_free(&self._blocks[i])
+            free(self._blocks)
+
+    cdef int _step(self, long long ts, double o, double h, double l, double c,
+                          double v) noexcept nogil:
+        cdef int i, j, k
+        cdef int updated = 1
+        cdef OHLCV* bar
+        bar_commit(&self._guard, ts)
+        block_step(&self._blocks[0], o, h, l, c, v, self._out)
+        for i in range(1, self._n_tf):
+            k = tf_step(&self._aggs[i], ts, o, h, l, c, v)
+            for j in range(k):
+                bar = &self._aggs[i].closed[j]
+                block_step(&self._blocks[i], bar.open, bar.high, bar.low, bar.close,
+                           bar.volume, self._out)
+            if k:
+                updated |= 1 << i
+        return updated
+
+    cpdef int update(self, long long ts, double open, double high, double low, double close,
+                     double volume) except -1:
+        """Consume one closed 1-minute bar.
+
+        Args:
+            ts: Bar open time, epoch ms UTC, on the minute grid, after the previous bar.
+            open, high, low, close, volume: The bar (validated; see :mod:`l2fast.technical.bars`).
+
+        Returns:
+            A bit mask of the timeframes whose features changed (bit i = ``timeframes[i]``;
+            bit 0, the 1m timeframe, is always set).
+
+        Raises:
+            InvalidBarError: The bar is invalid; the state is left exactly as it was.
+        """
+        bar_check(&self._guard, ts, open, high, low, close, volume)
+        return self._step(ts, open, high, low, close, volume)
+
+    def update_many(self, ts, open, high, low, close, volume, record=None):
+        """Consume a series of 1-minute bars.
+
+        The whole series is validated first: on an invalid bar nothing is consumed and
+        :class:`~l2fast.errors.InvalidBarError` names its row.
+
+        Args:
+            ts: Bar open times (int64 epoch ms).
+            open, high, low, close, volume: float64 arrays of the same length.
+            record: Optional feature names to record after every bar.
+
+        Returns:
+            None, or with ``record`` a float64 array ``[n_bars, len(record)]``.
+        """
+        cdef const long long[::1] t = np.ascontiguousarray(ts, dtype=np.int64)
+        cdef const double[::1] o = as_input(open, "open")
+        cdef const double[::1] h = as_input(high, "high")
+        cdef const double[::1] l = as_input(low, "low")
+        cdef const double[::1] c = as_input(close, "close")
+        cdef const double[::1] v = as_input(volume, "volume")
+        cdef Py_ssize_t n = t.shape[0], i, j, k
+        cdef BarGuard probe = self._guard
+        for name, arr in (("open", o), ("high", h), ("low", l), ("close", c), ("volume", v)):
+            check_same_length(n, arr.shape[0], name)
+        for i in range(n):
+            if bar_fault(&probe, t[i], o[i], h[i], l[i], c[i], v[i]) != BAR_OK:
+                try:
+                    bar_check(&probe, t[i], o[i], h[i], l[i], c[i], v[i])
+                except InvalidBarError as exc:
+                    raise type(exc)(exc.field, exc.value, f"row {i}: {exc.reason}") from None
+            bar_commit(&probe, t[i])
+        if record is None:
+            with nogil:
+                for i in range(n):
+                    self._step(t[i], o[i], h[i], l[i], c[i], v[i])
+            return None
+        cols = np.array([self._column(name) for name in record], dtype=np.intp)
+        cdef const Py_ssize_t[::1] idx = cols
+        k = idx.shape[0]
+        result = np.empty((n, k), dtype=np.float64)
+        cdef double[:, ::1] rec = result
+        with nogil:
+            for i in range(n):
+                self._step(t[i], o[i], h[i], l[i], c[i], v[i])
+                for j in range(k):
+                    rec[i, j] = self._out[idx[j]]
+        return result
+
+    def _column(self, name) -> int:
+        try:
+            return self.index[name]
+        except KeyError:
+            raise InvalidInputError(f"feature {name!r}: unknown (e.g. {', '.join(self.names[:4])}, ...)") from None
+
+    def get(self, name) -> float:
+        """The current value of one feature by name."""
+        return self._out[self._column(name)]
+
+    def as_dict(self) -> dict:
+        """All current feature values keyed by name."""
+        return dict(zip(self.names, self._buffer.tolist()))
+
+    @property
+    def bars(self) -> int:
+        """Number of 1-minute bars consumed."""
+        return self._blocks[0].bars
+
+    @property
+    def gaps(self) -> int:
+        """Number of gaps (runs of missing minutes) seen in the 1m stream."""
+        return self._guard.gaps
+
+    @property
+    def missing_bars(self) -> int:
+        """Total number of missing 1-minute bars inside those gaps."""
+        return self._guard.missing
+
+    def timeframe_bars(self, tf) -> int:
+        """Closed bars consumed so far on timeframe ``tf`` (e.g. ``"1h"``)."""
+        try:
+            return self._blocks[self.timeframes.index(tf)].bars
+        except ValueError:
+            raise InvalidInputError(f"timeframe {tf!r}: not configured {self.timeframes}") from None
+
+    def format_table(self) -> str:
+        """The latest features as a text table: one row per feature, one column per timeframe."""
+        width = len(self.names) // self._n_tf
+        base = [name[: -len(self.timeframes[0]) - 1] for name in self.names[:width]]
+        lines = [f"{'feature':<26}" + "".join(f"{tf:>14}" for tf in self.timeframes)]
+        for row, name in enumerate(base):
+            cells = []
+            for col in range(self._n_tf):
+                value = self._out[col * width + row]
+                cells.append(f"{value:>14.6g}")
+            lines.append(f"{name:<26}" + "".join(cells))
+        return "\n".join(lines)

@@ -1,8 +1,0 @@
-"""Type stubs for the compiled :mod:`l2fast._core.snapshot`."""
-
-LAYOUT_HASH: str
-
-class StateCodec:
-    loading: bool
-    def __init__(self, data: bytes | None = None) -> None: ...
-    def result(self) -> bytes: ...

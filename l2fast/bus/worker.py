@@ -1,0 +1,268 @@
+"""An L2 worker process: the engine on a Redis bus, crash-safe (``python -m l2fast worker``).
+
+:func:`run_worker` builds the engine (restoring it from ``snapshot`` when that file
+exists, else from the config), connects a :class:`~l2fast.bus.redis.RedisTransport`, and
+runs an :class:`~l2fast.bus.L2BusAdapter` until SIGTERM or SIGINT. With a snapshot path
+the adapter acknowledges only what a snapshot covers (:mod:`l2fast.bus.adapter`): kill
+the worker at any moment, start it again with the same ``--snapshot`` and
+``--consumer``, and it continues from its last snapshot; the messages after it are
+delivered again and give the same signals (same ``signal_id``). A worker stopped by a
+signal writes a final snapshot first.
+
+While it runs, the worker writes its metrics every ``metrics_interval_s`` to Redis
+(:func:`l2fast.ops.monitoring.publish_metrics`, read by ``python -m l2fast dashboard``) and,
+with ``metrics_port``, serves them in the Prometheus text format on the loopback
+interface (``GET /metrics``).
+
+A worker holds a lease in Redis on what it reads (:class:`~l2fast.bus.lease.SymbolLease`):
+its symbols, or without ``symbols`` the whole bus (:data:`~l2fast.bus.lease.EVERY_SYMBOL`).
+A second worker started for the same ones waits as a standby rather than splitting the
+messages with the first (which would break each symbol's order and state); SIGTERM stops
+a waiting standby cleanly.
+
+Several workers sharing the symbols (``symbols``): bars and fills then travel in one
+stream per symbol (every process of the bus uses ``partitioned=(Topic.BARS,
+Topic.FILLS)``; ``python -m l2fast publish --partitioned``), each worker owns its symbols
+through a :class:`~l2fast.bus.lease.SymbolLease` and reads only theirs, in a consumer
+group of its own symbol set (so that every worker reads every decision). A second worker
+started for the same symbols is a standby: it waits for the lease, and when the owner
+dies it takes over after at most ``lease_ttl_ms``, from the owner's last snapshot (give
+both the same ``--snapshot`` path on shared storage) and with the owner's unacknowledged
+messages, which it claims at once (the lease says the owner is gone). Each worker's
+engine is its own portfolio: positions, limits and correlations of its symbols only.
+
+Redis unreachable, at the start or later (:class:`~l2fast.bus.redis.RedisRetry`): every
+command and the lease are retried with backoff, each retry logged with the URL, the error
+and a counter, until Redis answers or has been away for ``redis_timeout_s``; then
+:func:`run_worker` raises :class:`~l2fast.errors.BusUnavailableError` (the CLI exits
+with code 3). A running worker gives up sooner when its lease expires first: it must not
+go on without it. Either way it stops without a final snapshot, as if killed: started
+again once Redis is back, it continues from its last snapshot and loses nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from l2fast.bus import L2BusAdapter, MessageBus, SignalFilter, Topic
+from l2fast.bus.lease import EVERY_SYMBOL, LeaseLost, SymbolLease
+from l2fast.bus.redis import RedisTransport, redacted_url
+from l2fast.bus.transport import REDIS_TIMEOUT_S
+from l2fast.config import L2Config
+from l2fast.engine.generator import TacticalSignalGenerator
+from l2fast.errors import BusUnavailableError
+
+__all__ = ["WorkerOptions", "build_generator", "run_worker"]
+
+logger = logging.getLogger("l2fast.bus.worker")
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerOptions:
+    """How a worker runs (the CLI's options).
+
+    Attributes:
+        redis: ``redis://host:port/db``.
+        config: The engine config (ignored when the snapshot exists: it holds its own).
+        models_dir: Models folder override.
+        snapshot: Snapshot file (None: no crash safety, acknowledged per message).
+        snapshot_every: Messages between snapshots.
+        snapshot_interval_s: Longest time between snapshots.
+        group: Consumer group of the L2 workers.
+        consumer: This worker's consumer name (keep it across restarts).
+        prefix: Redis key prefix of the bus.
+        signals: Which signals to publish (:class:`~l2fast.bus.SignalFilter`).
+        stale_after_ms: Signal age flagged stale, or None.
+        metrics_port: Loopback port of the Prometheus endpoint (None: none; 0: any free).
+        metrics_interval_s: How often metrics are written to Redis.
+        symbols: The symbols this worker owns when several share them (module
+            docstring); None: one worker reads every symbol.
+        lease_ttl_ms: Time to live of the symbols' lease (how soon a standby takes over
+            from a dead owner); longer than the engine's start-up, during which loading
+            the models holds the GIL and delays the renewals.
+        redis_timeout_s: How long Redis may stay unreachable before the worker gives up
+            (module docstring); None or 0: retry for ever (still bounded by the lease
+            once the worker runs).
+    """
+
+    redis: str = "redis://127.0.0.1:6379/0"
+    config: L2Config | None = None
+    models_dir: str | None = None
+    snapshot: str | None = None
+    snapshot_every: int = 10_000
+    snapshot_interval_s: float = 5.0
+    group: str = "l2"
+    consumer: str = "l2-0"
+    prefix: str = ""
+    signals: str = SignalFilter.ACTIONABLE.value
+    stale_after_ms: int | None = None
+    metrics_port: int | None = None
+    metrics_interval_s: float = 1.0
+    symbols: tuple[str, ...] | None = None
+    lease_ttl_ms: int = 10_000
+    redis_timeout_s: float | None = REDIS_TIMEOUT_S
+
+    @property
+    def role(self) -> str:
+        """The consumer group: one per symbol set, so that each reads every decision."""
+        return self.group if self.symbols is None else f"{self.group}:{'+'.join(self.symbols)}"
+
+
+def build_generator(options: WorkerOptions) -> TacticalSignalGenerator:
+    """The worker's engine: restored from ``options.snapshot`` if it exists, else new.
+
+    Raises:
+        SnapshotError: The snapshot exists but is corrupt, foreign or does not fit.
+        ModelLoadError: The models cannot be loaded.
+    """
+    if options.snapshot is not None and Path(options.snapshot).exists():
+        gen = TacticalSignalGenerator.restore(options.snapshot, models_dir=options.models_dir)
+        logger.info("restored the engine from %s (symbols: %s)", options.snapshot, ", ".join(gen.symbols) or "none")
+        return gen
+    return TacticalSignalGenerator(options.config, models_dir=options.models_dir)
+
+
+async def run_worker(options: WorkerOptions, *, ready: asyncio.Event | None = None) -> L2BusAdapter | None:
+    """Run one worker until SIGTERM/SIGINT (module docstring).
+
+    Args:
+        options: The worker's settings.
+        ready: Set once the worker reads its topics (and its metrics server listens).
+
+    Returns:
+        The adapter, stopped (its ``stats`` say what it did), or None for a standby
+        stopped before it took the lease.
+
+    Raises:
+        BusUnavailableError: Redis stayed unreachable for ``options.redis_timeout_s``,
+            or until the lease expired.
+        LeaseLost: Another worker took the lease (Redis answered so).
+    """
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        return await _run(options, stop, ready)
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+
+
+async def _run(options: WorkerOptions, stop: asyncio.Event, ready: asyncio.Event | None) -> L2BusAdapter | None:
+    partitioned = (Topic.BARS, Topic.FILLS) if options.symbols is not None else ()
+    # The lease means no other reader of these streams is alive: what another consumer
+    # left pending is claimed at once (on the first read), not after an idle time.
+    transport = RedisTransport(options.redis, prefix=options.prefix, partitioned=partitioned,
+                               claim_idle_ms=1, claim_interval_s=86_400.0, give_up_after_s=options.redis_timeout_s)
+    bus = MessageBus(transport)
+    # A worker without symbols reads them all: it leases the whole bus, so that a second
+    # one started beside it waits as a standby instead of taking half of the messages.
+    owned = options.symbols if options.symbols is not None else (EVERY_SYMBOL,)
+    lease = SymbolLease(transport.client, owned, options.consumer, prefix=options.prefix,
+                        ttl_ms=options.lease_ttl_ms, retry=transport.retry)
+    keeper = None
+    try:
+        if not await _acquire(lease, stop):
+            return None
+        logger.info("%s owns %s", options.consumer, ", ".join(owned))
+
+        # Renewed from now on: loading the models takes longer than a short lease.
+        keeper = asyncio.create_task(lease.keep())
+        # Built once the symbols are ours (a standby restores the snapshot its owner left),
+        # in a thread so that the lease is renewed meanwhile.
+        gen = await asyncio.to_thread(build_generator, options)
+        adapter = L2BusAdapter(bus, gen, signals=options.signals, stale_after_ms=options.stale_after_ms,
+                               group=options.role, consumer=options.consumer, snapshot=options.snapshot,
+                               snapshot_every=options.snapshot_every,
+                               snapshot_interval_s=options.snapshot_interval_s, symbols=options.symbols)
+        await _serve(options, transport, gen, adapter, keeper, stop, ready)
+    finally:
+        if keeper is not None:
+            keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError, LeaseLost, BusUnavailableError):
+                await keeper
+        with contextlib.suppress(Exception):  # gives back only what is still ours
+            await lease.release()
+        await bus.close()
+    logger.info("worker stopped: %s", adapter.stats)
+    return adapter
+
+
+async def _acquire(lease: SymbolLease, stop: asyncio.Event) -> bool:
+    """Wait for the lease (a standby waits here); False when stopped first."""
+    acquiring = asyncio.create_task(lease.acquire())
+    stopping = asyncio.create_task(stop.wait())
+    await asyncio.wait({acquiring, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    stopping.cancel()
+    if not acquiring.done():
+        acquiring.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await acquiring
+        logger.info("%s stopped while waiting for the lease of %s", lease.owner, ", ".join(lease.symbols))
+        return False
+    acquiring.result()
+    return True
+
+
+async def _serve(options: WorkerOptions, transport: RedisTransport, gen: TacticalSignalGenerator,
+                 adapter: L2BusAdapter, keeper: asyncio.Task | None, stop: asyncio.Event,
+                 ready: asyncio.Event | None) -> None:
+    """Process until ``stop`` or a lost lease, with the metrics endpoint and reporter."""
+    from l2fast.ops.monitoring import MetricsServer, publish_metrics, render_prometheus
+
+    def exposition() -> str:
+        return render_prometheus(gen.metrics(), worker=options.consumer, adapter=_adapter_stats(adapter))
+
+    async def report() -> None:
+        while True:
+            await asyncio.sleep(options.metrics_interval_s)
+            with contextlib.suppress(Exception):  # metrics must never stop the worker
+                await publish_metrics(transport.client, options.prefix, options.consumer,
+                                      {**gen.metrics(), "adapter": _adapter_stats(adapter), "pid": os.getpid()})
+
+    server = None
+    if options.metrics_port is not None:
+        server = MetricsServer(exposition, port=options.metrics_port)
+        await server.start()
+        logger.info("metrics on http://127.0.0.1:%d/metrics", server.port)
+    processing = asyncio.create_task(adapter.start_processing())
+    reporter = asyncio.create_task(report())
+    stopper = asyncio.create_task(stop.wait())
+    try:
+        subscribed = asyncio.create_task(adapter.subscribed.wait())
+        await asyncio.wait({processing, stopper, subscribed}, return_when=asyncio.FIRST_COMPLETED)
+        subscribed.cancel()
+        if adapter.subscribed.is_set():
+            logger.info("worker %s/%s reading %s", options.role, options.consumer, redacted_url(options.redis))
+            if ready is not None:
+                ready.set()
+        waits = {processing, stopper} | ({keeper} if keeper is not None else set())
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        if keeper is not None and keeper.done():
+            # Another worker may own the symbols now: stop at once; nothing more is
+            # published, acknowledged or snapshotted.
+            processing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await processing
+            keeper.result()
+        await adapter.stop()
+        await processing
+    finally:
+        stopper.cancel()
+        reporter.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reporter
+        if server is not None:
+            await server.close()
+
+
+def _adapter_stats(adapter: L2BusAdapter) -> dict[str, int]:
+    # The message counters (not the per-topic table or the last reason).
+    return {k: v for k, v in asdict(adapter.stats).items() if type(v) is int}

@@ -1,0 +1,59 @@
+"""Type stubs for the compiled :mod:`l2fast.decision._sizing`."""
+
+from collections.abc import Sequence
+from typing import Any
+
+SIZING_CODES: tuple[str, ...]
+KELLY_SOURCES: tuple[str, ...]
+
+class LiveTradeStats:
+    window: int
+    def __init__(self, window: int = 100) -> None: ...
+    def add(self, trade_return: float) -> None: ...
+    @property
+    def count(self) -> int: ...
+    @property
+    def wins(self) -> int: ...
+    @property
+    def losses(self) -> int: ...
+    @property
+    def sum_win(self) -> float: ...
+    @property
+    def sum_loss(self) -> float: ...
+    @property
+    def p(self) -> float: ...
+    @property
+    def b(self) -> float: ...
+    def kelly_inputs(self, min_trades: int, manifest_p: float, manifest_b: float) -> tuple[float, float, str]: ...
+    def reset(self) -> None: ...
+
+class PositionSizer:
+    def __init__(
+        self,
+        kelly_fraction: float = 0.25,
+        volatility_target: float = 0.15,
+        max_position_size: float = 0.10,
+        max_vol_scale: float = 1.0,
+        confidence_scaling: bool = True,
+    ) -> None: ...
+    @property
+    def params(self) -> dict[str, Any]: ...
+    def size(
+        self,
+        equity: float,
+        price: float,
+        p: float,
+        b: float,
+        vol: float | None,
+        *,
+        direction: int = 1,
+        other_vols: Sequence[float | None] = (),
+        open_notional: Sequence[float] = (),
+        open_rho: Sequence[float | None] = (),
+        target_exposure: float = 1.0,
+        risk_appetite: float = 1.0,
+        confidence: float = 1.0,
+        lot_step: float = 0.00001,
+        min_notional: float = 10.0,
+        kelly_source: str = "manifest",
+    ) -> dict[str, Any]: ...

@@ -1,0 +1,227 @@
+"""The tactical engine: L3's decision and the bar stream in, one signal for L1 per bar.
+
+:class:`TacticalSignalGenerator` is what L1 embeds. Per 1-minute bar of a symbol
+(:meth:`~TacticalSignalGenerator.on_bar`) the compiled core (``l2fast.engine._engine``):
+
+1. validates the bar (:class:`~l2fast.errors.InvalidBarError` leaves everything as it
+   was) and updates the symbol's technical state: every timeframe, indicator, candlestick
+   pattern and support/resistance level (:mod:`l2fast.technical.state`);
+2. steps the rolling return correlation of every symbol pair whose bars share the minute,
+   marks the portfolio, rolls the UTC day and moves the open position's stop (trailing,
+   breakeven; :mod:`l2fast.decision.risk`), and advances the technical votes of the timeframes
+   whose bar closed (:mod:`l2fast.decision.voting`);
+3. holds, with ``reasoning["code"]`` saying why, while there is no L3 decision
+   (``NO_DECISION``), the decision is older than ``engine.max_decision_age_ms``
+   (``STALE_DECISION``), or the symbol has fewer bars than the members' ``lookback``
+   (``WARM_UP``; a manifest without one needs the largest warm-up of its features,
+   :func:`l2fast.models.loading.default_lookback`);
+4. runs every member agent in ONE fused onnxruntime graph through io_binding (each member
+   gathers its manifest's columns from the shared feature vector); a member whose output is
+   non-finite, or all of them when the run fails, is left out of the bar's vote;
+5. votes (weights times L3's regime multipliers, technical and multi-timeframe votes,
+   consensus/confidence/alignment gates; gate names such as ``LOW_CONSENSUS`` become the
+   code of a hold);
+6. for a passing vote against an open position: an exit of the whole position (``EXIT``;
+   exits are never blocked by the entry limits). Otherwise an entry: sized
+   (:mod:`l2fast.decision.sizing`; a zero size holds with its code, e.g. ``NO_EDGE``), then gated
+   (:mod:`l2fast.decision.risk`; a denial holds with its code and numbers in
+   ``reasoning["denial"]``, e.g. ``{"code": "DAILY_LOSS_LIMIT", "loss": 0.052, "limit":
+   0.05}``); an allowed entry is counted for the day and reserved until its fill
+   (``ENTRY``). A symbol outside L3's universe may exit but not enter
+   (``NOT_IN_UNIVERSE``).
+
+Every signal carries ``reasoning`` with the vote (``reasoning["vote"]``: scores,
+consensus, confidence, alignment, each member's and timeframe's vote), the sizing factors
+(``reasoning["sizing"]``) and the risk check (``reasoning["risk"]``) when they ran, and the
+open position (``reasoning["position"]``, whose updated stop and take-profit a hold also
+carries in ``stop_loss``/``take_profit``).
+
+L1 reports executions with :meth:`~TacticalSignalGenerator.on_fill` (before the next bar
+of that symbol), which books positions, cash, fees, the day's PnL and the closed trades
+whose win rate and payoff ratio replace the manifests' in the Kelly formula once
+``risk.min_trades_for_live_stats`` exist. An entry's stop and take-profit are sent at the
+signal's reference price (the bar's close); its fill re-anchors them at the same R
+distances from the fill price, and every later signal of the symbol carries those levels,
+which L1 should adopt from the next bar on.
+
+Kelly inputs before that: the members' manifest ``win_rate`` and ``payoff_ratio``
+averaged with the regime's effective weights (``reasoning["sizing"]["kelly_source"]`` is
+``"manifest"``), or ``risk.kelly_win_rate`` and ``risk.kelly_payoff_ratio`` when the
+config fixes them (``"config"``); ``"live"`` once the live statistics take over. The live
+statistics are the last ``engine.live_stats_window`` trades: if they show no edge, entries
+hold with ``NO_EDGE`` until the window changes, which only new closed trades do.
+
+One engine is driven by one thread. Same config, models, decisions, bars and fills give
+bit-identical signals on every run.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from l2fast.engine import snapshot as snapshot_module
+from l2fast.engine._engine import MAX_SYMBOLS, EngineCore
+from l2fast.config import L2Config, TechnicalConfig
+from l2fast.models.ensemble import FusedEnsemble
+from l2fast.errors import ConfigError, InvalidDecisionError, ModelLoadError
+from l2fast.technical.state import feature_names
+from l2fast.models.loading import load_model
+from l2fast.signals import StrategicDecision, TacticalSignal
+from l2fast.decision.voting import VotingParams
+
+__all__ = ["MAX_SYMBOLS", "TacticalSignalGenerator"]
+
+
+def _load_members(models_dir: Path, names: list[str], technical: TechnicalConfig,
+                  features: tuple[str, ...]) -> FusedEnsemble:
+    if not models_dir.is_dir():
+        raise ModelLoadError("model.models_dir: not a directory", models_dir)
+    missing = [n for n in names if not (models_dir / f"{n}.json").exists()]
+    if missing:
+        present = sorted(p.stem for p in models_dir.glob("*.json"))
+        raise ModelLoadError(f"no exported model for ensemble member(s) {missing} named in model.weights "
+                             f"(present: {present})", models_dir)
+    members = [load_model(models_dir / f"{n}.json", technical=technical) for n in names]
+    return FusedEnsemble(members, features)
+
+
+class TacticalSignalGenerator(EngineCore):
+    """The L2 engine: one :class:`~l2fast.signals.TacticalSignal` per bar (module docstring).
+
+    Args:
+        config: The configuration (``L2Config()`` if None: the defaults, commented in the
+            shipped ``l2fast/data/l2fast.toml`` and printed by
+            ``l2fast config --template defaults``).
+        models_dir: Overrides ``config.model.models_dir`` (default: ``$L2FAST_MODELS_DIR``,
+            else the shipped agents, package data: :func:`l2fast.data.models_dir`, i.e.
+            ``l2fast/data/onnx_models``).
+
+    Raises:
+        ConfigError: ``config`` is not an :class:`~l2fast.config.L2Config`.
+        ModelLoadError: A member named in ``model.weights`` has no exported model, a file
+            is corrupt or does not match its manifest (SHA-256), or a manifest names a
+            feature the technical core does not compute (the known names are listed).
+    """
+
+    def __init__(self, config: L2Config | None = None, *, models_dir: str | Path | None = None) -> None:
+        if config is None:
+            config = L2Config()
+        elif not isinstance(config, L2Config):
+            raise ConfigError(f"config={config!r}: expected an l2fast.config.L2Config")
+        self.config = config
+        folder = Path(models_dir) if models_dir is not None else config.model.resolve_models_dir()
+        #: The folder the ensemble's models were loaded from.
+        self.models_dir: Path = folder.resolve()
+        names = list(config.model.weights)
+        self.feature_names: tuple[str, ...] = feature_names(config.technical)
+        self.ensemble = _load_members(folder, names, config.technical, self.feature_names)
+        self.manifests: dict[str, dict] = {m.name: m.manifest for m in self.ensemble.members}
+        self.voting_params = VotingParams.from_config(config.model, self.manifests, config.technical)
+        live = [n for n in names if config.model.weights[n] > 0]
+        # FusedEnsemble accepted every member's feature names, so load_model gave each
+        # manifest without a lookback its default (l2fast.models.loading.default_lookback).
+        #: 1m bars a symbol needs before its first model vote (the largest member lookback).
+        self.warmup_bars: int = max(int(self.manifests[n]["lookback"]) for n in live)
+        self._setup(config, self.ensemble, self.voting_params, self.warmup_bars)
+        self.decision: StrategicDecision | None = None
+
+    @property
+    def members(self) -> tuple[str, ...]:
+        """The ensemble members, in vote order (``model.weights`` order)."""
+        return tuple(m.name for m in self.voting_params.members)
+
+    def _kelly_inputs(self, regime: str) -> tuple[float, float]:
+        risk = self.config.risk
+        if risk.kelly_win_rate is not None:
+            return risk.kelly_win_rate, risk.kelly_payoff_ratio
+        weights = self.config.model.effective_weights(regime)
+        p = b = 0.0
+        for name, w in weights.items():
+            metrics = self.manifests[name].get("performance_metrics") or {}
+            win, payoff = metrics.get("win_rate"), metrics.get("payoff_ratio")
+            if not all(isinstance(x, (int, float)) and math.isfinite(x) for x in (win, payoff)):
+                raise ModelLoadError("manifest performance_metrics lacks a finite win_rate and "
+                                     "payoff_ratio (needed for Kelly; or set risk.kelly_win_rate and "
+                                     "risk.kelly_payoff_ratio)", self.models_dir / f"{name}.json")
+            p += w * win
+            b += w * payoff
+        return min(max(p, 0.0), 1.0), max(b, 0.0)
+
+    def on_strategic_decision(self, decision: StrategicDecision | Mapping[str, Any]) -> None:
+        """Install L3's latest decision: regime multipliers, exposure, appetite, universe.
+
+        Args:
+            decision: A :class:`~l2fast.signals.StrategicDecision` or L3's dict.
+
+        Raises:
+            InvalidDecisionError: A field is missing, unknown or out of range, or the
+                universe holds more than :data:`MAX_SYMBOLS` symbols in all; the previous
+                decision stays in force.
+        """
+        if isinstance(decision, Mapping):
+            decision = StrategicDecision.from_dict(decision)
+        elif not isinstance(decision, StrategicDecision):
+            raise InvalidDecisionError(f"invalid decision: expected a StrategicDecision or a mapping, "
+                                       f"got {type(decision).__name__}")
+        row = self.config.model.regime_multipliers[decision.regime]
+        multipliers = [row[name] for name in self.members]
+        p, b = self._kelly_inputs(decision.regime)
+        appetite = self.config.risk.risk_appetite_multipliers[decision.risk_appetite]
+        try:
+            self._apply_decision(decision, multipliers, p, b, appetite)
+        except ValueError as exc:
+            raise InvalidDecisionError(f"invalid decision: {exc}") from None
+        self.decision = decision
+
+    async def process_strategic_decision(self, decision: StrategicDecision | Mapping[str, Any]) -> TacticalSignal:
+        """The seed's call: install ``decision`` and answer for its first universe symbol.
+
+        The signal is the decision re-run on that symbol's latest bar under the new
+        decision (it counts like any signal: an entry is reserved). Before the symbol's
+        first bar the answer is a hold with code ``NO_DATA``.
+
+        Raises:
+            InvalidDecisionError: As :meth:`on_strategic_decision`.
+        """
+        self.on_strategic_decision(decision)
+        symbol = self.decision.universe[0]
+        signal = self._evaluate(symbol)
+        if signal is None:
+            return TacticalSignal.hold(symbol, self.decision.ts_ms or 0, {"code": "NO_DATA"})
+        return signal
+
+    def snapshot(self, path: str | os.PathLike[str]) -> Path:
+        """Write the engine's whole state to ``path`` atomically (:mod:`l2fast.engine.snapshot`).
+
+        Positions, cash, pending entries, daily counters and the loss-limit latch, live
+        trade statistics, L3's decision and every indicator's state; versioned and
+        checksummed. :meth:`restore` builds an engine that continues bit for bit.
+
+        Returns:
+            The path written.
+        """
+        return snapshot_module.snapshot(self, path)
+
+    @classmethod
+    def restore(cls, path: str | os.PathLike[str], *,
+                models_dir: str | os.PathLike[str] | None = None) -> TacticalSignalGenerator:
+        """Build an engine from a :meth:`snapshot` file (its config, models and state).
+
+        Args:
+            path: The snapshot.
+            models_dir: Where the models are now (default: where they were); each must
+                have the snapshot's SHA-256.
+
+        Raises:
+            SnapshotError: The file is corrupt or truncated, was written by another
+                build or machine, or does not fit the models found.
+        """
+        return snapshot_module.restore(cls, path, models_dir=models_dir)
+
+    def __repr__(self) -> str:
+        return (f"TacticalSignalGenerator(members={list(self.members)}, symbols={list(self.symbols)}, "
+                f"equity={self.equity:.2f})")

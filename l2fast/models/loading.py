@@ -1,0 +1,414 @@
+"""Load exported agents (ONNX + manifest) and validate a folder of them.
+
+Only the two files written by ``python -m l2fast.export`` are read: ``<name>.json`` (the
+manifest, see :mod:`l2fast.models.manifest`) and ``<name>.onnx`` beside it. Nothing is unpickled
+and neither torch nor stable-baselines3 is imported. The ONNX bytes are hashed and compared
+with the manifest before onnxruntime sees them, and the session is built from those same
+bytes, so a file swapped after the check is never run.
+
+Sessions are single-threaded (one intra- and one inter-op thread, sequential execution,
+all graph optimisations): the engine runs many small models per bar, where thread hand-off
+would cost more than the arithmetic.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from l2fast.config import L2Config
+from l2fast.errors import ConfigError, ModelLoadError
+from l2fast.technical.state import TechnicalConfig, feature_names, feature_warmups
+from l2fast.models.manifest import INPUT_NAME, decode_bound, validate_manifest
+
+__all__ = ["LoadedModel", "default_lookback", "float32_bounds", "load_model", "session_options", "validate_models"]
+
+SOURCE_SUFFIXES = (".pkl", ".zip")
+
+
+def session_options() -> Any:
+    """onnxruntime session options used for every model (single-threaded, fully optimised)."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.log_severity_level = 3
+    return so
+
+
+def sha256_bytes(data: bytes) -> str:
+    """Lowercase hex SHA-256 of ``data``."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def float32_bounds(low: npt.ArrayLike, high: npt.ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+    """float32 bounds that keep a clipped float32 action inside the float64 ``[low, high]``.
+
+    A bound float32 cannot hold exactly is rounded inward (``low`` up, ``high`` down), so
+    ``low <= action <= high`` holds exactly for every action clipped to the result.
+    Infinite bounds stay infinite.
+
+    Raises:
+        ValueError: No float32 value lies within ``[low, high]`` in some dimension.
+    """
+    lo = np.asarray(low, dtype=np.float64).reshape(-1)
+    hi = np.asarray(high, dtype=np.float64).reshape(-1)
+    with np.errstate(over="ignore"):  # a bound beyond float32's range becomes +-inf, then moves inward
+        lo32, hi32 = lo.astype(np.float32), hi.astype(np.float32)
+    lo32 = np.where(lo32 < lo, np.nextafter(lo32, np.float32(np.inf)), lo32)
+    hi32 = np.where(hi32 > hi, np.nextafter(hi32, np.float32(-np.inf)), hi32)
+    empty = np.flatnonzero(lo32 > hi32)
+    if empty.size:
+        i = int(empty[0])
+        raise ValueError(f"no float32 value lies within [{lo[i]!r}, {hi[i]!r}] (action dimension {i})")
+    return lo32, hi32
+
+
+def default_lookback(names: Sequence[str], technical: TechnicalConfig | None = None) -> int | None:
+    """The warm-up of a manifest without ``lookback``: the largest its features need.
+
+    Args:
+        names: The model's feature names.
+        technical: The technical config the names refer to (the defaults if None).
+
+    Returns:
+        The largest :func:`l2fast.technical.state.feature_warmups` value among ``names`` (1-minute
+        bars), or None when a name is unknown to ``technical`` (such a model cannot run).
+    """
+    warmups = feature_warmups(technical if technical is not None else TechnicalConfig())
+    if not names or any(n not in warmups for n in names):
+        return None
+    return max(warmups[n] for n in names)
+
+
+class LoadedModel:
+    """An exported agent ready to run: raw feature vector in, action out.
+
+    Attributes:
+        name: Model name (the file stem).
+        manifest: The parsed, validated manifest.
+        onnx_path: Path of the ONNX file.
+        feature_names: Ordered input feature names.
+        observation_size: Number of input features.
+        discrete: True for a Discrete action space (``action`` is an int64 index).
+        action_targets: Target position in [-1, 1] per discrete action (None for Box).
+        action_bounds: float32 ``(low, high)`` of a Box action (None for Discrete); every
+            Box action returned is clipped to them (see :func:`float32_bounds`).
+        lookback: 1-minute bars the model needs before its first action (the manifest's,
+            else :func:`default_lookback`; None when its features are unknown).
+        output_names: ONNX output names, ``action`` first.
+        session: The onnxruntime ``InferenceSession``.
+    """
+
+    __slots__ = ("name", "manifest", "onnx_path", "feature_names", "observation_size", "discrete",
+                 "action_targets", "action_bounds", "lookback", "output_names", "session", "_row",
+                 "_binding", "_action")
+
+    def __init__(self, name: str, manifest: dict, onnx_path: Path, session: Any) -> None:
+        import onnxruntime as ort
+
+        self.name = name
+        self.manifest = manifest
+        self.onnx_path = onnx_path
+        self.session = session
+        self.feature_names = tuple(manifest["feature_names"])
+        self.observation_size = int(manifest["observation_size"])
+        self.discrete = manifest["action_space"]["type"] == "discrete"
+        targets = manifest["action_targets"]
+        self.action_targets = tuple(float(t) for t in targets) if targets is not None else None
+        space = manifest["action_space"]
+        self.action_bounds: tuple[np.ndarray, np.ndarray] | None = None
+        if not self.discrete:
+            self.action_bounds = float32_bounds([decode_bound(v) for v in space["low"]],
+                                                [decode_bound(v) for v in space["high"]])
+        self.lookback: int | None = manifest.get("lookback")
+        self.output_names = tuple(manifest["outputs"])
+        # Batch-1 fast path: the input row and the action output live in preallocated
+        # buffers bound once, so a call copies n floats in and runs the graph, nothing else.
+        self._row = np.zeros((1, self.observation_size), dtype=np.float32)
+        if self.discrete:
+            self._action = np.zeros((1,), dtype=np.int64)
+        else:
+            self._action = np.zeros((1, int(space["shape"][0])), dtype=np.float32)
+        binding = session.io_binding()
+        binding.bind_ortvalue_input(INPUT_NAME, ort.OrtValue.ortvalue_from_numpy(self._row))
+        binding.bind_ortvalue_output("action", ort.OrtValue.ortvalue_from_numpy(self._action))
+        self._binding = binding
+
+    def run(self, obs: np.ndarray) -> dict[str, np.ndarray]:
+        """Run a batch and return every output.
+
+        Args:
+            obs: Raw features, shape ``[N, observation_size]`` or ``[observation_size]``.
+
+        Returns:
+            ``{"action": ..., "probs"/"q_values": ...}`` with a leading batch axis; a Box
+            action lies within :attr:`action_bounds`.
+        """
+        x = np.asarray(obs, dtype=np.float32)
+        if x.ndim == 1:
+            x = x[None, :]
+        if x.ndim != 2 or x.shape[1] != self.observation_size:
+            raise ValueError(f"{self.name}: obs must have shape [N, {self.observation_size}], got {np.shape(obs)}")
+        out = dict(zip(self.output_names, self.session.run(None, {INPUT_NAME: x})))
+        out["action"] = self._clip(out["action"])
+        return out
+
+    def _clip(self, action: np.ndarray) -> np.ndarray:
+        # Graphs exported by l2fast clip already; one exported before they did (SB3's
+        # unscaling can round a step past a bound) or written by hand may not.
+        bounds = self.action_bounds
+        return action if bounds is None else np.clip(action, *bounds)
+
+    def predict(self, obs: np.ndarray) -> np.ndarray:
+        """Actions for a batch ``[N, observation_size]``: int64 ``[N]`` or float32 ``[N, d]``."""
+        return self.run(obs)["action"]
+
+    def act(self, features: np.ndarray) -> int | np.ndarray:
+        """The action for ONE observation, through preallocated, pre-bound buffers.
+
+        The buffers belong to this object, so calls must not overlap (one thread per
+        model); :meth:`run` has no such restriction.
+
+        Args:
+            features: Raw feature vector of length ``observation_size`` (any float dtype).
+
+        Returns:
+            The action index (int) for a Discrete model, else a new float32 ``[d]`` array
+            within :attr:`action_bounds`.
+        """
+        self._row[0] = features
+        self.session.run_with_iobinding(self._binding)
+        if self.discrete:
+            return self._action.item()
+        return self._clip(self._action[0])
+
+    def target(self, features: np.ndarray) -> float:
+        """Target position in [-1, 1] chosen by a Discrete model for one observation."""
+        if self.action_targets is None:
+            raise ValueError(f"{self.name}: a Box-action model has no discrete action targets")
+        return self.action_targets[self.act(features)]
+
+    def __repr__(self) -> str:
+        return (f"LoadedModel({self.name!r}, {self.manifest['algorithm']}, "
+                f"{self.observation_size} features, outputs={list(self.output_names)})")
+
+
+def _read_manifest(path: Path) -> dict:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ModelLoadError(f"cannot read manifest: {exc.strerror or exc}", path) from exc
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ModelLoadError(f"manifest is not UTF-8 text (byte {exc.start}: {exc.reason}); "
+                             "is it a binary file?", path) from exc
+    try:
+        manifest = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise ModelLoadError(f"manifest is not valid JSON: {exc}", path) from exc
+    problems = validate_manifest(manifest)
+    if problems:
+        raise ModelLoadError(f"invalid manifest: {'; '.join(problems)}", path)
+    return manifest
+
+
+def _check_io(session: Any, manifest: dict, path: Path) -> None:
+    """Compare the graph's inputs and outputs with what the manifest promises."""
+    n = manifest["observation_size"]
+    inputs = session.get_inputs()
+    if len(inputs) != 1 or inputs[0].name != INPUT_NAME:
+        raise ModelLoadError(f"expected one input {INPUT_NAME!r}, found {[i.name for i in inputs]}", path)
+    inp = inputs[0]
+    if inp.type != "tensor(float)" or len(inp.shape) != 2 or inp.shape[1] != n or isinstance(inp.shape[0], int):
+        raise ModelLoadError(f"input {INPUT_NAME!r} must be float [N, {n}] with a dynamic batch, "
+                             f"found {inp.type} {inp.shape}", path)
+    outputs = {o.name: o for o in session.get_outputs()}
+    if list(outputs) != manifest["outputs"]:
+        raise ModelLoadError(f"outputs {list(outputs)} differ from the manifest's {manifest['outputs']}", path)
+    space = manifest["action_space"]
+    if space["type"] == "discrete":
+        want = {"action": ("tensor(int64)", 1, None)}
+        want.update({name: ("tensor(float)", 2, space["n"]) for name in manifest["outputs"][1:]})
+    else:
+        want = {"action": ("tensor(float)", 2, space["shape"][0])}
+    for name, (dtype, rank, last) in want.items():
+        out = outputs[name]
+        if out.type != dtype or len(out.shape) != rank or (last is not None and out.shape[-1] != last):
+            raise ModelLoadError(f"output {name!r} is {out.type} {out.shape}, expected {dtype} of rank {rank}"
+                                 + (f" ending in {last}" if last else ""), path)
+
+
+def _export_hint(path: Path) -> str:
+    return f"export it with python -m l2fast.export {path} --out DIR"
+
+
+def _paths(path: str | Path) -> tuple[Path, Path]:
+    p = Path(path)
+    if p.suffix == ".onnx":
+        return p.with_suffix(".json"), p
+    if p.suffix == ".json":
+        return p, p.with_suffix(".onnx")
+    if p.suffix in SOURCE_SUFFIXES:
+        raise ModelLoadError(f"a {p.suffix} source, not an exported model ({_export_hint(p)})", p)
+    if p.is_dir():
+        raise ModelLoadError("a folder, not <name>.json or <name>.onnx (FusedEnsemble.from_dir and "
+                             "validate_models read folders)", p)
+    raise ModelLoadError("not <name>.json or <name>.onnx, the files of an exported model", p)
+
+
+def load_model(path: str | Path, *, technical: TechnicalConfig | None = None) -> LoadedModel:
+    """Load an exported model from its manifest (``<name>.json``) or ONNX file path.
+
+    A manifest without ``lookback`` (or with null, as an export of a plain SB3 ``.zip``
+    writes) gets :func:`default_lookback` of its feature names under ``technical``, written
+    into :attr:`LoadedModel.manifest` and :attr:`LoadedModel.lookback`.
+
+    Args:
+        path: ``<name>.json`` or ``<name>.onnx``; the other file must sit beside it.
+        technical: The technical config the feature names refer to (the defaults if None).
+
+    Returns:
+        The model, with a single-threaded onnxruntime session.
+
+    Raises:
+        ModelLoadError: Every failure, naming the file (``path`` attribute) and the reason:
+            a path that is not a ``.json``/``.onnx`` file (a ``.pkl``/``.zip`` source, a
+            folder), a missing or unreadable file, a manifest that is not UTF-8 JSON or
+            fails the schema, ONNX SHA-256 differing from the manifest, ONNX that
+            onnxruntime cannot load, or inputs/outputs that do not match.
+    """
+    json_path, onnx_path = _paths(path)
+    try:
+        return _load(json_path, onnx_path, technical)
+    except ModelLoadError:
+        raise
+    except ImportError as exc:
+        raise ModelLoadError(f"loading a model needs onnxruntime: {exc}", json_path) from exc
+    except Exception as exc:  # the promise above holds for failures nobody anticipated too
+        raise ModelLoadError(f"cannot load the model: {type(exc).__name__}: {exc}", json_path) from exc
+
+
+def _load(json_path: Path, onnx_path: Path, technical: TechnicalConfig | None) -> LoadedModel:
+    import onnxruntime as ort
+
+    manifest = _read_manifest(json_path)
+    if manifest.get("lookback") is None:
+        manifest["lookback"] = default_lookback(manifest["feature_names"], technical)
+    try:
+        data = onnx_path.read_bytes()
+    except OSError as exc:
+        raise ModelLoadError(f"cannot read ONNX file: {exc.strerror or exc}", onnx_path) from exc
+    digest = sha256_bytes(data)
+    if digest != manifest["onnx_sha256"]:
+        raise ModelLoadError(f"SHA-256 {digest} does not match the manifest's {manifest['onnx_sha256']} "
+                             "(file modified or replaced)", onnx_path)
+    try:
+        session = ort.InferenceSession(data, sess_options=session_options(), providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises several private exception types
+        raise ModelLoadError(f"onnxruntime cannot load the model: {exc}", onnx_path) from exc
+    _check_io(session, manifest, onnx_path)
+    try:
+        return LoadedModel(json_path.stem, manifest, onnx_path, session)
+    except ValueError as exc:  # Box bounds no float32 action can satisfy
+        raise ModelLoadError(f"action_space: {exc}", json_path) from exc
+
+
+def _smoke_run(model: LoadedModel) -> None:
+    """Run two rows of zeros and check shapes, dtypes and the action range."""
+    out = model.run(np.zeros((2, model.observation_size), dtype=np.float32))
+    action = out["action"]
+    space = model.manifest["action_space"]
+    if model.discrete:
+        if action.shape != (2,) or not np.all((action >= 0) & (action < space["n"])):
+            raise ModelLoadError(f"action {action!r} is not an index in [0, {space['n']})")
+    else:
+        low = np.array([decode_bound(v) for v in space["low"]])
+        high = np.array([decode_bound(v) for v in space["high"]])
+        if action.shape != (2, len(low)) or not np.all((action >= low) & (action <= high)):
+            raise ModelLoadError(f"action {action!r} is not within the action space bounds")
+
+
+def _no_model(folder: Path) -> ModelLoadError:
+    counts = {suffix: len(list(folder.glob(f"*{suffix}"))) for suffix in SOURCE_SUFFIXES}
+    found = " and ".join(f"{n} {suffix}" for suffix, n in counts.items() if n)
+    if not found:
+        return ModelLoadError("no exported model (<name>.json + <name>.onnx)", folder)
+    return ModelLoadError(f"no exported model (found {found} sources; export them with "
+                          f"python -m l2fast.export {folder} --out DIR)", folder)
+
+
+def _manifest_paths(path: Path) -> tuple[list[Path], list[dict[str, str]]]:
+    """The manifests to check under ``path``, and ONNX files without one (failures on their own)."""
+    if path.is_dir():
+        manifests = sorted(path.glob("*.json"))
+        orphans = [{"name": p.stem, "reason": f"{p.name} has no manifest {p.stem}.json beside it"}
+                   for p in sorted(path.glob("*.onnx")) if not p.with_suffix(".json").exists()]
+        if not manifests and not orphans:
+            raise _no_model(path)
+        return manifests, orphans
+    if not path.exists():
+        raise ModelLoadError("no such file or directory", path)
+    return [_paths(path)[0]], []
+
+
+def validate_models(path: str | Path, *,
+                    technical: L2Config | TechnicalConfig | None = None) -> dict[str, Any]:
+    """Check every exported model under ``path``.
+
+    Each model must load (:func:`load_model`: manifest schema, ONNX SHA-256, onnxruntime,
+    input/output names and shapes), run on a zero batch, and use only feature names the
+    technical core computes under ``technical`` (``obs_*`` placeholders from an export
+    without names fail). An ONNX file without a manifest counts as one failed entry.
+
+    Args:
+        path: A folder of ``<name>.json`` + ``<name>.onnx`` pairs, or one of those files.
+        technical: The config whose feature names the models may use: a whole
+            :class:`~l2fast.config.L2Config` (e.g. ``L2Config.from_toml(file)``; its
+            ``technical`` section is used) or a :class:`TechnicalConfig`; the defaults
+            if None.
+
+    Returns:
+        ``{"passed": int, "total": int, "failures": [{"name": str, "reason": str}, ...]}``.
+
+    Raises:
+        ModelLoadError: ``path`` holds no exported model: it does not exist, is a folder
+            without ``<name>.json``/``<name>.onnx`` (the message counts the ``.pkl``/``.zip``
+            sources there and says how to export them), or is not such a file.
+        ConfigError: ``technical`` is neither an ``L2Config``, a ``TechnicalConfig`` nor None.
+    """
+    if isinstance(technical, L2Config):
+        technical = technical.technical
+    elif technical is not None and not isinstance(technical, TechnicalConfig):
+        raise ConfigError(f"technical={technical!r}: expected an l2fast.config.L2Config or TechnicalConfig")
+    manifests, failures = _manifest_paths(Path(path))
+    total = len(manifests) + len(failures)
+    known = set(feature_names(technical if technical is not None else TechnicalConfig()))
+    for json_path in manifests:
+        try:
+            model = load_model(json_path, technical=technical)
+            unknown = [f for f in model.feature_names if f not in known]
+            if unknown:
+                hint = (" (exported without feature names: re-export with --feature-names)"
+                        if all(f.startswith("obs_") for f in unknown) else "")
+                shown = ", ".join(unknown[:5]) + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else "")
+                raise ModelLoadError(f"feature names unknown to the technical core: {shown}{hint}")
+            try:
+                _smoke_run(model)
+            except ModelLoadError:
+                raise
+            except Exception as exc:  # onnxruntime's own run-time errors
+                raise ModelLoadError(f"running the model failed: {exc}") from exc
+        except ModelLoadError as exc:
+            failures.append({"name": json_path.stem, "reason": str(exc)})
+    return {"passed": total - len(failures), "total": total, "failures": failures}

@@ -1,0 +1,21 @@
+"""The per-bar technical state: every timeframe, indicator, pattern and level in one call.
+
+:class:`TechnicalState` consumes one validated 1-minute bar per
+:meth:`~TechnicalState.update` call, aggregates it into the configured higher timeframes
+and refreshes every indicator of every timeframe whose bar closed, writing into one
+preallocated float64 vector. Names such as ``rsi_14_1m``, ``macd_hist_5m``,
+``bb_pctb_15m``, ``atr_pct_1h``, ``cdl_engulfing_5m`` or ``sr_dist_support_1h`` index that
+vector; this name space is what model manifests reference.
+
+A higher-timeframe feature changes only when that timeframe's bar closes, so the forming
+bar never leaks into a feature (no look-ahead). Features are NaN until their indicator has
+warmed up on that timeframe (:func:`feature_warmups` gives each name's warm-up in 1-minute
+bars); ``sr_*`` prices and distances are NaN while no level exists on that side.
+"""
+
+from __future__ import annotations
+
+from l2fast.technical._features import TechnicalState, feature_names, feature_warmups
+from l2fast.config import TechnicalConfig
+
+__all__ = ["TechnicalConfig", "TechnicalState", "feature_names", "feature_warmups"]

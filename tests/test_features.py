@@ -253,3 +253,10 @@ def test_feature_warmups_are_the_bars_until_each_feature_is_finite_from_any_star
     candles = CandlestickDetector()
     assert warm["cdl_engulfing_1m"] == _bars_until_ready(
         candles, bars, lambda s, i: s.update(bars["open"][i], bars["high"][i], bars["low"][i], bars["close"][i]))
+
+
+def test_the_config_defaults_to_the_seeds_and_must_be_a_technical_config() -> None:
+    assert TechnicalState().config == TechnicalConfig()
+    assert TechnicalState(None).names == feature_names(TechnicalConfig())
+    with pytest.raises(InvalidInputError, match="expected a TechnicalConfig"):
+        TechnicalState({"timeframes": ["1m"]})

@@ -1,4 +1,5 @@
 from collections.abc import Sequence
+from typing import Self
 
 import numpy as np
 import numpy.typing as npt
@@ -18,7 +19,8 @@ class TechnicalState:
     timeframes: tuple[str, ...]
     config: TechnicalConfig
     bars: int
-    def __init__(self, config: TechnicalConfig | None = None) -> None: ...
+    # The kernel needs the config; l2fast.technical.state.TechnicalState defaults it.
+    def __new__(cls, config: TechnicalConfig) -> Self: ...
     def update(self, ts: int, open: float, high: float, low: float, close: float, volume: float) -> int: ...
     def update_many(
         self,

@@ -15,7 +15,33 @@ bars); ``sr_*`` prices and distances are NaN while no level exists on that side.
 
 from __future__ import annotations
 
-from l2fast.technical._features import TechnicalState, feature_names, feature_warmups
+from typing import Self
+
+from l2fast.technical import _features
+from l2fast.technical._features import feature_names, feature_warmups
 from l2fast.config import TechnicalConfig
+from l2fast.errors import InvalidInputError
 
 __all__ = ["TechnicalConfig", "TechnicalState", "feature_names", "feature_warmups"]
+
+
+class TechnicalState(_features.TechnicalState):
+    """The compiled technical state (``l2fast.technical._features``) over a checked config.
+
+    Args:
+        config: A :class:`~l2fast.config.TechnicalConfig` (the seed's defaults if None).
+
+    Raises:
+        InvalidInputError: ``config`` is not a :class:`~l2fast.config.TechnicalConfig`.
+    """
+
+    __slots__ = ()
+
+    def __new__(cls, config: TechnicalConfig | None = None) -> Self:
+        # The kernel imports no Python module of l2fast, so the default and the type
+        # check live here; the kernel's allocation (__cinit__) receives the checked config.
+        if config is None:
+            config = TechnicalConfig()
+        elif not isinstance(config, TechnicalConfig):
+            raise InvalidInputError(f"config={config!r}: expected a TechnicalConfig")
+        return super().__new__(cls, config)

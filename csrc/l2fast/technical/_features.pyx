@@ -223,7 +223,8 @@ cdef class TechnicalState:
     """Every timeframe, indicator, pattern and level, updated by one call per 1m bar.
 
     Args:
-        config: A :class:`~l2fast.config.TechnicalConfig` (the seed's defaults if None).
+        config: A :class:`~l2fast.config.TechnicalConfig` (:class:`l2fast.technical.state.
+            TechnicalState`, the public class, defaults it).
 
     Attributes:
         names: Feature names, in vector order (e.g. ``"rsi_14_1m"``).
@@ -234,13 +235,11 @@ cdef class TechnicalState:
     """
 
     def __cinit__(self, config=None):
-        from l2fast.config import TechnicalConfig
-
         cdef int i
         cdef Py_ssize_t block_size
-        if config is None:
-            config = TechnicalConfig()
-        elif not isinstance(config, TechnicalConfig):
+        # The kernel imports no Python layer: l2fast.technical.state.TechnicalState gives
+        # the default config and checks its type; here any object with its fields will do.
+        if config is None or not hasattr(config, "timeframe_minutes"):
             raise InvalidInputError(f"config={config!r}: expected a TechnicalConfig")
         minutes = config.timeframe_minutes
         if len(minutes) > MAX_TIMEFRAMES:

@@ -15,7 +15,8 @@ from l2fast.config import ModelConfig, TechnicalConfig
 from l2fast.errors import ConfigError, InvalidInputError
 from l2fast.technical.state import TechnicalState, feature_names
 from l2fast.models.manifest import default_action_targets
-from reference.voting import VoterRef
+from reference.voting import VoterRef, vote_dict
+from l2fast.decision._voting import GATE_CODES
 from l2fast.decision.voting import COMPONENTS, DEFAULT_PATTERN_WEIGHTS, MemberSpec, Voter, VotingParams
 
 # Slot of each feature inside one timeframe block, from the technical state's own names.
@@ -586,6 +587,7 @@ def _same(a, b, where):
 
 def test_kernel_matches_reference_on_random_streams():
     rng = np.random.default_rng(7)
+    gate_names = dict(GATE_CODES)
     members = (MemberSpec("p", "probs", 0.4, (-1.0, -0.5, 0.0, 0.5, 1.0)),
                MemberSpec("q", "q_values", 0.35, (-1.0, 0.0, 1.0), temperature=0.5),
                MemberSpec("c", "continuous", 0.25), MemberSpec("p2", "probs", 0.1, (-1.0, 1.0)))
@@ -596,6 +598,7 @@ def test_kernel_matches_reference_on_random_streams():
                               confidence_threshold=0.5, alignment_threshold=0.5)
         voter, ref = Voter(params), VoterRef(params)
         core = voter._core
+        names = tuple(m.name for m in members)
         for _ in range(1500):
             features = np.concatenate([_random_block(rng) for _ in range(4)])
             mask = int(rng.integers(0, 16)) | 1
@@ -611,7 +614,13 @@ def test_kernel_matches_reference_on_random_streams():
             mult = rng.uniform(0, 2, 4)
             got = core.vote(failed, actions, values, scores, mult)
             want = ref.vote(list(failed), list(actions), list(values), scores.tolist(), list(mult))
-            _same(got, want, voting)
+            _same(got, vote_dict(want, names, params.timeframes), voting)
+            # The struct's fields the dict leaves out, as the front end derives them.
+            r = voter._result(got)
+            assert (r.side, r.gate, r.n_live, r.n_timeframes_live) == (
+                want["side"], gate_names.get(want["gate"], "PASS"), want["n_live"], want["n_timeframes_live"])
+            _same([tuple(t.components.values()) for t in r.timeframes],
+                  [t["components"] for t in want["timeframes"]], voting)
         assert list(core.failures) == ref.failures and list(core.last_failures) == ref.last_failures
 
 
@@ -637,3 +646,17 @@ def test_technical_votes_match_reference_on_real_btc_stream(btc_1m_head):
                 seen[k] += np.nan_to_num(np.abs(list(tf.components.values()))) > 0
     # Every rule fired on the 1m and 5m timeframes of the real stream.
     assert (seen[:2] > 0).all(), seen
+
+
+def test_reasoning_is_a_fresh_copy_of_the_one_dict_form():
+    v = Voter(VotingParams(MEMBERS))
+    r = v.vote([buy(), q_buy(), {"action": [1.0]}], tf_features(25, 25, 25, 75))
+    first = r.reasoning()
+    assert list(first) == ["direction", "score", "model_score", "technical_score", "consensus", "confidence",
+                           "model_confidence", "technical_agreement", "alignment", "target", "gates", "members",
+                           "timeframes"]
+    assert first["direction"] == "buy" and first["gates"] == list(r.gates)
+    assert list(first["members"]) == list(v.members)
+    assert first["timeframes"] == {t.timeframe: t.vote for t in r.timeframes}
+    first["members"]["trend"]["weight"] = -1.0
+    assert r.reasoning()["members"]["trend"]["weight"] == r.members[0].weight

@@ -92,6 +92,7 @@ Gates, in this order (the first failing one is :attr:`VoteResult.gate`; all are 
 
 from __future__ import annotations
 
+import copy
 import math
 import numbers
 from collections.abc import Mapping, Sequence
@@ -104,7 +105,6 @@ from l2fast.technical._candles import CANDLESTICK_PATTERNS
 from l2fast.technical._features import FIRST_RSI_SLOT
 from l2fast.decision._voting import (
     COMPONENTS,
-    GATE_CODES,
     MAX_ACTIONS,
     MAX_MEMBERS,
     MAX_TIMEFRAMES,
@@ -139,8 +139,8 @@ _RELIABLE_PATTERNS = frozenset((
 DEFAULT_PATTERN_WEIGHTS: Mapping[str, float] = FrozenDict(
     {name: 1.0 if name in _RELIABLE_PATTERNS else 0.0 for name in CANDLESTICK_PATTERNS})
 _DEFAULT_CONFIDENCE_WEIGHTS = {"model": 0.5, "technical": 0.25, "alignment": 0.25}
-_GATE_NAMES = dict(GATE_CODES)
 _ACTIONS = {1: "buy", -1: "sell", 0: "hold"}
+_SIDE_OF = {name: side for side, name in _ACTIONS.items()}
 
 
 # ---------------------------------------------------------------------------------------
@@ -437,6 +437,8 @@ class VoteResult:
         gate: ``"PASS"`` or the first failing gate's code.
         gates: Codes of every failing gate.
         thresholds: ``consensus``, ``confidence``, ``alignment`` thresholds and ``dead_band``.
+        summary: The vote as the kernel's one dict form gives it (``vote_dict`` in
+            ``l2fast.decision._voting``), the engine's ``reasoning["vote"]``: see :meth:`reasoning`.
     """
 
     side: int
@@ -457,6 +459,7 @@ class VoteResult:
     members: tuple[MemberVote, ...]
     timeframes: tuple[TimeframeVote, ...]
     thresholds: Mapping[str, float]
+    summary: Mapping[str, Any] = field(repr=False, compare=False)
 
     @property
     def action(self) -> str:
@@ -482,21 +485,16 @@ class VoteResult:
         return tuple(out)
 
     def reasoning(self) -> dict[str, Any]:
-        """A JSON-safe summary for a signal's ``reasoning`` (NaN becomes None)."""
-        def num(x: float) -> float | None:
-            return x if math.isfinite(x) else None
+        """The JSON-safe dict of the vote, as a signal's ``reasoning["vote"]`` carries it.
 
-        return {
-            "side": self.action, "direction": _ACTIONS[self.direction], "gate": self.gate,
-            "denials": list(self.denials),
-            **{k: num(getattr(self, k)) for k in (
-                "target", "score", "model_score", "technical_score", "model_confidence",
-                "technical_agreement", "consensus", "alignment", "confidence")},
-            "members": {m.name: {"status": m.status, "side": m.side, "target": m.target,
-                                 "confidence": m.confidence, "weight": m.weight} for m in self.members},
-            "timeframes": {t.timeframe: {"vote": num(t.vote), **{k: num(v) for k, v in t.components.items()}}
-                           for t in self.timeframes},
-        }
+        ``direction`` (``"buy"``, ``"sell"``, ``"hold"``), ``score``, ``model_score``,
+        ``technical_score``, ``consensus``, ``confidence``, ``model_confidence``,
+        ``technical_agreement``, ``alignment``, ``target`` (None where not finite),
+        ``gates`` (the failing gates' codes), ``members`` (``{name: {"status", "side",
+        "target", "confidence", "weight"}}``) and ``timeframes`` (``{timeframe: vote or
+        None}``). A fresh copy: changing it changes nothing here.
+        """
+        return copy.deepcopy(dict(self.summary))
 
 
 # ---------------------------------------------------------------------------------------
@@ -654,17 +652,25 @@ class Voter:
                      for tf, r in zip(self.params.timeframes, raw))
 
     def _result(self, r: dict[str, Any]) -> VoteResult:
-        members = tuple(MemberVote(name, MEMBER_STATUSES[m["status"]], m["side"], m["target"], m["confidence"],
-                                   m["weight"]) for name, m in zip(self._names, r["members"]))
-        gates = tuple(code for bit, code in GATE_CODES if r["gates"] & bit)
+        """The typed result over the kernel's vote dict (the one dict form of a vote)."""
+        def num(x: float | None) -> float:
+            return math.nan if x is None else x
+
+        members = tuple(MemberVote(name, m["status"], m["side"], m["target"], m["confidence"], m["weight"])
+                        for name, m in r["members"].items())
+        direction = _SIDE_OF[r["direction"]]
+        gates = tuple(r["gates"])
+        # The kernel's own rules: the side is the direction unless a gate fails, the gate
+        # is the first failing one, and a member or timeframe is live when it voted.
         return VoteResult(
-            side=r["side"], direction=r["direction"], gate=_GATE_NAMES.get(r["gate"], "PASS"), gates=gates,
-            target=r["target"], score=r["score"], model_score=r["model_score"],
-            technical_score=r["technical_score"], model_confidence=r["model_confidence"],
-            technical_agreement=r["technical_agreement"], consensus=r["consensus"],
-            alignment=r["alignment"], confidence=r["confidence"], n_live=r["n_live"],
-            n_timeframes_live=r["n_timeframes_live"], members=members,
-            timeframes=self._timeframe_votes(r["timeframes"]), thresholds=self._thresholds)
+            side=0 if gates else direction, direction=direction, gate=gates[0] if gates else "PASS",
+            gates=gates, **{k: num(r[k]) for k in (
+                "target", "score", "model_score", "technical_score", "model_confidence",
+                "technical_agreement", "consensus", "alignment", "confidence")},
+            n_live=sum(m.status == "ok" for m in members),
+            n_timeframes_live=sum(v is not None for v in r["timeframes"].values()), members=members,
+            # The vote copied the technical votes it used; nothing has advanced them since.
+            timeframes=self.technical_votes(), thresholds=self._thresholds, summary=r)
 
     def technical_votes(self) -> tuple[TimeframeVote, ...]:
         """The latest technical vote of every timeframe."""

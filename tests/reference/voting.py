@@ -2,7 +2,9 @@
 :mod:`l2fast.decision.voting`'s docstring: whole histories kept in lists, windows rescanned each bar.
 
 :class:`VoterRef` takes the same arrays as :meth:`l2fast.decision._voting.VoterCore.vote` and
-returns the same dict, so the two can be streamed side by side.
+returns the VoteResult struct's fields as a dict (codes as integers); :func:`vote_dict` turns
+that into the kernel's one dict form of a vote, what ``VoterCore.vote`` returns, so the two
+can be streamed side by side.
 """
 
 from __future__ import annotations
@@ -35,6 +37,24 @@ def sign(x: float) -> float:
 
 def clip(x: float, lo: float = -1.0, hi: float = 1.0) -> float:
     return max(lo, min(hi, x))
+
+
+def vote_dict(result: dict[str, Any], members: tuple[str, ...], timeframes: tuple[str, ...]) -> dict[str, Any]:
+    """Twin of the kernel's ``vote_dict``: :meth:`VoterRef.vote`'s result as a signal's
+    ``reasoning["vote"]`` (numbers that are not finite become None)."""
+    def opt(x: float) -> float | None:
+        return x if finite(x) else None
+
+    return {
+        "direction": {1: "buy", -1: "sell", 0: "hold"}[result["direction"]],
+        **{k: opt(result[k]) for k in ("score", "model_score", "technical_score", "consensus", "confidence",
+                                       "model_confidence", "technical_agreement", "alignment", "target")},
+        "gates": [name for bit, name in GATE_CODES if bit and result["gates"] & bit],
+        "members": {name: {"status": MEMBER_STATUSES[m["status"]], "side": m["side"], "target": m["target"],
+                           "confidence": m["confidence"], "weight": m["weight"]}
+                    for name, m in zip(members, result["members"])},
+        "timeframes": {tf: opt(t["vote"]) for tf, t in zip(timeframes, result["timeframes"])},
+    }
 
 
 class TimeframeRef:

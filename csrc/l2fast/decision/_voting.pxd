@@ -186,3 +186,9 @@ cdef int member_eval(const MemberSpec* m, const MemberInput* x,
 # votes, fusion and gates. Counts failures in v.failures / v.last_failure.
 cdef void voter_vote(Voter* v, const MemberInput* inputs, const double* multipliers,
                      VoteResult* out) noexcept nogil
+# The one dict form of a vote (a signal's reasoning["vote"], VoterCore.vote): "direction"
+# ("buy"/"sell"/"hold"), the scores and shares (None where not finite), "gates" (the failing
+# gates' codes in gate order), "members" {name: {"status", "side", "target", "confidence",
+# "weight"}} and "timeframes" {timeframe: vote or None}; ``members`` and ``timeframes`` name
+# r's entries in order.
+cdef dict vote_dict(const VoteResult* r, tuple members, tuple timeframes)

@@ -37,6 +37,9 @@ MAX_ACTIONS = VOTE_MAX_ACTIONS
 MAX_TIMEFRAMES = VOTE_MAX_TIMEFRAMES
 MAX_WINDOW = VOTE_RING - 1
 
+_GATE_BITS = tuple((bit, name) for bit, name in GATE_CODES if bit)
+_DIRECTIONS = {1: "buy", -1: "sell", 0: "hold"}
+
 # Gates compare shares of normalised weights, whose sums round in the last bits.
 cdef double GATE_SLACK = 1e-9
 
@@ -425,21 +428,31 @@ cdef dict _tfvote_dict(const TFVote* t):
     return {"vote": t.vote, "components": tuple([t.components[i] for i in range(N_TECH_COMPONENTS)])}
 
 
-cdef dict _result_dict(const VoteResult* r, int n_members, int n_timeframes):
-    cdef int i
+cdef object _opt(double x):
+    return x if isfinite(x) else None
+
+
+cdef dict vote_dict(const VoteResult* r, tuple members, tuple timeframes):
+    cdef int k
+    cdef const MemberVote* mv
+    by_member = {}
+    for k in range(len(members)):
+        mv = &r.members[k]
+        by_member[members[k]] = {
+            "status": MEMBER_STATUSES[mv.status], "side": mv.side, "target": mv.target,
+            "confidence": mv.confidence, "weight": mv.weight}
+    by_timeframe = {}
+    for k in range(len(timeframes)):
+        by_timeframe[timeframes[k]] = _opt(r.timeframes[k].vote)
     return {
-        "side": r.side, "direction": r.direction, "gate": r.gate, "gates": r.gates,
-        "n_live": r.n_live, "n_timeframes_live": r.n_timeframes_live,
-        "target": r.target, "score": r.score, "model_score": r.model_score,
-        "technical_score": r.technical_score, "model_confidence": r.model_confidence,
-        "technical_agreement": r.technical_agreement, "consensus": r.consensus,
-        "alignment": r.alignment, "confidence": r.confidence,
-        "members": [
-            {"status": r.members[i].status, "side": r.members[i].side,
-             "target": r.members[i].target, "confidence": r.members[i].confidence,
-             "weight": r.members[i].weight}
-            for i in range(n_members)],
-        "timeframes": [_tfvote_dict(&r.timeframes[i]) for i in range(n_timeframes)],
+        "direction": _DIRECTIONS[r.direction], "score": _opt(r.score),
+        "model_score": _opt(r.model_score), "technical_score": _opt(r.technical_score),
+        "consensus": _opt(r.consensus), "confidence": _opt(r.confidence),
+        "model_confidence": _opt(r.model_confidence),
+        "technical_agreement": _opt(r.technical_agreement),
+        "alignment": _opt(r.alignment), "target": _opt(r.target),
+        "gates": [name for bit, name in _GATE_BITS if r.gates & bit],
+        "members": by_member, "timeframes": by_timeframe,
     }
 
 
@@ -457,10 +470,14 @@ cdef class VoterCore:
     cdef readonly int n_members
     cdef readonly int n_timeframes
     cdef readonly Py_ssize_t n_features
+    cdef tuple _members
+    cdef tuple _timeframes
 
     def __cinit__(self, params):
         voter_setup(&self._v, params)
         self.params = params
+        self._members = tuple(m.name for m in params.members)
+        self._timeframes = tuple(params.timeframes)
         self.n_members = self._v.p.n_members
         self.n_timeframes = self._v.p.n_timeframes
         self.n_features = self._v.block_size * self.n_timeframes
@@ -540,7 +557,7 @@ cdef class VoterCore:
             multipliers: float ``[n_members]``: the regime's weight multipliers (>= 0).
 
         Returns:
-            The result as a dict (keys as the VoteResult struct; codes as integers).
+            The vote as the engine's ``reasoning["vote"]`` gives it (:func:`vote_dict`).
         """
         cdef MemberInput inputs[VOTE_MAX_MEMBERS]
         cdef double mult[VOTE_MAX_MEMBERS]
@@ -574,7 +591,7 @@ cdef class VoterCore:
             for j in range(VOTE_MAX_ACTIONS):
                 inputs[i].scores[j] = s_[i, j] if j < s_.shape[1] else 0.0
         voter_vote(&self._v, inputs, mult, &res)
-        return _result_dict(&res, n, self.n_timeframes)
+        return vote_dict(&res, self._members, self._timeframes)
 
     def technical_votes(self) -> tuple:
         """The latest vote of each timeframe: a list of ``{"vote", "components"}`` dicts."""

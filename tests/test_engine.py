@@ -517,3 +517,42 @@ def test_same_input_gives_bit_identical_signals() -> None:
         runs.append(out)
     assert runs[0] == runs[1]
     assert any('"side": "buy"' in line or '"side": "sell"' in line for line in runs[0])
+
+
+# ---------------------------------------------------------------------------------------
+# the one dict form of a vote
+
+
+VOTE_KEYS = ["direction", "score", "model_score", "technical_score", "consensus", "confidence", "model_confidence",
+             "technical_agreement", "alignment", "target", "gates", "members", "timeframes"]
+
+
+def test_reasoning_vote_is_the_voters_dict_of_the_same_vote() -> None:
+    # The engine and the Python front end (Voter) turn a vote into a dict with ONE kernel
+    # function: fed the same bars and outputs, their dicts are equal, key order included.
+    from l2fast.decision.voting import Voter
+    from l2fast.technical.state import TechnicalState
+
+    cfg = _config()
+    gen = TacticalSignalGenerator(cfg)
+    gen.on_strategic_decision(_decision(regime="ranging"))
+    voter, state = Voter(gen.voting_params), TechnicalState(cfg.technical)
+    for bar in _rows(generate_bars(gen.warmup_bars + 5, seed=12)):
+        sig = gen.on_bar(BTC, *bar)
+        voter.update_technical(state.values, state.update(*bar))
+    out = gen.ensemble.run(gen.features(BTC))
+    outputs = {m.name: {"action": out[f"{m.name}/action"], m.kind: out[f"{m.name}/{m.kind}"]}
+               for m in gen.voting_params.members}
+    mine = voter.vote(outputs, regime_multipliers=cfg.model.regime_multipliers["ranging"]).reasoning()
+    vote = sig.reasoning["vote"]
+    assert mine == vote
+    assert list(vote) == list(mine) == VOTE_KEYS
+    assert list(vote["members"]) == list(gen.members)
+    assert list(vote["timeframes"]) == list(cfg.technical.timeframes)
+    assert all(list(m) == ["status", "side", "target", "confidence", "weight"] for m in vote["members"].values())
+
+
+def test_the_ensemble_holds_the_members_in_vote_order() -> None:
+    gen = TacticalSignalGenerator()
+    assert gen.ensemble.names == gen.members == tuple(gen.config.model.weights)
+    assert tuple(b.name for b in gen.ensemble.member_buffers) == gen.members

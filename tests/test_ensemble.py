@@ -250,3 +250,40 @@ def test_run_rejects_a_row_of_the_wrong_length(ensemble) -> None:
         ens.run(np.zeros(1))
     with pytest.raises(InvalidInputError, match="features_row: shape"):
         ens.run(np.zeros(len(ens.feature_names) + 1))
+
+
+def test_members_keep_the_order_given_and_the_graph_stays_the_one_of_name_order(ensemble, names,
+                                                                                  feature_rows) -> None:
+    vote_order = [ensemble.members[k] for k in (1, 0, 2)]          # trend, mean_revert, volatility
+    ordered = FusedEnsemble(vote_order, names)
+    assert ordered.names == ("trend_agent", "mean_revert_agent", "volatility_agent")
+    assert tuple(b.name for b in ordered.member_buffers) == ordered.names
+    assert [o.name for o in ordered.session.get_outputs()] == [o.name for o in ensemble.session.get_outputs()]
+    for row in feature_rows[:200]:
+        want = {k: v.copy() for k, v in ensemble.run(row).items()}
+        got = ordered.run(row)
+        assert list(got) == [f"{n}/{o}" for n in ordered.names for o in ("action", "probs")]
+        for key, value in want.items():
+            np.testing.assert_array_equal(got[key], value, err_msg=key)
+
+
+def test_the_bound_interface_is_what_run_uses(ensemble, feature_rows) -> None:
+    # The engine's path: write input_row, call run_bound, read each member's buffers.
+    row = feature_rows[3]
+    want = {k: v.copy() for k, v in ensemble.run(row).items()}
+    ensemble.run(feature_rows[4])
+    ensemble.input_row[0] = row
+    ensemble.run_bound()
+    assert ensemble.input_row.dtype == np.float32 and ensemble.input_row.shape == (1, len(ensemble.feature_names))
+    for member, buffers in zip(ensemble.members, ensemble.member_buffers):
+        assert buffers.name == member.name
+        assert buffers.action.dtype == np.int64 and buffers.scores.dtype == np.float32
+        np.testing.assert_array_equal(buffers.action, want[f"{member.name}/action"])
+        np.testing.assert_array_equal(buffers.scores, want[f"{member.name}/probs"])
+
+
+def test_a_continuous_member_has_no_score_buffer(models_copy, names) -> None:
+    _unclipped_box_member(models_copy, "box_agent", ["rsi_14_1m", "ret_1_1m"], [-0.3, -0.3], [0.1, 0.1])
+    ensemble = FusedEnsemble.from_dir(models_copy, names)
+    box = next(b for b in ensemble.member_buffers if b.name == "box_agent")
+    assert box.scores is None and box.action.dtype == np.float32 and box.action.shape == (1, 2)

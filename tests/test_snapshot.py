@@ -4,6 +4,7 @@ are atomic."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import struct
@@ -105,12 +106,37 @@ def test_snapshot_round_trip_keeps_every_byte_of_state_and_the_decision(tmp_path
     for row in zip(*(bars[c].tolist() for c in COLUMNS)):
         gen.on_bar(BTC, *row)
     restored = TacticalSignalGenerator.restore(gen.snapshot(tmp_path / "s.l2snap"))
-    assert restored._dump_state() == gen._dump_state()
+    assert restored.export_state() == gen.export_state()
     assert restored.decision == gen.decision
     assert restored.symbols == gen.symbols
     np.testing.assert_array_equal(restored.features(BTC), gen.features(BTC))
     header, _ = read_snapshot(tmp_path / "s.l2snap")
     assert header["format"] == FORMAT_VERSION and header["symbols"] == [BTC, ETH]
+    # The header's layout: members in vote order, models by name (as every snapshot so far).
+    assert header["members"] == list(gen.members) == ["trend_agent", "mean_revert_agent", "volatility_agent"]
+    assert list(header["models"]) == sorted(gen.members)
+
+
+def test_export_state_into_a_fresh_engine_continues_bit_for_bit() -> None:
+    bars = generate_bars(2_000, seed=4)
+    rows = list(zip(*(bars[c].tolist() for c in COLUMNS)))
+    gen = TacticalSignalGenerator(L2Config.from_dict(CONFIG))
+    gen.on_strategic_decision(_decision(int(bars["ts"][0])))
+    for row in rows[:1_500]:
+        gen.on_bar(BTC, *row)
+    state = gen.export_state()
+    assert (state.symbols, state.decision, state.ensemble_failures) == ((BTC, ETH), gen.decision, 0)
+    twin = TacticalSignalGenerator(L2Config.from_dict(CONFIG))
+    twin.import_state(state)
+    assert twin.export_state() == state
+    for row in rows[1_500:]:
+        assert twin.on_bar(BTC, *row).to_dict() == gen.on_bar(BTC, *row).to_dict()
+
+
+def test_import_state_refuses_core_bytes_that_do_not_fit() -> None:
+    state = TacticalSignalGenerator().export_state()
+    with pytest.raises(SnapshotError):
+        TacticalSignalGenerator().import_state(dataclasses.replace(state, core=state.core + b"\x00"))
 
 
 def test_an_engine_without_bars_or_decision_restores(tmp_path) -> None:

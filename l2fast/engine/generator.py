@@ -60,20 +60,44 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from l2fast.engine import snapshot as snapshot_module
 from l2fast.engine._engine import MAX_SYMBOLS, EngineCore
-from l2fast.config import L2Config, TechnicalConfig
+from l2fast.config import L2Config, TechnicalConfig, is_symbol
 from l2fast.models.ensemble import FusedEnsemble
-from l2fast.errors import ConfigError, InvalidDecisionError, ModelLoadError
+from l2fast.errors import ConfigError, InvalidDecisionError, L2FastError, ModelLoadError, SnapshotError
 from l2fast.technical.state import feature_names
 from l2fast.models.loading import load_model
 from l2fast.signals import StrategicDecision, TacticalSignal
 from l2fast.decision.voting import VotingParams
 
-__all__ = ["MAX_SYMBOLS", "TacticalSignalGenerator"]
+__all__ = ["MAX_SYMBOLS", "EngineState", "TacticalSignalGenerator"]
+
+
+@dataclass(frozen=True)
+class EngineState:
+    """Everything an engine has learnt from its input (what a snapshot stores).
+
+    :meth:`TacticalSignalGenerator.export_state` gives it; ``import_state`` continues
+    from it, bit for bit, in an engine built from the same config and models.
+
+    Attributes:
+        symbols: The symbols followed, in slot order (the order first seen).
+        decision: L3's decision in force, or None.
+        ensemble_failures: Bars on which the fused ensemble's run failed.
+        last_ensemble_error: The latest of those failures, or None.
+        core: The compiled core's per-bar state (raw C structs, :mod:`l2fast.engine._snapshot`:
+            valid only for the same compiled layout on the same kind of machine).
+    """
+
+    symbols: tuple[str, ...]
+    decision: StrategicDecision | None
+    ensemble_failures: int
+    last_ensemble_error: str | None
+    core: bytes
 
 
 def _load_members(models_dir: Path, names: list[str], technical: TechnicalConfig,
@@ -85,6 +109,7 @@ def _load_members(models_dir: Path, names: list[str], technical: TechnicalConfig
         present = sorted(p.stem for p in models_dir.glob("*.json"))
         raise ModelLoadError(f"no exported model for ensemble member(s) {missing} named in model.weights "
                              f"(present: {present})", models_dir)
+    # In ``names`` order, the vote's: member k of the ensemble is member k of the vote.
     members = [load_model(models_dir / f"{n}.json", technical=technical) for n in names]
     return FusedEnsemble(members, features)
 
@@ -126,7 +151,8 @@ class TacticalSignalGenerator(EngineCore):
         # manifest without a lookback its default (l2fast.models.loading.default_lookback).
         #: 1m bars a symbol needs before its first model vote (the largest member lookback).
         self.warmup_bars: int = max(int(self.manifests[n]["lookback"]) for n in live)
-        self._setup(config, self.ensemble, self.voting_params, self.warmup_bars)
+        self._setup(config, self.ensemble, self.voting_params, self.warmup_bars, TacticalSignal._trusted,
+                    is_symbol)
         self.decision: StrategicDecision | None = None
 
     @property
@@ -193,6 +219,31 @@ class TacticalSignalGenerator(EngineCore):
         if signal is None:
             return TacticalSignal.hold(symbol, self.decision.ts_ms or 0, {"code": "NO_DATA"})
         return signal
+
+    def export_state(self) -> EngineState:
+        """Everything the engine has learnt from its input (what :meth:`snapshot` writes)."""
+        return EngineState(symbols=self.symbols, decision=self.decision,
+                           ensemble_failures=self.ensemble_failures,
+                           last_ensemble_error=self.last_ensemble_error, core=self._dump_state())
+
+    def import_state(self, state: EngineState) -> None:
+        """Continue from ``state`` (:meth:`export_state` of an engine with this config and models).
+
+        Call it on a freshly built engine, before any bar, fill or decision.
+
+        Raises:
+            InvalidInputError: A symbol is malformed, or one too many.
+            SnapshotError: The decision is not valid under this engine's config, or the
+                core's bytes are truncated or do not fit this engine.
+        """
+        self._register_symbols(state.symbols)
+        if state.decision is not None:
+            try:
+                self.on_strategic_decision(state.decision)
+            except L2FastError as exc:
+                raise SnapshotError(f"decision in the snapshot is not valid: {exc}") from None
+        self._load_state(state.core)
+        self._restore_failures(state.ensemble_failures, state.last_ensemble_error)
 
     def snapshot(self, path: str | os.PathLike[str]) -> Path:
         """Write the engine's whole state to ``path`` atomically (:mod:`l2fast.engine.snapshot`).

@@ -147,6 +147,7 @@ def snapshot(gen: TacticalSignalGenerator, path: str | os.PathLike[str]) -> Path
     Returns:
         The path written.
     """
+    state = gen.export_state()
     header = {
         "format": FORMAT_VERSION,
         "l2fast": __version__,
@@ -156,13 +157,14 @@ def snapshot(gen: TacticalSignalGenerator, path: str | os.PathLike[str]) -> Path
         "config": gen.config.to_dict(),
         "models_dir": str(gen.models_dir),
         "members": list(gen.members),
-        "models": {name: m.get("onnx_sha256") for name, m in gen.manifests.items()},
-        "symbols": list(gen.symbols),
-        "decision": gen.decision.to_dict() if gen.decision is not None else None,
-        "ensemble_failures": gen.ensemble_failures,
-        "last_ensemble_error": gen.last_ensemble_error,
+        # By name: the order the header has always had (the engine's is the vote's).
+        "models": {name: gen.manifests[name].get("onnx_sha256") for name in sorted(gen.manifests)},
+        "symbols": list(state.symbols),
+        "decision": state.decision.to_dict() if state.decision is not None else None,
+        "ensemble_failures": state.ensemble_failures,
+        "last_ensemble_error": state.last_ensemble_error,
     }
-    return write_snapshot(path, encode(header, gen._dump_state()))
+    return write_snapshot(path, encode(header, state.core))
 
 
 def _check_compatible(header: dict[str, Any], path: object) -> None:
@@ -190,6 +192,9 @@ def restore(cls: type[TacticalSignalGenerator], path: str | os.PathLike[str], *,
         SnapshotError: The file is corrupt, foreign (another build or machine), or does
             not fit (a model changed, the state does not match the config).
     """
+    # Imported here: the generator imports this module.
+    from l2fast.engine.generator import EngineState
+
     header, state = read_snapshot(path)
     _check_compatible(header, path)
     try:
@@ -208,15 +213,13 @@ def restore(cls: type[TacticalSignalGenerator], path: str | os.PathLike[str], *,
     if list(gen.members) != header["members"] or gen.config.to_dict() != header["config"]:
         raise SnapshotError(f"the rebuilt engine's config differs from the snapshot's (members "
                             f"{list(gen.members)} vs {header['members']})", path)
-    gen._register_symbols(header["symbols"])
-    if header.get("decision") is not None:
-        try:
-            gen.on_strategic_decision(StrategicDecision.from_dict(header["decision"]))
-        except L2FastError as exc:
-            raise SnapshotError(f"decision in the snapshot is not valid: {exc}", path) from None
     try:
-        gen._load_state(state)
+        decision = None if header.get("decision") is None else StrategicDecision.from_dict(header["decision"])
+    except L2FastError as exc:
+        raise SnapshotError(f"decision in the snapshot is not valid: {exc}", path) from None
+    try:
+        gen.import_state(EngineState(tuple(header["symbols"]), decision, int(header.get("ensemble_failures", 0)),
+                                     header.get("last_ensemble_error"), state))
     except SnapshotError as exc:
         raise SnapshotError(str(exc), path) from None
-    gen._restore_failures(int(header.get("ensemble_failures", 0)), header.get("last_ensemble_error"))
     return gen

@@ -13,11 +13,17 @@ whole ensemble (:mod:`l2fast.models.stacking`), with outputs ``stacked/probs`` `
 ``stacked/action`` ``[M]`` whose row k :meth:`run` exposes as member k's outputs. The
 results are the same numbers as each member run alone (tests/test_ensemble.py).
 
+Members keep the order they are given in (the engine gives its vote order, ``model.weights``;
+:meth:`FusedEnsemble.from_dir` gives name order), while the graph is always built in name
+order: the same models give the same graph, hence the same numbers, whatever the order.
+
 One session call per bar instead of one per member saves the fixed per-call overhead of
 onnxruntime (argument marshalling, executor setup) that dominates for small MLPs, and
 stacking removes two thirds of the operators, each with its own fixed cost. Input and
 outputs are preallocated numpy buffers bound once through io_binding, so :meth:`run` copies
-F numbers in and runs the graph, nothing else.
+F numbers in and runs the graph, nothing else. The compiled engine uses the same buffers
+without :meth:`run`: it writes :attr:`FusedEnsemble.input_row`, calls
+:attr:`FusedEnsemble.run_bound` and reads each member's :class:`MemberBuffers`.
 
 Building the graph needs the ``onnx`` package (protobuf classes only); it is imported
 lazily so that a missing install surfaces as a :class:`~l2fast.errors.ModelLoadError`.
@@ -26,7 +32,9 @@ lazily so that a missing install surfaces as a :class:`~l2fast.errors.ModelLoadE
 from __future__ import annotations
 
 import difflib
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +47,7 @@ from l2fast.models.manifest import INPUT_NAME
 from l2fast.models.loading import LoadedModel, load_model, session_options, sha256_bytes
 from l2fast.models.stacking import STACKED_ACTION, STACKED_PROBS, mlp_chain, stack
 
-__all__ = ["FUSED_INPUT", "FusedEnsemble"]
+__all__ = ["FUSED_INPUT", "FusedEnsemble", "MemberBuffers"]
 
 FUSED_INPUT = "features"
 
@@ -159,12 +167,27 @@ def _fuse(models: Sequence[LoadedModel], protos: Sequence[Any], columns: Sequenc
     return fused.SerializeToString()
 
 
+@dataclass(frozen=True)
+class MemberBuffers:
+    """Where one member's outputs land on every run (bound once, overwritten by each run).
+
+    Attributes:
+        name: The member's name.
+        action: Discrete: int64 ``[1]``, the action index; continuous: float32 ``[1, d]``.
+        scores: Discrete: float32 ``[1, n]``, its ``probs`` or ``q_values``; continuous: None.
+    """
+
+    name: str
+    action: np.ndarray
+    scores: np.ndarray | None
+
+
 class FusedEnsemble:
     """Every member agent in one onnxruntime session, one call per bar.
 
     Attributes:
-        members: The loaded member models, sorted by name (each keeps its own session,
-            useful as a per-member fallback and for checks).
+        members: The loaded member models, in the order given (each keeps its own
+            session, useful as a per-member fallback and for checks).
         names: Member names, same order.
         feature_names: The shared feature vector's names (the input's columns).
         columns: Per member, the int64 column indices it gathers, in manifest order.
@@ -173,10 +196,14 @@ class FusedEnsemble:
         session: The fused onnxruntime ``InferenceSession``.
         stacked: True when the members share one stacked MLP (:mod:`l2fast.models.stacking`),
             False for the generic graph of per-member nodes.
+        input_row: The bound input, float32 ``[1, F]``: what :attr:`run_bound` reads.
+        run_bound: Runs the graph on :attr:`input_row` into :attr:`member_buffers` (no
+            argument, no result; onnxruntime's errors propagate).
+        member_buffers: Each member's bound outputs, in member order.
     """
 
     __slots__ = ("members", "names", "feature_names", "columns", "output_names", "session",
-                 "stacked", "_row", "_outputs", "_binding")
+                 "stacked", "input_row", "run_bound", "member_buffers", "_outputs")
 
     def __init__(self, members: Sequence[LoadedModel], feature_names: Sequence[str]) -> None:
         """Fuse already loaded members; :meth:`from_dir` is the usual entry point.
@@ -196,39 +223,43 @@ class FusedEnsemble:
             raise InvalidInputError(f"feature_names: duplicate names {dupes[:5]}")
         if not members:
             raise ModelLoadError("no models to fuse")
-        self.members = tuple(sorted(members, key=lambda m: m.name))
+        self.members = tuple(members)
         self.names = tuple(m.name for m in self.members)
         self.feature_names = names
         self.columns = {m.name: _columns(m, index, names) for m in self.members}
         onnx = _import_onnx()
-        protos = [_verified_proto(onnx, m) for m in self.members]
-        columns = [self.columns[n] for n in self.names]
+        # The graph in name order whatever the members' order: one graph per set of models.
+        graph_members = sorted(self.members, key=lambda m: m.name)
+        protos = [_verified_proto(onnx, m) for m in graph_members]
+        columns = [self.columns[m.name] for m in graph_members]
         chains = [mlp_chain(p) for p in protos]
         data = None
         if all(c is not None for c in chains):
             data = stack(chains, columns, len(names), FUSED_INPUT, max(p.ir_version for p in protos))
         self.stacked = data is not None
         if data is None:
-            data = _fuse(self.members, protos, columns, len(names))
+            data = _fuse(graph_members, protos, columns, len(names))
         try:
             self.session = ort.InferenceSession(data, sess_options=session_options(),
                                                 providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises several private exception types
             raise ModelLoadError(f"onnxruntime cannot load the fused ensemble: {exc}") from exc
         self.output_names = tuple(f"{m.name}/{o}" for m in self.members for o in m.output_names)
-        # Preallocated, bound once: a call writes F floats into _row and runs the graph.
-        self._row = np.zeros((1, len(names)), dtype=np.float32)
+        # Preallocated, bound once: a call writes F floats into input_row and runs the graph.
+        self.input_row = np.zeros((1, len(names)), dtype=np.float32)
         binding = self.session.io_binding()
-        binding.bind_ortvalue_input(FUSED_INPUT, ort.OrtValue.ortvalue_from_numpy(self._row))
+        binding.bind_ortvalue_input(FUSED_INPUT, ort.OrtValue.ortvalue_from_numpy(self.input_row))
         shapes = {o.name: o for o in self.session.get_outputs()}
         self._outputs: dict[str, np.ndarray] = {}
         if self.stacked:
-            # Member k's outputs are row k of the two stacked buffers (views, bound once).
+            # Row k of the two stacked buffers belongs to graph member k (views, bound once).
             probs = np.zeros([int(d) for d in shapes[STACKED_PROBS].shape], dtype=np.float32)
             action = np.zeros(len(self.members), dtype=np.int64)
             binding.bind_ortvalue_output(STACKED_PROBS, ort.OrtValue.ortvalue_from_numpy(probs))
             binding.bind_ortvalue_output(STACKED_ACTION, ort.OrtValue.ortvalue_from_numpy(action))
-            for k, name in enumerate(self.names):
+            row = {m.name: k for k, m in enumerate(graph_members)}
+            for name in self.names:
+                k = row[name]
                 self._outputs[f"{name}/action"] = action[k:k + 1]
                 self._outputs[f"{name}/probs"] = probs[k:k + 1]
         for name in self.output_names if not self.stacked else ():
@@ -237,7 +268,12 @@ class FusedEnsemble:
             buf = np.zeros(shape, dtype=_ORT_TO_NUMPY[info.type])
             binding.bind_ortvalue_output(name, ort.OrtValue.ortvalue_from_numpy(buf))
             self._outputs[name] = buf
-        self._binding = binding
+        # A partial, not a method: the engine's per-bar call costs no Python frame.
+        self.run_bound: Callable[[], None] = functools.partial(self.session.run_with_iobinding, binding)
+        self.member_buffers: tuple[MemberBuffers, ...] = tuple(
+            MemberBuffers(m.name, self._outputs[f"{m.name}/action"],
+                          self._outputs[f"{m.name}/{m.output_names[1]}"] if len(m.output_names) > 1 else None)
+            for m in self.members)
 
     @classmethod
     def from_dir(cls, models_dir: str | Path, feature_names: Sequence[str] | None = None, *,
@@ -289,14 +325,14 @@ class FusedEnsemble:
         Raises:
             InvalidInputError: The row does not hold exactly one value per feature.
         """
-        if np.shape(features_row) != self._row.shape[1:]:
+        if np.shape(features_row) != self.input_row.shape[1:]:
             raise InvalidInputError(
-                f"features_row: shape {np.shape(features_row)}, expected ({self._row.shape[1]},)"
+                f"features_row: shape {np.shape(features_row)}, expected ({self.input_row.shape[1]},)"
             )
-        self._row[0] = features_row
+        self.input_row[0] = features_row
         # No RunOptions argument: with onnxruntime 1.32 passing any RunOptions object,
         # even a default one, costs ~20 us per call here (measured), three times the graph.
-        self.session.run_with_iobinding(self._binding)
+        self.run_bound()
         return self._outputs
 
     def __repr__(self) -> str:

@@ -16,13 +16,13 @@
 from l2fast.decision._risk cimport RiskBarUpdate
 
 cdef struct MemberIO:
-    # Where a member's outputs land in the fused ensemble's bound buffers.
+    # Where a member's outputs land in the fused ensemble's bound buffers (member k of the
+    # ensemble is member k of the vote: FusedEnsemble holds them in vote order).
     int kind                    # voting MEMBER_* kind
     const long long* action     # discrete: int64 [1]
     const float* value          # continuous: float32 [1, d] (the first dimension is used)
     const float* scores         # discrete: float32 [1, n] probs or q_values
     int n_scores
-    int slot                    # index of this member in the voter's member order
 
 cdef struct SymbolSlot:
     bint in_universe

@@ -4,15 +4,16 @@ Every per-bar step runs on C structs owned by :class:`EngineCore` (technical sta
 correlation, risk state, live statistics; see engine.pxd for the order); the only Python
 work per bar is the onnxruntime call through a pre-bound io_binding and the returned
 :class:`~l2fast.signals.TacticalSignal` with its reasoning. :class:`l2fast.engine.generator.
-TacticalSignalGenerator` builds the core from an :class:`~l2fast.config.L2Config`.
+TacticalSignalGenerator` builds the core from an :class:`~l2fast.config.L2Config` and hands it
+what it needs from the Python layer (the symbol check, the signal constructor, the
+ensemble's bound buffers): the core imports nothing of l2fast but kernels and the errors.
 """
 
 from numbers import Real
 
 from libc.math cimport INFINITY, NAN, isfinite
 from libc.stdlib cimport calloc, free
-
-cimport numpy as cnp
+from libc.string cimport memset
 
 from l2fast.technical._aggregate cimport BarGuard, bar_check, bar_guard_init
 from l2fast.technical._features cimport S_ATR, S_RET_1, S_RVOL, TechnicalState
@@ -33,26 +34,20 @@ from l2fast.decision._sizing cimport (
 )
 from l2fast.technical._statistics cimport CorrelState, correl_free, correl_init, correl_step
 from l2fast.decision._voting cimport (
-    MEMBER_CONTINUOUS, MEMBER_OK, MemberInput, MemberVote, VOTE_MAX_ACTIONS, VOTE_MAX_MEMBERS, VoteResult,
-    Voter, voter_setup, voter_technical, voter_vote,
+    MEMBER_CONTINUOUS, MEMBER_OK, MemberInput, VOTE_MAX_ACTIONS, VOTE_MAX_MEMBERS, VoteResult,
+    Voter, vote_dict, voter_setup, voter_technical, voter_vote,
 )
 
 from l2fast.decision._risk import RISK_CODES
 from l2fast.decision._sizing import SIZING_CODES
 from l2fast.decision._voting import GATE_CODES, MEMBER_KINDS, MEMBER_STATUSES
-from l2fast.config import SYMBOL_PATTERN
 from l2fast.errors import InvalidBarError, InvalidInputError
-from l2fast.signals import TacticalSignal
-
-cnp.import_array()
 
 #: Most symbols one engine follows (the risk state's fixed capacity).
 MAX_SYMBOLS = RISK_MAX_SYMBOLS
 
-_GATE_BITS = tuple((bit, name) for bit, name in GATE_CODES if bit)
 _GATE_NAME = dict(GATE_CODES)
 _SIDES = {1: "buy", -1: "sell", 0: "hold"}
-_make_signal = TacticalSignal._trusted
 _MAX_TS = 2 ** 63
 
 #: Every ``reasoning["code"]`` a signal can carry, numbered for the metrics' counters.
@@ -115,8 +110,9 @@ cdef class EngineCore:
     cdef Py_ssize_t _corr_window
 
     cdef object _run
-    cdef object _binding
     cdef object _ensemble
+    cdef object _make_signal
+    cdef object _is_symbol
     cdef float* _row
     cdef Py_ssize_t _n_features
     cdef MemberIO _io[VOTE_MAX_MEMBERS]
@@ -169,17 +165,32 @@ cdef class EngineCore:
 
     # ------------------------------------------------------------------ setup
 
-    def _setup(self, config, ensemble, voting_params, long long warmup_bars):
+    def _setup(self, config, ensemble, voting_params, long long warmup_bars, make_signal, is_symbol):
         """Bind the validated parts (called once by ``TacticalSignalGenerator.__init__``).
 
         Args:
             config: The :class:`~l2fast.config.L2Config`.
-            ensemble: The :class:`~l2fast.models.ensemble.FusedEnsemble` over the technical names.
+            ensemble: The :class:`~l2fast.models.ensemble.FusedEnsemble` over the technical
+                names, its members in ``voting_params``' order (its ``input_row``,
+                ``run_bound`` and ``member_buffers`` are used).
             voting_params: :class:`~l2fast.decision.voting.VotingParams` of the same members.
             warmup_bars: 1m bars of a symbol before its first model vote.
+            make_signal: The signal constructor for checked fields,
+                ``(symbol, side, qty, confidence, consensus, stop_loss, take_profit,
+                reasoning, ts_ms)`` (:meth:`l2fast.signals.TacticalSignal._trusted`).
+            is_symbol: Whether a ``str`` is a valid symbol (:func:`l2fast.config.is_symbol`).
+
+        Raises:
+            InvalidInputError: The ensemble's members are not the vote's, in its order.
         """
         cdef RiskParams prm
-        cdef int k, slot
+        cdef int k
+        cdef const float[:, ::1] row
+        cdef const float[:, ::1] floats
+        cdef const long long[::1] ints
+        # Zeroed first: the struct's padding bytes reach the snapshot through risk_init, and
+        # two engines of one config must dump the same bytes.
+        memset(&prm, 0, sizeof(prm))
         risk = config.risk
         self._technical_config = config.technical
         self._risk_config = risk
@@ -211,32 +222,38 @@ cdef class EngineCore:
         self._timeframes = tuple(voting_params.timeframes)
         self._n_members = len(self._member_names)
         self._warmup = warmup_bars
+        self._make_signal = make_signal
+        self._is_symbol = is_symbol
+        buffers = tuple(ensemble.member_buffers)
+        if tuple(b.name for b in buffers) != self._member_names:
+            raise InvalidInputError(f"ensemble members {[b.name for b in buffers]}: expected the vote's "
+                                    f"{list(self._member_names)}, in that order")
+        # The typed views check dtype and layout once; the pointers stay valid while the
+        # ensemble, kept below, keeps its bound buffers.
         self._ensemble = ensemble
-        self._n_features = len(ensemble.feature_names)
-        self._row = <float*>cnp.PyArray_DATA(ensemble._row)
-        self._binding = ensemble._binding
-        self._run = ensemble.session.run_with_iobinding
-        outputs = ensemble._outputs
-        for k, member in enumerate(ensemble.members):
-            slot = self._member_names.index(member.name)
+        self._run = ensemble.run_bound
+        row = ensemble.input_row
+        self._n_features = row.shape[1]
+        self._row = <float*>&row[0, 0]
+        for k in range(self._n_members):
             io = &self._io[k]
-            io.slot = slot
-            io.kind = MEMBER_KINDS.index(voting_params.members[slot].kind)
-            action = outputs[f"{member.name}/action"]
+            io.kind = MEMBER_KINDS.index(voting_params.members[k].kind)
             if io.kind == MEMBER_CONTINUOUS:
-                io.value = <const float*>cnp.PyArray_DATA(action)
+                floats = buffers[k].action
+                io.value = &floats[0, 0]
                 io.n_scores = 0
             else:
-                io.action = <const long long*>cnp.PyArray_DATA(action)
-                scores = outputs[f"{member.name}/{member.output_names[1]}"]
-                io.scores = <const float*>cnp.PyArray_DATA(scores)
-                io.n_scores = min(scores.shape[1], VOTE_MAX_ACTIONS)
-            self._multipliers[slot] = 1.0
+                ints = buffers[k].action
+                io.action = &ints[0]
+                floats = buffers[k].scores
+                io.scores = &floats[0, 0]
+                io.n_scores = min(floats.shape[1], VOTE_MAX_ACTIONS)
+            self._multipliers[k] = 1.0
 
     cdef int _register(self, str symbol) except -1:
         """Give ``symbol`` a slot (all checks first: nothing changes on an error)."""
         cdef int i = self._n_symbols, j
-        if not SYMBOL_PATTERN.fullmatch(symbol):
+        if not self._is_symbol(symbol):
             raise InvalidInputError(f"symbol={symbol!r}: must look like 'BTC/USDT' (BASE/QUOTE, upper case)")
         if i >= RISK_MAX_SYMBOLS:
             raise InvalidInputError(f"symbol={symbol!r}: the engine follows at most {RISK_MAX_SYMBOLS} "
@@ -282,7 +299,7 @@ cdef class EngineCore:
         cdef int k
         new = [s for s in decision.universe if s not in self._index]
         for symbol in new:
-            if not SYMBOL_PATTERN.fullmatch(symbol):
+            if not self._is_symbol(symbol):
                 raise InvalidInputError(f"universe: {symbol!r} is not a symbol")
         if self._n_symbols + len(new) > RISK_MAX_SYMBOLS:
             raise InvalidInputError(f"universe: {self._n_symbols + len(new)} symbols in all, "
@@ -386,14 +403,14 @@ cdef class EngineCore:
         for k in range(self._n_features):
             self._row[k] = <float>f[k]
         try:
-            self._run(self._binding)
+            self._run()
         except Exception as exc:  # onnxruntime raises several private exception types
             failed = True
             self.ensemble_failures += 1
             self.last_ensemble_error = f"{type(exc).__name__}: {exc}"
         for m in range(self._n_members):
             io = &self._io[m]
-            x = &self._inputs[io.slot]
+            x = &self._inputs[m]
             x.failed = failed
             if io.kind == MEMBER_CONTINUOUS:
                 x.value = io.value[0]
@@ -422,7 +439,7 @@ cdef class EngineCore:
         voter_vote(&self._voters[i], self._inputs, self._multipliers, &vr)
         self._count_vote(&vr)
         self._t_mark = self._stage(MET_STAGE_VOTE, self._t_mark)
-        reasoning = {"code": None, "regime": self._decision.regime, "vote": self._vote_dict(&vr)}
+        reasoning = {"code": None, "regime": self._decision.regime, "vote": vote_dict(&vr, self._member_names, self._timeframes)}
         if vr.side == 0:
             reasoning["code"] = _GATE_NAME[vr.gate]
             return self._hold(i, ts, reasoning, &vr)
@@ -499,29 +516,6 @@ cdef class EngineCore:
 
     # ------------------------------------------------------------------ signals
 
-    cdef dict _vote_dict(self, const VoteResult* r):
-        cdef int k
-        cdef const MemberVote* mv
-        members = {}
-        for k in range(self._n_members):
-            mv = &r.members[k]
-            members[self._member_names[k]] = {
-                "status": MEMBER_STATUSES[mv.status], "side": mv.side, "target": mv.target,
-                "confidence": mv.confidence, "weight": mv.weight}
-        timeframes = {}
-        for k in range(len(self._timeframes)):
-            timeframes[self._timeframes[k]] = _opt(r.timeframes[k].vote)
-        return {
-            "direction": _SIDES[r.direction], "score": _opt(r.score),
-            "model_score": _opt(r.model_score), "technical_score": _opt(r.technical_score),
-            "consensus": _opt(r.consensus), "confidence": _opt(r.confidence),
-            "model_confidence": _opt(r.model_confidence),
-            "technical_agreement": _opt(r.technical_agreement),
-            "alignment": _opt(r.alignment), "target": _opt(r.target),
-            "gates": [name for bit, name in _GATE_BITS if r.gates & bit],
-            "members": members, "timeframes": timeframes,
-        }
-
     cdef object _hold(self, int i, long long ts, dict reasoning, const VoteResult* vr=NULL):
         cdef SymbolSlot* slot = &self._slots[i]
         cdef double conf = 0.0, cons = 0.0, stop = NAN, tp = NAN
@@ -549,7 +543,7 @@ cdef class EngineCore:
         self._stage(MET_STAGE_DECIDE, self._t_mark)
         metrics_signal(&self._metrics, side, _CODE_INDEX[reasoning["code"]])
         self._stage(MET_STAGE_TOTAL, self._t_bar)
-        return _make_signal(self._symbols[i], _SIDES[side], qty, conf, cons,
+        return self._make_signal(self._symbols[i], _SIDES[side], qty, conf, cons,
                             stop if isfinite(stop) and stop > 0.0 else None,
                             tp if isfinite(tp) and tp > 0.0 else None, reasoning, ts)
 

@@ -439,7 +439,8 @@ cdef class EngineCore:
         voter_vote(&self._voters[i], self._inputs, self._multipliers, &vr)
         self._count_vote(&vr)
         self._t_mark = self._stage(MET_STAGE_VOTE, self._t_mark)
-        reasoning = {"code": None, "regime": self._decision.regime, "vote": vote_dict(&vr, self._member_names, self._timeframes)}
+        reasoning = {"code": None, "regime": self._decision.regime,
+                     "vote": vote_dict(&vr, self._member_names, self._timeframes)}
         if vr.side == 0:
             reasoning["code"] = _GATE_NAME[vr.gate]
             return self._hold(i, ts, reasoning, &vr)
@@ -544,8 +545,8 @@ cdef class EngineCore:
         metrics_signal(&self._metrics, side, _CODE_INDEX[reasoning["code"]])
         self._stage(MET_STAGE_TOTAL, self._t_bar)
         return self._make_signal(self._symbols[i], _SIDES[side], qty, conf, cons,
-                            stop if isfinite(stop) and stop > 0.0 else None,
-                            tp if isfinite(tp) and tp > 0.0 else None, reasoning, ts)
+                                 stop if isfinite(stop) and stop > 0.0 else None,
+                                 tp if isfinite(tp) and tp > 0.0 else None, reasoning, ts)
 
     def _evaluate(self, symbol):
         """The decision on ``symbol``'s last bar again (after a new L3 decision)."""

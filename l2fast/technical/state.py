@@ -15,7 +15,7 @@ bars); ``sr_*`` prices and distances are NaN while no level exists on that side.
 
 from __future__ import annotations
 
-from l2fast.technical._features import TechnicalState, feature_names, feature_warmups
 from l2fast.config import TechnicalConfig
+from l2fast.technical._features import TechnicalState, feature_names, feature_warmups
 
 __all__ = ["TechnicalConfig", "TechnicalState", "feature_names", "feature_warmups"]

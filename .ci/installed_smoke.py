@@ -18,8 +18,8 @@ def main(checkout: Path) -> int:
     from l2fast.data import shipped_config
     from l2fast.engine.generator import TacticalSignalGenerator
     from l2fast.evaluation.replay import demo_config
-    from l2fast.signals import StrategicDecision
     from l2fast.evaluation.synthetic import generate_bars
+    from l2fast.signals import StrategicDecision
 
     package = Path(l2fast.__file__).resolve().parent
     assert not package.is_relative_to(checkout), f"l2fast imported from the checkout: {package}"

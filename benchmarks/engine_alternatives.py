@@ -56,8 +56,8 @@ import numpy as np
 from alternatives import BucketAggregator
 
 from l2fast.config import L2Config, TechnicalConfig
-from l2fast.models.manifest import INPUT_NAME
 from l2fast.models.loading import LoadedModel, session_options
+from l2fast.models.manifest import INPUT_NAME
 
 NAN = math.nan
 MINUTE_MS = 60_000

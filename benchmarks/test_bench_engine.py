@@ -56,9 +56,9 @@ import pytest
 from l2fast import StrategicDecision, TacticalSignal, TacticalSignalGenerator
 from l2fast.config import L2Config
 from l2fast.data import models_dir
-from l2fast.technical.state import TechnicalState
-from l2fast.models.manifest import INPUT_NAME
 from l2fast.models.loading import LoadedModel, load_model, session_options
+from l2fast.models.manifest import INPUT_NAME
+from l2fast.technical.state import TechnicalState
 
 Bars = dict[str, np.ndarray]
 # What a builder returns: the per-bar call to time, and a check to run after timing (or None).

@@ -21,11 +21,11 @@ import pytest
 pytest.importorskip("onnx")
 
 from l2fast.data import models_dir
-from l2fast.models.ensemble import FusedEnsemble  # noqa: E402
-from l2fast.technical.state import TechnicalState  # noqa: E402
-from l2fast.models.manifest import INPUT_NAME  # noqa: E402
-from l2fast.models.loading import session_options  # noqa: E402
-from l2fast.evaluation.synthetic import generate_bars  # noqa: E402
+from l2fast.evaluation.synthetic import generate_bars
+from l2fast.models.ensemble import FusedEnsemble
+from l2fast.models.loading import session_options
+from l2fast.models.manifest import INPUT_NAME
+from l2fast.technical.state import TechnicalState
 
 MODELS_DIR = models_dir()
 GROUP = "ensemble of 3 agents, one bar"

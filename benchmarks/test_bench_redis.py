@@ -9,7 +9,8 @@ publication script, consumer group, acknowledgement after publication) and
 :class:`~l2fast.bus.L2BusAdapter`. The alternative is the loop a Python user would write
 with redis-py alone: pipelined ``XADD`` of JSON bars, ``XREADGROUP`` in batches of 256,
 ``on_bar``, pipelined ``XADD`` of the signals' JSON and ``XACK`` per batch -- no ordering
-across topics, no retry safety, no validation. Both publish bars in batches of 256. Both run the same engine. Two groups: every signal published
+across topics, no retry safety, no validation. Both publish bars in batches of 256. Both run
+the same engine. Two groups: every signal published
 (``signals="all"``, one per bar) and the default, actionable ones only (orders and holds
 carrying stops). Engines are warmed past the agents' lookback outside the timing, so every
 bar runs the ensemble. The issue's target is 20,000 bars/s (50 us per bar), reported beside
@@ -33,13 +34,13 @@ import pytest
 
 pytest.importorskip("redis")
 
-from redis.asyncio import Redis  # noqa: E402
+from redis.asyncio import Redis
 
-from l2fast import StrategicDecision, TacticalSignal, TacticalSignalGenerator  # noqa: E402
-from l2fast.bus import Bar, L2BusAdapter, MessageBus, Topic  # noqa: E402
-from l2fast.bus.redis import RedisTransport  # noqa: E402
-from l2fast.signals import Side  # noqa: E402
-from l2fast.evaluation.synthetic import generate_bars  # noqa: E402
+from l2fast import StrategicDecision, TacticalSignal, TacticalSignalGenerator
+from l2fast.bus import Bar, L2BusAdapter, MessageBus, Topic
+from l2fast.bus.redis import RedisTransport
+from l2fast.evaluation.synthetic import generate_bars
+from l2fast.signals import Side
 
 GROUP = "redis end to end per bar"
 BARS = 2_000

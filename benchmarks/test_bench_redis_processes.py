@@ -21,8 +21,8 @@ import pytest
 
 pytest.importorskip("redis")
 
-from redis_processes import Pipeline, expected_signals  # noqa: E402
-from test_bench_redis import redis_url  # noqa: E402, F401  (the module's Redis server fixture)
+from redis_processes import Pipeline, expected_signals
+from test_bench_redis import redis_url  # noqa: F401  (the module's Redis server fixture)
 
 GROUP = "redis end to end per bar, three processes"
 BARS = 20_000

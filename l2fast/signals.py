@@ -286,13 +286,13 @@ class TacticalSignal:
         checked = _unit("consensus", value)
         if checked is not value:
             set_(self, "consensus", checked)
-        value = self.stop_loss
-        stop_loss = _price("stop_loss", value)
-        if stop_loss is not value:
+        price = self.stop_loss
+        stop_loss = _price("stop_loss", price)
+        if stop_loss is not price:
             set_(self, "stop_loss", stop_loss)
-        value = self.take_profit
-        take_profit = _price("take_profit", value)
-        if take_profit is not value:
+        price = self.take_profit
+        take_profit = _price("take_profit", price)
+        if take_profit is not price:
             set_(self, "take_profit", take_profit)
         if not isinstance(self.reasoning, dict):
             raise _bad_signal("reasoning", self.reasoning, "must be a dict")

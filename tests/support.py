@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from l2fast.cli.main import main
 from l2fast.bus import Bar
+from l2fast.cli.main import main
 from l2fast.evaluation.replay import BarStream, merge_streams
 
 COLUMNS = ("ts", "open", "high", "low", "close", "volume")

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from l2fast.errors import InvalidInputError
-from reference.averages import EMARef, SMARef
 from l2fast.technical.indicators import EMA, SMA
+
+from reference.averages import EMARef, SMARef
 
 talib = pytest.importorskip("talib")
 

@@ -21,7 +21,9 @@ import pytest
 from support import exit_code, write_csv
 
 from l2fast.cli.main import main
-from l2fast.technical.bars import load_bars_csv
+from l2fast.data import shipped_config
+from l2fast.engine.generator import TacticalSignalGenerator
+from l2fast.errors import InvalidInputError
 from l2fast.evaluation.backtest import (
     HORIZONS,
     BenchmarkResult,
@@ -31,13 +33,11 @@ from l2fast.evaluation.backtest import (
     run_benchmark,
     strategy_configs,
 )
-from l2fast.data import shipped_config
-from l2fast.engine.generator import TacticalSignalGenerator
-from l2fast.errors import InvalidInputError
 from l2fast.evaluation.paper import PaperBroker
 from l2fast.evaluation.replay import BarStream, default_decision, demo_config, replay
 from l2fast.evaluation.report import format_markdown, targets
 from l2fast.evaluation.synthetic import generate_bars
+from l2fast.technical.bars import load_bars_csv
 
 BTC, ETH = "BTC/USDT", "ETH/USDT"
 MINUTE, DAY = 60_000, 86_400_000
@@ -286,8 +286,9 @@ def test_members_alone_keep_only_their_weight_and_no_technical_reads_no_technica
 def _vote_under_technical_picture(config, sign: float) -> dict:
     """The reference voter's result when every member buys (probability 0.9) and every
     timeframe's technical vote is ``sign``."""
-    from reference.voting import COMPONENTS, VoterRef
     from l2fast.decision.voting import VotingParams
+
+    from reference.voting import COMPONENTS, VoterRef
 
     manifests = TacticalSignalGenerator(config=config).manifests
     params = VotingParams.from_config(config.model, manifests, config.technical)

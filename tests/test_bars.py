@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from l2fast.errors import InvalidBarError, InvalidInputError
 from l2fast.technical.bars import (
     Bar,
     BarValidator,
@@ -21,7 +22,7 @@ from l2fast.technical.bars import (
     parse_timeframe,
     timeframe_name,
 )
-from l2fast.errors import InvalidBarError, InvalidInputError
+
 from reference.aggregate import BarValidatorRef, TimeframeAggregatorRef, bar_problem
 
 pd = pytest.importorskip("pandas")
@@ -339,7 +340,8 @@ def test_flat_zero_volume_bars_aggregate_to_a_flat_bar():
     out = agg.aggregate_many(ts, *(np.full(10, 42.0) for _ in range(4)), np.zeros(10))
     assert_same_bars(
         out["5m"],
-        {"ts": ts[::5], "open": [42.0] * 2, "high": [42.0] * 2, "low": [42.0] * 2, "close": [42.0] * 2, "volume": [0.0] * 2},
+        {"ts": ts[::5], "open": [42.0] * 2, "high": [42.0] * 2, "low": [42.0] * 2, "close": [42.0] * 2,
+         "volume": [0.0] * 2},
     )
 
 

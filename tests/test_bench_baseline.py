@@ -241,7 +241,8 @@ def test_check_fails_below_a_gate(tmp_path: Path, capsys: pytest.CaptureFixture[
 def test_check_judges_the_best_of_several_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     base = write_baseline(tmp_path / "base.json", {"g | alt": 2.0})
     # Run 1: ratio 1.25 (more than 1.5x below 2.0); run 2: ratio 1.9; run 3: 0.9 (below the gate).
-    noisy = [write(tmp_path / f"run{i}.json", run_json([entry("g", "l2fast.g", 1e-6), entry("g", "alt", r * 1e-6, gate=1.0)]))
+    noisy = [write(tmp_path / f"run{i}.json",
+                   run_json([entry("g", "l2fast.g", 1e-6), entry("g", "alt", r * 1e-6, gate=1.0)]))
              for i, r in enumerate((1.25, 1.9, 0.9))]
     assert bl.main(["check", str(noisy[0]), "--baseline", str(base)]) == 1
     assert bl.main(["check", str(noisy[2]), "--baseline", str(base)]) == 1

@@ -29,8 +29,8 @@ from l2fast.engine.generator import TacticalSignalGenerator
 from l2fast.errors import ConfigError
 from l2fast.evaluation.paper import PaperBroker
 from l2fast.evaluation.replay import BarStream, demo_config, replay
-from l2fast.signals import Side, StrategicDecision, TacticalSignal
 from l2fast.evaluation.synthetic import generate_bars
+from l2fast.signals import Side, StrategicDecision, TacticalSignal
 
 BTC, ETH = "BTC/USDT", "ETH/USDT"
 T0 = 1_704_067_200_000

@@ -12,14 +12,14 @@ import pytest
 
 pytest.importorskip("redis")
 
-from redis.asyncio import Redis  # noqa: E402
-from support import REDIS_SERVER  # noqa: E402
+from redis.asyncio import Redis
+from support import REDIS_SERVER
 
-from l2fast.bus import Bar, Fill, MessageBus, Topic  # noqa: E402
-from l2fast.bus.lease import LeaseLost, SymbolLease  # noqa: E402
-from l2fast.bus.redis import RedisTransport  # noqa: E402
-from l2fast.errors import BusUnavailableError  # noqa: E402
-from l2fast.signals import StrategicDecision  # noqa: E402
+from l2fast.bus import Bar, Fill, MessageBus, Topic
+from l2fast.bus.lease import LeaseLost, SymbolLease
+from l2fast.bus.redis import RedisTransport
+from l2fast.errors import BusUnavailableError
+from l2fast.signals import StrategicDecision
 
 pytestmark = pytest.mark.skipif(REDIS_SERVER is None,
                                 reason="redis-server is not installed (Debian: apt-get install redis-server)")

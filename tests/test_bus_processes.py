@@ -23,14 +23,14 @@ import pytest
 
 pytest.importorskip("redis")
 
-from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
-from support import REDIS_SERVER, RedisServer, free_port, write_csv  # noqa: E402
+from prometheus_client.parser import text_string_to_metric_families
+from support import REDIS_SERVER, RedisServer, free_port, write_csv
 
-from l2fast.data import shipped_config  # noqa: E402
-from l2fast.engine.generator import TacticalSignalGenerator  # noqa: E402
-from l2fast.evaluation.paper import PaperBroker  # noqa: E402
-from l2fast.evaluation.replay import BarStream, demo_config, merge_streams  # noqa: E402
-from l2fast.signals import StrategicDecision  # noqa: E402
+from l2fast.data import shipped_config
+from l2fast.engine.generator import TacticalSignalGenerator
+from l2fast.evaluation.paper import PaperBroker
+from l2fast.evaluation.replay import BarStream, demo_config, merge_streams
+from l2fast.signals import StrategicDecision
 
 pytestmark = pytest.mark.skipif(REDIS_SERVER is None,
                                 reason="redis-server is not installed (Debian: apt-get install redis-server)")

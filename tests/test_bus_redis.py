@@ -16,9 +16,9 @@ import pytest
 
 pytest.importorskip("redis")
 
-from support import REDIS_SERVER, merged_bars  # noqa: E402
+from support import REDIS_SERVER, merged_bars
 
-from l2fast.bus import (  # noqa: E402
+from l2fast.bus import (
     Bar,
     Fill,
     L2BusAdapter,
@@ -29,10 +29,10 @@ from l2fast.bus import (  # noqa: E402
     decode,
     encode,
 )
-from l2fast.bus.redis import RedisTransport  # noqa: E402
-from l2fast.engine.generator import TacticalSignalGenerator  # noqa: E402
-from l2fast.evaluation.replay import BarStream, demo_config  # noqa: E402
-from l2fast.signals import StrategicDecision  # noqa: E402
+from l2fast.bus.redis import RedisTransport
+from l2fast.engine.generator import TacticalSignalGenerator
+from l2fast.evaluation.replay import BarStream, demo_config
+from l2fast.signals import StrategicDecision
 
 BTC, ETH = "BTC/USDT", "ETH/USDT"
 T0 = 1_704_067_200_000

@@ -26,16 +26,16 @@ import pytest
 
 pytest.importorskip("redis")
 
-from redis.asyncio import Redis  # noqa: E402
-from support import REDIS_SERVER, RedisServer, exit_code, free_port, write_csv  # noqa: E402
+from redis.asyncio import Redis
+from support import REDIS_SERVER, RedisServer, exit_code, free_port, write_csv
 
-from l2fast.bus import MessageBus, Topic  # noqa: E402
-from l2fast.bus.lease import SymbolLease  # noqa: E402
-from l2fast.bus.redis import REPLY_TIMEOUT_S, RedisRetry, RedisTransport, redacted_url  # noqa: E402
-from l2fast.bus.tools import collect_signals  # noqa: E402
-from l2fast.ops.dashboard import watch_redis  # noqa: E402
-from l2fast.errors import BusUnavailableError  # noqa: E402
-from l2fast.evaluation.synthetic import generate_bars  # noqa: E402
+from l2fast.bus import MessageBus, Topic
+from l2fast.bus.lease import SymbolLease
+from l2fast.bus.redis import REPLY_TIMEOUT_S, RedisRetry, RedisTransport, redacted_url
+from l2fast.bus.tools import collect_signals
+from l2fast.errors import BusUnavailableError
+from l2fast.evaluation.synthetic import generate_bars
+from l2fast.ops.dashboard import watch_redis
 
 REPO = Path(__file__).resolve().parents[1]
 EXIT_REDIS_UNREACHABLE = 3

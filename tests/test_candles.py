@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from l2fast.errors import InvalidInputError
-from reference.candles import CandlesRef
 from l2fast.technical.indicators import CANDLESTICK_PATTERNS, CandlestickDetector, candlestick
+
+from reference.candles import CandlesRef
 
 talib = pytest.importorskip("talib")
 

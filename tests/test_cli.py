@@ -9,8 +9,8 @@ import sys
 import numpy as np
 
 from l2fast.cli.main import main
-from l2fast.technical.state import TechnicalState
 from l2fast.evaluation.synthetic import generate_bars
+from l2fast.technical.state import TechnicalState
 
 
 def test_indicators_on_a_generated_series_prints_every_timeframe(capsys):

@@ -15,15 +15,15 @@ import pytest
 
 pytest.importorskip("rich")
 
-from rich.console import Console  # noqa: E402
-from support import exit_code, write_csv  # noqa: E402
+from rich.console import Console
+from support import exit_code, write_csv
 
-from l2fast.engine._telemetry import STAGE_NAMES, MetricsRecorder  # noqa: E402
-from l2fast.ops.dashboard import L2Dashboard, ReplayFeed  # noqa: E402
-from l2fast.data import shipped_config  # noqa: E402
-from l2fast.ops.monitoring import metrics_key, publish_metrics, read_metrics  # noqa: E402
-from l2fast.signals import TacticalSignal  # noqa: E402
-from l2fast.evaluation.synthetic import generate_bars  # noqa: E402
+from l2fast.data import shipped_config
+from l2fast.engine._telemetry import STAGE_NAMES, MetricsRecorder
+from l2fast.evaluation.synthetic import generate_bars
+from l2fast.ops.dashboard import L2Dashboard, ReplayFeed
+from l2fast.ops.monitoring import metrics_key, publish_metrics, read_metrics
+from l2fast.signals import TacticalSignal
 
 DEMO_CONFIG = shipped_config("demo")
 

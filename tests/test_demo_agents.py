@@ -216,9 +216,8 @@ def test_backtest_trade_accounting_with_fees() -> None:
 
 
 def test_decision_periods_do_not_reach_past_their_end_and_mirror_flips_returns() -> None:
-    from l2fast.technical.bars import BarValidator
     from l2fast.evaluation.synthetic import generate_bars
-
+    from l2fast.technical.bars import BarValidator
     from training.data import compute_features, decision_period, mirror_bars, to_ms
 
     bars = generate_bars(3_000, seed=3, start_ts=to_ms("2024-01-01"))

@@ -28,9 +28,9 @@ from stable_baselines3 import PPO, SAC  # noqa: E402
 from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize  # noqa: E402
 
 from l2fast.export.__main__ import main  # noqa: E402
-from l2fast.technical.state import TechnicalConfig, feature_names  # noqa: E402
-from l2fast.models.manifest import default_action_targets  # noqa: E402
 from l2fast.models.loading import load_model, validate_models  # noqa: E402
+from l2fast.models.manifest import default_action_targets  # noqa: E402
+from l2fast.technical.state import TechnicalConfig, feature_names  # noqa: E402
 
 NAMES = [n for n in feature_names(TechnicalConfig()) if n.startswith(("ret_", "rsi_"))][:5]
 N = len(NAMES)

@@ -35,8 +35,8 @@ from l2fast.export import MissingFeatureNamesWarning, export_model  # noqa: E402
 from l2fast.export.graph import build_graph  # noqa: E402
 from l2fast.export.parity import box_tolerance, compare, onnx_actions, onnx_session  # noqa: E402
 from l2fast.export.sources import LoadedAgent, VecNormStats  # noqa: E402
-from l2fast.models.manifest import default_action_targets  # noqa: E402
 from l2fast.models.loading import load_model  # noqa: E402
+from l2fast.models.manifest import default_action_targets  # noqa: E402
 
 N_FEATURES = 6
 RAW_MEAN = np.array([100.0, -3.0, 0.5, 2e4, 0.0, 55.0])
@@ -138,7 +138,8 @@ def _observations(seed: int = 11) -> np.ndarray:
     """Raw float32 features: in distribution, then far outside it, then a few special rows."""
     rng = np.random.default_rng(seed)
     inside = rng.normal(RAW_MEAN, RAW_STD, (1500, N_FEATURES))
-    far = RAW_MEAN + RAW_STD * rng.choice([-1.0, 1.0], (600, N_FEATURES)) * 10.0 ** rng.uniform(1, 3.5, (600, N_FEATURES))
+    sign = rng.choice([-1.0, 1.0], (600, N_FEATURES))
+    far = RAW_MEAN + RAW_STD * sign * 10.0 ** rng.uniform(1, 3.5, (600, N_FEATURES))
     one_out = rng.normal(RAW_MEAN, RAW_STD, (300, N_FEATURES))
     one_out[np.arange(300), rng.integers(0, N_FEATURES, 300)] *= -1e3
     special = np.stack([np.zeros(N_FEATURES), RAW_MEAN, RAW_MEAN + 1e-3])
@@ -206,8 +207,9 @@ CASES = {
     "a2c_box_gelu_no_centering": dict(algo=A2C, space=WIDE_BOX, n_steps=16,
                                       scaler=functools.partial(StandardScaler, with_mean=False),
                                       policy_kwargs=dict(activation_fn=nn.GELU)),
-    "dqn_leaky_robust_no_scaling": dict(algo=DQN, space=SEVEN, scaler=functools.partial(RobustScaler, with_scaling=False),
-                                        policy_kwargs=dict(net_arch=[32, 32], activation_fn=nn.LeakyReLU)),
+    "dqn_leaky_robust_no_scaling": dict(
+        algo=DQN, space=SEVEN, scaler=functools.partial(RobustScaler, with_scaling=False),
+        policy_kwargs=dict(net_arch=[32, 32], activation_fn=nn.LeakyReLU)),
     "dqn_sigmoid_standard_no_std_vecnormalize": dict(
         algo=DQN, space=spaces.Discrete(5), scaler=functools.partial(StandardScaler, with_std=False), clip_obs=3.0,
         policy_kwargs=dict(net_arch=[16, 16], activation_fn=nn.Sigmoid)),
@@ -217,7 +219,8 @@ CASES = {
     "ddpg_gelu_tanh_identity": dict(
         algo=DDPG, space=UNIT_BOX, scaler=StandardScaler,
         policy_kwargs=dict(net_arch=[16, 16], activation_fn=functools.partial(nn.GELU, approximate="tanh"))),
-    "sac_identity_activation": dict(algo=SAC, space=UNIT_BOX, policy_kwargs=dict(net_arch=[8], activation_fn=nn.Identity)),
+    "sac_identity_activation": dict(algo=SAC, space=UNIT_BOX,
+                                    policy_kwargs=dict(net_arch=[8], activation_fn=nn.Identity)),
 }
 
 
@@ -340,7 +343,8 @@ def test_folded_normalisation_is_bit_identical_to_sklearn_then_vecnormalize(ppo_
     venv.obs_rms.var = rng.uniform(0.01, 9, N_FEATURES)
     proto = build_graph(_agent(ppo_discrete, scaler=scaler, venv=venv))
     cast_out = next(n for n in proto.graph.node if n.op_type == "Cast" and n.attribute[0].i == onnx.TensorProto.FLOAT)
-    proto.graph.output.append(onnx.helper.make_tensor_value_info(cast_out.output[0], onnx.TensorProto.FLOAT, ["N", N_FEATURES]))
+    proto.graph.output.append(
+        onnx.helper.make_tensor_value_info(cast_out.output[0], onnx.TensorProto.FLOAT, ["N", N_FEATURES]))
     session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
     raw = _observations(seed=2)
     got = session.run([cast_out.output[0]], {"obs": raw})[0]

@@ -125,7 +125,7 @@ def _assert_same_predictions(original, agent: LoadedAgent) -> None:
     expected, _ = original.predict(obs, deterministic=True)
     got, _ = agent.model.predict(obs, deterministic=True)
     np.testing.assert_array_equal(got, expected)
-    for i in range(0, 40):
+    for i in range(40):
         np.testing.assert_array_equal(agent.model.predict(obs[i], deterministic=True)[0],
                                       original.predict(obs[i], deterministic=True)[0])
 

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from l2fast.errors import InvalidInputError
-from reference.levels import SupportResistanceRef
 from l2fast.technical.indicators import LevelsSnapshot, SupportResistance
+
+from reference.levels import SupportResistanceRef
 
 FIELDS = LevelsSnapshot._fields
 
@@ -300,7 +301,8 @@ def test_streaming_update_equals_update_many(btc_1m_head):
     sr = SupportResistance()
     rows = [sr.update(*map(float, bar)) for bar in zip(*data)]
     for f in FIELDS:
-        np.testing.assert_array_equal(np.array([getattr(r, f) for r in rows], dtype=batch[f].dtype), batch[f], err_msg=f)
+        one_by_one = np.array([getattr(r, f) for r in rows], dtype=batch[f].dtype)
+        np.testing.assert_array_equal(one_by_one, batch[f], err_msg=f)
 
 
 def test_streaming_and_batch_leave_identical_state(btc_1m_head):

@@ -17,7 +17,7 @@ import pytest
 import l2fast
 from l2fast.config import L2Config
 from l2fast.errors import ConfigError, ModelLoadError
-from l2fast.technical.state import TechnicalConfig, feature_names
+from l2fast.models.loading import load_model, validate_models
 from l2fast.models.manifest import (
     DEFAULT_ACTION_TARGETS,
     OPTIONAL_KEYS,
@@ -26,7 +26,7 @@ from l2fast.models.manifest import (
     default_action_targets,
     validate_manifest,
 )
-from l2fast.models.loading import load_model, validate_models
+from l2fast.technical.state import TechnicalConfig, feature_names
 
 onnx = pytest.importorskip("onnx")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
@@ -239,7 +239,8 @@ def test_validate_models_takes_a_whole_l2config_and_uses_its_technical_section(t
     config = L2Config.from_dict({"technical": {"rsi_periods": [14, 30]}})
     assert validate_models(tmp_path, technical=config) == {"passed": 1, "total": 1, "failures": []}
     assert validate_models(tmp_path, technical=L2Config())["passed"] == 0
-    with pytest.raises(ConfigError, match=r"technical=\{'rsi_periods': \[14, 30\]\}: expected an l2fast.config.L2Config"):
+    with pytest.raises(ConfigError,
+                       match=r"technical=\{'rsi_periods': \[14, 30\]\}: expected an l2fast.config.L2Config"):
         validate_models(tmp_path, technical={"rsi_periods": [14, 30]})
 
 
@@ -293,7 +294,8 @@ def _case(tmp_path, monkeypatch, mode):
     if mode == "pkl source":
         source = tmp_path / "agent.pkl"
         source.write_bytes(b"\x80\x04\x95\x00pickle")
-        return source, source, f"a .pkl source, not an exported model \\(export it with python -m l2fast.export {source}"
+        return source, source, ("a .pkl source, not an exported model "
+                                f"\\(export it with python -m l2fast.export {source}")
     if mode == "folder":
         return tmp_path, tmp_path, "a folder"
     if mode == "manifest is a folder":

@@ -1,20 +1,26 @@
-"""Prometheus exposition of the engine's metrics (checked with prometheus_client's parser),
-the /metrics HTTP server over real connections, the JSON hand-off and the merge of workers."""
+"""Prometheus exposition of the engine's metrics (checked with prometheus_client's parser as
+the independent reference), the /metrics HTTP server over real connections, the JSON
+hand-off and the merge of workers."""
 
 from __future__ import annotations
 
 import asyncio
 import http.client
 import math
+import re
 import socket
+import threading
+from collections.abc import Callable
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from l2fast.engine._telemetry import STAGE_NAMES, MetricsRecorder
 from l2fast.errors import ConfigError
 from l2fast.ops.monitoring import (
     CONTENT_TYPE,
+    EngineCollector,
     MetricsServer,
     bucket_quantile,
     merge_metrics,
@@ -49,8 +55,7 @@ def engine_metrics(*, denials: int = 2, equity: float = 10_500.0) -> dict[str, A
 
 
 def families(text: str) -> dict[str, Any]:
-    parser = pytest.importorskip("prometheus_client.parser")
-    return {f.name: f for f in parser.text_string_to_metric_families(text)}
+    return {f.name: f for f in text_string_to_metric_families(text)}
 
 
 def samples(text: str, name: str) -> dict[tuple[tuple[str, str], ...], float]:
@@ -85,7 +90,7 @@ def test_exposition_is_valid_for_prometheus_client_with_every_family_typed():
 
 def test_counters_carry_the_metrics_numbers_by_label():
     text = render_prometheus(engine_metrics(), worker="w1", adapter=ADAPTER)
-    assert 'l2fast_bars_total{worker="w1"} 6\n' in text
+    assert 'l2fast_bars_total{worker="w1"} 6.0\n' in text
     assert samples(text, "l2fast_signals_total") == {(("side", "buy"),): 2, (("side", "sell"),): 1,
                                                      (("side", "hold"),): 3}
     assert samples(text, "l2fast_reasons_total") == {(("code", "ENTRY"),): 2, (("code", "EXIT"),): 1,
@@ -109,7 +114,7 @@ def test_gauges_carry_the_engine_state():
                       "l2fast_entries_today": 4, "l2fast_confidence_mean": (0.75 + 0.35 + 1.0) / 3,
                       "l2fast_consensus_mean": (0.9 + 0.5 + 1.0) / 3}
     halted = render_prometheus({**engine_metrics(), "halted": True}, worker="w1")
-    assert 'l2fast_halted{worker="w1"} 1\n' in halted
+    assert 'l2fast_halted{worker="w1"} 1.0\n' in halted
 
 
 def test_confidence_histogram_is_cumulative_over_tenths():
@@ -143,7 +148,7 @@ def test_label_values_and_help_are_escaped_per_the_format():
     d = engine_metrics()
     d["members"] = {'m"\\': d["members"]["ppo"]}
     text = render_prometheus(d, worker=tricky)
-    assert 'l2fast_bars_total{worker="w\\"1\\\\x\\ny"} 6\n' in text
+    assert 'l2fast_bars_total{worker="w\\"1\\\\x\\ny"} 6.0\n' in text
     parsed = families(text)
     assert {s.labels["worker"] for s in parsed["l2fast_bars"].samples} == {tricky}
     assert {s.labels["member"] for s in parsed["l2fast_member_votes"].samples} == {'m"\\'}
@@ -232,18 +237,41 @@ def _raw(port: int, data: bytes) -> bytes:
     return b"".join(chunks)
 
 
-def serve(provider, check) -> None:
+def serve(collector: Any, check: Callable[[int], None]) -> None:
     """Run ``check(port)`` in a thread against a started server (real TCP connections)."""
     async def main() -> None:
-        async with MetricsServer(provider) as server:
+        async with MetricsServer(collector) as server:
             assert server.port != 0
             await asyncio.to_thread(check, server.port)
 
     asyncio.run(asyncio.wait_for(main(), 30))
 
 
-def test_get_metrics_serves_the_provider_text_with_the_exposition_content_type():
-    text = render_prometheus(engine_metrics(), worker="w1")
+def collector_of(*, fail_first: bool = False) -> EngineCollector:
+    """The test metrics' collector, recording the thread of each read; the first read
+    raises if ``fail_first``."""
+    reads: list[threading.Thread] = []
+
+    def metrics() -> dict[str, Any]:
+        reads.append(threading.current_thread())
+        if fail_first and len(reads) == 1:
+            raise RuntimeError("boom")
+        return engine_metrics()
+
+    collector = EngineCollector(metrics, worker="w1", adapter=lambda: ADAPTER)
+    collector.reads = reads  # type: ignore[attr-defined]
+    return collector
+
+
+def status_of(reply: bytes) -> int:
+    found = re.match(rb"HTTP/1\.[01] (\d{3}) ", reply)
+    assert found, reply[:80]
+    return int(found.group(1))
+
+
+def test_get_metrics_serves_the_exposition_with_its_content_type_reading_on_the_loop_thread():
+    text = render_prometheus(engine_metrics(), worker="w1", adapter=ADAPTER)
+    collector = collector_of()
 
     def check(port: int) -> None:
         status, headers, body = _http(port, "GET", "/metrics")
@@ -252,62 +280,97 @@ def test_get_metrics_serves_the_provider_text_with_the_exposition_content_type()
         assert body.decode("utf-8") == text
         assert int(headers["content-length"]) == len(body)
         families(body.decode("utf-8"))
-        assert _http(port, "GET", "/metrics?name[]=x")[0] == 200
+        # prometheus_client's family selection.
+        status, _, body = _http(port, "GET", "/metrics?name[]=l2fast_votes_total")
+        assert status == 200
+        assert set(families(body.decode("utf-8"))) == {"l2fast_votes"}
 
-    serve(lambda: text, check)
+    serve(collector, check)
+    assert collector.reads == [threading.main_thread()] * 2  # type: ignore[attr-defined]
 
 
 def test_other_paths_are_404_other_methods_405_and_head_has_no_body():
+    text = render_prometheus(engine_metrics(), worker="w1", adapter=ADAPTER)
+
     def check(port: int) -> None:
         assert _http(port, "GET", "/")[0] == 404
         assert _http(port, "GET", "/metrics/x")[0] == 404
-        status, headers, _ = _http(port, "POST", "/metrics")
-        assert (status, headers["allow"]) == (405, "GET, HEAD")
+        assert _http(port, "GET", "/favicon.ico")[0] == 404
+        for method in ("POST", "OPTIONS"):
+            status, headers, _ = _http(port, method, "/metrics")
+            assert (status, headers["allow"]) == (405, "GET, HEAD")
         status, headers, body = _http(port, "HEAD", "/metrics")
-        assert (status, body, headers["content-length"]) == (200, b"", "2")
+        assert (status, body, headers["content-length"]) == (200, b"", str(len(text)))
 
-    serve(lambda: "x\n", check)
+    serve(collector_of(), check)
 
 
-@pytest.mark.parametrize("request_bytes", [
-    b"garbage\r\n\r\n",
-    b"GET /metrics\r\n\r\n",
-    b"GET /metrics SPDY/3\r\n\r\n",
-    b"GET /metrics HTTP/1.1\r\nno colon here\r\n\r\n",
-    b"GET /" + b"m" * 10_000 + b" HTTP/1.1\r\n\r\n",
+@pytest.mark.parametrize(("request_bytes", "status"), [
+    (b"garbage\r\n\r\n", 400),
+    (b"GET /metrics\r\n\r\n", 400),
+    (b"GET /metrics SPDY/3\r\n\r\n", 400),
+    (b"GET /metrics HTTP/1.1\r\nno colon here\r\n\r\n", 400),
+    (b"GET /" + b"m" * 70_000 + b" HTTP/1.1\r\n\r\n", 414),
 ])
-def test_a_malformed_request_is_400(request_bytes):
+def test_a_malformed_request_is_refused_and_the_server_keeps_serving(request_bytes, status):
     def check(port: int) -> None:
-        assert _raw(port, request_bytes).startswith(b"HTTP/1.1 400 Bad Request\r\n")
+        assert status_of(_raw(port, request_bytes)) == status
+        assert _http(port, "GET", "/metrics")[0] == 200
 
-    serve(lambda: "x\n", check)
+    serve(collector_of(), check)
 
 
-def test_a_failing_provider_is_500_and_the_server_keeps_serving():
-    calls = []
-
-    def provider() -> str:
-        calls.append(1)
-        if len(calls) == 1:
-            raise RuntimeError("boom")
-        return "ok\n"
-
+def test_a_failing_collector_is_500_and_the_server_keeps_serving():
     def check(port: int) -> None:
         assert _http(port, "GET", "/metrics")[0] == 500
-        assert _http(port, "GET", "/metrics")[2] == b"ok\n"
+        assert _http(port, "GET", "/metrics")[0] == 200
 
-    serve(provider, check)
+    serve(collector_of(fail_first=True), check)
+
+
+def test_a_client_that_sends_nothing_does_not_stop_the_others():
+    def check(port: int) -> None:
+        with socket.create_connection(("127.0.0.1", port), timeout=10):
+            assert _http(port, "GET", "/metrics")[0] == 200
+
+    serve(collector_of(), check)
+
+
+def test_ipv6_loopback_is_served():
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6 on this machine")
+
+    async def main() -> None:
+        try:
+            server = MetricsServer(collector_of(), host="::1")
+            await server.start()
+        except OSError as exc:
+            pytest.skip(f"cannot bind ::1: {exc}")
+        try:
+            def get() -> int:
+                conn = http.client.HTTPConnection("::1", server.port, timeout=10)
+                try:
+                    conn.request("GET", "/metrics")
+                    return conn.getresponse().status
+                finally:
+                    conn.close()
+
+            assert await asyncio.to_thread(get) == 200
+        finally:
+            await server.close()
+
+    asyncio.run(asyncio.wait_for(main(), 30))
 
 
 @pytest.mark.parametrize("host", ["0.0.0.0", "192.168.1.10", "example.com", "::"])
 def test_a_non_loopback_host_is_refused_naming_it(host):
     with pytest.raises(ConfigError, match=f"host='{host}'"):
-        MetricsServer(lambda: "", host=host)
+        MetricsServer(collector_of(), host=host)
 
 
 def test_loopback_hosts_and_allow_remote_are_accepted():
     for host in ("127.0.0.1", "127.0.0.2", "::1", "localhost"):
-        assert MetricsServer(lambda: "", host=host).host == host
-    assert MetricsServer(lambda: "", host="0.0.0.0", allow_remote=True).host == "0.0.0.0"
+        assert MetricsServer(collector_of(), host=host).host == host
+    assert MetricsServer(collector_of(), host="0.0.0.0", allow_remote=True).host == "0.0.0.0"
     with pytest.raises(ConfigError, match="port=70000"):
-        MetricsServer(lambda: "", port=70_000)
+        MetricsServer(collector_of(), port=70_000)

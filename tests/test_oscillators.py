@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from l2fast.errors import InvalidInputError
-from reference.oscillators import ADXRef, MACDRef, RSIRef, StochasticRef
 from l2fast.technical.indicators import ADX, MACD, RSI, Stochastic
+
+from reference.oscillators import ADXRef, MACDRef, RSIRef, StochasticRef
 
 talib = pytest.importorskip("talib")
 

@@ -26,8 +26,8 @@ from l2fast.evaluation.replay import (
     replay,
     symbol_from_filename,
 )
-from l2fast.signals import StrategicDecision, TacticalSignal
 from l2fast.evaluation.synthetic import generate_bars
+from l2fast.signals import StrategicDecision, TacticalSignal
 
 ROOT = Path(__file__).resolve().parents[1]
 BTC, ETH = "BTC/USDT", "ETH/USDT"

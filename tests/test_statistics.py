@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from l2fast.errors import InvalidInputError
-from reference.statistics import RollingCorrelationRef
 from l2fast.technical.indicators import RollingCorrelation
+
+from reference.statistics import RollingCorrelationRef
 
 talib = pytest.importorskip("talib")
 

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from l2fast.errors import InvalidInputError
-from reference.volatility import ATRRef, BollingerBandsRef, DonchianRef, RealizedVolatilityRef
 from l2fast.technical.indicators import ATR, BollingerBands, Donchian, RealizedVolatility
+
+from reference.volatility import ATRRef, BollingerBandsRef, DonchianRef, RealizedVolatilityRef
 
 talib = pytest.importorskip("talib")
 pd = pytest.importorskip("pandas")

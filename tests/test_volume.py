@@ -10,8 +10,9 @@ import pytest
 from numpy.lib.stride_tricks import sliding_window_view
 
 from l2fast.errors import InvalidInputError
-from reference.volume import OBVRef, VolumeZScoreRef
 from l2fast.technical.indicators import OBV, VolumeZScore
+
+from reference.volume import OBVRef, VolumeZScoreRef
 
 talib = pytest.importorskip("talib")
 pd = pytest.importorskip("pandas")

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 
+from l2fast.evaluation.synthetic import generate_bars
 from l2fast.technical.bars import load_bars_csv, parse_timeframe
 from l2fast.technical.state import TechnicalState
-from l2fast.evaluation.synthetic import generate_bars
 
 MINUTE_MS = 60_000
 DATA_FILE = "btcusdt_1m.csv.gz"
@@ -27,13 +27,13 @@ def to_ms(date: str) -> int:
     """Epoch milliseconds of an ISO date or datetime taken as UTC."""
     dt = datetime.fromisoformat(date)
     if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
+        dt = dt.replace(tzinfo=UTC)
     return int(dt.timestamp() * 1000)
 
 
 def iso(ms: int) -> str:
     """ISO-8601 UTC text of epoch milliseconds."""
-    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def load_bars(data: str | os.PathLike[str] | None, *, synthetic_bars: int, start: str) -> tuple[dict, str]:

@@ -33,6 +33,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from training.agents import ACTION_TARGETS, AGENTS, AgentSpec
+from training.backtest import MINUTES_PER_YEAR, backtest
 from training.data import (
     Period,
     compute_features,
@@ -43,7 +44,6 @@ from training.data import (
     mirror_bars,
     to_ms,
 )
-from training.backtest import MINUTES_PER_YEAR, backtest
 
 REPO = Path(__file__).resolve().parents[1]
 N_ENVS = 8
@@ -354,7 +354,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training.train_agents", description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", help="bar CSV or folder (default $L2FAST_DATA_DIR or ../shared/data)")
     parser.add_argument("--out", type=Path, default=REPO / "saved_models", help="bundle folder")
-    parser.add_argument("--onnx-out", type=Path, default=REPO / "l2fast" / "data" / "onnx_models", help="ONNX folder (the shipped agents)")
+    parser.add_argument("--onnx-out", type=Path, default=REPO / "l2fast" / "data" / "onnx_models",
+                        help="ONNX folder (the shipped agents)")
     parser.add_argument("--no-export", action="store_true", help="skip the ONNX export")
     parser.add_argument("--agents", default=",".join(AGENTS), help="comma-separated agent names")
     parser.add_argument("--timesteps", type=int, help="override every agent's PPO timesteps")

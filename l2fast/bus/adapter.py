@@ -63,7 +63,7 @@ from l2fast.bus.inprocess import wall_clock_ms
 from l2fast.bus.schema import Bar, Fill
 from l2fast.bus.transport import BusClosed
 from l2fast.errors import L2FastError
-from l2fast.signals import Side, TacticalSignal
+from l2fast.signals import Side, StrategicDecision, TacticalSignal
 
 if TYPE_CHECKING:
     from l2fast.engine.generator import TacticalSignalGenerator
@@ -217,7 +217,7 @@ class L2BusAdapter:
                     await self._flush(subscription)
                 # A snapshot must not cover messages whose signals were not published.
                 if self.snapshot is not None and not self._handled:
-                    await self._checkpoint(subscription)
+                    await self._checkpoint(subscription, self.snapshot)
             await subscription.close()
 
     async def _flush(self, subscription: BusSubscription) -> None:
@@ -241,11 +241,11 @@ class L2BusAdapter:
         self._unacked.extend(handled)
         if (len(self._unacked) >= self.snapshot_every
                 or time.monotonic() - self._last_snapshot >= self.snapshot_interval_s):
-            await self._checkpoint(subscription)
+            await self._checkpoint(subscription, self.snapshot)
 
-    async def _checkpoint(self, subscription: BusSubscription) -> None:
+    async def _checkpoint(self, subscription: BusSubscription, path: Path) -> None:
         # The snapshot first: an acknowledgement must never run ahead of the state.
-        self.generator.snapshot(self.snapshot)
+        self.generator.snapshot(path)
         self._last_snapshot = time.monotonic()
         self.stats.snapshots += 1
         handled, self._unacked = self._unacked, []
@@ -270,19 +270,21 @@ class L2BusAdapter:
             self._reject(received, "malformed", str(received.error))
             return
         gen = self.generator
-        kind = type(message)
         try:
-            if kind is Bar:
+            if type(message) is Bar:
                 signal = gen.on_bar(message.symbol, message.ts_ms, message.open, message.high, message.low,
                                     message.close, message.volume)
-            elif kind is Fill:
+            elif type(message) is Fill:
                 gen.on_fill(message.symbol, message.side, message.qty, message.price, message.ts_ms,
                             fee=message.fee)
                 self.stats.fills += 1
                 return
-            else:
+            elif type(message) is StrategicDecision:
                 gen.on_strategic_decision(message)
                 self.stats.decisions += 1
+                return
+            else:  # a signal: the bus refuses one on an input topic (its type is checked against the topic)
+                self._reject(received, "refused", f"not an input message: {type(message).__name__}")
                 return
         except L2FastError as exc:
             self._reject(received, "refused", str(exc))

@@ -82,11 +82,13 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import TypeVar
+from functools import partial
+from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis
+from redis.typing import KeyT, StreamIdT
 
 from l2fast.bus.transport import BusClosed, Delivery, Overflow, QueuePolicy, Subscription, Transport
 from l2fast.errors import BusUnavailableError
@@ -337,22 +339,22 @@ TRIMMED_TOPICS: tuple[str, ...] = ("market.bars", "l2.signals")
 PUBLISH_BATCH = 512
 
 
-def _stream_entries(reply: object, **options: object) -> list:
+def _stream_entries(response: object, **options: object) -> list[Any]:
     """XREADGROUP's reply as Redis sends it, ``[(stream, [[id, [name, value, ...]], ...]), ...]``
     (a map in RESP3, pairs in RESP2), without redis-py's dict per entry: building those
     cost more than the rest of an entry's reading."""
-    if reply is None:
+    if response is None:
         return []
-    if isinstance(reply, dict):
-        return list(reply.items())
-    return reply  # type: ignore[return-value]
+    if isinstance(response, dict):
+        return list(response.items())
+    return response  # type: ignore[return-value]
 
 
 def _data_field(fields: Mapping[bytes, bytes] | list[bytes]) -> bytes:
     """An entry's ``d`` field (empty when absent), from Redis's flat ``[name, value, ...]``
     list or redis-py's dict of the fields (the replies of XAUTOCLAIM, or of a client the
     caller gave)."""
-    if type(fields) is list:
+    if isinstance(fields, list):
         if fields[0] == b"d":
             return fields[1]
         fields = dict(zip(fields[::2], fields[1::2]))
@@ -509,9 +511,11 @@ class RedisTransport(Transport):
             TypeError: An item is not bytes or text.
             BusClosed: The transport was closed.
         """
+        payloads: list[bytes | str] = []
         for data in items:
             if not isinstance(data, (bytes, str)):
                 raise TypeError(f"the Redis transport carries encoded envelopes, got {type(data).__name__}")
+            payloads.append(data)
         if self._closed:
             raise BusClosed("transport is closed")
         stream = self.key(topic, partition)
@@ -519,14 +523,14 @@ class RedisTransport(Transport):
         maxlen = policy.maxsize if policy.overflow is Overflow.DROP_OLDEST else 0
         keys = [stream, self.prefix + "l2fast:clock", f"{self.prefix}l2fast:publisher:{self._token}"]
         ids: list[str] = []
-        for start in range(0, len(items), PUBLISH_BATCH):
-            batch = list(items[start:start + PUBLISH_BATCH])
+        for start in range(0, len(payloads), PUBLISH_BATCH):
+            batch = payloads[start:start + PUBLISH_BATCH]
             if policy.overflow is Overflow.BLOCK:
                 await self._wait_for_room(stream, policy, len(batch), topic=topic)
             async with self._publish_lock:
                 self._counter += 1
                 args = [maxlen, self._counter, _PUBLISHER_TTL_S, *batch]
-                reply = await self.call(lambda: self._script(keys=keys, args=args))
+                reply = await self.call(partial(self._script, keys=keys, args=args))
             ids.extend(i.decode() if isinstance(i, bytes) else str(i) for i in reply)
         return ids
 
@@ -550,7 +554,7 @@ class RedisTransport(Transport):
             await asyncio.sleep(delay)
             delay = min(delay * 2.0, 0.005)
 
-    async def _lag(self, key: str, group: Mapping[str, object], bound: int) -> int:
+    async def _lag(self, key: str, group: Mapping[str, Any], bound: int) -> int:
         """The entries not yet delivered to ``group``, counted up to ``bound``.
 
         Redis reports no lag once entries were deleted from the middle of a stream
@@ -561,7 +565,8 @@ class RedisTransport(Transport):
             return int(lag)
         last = group["last-delivered-id"]
         last = last.decode() if isinstance(last, bytes) else str(last)
-        return len(await self.call(lambda: self._client.xrange(key, min=f"({last}", count=bound)))
+        entries = await self.call(lambda: self._client.xrange(key, min=f"({last}", count=bound))
+        return len(entries or ())
 
     async def subscribe(self, topics: Sequence[str], *, group: str, consumer: str,
                         partitions: Sequence[str] | None = None) -> RedisSubscription:
@@ -719,9 +724,11 @@ class RedisSubscription(Subscription):
 
     async def _read_new(self, *, block: bool = True) -> None:
         count = self._transport.count
-        streams = {key: ">" for key in self._keys}
+        streams: dict[KeyT, StreamIdT] = dict.fromkeys(self._keys, ">")
         block_ms = self._transport.block_ms if block else None
-        reply = await self._transport.call(lambda: self._client.xreadgroup(
+        # Any: the stubs type redis-py's parsing of the reply, and our client parses it with
+        # _stream_entries (a caller's client with redis-py's own): both give (stream, entries) pairs.
+        reply: Any = await self._transport.call(lambda: self._client.xreadgroup(
             self.group, self.consumer, streams, count=count, block=block_ms))
         horizon = None
         for key, entries in reply or ():
@@ -754,8 +761,9 @@ class RedisSubscription(Subscription):
         for key in self._keys:
             start = "0"
             while True:
-                reply = await self._transport.call(lambda: self._client.xreadgroup(
-                    self.group, self.consumer, {key: start}, count=self._transport.count))
+                streams: dict[KeyT, StreamIdT] = {key: start}
+                reply: Any = await self._transport.call(partial(  # Any: as in _read_new
+                    self._client.xreadgroup, self.group, self.consumer, streams, count=self._transport.count))
                 entries = reply[0][1] if reply else []
                 if not entries:
                     break
@@ -768,8 +776,9 @@ class RedisSubscription(Subscription):
         for key in self._keys:
             start = "0-0"
             while True:
-                reply = await self._transport.call(lambda: self._client.xautoclaim(
-                    key, self.group, self.consumer, self._transport.claim_idle_ms, start,
+                # Any: the stubs say a dict; redis-py gives [next start, entries, deleted ids].
+                reply: Any = await self._transport.call(partial(
+                    self._client.xautoclaim, key, self.group, self.consumer, self._transport.claim_idle_ms, start,
                     count=self._transport.count))
                 start, entries = reply[0], reply[1]
                 if entries:
@@ -794,7 +803,7 @@ class RedisSubscription(Subscription):
             # Taken out before awaiting: a concurrent flush (close) sends the others.
             batch = ids[:]
             ids.clear()
-            await self._transport.call(lambda: self._client.xack(key, self.group, *batch))
+            await self._transport.call(partial(self._client.xack, key, self.group, *batch))
             self._known.difference_update(batch)
 
     async def close(self) -> None:

@@ -352,7 +352,7 @@ def encode(message: Message, meta: Mapping[str, Any] | None = None) -> bytes:
     kind = message_type(message)
     # Every field but a signal's reasoning is validated finite on construction, so orjson
     # writing NaN as null can only touch the reasoning, where to_dict does the same.
-    payload = message.fields() if kind is MessageType.SIGNAL else message.to_dict()
+    payload = message.fields() if isinstance(message, TacticalSignal) else message.to_dict()
     envelope: dict[str, Any] = {"v": SCHEMA_VERSION, "type": kind.value, "payload": payload}
     if meta:
         envelope["meta"] = dict(check_meta(meta))
@@ -419,26 +419,30 @@ def _parse_refused(data: Any) -> Any:
         obj = json.loads(data, parse_constant=non_finite)
     except (ValueError, TypeError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         raise MessageError("envelope", data, f"not JSON: {exc}") from None
-    if literals:
-        path, literal = _find_non_finite(obj, "")
+    hit = _find_non_finite(obj, "") if literals else None
+    if hit is not None:
+        path, literal = hit
         raise MessageError(path or "envelope", literal, "NaN and Infinity are not JSON numbers")
     # JSON that only orjson refuses (a lone surrogate escape in a string): the rules
     # below judge it like any other.
     return obj
 
 
-def decode(data: bytes | bytearray | str) -> Envelope:
+def decode(data: object) -> Envelope:
     """Parse and validate one envelope (module docstring).
 
     Args:
-        data: The envelope as UTF-8 bytes or text.
+        data: The envelope as UTF-8 bytes or text (anything else is malformed).
 
     Raises:
         MessageError: Anything is malformed; ``field`` names where.
     """
-    try:
-        obj = orjson.loads(data)
-    except (orjson.JSONDecodeError, TypeError):
+    if isinstance(data, (bytes, bytearray, memoryview, str)):
+        try:
+            obj = orjson.loads(data)
+        except (orjson.JSONDecodeError, TypeError):
+            obj = _parse_refused(data)
+    else:  # a transport's payload of another type: the standard library says why it is not JSON
         obj = _parse_refused(data)
     if not isinstance(obj, dict):
         raise MessageError("envelope", obj, "must be a JSON object")

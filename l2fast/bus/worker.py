@@ -215,10 +215,7 @@ async def _serve(options: WorkerOptions, transport: RedisTransport, gen: Tactica
                  adapter: L2BusAdapter, keeper: asyncio.Task | None, stop: asyncio.Event,
                  ready: asyncio.Event | None) -> None:
     """Process until ``stop`` or a lost lease, with the metrics endpoint and reporter."""
-    from l2fast.ops.monitoring import MetricsServer, publish_metrics, render_prometheus
-
-    def exposition() -> str:
-        return render_prometheus(gen.metrics(), worker=options.consumer, adapter=_adapter_stats(adapter))
+    from l2fast.ops.monitoring import EngineCollector, MetricsServer, publish_metrics
 
     async def report() -> None:
         while True:
@@ -229,7 +226,8 @@ async def _serve(options: WorkerOptions, transport: RedisTransport, gen: Tactica
 
     server = None
     if options.metrics_port is not None:
-        server = MetricsServer(exposition, port=options.metrics_port)
+        collector = EngineCollector(gen.metrics, worker=options.consumer, adapter=lambda: _adapter_stats(adapter))
+        server = MetricsServer(collector, port=options.metrics_port)
         await server.start()
         logger.info("metrics on http://127.0.0.1:%d/metrics", server.port)
     processing = asyncio.create_task(adapter.start_processing())

@@ -38,10 +38,10 @@ import asyncio
 import contextlib
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
@@ -49,20 +49,22 @@ if TYPE_CHECKING:
     from types import ModuleType
 
     from l2fast.config import L2Config
-    from l2fast.ops.dashboard import ReplayFeed
     from l2fast.engine.generator import TacticalSignalGenerator
     from l2fast.errors import BusUnavailableError
     from l2fast.evaluation.paper import PaperBroker
     from l2fast.evaluation.replay import BarStream, ReplaySummary
+    from l2fast.ops.dashboard import ReplayFeed
     from l2fast.signals import StrategicDecision
+
+T = TypeVar("T")
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _cmd_indicators(args: argparse.Namespace) -> int:
+    from l2fast.evaluation.synthetic import generate_bars
     from l2fast.technical.bars import load_bars_csv
     from l2fast.technical.state import TechnicalConfig, TechnicalState
-    from l2fast.evaluation.synthetic import generate_bars
 
     if args.data:
         bars = load_bars_csv(args.data)
@@ -126,10 +128,10 @@ def _utc_ms(text: str) -> int:
 def _load_streams(paths: Sequence[str], symbols: Sequence[str] | None, start: int | None,
                   end: int | None, last: int | None = None) -> list[BarStream]:
     """One stream per file: its symbol (given, else from the file name), bars in [start, end)."""
-    from l2fast.technical.bars import load_bars_csv
     from l2fast.config import SYMBOL_PATTERN
     from l2fast.errors import InvalidInputError
     from l2fast.evaluation.replay import BarStream, symbol_from_filename
+    from l2fast.technical.bars import load_bars_csv
 
     if symbols and len(symbols) != len(paths):
         raise _InputError(f"--symbol given {len(symbols)} time(s) for {len(paths)} --data file(s): "
@@ -137,12 +139,13 @@ def _load_streams(paths: Sequence[str], symbols: Sequence[str] | None, start: in
     for path in paths:
         if not Path(path).is_file():
             raise _InputError(f"cannot read {path}: no such file")
-    names = list(symbols) if symbols else [symbol_from_filename(p) for p in paths]
-    for path, name in zip(paths, names):
+    names: list[str] = []
+    for path, name in zip(paths, list(symbols) if symbols else [symbol_from_filename(p) for p in paths]):
         if name is None:
             raise _InputError(f"cannot tell the symbol of {path} from its name: pass --symbol (e.g. BTC/USDT)")
         if not SYMBOL_PATTERN.fullmatch(name):
             raise _InputError(f"--symbol {name!r}: symbols look like 'BTC/USDT' (BASE/QUOTE, upper case)")
+        names.append(name)
     if len(set(names)) != len(names):
         raise _InputError(f"each --data file needs its own symbol, got {names}")
     if start is not None and end is not None and start >= end:
@@ -325,8 +328,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_benchmark(args: argparse.Namespace) -> int:
-    from l2fast.evaluation.backtest import Period, run_benchmark
     from l2fast.errors import InvalidInputError, ModelLoadError
+    from l2fast.evaluation.backtest import Period, run_benchmark
 
     if args.report:
         from l2fast.evaluation.report import require_matplotlib, write_report
@@ -416,7 +419,7 @@ def _add_replay_options(parser: argparse.ArgumentParser) -> None:
                         help="with --dashboard: bars between two redraws (default 1000)")
 
 
-def _run_async(coro: object) -> object:
+def _run_async(coro: Coroutine[Any, Any, T]) -> T | None:
     try:
         return asyncio.run(coro)
     except KeyboardInterrupt:

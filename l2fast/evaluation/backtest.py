@@ -60,13 +60,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from l2fast.evaluation import performance as metrics
-from l2fast.technical.bars import load_bars_csv
 from l2fast.config import REGIMES, SYMBOL_PATTERN, L2Config
 from l2fast.errors import InvalidInputError
+from l2fast.evaluation import performance as metrics
 from l2fast.evaluation.paper import PaperBroker
 from l2fast.evaluation.replay import BarStream, default_decision, merge_streams, replay, symbol_from_filename
 from l2fast.signals import Side, StrategicDecision, TacticalSignal
+from l2fast.technical.bars import load_bars_csv
 
 if TYPE_CHECKING:
     from l2fast.engine.generator import TacticalSignalGenerator
@@ -652,8 +652,8 @@ def _split(all_bars: Mapping[str, Mapping[str, np.ndarray]], period: Period,
     return warm, test, in_period
 
 
-def _run_strategy(name: str, label: str, gen: TacticalSignalGenerator, warm: Sequence[BarStream], test: Sequence[BarStream],
-                  decision: StrategicDecision, fee_bps: float, slippage_bps: float,
+def _run_strategy(name: str, label: str, gen: TacticalSignalGenerator, warm: Sequence[BarStream],
+                  test: Sequence[BarStream], decision: StrategicDecision, fee_bps: float, slippage_bps: float,
                   progress: bool) -> StrategyResult:
     # No decision during the warm-up: the engine builds its state and holds (NO_DECISION).
     if any(len(s.bars["ts"]) for s in warm):
@@ -739,7 +739,8 @@ def run_benchmark(models_path: str | os.PathLike[str] | None, test_period: str |
         decision = default_decision(names)
 
     variants = strategy_configs(config)
-    engines = [TacticalSignalGenerator(cfg, models_dir=models_path) for _, _, cfg in variants]
+    models_dir = None if models_path is None else Path(models_path)
+    engines = [TacticalSignalGenerator(cfg, models_dir=models_dir) for _, _, cfg in variants]
     needed = max(gen.warmup_bars for gen in engines)
     if warmup_bars is None:
         warmup_bars = needed

@@ -238,18 +238,15 @@ class PaperBroker:
     def _level_hit(pos: PaperPosition, open_: float, high: float, low: float) -> tuple[str, float] | None:
         """The level this bar executes and its reference price (before slippage), or None."""
         stop, tp = pos.stop_loss, pos.take_profit
-        if pos.side > 0:
-            stop_hit = stop is not None and low <= stop
-            tp_hit = tp is not None and high >= tp
-            tp_at_open = tp_hit and open_ >= tp
-        else:
-            stop_hit = stop is not None and high >= stop
-            tp_hit = tp is not None and low <= tp
-            tp_at_open = tp_hit and open_ <= tp
-        if stop_hit and not tp_at_open:
-            return "stop_loss", min(stop, open_) if pos.side > 0 else max(stop, open_)
-        if tp_hit:
-            return "take_profit", max(tp, open_) if pos.side > 0 else min(tp, open_)
+        long = pos.side > 0
+        tp_hit = tp is not None and (high >= tp if long else low <= tp)
+        if stop is not None and (low <= stop if long else high >= stop):
+            # Both touched: the stop first, unless the bar opened through the take-profit.
+            tp_at_open = tp is not None and tp_hit and (open_ >= tp if long else open_ <= tp)
+            if not tp_at_open:
+                return "stop_loss", min(stop, open_) if long else max(stop, open_)
+        if tp is not None and tp_hit:
+            return "take_profit", max(tp, open_) if long else min(tp, open_)
         return None
 
     def _fill(self, symbol: str, side: int, qty: float, reference: float, ts_ms: int,
@@ -265,6 +262,8 @@ class PaperBroker:
     def _execute_order(self, order: Order, ts_ms: int, open_: float) -> Fill:
         pos = self.positions.get(order.symbol)
         if order.reason == "exit":
+            # An exit order is made for an open position, executed before any level of the bar.
+            assert pos is not None
             return self._close(order.symbol, pos, open_, ts_ms, "exit")
         side = 1 if order.side == "buy" else -1
         fill = self._fill(order.symbol, side, order.qty, open_, ts_ms, "entry")

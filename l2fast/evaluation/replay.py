@@ -279,16 +279,16 @@ class ReplaySummary:
         lines = [
             f"bars:        {self.bars:,} ({per_symbol}), {_utc(self.first_ts_ms)} to {_utc(self.last_ts_ms)} UTC",
             f"decisions:   {self.decisions_applied} applied",
-            f"signals:     {self.signals.get('buy', 0):,} buy, {self.signals.get('sell', 0):,} sell, "
-            f"{self.signals.get('hold', 0):,} hold; orders: {_counts(self.orders)}",
+            (f"signals:     {self.signals.get('buy', 0):,} buy, {self.signals.get('sell', 0):,} sell, "
+             f"{self.signals.get('hold', 0):,} hold; orders: {_counts(self.orders)}"),
             f"holds:       {_counts(self.hold_codes)}",
             f"denials:     {_counts(self.denials)}",
             f"fills:       {_counts(self.fills)}; ignored signals {self.ignored_signals}",
-            f"trades:      {self.trades} closed, {self.wins} won (win rate {win}); "
-            f"{self.open_positions} open, {self.pending_orders} pending order(s) at the end",
+            (f"trades:      {self.trades} closed, {self.wins} won (win rate {win}); "
+             f"{self.open_positions} open, {self.pending_orders} pending order(s) at the end"),
             f"by symbol:   {by_symbol}",
-            f"equity:      {self.initial_equity:,.2f} -> {self.final_equity:,.2f}, "
-            f"PnL {self.pnl:+,.2f} ({self.pnl_pct:+.3f}%), fees {self.fees:,.2f}",
+            (f"equity:      {self.initial_equity:,.2f} -> {self.final_equity:,.2f}, "
+             f"PnL {self.pnl:+,.2f} ({self.pnl_pct:+.3f}%), fees {self.fees:,.2f}"),
             f"drawdown:    max {self.max_drawdown_pct:.3f}% ({self.max_drawdown:,.2f}) of the marked equity",
             f"on_bar (us): all bars {latency('all')}",
             f"             bars that ran the models {latency('voted')}",
@@ -299,8 +299,8 @@ class ReplaySummary:
 
 def format_trades(trades: Sequence[Trade], limit: int = 10) -> str:
     """The first ``limit`` closed trades as a table (one line each)."""
-    lines = [f"{'symbol':<10} {'side':<5} {'qty':>10} {'entry (UTC)':<16} {'entry':>11} "
-             f"{'exit (UTC)':<16} {'exit':>11} {'reason':<11} {'pnl':>9}"]
+    lines = [(f"{'symbol':<10} {'side':<5} {'qty':>10} {'entry (UTC)':<16} {'entry':>11} "
+              f"{'exit (UTC)':<16} {'exit':>11} {'reason':<11} {'pnl':>9}")]
     for t in trades[:limit]:
         lines.append(f"{t.symbol:<10} {t.side:<5} {t.qty:>10.5f} {_utc(t.entry_ts_ms):<16} {t.entry_price:>11.2f} "
                      f"{_utc(t.exit_ts_ms):<16} {t.exit_price:>11.2f} {t.exit_reason:<11} {t.pnl:>+9.2f}")
@@ -464,7 +464,7 @@ def _summarise(symbols: tuple[str, ...], which: np.ndarray, ts: np.ndarray, appl
                elapsed: float) -> ReplaySummary:
     n = len(which)
     per_symbol = np.bincount(which, minlength=len(symbols))
-    fills = {reason: 0 for reason in FILL_REASONS}
+    fills = dict.fromkeys(FILL_REASONS, 0)
     for fill in broker.fills:
         fills[fill.reason] += 1
     by_symbol = {s: {"trades": 0, "pnl": 0.0} for s in symbols}

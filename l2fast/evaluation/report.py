@@ -18,10 +18,12 @@ imported with the non-interactive Agg backend, so no display is needed.
 from __future__ import annotations
 
 import json
+import operator
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -94,7 +96,10 @@ def _check(value: float | None, ok: Callable[[float], bool], text: Callable[[flo
 def _hit_text(stats: SignalStats, horizon: int) -> str:
     """``rate of n (95 % CI low-high)``: the interval says how much a small sample proves."""
     n, k = stats.evaluated[horizon], stats.hits[horizon]
-    low, high = wilson_interval(k, n)
+    interval = wilson_interval(k, n)
+    if interval is None:  # no call with a known outcome
+        return "n/a"
+    low, high = interval
     return f"{k / n:.1%} of {n:,} (95 % CI {low:.1%} to {high:.1%})"
 
 
@@ -111,17 +116,21 @@ def targets(result: BenchmarkResult) -> list[Target]:
     rows = []
     for h in HORIZONS:
         rate = None if signals is None else signals.hit_rate[h]
-        actual, met = _check(rate, lambda x: x > 0.65, lambda x, h=h: _hit_text(signals, h), no_signal)
+        if signals is None or rate is None:
+            actual, met = f"n/a ({no_signal})", None
+        else:
+            actual, met = _hit_text(signals, h), rate > 0.65
         rows.append(Target(f"Signal accuracy ({h} min)", "> 65 %", actual, met))
     for label, attr, goal in (("Average confidence", "mean_confidence", 0.75),
                               ("Ensemble consensus", "mean_consensus", 0.70)):
         value = None if signals is None else getattr(signals, attr)
-        actual, met = _check(value, lambda x, g=goal: x > g, lambda x: f"{x:.3f}", no_signal)
+        actual, met = _check(value, partial(operator.lt, goal), lambda x: f"{x:.3f}", no_signal)
         rows.append(Target(label, f"> {goal:.2f}", actual, met))
     actual, met = _check(e.sharpe, lambda x: x > 2.0, lambda x: f"{x:.2f}", "flat equity")
     rows.append(Target("Sharpe ratio (1m returns, annualised)", "> 2.0", actual, met))
     rows.append(Target("Max drawdown", "< 15 %", f"{e.max_drawdown:.2%}", e.max_drawdown < 0.15))
-    p99 = None if e.latency_us is None or e.latency_us.get("all") is None else e.latency_us["all"]["p99"]
+    every_bar = None if e.latency_us is None else e.latency_us.get("all")
+    p99 = None if every_bar is None else every_bar["p99"]
     actual, met = _check(p99, lambda x: x < 100_000.0, lambda x: f"{x / 1000:.3f} ms (p99 per bar)", "no bar")
     rows.append(Target("Latency", "< 100 ms", actual, met))
     return rows
@@ -154,36 +163,36 @@ def _setup_lines(result: BenchmarkResult) -> list[str]:
              "; of them from the period itself (not evaluated): " + ", ".join(f"{s} {n:,}" for s, n in inside.items()))
     bars = ", ".join(f"{s} {n:,}" for s, n in result.bars_by_symbol.items())
     return [
-        f"- Period requested: `{result.period.label}`; evaluated bars from {_utc(result.first_ts_ms)} to "
-        f"{_utc(result.last_ts_ms)} UTC ({bars}).",
-        f"- Warm-up: {result.warmup_bars:,} bars per symbol before the evaluation, with no L3 decision "
-        f"(the engine cannot trade), {where}.",
-        f"- L3 decision: {d['regime']}, target exposure {d['target_exposure']:g}, {d['risk_appetite']}, "
-        f"universe {', '.join(d['universe'])}.",
-        f"- Models: `{result.models_dir}`; weights {model['weights']}; technical weight "
-        f"{model['technical_weight']:g}; thresholds: consensus {model['consensus_threshold']:g}, confidence "
-        f"{model['confidence_threshold']:g}, alignment {model['alignment_threshold']:g}.",
-        f"- Paper L1: fills at the next bar's open, fee {result.fee_bps:g} bps and slippage "
-        f"{result.slippage_bps:g} bps per fill; stops and take-profits on the bar's range (the stop first "
-        "when both are touched).",
+        (f"- Period requested: `{result.period.label}`; evaluated bars from {_utc(result.first_ts_ms)} to "
+         f"{_utc(result.last_ts_ms)} UTC ({bars})."),
+        (f"- Warm-up: {result.warmup_bars:,} bars per symbol before the evaluation, with no L3 decision "
+         f"(the engine cannot trade), {where}."),
+        (f"- L3 decision: {d['regime']}, target exposure {d['target_exposure']:g}, {d['risk_appetite']}, "
+         f"universe {', '.join(d['universe'])}."),
+        (f"- Models: `{result.models_dir}`; weights {model['weights']}; technical weight "
+         f"{model['technical_weight']:g}; thresholds: consensus {model['consensus_threshold']:g}, confidence "
+         f"{model['confidence_threshold']:g}, alignment {model['alignment_threshold']:g}."),
+        (f"- Paper L1: fills at the next bar's open, fee {result.fee_bps:g} bps and slippage "
+         f"{result.slippage_bps:g} bps per fill; stops and take-profits on the bar's range (the stop first "
+         "when both are touched)."),
         f"- Wall time: {result.elapsed_s:,.1f} s for {len(result.strategies)} strategies.",
     ]
 
 
 _METHOD = [
-    "How it is measured: equity is marked after every minute. Sharpe and Sortino use simple "
-    "1-minute returns annualised by sqrt(525,600) (24/7, 365-day year, zero risk-free rate); "
-    "the daily Sharpe uses UTC-day returns and sqrt(365). Calmar is the compound return "
-    "annualised to a year over the max drawdown. A signal is a hit at h minutes when the "
-    "close h minutes after its bar moved its way from the signal bar's close (unchanged is a "
-    "miss). `signals` are the buy/sell signals emitted; `votes` every bar whose fused vote "
-    "had a direction, gates passed or not. Hit cells read `rate (calls with a known outcome)`. "
-    "A member alone trades with `model.weights` holding only that member; 'no technical votes' "
-    "reads no technical vote anywhere: `model.technical_weight` 0 (the fused score is the "
-    "models'), `model.alignment_threshold` 0 (no alignment gate) and `model.confidence_weights` "
-    "on the members' confidence alone. "
-    "Buy and hold splits the equity equally over the symbols at the first evaluated open, with "
-    "the same fee and slippage.",
+    ("How it is measured: equity is marked after every minute. Sharpe and Sortino use simple "
+     "1-minute returns annualised by sqrt(525,600) (24/7, 365-day year, zero risk-free rate); "
+     "the daily Sharpe uses UTC-day returns and sqrt(365). Calmar is the compound return "
+     "annualised to a year over the max drawdown. A signal is a hit at h minutes when the "
+     "close h minutes after its bar moved its way from the signal bar's close (unchanged is a "
+     "miss). `signals` are the buy/sell signals emitted; `votes` every bar whose fused vote "
+     "had a direction, gates passed or not. Hit cells read `rate (calls with a known outcome)`. "
+     "A member alone trades with `model.weights` holding only that member; 'no technical votes' "
+     "reads no technical vote anywhere: `model.technical_weight` 0 (the fused score is the "
+     "models'), `model.alignment_threshold` 0 (no alignment gate) and `model.confidence_weights` "
+     "on the members' confidence alone. "
+     "Buy and hold splits the equity equally over the symbols at the first evaluated open, with "
+     "the same fee and slippage."),
 ]
 
 
@@ -359,7 +368,8 @@ def plot_latency(result: BenchmarkResult, path: Path) -> None:
     ax.hist(us, bins=np.geomspace(lo, hi * 1.01, 80), color=_COLORS["ensemble"], alpha=0.8)
     ax.set_xscale("log")
     ax.set_yscale("log")
-    p = e.latency_us["all"]
+    p = None if e.latency_us is None else e.latency_us.get("all")
+    assert p is not None, "the ensemble's replay measures its latency"
     for q, style in (("p50", "-"), ("p95", "--"), ("p99", ":")):
         ax.axvline(p[q], color="#d95f02", ls=style, lw=1.2, label=f"{q} {p[q]:.1f} us")
     ax.set_xlabel("on_bar latency (microseconds, log scale)")
@@ -418,7 +428,7 @@ def plot_strategies(result: BenchmarkResult, path: Path) -> None:
     strategies = list(result.strategies)
     labels = [s.label for s in strategies]
     colors = [_style(s, members)["color"] for s in strategies]
-    panels = [
+    panels: list[tuple[str, list[float | None]]] = [
         ("total return (%)", [s.total_return * 100.0 for s in strategies]),
         ("Sharpe (1m returns, annualised)", [s.sharpe for s in strategies]),
         ("max drawdown (%)", [s.max_drawdown * 100.0 for s in strategies]),

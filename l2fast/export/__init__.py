@@ -28,7 +28,7 @@ import time
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -179,7 +179,8 @@ def _prepare(agent: LoadedAgent, *, opset: int, samples: int, name: str | None,
     onnx_bytes = build_graph(agent, opset=opset).SerializeToString()
     parity = check_parity(agent, onnx_bytes, samples)
     if not parity.passed:
-        raise ExportError(f"{name}: parity check failed, the ONNX graph disagrees with SB3 predict: {parity.describe()}")
+        raise ExportError(f"{name}: parity check failed, the ONNX graph disagrees with SB3 predict: "
+                          f"{parity.describe()}")
     space = _action_space(agent.action_space)
     algorithm = agent.algorithm.upper()
     targets = action_targets if action_targets is not None else agent.action_targets
@@ -202,7 +203,7 @@ def _prepare(agent: LoadedAgent, *, opset: int, samples: int, name: str | None,
         "training_config": _jsonable(agent.training_config or {}),
         "versions": versions,
         "parity": parity.to_manifest(),
-        "exported_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "exported_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
     problems = validate_manifest(manifest)
     if problems:

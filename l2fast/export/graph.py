@@ -32,7 +32,7 @@ Heads:
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -40,6 +40,8 @@ from l2fast.errors import ExportError
 
 if TYPE_CHECKING:
     import onnx
+    from gymnasium import spaces
+    from stable_baselines3.common.policies import BasePolicy
 
     from l2fast.export.sources import LoadedAgent
 
@@ -75,7 +77,7 @@ class _Builder:
     def scalar(self, stem: str, value: float, dtype: type = np.float32) -> str:
         return self.const(stem, np.array(value, dtype=dtype))
 
-    def op(self, op_type: str, inputs: list[str], *, output: str | None = None, **attrs) -> str:
+    def op(self, op_type: str, inputs: list[str], *, output: str | None = None, **attrs: Any) -> str:
         out = output or self._name(op_type.lower())
         self.nodes.append(self._helper.make_node(op_type, inputs, [out], name=self._name(f"n_{op_type}"), **attrs))
         return out
@@ -224,13 +226,13 @@ def _check_extractor(extractor: object, where: str) -> None:
                           "only MlpPolicy's FlattenExtractor on a flat Box observation is supported")
 
 
-def _unscale_nodes(b: _Builder, x: str, space: object) -> str:
+def _unscale_nodes(b: _Builder, x: str, space: spaces.Box) -> str:
     """``low + 0.5 * (a + 1) * (high - low)``, SB3's ``unscale_action`` in the space's dtype."""
     from onnx import TensorProto
 
-    dtype = np.float64 if np.dtype(space.dtype) == np.float64 else np.float32
-    low = np.asarray(space.low, dtype=dtype)
-    high = np.asarray(space.high, dtype=dtype)
+    dtype: type[np.floating[Any]] = np.float64 if np.dtype(space.dtype) == np.float64 else np.float32
+    low: np.ndarray[Any, np.dtype[np.floating[Any]]] = np.asarray(space.low, dtype=dtype)
+    high: np.ndarray[Any, np.dtype[np.floating[Any]]] = np.asarray(space.high, dtype=dtype)
     if not (np.all(np.isfinite(low)) and np.all(np.isfinite(high))):
         raise ExportError("a squashed policy (SAC/TD3/DDPG, gSDE with squash_output) needs finite action bounds")
     if dtype == np.float64:
@@ -241,7 +243,7 @@ def _unscale_nodes(b: _Builder, x: str, space: object) -> str:
     return b.op("Cast", [y], to=TensorProto.FLOAT) if dtype == np.float64 else y
 
 
-def _box_action_nodes(b: _Builder, x: str, policy: object, space: object) -> None:
+def _box_action_nodes(b: _Builder, x: str, policy: BasePolicy, space: spaces.Box) -> None:
     """What ``BasePolicy.predict`` does to a Box action (unscale if squashed), then a clip.
 
     SB3 clips only an unsquashed action; it unscales a squashed one without clipping, and
@@ -260,7 +262,7 @@ def _box_action_nodes(b: _Builder, x: str, policy: object, space: object) -> Non
     b.op("Max", [b.op("Min", [x, b.const("act_high", high)]), b.const("act_low", low)], output="action")
 
 
-def _box_space(space: object) -> int:
+def _box_space(space: spaces.Box) -> int:
     shape = tuple(space.shape)
     if len(shape) != 1:
         raise ExportError(f"unsupported Box action shape {shape}: only 1-D Box actions are supported")
@@ -287,7 +289,7 @@ def _policy_nodes(b: _Builder, x: str, agent: LoadedAgent) -> list[tuple[str, in
         _check_extractor(policy.pi_features_extractor, "policy.pi_features_extractor")
         latent = _module_nodes(b, x, policy.mlp_extractor.policy_net, "mlp_extractor.policy_net")
         head = _module_nodes(b, latent, policy.action_net, "action_net")
-        if discrete:
+        if isinstance(space, spaces.Discrete):
             n = int(space.n)
             _categorical_nodes(b, head)
             return [("action", TensorProto.INT64, ["N"]), ("probs", TensorProto.FLOAT, ["N", n])]
@@ -297,8 +299,12 @@ def _policy_nodes(b: _Builder, x: str, agent: LoadedAgent) -> list[tuple[str, in
         return [("action", TensorProto.FLOAT, ["N", dim])]
 
     if algo == "DQN":
-        if not discrete:
+        from stable_baselines3.dqn.policies import DQNPolicy
+
+        if not isinstance(space, spaces.Discrete):
             raise ExportError("DQN needs a Discrete action space")
+        if not isinstance(policy, DQNPolicy):
+            raise ExportError(f"unsupported {algo} policy {type(policy).__name__}")
         q_net = policy.q_net
         _check_extractor(q_net.features_extractor, "q_net.features_extractor")
         q = _module_nodes(b, x, q_net.q_net, "q_net.q_net")
@@ -308,17 +314,22 @@ def _policy_nodes(b: _Builder, x: str, agent: LoadedAgent) -> list[tuple[str, in
         return [("action", TensorProto.INT64, ["N"]), ("q_values", TensorProto.FLOAT, ["N", n])]
 
     if algo in ("SAC", "TD3", "DDPG"):
-        if discrete:
+        from stable_baselines3.sac.policies import SACPolicy
+        from stable_baselines3.td3.policies import TD3Policy
+
+        if not isinstance(space, spaces.Box):
             raise ExportError(f"{algo} needs a Box action space")
         dim = _box_space(space)
-        actor = policy.actor
-        _check_extractor(actor.features_extractor, "actor.features_extractor")
-        if algo == "SAC":
-            latent = _module_nodes(b, x, actor.latent_pi, "actor.latent_pi")
-            mean = _module_nodes(b, latent, actor.mu, "actor.mu")
+        if algo == "SAC" and isinstance(policy, SACPolicy):
+            _check_extractor(policy.actor.features_extractor, "actor.features_extractor")
+            latent = _module_nodes(b, x, policy.actor.latent_pi, "actor.latent_pi")
+            mean = _module_nodes(b, latent, policy.actor.mu, "actor.mu")
             squashed = b.op("Tanh", [mean])  # SquashedDiagGaussian's mode
+        elif algo != "SAC" and isinstance(policy, TD3Policy):  # DDPG's policy is TD3's
+            _check_extractor(policy.actor.features_extractor, "actor.features_extractor")
+            squashed = _module_nodes(b, x, policy.actor.mu, "actor.mu")  # ends in Tanh
         else:
-            squashed = _module_nodes(b, x, actor.mu, "actor.mu")  # ends in Tanh
+            raise ExportError(f"unsupported {algo} policy {type(policy).__name__}")
         _box_action_nodes(b, squashed, policy, space)
         return [("action", TensorProto.FLOAT, ["N", dim])]
 

@@ -43,7 +43,11 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
+from l2fast.errors import ExportError
+
 if TYPE_CHECKING:
+    import onnxruntime as ort
+
     from l2fast.export.sources import LoadedAgent
 
 OUT_OF_DISTRIBUTION_SHARE = 0.25
@@ -110,23 +114,24 @@ def training_distribution(agent: LoadedAgent) -> tuple[np.ndarray, np.ndarray]:
     """Centre and spread (one standard deviation) of the raw features, as far as known."""
     n = agent.observation_size
     s = agent.scaler
-    name = type(s).__name__ if s is not None else None
     center, spread = np.zeros(n), np.ones(n)
-    if name == "StandardScaler":
-        if s.with_mean:
-            center = np.asarray(s.mean_, dtype=np.float64)
-        if s.with_std:
-            spread = np.asarray(s.scale_, dtype=np.float64)
-        elif getattr(s, "var_", None) is not None:
-            spread = np.sqrt(np.asarray(s.var_, dtype=np.float64))
-    elif name == "MinMaxScaler":
-        lo, hi = np.asarray(s.data_min_, dtype=np.float64), np.asarray(s.data_max_, dtype=np.float64)
-        center, spread = (lo + hi) / 2, (hi - lo) / 4
-    elif name == "RobustScaler":
-        if s.with_centering:
-            center = np.asarray(s.center_, dtype=np.float64)
-        if s.with_scaling:
-            spread = np.asarray(s.scale_, dtype=np.float64) / 1.349  # IQR of a normal = 1.349 sigma
+    if s is not None:  # one of the three scalers (sources._check_scaler)
+        name = type(s).__name__
+        if name == "StandardScaler":
+            if s.with_mean:
+                center = np.asarray(s.mean_, dtype=np.float64)
+            if s.with_std:
+                spread = np.asarray(s.scale_, dtype=np.float64)
+            elif getattr(s, "var_", None) is not None:
+                spread = np.sqrt(np.asarray(s.var_, dtype=np.float64))
+        elif name == "MinMaxScaler":
+            lo, hi = np.asarray(s.data_min_, dtype=np.float64), np.asarray(s.data_max_, dtype=np.float64)
+            center, spread = (lo + hi) / 2, (hi - lo) / 4
+        elif name == "RobustScaler":
+            if s.with_centering:
+                center = np.asarray(s.center_, dtype=np.float64)
+            if s.with_scaling:
+                spread = np.asarray(s.scale_, dtype=np.float64) / 1.349  # IQR of a normal = 1.349 sigma
     elif agent.vecnormalize is not None:
         center = np.asarray(agent.vecnormalize.obs_mean, dtype=np.float64)
         spread = np.sqrt(np.asarray(agent.vecnormalize.obs_var, dtype=np.float64))
@@ -149,7 +154,8 @@ def sample_observations(agent: LoadedAgent, samples: int, *, seed: int = 0) -> t
     for row in range(n_out // 2, n_out):
         cols = rng.choice(n, size=min(n, int(rng.integers(1, 4))), replace=False)
         far[row] = few[row]
-        far[row, cols] = center[cols] + spread[cols] * rng.choice([-1.0, 1.0], cols.size) * 10.0 ** rng.uniform(1, 4, cols.size)
+        sign = rng.choice([-1.0, 1.0], cols.size)
+        far[row, cols] = center[cols] + spread[cols] * sign * 10.0 ** rng.uniform(1, 4, cols.size)
     obs = np.concatenate([inside, far]).astype(np.float32)
     return obs, n_in
 
@@ -168,7 +174,7 @@ def normalise_like_sb3(agent: LoadedAgent, raw: np.ndarray) -> np.ndarray:
     return x.astype(np.float32)
 
 
-def onnx_session(model_bytes: bytes) -> object:
+def onnx_session(model_bytes: bytes) -> ort.InferenceSession:
     """An onnxruntime session on the serialized graph, with the runtime's session options."""
     import onnxruntime as ort
 
@@ -177,15 +183,24 @@ def onnx_session(model_bytes: bytes) -> object:
     return ort.InferenceSession(model_bytes, sess_options=session_options(), providers=["CPUExecutionProvider"])
 
 
-def onnx_actions(session: object, raw: np.ndarray) -> np.ndarray:
+def onnx_actions(session: ort.InferenceSession, raw: np.ndarray) -> np.ndarray:
     """The graph's ``action`` output on raw observations ``[N, n]``."""
     return session.run(["action"], {"obs": np.ascontiguousarray(raw, dtype=np.float32)})[0]
 
 
 def box_tolerance(agent: LoadedAgent, ref: np.ndarray, net_input: np.ndarray) -> np.ndarray:
-    """Per-element tolerance of the Box rule (see the module docstring)."""
-    low = np.asarray(agent.action_space.low, dtype=np.float64)
-    high = np.asarray(agent.action_space.high, dtype=np.float64)
+    """Per-element tolerance of the Box rule (see the module docstring).
+
+    Raises:
+        ExportError: The agent's action space is not a Box.
+    """
+    from gymnasium import spaces
+
+    space = agent.action_space
+    if not isinstance(space, spaces.Box):
+        raise ExportError(f"{agent.name}: the Box tolerance needs a Box action space, not {type(space).__name__}")
+    low = np.asarray(space.low, dtype=np.float64)
+    high = np.asarray(space.high, dtype=np.float64)
     half_range = np.where(np.isfinite(high - low), (high - low) / 2, 0.0)
     scale = np.maximum(np.maximum(1.0, np.abs(ref)), half_range)
     magnitude = np.abs(net_input.astype(np.float64)).max(axis=1, keepdims=True)

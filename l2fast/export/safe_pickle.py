@@ -340,7 +340,8 @@ def _scan_opcodes(data: bytes, source: str) -> None:
         for opcode, arg, _pos in pickletools.genops(data):
             if opcode.name in _REFUSED_OPCODES:
                 if opcode.name == "INST" and isinstance(arg, str) and " " in arg:
-                    raise UnsafePickleError(*arg.split(" ", 1), source)
+                    module, name = arg.split(" ", 1)
+                    raise UnsafePickleError(module, name, source)
                 raise UnsafePickleOpcodeError(opcode.name, source)
     except UnsafePickleError:
         raise
@@ -376,8 +377,8 @@ def safe_loads(data: bytes, *, source: str) -> object:
         raise
     except _RefMisused as exc:
         err = UnsafePickleError(exc.ref.module, exc.ref.name, source)
-        err.args = (f"refused to unpickle {exc.ref.qualname} in {source}: it is allowed only as a class "
-                    "reference, and the pickle tries to build or call it",)
+        err.args = ((f"refused to unpickle {exc.ref.qualname} in {source}: it is allowed only as a class "
+                     "reference, and the pickle tries to build or call it"),)
         raise err from None
     except ExportError as exc:
         raise ExportError(f"{source}: {exc}") from exc

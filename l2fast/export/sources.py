@@ -49,7 +49,7 @@ import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import numpy as np
 
@@ -66,6 +66,10 @@ from l2fast.export.safe_pickle import (
 if TYPE_CHECKING:
     import gymnasium
     import stable_baselines3
+    from sklearn.preprocessing import MinMaxScaler, RobustScaler, StandardScaler
+    from stable_baselines3.common.policies import BasePolicy
+
+    Scaler: TypeAlias = StandardScaler | MinMaxScaler | RobustScaler
 
 __all__ = ["SUPPORTED_ALGORITHMS", "LoadedAgent", "VecNormStats", "iter_sources", "load_source"]
 
@@ -162,7 +166,7 @@ class LoadedAgent:
     observation_size: int
     action_space: gymnasium.spaces.Discrete | gymnasium.spaces.Box
     feature_names: list[str] | None
-    scaler: object | None
+    scaler: Scaler | None
     vecnormalize: VecNormStats | None
     source_path: Path
     source_sha256: str
@@ -244,6 +248,7 @@ def load_source(path: str | Path, *, feature_names: Sequence[str] | None = None,
         names = None
 
     if vecnormalize is not None:
+        vn: VecNormStats | None
         if isinstance(vecnormalize, VecNormStats):
             vn = _check_vecnorm(vecnormalize, n, source)
         else:
@@ -520,15 +525,20 @@ def _build_model(algorithm: str, family: str, obs_space: Any, act_space: Any, po
                  use_sde: bool, source: str) -> Any:
     """Construct the algorithm around the spaces, as SB3's ``load`` does, without its data."""
     import stable_baselines3 as sb3
+    from stable_baselines3.common.policies import ActorCriticPolicy
+    from stable_baselines3.dqn.policies import DQNPolicy
+    from stable_baselines3.sac.policies import SACPolicy
+    from stable_baselines3.td3.policies import TD3Policy
 
+    policy_class: type[BasePolicy]
     if family == _ON_POLICY:
-        from stable_baselines3.common.policies import ActorCriticPolicy as policy_class
+        policy_class = ActorCriticPolicy
     elif family == _DQN:
-        from stable_baselines3.dqn.policies import DQNPolicy as policy_class
+        policy_class = DQNPolicy
     elif family == _SAC:
-        from stable_baselines3.sac.policies import SACPolicy as policy_class
+        policy_class = SACPolicy
     else:
-        from stable_baselines3.td3.policies import TD3Policy as policy_class
+        policy_class = TD3Policy
     kwargs: dict[str, Any] = {"policy": policy_class, "env": None, "policy_kwargs": dict(policy_kwargs),
                               "device": "cpu", "verbose": 0, "_init_setup_model": False}
     if algorithm in ("PPO", "A2C", "SAC"):
@@ -585,9 +595,9 @@ def _load_bundle(raw: bytes, source: str) -> dict:
     except UnsafePickleError as exc:
         if exc.module.split(".")[0] in ("stable_baselines3", "sb3_contrib", "torch", "cloudpickle"):
             err = UnsafePickleError(exc.module, exc.name, source)
-            err.args = (f"{exc}. A .pkl bundle must carry the model as the bytes of an SB3 zip archive "
-                        "(buf = io.BytesIO(); model.save(buf); bundle['model'] = buf.getvalue()), "
-                        "not as a pickled SB3 or torch object",)
+            err.args = ((f"{exc}. A .pkl bundle must carry the model as the bytes of an SB3 zip archive "
+                         "(buf = io.BytesIO(); model.save(buf); bundle['model'] = buf.getvalue()), "
+                         "not as a pickled SB3 or torch object"),)
             raise err from None
         raise
     if isinstance(bundle, PickledVecNormalize):
@@ -627,7 +637,7 @@ def _check_bundle_action_space(given: object, actual: Any, source: str) -> None:
 
     discrete = isinstance(actual, spaces.Discrete)
     described = f"Discrete({int(actual.n)})" if discrete else f"Box(shape={actual.shape})"
-    n: object = None
+    n: Any = None  # from the bundle, checked below
     low = high = None
     if isinstance(given, PickledSpace):
         given = _space(given, "bundle action_space", source)
@@ -665,7 +675,7 @@ def _check_bundle_action_space(given: object, actual: Any, source: str) -> None:
                               f"the model's {theirs_arr.tolist()}")
 
 
-def _check_scaler(scaler: object, n: int, source: str) -> object | None:
+def _check_scaler(scaler: Any, n: int, source: str) -> Scaler | None:
     """A fitted StandardScaler/MinMaxScaler/RobustScaler over ``n`` features, or ``None``."""
     if scaler is None:
         return None
@@ -753,13 +763,13 @@ def _vecnorm_stats(obj: object, n: int, source: str) -> VecNormStats | None:
         return _check_vecnorm(obj, n, source)
     if isinstance(obj, dict):
         try:
-            stats = VecNormStats(obs_mean=obj.get("obs_mean", obj.get("mean")),
-                                 obs_var=obj.get("obs_var", obj.get("var")),
-                                 clip_obs=obj.get("clip_obs", 10.0), epsilon=obj.get("epsilon", 1e-8))
+            mean, var = obj.get("obs_mean", obj.get("mean")), obj.get("obs_var", obj.get("var"))
+            clip_obs, epsilon = obj.get("clip_obs", 10.0), obj.get("epsilon", 1e-8)
         except AttributeError as exc:
             raise ExportError(f"{source}: VecNormalize statistics dict is malformed ({exc})") from exc
-        if stats.obs_mean is None or stats.obs_var is None:
+        if mean is None or var is None:
             raise ExportError(f"{source}: VecNormalize statistics need 'obs_mean' and 'obs_var'")
+        stats = VecNormStats(obs_mean=mean, obs_var=var, clip_obs=clip_obs, epsilon=epsilon)
         return _check_vecnorm(stats, n, source)
     if not isinstance(obj, PickledVecNormalize):
         raise ExportError(f"{source}: expected a saved SB3 VecNormalize, got {type(obj).__name__}")

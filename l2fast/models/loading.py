@@ -24,8 +24,8 @@ import numpy.typing as npt
 
 from l2fast.config import L2Config
 from l2fast.errors import ConfigError, ModelLoadError
-from l2fast.technical.state import TechnicalConfig, feature_names, feature_warmups
 from l2fast.models.manifest import INPUT_NAME, decode_bound, validate_manifest
+from l2fast.technical.state import TechnicalConfig, feature_names, feature_warmups
 
 __all__ = ["LoadedModel", "default_lookback", "float32_bounds", "load_model", "session_options", "validate_models"]
 
@@ -239,7 +239,7 @@ def _check_io(session: Any, manifest: dict, path: Path) -> None:
     space = manifest["action_space"]
     if space["type"] == "discrete":
         want = {"action": ("tensor(int64)", 1, None)}
-        want.update({name: ("tensor(float)", 2, space["n"]) for name in manifest["outputs"][1:]})
+        want.update(dict.fromkeys(manifest["outputs"][1:], ("tensor(float)", 2, space["n"])))
     else:
         want = {"action": ("tensor(float)", 2, space["shape"][0])}
     for name, (dtype, rank, last) in want.items():

@@ -201,9 +201,8 @@ def _check_action_space(space: object, problems: list[str]) -> str | None:
         bounds = {}
         for key in ("low", "high"):
             vals = space.get(key)
-            ok = isinstance(vals, list) and len(vals) == shape[0] and all(
-                _is_num(v) or v in ("inf", "-inf") for v in vals)
-            if not ok:
+            if not (isinstance(vals, list) and len(vals) == shape[0]
+                    and all(_is_num(v) or v in ("inf", "-inf") for v in vals)):
                 problems.append(f"action_space.{key} must be {shape[0]} numbers (or \"inf\"/\"-inf\")")
             else:
                 bounds[key] = [decode_bound(v) for v in vals]

@@ -39,7 +39,7 @@ from rich.panel import Panel
 from rich.table import Table
 
 from l2fast.bus.bus import Topic
-from l2fast.bus.schema import MessageError, decode
+from l2fast.bus.schema import Message, MessageError, decode
 from l2fast.bus.transport import REDIS_TIMEOUT_S
 from l2fast.ops.monitoring import merge_metrics, read_metrics
 from l2fast.signals import TacticalSignal
@@ -150,8 +150,10 @@ class L2Dashboard:
         return -1 if self.now_ms is None else self.now_ms - self.window_ms
 
     def _window(self) -> list[_Recent]:
-        # The kept signals inside (now_ms - window_ms, now_ms].
+        # The kept signals inside (now_ms - window_ms, now_ms]; none before the first.
         cutoff, now = self._cutoff(), self.now_ms
+        if now is None:
+            return []
         return [r for r in self._recent if cutoff < r.ts_ms <= now]
 
     # ---------------------------------------------------------------- rendering
@@ -341,6 +343,7 @@ class RedisFeed:
         signals = []
         for entry_id, fields in await self.client.xrange(self.stream, min=start, max="+"):
             self._last_id = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+            message: Message | MessageError
             try:
                 message = decode(fields.get(b"d", b"")).message
             except MessageError as exc:

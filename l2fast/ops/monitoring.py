@@ -1,13 +1,13 @@
-"""Monitoring: the engine's metrics as Prometheus text, a loopback ``/metrics`` endpoint,
-and the Redis hand-off that the dashboard reads.
+"""Monitoring: the engine's metrics for Prometheus (``prometheus_client``), a loopback
+``/metrics`` endpoint, and the Redis hand-off that the dashboard reads.
 
-- :func:`render_prometheus`: the metrics dict of the engine (the layout of
-  :mod:`l2fast.engine._telemetry`, plus the keys the engine adds: ``positions``,
-  ``portfolio_heat``, ``equity``, ``gross_exposure``, ``halted``, ``entries_today``,
-  ``denials``) in the Prometheus text exposition format 0.0.4, every sample labelled
-  ``worker``. No dependency on ``prometheus_client``.
-- :class:`MetricsServer`: a minimal asyncio HTTP/1.1 server answering ``GET /metrics``
-  with a provider's text, on a loopback address unless told otherwise.
+- :class:`EngineCollector`: a ``prometheus_client`` collector of the engine's metrics dict
+  (the layout of :mod:`l2fast.engine._telemetry`, plus the keys the engine adds:
+  ``positions``, ``portfolio_heat``, ``equity``, ``gross_exposure``, ``halted``,
+  ``entries_today``, ``denials``), every sample labelled ``worker``;
+  :func:`render_prometheus` writes it in the text exposition format 0.0.4.
+- :class:`MetricsServer`: ``prometheus_client``'s WSGI app answering ``GET /metrics`` on a
+  loopback address unless told otherwise, the collector read on the event loop's thread.
 - :func:`publish_metrics` / :func:`read_metrics`: each worker SETs its metrics as JSON
   under ``<prefix>l2fast:metrics:<worker>`` with a time to live (a dead worker's entry
   expires); the dashboard SCANs them. :func:`merge_metrics` sums several workers' dicts.
@@ -45,9 +45,18 @@ import ipaddress
 import json
 import logging
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import socket
+import sys
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Self
-from urllib.parse import urlsplit
+from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+from prometheus_client import CollectorRegistry, generate_latest, make_wsgi_app
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.exposition import ThreadingWSGIServer
+from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from l2fast.errors import ConfigError
 
@@ -55,6 +64,7 @@ __all__ = [
     "ADAPTER_KINDS",
     "CONTENT_TYPE",
     "METRICS_KEY",
+    "EngineCollector",
     "MetricsServer",
     "bucket_quantile",
     "merge_metrics",
@@ -68,80 +78,156 @@ __all__ = [
 
 logger = logging.getLogger("l2fast.ops.monitoring")
 
-#: The Content-Type of the text exposition format 0.0.4.
+#: The Content-Type of the text exposition format 0.0.4 (what a scrape gets unless it asks
+#: for OpenMetrics or the format 1.0.0).
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 #: Key of a worker's metrics after the prefix: ``<prefix>l2fast:metrics:<worker>``.
 METRICS_KEY = "l2fast:metrics:"
 #: The bus adapter's counters exposed as ``l2fast_bus_messages_total{kind}``.
 ADAPTER_KINDS = ("decisions", "fills", "bars", "signals", "stale", "malformed", "refused")
 
-_GAUGES = (
-    ("equity", "l2fast_equity", "Equity, quote currency (open positions marked)."),
-    ("gross_exposure", "l2fast_gross_exposure", "Gross notional of the open positions, quote currency."),
-    ("portfolio_heat", "l2fast_portfolio_heat", "Portfolio heat: open risk as a fraction of equity."),
-    ("entries_today", "l2fast_entries_today", "Entries since the start of the UTC day."),
-    ("halted", "l2fast_halted", "1 while the risk gate halts new entries (daily loss limit), else 0."),
-)
-
-
 # ------------------------------------------------------------------ exposition
 
 
-def _number(value: Any) -> str:
-    """A sample value as the format writes it (Go's float syntax, ``+Inf``, ``NaN``)."""
-    if isinstance(value, bool):
-        return "1" if value else "0"
-    if isinstance(value, int):
-        return str(value)
-    x = float(value)
-    if math.isnan(x):
-        return "NaN"
-    if math.isinf(x):
-        return "+Inf" if x > 0 else "-Inf"
-    return repr(x)
+class EngineCollector(Collector):
+    """The engine's metrics as Prometheus metric families (module docstring), every sample
+    labelled ``worker``; a ``prometheus_client`` collector.
+
+    ``collect()`` reads ``metrics()`` (and ``adapter()``) afresh on each call, so a registry
+    holding the collector serves the engine's current numbers.
+
+    Args:
+        metrics: Returns the engine's metrics dict (``TacticalSignalGenerator.metrics``);
+            the engine's state keys and ``denials`` are exposed when present.
+        worker: The ``worker`` label of every sample.
+        adapter: Returns the bus adapter's counters (:data:`ADAPTER_KINDS`; other keys
+            are ignored), or None for no bus families.
+    """
+
+    def __init__(self, metrics: Callable[[], Mapping[str, Any]], *, worker: str,
+                 adapter: Callable[[], Mapping[str, Any]] | None = None) -> None:
+        self.metrics = metrics
+        self.worker = worker
+        self.adapter = adapter
+
+    def describe(self) -> Iterator[Metric]:
+        """Every family the collector may yield, without samples (``?name[]=`` filtering
+        looks the names up here; nothing is read from the engine)."""
+        for name, kind, text, _ in _FAMILIES:
+            yield _FAMILY_TYPES[kind](name, text)
+
+    def collect(self) -> Iterator[Metric]:
+        """The families of the current metrics.
+
+        Raises:
+            KeyError: The metrics dict lacks a key of the kernel's layout.
+        """
+        metrics = self.metrics()
+        adapter = None if self.adapter is None else self.adapter()
+        for name, kind, text, series in _FAMILIES:
+            found = series(metrics, adapter)
+            if found is None:
+                continue
+            labels = sorted({k for labelled, _ in found for k in labelled})
+            names = ["worker", *labels]
+            if kind == "histogram":
+                histogram = HistogramMetricFamily(name, text, labels=names)
+                for labelled, (buckets, total) in found:
+                    histogram.add_metric([self.worker, *(labelled[k] for k in labels)],
+                                         [(floatToGoString(bound), n) for bound, n in buckets], total)
+                yield histogram
+                continue
+            family = (CounterMetricFamily if kind == "counter" else GaugeMetricFamily)(name, text, labels=names)
+            for labelled, value in found:
+                family.add_metric([self.worker, *(labelled[k] for k in labels)], value)
+            yield family
 
 
-def _label_value(text: str) -> str:
-    return text.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
+# A family's samples from (metrics, adapter): (labels, value) pairs, None to leave the
+# family out; a histogram's value is (cumulative (upper bound, count) buckets ending with
+# +inf, sum).
+_Series = list[tuple[dict[str, str], Any]]
 
 
-class _Exposition:
-    """Accumulates the lines of one exposition, every sample labelled with the worker."""
+def _scalar(key: str) -> Callable[[Mapping[str, Any], Any], _Series | None]:
+    return lambda m, _: [({}, m[key])] if key in m else None
 
-    def __init__(self, worker: str) -> None:
-        self.lines: list[str] = []
-        self.worker = f'worker="{_label_value(worker)}"'
 
-    def family(self, name: str, kind: str, help_text: str,
-               samples: Iterable[tuple[str, Mapping[str, str], Any]]) -> None:
-        """One family: HELP and TYPE lines, then ``(suffix, labels, value)`` samples."""
-        escaped = help_text.replace("\\", r"\\").replace("\n", r"\n")
-        self.lines.append(f"# HELP {name} {escaped}")
-        self.lines.append(f"# TYPE {name} {kind}")
-        for suffix, labels, value in samples:
-            extra = "".join(f',{k}="{_label_value(str(v))}"' for k, v in labels.items())
-            self.lines.append(f"{name}{suffix}{{{self.worker}{extra}}} {_number(value)}")
+def _by(label: str, key: str) -> Callable[[Mapping[str, Any], Any], _Series]:
+    return lambda m, _: [({label: k}, v) for k, v in m[key].items()]
 
-    def scalar(self, name: str, kind: str, help_text: str, value: Any) -> None:
-        self.family(name, kind, help_text, [("", {}, value)])
 
-    def labelled(self, name: str, kind: str, help_text: str, label: str, values: Mapping[str, Any]) -> None:
-        self.family(name, kind, help_text, [("", {label: key}, v) for key, v in values.items()])
+def _member(key: str) -> Callable[[Mapping[str, Any], Any], _Series]:
+    return lambda m, _: [({"member": name}, v[key]) for name, v in m["members"].items()]
 
-    def histogram(self, name: str, help_text: str,
-                  series: Iterable[tuple[Mapping[str, str], Sequence[tuple[float, int]], float, int]]) -> None:
-        """``series``: (labels, cumulative ``(upper bound, count)`` buckets ending with +inf,
-        sum, count) per labelled histogram."""
-        samples: list[tuple[str, Mapping[str, str], Any]] = []
-        for labels, buckets, total, count in series:
-            samples.extend(("_bucket", {**labels, "le": _number(bound)}, n) for bound, n in buckets)
-            samples.append(("_sum", labels, total))
-            samples.append(("_count", labels, count))
-        self.family(name, "histogram", help_text, samples)
+
+def _mean(key: str) -> Callable[[Mapping[str, Any], Any], _Series]:
+    # Before the first vote the family has no sample (the mean is None).
+    return lambda m, _: [] if m[key]["mean"] is None else [({}, m[key]["mean"])]
+
+
+def _position(key: str) -> Callable[[Mapping[str, Any], Any], _Series | None]:
+    return lambda m, _: None if m.get("positions") is None else [({}, m["positions"][key])]
+
+
+def _confidence(m: Mapping[str, Any], _: Any) -> _Series:
+    counts = m["confidence"]["buckets"]
+    cumulative, seen = [], 0
+    for k, n in enumerate(counts):
+        seen += n
+        cumulative.append(((k + 1) / len(counts), seen))
+    cumulative.append((math.inf, m["votes"]))
+    return [({}, (cumulative, m["confidence"]["sum"]))]
+
+
+def _latency(m: Mapping[str, Any], _: Any) -> _Series:
+    return [({"stage": stage}, ([(b, n) for b, n in h["buckets"]], h["sum_s"])) for stage, h in m["latency"].items()]
+
+
+def _bus(_: Mapping[str, Any], adapter: Mapping[str, Any] | None) -> _Series | None:
+    if adapter is None:
+        return None
+    return [({"kind": kind}, adapter[kind]) for kind in ADAPTER_KINDS if kind in adapter]
+
+
+_FAMILY_TYPES: dict[str, Callable[[str, str], Metric]] = {
+    "counter": CounterMetricFamily, "gauge": GaugeMetricFamily, "histogram": HistogramMetricFamily}
+# (name, type, help, samples) in exposition order; counters are named without ``_total``
+# (prometheus_client adds it).
+_FAMILIES: tuple[tuple[str, str, str, Callable[[Mapping[str, Any], Any], _Series | None]], ...] = (
+    ("l2fast_bars", "counter", "Signals emitted by the engine (one per bar).", lambda m, _: [({}, m["bars"])]),
+    ("l2fast_signals", "counter", "Signals emitted, by side.", _by("side", "signals")),
+    ("l2fast_reasons", "counter", "Signals emitted, by reasoning code.", _by("code", "codes")),
+    ("l2fast_denials", "counter", "Entries denied by the risk gate, by denial code.",
+     lambda m, _: [({"code": k}, v) for k, v in m.get("denials", {}).items()]),
+    ("l2fast_votes", "counter", "Bars whose model ensemble voted.", lambda m, _: [({}, m["votes"])]),
+    ("l2fast_member_votes", "counter", "Ensemble votes each member took part in.", _member("votes")),
+    ("l2fast_member_agree", "counter", "Votes in which the member's side was the ensemble's direction.",
+     _member("agree")),
+    ("l2fast_member_failures", "counter", "Votes each member was left out of (failed run or bad output).",
+     _member("failures")),
+    ("l2fast_confidence_mean", "gauge", "Mean confidence of the ensemble's votes.", _mean("confidence")),
+    ("l2fast_consensus_mean", "gauge", "Mean consensus of the ensemble's votes.", _mean("consensus")),
+    ("l2fast_confidence", "histogram", "Confidence of the ensemble's votes (buckets hold [le - 0.1, le)).",
+     _confidence),
+    ("l2fast_stage_latency_seconds", "histogram", "Per-bar latency of each engine stage, seconds.", _latency),
+    ("l2fast_positions_active", "gauge", "Open positions.", _position("active")),
+    ("l2fast_positions_max", "gauge", "Most open positions allowed at once.", _position("max")),
+    ("l2fast_equity", "gauge", "Equity, quote currency (open positions marked).", _scalar("equity")),
+    ("l2fast_gross_exposure", "gauge", "Gross notional of the open positions, quote currency.",
+     _scalar("gross_exposure")),
+    ("l2fast_portfolio_heat", "gauge", "Portfolio heat: open risk as a fraction of equity.",
+     _scalar("portfolio_heat")),
+    ("l2fast_entries_today", "gauge", "Entries since the start of the UTC day.", _scalar("entries_today")),
+    ("l2fast_halted", "gauge", "1 while the risk gate halts new entries (daily loss limit), else 0.",
+     _scalar("halted")),
+    ("l2fast_bus_messages", "counter", "Messages the bus adapter handled, by kind.", _bus),
+)
 
 
 def render_prometheus(metrics: Mapping[str, Any], *, worker: str, adapter: Mapping[str, Any] | None = None) -> str:
-    """The metrics in the Prometheus text exposition format 0.0.4 (module docstring).
+    """The metrics in the Prometheus text exposition format 0.0.4 (module docstring), as
+    ``prometheus_client`` writes :class:`EngineCollector`'s families.
 
     Args:
         metrics: The engine's metrics dict (``TacticalSignalGenerator.metrics()``); the
@@ -156,61 +242,14 @@ def render_prometheus(metrics: Mapping[str, Any], *, worker: str, adapter: Mappi
     Raises:
         KeyError: ``metrics`` lacks a key of the kernel's layout.
     """
-    out = _Exposition(worker)
-    out.scalar("l2fast_bars_total", "counter", "Signals emitted by the engine (one per bar).", metrics["bars"])
-    out.labelled("l2fast_signals_total", "counter", "Signals emitted, by side.", "side", metrics["signals"])
-    out.labelled("l2fast_reasons_total", "counter", "Signals emitted, by reasoning code.", "code", metrics["codes"])
-    out.labelled("l2fast_denials_total", "counter", "Entries denied by the risk gate, by denial code.", "code",
-                 metrics.get("denials", {}))
-    out.scalar("l2fast_votes_total", "counter", "Bars whose model ensemble voted.", metrics["votes"])
-    members = metrics["members"]
-    for key, name, text in (("votes", "l2fast_member_votes_total", "Ensemble votes each member took part in."),
-                            ("agree", "l2fast_member_agree_total",
-                             "Votes in which the member's side was the ensemble's direction."),
-                            ("failures", "l2fast_member_failures_total",
-                             "Votes each member was left out of (failed run or bad output).")):
-        out.labelled(name, "counter", text, "member", {m: v[key] for m, v in members.items()})
-    for key, name, text in (("confidence", "l2fast_confidence_mean", "Mean confidence of the ensemble's votes."),
-                            ("consensus", "l2fast_consensus_mean", "Mean consensus of the ensemble's votes.")):
-        mean = metrics[key]["mean"]
-        out.family(name, "gauge", text, [] if mean is None else [("", {}, mean)])
-    conf = metrics["confidence"]
-    cumulative, seen = [], 0
-    for k, n in enumerate(conf["buckets"]):
-        seen += n
-        cumulative.append(((k + 1) / len(conf["buckets"]), seen))
-    cumulative.append((math.inf, metrics["votes"]))
-    out.histogram("l2fast_confidence", "Confidence of the ensemble's votes (buckets hold [le - 0.1, le)).",
-                  [({}, cumulative, conf["sum"], metrics["votes"])])
-    out.histogram("l2fast_stage_latency_seconds", "Per-bar latency of each engine stage, seconds.",
-                  [({"stage": stage}, [(b, n) for b, n in h["buckets"]], h["sum_s"], h["count"])
-                   for stage, h in metrics["latency"].items()])
-    positions = metrics.get("positions")
-    if positions is not None:
-        out.scalar("l2fast_positions_active", "gauge", "Open positions.", positions["active"])
-        out.scalar("l2fast_positions_max", "gauge", "Most open positions allowed at once.", positions["max"])
-    for key, name, text in _GAUGES:
-        if key in metrics:
-            out.scalar(name, "gauge", text, metrics[key])
-    if adapter is not None:
-        out.labelled("l2fast_bus_messages_total", "counter", "Messages the bus adapter handled, by kind.", "kind",
-                     {kind: adapter[kind] for kind in ADAPTER_KINDS if kind in adapter})
-    return "\n".join(out.lines) + "\n"
+    collector = EngineCollector(lambda: metrics, worker=worker, adapter=None if adapter is None else lambda: adapter)
+    return generate_latest(collector).decode("utf-8")
 
 
 # ------------------------------------------------------------------ HTTP server
 
-_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
-            500: "Internal Server Error"}
-# Longest request or header line, most header lines, and the time a client has to send
-# its request: a scraper sends a few short lines at once.
-_LINE_LIMIT = 8_192
-_MAX_HEADERS = 100
+# Seconds a client has to send its request, and a scrape waits for the event loop.
 _REQUEST_TIMEOUT_S = 10.0
-
-
-class _ClientGone(Exception):
-    """The client closed its connection before the end of its request."""
 
 
 def _is_loopback(host: str) -> bool:
@@ -222,17 +261,94 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-class MetricsServer:
-    """A minimal HTTP/1.1 server of ``GET /metrics`` (asyncio, one response per connection).
+class _OnLoop:
+    """A collector read on the event loop's thread, so that a scrape (answered on a
+    thread of the HTTP server) reads the engine between two bars, never during one."""
 
-    ``GET`` (or ``HEAD``) ``/metrics`` answers 200 with ``provider()``'s text and
-    :data:`CONTENT_TYPE`; another path 404; another method on ``/metrics`` 405; a request
-    line or header that is not HTTP/1.x 400; a provider that raises 500 (logged). The
-    provider runs on the event loop's thread, so it reads the engine between two bars.
+    def __init__(self, collector: Collector, loop: asyncio.AbstractEventLoop) -> None:
+        self.collector = collector
+        self.loop = loop
+
+    def describe(self) -> list[Metric]:
+        describe = getattr(self.collector, "describe", None)
+        return [] if describe is None else list(describe())
+
+    def collect(self) -> list[Metric]:
+        async def read() -> list[Metric]:
+            return list(self.collector.collect())
+
+        return asyncio.run_coroutine_threadsafe(read(), self.loop).result(_REQUEST_TIMEOUT_S)
+
+
+class _Handler(WSGIRequestHandler):
+    """The WSGI request handler, strict on the request (HTTP/1.x and well-formed headers,
+    else 400), with a time limit to send it, logging through :mod:`logging`."""
+
+    timeout = _REQUEST_TIMEOUT_S
+    # An error before the request's version is known is answered with a status line (the
+    # base class's default, HTTP/0.9, answers a bare body).
+    default_request_version = "HTTP/1.0"
+
+    def parse_request(self) -> bool:
+        if not super().parse_request():
+            return False
+        if len(self.requestline.split()) != 3 or self.headers.defects:  # HTTP/0.9, or a line without a colon
+            self.send_error(400, "Bad request: HTTP/1.x with well-formed headers expected")
+            return False
+        return True
+
+    def log_message(self, format: str, *args: Any) -> None:
+        logger.debug("metrics endpoint %s: " + format, self.address_string(), *args)
+
+
+class _Server(ThreadingWSGIServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that went away or never finished its request is not an error of ours.
+        if not isinstance(sys.exc_info()[1], (TimeoutError, ConnectionError)):
+            logger.exception("metrics endpoint: request from %s failed", client_address)
+
+
+def _only_metrics(app: Callable[..., Iterable[bytes]]) -> Callable[..., Iterable[bytes]]:
+    """``app`` (prometheus_client's, which answers any path and only GET) on ``/metrics``
+    only, with HEAD, and a failing collector answered 500 and logged."""
+
+    def only_metrics(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        def reply(status: str, body: bytes, *extra: tuple[str, str]) -> list[bytes]:
+            start_response(status, [("Content-Type", "text/plain; charset=utf-8"), *extra])
+            return [body]
+
+        method = environ["REQUEST_METHOD"]
+        if environ.get("PATH_INFO") != "/metrics":
+            return reply("404 Not Found", b"not found: the metrics are at /metrics\n")
+        if method not in ("GET", "HEAD"):
+            return reply("405 Method Not Allowed", b"method not allowed\n", ("Allow", "GET, HEAD"))
+        answer: list[Any] = []
+        try:
+            body = b"".join(app({**environ, "REQUEST_METHOD": "GET"},
+                                lambda status, headers, exc_info=None: answer.extend((status, headers))))
+        except Exception:
+            logger.exception("metrics collector failed")
+            return reply("500 Internal Server Error", b"the metrics collector failed (see the worker's log)\n")
+        start_response(answer[0], [*answer[1], ("Content-Length", str(len(body)))])
+        return [] if method == "HEAD" else [body]
+
+    return only_metrics
+
+
+class MetricsServer:
+    """Serves a collector's metrics at ``GET /metrics`` with prometheus_client's WSGI app,
+    on a loopback address unless told otherwise.
+
+    ``GET`` (or ``HEAD``) ``/metrics`` answers 200 with the exposition (the text format
+    0.0.4, :data:`CONTENT_TYPE`, unless the scraper asks for OpenMetrics; gzip if it
+    accepts it; ``?name[]=`` selects families); another path 404; another method on
+    ``/metrics`` 405; a request that is not HTTP/1.x with well-formed headers 400; a
+    collector that raises 500 (logged). Requests are answered on threads of the server,
+    but the collector runs on the event loop's thread (the one that called :meth:`start`),
+    so it reads the engine between two bars.
 
     Args:
-        provider: Returns the exposition text (e.g. ``lambda: render_prometheus(gen.metrics(),
-            worker="w1")``).
+        collector: The metrics (e.g. ``EngineCollector(gen.metrics, worker="w1")``).
         host: Address to listen on; a loopback one (``127.0.0.1``, ``::1``, ``localhost``)
             unless ``allow_remote``.
         port: TCP port; 0 picks a free one (read :attr:`port` after :meth:`start`).
@@ -243,29 +359,43 @@ class MetricsServer:
             ``port`` is not in [0, 65535].
     """
 
-    def __init__(self, provider: Callable[[], str], host: str = "127.0.0.1", port: int = 0, *,
+    def __init__(self, collector: Collector, host: str = "127.0.0.1", port: int = 0, *,
                  allow_remote: bool = False) -> None:
         if not allow_remote and not _is_loopback(host):
             raise ConfigError(f"host={host!r}: not a loopback address; the metrics endpoint listens on this "
                               "machine only unless allow_remote=True")
         if type(port) is not int or not 0 <= port <= 65_535:
             raise ConfigError(f"port={port!r}: must be an integer in [0, 65535]")
-        self.provider = provider
+        self.collector = collector
         self.host = host
         self.port = port
-        self._server: asyncio.Server | None = None
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
 
     async def start(self) -> None:
         """Listen; :attr:`port` is then the bound port."""
-        self._server = await asyncio.start_server(self._handle, self.host, self.port, limit=_LINE_LIMIT)
-        self.port = self._server.sockets[0].getsockname()[1]
+        registry = CollectorRegistry()
+        registry.register(_OnLoop(self.collector, asyncio.get_running_loop()))
+        # The address family of the host (AF_INET6 for ::1), as start_http_server finds it.
+        family, _, _, _, address = socket.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM,
+                                                      flags=socket.AI_PASSIVE)[0]
+
+        class Server(_Server):
+            address_family = family
+
+        server = make_server(str(address[0]), self.port, _only_metrics(make_wsgi_app(registry)), Server,
+                             handler_class=_Handler)
+        self.port = server.server_port
+        self._server = server
+        self._thread = threading.Thread(target=server.serve_forever, name="l2fast-metrics", daemon=True)
+        self._thread.start()
 
     async def close(self) -> None:
-        """Stop listening (a request being answered finishes on its own, within its timeout)."""
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-            self._server = None
+        """Stop listening (a request being answered finishes on its own thread)."""
+        server, self._server = self._server, None
+        if server is not None:
+            await asyncio.to_thread(server.shutdown)
+            server.server_close()
 
     async def __aenter__(self) -> Self:
         await self.start()
@@ -273,70 +403,6 @@ class MetricsServer:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            try:
-                async with asyncio.timeout(_REQUEST_TIMEOUT_S):
-                    request = await self._read_request(reader)
-            except ValueError:  # a line over the limit (StreamReader.readline's error)
-                request = None
-            writer.write(self._respond(request))
-            await writer.drain()
-        except (_ClientGone, TimeoutError, ConnectionError):
-            pass  # the client went away or never finished its request: nothing to answer
-        finally:
-            writer.close()
-            try:
-                await writer.wait_closed()
-            except ConnectionError:
-                pass
-
-    @staticmethod
-    async def _read_request(reader: asyncio.StreamReader) -> tuple[str, str] | None:
-        """(method, path) of the request, None if it is malformed.
-
-        Raises:
-            _ClientGone: The client closed the connection before the end of its request.
-        """
-        line = await reader.readline()
-        if not line.endswith(b"\n"):
-            raise _ClientGone
-        parts = line.decode("latin-1").rstrip("\r\n").split(" ")
-        if len(parts) != 3 or not parts[2].startswith("HTTP/1.") or not parts[1].startswith("/"):
-            return None
-        for _ in range(_MAX_HEADERS):
-            header = await reader.readline()
-            if not header.endswith(b"\n"):
-                raise _ClientGone
-            if header in (b"\r\n", b"\n"):
-                return parts[0], urlsplit(parts[1]).path
-            if b":" not in header:
-                return None
-        return None
-
-    def _respond(self, request: tuple[str, str] | None) -> bytes:
-        headers = {"Content-Type": "text/plain; charset=utf-8"}
-        if request is None:
-            status, body = 400, b"bad request\n"
-        elif request[1] != "/metrics":
-            status, body = 404, b"not found: the metrics are at /metrics\n"
-        elif request[0] not in ("GET", "HEAD"):
-            status, body = 405, b"method not allowed\n"
-            headers["Allow"] = "GET, HEAD"
-        else:
-            try:
-                status, body = 200, self.provider().encode("utf-8")
-                headers["Content-Type"] = CONTENT_TYPE
-            except Exception:
-                logger.exception("metrics provider failed")
-                status, body = 500, b"the metrics provider failed (see the worker's log)\n"
-        headers["Content-Length"] = str(len(body))
-        headers["Connection"] = "close"
-        head = f"HTTP/1.1 {status} {_REASONS[status]}\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
-        if request is not None and request[0] == "HEAD":
-            body = b""
-        return head.encode("latin-1") + b"\r\n" + body
 
 
 # ------------------------------------------------------------------ Redis hand-off
@@ -346,7 +412,7 @@ _NON_FINITE = {"+Inf": math.inf, "-Inf": -math.inf, "NaN": math.nan}
 
 def _json_ready(node: Any) -> Any:
     if isinstance(node, float) and not math.isfinite(node):
-        return _number(node)
+        return floatToGoString(node)  # +Inf, -Inf, NaN
     if isinstance(node, Mapping):
         return {k: _json_ready(v) for k, v in node.items()}
     if isinstance(node, (list, tuple)):

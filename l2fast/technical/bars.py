@@ -18,6 +18,7 @@ import os
 
 import numpy as np
 
+from l2fast.errors import InvalidBarError, InvalidInputError
 from l2fast.technical._aggregate import (
     Bar,
     BarValidator,
@@ -25,7 +26,6 @@ from l2fast.technical._aggregate import (
     parse_timeframe,
     timeframe_name,
 )
-from l2fast.errors import InvalidBarError, InvalidInputError
 
 __all__ = [
     "Bar",

@@ -17,10 +17,10 @@ from __future__ import annotations
 
 from typing import Self
 
-from l2fast.technical import _features
-from l2fast.technical._features import feature_names, feature_warmups
 from l2fast.config import TechnicalConfig
 from l2fast.errors import InvalidInputError
+from l2fast.technical import _features
+from l2fast.technical._features import feature_names, feature_warmups
 
 __all__ = ["TechnicalConfig", "TechnicalState", "feature_names", "feature_warmups"]
 

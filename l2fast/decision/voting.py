@@ -95,7 +95,7 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 import numpy as np
@@ -113,7 +113,7 @@ from l2fast.decision._voting import (
     MEMBER_STATUSES,
     VoterCore,
 )
-from l2fast.config import FrozenDict, ModelConfig, TechnicalConfig
+from l2fast.config import FrozenDict, ModelConfig, TechnicalConfig, VoteConfig
 from l2fast.errors import ConfigError, InvalidInputError
 from l2fast.models.manifest import default_action_targets
 
@@ -130,15 +130,8 @@ __all__ = [
 
 MemberKind = Literal["probs", "q_values", "continuous"]
 
-_RELIABLE_PATTERNS = frozenset((
-    "CDLENGULFING", "CDLHAMMER", "CDLHANGINGMAN", "CDLINVERTEDHAMMER", "CDLSHOOTINGSTAR",
-    "CDLPIERCING", "CDLDARKCLOUDCOVER", "CDLMORNINGSTAR", "CDLEVENINGSTAR",
-    "CDL3WHITESOLDIERS", "CDL3BLACKCROWS",
-))
-#: Default weight of each candlestick pattern in the ``patterns`` vote.
-DEFAULT_PATTERN_WEIGHTS: Mapping[str, float] = FrozenDict(
-    {name: 1.0 if name in _RELIABLE_PATTERNS else 0.0 for name in CANDLESTICK_PATTERNS})
-_DEFAULT_CONFIDENCE_WEIGHTS = {"model": 0.5, "technical": 0.25, "alignment": 0.25}
+#: Default weight of each candlestick pattern in the ``patterns`` vote (the config's).
+DEFAULT_PATTERN_WEIGHTS: Mapping[str, float] = VoteConfig().pattern_weights
 _GATE_NAMES = dict(GATE_CODES)
 _ACTIONS = {1: "buy", -1: "sell", 0: "hold"}
 
@@ -166,16 +159,6 @@ def _int(name: str, value: Any, lo: int, hi: int) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not lo <= int(value) <= hi:
         raise ConfigError(f"{name}={value!r}: must be an integer in [{lo}, {hi}]")
     return int(value)
-
-
-def _weights(name: str, given: Any, defaults: Mapping[str, float]) -> FrozenDict:
-    """``given`` merged over ``defaults``: known keys only, each a finite number >= 0."""
-    if not isinstance(given, Mapping):
-        raise ConfigError(f"{name}={given!r}: must be a mapping")
-    for key in given:
-        if key not in defaults:
-            raise ConfigError(f"{name}[{key!r}]: unknown (known: {', '.join(defaults)})")
-    return FrozenDict({k: _number(f"{name}[{k!r}]", given.get(k, d), 0.0) for k, d in defaults.items()})
 
 
 def _set(obj: object, name: str, value: Any) -> None:
@@ -244,24 +227,40 @@ class MemberSpec:
         return cls(manifest["name"], kind, weight, tuple(targets), temperature)
 
 
+# Every default of the vote is the config's (one owner): VotingParams only restates them
+# as its own field defaults so that a bare VotingParams(members) votes like the engine.
+_MODEL = ModelConfig()
+_VOTE = _MODEL.vote
+_TECHNICAL = TechnicalConfig()
+_VOTE_FIELDS = tuple(f.name for f in fields(VoteConfig))
+
+
 @dataclass(frozen=True)
 class VotingParams:
-    """Every parameter of the vote (formulas and defaults: the module docstring).
+    """Every parameter of the vote (formulas: the module docstring).
+
+    The defaults and range rules are those of the config: ``voting``, the thresholds,
+    ``technical_weight`` and ``confidence_weights`` are :class:`~l2fast.config.ModelConfig`'s,
+    the finer settings :class:`~l2fast.config.VoteConfig`'s (``[model.vote]``), the
+    timeframes and RSI periods :class:`~l2fast.config.TechnicalConfig`'s.
 
     Attributes:
         members: The ensemble, 1 to 8 :class:`MemberSpec` with distinct names; at least
             one weight must be positive.
         timeframes: The technical state's timeframes, in its order (1 to 8).
         n_rsi: RSI periods per timeframe block of the feature vector (the candlestick
-            slots follow them).
+            slots follow them), 1 to 4.
         rsi_index: Which of those RSI periods the RSI votes use (0: the first).
         voting: ``"weighted"`` or ``"majority"``.
         consensus_threshold, confidence_threshold, alignment_threshold: Gates, in [0, 1].
         technical_weight: ``lambda``, share of the technical score in the fused score.
         dead_band: Scores within ``[-dead_band, dead_band]`` are side 0, in [0, 1).
-        confidence_weights: ``{"model", "technical", "alignment"}`` weights (>= 0, sum > 0).
-        timeframe_weights: Weight of each timeframe in the technical score and alignment.
-        component_weights: Weight of each technical component (:data:`COMPONENTS`).
+        confidence_weights: ``{"model", "technical", "alignment"}`` weights (>= 0, sum > 0);
+            missing keys take the config's.
+        timeframe_weights: Weight of each timeframe in the technical score and alignment
+            (stored for every timeframe; a missing one weighs 1).
+        component_weights: Weight of each technical component (:data:`COMPONENTS`);
+            missing ones take the config's.
         pattern_weights: Weight of each candlestick pattern (TA-Lib names, e.g.
             ``"CDLENGULFING"``); missing ones take :data:`DEFAULT_PATTERN_WEIGHTS`.
         pattern_scale: Summed pattern signal (units of 100) that gives a full vote, > 0.
@@ -278,29 +277,29 @@ class VotingParams:
     """
 
     members: tuple[MemberSpec, ...]
-    timeframes: tuple[str, ...] = ("1m", "5m", "15m", "1h")
-    n_rsi: int = 2
-    rsi_index: int = 0
-    voting: Literal["weighted", "majority"] = "weighted"
-    consensus_threshold: float = 0.6
-    confidence_threshold: float = 0.7
-    alignment_threshold: float = 0.7
-    technical_weight: float = 0.3
-    dead_band: float = 0.05
-    confidence_weights: Mapping[str, float] = field(default_factory=lambda: dict(_DEFAULT_CONFIDENCE_WEIGHTS))
+    timeframes: tuple[str, ...] = _TECHNICAL.timeframes
+    n_rsi: int = len(_TECHNICAL.rsi_periods)
+    rsi_index: int = _VOTE.rsi_index
+    voting: Literal["weighted", "majority"] = _MODEL.voting
+    consensus_threshold: float = _MODEL.consensus_threshold
+    confidence_threshold: float = _MODEL.confidence_threshold
+    alignment_threshold: float = _MODEL.alignment_threshold
+    technical_weight: float = _MODEL.technical_weight
+    dead_band: float = _VOTE.dead_band
+    confidence_weights: Mapping[str, float] = field(default_factory=dict)
     timeframe_weights: Mapping[str, float] = field(default_factory=dict)
     component_weights: Mapping[str, float] = field(default_factory=dict)
     pattern_weights: Mapping[str, float] = field(default_factory=dict)
-    pattern_scale: float = 1.0
-    rsi_oversold: float = 30.0
-    rsi_overbought: float = 70.0
-    pctb_low: float = 0.0
-    pctb_high: float = 1.0
-    divergence_window: int = 20
-    divergence_min_gap: int = 5
-    squeeze_window: int = 100
-    squeeze_tolerance: float = 0.05
-    squeeze_memory: int = 10
+    pattern_scale: float = _VOTE.pattern_scale
+    rsi_oversold: float = _VOTE.rsi_oversold
+    rsi_overbought: float = _VOTE.rsi_overbought
+    pctb_low: float = _VOTE.pctb_low
+    pctb_high: float = _VOTE.pctb_high
+    divergence_window: int = _VOTE.divergence_window
+    divergence_min_gap: int = _VOTE.divergence_min_gap
+    squeeze_window: int = _VOTE.squeeze_window
+    squeeze_tolerance: float = _VOTE.squeeze_tolerance
+    squeeze_memory: int = _VOTE.squeeze_memory
 
     def __post_init__(self) -> None:
         members = tuple(self.members)
@@ -322,41 +321,23 @@ class VotingParams:
             raise ConfigError(f"timeframes={self.timeframes!r}: give 1 to {MAX_TIMEFRAMES} distinct names")
         _set(self, "timeframes", tfs)
         _set(self, "n_rsi", _int("n_rsi", self.n_rsi, 1, 4))
-        _set(self, "rsi_index", _int("rsi_index", self.rsi_index, 0, self.n_rsi - 1))
-        if self.voting not in ("weighted", "majority"):
-            raise ConfigError(f"voting={self.voting!r}: must be 'weighted' or 'majority'")
-        for name in ("consensus_threshold", "confidence_threshold", "alignment_threshold", "technical_weight"):
-            _set(self, name, _number(name, getattr(self, name), 0.0, 1.0))
-        dead_band = _number("dead_band", self.dead_band, 0.0)
-        if dead_band >= 1.0:
-            raise ConfigError(f"dead_band={self.dead_band!r}: must be in [0, 1)")
-        _set(self, "dead_band", dead_band)
-        conf = _weights("confidence_weights", self.confidence_weights, _DEFAULT_CONFIDENCE_WEIGHTS)
-        if not math.fsum(conf.values()) > 0:
-            raise ConfigError(f"confidence_weights={dict(conf)!r}: must not all be zero")
-        _set(self, "confidence_weights", conf)
-        _set(self, "timeframe_weights", _weights("timeframe_weights", self.timeframe_weights,
-                                                 dict.fromkeys(tfs, 1.0)))
-        _set(self, "component_weights", _weights("component_weights", self.component_weights,
-                                                 dict.fromkeys(COMPONENTS, 1.0)))
-        _set(self, "pattern_weights", _weights("pattern_weights", self.pattern_weights,
-                                               DEFAULT_PATTERN_WEIGHTS))
-        _set(self, "pattern_scale", _number("pattern_scale", self.pattern_scale, 0.0, lo_open=True))
-        _set(self, "rsi_oversold", _number("rsi_oversold", self.rsi_oversold, 0.0, 100.0))
-        _set(self, "rsi_overbought", _number("rsi_overbought", self.rsi_overbought, 0.0, 100.0))
-        if self.rsi_oversold >= self.rsi_overbought:
-            raise ConfigError(f"rsi_oversold={self.rsi_oversold!r}: must be < rsi_overbought "
-                              f"({self.rsi_overbought!r})")
-        _set(self, "pctb_low", _number("pctb_low", self.pctb_low))
-        _set(self, "pctb_high", _number("pctb_high", self.pctb_high))
-        if self.pctb_low > self.pctb_high:
-            raise ConfigError(f"pctb_low={self.pctb_low!r}: must be <= pctb_high ({self.pctb_high!r})")
-        _set(self, "divergence_window", _int("divergence_window", self.divergence_window, 1, MAX_WINDOW))
-        _set(self, "divergence_min_gap", _int("divergence_min_gap", self.divergence_min_gap, 1,
-                                              self.divergence_window))
-        _set(self, "squeeze_window", _int("squeeze_window", self.squeeze_window, 2, MAX_WINDOW))
-        _set(self, "squeeze_tolerance", _number("squeeze_tolerance", self.squeeze_tolerance, 0.0))
-        _set(self, "squeeze_memory", _int("squeeze_memory", self.squeeze_memory, 1, 1_000_000))
+
+        # The range rules are the config's: the sections validate, this copies their values.
+        model = ModelConfig(
+            voting=self.voting, consensus_threshold=self.consensus_threshold,
+            confidence_threshold=self.confidence_threshold, alignment_threshold=self.alignment_threshold,
+            technical_weight=self.technical_weight, confidence_weights=self.confidence_weights)
+        for name in ("voting", "consensus_threshold", "confidence_threshold", "alignment_threshold",
+                     "technical_weight", "confidence_weights"):
+            _set(self, name, getattr(model, name))
+        vote = VoteConfig(**{name: getattr(self, name) for name in _VOTE_FIELDS})
+        for name in _VOTE_FIELDS:
+            _set(self, name, getattr(vote, name))
+        _int("rsi_index", self.rsi_index, 0, self.n_rsi - 1)
+        for tf in vote.timeframe_weights:
+            if tf not in tfs:
+                raise ConfigError(f"timeframe_weights[{tf!r}]: unknown (known: {', '.join(tfs)})")
+        _set(self, "timeframe_weights", FrozenDict({tf: vote.timeframe_weight(tf) for tf in tfs}))
 
     @property
     def block_size(self) -> int:
@@ -370,7 +351,7 @@ class VotingParams:
 
         Args:
             model: ``[model]``: members and weights (in ``model.weights`` order), voting,
-                thresholds and ``technical_weight``.
+                thresholds, ``technical_weight`` and ``[model.vote]``.
             manifests: The manifest of every member, by name.
             technical: ``[technical]``: timeframes and RSI periods (defaults if None).
             **overrides: Any other :class:`VotingParams` field.
@@ -378,7 +359,7 @@ class VotingParams:
         Raises:
             ConfigError: A member has no manifest, or a parameter is out of range.
         """
-        technical = technical or TechnicalConfig()
+        technical = technical or _TECHNICAL
         members = []
         for name, weight in model.weights.items():
             if name not in manifests:
@@ -392,6 +373,7 @@ class VotingParams:
             "alignment_threshold": model.alignment_threshold,
             "technical_weight": model.technical_weight,
             "confidence_weights": dict(model.confidence_weights),
+            **{name: getattr(model.vote, name) for name in _VOTE_FIELDS},
         }
         kwargs.update(overrides)
         return cls(**kwargs)

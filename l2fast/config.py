@@ -422,6 +422,8 @@ class VoteConfig:
         squeeze_tolerance: A squeeze is a width within this fraction of the minimum, >= 0.
         squeeze_memory: Bars after a squeeze during which a close outside the bands votes,
             in [1, 1000000].
+        q_temperature: Softmax temperature turning a DQN member's Q-values into its
+            confidence, > 0 (Q-values are in the reward's units).
     """
 
     _SECTION: ClassVar[str] = "model.vote"
@@ -441,6 +443,7 @@ class VoteConfig:
     squeeze_window: int = 100
     squeeze_tolerance: float = 0.05
     squeeze_memory: int = 10
+    q_temperature: float = 1.0
 
     def __post_init__(self) -> None:
         s = self._SECTION
@@ -473,6 +476,7 @@ class VoteConfig:
         _set(self, "squeeze_window", _integer(f"{s}.squeeze_window", self.squeeze_window, 2, MAX_WINDOW))
         _set(self, "squeeze_tolerance", _real(f"{s}.squeeze_tolerance", self.squeeze_tolerance, 0.0))
         _set(self, "squeeze_memory", _integer(f"{s}.squeeze_memory", self.squeeze_memory, 1, 1_000_000))
+        _set(self, "q_temperature", _real(f"{s}.q_temperature", self.q_temperature, 0.0, lo_open=True))
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> VoteConfig:

@@ -257,6 +257,7 @@ BAD = [
     ({"model": {"vote": {"squeeze_window": 1}}}, "model.vote.squeeze_window=1: must be an integer in [2, 127]"),
     ({"model": {"vote": {"squeeze_tolerance": -0.1}}}, "model.vote.squeeze_tolerance=-0.1: must be >= 0"),
     ({"model": {"vote": {"squeeze_memory": 0}}}, "model.vote.squeeze_memory=0: must be an integer in [1, 1000000]"),
+    ({"model": {"vote": {"q_temperature": 0}}}, "model.vote.q_temperature=0: must be > 0"),
     ({"engine": {"initial_equity": 0}}, "engine.initial_equity=0: must be > 0"),
     ({"engine": {"max_decision_age_ms": -1}}, "engine.max_decision_age_ms=-1: must be an integer >= 0"),
     ({"engine": {"live_stats_window": 10}},
@@ -366,7 +367,7 @@ def test_vote_section_merges_over_its_defaults_and_reaches_the_voter():
 
     config = L2Config.from_dict({"model": {"vote": {
         "dead_band": 0.1, "squeeze_window": 50, "timeframe_weights": {"1h": 2.0},
-        "component_weights": {"patterns": 0.0}, "pattern_weights": {"CDLDOJI": 0.5}}}})
+        "component_weights": {"patterns": 0.0}, "pattern_weights": {"CDLDOJI": 0.5}, "q_temperature": 0.5}}})
     vote = config.model.vote
     assert vote.component_weights["patterns"] == 0.0 and vote.component_weights["rsi_level"] == 1.0
     assert vote.pattern_weights["CDLDOJI"] == 0.5 and vote.pattern_weights["CDLENGULFING"] == 1.0
@@ -374,9 +375,10 @@ def test_vote_section_merges_over_its_defaults_and_reaches_the_voter():
     params = VotingParams.from_config(config.model, TacticalSignalGenerator(config=config).manifests,
                                       config.technical)
     for field in dataclasses.fields(VoteConfig):
-        if field.name != "timeframe_weights":
+        if field.name not in ("timeframe_weights", "q_temperature"):
             assert getattr(params, field.name) == getattr(vote, field.name), field.name
     assert dict(params.timeframe_weights) == {"1m": 1.0, "5m": 1.0, "15m": 1.0, "1h": 2.0}
+    assert {m.temperature for m in params.members} == {0.5}
 
 
 def test_voting_params_defaults_are_the_configs():
@@ -385,8 +387,9 @@ def test_voting_params_defaults_are_the_configs():
     params = VotingParams((MemberSpec("m", "continuous", 1.0),))
     model, technical = ModelConfig(), TechnicalConfig()
     for field in dataclasses.fields(VoteConfig):
-        if field.name != "timeframe_weights":
+        if field.name not in ("timeframe_weights", "q_temperature"):
             assert getattr(params, field.name) == getattr(model.vote, field.name), field.name
+    assert params.members[0].temperature == model.vote.q_temperature
     for name in ("voting", "consensus_threshold", "confidence_threshold", "alignment_threshold",
                  "technical_weight", "confidence_weights"):
         assert getattr(params, name) == getattr(model, name), name

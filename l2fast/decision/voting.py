@@ -169,6 +169,15 @@ def _set(obj: object, name: str, value: Any) -> None:
 # parameters
 
 
+# Every default of the vote is the config's (its one owner): MemberSpec and VotingParams
+# take them as their field defaults, so that a bare VotingParams(members) votes like the engine.
+_MODEL = ModelConfig()
+_VOTE = _MODEL.vote
+_TECHNICAL = TechnicalConfig()
+# VotingParams' fields from model.vote; the Q-value temperature is each MemberSpec's.
+_VOTE_FIELDS = tuple(f.name for f in fields(VoteConfig) if f.name != "q_temperature")
+
+
 @dataclass(frozen=True)
 class MemberSpec:
     """One ensemble member as the voter sees it.
@@ -180,15 +189,16 @@ class MemberSpec:
         weight: Config weight, >= 0.
         action_targets: Discrete kinds: the target position of each action, in [-1, 1]
             (1 to 32 actions); empty for ``"continuous"``.
-        temperature: Softmax temperature of ``q_values`` (> 0); Q-values' scale is the
-            reward's, so a temperature matching it makes the confidence meaningful.
+        temperature: Softmax temperature of ``q_values`` (> 0; ``model.vote.q_temperature``);
+            Q-values' scale is the reward's, so a temperature matching it makes the
+            confidence meaningful.
     """
 
     name: str
     kind: MemberKind
     weight: float
     action_targets: tuple[float, ...] = ()
-    temperature: float = 1.0
+    temperature: float = _VOTE.q_temperature
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -213,7 +223,8 @@ class MemberSpec:
         return len(self.action_targets)
 
     @classmethod
-    def from_manifest(cls, manifest: Mapping[str, Any], weight: float, *, temperature: float = 1.0) -> MemberSpec:
+    def from_manifest(cls, manifest: Mapping[str, Any], weight: float, *,
+                      temperature: float = _VOTE.q_temperature) -> MemberSpec:
         """The member described by a model manifest (see :mod:`l2fast.models.manifest`).
 
         Discrete action spaces use the manifest's ``action_targets`` (evenly spaced from
@@ -225,14 +236,6 @@ class MemberSpec:
         targets = manifest.get("action_targets") or default_action_targets(int(space["n"]))
         kind = "q_values" if manifest["algorithm"] == "DQN" else "probs"
         return cls(manifest["name"], kind, weight, tuple(targets), temperature)
-
-
-# Every default of the vote is the config's (one owner): VotingParams only restates them
-# as its own field defaults so that a bare VotingParams(members) votes like the engine.
-_MODEL = ModelConfig()
-_VOTE = _MODEL.vote
-_TECHNICAL = TechnicalConfig()
-_VOTE_FIELDS = tuple(f.name for f in fields(VoteConfig))
 
 
 @dataclass(frozen=True)
@@ -364,7 +367,8 @@ class VotingParams:
         for name, weight in model.weights.items():
             if name not in manifests:
                 raise ConfigError(f"model.weights.{name}: no manifest for this member")
-            members.append(MemberSpec.from_manifest(manifests[name], weight))
+            members.append(MemberSpec.from_manifest(manifests[name], weight,
+                                                    temperature=model.vote.q_temperature))
         kwargs: dict[str, Any] = {
             "members": tuple(members), "timeframes": technical.timeframes,
             "n_rsi": len(technical.rsi_periods), "voting": model.voting,

@@ -4,6 +4,7 @@ They are slow and exist for tests: each kernel is streamed side by side with its
 here, which is written for clarity from the published definitions of the algorithms.
 """
 
+import inspect
 from dataclasses import MISSING, fields
 from types import SimpleNamespace
 from typing import Any
@@ -19,4 +20,9 @@ def config_section(cls: type, **overrides: Any) -> SimpleNamespace:
     unknown = set(overrides) - set(values)
     if unknown:
         raise TypeError(f"{cls.__name__} has no field {', '.join(sorted(unknown))}")
-    return SimpleNamespace(**{**values, **overrides})
+    section = SimpleNamespace(**{**values, **overrides})
+    # The section's own methods (e.g. RiskConfig.lot_step_for), bound to these values.
+    for name, member in vars(cls).items():
+        if inspect.isfunction(member) and not name.startswith("_"):
+            setattr(section, name, member.__get__(section))
+    return section

@@ -64,9 +64,8 @@ class RiskGateRef:
         self.exposure_limit = risk.exposure_limit
         self.max_position_size = risk.max_position_size
         self.allow_short = risk.allow_short
-        rules = risk.symbols
-        self.lot_step = {s: rules.get(s, {}).get("lot_step", risk.lot_step) for s in self.symbols}
-        self.min_notional = {s: rules.get(s, {}).get("min_notional", risk.min_notional) for s in self.symbols}
+        self.lot_step = {s: risk.lot_step_for(s) for s in self.symbols}
+        self.min_notional = {s: risk.min_notional_for(s) for s in self.symbols}
         self.positions: dict[str, _Position] = {}
         self.pending: dict[str, _Reservation] = {}
         self.mark: dict[str, float] = {}

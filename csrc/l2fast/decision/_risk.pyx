@@ -536,8 +536,9 @@ cdef class RiskGate:
             ``take_profit_r``, ``breakeven_threshold``, ``trailing_atr_multiplier`` (None:
             ``atr_multiplier``), ``max_daily_trades``, ``daily_loss_limit``,
             ``max_concurrent_positions``, ``exposure_limit``, ``max_position_size``,
-            ``allow_short``, ``lot_step``, ``min_notional`` and ``symbols`` (per-symbol
-            ``{"lot_step": ..., "min_notional": ...}`` overrides; other symbols' are ignored).
+            ``allow_short``, and the methods ``lot_step_for(symbol)`` and
+            ``min_notional_for(symbol)`` (each universe symbol's order rules, as the
+            engine reads them).
     """
 
     cdef RiskState _s
@@ -560,15 +561,10 @@ cdef class RiskGate:
             raise InvalidInputError(f"symbols={list(names)!r}: must be distinct")
         check_number(initial_equity, "initial_equity", 0.0, INFINITY, True)
         risk_params_fill(&prm, risk)
-        lot_step = check_number(risk.lot_step, "lot_step", 0.0, INFINITY, True)
-        min_notional = check_number(risk.min_notional, "min_notional", 0.0, INFINITY)
-        steps, mins = [], []
-        for name in names:
-            rule = risk.symbols.get(name, {})
-            steps.append(check_number(rule.get("lot_step", lot_step), f"symbols[{name!r}].lot_step",
-                                      0.0, INFINITY, True))
-            mins.append(check_number(rule.get("min_notional", min_notional),
-                                     f"symbols[{name!r}].min_notional", 0.0, INFINITY))
+        steps = [check_number(risk.lot_step_for(name), f"lot_step_for({name!r})", 0.0, INFINITY, True)
+                 for name in names]
+        mins = [check_number(risk.min_notional_for(name), f"min_notional_for({name!r})", 0.0, INFINITY)
+                for name in names]
         self.symbols = names
         self._index = {name: k for k, name in enumerate(names)}
         self._initial_equity = initial_equity

@@ -241,7 +241,7 @@ def test_result_is_json_safe_and_reports_every_factor():
 def test_sizer_takes_every_field_of_the_config_risk_section():
     cfg = L2Config.from_dict({"risk": {"kelly_fraction": 0.5, "max_position_size": 0.2, "max_vol_scale": 2.0,
                                        "confidence_scaling": False}})
-    assert PositionSizer(cfg.risk).params == {"kelly_fraction": 0.5, "volatility_target": 0.15,
+    assert PositionSizer(cfg.risk).params == {"kelly_fraction": 0.5, "volatility_target": cfg.risk.volatility_target,
                                               "max_position_size": 0.2, "max_vol_scale": 2.0,
                                               "confidence_scaling": False}
     assert LiveTradeStats(cfg.engine.live_stats_window).window == cfg.engine.live_stats_window

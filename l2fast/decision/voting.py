@@ -108,7 +108,6 @@ from l2fast.decision._voting import (
     MAX_ACTIONS,
     MAX_MEMBERS,
     MAX_TIMEFRAMES,
-    MAX_WINDOW,
     MEMBER_KINDS,
     MEMBER_STATUSES,
     VoterCore,

@@ -32,7 +32,7 @@ Formulas, applied in this order:
    hedge (opposite direction and positive rho, or same direction and negative rho) do
    not reduce the size.
 6. **L3 multipliers**: ``target_exposure`` (in [0, 1]) and the ``risk_appetite``
-   multiplier (``risk.risk_appetite_multipliers``: 0.5 / 1.0 / 1.5).
+   multiplier (``risk.risk_appetite_multipliers``).
 7. **Confidence** (optional, on by default): times the signal's confidence in [0, 1].
 8. ``fraction_raw = kelly * vol_scale * risk_parity * correlation * target_exposure *
    risk_appetite * confidence``; ``fraction = min(fraction_raw, max_position_size)``.

@@ -8,16 +8,20 @@ vote, and the gate that allowed or denied the signal with its numbers. The per-b
 runs in the compiled kernels of :mod:`l2fast.decision._voting`, which the engine calls
 directly; this module validates parameters and translates Python inputs.
 
-Notation: ``sgn_d(x) = +1 if x > d, -1 if x < -d, else 0`` with ``d = dead_band``
-(default 0.05); ``clip(x) = min(max(x, -1), 1)``. A number that is NaN or infinite is
+Every named setting below is a key of ``[model]`` or ``[model.vote]``
+(:class:`~l2fast.config.ModelConfig`, :class:`~l2fast.config.VoteConfig`), whose values,
+defaults and ranges the shipped ``l2fast/data/l2fast.toml`` lists.
+
+Notation: ``sgn_d(x) = +1 if x > d, -1 if x < -d, else 0`` with ``d = dead_band``;
+``clip(x) = min(max(x, -1), 1)``. A number that is NaN or infinite is
 "unavailable": it is skipped, never propagated.
 
 Members (one per ensemble model, at most 8)
     A discrete member (PPO/A2C ``probs``, DQN ``q_values``) with chosen action ``a``:
     target ``t_i = action_targets[a]`` (the manifest's mapping, in [-1, 1]) and confidence
     ``conf_i = min(max(probs[a], 0), 1)``, or for ``q_values`` the softmax probability of
-    the chosen action, ``conf_i = 1 / sum_j exp((q_j - q_a) / temperature)`` (temperature
-    1 by default). A continuous member: ``t_i = clip(action[0])``, ``conf_i = |t_i|``.
+    the chosen action, ``conf_i = 1 / sum_j exp((q_j - q_a) / temperature)`` (``temperature =
+    q_temperature``). A continuous member: ``t_i = clip(action[0])``, ``conf_i = |t_i|``.
     Its side is ``s_i = sgn_d(t_i)``. A member is left out of the bar (its failure counter
     and reason are recorded) when the caller flags its run as failed, when one of its
     scores (discrete) or its action (continuous) is non-finite, or when a discrete action
@@ -35,40 +39,40 @@ Model score
 
 Technical votes, per timeframe, advanced once per closed bar of that timeframe from its
 block of the feature vector (``t`` counts the timeframe's bars from 0)
-    - ``rsi_level``: +1 if RSI < ``rsi_oversold`` (30), -1 if RSI > ``rsi_overbought``
-      (70), else 0 (the RSI is the technical state's ``rsi_index``-th period, the first).
-    - ``rsi_divergence``: among the bars ``t - W .. t - 1`` (``W = divergence_window``, 20)
+    - ``rsi_level``: +1 if RSI < ``rsi_oversold``, -1 if RSI > ``rsi_overbought``,
+      else 0 (the RSI is the technical state's ``rsi_index``-th period).
+    - ``rsi_divergence``: among the bars ``t - W .. t - 1`` (``W = divergence_window``)
       with a finite close and RSI, ``j`` has the lowest close and ``k`` the highest (the
       latest on ties). +1 (bullish) if ``close_t < close_j`` and ``rsi_t > rsi_j`` and
-      ``t - j >= divergence_min_gap`` (5): price makes a lower low, RSI a higher low.
+      ``t - j >= divergence_min_gap``: price makes a lower low, RSI a higher low.
       -1 (bearish) if ``close_t > close_k`` and ``rsi_t < rsi_k`` and ``t - k >=
       divergence_min_gap``. Else 0; unavailable while ``t < W`` or if no such bar exists.
     - ``macd_cross``: +1 if ``hist_{t-1} <= 0 < hist_t``, -1 if ``hist_{t-1} >= 0 >
       hist_t``, else 0 (MACD histogram; ``t - 1`` is the timeframe's previous bar).
     - ``macd_histogram``: ``(sign(hist_t) + sign(hist_t - hist_{t-1})) / 2``: side and slope.
-    - ``bb_pctb``: +1 if %b < ``pctb_low`` (0), -1 if %b > ``pctb_high`` (1), else 0.
+    - ``bb_pctb``: +1 if %b < ``pctb_low``, -1 if %b > ``pctb_high``, else 0.
     - ``bb_squeeze``: bar ``t`` is a squeeze when ``t >= S - 1`` and ``width_t <= (1 +
-      squeeze_tolerance) * min(width_{t-S+1} .. width_t)`` (``S = squeeze_window``, 100;
-      tolerance 0.05: Bollinger's band width at its lowest). The vote is +1 if %b > 1
+      squeeze_tolerance) * min(width_{t-S+1} .. width_t)`` (``S = squeeze_window``:
+      Bollinger's band width at its lowest). The vote is +1 if %b > 1
       (close above the upper band) or -1 if %b < 0 when the latest squeeze is at most
-      ``squeeze_memory`` (10) bars before ``t``, else 0; unavailable while ``t < S``.
+      ``squeeze_memory`` bars before ``t``, else 0; unavailable while ``t < S``.
     - ``patterns``: ``clip(sum_p pattern_weights[p] * cdl_p / 100 / pattern_scale)`` over
       the patterns with a non-zero weight (TA-Lib gives +-100, or +-80 for engulfing and
       harami with one matching body end). By default the directional, reliable ones weigh
       1: engulfing, hammer, hanging man, inverted hammer, shooting star, piercing, dark
       cloud cover, morning star, evening star, three white soldiers, three black crows; the
       doji family, harami, harami cross, marubozu and spinning top weigh 0. ``pattern_scale``
-      (1) is the summed signal giving a full vote. Unavailable if a weighted pattern is.
+      is the summed signal giving a full vote. Unavailable if a weighted pattern is.
     - ``sr_breakout``: the support/resistance breakout flag: +1 up through a level, -1 down.
     The timeframe's vote is ``v_k = sum_c a_c x_c / sum_c a_c`` over its available
-    components ``x_c`` with a positive weight ``a_c`` (``component_weights``, 1 each);
+    components ``x_c`` with a positive weight ``a_c`` (``component_weights``);
     unavailable if there is none.
 
 Fusion
     Technical score ``tech = sum_k b_k v_k / sum_k b_k`` over the timeframes with a vote
-    (``b_k = timeframe_weights``, 1 each), 0 if none.
+    (``b_k = timeframe_weights``), 0 if none.
     Fused score ``score = (1 - lambda) * m + lambda * tech`` (``lambda =
-    technical_weight``, 0.3); ``direction = sgn_d(score)``.
+    technical_weight``); ``direction = sgn_d(score)``.
     Consensus ``C = sum w_i [s_i = direction]``: the weighted agreement with the side.
     Model confidence ``M = sum w_i conf_i [s_i = direction] / C`` (0 if ``C = 0``): the
     mean confidence of the members that agree.
@@ -77,15 +81,15 @@ Fusion
     Alignment ``A = sum_k b_k [sgn_d(v_k) = direction] / sum_k b_k`` over the timeframes
     with a vote (0 if none): the weighted share of timeframes pointing the same way.
     Confidence ``= (g_m M + g_t T + g_a A) / (g_m + g_t + g_a)`` with
-    ``confidence_weights`` ``g`` = model 0.5, technical 0.25, alignment 0.25.
+    ``confidence_weights`` ``g`` (``model``, ``technical``, ``alignment``).
     Target position ``= sum w_i t_i [s_i = direction] / C``, the mean target of the
     agreeing members (0 if ``C = 0`` or ``direction = 0``).
 
 Gates, in this order (the first failing one is :attr:`VoteResult.gate`; all are listed)
     ``NO_MODEL_VOTE``: no live member with a positive weight. ``NO_DIRECTION``:
-    ``|score| <= dead_band``. Then ``LOW_CONSENSUS``: ``C < consensus_threshold`` (0.6);
-    ``LOW_CONFIDENCE``: ``confidence < confidence_threshold`` (0.7); ``LOW_ALIGNMENT``:
-    ``A < alignment_threshold`` (0.7). These three compare with a slack of 1e-9, so a
+    ``|score| <= dead_band``. Then ``LOW_CONSENSUS``: ``C < consensus_threshold``;
+    ``LOW_CONFIDENCE``: ``confidence < confidence_threshold``; ``LOW_ALIGNMENT``:
+    ``A < alignment_threshold``. These three compare with a slack of 1e-9, so a
     share equal to the threshold in decimal (3 of 5 equal members against 0.6) passes
     despite rounding. ``side = direction`` when every gate passes, else 0 (hold).
 """

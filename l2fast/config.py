@@ -6,7 +6,8 @@ commented TOML file of every default, ``l2fast/data/l2fast.toml``, which
 
 - ``technical``: :class:`TechnicalConfig`, the seed's ``TECHNICAL_CONFIG``.
 - ``model``: :class:`ModelConfig`, the seed's ``MODEL_CONFIG`` (ensemble weights, regime
-  multipliers, voting, thresholds).
+  multipliers, voting, thresholds), with ``model.vote``: :class:`VoteConfig`, the vote's
+  finer settings (dead band, technical votes' levels, windows and weights).
 - ``risk``: :class:`RiskConfig`, the seed's ``RISK_CONFIG`` (sizing and the risk gate).
 - ``engine``: :class:`EngineConfig`, the engine's own bookkeeping.
 
@@ -16,6 +17,7 @@ full key path and the value, e.g. ``risk.kelly_fraction=1.5: must be in (0, 1]``
 
 Merge rules of :meth:`L2Config.from_dict` (and so of TOML files): a missing key keeps its
 default; ``technical.levels``, ``model.regime_multipliers.<regime>``,
+``model.vote.component_weights``, ``model.vote.pattern_weights``,
 ``risk.risk_appetite_multipliers`` and ``risk.symbols.<symbol>`` are merged key by key over
 their defaults; ``model.weights``, when given, replaces the default table entirely (its
 keys name the ensemble members).
@@ -35,9 +37,11 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from l2fast.technical.bars import parse_timeframe
 from l2fast.data import models_dir as shipped_models_dir
+from l2fast.decision._voting import COMPONENTS, MAX_WINDOW
 from l2fast.errors import ConfigError
+from l2fast.technical._candles import CANDLESTICK_PATTERNS
+from l2fast.technical.bars import parse_timeframe
 
 __all__ = [
     "REGIMES",
@@ -52,6 +56,7 @@ __all__ = [
     "RiskAppetite",
     "RiskConfig",
     "TechnicalConfig",
+    "VoteConfig",
     "default_models_dir",
 ]
 
@@ -72,6 +77,8 @@ def is_symbol(symbol: str) -> bool:
     and bus messages check the same few symbols on every bar."""
     return SYMBOL_PATTERN.fullmatch(symbol) is not None
 
+#: Most RSI periods per timeframe: the technical state's capacity (MAX_RSI in _features.pxd).
+_MAX_RSI_PERIODS = 4
 _MODEL_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 _MODELS_DIR_ENV = "L2FAST_MODELS_DIR"
@@ -303,8 +310,8 @@ class TechnicalConfig:
                 raise ConfigError(f"timeframes: {exc}") from None
         if minutes != sorted(set(minutes)):
             raise ConfigError(f"timeframes={self.timeframes!r}: must be distinct and increasing")
-        if not isinstance(self.rsi_periods, tuple) or not 1 <= len(self.rsi_periods) <= 4:
-            raise ConfigError(f"rsi_periods={self.rsi_periods!r}: give 1 to 4 periods")
+        if not isinstance(self.rsi_periods, tuple) or not 1 <= len(self.rsi_periods) <= _MAX_RSI_PERIODS:
+            raise ConfigError(f"rsi_periods={self.rsi_periods!r}: give 1 to {_MAX_RSI_PERIODS} periods")
         _int_tuple("rsi_periods", self.rsi_periods, None, 2)
         _int_tuple("macd", self.macd, 3, 2)
         if self.macd[0] >= self.macd[1]:
@@ -362,6 +369,132 @@ def _confidence_weights_defaults() -> dict[str, float]:
     return {"model": 0.5, "technical": 0.25, "alignment": 0.25}
 
 
+def _component_weights_defaults() -> dict[str, float]:
+    return dict.fromkeys(COMPONENTS, 1.0)
+
+
+# The directional candlestick patterns that are reliable enough to vote; the doji family,
+# harami, harami cross, marubozu and spinning top say little about the side and weigh 0.
+_RELIABLE_PATTERNS = frozenset((
+    "CDLENGULFING", "CDLHAMMER", "CDLHANGINGMAN", "CDLINVERTEDHAMMER", "CDLSHOOTINGSTAR",
+    "CDLPIERCING", "CDLDARKCLOUDCOVER", "CDLMORNINGSTAR", "CDLEVENINGSTAR",
+    "CDL3WHITESOLDIERS", "CDL3BLACKCROWS",
+))
+
+
+def _pattern_weights_defaults() -> dict[str, float]:
+    return {name: 1.0 if name in _RELIABLE_PATTERNS else 0.0 for name in CANDLESTICK_PATTERNS}
+
+
+#: Weight of a timeframe missing from ``model.vote.timeframe_weights``.
+_TIMEFRAME_WEIGHT = 1.0
+
+
+def _merged_weights(path: str, given: Any, defaults: Mapping[str, float]) -> FrozenDict:
+    """``given`` merged key by key over ``defaults``: known keys only, each >= 0."""
+    given = _table(path, given)
+    _check_keys(path, given, list(defaults))
+    return FrozenDict({k: _real(_child(path, k), given.get(k, d), 0.0) for k, d in defaults.items()})
+
+
+@dataclass(frozen=True)
+class VoteConfig:
+    """The vote's finer settings (``[model.vote]``; formulas: :mod:`l2fast.decision.voting`).
+
+    Attributes:
+        dead_band: Scores within ``[-dead_band, dead_band]`` have no side, in [0, 1).
+        rsi_index: Which of ``technical.rsi_periods`` the RSI votes read (0: the first).
+        timeframe_weights: Weight of each timeframe in the technical score and the
+            alignment, >= 0; a timeframe not listed weighs 1.
+        component_weights: Weight of each technical component (``rsi_level``,
+            ``rsi_divergence``, ``macd_cross``, ``macd_histogram``, ``bb_pctb``,
+            ``bb_squeeze``, ``patterns``, ``sr_breakout``), >= 0; 1 each by default.
+        pattern_weights: Weight of each candlestick pattern (TA-Lib names such as
+            ``CDLENGULFING``), >= 0; by default 1 for the directional, reliable ones, else 0.
+        pattern_scale: Summed pattern signal (units of 100) giving a full vote, > 0.
+        rsi_oversold: RSI below it votes buy, in [0, 100], < ``rsi_overbought``.
+        rsi_overbought: RSI above it votes sell, in [0, 100].
+        pctb_low: %b below it votes buy, <= ``pctb_high``.
+        pctb_high: %b above it votes sell.
+        divergence_window: Bars searched for the prior low/high of a divergence,
+            in [1, 127].
+        divergence_min_gap: Bars between that prior extreme and the current bar, in
+            [1, ``divergence_window``].
+        squeeze_window: Bars of the band-width minimum, in [2, 127].
+        squeeze_tolerance: A squeeze is a width within this fraction of the minimum, >= 0.
+        squeeze_memory: Bars after a squeeze during which a close outside the bands votes,
+            in [1, 1000000].
+        q_temperature: Softmax temperature turning a DQN member's Q-values into its
+            confidence, > 0 (Q-values are in the reward's units).
+    """
+
+    _SECTION: ClassVar[str] = "model.vote"
+
+    dead_band: float = 0.05
+    rsi_index: int = 0
+    timeframe_weights: Mapping[str, float] = field(default_factory=dict)
+    component_weights: Mapping[str, float] = field(default_factory=_component_weights_defaults)
+    pattern_weights: Mapping[str, float] = field(default_factory=_pattern_weights_defaults)
+    pattern_scale: float = 1.0
+    rsi_oversold: float = 30.0
+    rsi_overbought: float = 70.0
+    pctb_low: float = 0.0
+    pctb_high: float = 1.0
+    divergence_window: int = 20
+    divergence_min_gap: int = 5
+    squeeze_window: int = 100
+    squeeze_tolerance: float = 0.05
+    squeeze_memory: int = 10
+    q_temperature: float = 1.0
+
+    def __post_init__(self) -> None:
+        s = self._SECTION
+        _set(self, "dead_band", _real(f"{s}.dead_band", self.dead_band, 0.0, 1.0, hi_open=True))
+        _set(self, "rsi_index", _integer(f"{s}.rsi_index", self.rsi_index, 0, _MAX_RSI_PERIODS - 1))
+        path = f"{s}.timeframe_weights"
+        given = _table(path, self.timeframe_weights)
+        for tf in given:
+            if not isinstance(tf, str) or not tf:
+                raise ConfigError(f"{path}: timeframe {tf!r} must be a name such as '5m'")
+        _set(self, "timeframe_weights", FrozenDict({
+            tf: _real(_child(path, tf), w, 0.0) for tf, w in given.items()}))
+        _set(self, "component_weights", _merged_weights(
+            f"{s}.component_weights", self.component_weights, _component_weights_defaults()))
+        _set(self, "pattern_weights", _merged_weights(
+            f"{s}.pattern_weights", self.pattern_weights, _pattern_weights_defaults()))
+        _set(self, "pattern_scale", _real(f"{s}.pattern_scale", self.pattern_scale, 0.0, lo_open=True))
+        for name in ("rsi_oversold", "rsi_overbought"):
+            _set(self, name, _real(f"{s}.{name}", getattr(self, name), 0.0, 100.0))
+        if self.rsi_oversold >= self.rsi_overbought:
+            raise ConfigError(f"{s}.rsi_oversold={self.rsi_oversold!r}: must be < "
+                              f"{s}.rsi_overbought ({self.rsi_overbought!r})")
+        for name in ("pctb_low", "pctb_high"):
+            _set(self, name, _real(f"{s}.{name}", getattr(self, name)))
+        if self.pctb_low > self.pctb_high:
+            raise ConfigError(f"{s}.pctb_low={self.pctb_low!r}: must be <= {s}.pctb_high ({self.pctb_high!r})")
+        _set(self, "divergence_window", _integer(f"{s}.divergence_window", self.divergence_window, 1, MAX_WINDOW))
+        _set(self, "divergence_min_gap", _integer(f"{s}.divergence_min_gap", self.divergence_min_gap, 1,
+                                                  self.divergence_window))
+        _set(self, "squeeze_window", _integer(f"{s}.squeeze_window", self.squeeze_window, 2, MAX_WINDOW))
+        _set(self, "squeeze_tolerance", _real(f"{s}.squeeze_tolerance", self.squeeze_tolerance, 0.0))
+        _set(self, "squeeze_memory", _integer(f"{s}.squeeze_memory", self.squeeze_memory, 1, 1_000_000))
+        _set(self, "q_temperature", _real(f"{s}.q_temperature", self.q_temperature, 0.0, lo_open=True))
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> VoteConfig:
+        """Build the section from a table (missing keys keep their defaults; the weight
+        tables are merged key by key over theirs).
+
+        Raises:
+            ConfigError: A key is unknown or a value is out of range (the key path is named).
+        """
+        return cls(**_section_kwargs(cls, data, cls._SECTION))
+
+    def timeframe_weight(self, timeframe: str) -> float:
+        """The weight of ``timeframe`` (its entry, else 1)."""
+        return self.timeframe_weights.get(timeframe, _TIMEFRAME_WEIGHT)
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """The ONNX ensemble and its vote (the seed's ``MODEL_CONFIG``).
@@ -390,6 +523,7 @@ class ModelConfig:
             agreement (``technical``) and the timeframe alignment (``alignment``) in the
             combined confidence; non-negative, not all zero; a key not given keeps its
             default (0.5, 0.25, 0.25).
+        vote: The vote's finer settings (``[model.vote]``, :class:`VoteConfig`).
     """
 
     _SECTION: ClassVar[str] = "model"
@@ -403,9 +537,12 @@ class ModelConfig:
     alignment_threshold: float = 0.7
     technical_weight: float = 0.3
     confidence_weights: Mapping[str, float] = field(default_factory=_confidence_weights_defaults)
+    vote: VoteConfig = field(default_factory=VoteConfig)
 
     def __post_init__(self) -> None:
         s = self._SECTION
+        if not isinstance(self.vote, VoteConfig):
+            raise ConfigError(f"{s}.vote={self.vote!r}: must be a VoteConfig")
         if not isinstance(self.models_dir, (str, os.PathLike)):
             raise ConfigError(f"{s}.models_dir={self.models_dir!r}: must be a path string")
         _set(self, "models_dir", os.fspath(self.models_dir))
@@ -463,6 +600,8 @@ class ModelConfig:
             path = f"{cls._SECTION}.regime_multipliers.{regime}"
             merged[regime] = {**merged.get(regime, {}), **_table(path, row)}
         kwargs["regime_multipliers"] = merged
+        if "vote" in kwargs:
+            kwargs["vote"] = VoteConfig.from_dict(kwargs["vote"])
         return cls(**kwargs)
 
     def resolve_models_dir(self) -> Path:
@@ -690,6 +829,14 @@ class L2Config:
         for name, cls in self._SECTIONS.items():
             if not isinstance(getattr(self, name), cls):
                 raise ConfigError(f"{name}={getattr(self, name)!r}: must be a {cls.__name__}")
+        vote = self.model.vote
+        if vote.rsi_index >= len(self.technical.rsi_periods):
+            raise ConfigError(f"model.vote.rsi_index={vote.rsi_index!r}: must be < the number of "
+                              f"technical.rsi_periods ({len(self.technical.rsi_periods)})")
+        for tf in vote.timeframe_weights:
+            if tf not in self.technical.timeframes:
+                raise ConfigError(f"{_child('model.vote.timeframe_weights', tf)}: unknown timeframe "
+                                  f"(technical.timeframes: {', '.join(self.technical.timeframes)})")
         if self.engine.live_stats_window < self.risk.min_trades_for_live_stats:
             raise ConfigError(f"engine.live_stats_window={self.engine.live_stats_window!r}: must be >= "
                               f"risk.min_trades_for_live_stats ({self.risk.min_trades_for_live_stats!r})")

@@ -22,6 +22,7 @@ from l2fast.config import (
     ModelConfig,
     RiskConfig,
     TechnicalConfig,
+    VoteConfig,
     default_models_dir,
 )
 from l2fast.data import shipped_config
@@ -234,6 +235,30 @@ BAD = [
     ({"model": {"confidence_weights": {"model": 0, "technical": 0, "alignment": 0}}},
      "model.confidence_weights={'model': 0.0, 'technical': 0.0, 'alignment': 0.0}: must not all be zero"),
     ({"model": {"models_dir": 5}}, "model.models_dir=5: must be a path string"),
+    ({"model": {"vote": {"deadband": 0.1}}}, "model.vote.deadband: unknown key"),
+    ({"model": {"vote": 0.1}}, "model.vote=0.1: must be a table"),
+    ({"model": {"vote": {"dead_band": 1.0}}}, "model.vote.dead_band=1.0: must be in [0, 1)"),
+    ({"model": {"vote": {"rsi_index": 2}}},
+     "model.vote.rsi_index=2: must be < the number of technical.rsi_periods (2)"),
+    ({"model": {"vote": {"timeframe_weights": {"4h": 1.0}}}},
+     "model.vote.timeframe_weights.4h: unknown timeframe (technical.timeframes: 1m, 5m, 15m, 1h)"),
+    ({"model": {"vote": {"timeframe_weights": {"1h": -1}}}}, "model.vote.timeframe_weights.1h=-1: must be >= 0"),
+    ({"model": {"vote": {"component_weights": {"rsi": 1.0}}}}, "model.vote.component_weights.rsi: unknown key"),
+    ({"model": {"vote": {"pattern_weights": {"CDLHAMMER": -1}}}},
+     "model.vote.pattern_weights.CDLHAMMER=-1: must be >= 0"),
+    ({"model": {"vote": {"pattern_scale": 0}}}, "model.vote.pattern_scale=0: must be > 0"),
+    ({"model": {"vote": {"rsi_oversold": 70}}},
+     "model.vote.rsi_oversold=70.0: must be < model.vote.rsi_overbought (70.0)"),
+    ({"model": {"vote": {"rsi_overbought": 101}}}, "model.vote.rsi_overbought=101: must be in [0, 100]"),
+    ({"model": {"vote": {"pctb_low": 1.5}}}, "model.vote.pctb_low=1.5: must be <= model.vote.pctb_high (1.0)"),
+    ({"model": {"vote": {"divergence_window": 128}}},
+     "model.vote.divergence_window=128: must be an integer in [1, 127]"),
+    ({"model": {"vote": {"divergence_min_gap": 30}}},
+     "model.vote.divergence_min_gap=30: must be an integer in [1, 20]"),
+    ({"model": {"vote": {"squeeze_window": 1}}}, "model.vote.squeeze_window=1: must be an integer in [2, 127]"),
+    ({"model": {"vote": {"squeeze_tolerance": -0.1}}}, "model.vote.squeeze_tolerance=-0.1: must be >= 0"),
+    ({"model": {"vote": {"squeeze_memory": 0}}}, "model.vote.squeeze_memory=0: must be an integer in [1, 1000000]"),
+    ({"model": {"vote": {"q_temperature": 0}}}, "model.vote.q_temperature=0: must be > 0"),
     ({"engine": {"initial_equity": 0}}, "engine.initial_equity=0: must be > 0"),
     ({"engine": {"max_decision_age_ms": -1}}, "engine.max_decision_age_ms=-1: must be an integer >= 0"),
     ({"engine": {"live_stats_window": 10}},
@@ -334,6 +359,43 @@ def test_cli_config_show_prints_a_toml_that_loads_back_equal(capsys):
     assert main(["config", "--show"]) == 0
     out = capsys.readouterr().out
     assert L2Config.from_dict(tomllib.loads(out)) == L2Config()
+    assert "[model.vote]" in out and "[model.vote.pattern_weights]" in out
+
+
+def test_vote_section_merges_over_its_defaults_and_reaches_the_voter():
+    from l2fast.decision.voting import VotingParams
+    from l2fast.engine.generator import TacticalSignalGenerator
+
+    config = L2Config.from_dict({"model": {"vote": {
+        "dead_band": 0.1, "squeeze_window": 50, "timeframe_weights": {"1h": 2.0},
+        "component_weights": {"patterns": 0.0}, "pattern_weights": {"CDLDOJI": 0.5}, "q_temperature": 0.5}}})
+    vote = config.model.vote
+    assert vote.component_weights["patterns"] == 0.0 and vote.component_weights["rsi_level"] == 1.0
+    assert vote.pattern_weights["CDLDOJI"] == 0.5 and vote.pattern_weights["CDLENGULFING"] == 1.0
+    assert L2Config.from_dict(config.to_dict()) == config
+    params = VotingParams.from_config(config.model, TacticalSignalGenerator(config=config).manifests,
+                                      config.technical)
+    for field in dataclasses.fields(VoteConfig):
+        if field.name not in ("timeframe_weights", "q_temperature"):
+            assert getattr(params, field.name) == getattr(vote, field.name), field.name
+    assert dict(params.timeframe_weights) == {"1m": 1.0, "5m": 1.0, "15m": 1.0, "1h": 2.0}
+    assert {m.temperature for m in params.members} == {0.5}
+
+
+def test_voting_params_defaults_are_the_configs():
+    from l2fast.decision.voting import MemberSpec, VotingParams
+
+    params = VotingParams((MemberSpec("m", "continuous", 1.0),))
+    model, technical = ModelConfig(), TechnicalConfig()
+    for field in dataclasses.fields(VoteConfig):
+        if field.name not in ("timeframe_weights", "q_temperature"):
+            assert getattr(params, field.name) == getattr(model.vote, field.name), field.name
+    assert params.members[0].temperature == model.vote.q_temperature
+    for name in ("voting", "consensus_threshold", "confidence_threshold", "alignment_threshold",
+                 "technical_weight", "confidence_weights"):
+        assert getattr(params, name) == getattr(model, name), name
+    assert params.timeframes == technical.timeframes and params.n_rsi == len(technical.rsi_periods)
+    assert set(params.timeframe_weights.values()) == {1.0}
 
 
 def test_cli_config_show_with_a_file_prints_its_effective_config(tmp_path, capsys):

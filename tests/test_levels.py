@@ -8,12 +8,22 @@ import math
 import numpy as np
 import pytest
 
+from l2fast.config import TechnicalConfig
 from l2fast.errors import InvalidInputError
 from l2fast.technical.indicators import LevelsSnapshot, SupportResistance
 
 from reference.levels import SupportResistanceRef
 
 FIELDS = LevelsSnapshot._fields
+
+
+def levels(**kwargs) -> dict:
+    """The config's level parameters (their one owner) with ``kwargs``."""
+    return {**TechnicalConfig().levels, **kwargs}
+
+
+def new_sr(**kwargs) -> SupportResistance:
+    return SupportResistance(**levels(**kwargs))
 
 
 def bars(closes, volume=1.0, half_spread=0.5) -> tuple[np.ndarray, ...]:
@@ -59,7 +69,7 @@ def assert_same_outputs(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> N
 # ------------------------------------------------------------- constructed series
 
 def test_v_gives_one_pivot_low_confirmed_pivot_bars_later():
-    out = SupportResistance().update_many(*bars(path((110, 100), (100, 110))))
+    out = new_sr().update_many(*bars(path((110, 100), (100, 110))))
     np.testing.assert_array_equal(events(out["pivot_low"]), [15])  # pivot at bar 10, N = 5
     assert out["pivot_low"][15] == 99.5
     assert events(out["pivot_high"]).size == 0
@@ -69,12 +79,12 @@ def test_v_gives_one_pivot_low_confirmed_pivot_bars_later():
 
 @pytest.mark.parametrize("pivot_bars", [1, 2, 3])
 def test_pivot_bars_sets_the_confirmation_delay(pivot_bars):
-    out = SupportResistance(pivot_bars=pivot_bars).update_many(*bars(path((110, 100), (100, 110))))
+    out = new_sr(pivot_bars=pivot_bars).update_many(*bars(path((110, 100), (100, 110))))
     np.testing.assert_array_equal(events(out["pivot_low"]), [10 + pivot_bars])
 
 
 def test_w_gives_a_double_bottom_with_its_neckline_when_the_second_low_confirms():
-    sr = SupportResistance()
+    sr = new_sr()
     out = sr.update_many(*bars(path((110, 100), (100, 105), (105, 100), (100, 110))))
     np.testing.assert_array_equal(events(out["pivot_low"]), [15, 25])
     np.testing.assert_array_equal(events(out["pivot_high"]), [20])
@@ -86,7 +96,7 @@ def test_w_gives_a_double_bottom_with_its_neckline_when_the_second_low_confirms(
 
 
 def test_m_gives_a_double_top_with_its_neckline():
-    out = SupportResistance().update_many(*mirrored(*bars(path((110, 100), (100, 105), (105, 100), (100, 110)))))
+    out = new_sr().update_many(*mirrored(*bars(path((110, 100), (100, 105), (105, 100), (100, 110)))))
     np.testing.assert_array_equal(events(out["double_top"]), [25])
     assert out["top_neckline"][25] == 200.0 - 105.5
     assert events(out["double_bottom"]).size == 0
@@ -94,19 +104,19 @@ def test_m_gives_a_double_top_with_its_neckline():
 
 def test_double_bottom_needs_separation_depth_and_matching_lows():
     w = path((110, 100), (100, 105), (105, 100), (100, 110))
-    assert events(SupportResistance(min_separation=11).update_many(*bars(w))["double_bottom"]).size == 0
-    assert events(SupportResistance(min_depth=0.07).update_many(*bars(w))["double_bottom"]).size == 0
+    assert events(new_sr(min_separation=11).update_many(*bars(w))["double_bottom"]).size == 0
+    assert events(new_sr(min_depth=0.07).update_many(*bars(w))["double_bottom"]).size == 0
     lopsided = path((110, 100), (100, 105), (105, 98), (98, 110))
-    assert events(SupportResistance().update_many(*bars(lopsided))["double_bottom"]).size == 0
+    assert events(new_sr().update_many(*bars(lopsided))["double_bottom"]).size == 0
 
 
 def test_a_lower_intermediate_top_is_skipped_and_a_higher_one_blocks():
     skipped = path((90, 110), (110, 100), (100, 106), (106, 100), (100, 110), (110, 90))
-    out = SupportResistance().update_many(*bars(skipped))
+    out = new_sr().update_many(*bars(skipped))
     assert events(out["double_top"]).size == 1
     assert out["top_neckline"][events(out["double_top"])[0]] == 99.5
     blocked = path((90, 110), (110, 100), (100, 120), (120, 100), (100, 110), (110, 90))
-    assert events(SupportResistance().update_many(*bars(blocked))["double_top"]).size == 0
+    assert events(new_sr().update_many(*bars(blocked))["double_top"]).size == 0
 
 
 def test_repeated_touches_merge_into_one_level_with_the_touch_weighted_price():
@@ -115,7 +125,7 @@ def test_repeated_touches_merge_into_one_level_with_the_touch_weighted_price():
     for t in troughs:
         closes += path((110, t))[1:] + path((t, 110))[1:]
     half_life = 500.0
-    sr = SupportResistance(half_life=half_life)
+    sr = new_sr(half_life=half_life)
     out = sr.update_many(*bars(closes))
     confirm = events(out["pivot_low"])
     assert len(confirm) == 4
@@ -141,7 +151,7 @@ def breakout_series(volume_on_cross: float):
 
 def test_volume_confirmed_breakout_fires_once_on_the_crossing_bar():
     series, cross = breakout_series(3.0)
-    out = SupportResistance().update_many(*series)
+    out = new_sr().update_many(*series)
     np.testing.assert_array_equal(events(out["breakout"]), [cross])
     assert out["breakout"][cross] == 1 and out["breakout_level"][cross] == 105.5
     assert events(out["breakout_level"]).tolist() == [cross]
@@ -150,26 +160,26 @@ def test_volume_confirmed_breakout_fires_once_on_the_crossing_bar():
 
 def test_breakdown_mirrors_breakout():
     series, cross = breakout_series(3.0)
-    out = SupportResistance().update_many(*mirrored(*series))
+    out = new_sr().update_many(*mirrored(*series))
     np.testing.assert_array_equal(events(out["breakout"]), [cross])
     assert out["breakout"][cross] == -1 and out["breakout_level"][cross] == 200.0 - 105.5
 
 
 def test_volume_threshold_is_against_the_mean_of_the_previous_bars():
     at_threshold, cross = breakout_series(1.5)
-    assert SupportResistance().update_many(*at_threshold)["breakout"][cross] == 1
+    assert new_sr().update_many(*at_threshold)["breakout"][cross] == 1
     below, cross = breakout_series(1.49)
-    assert events(SupportResistance().update_many(*below)["breakout"]).size == 0
+    assert events(new_sr().update_many(*below)["breakout"]).size == 0
 
 
 def test_unconfirmed_breakout_gives_no_event():
     series, _ = breakout_series(1.0)
-    assert events(SupportResistance().update_many(*series)["breakout"]).size == 0
+    assert events(new_sr().update_many(*series)["breakout"]).size == 0
 
 
 def test_tight_series_is_flagged_in_range_with_its_bounds():
     h, l, c, v = bars(np.full(60, 100.0), half_spread=0.2)
-    out = SupportResistance().update_many(h, l, c, v)
+    out = new_sr().update_many(h, l, c, v)
     np.testing.assert_array_equal(out["in_range"], [0] * 29 + [1] * 31)
     assert np.isnan(out["range_high"][:29]).all()
     np.testing.assert_array_equal(out["range_high"][29:], 100.2)
@@ -177,13 +187,13 @@ def test_tight_series_is_flagged_in_range_with_its_bounds():
 
 
 def test_wide_swings_are_not_a_range():
-    out = SupportResistance().update_many(*bars(path((100, 110), (110, 100)) * 3))
+    out = new_sr().update_many(*bars(path((100, 110), (110, 100)) * 3))
     assert not out["in_range"].any()
 
 
 def test_flat_series_has_no_levels_and_no_division_artifacts():
     h = l = c = np.full(200, 50.0)
-    out = SupportResistance().update_many(h, l, c, np.zeros(200))
+    out = new_sr().update_many(h, l, c, np.zeros(200))
     assert not out["n_levels"].any() and not out["breakout"].any()
     assert np.isnan(out["support"]).all() and np.isnan(out["resistance_dist"]).all()
     assert out["in_range"][29:].all() and (out["range_high"][29:] == 50.0).all()
@@ -196,7 +206,7 @@ def test_decay_drops_an_unrefreshed_level_after_the_expected_number_of_bars():
     drop_after = math.ceil(half_life * math.log2(1.0 / min_strength))  # first k with 0.5**(k/10) < 0.3
     assert drop_after == 18
     closes = path((110, 100), (100, 110)) + [110.0] * 40
-    out = SupportResistance(half_life=half_life, min_strength=min_strength).update_many(*bars(closes))
+    out = new_sr(half_life=half_life, min_strength=min_strength).update_many(*bars(closes))
     born = 15
     alive = np.flatnonzero(out["n_levels"])
     np.testing.assert_array_equal(alive, np.arange(born, born + drop_after))
@@ -207,7 +217,7 @@ def test_full_table_replaces_its_weakest_level():
     closes = [110.0]
     for t in (100.0, 90.0, 80.0):  # three separate lows, in a table of two
         closes += path((110, t))[1:] + path((t, 110))[1:]
-    sr = SupportResistance(max_levels=2)
+    sr = new_sr(max_levels=2)
     sr.update_many(*bars(closes, half_spread=0.0))
     # The top at 110 is re-touched every cycle; each new low evicts the previous, weaker one.
     assert [p for p, _, _ in sr.levels()] == [80.0, 110.0]
@@ -218,7 +228,7 @@ def test_full_table_replaces_its_weakest_level():
 @pytest.fixture(scope="module")
 def btc_200k(btc_1m):
     data = btc(btc_1m, 200_000)
-    return data, SupportResistance().update_many(*data)
+    return data, new_sr().update_many(*data)
 
 
 def test_breakouts_close_beyond_their_level_and_the_previous_close_did_not(btc_200k):
@@ -245,7 +255,7 @@ def test_supports_lie_below_and_resistances_above_the_close(btc_200k):
 
 @pytest.mark.parametrize("max_levels", [2, 16])
 def test_live_levels_never_exceed_capacity(btc_1m, max_levels):
-    out = SupportResistance(max_levels=max_levels).update_many(*btc(btc_1m, 200_000))
+    out = new_sr(max_levels=max_levels).update_many(*btc(btc_1m, 200_000))
     assert out["n_levels"].max() == max_levels
 
 
@@ -267,7 +277,7 @@ def test_pivots_equal_brute_force_detection(btc_200k):
 def test_range_bounds_equal_rolling_max_and_min(btc_1m, window):
     pd = pytest.importorskip("pandas")
     h, l, c, v = btc(btc_1m, 100_000)
-    out = SupportResistance(range_window=window).update_many(h, l, c, v)
+    out = new_sr(range_window=window).update_many(h, l, c, v)
     np.testing.assert_array_equal(out["range_high"], pd.Series(h).rolling(window).max().to_numpy())
     np.testing.assert_array_equal(out["range_low"], pd.Series(l).rolling(window).min().to_numpy())
     hh, ll = out["range_high"][window - 1:], out["range_low"][window - 1:]
@@ -285,11 +295,11 @@ def test_double_patterns_have_a_neckline_beyond_depth(btc_200k):
 
 def test_two_runs_give_identical_output(btc_200k):
     data, first = btc_200k
-    assert_same_outputs(SupportResistance().update_many(*data), first)
+    assert_same_outputs(new_sr().update_many(*data), first)
 
 
 def test_full_btc_series_runs_and_stays_within_capacity(btc_1m):
-    out = SupportResistance().update_many(*btc(btc_1m, len(btc_1m["close"])))
+    out = new_sr().update_many(*btc(btc_1m, len(btc_1m["close"])))
     assert out["n_levels"].max() <= 16 and (out["breakout"] != 0).sum() > 0
 
 
@@ -297,8 +307,8 @@ def test_full_btc_series_runs_and_stays_within_capacity(btc_1m):
 
 def test_streaming_update_equals_update_many(btc_1m_head):
     data = btc(btc_1m_head, 20_000)
-    batch = SupportResistance().update_many(*data)
-    sr = SupportResistance()
+    batch = new_sr().update_many(*data)
+    sr = new_sr()
     rows = [sr.update(*map(float, bar)) for bar in zip(*data)]
     for f in FIELDS:
         one_by_one = np.array([getattr(r, f) for r in rows], dtype=batch[f].dtype)
@@ -307,7 +317,7 @@ def test_streaming_update_equals_update_many(btc_1m_head):
 
 def test_streaming_and_batch_leave_identical_state(btc_1m_head):
     h, l, c, v = btc(btc_1m_head, 5_000)
-    streamed, batched = SupportResistance(), SupportResistance()
+    streamed, batched = new_sr(), new_sr()
     for bar in zip(h[:-1], l[:-1], c[:-1], v[:-1]):
         streamed.update(*map(float, bar))
     batched.update_many(h[:-1], l[:-1], c[:-1], v[:-1])
@@ -324,8 +334,8 @@ def test_streaming_and_batch_leave_identical_state(btc_1m_head):
 )
 def test_streaming_matches_pure_python_reference(btc_1m_head, params):
     data = btc(btc_1m_head, 20_000)
-    out = SupportResistance(**params).update_many(*data)
-    ref = SupportResistanceRef(**params)
+    out = new_sr(**params).update_many(*data)
+    ref = SupportResistanceRef(**levels(**params))
     rows = [ref.update(*map(float, bar)) for bar in zip(*data)]
     for f in FIELDS:
         np.testing.assert_array_equal(np.array([r[f] for r in rows], dtype=out[f].dtype), out[f], err_msg=f)
@@ -333,7 +343,7 @@ def test_streaming_matches_pure_python_reference(btc_1m_head, params):
 
 def test_update_last_equals_having_updated_with_the_revised_bar(btc_1m_head):
     h, l, c, v = btc(btc_1m_head, 3_000)
-    revised, direct = SupportResistance(pivot_bars=3, range_window=7), SupportResistance(pivot_bars=3, range_window=7)
+    revised, direct = new_sr(pivot_bars=3, range_window=7), new_sr(pivot_bars=3, range_window=7)
     for bar in zip(h, l, c, v):
         bar = tuple(map(float, bar))
         revised.update(bar[0] * 1.002, bar[1] * 0.998, bar[2], bar[3] * 3)
@@ -344,7 +354,7 @@ def test_update_last_equals_having_updated_with_the_revised_bar(btc_1m_head):
 
 def test_reset_returns_to_fresh_state(btc_1m_head):
     data = btc(btc_1m_head, 3_000)
-    sr = SupportResistance()
+    sr = new_sr()
     first = sr.update_many(*data)
     assert sr.ready and sr.levels()
     sr.reset()
@@ -353,7 +363,7 @@ def test_reset_returns_to_fresh_state(btc_1m_head):
 
 
 def test_ready_after_the_longest_warm_up():
-    sr = SupportResistance(pivot_bars=5, range_window=30, volume_window=40)
+    sr = new_sr(pivot_bars=5, range_window=30, volume_window=40)
     h, l, c, v = bars(np.full(41, 100.0))
     sr.update_many(h[:40], l[:40], c[:40], v[:40])
     assert not sr.ready
@@ -365,7 +375,7 @@ def test_ready_after_the_longest_warm_up():
 
 def test_invalid_bars_are_rejected_and_state_kept(btc_1m_head):
     h, l, c, v = btc(btc_1m_head, 500)
-    sr = SupportResistance()
+    sr = new_sr()
     sr.update_many(h[:-1], l[:-1], c[:-1], v[:-1])
     with pytest.raises(InvalidInputError, match="close=nan"):
         sr.update(101.0, 99.0, float("nan"), 1.0)
@@ -384,7 +394,7 @@ def test_invalid_bars_are_rejected_and_state_kept(btc_1m_head):
     with pytest.raises(InvalidInputError, match="low: length 2"):
         sr.update_many([2.0] * 3, [1.0] * 2, [1.5] * 3, [1.0] * 3)
     last = (float(h[-1]), float(l[-1]), float(c[-1]), float(v[-1]))
-    fresh = SupportResistance()
+    fresh = new_sr()
     fresh.update_many(h[:-1], l[:-1], c[:-1], v[:-1])
     assert same(sr.update(*last), fresh.update(*last))
     assert sr.levels() == fresh.levels()
@@ -392,7 +402,7 @@ def test_invalid_bars_are_rejected_and_state_kept(btc_1m_head):
 
 def test_update_last_before_any_bar_is_rejected():
     with pytest.raises(InvalidInputError, match="no bar to revise"):
-        SupportResistance().update_last(2.0, 1.0, 1.5, 1.0)
+        new_sr().update_last(2.0, 1.0, 1.5, 1.0)
 
 
 @pytest.mark.parametrize(
@@ -417,4 +427,4 @@ def test_update_last_before_any_bar_is_rejected():
 )
 def test_invalid_parameters_are_rejected(kwargs, message):
     with pytest.raises(InvalidInputError, match=message):
-        SupportResistance(**kwargs)
+        new_sr(**kwargs)

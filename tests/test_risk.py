@@ -10,10 +10,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from l2fast.config import L2Config
+from l2fast.config import L2Config, RiskConfig
 from l2fast.errors import InvalidInputError
+from reference import config_section
 from reference.risk import RiskGateRef
-from l2fast.decision.risk import RiskGate, risk_gate_from_config
+from l2fast.decision.risk import RiskGate
 
 DAY = 86_400_000
 MIN = 60_000
@@ -22,8 +23,13 @@ BTC, ETH, SOL, XRP = "BTC/USDT", "ETH/USDT", "SOL/USDT", "XRP/USDT"
 UNIVERSE = [BTC, ETH, SOL, XRP]
 
 
+def risk(**kwargs):
+    """The risk section with the config's defaults and ``kwargs``; these tests short by default."""
+    return config_section(RiskConfig, **{"allow_short": True, **kwargs})
+
+
 def gate(**kwargs) -> RiskGate:
-    return RiskGate(UNIVERSE, 10_000.0, **kwargs)
+    return RiskGate(UNIVERSE, 10_000.0, risk(**kwargs))
 
 
 def bar(g, symbol, ts, close, atr=1.0, high=None, low=None):
@@ -97,7 +103,7 @@ def test_exposure_limit_reduces_the_entry_then_denies_it():
 
 
 def test_qty_is_rounded_down_to_the_lot_step_and_min_notional_enforced():
-    g = gate(lot_step=0.001, symbol_rules={ETH: {"lot_step": 0.1, "min_notional": 50.0}})
+    g = gate(lot_step=0.001, symbols={ETH: {"lot_step": 0.1, "min_notional": 50.0}})
     assert g.check(BTC, "buy", 1.23456, 100.0, 1.0, T0)["qty"] == pytest.approx(1.234)
     assert g.check(ETH, "buy", 1.23456, 100.0, 1.0, T0)["qty"] == pytest.approx(1.2)
     c = g.check(ETH, "buy", 0.45, 100.0, 1.0, T0)
@@ -186,7 +192,7 @@ def test_short_entries_can_be_disabled():
 
 
 def test_no_entry_without_positive_equity():
-    g = RiskGate([BTC, ETH], 100.0, max_position_size=0.5, max_loss_per_trade=1.0, min_notional=0.0)
+    g = RiskGate([BTC, ETH], 100.0, risk(max_position_size=0.5, max_loss_per_trade=1.0, min_notional=0.0))
     open_position(g, BTC, "sell", 0.5, 100.0, atr=1.0)
     bar(g, BTC, T0 + 2 * MIN, 400.0)  # the short lost 150 of 100
     assert g.equity == pytest.approx(-50.0)
@@ -336,24 +342,30 @@ def test_invalid_inputs_are_rejected_naming_the_field_and_change_nothing(call, f
     ({"daily_loss_limit": 0.0}, "daily_loss_limit"), ({"max_daily_trades": 0}, "max_daily_trades"),
     ({"max_concurrent_positions": 0}, "max_concurrent_positions"), ({"exposure_limit": 2.0}, "exposure_limit"),
     ({"trailing_atr_multiplier": -1.0}, "trailing_atr_multiplier"), ({"lot_step": 0.0}, "lot_step"),
-    ({"symbol_rules": {"DOGE/USDT": {}}}, "symbol_rules"),
-    ({"symbol_rules": {BTC: {"tick": 1.0}}}, "symbol_rules"),
-    ({"symbols": []}, "symbols"), ({"symbols": [BTC, BTC]}, "symbols"), ({"symbols": "BTC/USDT"}, "symbols"),
-    ({"symbols": [f"S{k}/USDT" for k in range(17)]}, "symbols"),
+    ({"symbols": {BTC: {"lot_step": -1.0}}}, r"lot_step_for\('BTC/USDT'\)=-1\.0"),
+    ({"symbols": {BTC: {"min_notional": math.nan}}}, r"min_notional_for\('BTC/USDT'\)=nan"),
+    ({"universe": []}, "symbols"), ({"universe": [BTC, BTC]}, "symbols"), ({"universe": "BTC/USDT"}, "symbols"),
+    ({"universe": [f"S{k}/USDT" for k in range(17)]}, "symbols"),
 ])
 def test_invalid_parameters_are_rejected(kwargs, field):
-    kwargs = {"symbols": UNIVERSE, **kwargs}
+    # The kernel's own guard on values it reads from a section the config did not validate.
+    kwargs = dict(kwargs)
+    universe = kwargs.pop("universe", UNIVERSE)
+    equity = kwargs.pop("initial_equity", 10_000.0)
     with pytest.raises(InvalidInputError, match=rf"^{field}"):
-        RiskGate(**kwargs)
+        RiskGate(universe, equity, risk(**kwargs))
 
 
-def test_gate_from_config_takes_the_risk_section_and_symbol_overrides():
-    cfg = L2Config.from_dict({"risk": {"max_daily_trades": 4, "symbols": {ETH: {"lot_step": 0.1}}},
+def test_gate_takes_the_config_risk_section_whole():
+    cfg = L2Config.from_dict({"risk": {"max_daily_trades": 4, "symbols": {ETH: {"lot_step": 0.1}, XRP: {}}},
                               "engine": {"initial_equity": 5_000.0}})
-    g = risk_gate_from_config(cfg, [BTC, ETH])
+    g = RiskGate([BTC, ETH], cfg.engine.initial_equity, cfg.risk)
     assert g.equity == 5_000.0 and g.params["max_daily_trades"] == 4
     assert g.check(ETH, "buy", 0.55, 100.0, 1.0, T0)["qty"] == pytest.approx(0.5)
-    assert risk_gate_from_config(cfg.risk, [BTC]).equity == 10_000.0
+    # Every field of the section is taken, allow_short included (the config's default: no shorts).
+    assert g.params == {name: getattr(cfg.risk, name) for name in g.params}
+    assert g.params["allow_short"] is False
+    assert g.check(BTC, "sell", 0.1, 100.0, 1.0, T0)["denial"] == {"code": "SHORT_NOT_ALLOWED"}
 
 
 def test_reset_returns_to_the_fresh_state():
@@ -452,14 +464,14 @@ def run_stream(steps, gates, observe=None, unsolicited=False):
 @given(steps=st.lists(step, min_size=1, max_size=80), params=gate_params, unsolicited=st.booleans())
 def test_gate_matches_the_reference_on_random_streams(steps, params, unsolicited):
     symbols = [BTC, ETH, SOL]
-    run_stream(steps, [RiskGate(symbols, 10_000.0, **params), RiskGateRef(symbols, 10_000.0, **params)],
+    run_stream(steps, [RiskGate(symbols, 10_000.0, risk(**params)), RiskGateRef(symbols, 10_000.0, risk(**params))],
                unsolicited=unsolicited)
 
 
 @settings(max_examples=300, deadline=None)
 @given(steps=st.lists(step, min_size=1, max_size=80), params=gate_params)
 def test_gate_invariants_on_random_streams(steps, params):
-    g = RiskGate([BTC, ETH, SOL], 10_000.0, **params)
+    g = RiskGate([BTC, ETH, SOL], 10_000.0, risk(**params))
     entries_per_day: dict[int, int] = {}
     halted_days: set[int] = set()
 
@@ -520,10 +532,11 @@ def test_sizing_and_gate_match_the_reference_on_btc_1m_head(btc_1m_head):
     close = bars["close"]
     momentum = np.full(len(close), np.nan)
     momentum[30:] = close[30:] / close[:-30] - 1.0
-    params = {"max_daily_trades": 10, "max_concurrent_positions": 3, "daily_loss_limit": 0.05}
-    gates = [RiskGate([BTC], 10_000.0, **params), RiskGateRef([BTC], 10_000.0, **params)]
-    stats, stats_ref = LiveTradeStats(100), LiveTradeStatsRef(100)
-    sizer = PositionSizer()
+    section = risk()
+    gates = [RiskGate([BTC], 10_000.0, section), RiskGateRef([BTC], 10_000.0, section)]
+    window = L2Config().engine.live_stats_window
+    stats, stats_ref = LiveTradeStats(window), LiveTradeStatsRef(window)
+    sizer = PositionSizer(section)
     order = None
     sides = {"entry": 0, "exit": 0, "hold": 0}
     sources = set()
@@ -558,9 +571,10 @@ def test_sizing_and_gate_match_the_reference_on_btc_1m_head(btc_1m_head):
         sources.add(source)
         v = None if np.isnan(vol[k]) else float(vol[k])
         kw = {"direction": 1 if side == "buy" else -1, "target_exposure": 0.7, "risk_appetite": 1.5,
-              "confidence": 0.8, "kelly_source": source}
+              "confidence": 0.8, "kelly_source": source, "lot_step": section.lot_step,
+              "min_notional": section.min_notional}
         sz = sizer.size(gates[0].equity, float(close[k]), p, b, v, **kw)
-        assert sz == size_ref(gates[0].equity, float(close[k]), p, b, v, **kw)
+        assert sz == size_ref(section, gates[0].equity, float(close[k]), p, b, v, **kw)
         c = call("check", BTC, side, sz["qty"], float(close[k]), a, ts)
         sides[c["action"]] += 1
         if c["action"] != "hold":

@@ -10,18 +10,26 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from l2fast.config import L2Config
+from l2fast.config import L2Config, RiskConfig
 from l2fast.errors import InvalidInputError
+from reference import config_section
 from reference.sizing import LiveTradeStatsRef, size_ref
-from l2fast.decision.sizing import LiveTradeStats, PositionSizer, live_stats_from_config, sizer_from_config
+from l2fast.decision.sizing import LiveTradeStats, PositionSizer
 
-BASE = {"equity": 10_000.0, "price": 100.0, "p": 0.55, "b": 1.5, "vol": 0.6}
+DEFAULTS = RiskConfig()
+BASE = {"equity": 10_000.0, "price": 100.0, "p": 0.55, "b": 1.5, "vol": 0.6,
+        "lot_step": DEFAULTS.lot_step, "min_notional": DEFAULTS.min_notional}
 
 
-def size(sizer: PositionSizer | None = None, **kwargs):
+def sizer(**kwargs) -> PositionSizer:
+    """A sizer with the config's defaults and ``kwargs``."""
+    return PositionSizer(config_section(RiskConfig, **kwargs))
+
+
+def size(with_sizer: PositionSizer | None = None, **kwargs):
     args = {**BASE, **kwargs}
-    return (sizer or PositionSizer()).size(args.pop("equity"), args.pop("price"), args.pop("p"),
-                                           args.pop("b"), args.pop("vol"), **args)
+    return (with_sizer or sizer()).size(args.pop("equity"), args.pop("price"), args.pop("p"),
+                                        args.pop("b"), args.pop("vol"), **args)
 
 
 # ----------------------------------------------------------------- Kelly
@@ -31,7 +39,7 @@ def test_kelly_is_kelly_fraction_of_f_star():
     r = size(p=0.55, b=1.5)
     assert r["kelly_full"] == pytest.approx(0.55 - 0.45 / 1.5)  # 0.25
     assert r["kelly"] == pytest.approx(0.25 * 0.25)
-    assert size(PositionSizer(kelly_fraction=0.5), p=0.6, b=2.0)["kelly"] == pytest.approx(0.5 * 0.4)
+    assert size(sizer(kelly_fraction=0.5), p=0.6, b=2.0)["kelly"] == pytest.approx(0.5 * 0.4)
 
 
 def test_kelly_without_edge_is_zero_and_sizes_nothing():
@@ -110,7 +118,7 @@ def test_volatility_scale_is_capped_and_zero_vol_guarded():
     for vol in (0.0, 0.05, 0.15):
         r = size(vol=vol)
         assert (r["vol_used"], r["vol_scale"]) == (0.15, 1.0)
-    r = size(PositionSizer(max_vol_scale=2.0), vol=0.0)
+    r = size(sizer(max_vol_scale=2.0), vol=0.0)
     assert (r["vol_used"], r["vol_scale"]) == (0.075, 2.0)
 
 
@@ -187,7 +195,7 @@ def test_multipliers_and_confidence_compose_hand_computed():
 
 
 def test_confidence_scaling_is_optional():
-    r = size(PositionSizer(confidence_scaling=False), confidence=0.5)
+    r = size(sizer(confidence_scaling=False), confidence=0.5)
     assert r["confidence"] == 1.0
     assert r["fraction_raw"] == pytest.approx(2 * size(confidence=0.5)["fraction_raw"])
 
@@ -230,12 +238,13 @@ def test_result_is_json_safe_and_reports_every_factor():
         assert key in r
 
 
-def test_sizer_from_config_uses_the_risk_section():
-    cfg = L2Config.from_dict({"risk": {"kelly_fraction": 0.5, "max_position_size": 0.2}})
-    assert sizer_from_config(cfg).params == {"kelly_fraction": 0.5, "volatility_target": 0.15,
-                                             "max_position_size": 0.2, "max_vol_scale": 1.0,
-                                             "confidence_scaling": True}
-    assert live_stats_from_config(cfg).window == cfg.engine.live_stats_window
+def test_sizer_takes_every_field_of_the_config_risk_section():
+    cfg = L2Config.from_dict({"risk": {"kelly_fraction": 0.5, "max_position_size": 0.2, "max_vol_scale": 2.0,
+                                       "confidence_scaling": False}})
+    assert PositionSizer(cfg.risk).params == {"kelly_fraction": 0.5, "volatility_target": cfg.risk.volatility_target,
+                                              "max_position_size": 0.2, "max_vol_scale": 2.0,
+                                              "confidence_scaling": False}
+    assert LiveTradeStats(cfg.engine.live_stats_window).window == cfg.engine.live_stats_window
 
 
 # ------------------------------------------------------------- bad inputs
@@ -266,7 +275,7 @@ def test_invalid_inputs_are_rejected_naming_the_field(kwargs, field):
 ])
 def test_invalid_parameters_are_rejected(kwargs, field):
     with pytest.raises(InvalidInputError, match=rf"^{field}"):
-        PositionSizer(**kwargs)
+        sizer(**kwargs)
 
 
 # --------------------------------------------------- twin and invariants
@@ -302,7 +311,8 @@ def _split(case: dict) -> tuple[tuple, dict]:
 @given(case=inputs, prm=params)
 def test_sizing_matches_the_reference(case, prm):
     pos, kw = _split(case)
-    assert PositionSizer(**prm).size(*pos, **kw) == size_ref(*pos, **prm, **kw)
+    section = config_section(RiskConfig, **prm)
+    assert PositionSizer(section).size(*pos, **kw) == size_ref(section, *pos, **kw)
 
 
 @settings(max_examples=400, deadline=None)
@@ -310,7 +320,7 @@ def test_sizing_matches_the_reference(case, prm):
 def test_sizing_invariants(case, prm):
     pos, kw = _split(case)
     equity, price = pos[0], pos[1]
-    r = PositionSizer(**prm).size(*pos, **kw)
+    r = sizer(**prm).size(*pos, **kw)
     json.dumps(r, allow_nan=False)  # finite numbers only (vol may be None)
     assert all(math.isfinite(v) for v in r.values() if isinstance(v, float))
     assert r["qty"] >= 0.0

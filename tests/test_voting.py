@@ -382,9 +382,9 @@ def test_every_failing_gate_is_listed_in_order():
 @pytest.mark.parametrize("kwargs,message", [
     ({"squeeze_window": 200}, "squeeze_window=200: must be an integer in \\[2, 127\\]"),
     ({"divergence_min_gap": 30}, "divergence_min_gap=30"),
-    ({"rsi_oversold": 70.0}, "rsi_oversold=70.0: must be < rsi_overbought"),
-    ({"component_weights": {"rsi": 1.0}}, "component_weights\\['rsi'\\]: unknown"),
-    ({"pattern_weights": {"CDLHAMMER": -1.0}}, "pattern_weights\\['CDLHAMMER'\\]=-1.0"),
+    ({"rsi_oversold": 70.0}, "model.vote.rsi_oversold=70.0: must be < model.vote.rsi_overbought"),
+    ({"component_weights": {"rsi": 1.0}}, "model.vote.component_weights.rsi: unknown"),
+    ({"pattern_weights": {"CDLHAMMER": -1.0}}, "model.vote.pattern_weights.CDLHAMMER=-1.0: must be >= 0"),
     ({"confidence_weights": {"model": 0, "technical": 0, "alignment": 0}}, "confidence_weights"),
     ({"timeframe_weights": {"4h": 1.0}}, "timeframe_weights\\['4h'\\]: unknown"),
     ({"voting": "unanimous"}, "voting='unanimous'"),

@@ -1,6 +1,6 @@
 """Type stubs for the compiled :mod:`l2fast.decision._risk`."""
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from typing import Any
 
 RISK_CODES: tuple[str, ...]
@@ -10,26 +10,7 @@ STOP_MOVES: tuple[str, ...]
 
 class RiskGate:
     symbols: tuple[str, ...]
-    def __init__(
-        self,
-        symbols: Iterable[str],
-        initial_equity: float = 10000.0,
-        *,
-        atr_multiplier: float = 2.0,
-        max_loss_per_trade: float = 0.02,
-        take_profit_r: float = 2.0,
-        breakeven_threshold: float = 1.5,
-        trailing_atr_multiplier: float | None = None,
-        max_daily_trades: int = 10,
-        daily_loss_limit: float = 0.05,
-        max_concurrent_positions: int = 3,
-        exposure_limit: float = 0.8,
-        max_position_size: float = 0.10,
-        lot_step: float = 0.00001,
-        min_notional: float = 10.0,
-        symbol_rules: Mapping[str, Mapping[str, float]] | None = None,
-        allow_short: bool = True,
-    ) -> None: ...
+    def __init__(self, symbols: Iterable[str], initial_equity: float, risk: Any) -> None: ...
     @property
     def params(self) -> dict[str, Any]: ...
     @property

@@ -8,7 +8,7 @@ KELLY_SOURCES: tuple[str, ...]
 
 class LiveTradeStats:
     window: int
-    def __init__(self, window: int = 100) -> None: ...
+    def __init__(self, window: int) -> None: ...
     def add(self, trade_return: float) -> None: ...
     @property
     def count(self) -> int: ...
@@ -28,14 +28,7 @@ class LiveTradeStats:
     def reset(self) -> None: ...
 
 class PositionSizer:
-    def __init__(
-        self,
-        kelly_fraction: float = 0.25,
-        volatility_target: float = 0.15,
-        max_position_size: float = 0.10,
-        max_vol_scale: float = 1.0,
-        confidence_scaling: bool = True,
-    ) -> None: ...
+    def __init__(self, risk: Any) -> None: ...
     @property
     def params(self) -> dict[str, Any]: ...
     def size(
@@ -53,7 +46,7 @@ class PositionSizer:
         target_exposure: float = 1.0,
         risk_appetite: float = 1.0,
         confidence: float = 1.0,
-        lot_step: float = 0.00001,
-        min_notional: float = 10.0,
+        lot_step: float,
+        min_notional: float,
         kelly_source: str = "manifest",
     ) -> dict[str, Any]: ...

@@ -59,6 +59,10 @@ the distance at which the loss cap would be hit); an add re-opens the position a
 average entry. When a position closes, its trade return (PnL, fees included, over its
 entry notional) feeds :class:`l2fast.decision.sizing.LiveTradeStats`.
 
+A gate is built from the config's ``risk`` section, the single owner of its parameters:
+``RiskGate(symbols, config.engine.initial_equity, config.risk)`` (the engine fills its
+risk state through the same kernel function).
+
 The UTC day (``ts // 86400000``) rolls at the first bar, fill or accepted entry carrying
 a later day: ``day_start_equity`` is the equity at the previous marks, and the day's
 entries, realized PnL and halt are reset.
@@ -66,38 +70,6 @@ entries, realized PnL and halt are reset.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from l2fast.decision._risk import ACTIONS, RISK_CODE_FIELDS, RISK_CODES, STOP_MOVES, RiskGate
-from l2fast.config import L2Config, RiskConfig
 
-__all__ = ["ACTIONS", "RISK_CODES", "RISK_CODE_FIELDS", "STOP_MOVES", "RiskGate", "risk_gate_from_config"]
-
-
-def risk_gate_from_config(config: L2Config | RiskConfig, symbols: Sequence[str],
-                          initial_equity: float | None = None, *, allow_short: bool = True) -> RiskGate:
-    """A :class:`RiskGate` over ``symbols`` with the ``risk`` section's parameters.
-
-    Args:
-        config: The whole config or its ``risk`` section.
-        symbols: The universe.
-        initial_equity: Starting equity; None means ``engine.initial_equity`` (10,000
-            with a bare ``RiskConfig``).
-        allow_short: A sell while flat opens a short.
-    """
-    if isinstance(config, L2Config):
-        risk = config.risk
-        equity = config.engine.initial_equity if initial_equity is None else initial_equity
-    else:
-        risk = config
-        equity = 10_000.0 if initial_equity is None else initial_equity
-    rules = {s: dict(r) for s, r in risk.symbols.items() if s in symbols}
-    return RiskGate(
-        symbols, equity,
-        atr_multiplier=risk.atr_multiplier, max_loss_per_trade=risk.max_loss_per_trade,
-        take_profit_r=risk.take_profit_r, breakeven_threshold=risk.breakeven_threshold,
-        trailing_atr_multiplier=risk.trailing_atr_multiplier, max_daily_trades=risk.max_daily_trades,
-        daily_loss_limit=risk.daily_loss_limit, max_concurrent_positions=risk.max_concurrent_positions,
-        exposure_limit=risk.exposure_limit, max_position_size=risk.max_position_size,
-        lot_step=risk.lot_step, min_notional=risk.min_notional, symbol_rules=rules,
-        allow_short=allow_short)
+__all__ = ["ACTIONS", "RISK_CODES", "RISK_CODE_FIELDS", "STOP_MOVES", "RiskGate"]

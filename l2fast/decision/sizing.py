@@ -32,13 +32,18 @@ Formulas, applied in this order:
    hedge (opposite direction and positive rho, or same direction and negative rho) do
    not reduce the size.
 6. **L3 multipliers**: ``target_exposure`` (in [0, 1]) and the ``risk_appetite``
-   multiplier (``risk.risk_appetite_multipliers``: 0.5 / 1.0 / 1.5).
+   multiplier (``risk.risk_appetite_multipliers``).
 7. **Confidence** (optional, on by default): times the signal's confidence in [0, 1].
 8. ``fraction_raw = kelly * vol_scale * risk_parity * correlation * target_exposure *
    risk_appetite * confidence``; ``fraction = min(fraction_raw, max_position_size)``.
 9. ``qty`` = ``fraction * equity / price`` rounded DOWN to the symbol's ``lot_step``
    (the largest whole number of lots whose quantity and notional do not exceed it);
    0 when the notional ``qty * price`` is below ``min_notional``.
+
+A sizer is built from the config's ``risk`` section, the single owner of its parameters:
+``PositionSizer(config.risk)``; the live statistics from ``engine.live_stats_window``:
+``LiveTradeStats(config.engine.live_stats_window)`` (the engine fills its structs through
+the same kernel functions).
 
 A zero size carries a ``code``: ``VOL_UNKNOWN`` (volatility still warming up),
 ``NO_EDGE`` (``f* = 0``), ``ZERO_SCALE`` (a multiplier is 0) or ``BELOW_MIN_NOTIONAL``;
@@ -48,33 +53,5 @@ A zero size carries a ``code``: ``VOL_UNKNOWN`` (volatility still warming up),
 from __future__ import annotations
 
 from l2fast.decision._sizing import KELLY_SOURCES, SIZING_CODES, LiveTradeStats, PositionSizer
-from l2fast.config import L2Config, RiskConfig
 
-__all__ = [
-    "KELLY_SOURCES",
-    "SIZING_CODES",
-    "LiveTradeStats",
-    "PositionSizer",
-    "live_stats_from_config",
-    "sizer_from_config",
-]
-
-
-def sizer_from_config(config: L2Config | RiskConfig, *, max_vol_scale: float = 1.0,
-                      confidence_scaling: bool = True) -> PositionSizer:
-    """A :class:`PositionSizer` with the ``risk`` section's parameters.
-
-    Args:
-        config: The whole config or its ``risk`` section.
-        max_vol_scale: Cap of the volatility-targeting scale (> 0).
-        confidence_scaling: Multiply sizes by the signal's confidence.
-    """
-    risk = config.risk if isinstance(config, L2Config) else config
-    return PositionSizer(kelly_fraction=risk.kelly_fraction, volatility_target=risk.volatility_target,
-                         max_position_size=risk.max_position_size, max_vol_scale=max_vol_scale,
-                         confidence_scaling=confidence_scaling)
-
-
-def live_stats_from_config(config: L2Config) -> LiveTradeStats:
-    """A :class:`LiveTradeStats` over ``engine.live_stats_window`` trades."""
-    return LiveTradeStats(config.engine.live_stats_window)
+__all__ = ["KELLY_SOURCES", "SIZING_CODES", "LiveTradeStats", "PositionSizer"]

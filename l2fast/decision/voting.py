@@ -8,16 +8,20 @@ vote, and the gate that allowed or denied the signal with its numbers. The per-b
 runs in the compiled kernels of :mod:`l2fast.decision._voting`, which the engine calls
 directly; this module validates parameters and translates Python inputs.
 
-Notation: ``sgn_d(x) = +1 if x > d, -1 if x < -d, else 0`` with ``d = dead_band``
-(default 0.05); ``clip(x) = min(max(x, -1), 1)``. A number that is NaN or infinite is
+Every named setting below is a key of ``[model]`` or ``[model.vote]``
+(:class:`~l2fast.config.ModelConfig`, :class:`~l2fast.config.VoteConfig`), whose values,
+defaults and ranges the shipped ``l2fast/data/l2fast.toml`` lists.
+
+Notation: ``sgn_d(x) = +1 if x > d, -1 if x < -d, else 0`` with ``d = dead_band``;
+``clip(x) = min(max(x, -1), 1)``. A number that is NaN or infinite is
 "unavailable": it is skipped, never propagated.
 
 Members (one per ensemble model, at most 8)
     A discrete member (PPO/A2C ``probs``, DQN ``q_values``) with chosen action ``a``:
     target ``t_i = action_targets[a]`` (the manifest's mapping, in [-1, 1]) and confidence
     ``conf_i = min(max(probs[a], 0), 1)``, or for ``q_values`` the softmax probability of
-    the chosen action, ``conf_i = 1 / sum_j exp((q_j - q_a) / temperature)`` (temperature
-    1 by default). A continuous member: ``t_i = clip(action[0])``, ``conf_i = |t_i|``.
+    the chosen action, ``conf_i = 1 / sum_j exp((q_j - q_a) / temperature)`` (``temperature =
+    q_temperature``). A continuous member: ``t_i = clip(action[0])``, ``conf_i = |t_i|``.
     Its side is ``s_i = sgn_d(t_i)``. A member is left out of the bar (its failure counter
     and reason are recorded) when the caller flags its run as failed, when one of its
     scores (discrete) or its action (continuous) is non-finite, or when a discrete action
@@ -35,40 +39,40 @@ Model score
 
 Technical votes, per timeframe, advanced once per closed bar of that timeframe from its
 block of the feature vector (``t`` counts the timeframe's bars from 0)
-    - ``rsi_level``: +1 if RSI < ``rsi_oversold`` (30), -1 if RSI > ``rsi_overbought``
-      (70), else 0 (the RSI is the technical state's ``rsi_index``-th period, the first).
-    - ``rsi_divergence``: among the bars ``t - W .. t - 1`` (``W = divergence_window``, 20)
+    - ``rsi_level``: +1 if RSI < ``rsi_oversold``, -1 if RSI > ``rsi_overbought``,
+      else 0 (the RSI is the technical state's ``rsi_index``-th period).
+    - ``rsi_divergence``: among the bars ``t - W .. t - 1`` (``W = divergence_window``)
       with a finite close and RSI, ``j`` has the lowest close and ``k`` the highest (the
       latest on ties). +1 (bullish) if ``close_t < close_j`` and ``rsi_t > rsi_j`` and
-      ``t - j >= divergence_min_gap`` (5): price makes a lower low, RSI a higher low.
+      ``t - j >= divergence_min_gap``: price makes a lower low, RSI a higher low.
       -1 (bearish) if ``close_t > close_k`` and ``rsi_t < rsi_k`` and ``t - k >=
       divergence_min_gap``. Else 0; unavailable while ``t < W`` or if no such bar exists.
     - ``macd_cross``: +1 if ``hist_{t-1} <= 0 < hist_t``, -1 if ``hist_{t-1} >= 0 >
       hist_t``, else 0 (MACD histogram; ``t - 1`` is the timeframe's previous bar).
     - ``macd_histogram``: ``(sign(hist_t) + sign(hist_t - hist_{t-1})) / 2``: side and slope.
-    - ``bb_pctb``: +1 if %b < ``pctb_low`` (0), -1 if %b > ``pctb_high`` (1), else 0.
+    - ``bb_pctb``: +1 if %b < ``pctb_low``, -1 if %b > ``pctb_high``, else 0.
     - ``bb_squeeze``: bar ``t`` is a squeeze when ``t >= S - 1`` and ``width_t <= (1 +
-      squeeze_tolerance) * min(width_{t-S+1} .. width_t)`` (``S = squeeze_window``, 100;
-      tolerance 0.05: Bollinger's band width at its lowest). The vote is +1 if %b > 1
+      squeeze_tolerance) * min(width_{t-S+1} .. width_t)`` (``S = squeeze_window``:
+      Bollinger's band width at its lowest). The vote is +1 if %b > 1
       (close above the upper band) or -1 if %b < 0 when the latest squeeze is at most
-      ``squeeze_memory`` (10) bars before ``t``, else 0; unavailable while ``t < S``.
+      ``squeeze_memory`` bars before ``t``, else 0; unavailable while ``t < S``.
     - ``patterns``: ``clip(sum_p pattern_weights[p] * cdl_p / 100 / pattern_scale)`` over
       the patterns with a non-zero weight (TA-Lib gives +-100, or +-80 for engulfing and
       harami with one matching body end). By default the directional, reliable ones weigh
       1: engulfing, hammer, hanging man, inverted hammer, shooting star, piercing, dark
       cloud cover, morning star, evening star, three white soldiers, three black crows; the
       doji family, harami, harami cross, marubozu and spinning top weigh 0. ``pattern_scale``
-      (1) is the summed signal giving a full vote. Unavailable if a weighted pattern is.
+      is the summed signal giving a full vote. Unavailable if a weighted pattern is.
     - ``sr_breakout``: the support/resistance breakout flag: +1 up through a level, -1 down.
     The timeframe's vote is ``v_k = sum_c a_c x_c / sum_c a_c`` over its available
-    components ``x_c`` with a positive weight ``a_c`` (``component_weights``, 1 each);
+    components ``x_c`` with a positive weight ``a_c`` (``component_weights``);
     unavailable if there is none.
 
 Fusion
     Technical score ``tech = sum_k b_k v_k / sum_k b_k`` over the timeframes with a vote
-    (``b_k = timeframe_weights``, 1 each), 0 if none.
+    (``b_k = timeframe_weights``), 0 if none.
     Fused score ``score = (1 - lambda) * m + lambda * tech`` (``lambda =
-    technical_weight``, 0.3); ``direction = sgn_d(score)``.
+    technical_weight``); ``direction = sgn_d(score)``.
     Consensus ``C = sum w_i [s_i = direction]``: the weighted agreement with the side.
     Model confidence ``M = sum w_i conf_i [s_i = direction] / C`` (0 if ``C = 0``): the
     mean confidence of the members that agree.
@@ -77,15 +81,15 @@ Fusion
     Alignment ``A = sum_k b_k [sgn_d(v_k) = direction] / sum_k b_k`` over the timeframes
     with a vote (0 if none): the weighted share of timeframes pointing the same way.
     Confidence ``= (g_m M + g_t T + g_a A) / (g_m + g_t + g_a)`` with
-    ``confidence_weights`` ``g`` = model 0.5, technical 0.25, alignment 0.25.
+    ``confidence_weights`` ``g`` (``model``, ``technical``, ``alignment``).
     Target position ``= sum w_i t_i [s_i = direction] / C``, the mean target of the
     agreeing members (0 if ``C = 0`` or ``direction = 0``).
 
 Gates, in this order (the first failing one is :attr:`VoteResult.gate`; all are listed)
     ``NO_MODEL_VOTE``: no live member with a positive weight. ``NO_DIRECTION``:
-    ``|score| <= dead_band``. Then ``LOW_CONSENSUS``: ``C < consensus_threshold`` (0.6);
-    ``LOW_CONFIDENCE``: ``confidence < confidence_threshold`` (0.7); ``LOW_ALIGNMENT``:
-    ``A < alignment_threshold`` (0.7). These three compare with a slack of 1e-9, so a
+    ``|score| <= dead_band``. Then ``LOW_CONSENSUS``: ``C < consensus_threshold``;
+    ``LOW_CONFIDENCE``: ``confidence < confidence_threshold``; ``LOW_ALIGNMENT``:
+    ``A < alignment_threshold``. These three compare with a slack of 1e-9, so a
     share equal to the threshold in decimal (3 of 5 equal members against 0.6) passes
     despite rounding. ``side = direction`` when every gate passes, else 0 (hold).
 """
@@ -96,7 +100,7 @@ import copy
 import math
 import numbers
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 import numpy as np
@@ -108,12 +112,11 @@ from l2fast.decision._voting import (
     MAX_ACTIONS,
     MAX_MEMBERS,
     MAX_TIMEFRAMES,
-    MAX_WINDOW,
     MEMBER_KINDS,
     MEMBER_STATUSES,
     VoterCore,
 )
-from l2fast.config import FrozenDict, ModelConfig, TechnicalConfig
+from l2fast.config import FrozenDict, ModelConfig, TechnicalConfig, VoteConfig
 from l2fast.errors import ConfigError, InvalidInputError
 from l2fast.models.manifest import default_action_targets
 
@@ -130,15 +133,8 @@ __all__ = [
 
 MemberKind = Literal["probs", "q_values", "continuous"]
 
-_RELIABLE_PATTERNS = frozenset((
-    "CDLENGULFING", "CDLHAMMER", "CDLHANGINGMAN", "CDLINVERTEDHAMMER", "CDLSHOOTINGSTAR",
-    "CDLPIERCING", "CDLDARKCLOUDCOVER", "CDLMORNINGSTAR", "CDLEVENINGSTAR",
-    "CDL3WHITESOLDIERS", "CDL3BLACKCROWS",
-))
-#: Default weight of each candlestick pattern in the ``patterns`` vote.
-DEFAULT_PATTERN_WEIGHTS: Mapping[str, float] = FrozenDict(
-    {name: 1.0 if name in _RELIABLE_PATTERNS else 0.0 for name in CANDLESTICK_PATTERNS})
-_DEFAULT_CONFIDENCE_WEIGHTS = {"model": 0.5, "technical": 0.25, "alignment": 0.25}
+#: Default weight of each candlestick pattern in the ``patterns`` vote (the config's).
+DEFAULT_PATTERN_WEIGHTS: Mapping[str, float] = VoteConfig().pattern_weights
 _ACTIONS = {1: "buy", -1: "sell", 0: "hold"}
 _SIDE_OF = {name: side for side, name in _ACTIONS.items()}
 
@@ -168,22 +164,21 @@ def _int(name: str, value: Any, lo: int, hi: int) -> int:
     return int(value)
 
 
-def _weights(name: str, given: Any, defaults: Mapping[str, float]) -> FrozenDict:
-    """``given`` merged over ``defaults``: known keys only, each a finite number >= 0."""
-    if not isinstance(given, Mapping):
-        raise ConfigError(f"{name}={given!r}: must be a mapping")
-    for key in given:
-        if key not in defaults:
-            raise ConfigError(f"{name}[{key!r}]: unknown (known: {', '.join(defaults)})")
-    return FrozenDict({k: _number(f"{name}[{k!r}]", given.get(k, d), 0.0) for k, d in defaults.items()})
-
-
 def _set(obj: object, name: str, value: Any) -> None:
     object.__setattr__(obj, name, value)
 
 
 # ---------------------------------------------------------------------------------------
 # parameters
+
+
+# Every default of the vote is the config's (its one owner): MemberSpec and VotingParams
+# take them as their field defaults, so that a bare VotingParams(members) votes like the engine.
+_MODEL = ModelConfig()
+_VOTE = _MODEL.vote
+_TECHNICAL = TechnicalConfig()
+# VotingParams' fields from model.vote; the Q-value temperature is each MemberSpec's.
+_VOTE_FIELDS = tuple(f.name for f in fields(VoteConfig) if f.name != "q_temperature")
 
 
 @dataclass(frozen=True)
@@ -197,15 +192,16 @@ class MemberSpec:
         weight: Config weight, >= 0.
         action_targets: Discrete kinds: the target position of each action, in [-1, 1]
             (1 to 32 actions); empty for ``"continuous"``.
-        temperature: Softmax temperature of ``q_values`` (> 0); Q-values' scale is the
-            reward's, so a temperature matching it makes the confidence meaningful.
+        temperature: Softmax temperature of ``q_values`` (> 0; ``model.vote.q_temperature``);
+            Q-values' scale is the reward's, so a temperature matching it makes the
+            confidence meaningful.
     """
 
     name: str
     kind: MemberKind
     weight: float
     action_targets: tuple[float, ...] = ()
-    temperature: float = 1.0
+    temperature: float = _VOTE.q_temperature
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -230,7 +226,8 @@ class MemberSpec:
         return len(self.action_targets)
 
     @classmethod
-    def from_manifest(cls, manifest: Mapping[str, Any], weight: float, *, temperature: float = 1.0) -> MemberSpec:
+    def from_manifest(cls, manifest: Mapping[str, Any], weight: float, *,
+                      temperature: float = _VOTE.q_temperature) -> MemberSpec:
         """The member described by a model manifest (see :mod:`l2fast.models.manifest`).
 
         Discrete action spaces use the manifest's ``action_targets`` (evenly spaced from
@@ -246,22 +243,30 @@ class MemberSpec:
 
 @dataclass(frozen=True)
 class VotingParams:
-    """Every parameter of the vote (formulas and defaults: the module docstring).
+    """Every parameter of the vote (formulas: the module docstring).
+
+    The defaults and range rules are those of the config: ``voting``, the thresholds,
+    ``technical_weight`` and ``confidence_weights`` are :class:`~l2fast.config.ModelConfig`'s,
+    the finer settings :class:`~l2fast.config.VoteConfig`'s (``[model.vote]``), the
+    timeframes and RSI periods :class:`~l2fast.config.TechnicalConfig`'s.
 
     Attributes:
         members: The ensemble, 1 to 8 :class:`MemberSpec` with distinct names; at least
             one weight must be positive.
         timeframes: The technical state's timeframes, in its order (1 to 8).
         n_rsi: RSI periods per timeframe block of the feature vector (the candlestick
-            slots follow them).
+            slots follow them), 1 to 4.
         rsi_index: Which of those RSI periods the RSI votes use (0: the first).
         voting: ``"weighted"`` or ``"majority"``.
         consensus_threshold, confidence_threshold, alignment_threshold: Gates, in [0, 1].
         technical_weight: ``lambda``, share of the technical score in the fused score.
         dead_band: Scores within ``[-dead_band, dead_band]`` are side 0, in [0, 1).
-        confidence_weights: ``{"model", "technical", "alignment"}`` weights (>= 0, sum > 0).
-        timeframe_weights: Weight of each timeframe in the technical score and alignment.
-        component_weights: Weight of each technical component (:data:`COMPONENTS`).
+        confidence_weights: ``{"model", "technical", "alignment"}`` weights (>= 0, sum > 0);
+            missing keys take the config's.
+        timeframe_weights: Weight of each timeframe in the technical score and alignment
+            (stored for every timeframe; a missing one weighs 1).
+        component_weights: Weight of each technical component (:data:`COMPONENTS`);
+            missing ones take the config's.
         pattern_weights: Weight of each candlestick pattern (TA-Lib names, e.g.
             ``"CDLENGULFING"``); missing ones take :data:`DEFAULT_PATTERN_WEIGHTS`.
         pattern_scale: Summed pattern signal (units of 100) that gives a full vote, > 0.
@@ -278,29 +283,29 @@ class VotingParams:
     """
 
     members: tuple[MemberSpec, ...]
-    timeframes: tuple[str, ...] = ("1m", "5m", "15m", "1h")
-    n_rsi: int = 2
-    rsi_index: int = 0
-    voting: Literal["weighted", "majority"] = "weighted"
-    consensus_threshold: float = 0.6
-    confidence_threshold: float = 0.7
-    alignment_threshold: float = 0.7
-    technical_weight: float = 0.3
-    dead_band: float = 0.05
-    confidence_weights: Mapping[str, float] = field(default_factory=lambda: dict(_DEFAULT_CONFIDENCE_WEIGHTS))
+    timeframes: tuple[str, ...] = _TECHNICAL.timeframes
+    n_rsi: int = len(_TECHNICAL.rsi_periods)
+    rsi_index: int = _VOTE.rsi_index
+    voting: Literal["weighted", "majority"] = _MODEL.voting
+    consensus_threshold: float = _MODEL.consensus_threshold
+    confidence_threshold: float = _MODEL.confidence_threshold
+    alignment_threshold: float = _MODEL.alignment_threshold
+    technical_weight: float = _MODEL.technical_weight
+    dead_band: float = _VOTE.dead_band
+    confidence_weights: Mapping[str, float] = field(default_factory=dict)
     timeframe_weights: Mapping[str, float] = field(default_factory=dict)
     component_weights: Mapping[str, float] = field(default_factory=dict)
     pattern_weights: Mapping[str, float] = field(default_factory=dict)
-    pattern_scale: float = 1.0
-    rsi_oversold: float = 30.0
-    rsi_overbought: float = 70.0
-    pctb_low: float = 0.0
-    pctb_high: float = 1.0
-    divergence_window: int = 20
-    divergence_min_gap: int = 5
-    squeeze_window: int = 100
-    squeeze_tolerance: float = 0.05
-    squeeze_memory: int = 10
+    pattern_scale: float = _VOTE.pattern_scale
+    rsi_oversold: float = _VOTE.rsi_oversold
+    rsi_overbought: float = _VOTE.rsi_overbought
+    pctb_low: float = _VOTE.pctb_low
+    pctb_high: float = _VOTE.pctb_high
+    divergence_window: int = _VOTE.divergence_window
+    divergence_min_gap: int = _VOTE.divergence_min_gap
+    squeeze_window: int = _VOTE.squeeze_window
+    squeeze_tolerance: float = _VOTE.squeeze_tolerance
+    squeeze_memory: int = _VOTE.squeeze_memory
 
     def __post_init__(self) -> None:
         members = tuple(self.members)
@@ -322,41 +327,23 @@ class VotingParams:
             raise ConfigError(f"timeframes={self.timeframes!r}: give 1 to {MAX_TIMEFRAMES} distinct names")
         _set(self, "timeframes", tfs)
         _set(self, "n_rsi", _int("n_rsi", self.n_rsi, 1, 4))
-        _set(self, "rsi_index", _int("rsi_index", self.rsi_index, 0, self.n_rsi - 1))
-        if self.voting not in ("weighted", "majority"):
-            raise ConfigError(f"voting={self.voting!r}: must be 'weighted' or 'majority'")
-        for name in ("consensus_threshold", "confidence_threshold", "alignment_threshold", "technical_weight"):
-            _set(self, name, _number(name, getattr(self, name), 0.0, 1.0))
-        dead_band = _number("dead_band", self.dead_band, 0.0)
-        if dead_band >= 1.0:
-            raise ConfigError(f"dead_band={self.dead_band!r}: must be in [0, 1)")
-        _set(self, "dead_band", dead_band)
-        conf = _weights("confidence_weights", self.confidence_weights, _DEFAULT_CONFIDENCE_WEIGHTS)
-        if not math.fsum(conf.values()) > 0:
-            raise ConfigError(f"confidence_weights={dict(conf)!r}: must not all be zero")
-        _set(self, "confidence_weights", conf)
-        _set(self, "timeframe_weights", _weights("timeframe_weights", self.timeframe_weights,
-                                                 dict.fromkeys(tfs, 1.0)))
-        _set(self, "component_weights", _weights("component_weights", self.component_weights,
-                                                 dict.fromkeys(COMPONENTS, 1.0)))
-        _set(self, "pattern_weights", _weights("pattern_weights", self.pattern_weights,
-                                               DEFAULT_PATTERN_WEIGHTS))
-        _set(self, "pattern_scale", _number("pattern_scale", self.pattern_scale, 0.0, lo_open=True))
-        _set(self, "rsi_oversold", _number("rsi_oversold", self.rsi_oversold, 0.0, 100.0))
-        _set(self, "rsi_overbought", _number("rsi_overbought", self.rsi_overbought, 0.0, 100.0))
-        if self.rsi_oversold >= self.rsi_overbought:
-            raise ConfigError(f"rsi_oversold={self.rsi_oversold!r}: must be < rsi_overbought "
-                              f"({self.rsi_overbought!r})")
-        _set(self, "pctb_low", _number("pctb_low", self.pctb_low))
-        _set(self, "pctb_high", _number("pctb_high", self.pctb_high))
-        if self.pctb_low > self.pctb_high:
-            raise ConfigError(f"pctb_low={self.pctb_low!r}: must be <= pctb_high ({self.pctb_high!r})")
-        _set(self, "divergence_window", _int("divergence_window", self.divergence_window, 1, MAX_WINDOW))
-        _set(self, "divergence_min_gap", _int("divergence_min_gap", self.divergence_min_gap, 1,
-                                              self.divergence_window))
-        _set(self, "squeeze_window", _int("squeeze_window", self.squeeze_window, 2, MAX_WINDOW))
-        _set(self, "squeeze_tolerance", _number("squeeze_tolerance", self.squeeze_tolerance, 0.0))
-        _set(self, "squeeze_memory", _int("squeeze_memory", self.squeeze_memory, 1, 1_000_000))
+
+        # The range rules are the config's: the sections validate, this copies their values.
+        model = ModelConfig(
+            voting=self.voting, consensus_threshold=self.consensus_threshold,
+            confidence_threshold=self.confidence_threshold, alignment_threshold=self.alignment_threshold,
+            technical_weight=self.technical_weight, confidence_weights=self.confidence_weights)
+        for name in ("voting", "consensus_threshold", "confidence_threshold", "alignment_threshold",
+                     "technical_weight", "confidence_weights"):
+            _set(self, name, getattr(model, name))
+        vote = VoteConfig(**{name: getattr(self, name) for name in _VOTE_FIELDS})
+        for name in _VOTE_FIELDS:
+            _set(self, name, getattr(vote, name))
+        _int("rsi_index", self.rsi_index, 0, self.n_rsi - 1)
+        for tf in vote.timeframe_weights:
+            if tf not in tfs:
+                raise ConfigError(f"timeframe_weights[{tf!r}]: unknown (known: {', '.join(tfs)})")
+        _set(self, "timeframe_weights", FrozenDict({tf: vote.timeframe_weight(tf) for tf in tfs}))
 
     @property
     def block_size(self) -> int:
@@ -370,7 +357,7 @@ class VotingParams:
 
         Args:
             model: ``[model]``: members and weights (in ``model.weights`` order), voting,
-                thresholds and ``technical_weight``.
+                thresholds, ``technical_weight`` and ``[model.vote]``.
             manifests: The manifest of every member, by name.
             technical: ``[technical]``: timeframes and RSI periods (defaults if None).
             **overrides: Any other :class:`VotingParams` field.
@@ -378,12 +365,13 @@ class VotingParams:
         Raises:
             ConfigError: A member has no manifest, or a parameter is out of range.
         """
-        technical = technical or TechnicalConfig()
+        technical = technical or _TECHNICAL
         members = []
         for name, weight in model.weights.items():
             if name not in manifests:
                 raise ConfigError(f"model.weights.{name}: no manifest for this member")
-            members.append(MemberSpec.from_manifest(manifests[name], weight))
+            members.append(MemberSpec.from_manifest(manifests[name], weight,
+                                                    temperature=model.vote.q_temperature))
         kwargs: dict[str, Any] = {
             "members": tuple(members), "timeframes": technical.timeframes,
             "n_rsi": len(technical.rsi_periods), "voting": model.voting,
@@ -392,6 +380,7 @@ class VotingParams:
             "alignment_threshold": model.alignment_threshold,
             "technical_weight": model.technical_weight,
             "confidence_weights": dict(model.confidence_weights),
+            **{name: getattr(model.vote, name) for name in _VOTE_FIELDS},
         }
         kwargs.update(overrides)
         return cls(**kwargs)

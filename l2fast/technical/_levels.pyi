@@ -39,17 +39,18 @@ class SupportResistance:
     range_pct: float
     def __init__(
         self,
-        pivot_bars: int = 5,
-        merge_tol: float = 0.003,
-        half_life: float = 500,
-        min_strength: float = 0.25,
-        max_levels: int = 16,
-        volume_mult: float = 1.5,
-        volume_window: int = 20,
-        min_separation: int = 10,
-        min_depth: float = 0.01,
-        range_window: int = 30,
-        range_pct: float = 0.01,
+        *,
+        pivot_bars: int,
+        merge_tol: float,
+        half_life: float,
+        min_strength: float,
+        max_levels: int,
+        volume_mult: float,
+        volume_window: int,
+        min_separation: int,
+        min_depth: float,
+        range_window: int,
+        range_pct: float,
     ) -> None: ...
     @property
     def ready(self) -> bool: ...

@@ -47,15 +47,7 @@ class EngineRef:
         self.warmup = warmup
         self.symbols = list(symbols)
         risk = config.risk
-        self.risk = RiskGateRef(
-            symbols, config.engine.initial_equity, atr_multiplier=risk.atr_multiplier,
-            max_loss_per_trade=risk.max_loss_per_trade, take_profit_r=risk.take_profit_r,
-            breakeven_threshold=risk.breakeven_threshold, trailing_atr_multiplier=risk.trailing_atr_multiplier,
-            max_daily_trades=risk.max_daily_trades, daily_loss_limit=risk.daily_loss_limit,
-            max_concurrent_positions=risk.max_concurrent_positions, exposure_limit=risk.exposure_limit,
-            max_position_size=risk.max_position_size, lot_step=risk.lot_step, min_notional=risk.min_notional,
-            symbol_rules={s: dict(r) for s, r in risk.symbols.items() if s in symbols},
-            allow_short=risk.allow_short)
+        self.risk = RiskGateRef(symbols, config.engine.initial_equity, risk)
         self.stats = LiveTradeStatsRef(config.engine.live_stats_window)
         self.states = {s: TechnicalState(config.technical) for s in symbols}
         self.voters = {s: VoterRef(params) for s in symbols}
@@ -158,11 +150,9 @@ class EngineRef:
                     rho.append(_known(self.rho.get(self._pair(symbol, s), math.nan)))
             risk = self.config.risk
             sizing = size_ref(
-                self.risk.equity, c, p, b,
+                risk, self.risk.equity, c, p, b,
                 _known(state.get(f"rvol_{self.config.technical.realized_vol_period}_1m")),
-                kelly_fraction=risk.kelly_fraction, volatility_target=risk.volatility_target,
-                max_position_size=risk.max_position_size, max_vol_scale=risk.max_vol_scale,
-                confidence_scaling=risk.confidence_scaling, direction=side, other_vols=others,
+                direction=side, other_vols=others,
                 open_notional=notional, open_rho=rho, target_exposure=d.target_exposure,
                 risk_appetite=risk.risk_appetite_multipliers[d.risk_appetite],
                 confidence=vote["confidence"], lot_step=risk.lot_step_for(symbol),

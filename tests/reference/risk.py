@@ -49,29 +49,23 @@ def _note(code: str, value_name: str | None, value: float, limit_name: str | Non
 class RiskGateRef:
     """The risk gate over a fixed universe (see :mod:`l2fast.decision.risk` for the rules)."""
 
-    def __init__(self, symbols, initial_equity: float = 10_000.0, *, atr_multiplier: float = 2.0,
-                 max_loss_per_trade: float = 0.02, take_profit_r: float = 2.0,
-                 breakeven_threshold: float = 1.5, trailing_atr_multiplier: float | None = None,
-                 max_daily_trades: int = 10, daily_loss_limit: float = 0.05,
-                 max_concurrent_positions: int = 3, exposure_limit: float = 0.8,
-                 max_position_size: float = 0.10, lot_step: float = 0.00001,
-                 min_notional: float = 10.0, symbol_rules: dict | None = None,
-                 allow_short: bool = True) -> None:
+    def __init__(self, symbols, initial_equity: float, risk) -> None:
+        # ``risk``: the parameters by attribute, as RiskGate reads them (a RiskConfig).
         self.symbols = tuple(symbols)
-        self.atr_multiplier = atr_multiplier
-        self.max_loss_per_trade = max_loss_per_trade
-        self.take_profit_r = take_profit_r
-        self.breakeven_threshold = breakeven_threshold
-        self.trailing = atr_multiplier if trailing_atr_multiplier is None else trailing_atr_multiplier
-        self.max_daily_trades = max_daily_trades
-        self.daily_loss_limit = daily_loss_limit
-        self.max_concurrent_positions = max_concurrent_positions
-        self.exposure_limit = exposure_limit
-        self.max_position_size = max_position_size
-        self.allow_short = allow_short
-        rules = symbol_rules or {}
-        self.lot_step = {s: rules.get(s, {}).get("lot_step", lot_step) for s in self.symbols}
-        self.min_notional = {s: rules.get(s, {}).get("min_notional", min_notional) for s in self.symbols}
+        self.atr_multiplier = risk.atr_multiplier
+        self.max_loss_per_trade = risk.max_loss_per_trade
+        self.take_profit_r = risk.take_profit_r
+        self.breakeven_threshold = risk.breakeven_threshold
+        trailing = risk.trailing_atr_multiplier
+        self.trailing = risk.atr_multiplier if trailing is None else trailing
+        self.max_daily_trades = risk.max_daily_trades
+        self.daily_loss_limit = risk.daily_loss_limit
+        self.max_concurrent_positions = risk.max_concurrent_positions
+        self.exposure_limit = risk.exposure_limit
+        self.max_position_size = risk.max_position_size
+        self.allow_short = risk.allow_short
+        self.lot_step = {s: risk.lot_step_for(s) for s in self.symbols}
+        self.min_notional = {s: risk.min_notional_for(s) for s in self.symbols}
         self.positions: dict[str, _Position] = {}
         self.pending: dict[str, _Reservation] = {}
         self.mark: dict[str, float] = {}

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Callable, Sequence
+from typing import Any
 
 
 class LiveTradeStatsRef:
@@ -76,15 +77,18 @@ def round_down_to_lots(qty_max: float, lot: float, fits: Callable[[float], bool]
     return 0.0
 
 
-def size_ref(equity: float, price: float, p: float, b: float, vol: float | None, *,
-             kelly_fraction: float = 0.25, volatility_target: float = 0.15,
-             max_position_size: float = 0.10, max_vol_scale: float = 1.0,
-             confidence_scaling: bool = True, direction: int = 1,
-             other_vols: Sequence[float | None] = (), open_notional: Sequence[float] = (),
-             open_rho: Sequence[float | None] = (), target_exposure: float = 1.0,
-             risk_appetite: float = 1.0, confidence: float = 1.0, lot_step: float = 0.00001,
-             min_notional: float = 10.0, kelly_source: str = "manifest") -> dict:
-    """The sizing decision of one entry, every factor included."""
+def size_ref(risk: Any, equity: float, price: float, p: float, b: float, vol: float | None, *,
+             direction: int = 1, other_vols: Sequence[float | None] = (),
+             open_notional: Sequence[float] = (), open_rho: Sequence[float | None] = (),
+             target_exposure: float = 1.0, risk_appetite: float = 1.0, confidence: float = 1.0,
+             lot_step: float, min_notional: float, kelly_source: str = "manifest") -> dict:
+    """The sizing decision of one entry, every factor included.
+
+    ``risk`` gives the parameters by attribute, as PositionSizer reads them (a RiskConfig).
+    """
+    kelly_fraction, volatility_target = risk.kelly_fraction, risk.volatility_target
+    max_position_size, max_vol_scale = risk.max_position_size, risk.max_vol_scale
+    confidence_scaling = risk.confidence_scaling
     f = kelly_full(p, b)
     kelly = kelly_fraction * f
     floor_vol = volatility_target / max_vol_scale

@@ -152,7 +152,10 @@ cdef struct FillResult:
     double qty
     double equity
 
-# Fresh state: every symbol flat, lot_step 1e-5 and min_notional 10 until set.
+# Fill ``prm`` from a risk section read by attribute (l2fast.config.RiskConfig's names):
+# the one function that fills a RiskParams (the engine and RiskGate call it; GIL held).
+cdef int risk_params_fill(RiskParams* prm, object risk) except -1
+# Fresh state: every symbol flat, its lot_step and min_notional unset (0) until risk_set_symbol.
 cdef void risk_init(RiskState* s, const RiskParams* prm, int n_symbols,
                     double initial_equity) noexcept nogil
 cdef void risk_set_symbol(RiskState* s, int i, double lot_step, double min_notional) noexcept nogil

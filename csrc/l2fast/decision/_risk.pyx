@@ -44,8 +44,9 @@ cdef void risk_init(RiskState* s, const RiskParams* prm, int n_symbols,
     s.prm = prm[0]
     s.n_symbols = n_symbols
     for i in range(RISK_MAX_SYMBOLS):
-        s.lot_step[i] = 0.00001
-        s.min_notional[i] = 10.0
+        # Unset until risk_set_symbol gives the slot its symbol's rules.
+        s.lot_step[i] = 0.0
+        s.min_notional[i] = 0.0
         s.pos[i].side = 0
         s.pos[i].qty = 0.0
         s.pending[i].side = 0
@@ -59,6 +60,32 @@ cdef void risk_init(RiskState* s, const RiskParams* prm, int n_symbols,
     s.entries_today = 0
     s.halted = False
     s.halt_loss = 0.0
+
+
+cdef int risk_params_fill(RiskParams* prm, object risk) except -1:
+    # The one place a RiskParams is filled. ``risk`` is read by attribute (the names of
+    # l2fast.config.RiskConfig, which owns the defaults and range rules); the checks here
+    # only keep values the C code cannot work with out of the struct.
+    prm.atr_multiplier = check_number(risk.atr_multiplier, "atr_multiplier", 0.0, INFINITY, True)
+    prm.max_loss_per_trade = check_number(risk.max_loss_per_trade, "max_loss_per_trade", 0.0, 1.0, True)
+    prm.take_profit_r = check_number(risk.take_profit_r, "take_profit_r", 0.0, INFINITY, True)
+    prm.breakeven_threshold = check_number(risk.breakeven_threshold, "breakeven_threshold", 0.0, INFINITY, True)
+    trailing = risk.trailing_atr_multiplier
+    prm.trailing_atr_multiplier = check_number(
+        risk.atr_multiplier if trailing is None else trailing, "trailing_atr_multiplier", 0.0, INFINITY, True)
+    prm.max_daily_trades = _count(risk.max_daily_trades, "max_daily_trades")
+    prm.daily_loss_limit = check_number(risk.daily_loss_limit, "daily_loss_limit", 0.0, 1.0, True)
+    prm.max_concurrent_positions = _count(risk.max_concurrent_positions, "max_concurrent_positions")
+    prm.exposure_limit = check_number(risk.exposure_limit, "exposure_limit", 0.0, 1.0, True)
+    prm.max_position_size = check_number(risk.max_position_size, "max_position_size", 0.0, 1.0, True)
+    prm.allow_short = risk.allow_short
+    return 0
+
+
+cdef int _count(object value, str name) except -1:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InvalidInputError(f"{name}={value!r}: must be an integer >= 1")
+    return value
 
 
 cdef void risk_set_symbol(RiskState* s, int i, double lot_step, double min_notional) noexcept nogil:
@@ -503,21 +530,15 @@ cdef class RiskGate:
     Args:
         symbols: The universe (1 to 16 distinct names).
         initial_equity: Equity before the first fill (> 0).
-        atr_multiplier: Stop distance R in ATRs (> 0).
-        max_loss_per_trade: Largest loss at the stop, fraction of equity, in (0, 1].
-        take_profit_r: Take-profit distance in R (> 0).
-        breakeven_threshold: Favourable move, in R, that moves the stop to the entry (> 0).
-        trailing_atr_multiplier: Trailing distance in ATRs after breakeven (> 0); None
-            means ``atr_multiplier``.
-        max_daily_trades: Entries per UTC day (>= 1).
-        daily_loss_limit: Day's loss fraction halting new entries, in (0, 1].
-        max_concurrent_positions: Open (and reserved) positions at once (>= 1).
-        exposure_limit: Gross notional / equity after an entry, in (0, 1].
-        max_position_size: Notional / equity of one entry, in (0, 1].
-        lot_step: Default quantity step (> 0).
-        min_notional: Default smallest order notional (>= 0).
-        symbol_rules: Per-symbol ``{"lot_step": ..., "min_notional": ...}`` overrides.
-        allow_short: A sell while flat opens a short (else it is denied).
+        risk: The parameters, read by attribute: a :class:`l2fast.config.RiskConfig`
+            (``config.risk``; its fields, defaults and rules are the gate's), or any object
+            with the same names: ``atr_multiplier``, ``max_loss_per_trade``,
+            ``take_profit_r``, ``breakeven_threshold``, ``trailing_atr_multiplier`` (None:
+            ``atr_multiplier``), ``max_daily_trades``, ``daily_loss_limit``,
+            ``max_concurrent_positions``, ``exposure_limit``, ``max_position_size``,
+            ``allow_short``, and the methods ``lot_step_for(symbol)`` and
+            ``min_notional_for(symbol)`` (each universe symbol's order rules, as the
+            engine reads them).
     """
 
     cdef RiskState _s
@@ -525,13 +546,7 @@ cdef class RiskGate:
     cdef dict _index
     cdef double _initial_equity
 
-    def __cinit__(self, symbols, double initial_equity=10000.0, *, double atr_multiplier=2.0,
-                  double max_loss_per_trade=0.02, double take_profit_r=2.0,
-                  double breakeven_threshold=1.5, trailing_atr_multiplier=None,
-                  int max_daily_trades=10, double daily_loss_limit=0.05,
-                  int max_concurrent_positions=3, double exposure_limit=0.8,
-                  double max_position_size=0.10, double lot_step=0.00001,
-                  double min_notional=10.0, symbol_rules=None, bint allow_short=True):
+    def __cinit__(self, symbols, double initial_equity, risk):
         cdef RiskParams prm
         cdef int i
         if isinstance(symbols, str):
@@ -545,40 +560,11 @@ cdef class RiskGate:
         if len(set(names)) != len(names):
             raise InvalidInputError(f"symbols={list(names)!r}: must be distinct")
         check_number(initial_equity, "initial_equity", 0.0, INFINITY, True)
-        prm.atr_multiplier = check_number(atr_multiplier, "atr_multiplier", 0.0, INFINITY, True)
-        prm.max_loss_per_trade = check_number(max_loss_per_trade, "max_loss_per_trade", 0.0, 1.0, True)
-        prm.take_profit_r = check_number(take_profit_r, "take_profit_r", 0.0, INFINITY, True)
-        prm.breakeven_threshold = check_number(breakeven_threshold, "breakeven_threshold", 0.0, INFINITY, True)
-        prm.trailing_atr_multiplier = check_number(
-            atr_multiplier if trailing_atr_multiplier is None else trailing_atr_multiplier,
-            "trailing_atr_multiplier", 0.0, INFINITY, True)
-        if max_daily_trades < 1:
-            raise InvalidInputError(f"max_daily_trades={max_daily_trades!r}: must be an integer >= 1")
-        prm.max_daily_trades = max_daily_trades
-        prm.daily_loss_limit = check_number(daily_loss_limit, "daily_loss_limit", 0.0, 1.0, True)
-        if max_concurrent_positions < 1:
-            raise InvalidInputError(
-                f"max_concurrent_positions={max_concurrent_positions!r}: must be an integer >= 1")
-        prm.max_concurrent_positions = max_concurrent_positions
-        prm.exposure_limit = check_number(exposure_limit, "exposure_limit", 0.0, 1.0, True)
-        prm.max_position_size = check_number(max_position_size, "max_position_size", 0.0, 1.0, True)
-        prm.allow_short = allow_short
-        check_number(lot_step, "lot_step", 0.0, INFINITY, True)
-        check_number(min_notional, "min_notional", 0.0, INFINITY)
-        rules = {} if symbol_rules is None else dict(symbol_rules)
-        for name in rules:
-            if name not in names:
-                raise InvalidInputError(f"symbol_rules: unknown symbol {name!r} (universe: {list(names)})")
-        steps, mins = [], []
-        for name in names:
-            rule = dict(rules.get(name, {}))
-            for key in rule:
-                if key not in ("lot_step", "min_notional"):
-                    raise InvalidInputError(f"symbol_rules[{name!r}]: unknown key {key!r}")
-            steps.append(check_number(rule.get("lot_step", lot_step), f"symbol_rules[{name!r}].lot_step",
-                                 0.0, INFINITY, True))
-            mins.append(check_number(rule.get("min_notional", min_notional),
-                                f"symbol_rules[{name!r}].min_notional", 0.0, INFINITY))
+        risk_params_fill(&prm, risk)
+        steps = [check_number(risk.lot_step_for(name), f"lot_step_for({name!r})", 0.0, INFINITY, True)
+                 for name in names]
+        mins = [check_number(risk.min_notional_for(name), f"min_notional_for({name!r})", 0.0, INFINITY)
+                for name in names]
         self.symbols = names
         self._index = {name: k for k, name in enumerate(names)}
         self._initial_equity = initial_equity

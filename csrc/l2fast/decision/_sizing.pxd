@@ -120,6 +120,9 @@ cdef struct SizingResult:
     double lot_step
     double min_notional
 
+# Fill ``p`` from a risk section read by attribute (l2fast.config.RiskConfig's names):
+# the one function that fills a SizingParams (the engine and PositionSizer call it; GIL held).
+cdef int sizing_params_fill(SizingParams* p, object risk) except -1
 cdef void sizing_compute(const SizingParams* prm, const SizingInput* inp,
                          SizingResult* out) noexcept nogil
 # The result as the JSON-safe dict PositionSizer.size returns (``reasoning["sizing"]``).

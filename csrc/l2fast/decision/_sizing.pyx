@@ -226,6 +226,18 @@ cdef dict sizing_result_dict(const SizingResult* r):
     }
 
 
+cdef int sizing_params_fill(SizingParams* p, object risk) except -1:
+    # The one place a SizingParams is filled. ``risk`` is read by attribute (the names of
+    # l2fast.config.RiskConfig, which owns the defaults and range rules); the checks here
+    # only keep values the C code cannot work with out of the struct.
+    p.kelly_fraction = check_number(risk.kelly_fraction, "kelly_fraction", 0.0, 1.0, True)
+    p.volatility_target = check_number(risk.volatility_target, "volatility_target", 0.0, INFINITY, True)
+    p.max_position_size = check_number(risk.max_position_size, "max_position_size", 0.0, 1.0, True)
+    p.max_vol_scale = check_number(risk.max_vol_scale, "max_vol_scale", 0.0, INFINITY, True)
+    p.confidence_scaling = risk.confidence_scaling
+    return 0
+
+
 cdef class LiveTradeStats:
     """Win rate and payoff ratio of the most recent closed trades (the live Kelly inputs).
 
@@ -235,13 +247,13 @@ cdef class LiveTradeStats:
     ``payoff_ratio``.
 
     Args:
-        window: Most recent trades kept (>= 1).
+        window: Most recent trades kept (>= 1; the engine's is ``engine.live_stats_window``).
     """
 
     cdef LiveStats _s
     cdef readonly Py_ssize_t window
 
-    def __cinit__(self, Py_ssize_t window=100):
+    def __cinit__(self, Py_ssize_t window):
         check_period(window, 1, "window")
         self.window = window
         livestats_init(&self._s, window)
@@ -313,23 +325,16 @@ cdef class PositionSizer:
     the correlation with open positions and L3's multipliers (formulas: :mod:`l2fast.decision.sizing`).
 
     Args:
-        kelly_fraction: Fraction of the Kelly bet, in (0, 1].
-        volatility_target: Annualised volatility target, > 0.
-        max_position_size: Largest notional as a fraction of equity, in (0, 1].
-        max_vol_scale: Cap of the volatility-targeting scale, > 0.
-        confidence_scaling: Multiply the size by the signal's confidence.
+        risk: The parameters, read by attribute: a :class:`l2fast.config.RiskConfig`
+            (``config.risk``; its fields, defaults and rules are the sizer's), or any object
+            with the same names: ``kelly_fraction``, ``volatility_target``,
+            ``max_position_size``, ``max_vol_scale`` and ``confidence_scaling``.
     """
 
     cdef SizingParams _p
 
-    def __cinit__(self, double kelly_fraction=0.25, double volatility_target=0.15,
-                  double max_position_size=0.10, double max_vol_scale=1.0,
-                  bint confidence_scaling=True):
-        self._p.kelly_fraction = check_number(kelly_fraction, "kelly_fraction", 0.0, 1.0, True)
-        self._p.volatility_target = check_number(volatility_target, "volatility_target", 0.0, INFINITY, True)
-        self._p.max_position_size = check_number(max_position_size, "max_position_size", 0.0, 1.0, True)
-        self._p.max_vol_scale = check_number(max_vol_scale, "max_vol_scale", 0.0, INFINITY, True)
-        self._p.confidence_scaling = confidence_scaling
+    def __cinit__(self, risk):
+        sizing_params_fill(&self._p, risk)
 
     @property
     def params(self) -> dict:
@@ -342,7 +347,7 @@ cdef class PositionSizer:
 
     def size(self, equity, price, p, b, vol, *, int direction=1, other_vols=(),
              open_notional=(), open_rho=(), target_exposure=1.0, risk_appetite=1.0,
-             confidence=1.0, lot_step=0.00001, min_notional=10.0,
+             confidence=1.0, lot_step, min_notional,
              str kelly_source="manifest") -> dict:
         """Size one entry; returns every factor (JSON-safe) with ``qty`` and ``code``.
 
@@ -360,8 +365,8 @@ cdef class PositionSizer:
             target_exposure: L3's target exposure in [0, 1].
             risk_appetite: L3's risk-appetite multiplier (>= 0).
             confidence: The signal's confidence in [0, 1].
-            lot_step: Quantity step (> 0).
-            min_notional: Smallest order notional (>= 0).
+            lot_step: Quantity step (> 0): the symbol's ``RiskConfig.lot_step_for``.
+            min_notional: Smallest order notional (>= 0): ``RiskConfig.min_notional_for``.
             kelly_source: ``"manifest"`` or ``"live"`` (reported as given).
 
         Raises:

@@ -360,11 +360,9 @@ cdef void voter_vote(Voter* v, const MemberInput* inputs, const double* multipli
 # ---------------------------------------------------------------- setup
 
 cdef int voter_setup(Voter* v, object params) except -1:
-    from l2fast.decision.voting import VotingParams
-
+    # The one place the voter's structs are filled. ``params`` is read by attribute (a
+    # validated l2fast.decision.voting.VotingParams): the kernel imports no Python layer.
     cdef int i, j
-    if not isinstance(params, VotingParams):
-        raise InvalidInputError(f"params={params!r}: expected a l2fast.decision.voting.VotingParams")
     members = params.members
     cdef VoteParams* p = &v.p
     p.n_members = len(members)
@@ -462,7 +460,8 @@ cdef class VoterCore:
     :class:`l2fast.decision.voting.Voter` is the friendly front end; this class takes plain arrays.
 
     Args:
-        params: A validated :class:`l2fast.decision.voting.VotingParams`.
+        params: A validated :class:`l2fast.decision.voting.VotingParams` (read by
+            attribute; the Python layer validates it).
     """
 
     cdef Voter _v

@@ -21,7 +21,7 @@ from l2fast.decision._risk cimport (
     ACTION_EXIT, ACTION_HOLD, FillResult, RISK_MAX_SYMBOLS, RiskCheck, RiskParams, RiskState,
     fill_result_dict, risk_accept, risk_bar, risk_bar_dict, risk_check, risk_check_dict,
     risk_equity, risk_gross_exposure, risk_init, risk_on_fill, risk_open_positions,
-    risk_set_symbol,
+    risk_params_fill, risk_set_symbol,
 )
 from l2fast.engine._telemetry cimport (
     EngineMetrics, MET_STAGE_DECIDE, MET_STAGE_INFERENCE, MET_STAGE_TECHNICAL, MET_STAGE_TOTAL, MET_STAGE_VOTE,
@@ -30,7 +30,7 @@ from l2fast.engine._telemetry cimport (
 from l2fast.engine._snapshot cimport StateCodec, correl_codec, livestats_codec, technical_codec
 from l2fast.decision._sizing cimport (
     KELLY_MANIFEST, LiveStats, SIZE_OK, check_number, SizingInput, SizingParams, SizingResult, livestats_free,
-    livestats_init, livestats_kelly_inputs, livestats_push, sizing_compute, sizing_result_dict,
+    livestats_init, livestats_kelly_inputs, livestats_push, sizing_compute, sizing_params_fill, sizing_result_dict,
 )
 from l2fast.technical._statistics cimport CorrelState, correl_free, correl_init, correl_step
 from l2fast.decision._voting cimport (
@@ -195,23 +195,9 @@ cdef class EngineCore:
         self._technical_config = config.technical
         self._risk_config = risk
         self._corr_window = risk.correlation_window
-        prm.atr_multiplier = risk.atr_multiplier
-        prm.max_loss_per_trade = risk.max_loss_per_trade
-        prm.take_profit_r = risk.take_profit_r
-        prm.breakeven_threshold = risk.breakeven_threshold
-        prm.trailing_atr_multiplier = risk.trailing_atr_multiplier
-        prm.max_daily_trades = risk.max_daily_trades
-        prm.daily_loss_limit = risk.daily_loss_limit
-        prm.max_concurrent_positions = risk.max_concurrent_positions
-        prm.exposure_limit = risk.exposure_limit
-        prm.max_position_size = risk.max_position_size
-        prm.allow_short = risk.allow_short
+        risk_params_fill(&prm, risk)
         risk_init(&self._risk, &prm, RISK_MAX_SYMBOLS, config.engine.initial_equity)
-        self._sizing.kelly_fraction = risk.kelly_fraction
-        self._sizing.volatility_target = risk.volatility_target
-        self._sizing.max_vol_scale = risk.max_vol_scale
-        self._sizing.max_position_size = risk.max_position_size
-        self._sizing.confidence_scaling = risk.confidence_scaling
+        sizing_params_fill(&self._sizing, risk)
         livestats_init(&self._stats, config.engine.live_stats_window)
         self._min_trades = risk.min_trades_for_live_stats
         self._kelly_fixed = risk.kelly_win_rate is not None

@@ -420,6 +420,9 @@ cdef class SupportResistance:
     below the lower top; that low is the neckline. Double bottoms mirror this. The last
     ``range_window`` bars are a range when highest high - lowest low <= ``range_pct`` x close.
 
+    Every parameter is required, by keyword: the defaults are the config's
+    (``SupportResistance(**TechnicalConfig().levels)``, ``[technical.levels]``).
+
     Args:
         pivot_bars: Bars on each side of a pivot (>= 1).
         merge_tol: Relative distance for a pivot to merge into a level (0 <= x < 1).
@@ -448,10 +451,10 @@ cdef class SupportResistance:
     cdef readonly Py_ssize_t range_window
     cdef readonly double range_pct
 
-    def __cinit__(self, Py_ssize_t pivot_bars=5, double merge_tol=0.003, double half_life=500,
-                  double min_strength=0.25, Py_ssize_t max_levels=16, double volume_mult=1.5,
-                  Py_ssize_t volume_window=20, Py_ssize_t min_separation=10,
-                  double min_depth=0.01, Py_ssize_t range_window=30, double range_pct=0.01):
+    def __cinit__(self, *, Py_ssize_t pivot_bars, double merge_tol, double half_life,
+                  double min_strength, Py_ssize_t max_levels, double volume_mult,
+                  Py_ssize_t volume_window, Py_ssize_t min_separation,
+                  double min_depth, Py_ssize_t range_window, double range_pct):
         check_period(pivot_bars, 1, "pivot_bars")
         _check_real("merge_tol", merge_tol, 0.0 <= merge_tol < 1.0, "in [0, 1)")
         _check_real("half_life", half_life, half_life > 0.0, "> 0")

@@ -614,7 +614,7 @@ class ModelConfig:
         Raises:
             ConfigError: ``regime`` is not one of :data:`REGIMES`.
         """
-        row = self.regime_multipliers.get(_choice("regime", regime, REGIMES))
+        row = self.regime_multipliers[_choice("regime", regime, REGIMES)]
         raw = {m: w * row[m] for m, w in self.weights.items()}
         total = math.fsum(raw.values())
         return {m: v / total for m, v in raw.items()}
@@ -850,8 +850,13 @@ class L2Config:
         """
         data = _table("config", data)
         _check_keys("", data, list(cls._SECTIONS), "section")
-        sections = {name: cls._SECTIONS[name].from_dict(value) for name, value in data.items()}
-        return cls(**sections)
+        # Sections left out keep their defaults.
+        return cls(
+            technical=TechnicalConfig.from_dict(data["technical"]) if "technical" in data else TechnicalConfig(),
+            model=ModelConfig.from_dict(data["model"]) if "model" in data else ModelConfig(),
+            risk=RiskConfig.from_dict(data["risk"]) if "risk" in data else RiskConfig(),
+            engine=EngineConfig.from_dict(data["engine"]) if "engine" in data else EngineConfig(),
+        )
 
     @classmethod
     def from_toml(cls, path: str | os.PathLike[str]) -> L2Config:

@@ -223,8 +223,8 @@ BAD = [
     ({"model": {"regime_multipliers": {"ranging": {"trend_agent": -2}}}},
      "model.regime_multipliers.ranging.trend_agent=-2: must be >= 0"),
     ({"model": {"regime_multipliers": {"volatile": {"trend_agent": 0, "mean_revert_agent": 0, "volatility_agent": 0}}}},
-     "model.regime_multipliers.volatile={'trend_agent': 0.0, 'mean_revert_agent': 0.0, 'volatility_agent': 0.0}: "
-     "every member's weight is zero in this regime"),
+     ("model.regime_multipliers.volatile={'trend_agent': 0.0, 'mean_revert_agent': 0.0, 'volatility_agent': 0.0}: "
+      "every member's weight is zero in this regime")),
     ({"model": {"voting": "plurality"}}, "model.voting='plurality': must be one of 'weighted', 'majority'"),
     ({"model": {"consensus_threshold": 1.2}}, "model.consensus_threshold=1.2: must be in [0, 1]"),
     ({"model": {"confidence_threshold": -0.1}}, "model.confidence_threshold=-0.1: must be in [0, 1]"),
@@ -423,8 +423,8 @@ def test_cli_config_without_show_is_a_usage_error(capsys):
 
 
 def test_confidence_weights_merge_over_the_defaults_and_reach_the_voter():
-    from l2fast.engine.generator import TacticalSignalGenerator
     from l2fast.decision.voting import VotingParams
+    from l2fast.engine.generator import TacticalSignalGenerator
 
     config = L2Config.from_dict({"model": {"confidence_weights": {"model": 1.0, "alignment": 0.0}}})
     assert dict(config.model.confidence_weights) == {"model": 1.0, "technical": 0.25, "alignment": 0.0}

@@ -15,8 +15,9 @@ import pytest
 from l2fast import L2Config, StrategicDecision, TacticalSignal, TacticalSignalGenerator
 from l2fast.data import models_dir
 from l2fast.errors import ConfigError, InvalidBarError, InvalidDecisionError, InvalidInputError, ModelLoadError
-from reference.engine import EngineRef
 from l2fast.evaluation.synthetic import generate_bars
+
+from reference.engine import EngineRef
 
 REPO = Path(__file__).resolve().parents[1]
 MODELS = models_dir()
@@ -381,7 +382,8 @@ def test_an_unknown_feature_name_lists_the_known_ones(tmp_path) -> None:
     manifest = json.loads(path.read_text())
     manifest["feature_names"][0] = "atr_pct_2m"
     path.write_text(json.dumps(manifest))
-    with pytest.raises(ModelLoadError, match=r"atr_pct_2m \(did you mean .*atr_pct_1m.*Known names \(228\): close_1m.*cdl_3blackcrows_1h"):
+    known = r"Known names \(228\): close_1m.*cdl_3blackcrows_1h"
+    with pytest.raises(ModelLoadError, match=r"atr_pct_2m \(did you mean .*atr_pct_1m.*" + known):
         TacticalSignalGenerator(models_dir=folder)
 
 

@@ -11,11 +11,11 @@ import pytest
 
 pytest.importorskip("onnx")
 
-from l2fast.data import models_dir  # noqa: E402
-from l2fast.models.ensemble import FusedEnsemble  # noqa: E402
-from l2fast.errors import InvalidInputError, ModelLoadError  # noqa: E402
-from l2fast.technical.state import TechnicalConfig, TechnicalState, feature_names  # noqa: E402
-from l2fast.evaluation.synthetic import generate_bars  # noqa: E402
+from l2fast.data import models_dir
+from l2fast.errors import InvalidInputError, ModelLoadError
+from l2fast.evaluation.synthetic import generate_bars
+from l2fast.models.ensemble import FusedEnsemble
+from l2fast.technical.state import TechnicalConfig, TechnicalState, feature_names
 
 MODELS_DIR = models_dir()
 N_ROWS = 1_000
@@ -200,7 +200,8 @@ def test_unknown_feature_name_in_manifest_raises_model_load_error(models_copy, n
     manifest = json.loads(path.read_text())
     manifest["feature_names"][2] = "rsi_99_7m"
     path.write_text(json.dumps(manifest))
-    with pytest.raises(ModelLoadError, match=r"unknown to the technical core: rsi_99_7m.*Known names \(228\): close_1m, "):
+    with pytest.raises(ModelLoadError,
+                       match=r"unknown to the technical core: rsi_99_7m.*Known names \(228\): close_1m, "):
         FusedEnsemble.from_dir(models_copy, names)
 
 

@@ -7,10 +7,10 @@ import pytest
 
 from l2fast.config import TechnicalConfig
 from l2fast.errors import ConfigError, InvalidBarError, InvalidInputError
-from l2fast.technical.state import TechnicalState, feature_names, feature_warmups
 from l2fast.evaluation.synthetic import generate_bars
 from l2fast.technical.indicators import CANDLESTICK_PATTERNS, CandlestickDetector
 from l2fast.technical.indicators import SupportResistance as Levels
+from l2fast.technical.state import TechnicalState, feature_names, feature_warmups
 
 talib = pytest.importorskip("talib")
 pd = pytest.importorskip("pandas")

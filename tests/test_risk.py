@@ -11,10 +11,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from l2fast.config import L2Config, RiskConfig
+from l2fast.decision.risk import RiskGate
 from l2fast.errors import InvalidInputError
+
 from reference import config_section
 from reference.risk import RiskGateRef
-from l2fast.decision.risk import RiskGate
 
 DAY = 86_400_000
 MIN = 60_000
@@ -522,9 +523,10 @@ def test_gate_invariants_on_random_streams(steps, params):
 def test_sizing_and_gate_match_the_reference_on_btc_1m_head(btc_1m_head):
     import numpy as np
 
-    from reference.sizing import LiveTradeStatsRef, size_ref
     from l2fast.decision.sizing import LiveTradeStats, PositionSizer
     from l2fast.technical.indicators import ATR, RealizedVolatility
+
+    from reference.sizing import LiveTradeStatsRef, size_ref
 
     bars = btc_1m_head
     atr = ATR(14).update_many(bars["high"], bars["low"], bars["close"])

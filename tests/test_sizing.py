@@ -11,10 +11,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from l2fast.config import L2Config, RiskConfig
+from l2fast.decision.sizing import LiveTradeStats, PositionSizer
 from l2fast.errors import InvalidInputError
+
 from reference import config_section
 from reference.sizing import LiveTradeStatsRef, size_ref
-from l2fast.decision.sizing import LiveTradeStats, PositionSizer
 
 DEFAULTS = RiskConfig()
 BASE = {"equity": 10_000.0, "price": 100.0, "p": 0.55, "b": 1.5, "vol": 0.6,

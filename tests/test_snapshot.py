@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 
 from l2fast import L2Config, StrategicDecision, TacticalSignalGenerator
+from l2fast.engine.snapshot import FORMAT_VERSION, MAGIC, decode, encode, read_snapshot
 from l2fast.errors import SnapshotError
 from l2fast.evaluation.paper import PaperBroker
-from l2fast.engine.snapshot import FORMAT_VERSION, MAGIC, decode, encode, read_snapshot
 from l2fast.evaluation.synthetic import generate_bars
 
 BTC, ETH = "BTC/USDT", "ETH/USDT"

@@ -21,6 +21,7 @@ from l2fast.engine._telemetry import (
     now_ns,
 )
 from l2fast.errors import InvalidInputError
+
 from reference import telemetry as ref
 
 CODES = ("ENTRY", "EXIT", "WARM_UP", "LOW_CONSENSUS", "DAILY_LOSS_LIMIT")
@@ -54,7 +55,8 @@ def test_a_latency_on_a_bound_counts_in_that_bucket_and_one_above_in_the_next():
 
 
 def test_latency_bucket_matches_the_reference_on_every_octave_edge():
-    edges = {b + d for b in LATENCY_BOUNDS_NS for d in (-1, 0, 1)} | {(1 << s) + d for s in range(40) for d in (-1, 0, 1)}
+    edges = {b + d for b in LATENCY_BOUNDS_NS for d in (-1, 0, 1)}
+    edges |= {(1 << s) + d for s in range(40) for d in (-1, 0, 1)}
     for ns in sorted(x for x in edges if x >= 0):
         assert latency_bucket(ns) == ref.latency_bucket(ns), ns
 

@@ -12,12 +12,13 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from l2fast.config import ModelConfig, TechnicalConfig
-from l2fast.errors import ConfigError, InvalidInputError
-from l2fast.technical.state import TechnicalState, feature_names
-from l2fast.models.manifest import default_action_targets
-from reference.voting import VoterRef, vote_dict
 from l2fast.decision._voting import GATE_CODES
 from l2fast.decision.voting import COMPONENTS, DEFAULT_PATTERN_WEIGHTS, MemberSpec, Voter, VotingParams
+from l2fast.errors import ConfigError, InvalidInputError
+from l2fast.models.manifest import default_action_targets
+from l2fast.technical.state import TechnicalState, feature_names
+
+from reference.voting import VoterRef, vote_dict
 
 # Slot of each feature inside one timeframe block, from the technical state's own names.
 _NAMES = feature_names(TechnicalConfig())

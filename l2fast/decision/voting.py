@@ -105,8 +105,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from l2fast.technical._candles import CANDLESTICK_PATTERNS
-from l2fast.technical._features import FIRST_RSI_SLOT
+from l2fast.config import FrozenDict, ModelConfig, TechnicalConfig, VoteConfig
 from l2fast.decision._voting import (
     COMPONENTS,
     MAX_ACTIONS,
@@ -116,9 +115,10 @@ from l2fast.decision._voting import (
     MEMBER_STATUSES,
     VoterCore,
 )
-from l2fast.config import FrozenDict, ModelConfig, TechnicalConfig, VoteConfig
 from l2fast.errors import ConfigError, InvalidInputError
 from l2fast.models.manifest import default_action_targets
+from l2fast.technical._candles import CANDLESTICK_PATTERNS
+from l2fast.technical._features import FIRST_RSI_SLOT
 
 __all__ = [
     "COMPONENTS",
@@ -237,7 +237,7 @@ class MemberSpec:
         if space["type"] == "box":
             return cls(manifest["name"], "continuous", weight, (), temperature)
         targets = manifest.get("action_targets") or default_action_targets(int(space["n"]))
-        kind = "q_values" if manifest["algorithm"] == "DQN" else "probs"
+        kind: MemberKind = "q_values" if manifest["algorithm"] == "DQN" else "probs"
         return cls(manifest["name"], kind, weight, tuple(targets), temperature)
 
 
@@ -458,7 +458,7 @@ class VoteResult:
     @property
     def denials(self) -> tuple[dict[str, Any], ...]:
         """Every failing gate as ``{"code": ..., <its numbers>}``, in gate order."""
-        out = []
+        out: list[dict[str, Any]] = []
         for code in self.gates:
             if code == "NO_MODEL_VOTE":
                 out.append({"code": code, "failed": {m.name: m.status for m in self.members if m.failed}})

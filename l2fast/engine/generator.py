@@ -62,17 +62,17 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
+from l2fast.config import L2Config, TechnicalConfig, is_symbol
+from l2fast.decision.voting import VotingParams
 from l2fast.engine import snapshot as snapshot_module
 from l2fast.engine._engine import MAX_SYMBOLS, EngineCore
-from l2fast.config import L2Config, TechnicalConfig, is_symbol
-from l2fast.models.ensemble import FusedEnsemble
 from l2fast.errors import ConfigError, InvalidDecisionError, L2FastError, ModelLoadError, SnapshotError
-from l2fast.technical.state import feature_names
+from l2fast.models.ensemble import FusedEnsemble
 from l2fast.models.loading import load_model
 from l2fast.signals import StrategicDecision, TacticalSignal
-from l2fast.decision.voting import VotingParams
+from l2fast.technical.state import feature_names
 
 __all__ = ["MAX_SYMBOLS", "EngineState", "TacticalSignalGenerator"]
 
@@ -98,6 +98,11 @@ class EngineState:
     ensemble_failures: int
     last_ensemble_error: str | None
     core: bytes
+
+
+def _finite_number(x: object) -> TypeGuard[float]:
+    """Whether a manifest's performance figure is a finite number."""
+    return isinstance(x, (int, float)) and math.isfinite(x)
 
 
 def _load_members(models_dir: Path, names: list[str], technical: TechnicalConfig,
@@ -132,7 +137,8 @@ class TacticalSignalGenerator(EngineCore):
             feature the technical core does not compute (the known names are listed).
     """
 
-    def __init__(self, config: L2Config | None = None, *, models_dir: str | Path | None = None) -> None:
+    def __init__(self, config: L2Config | None = None, *,
+                 models_dir: str | os.PathLike[str] | None = None) -> None:
         if config is None:
             config = L2Config()
         elif not isinstance(config, L2Config):
@@ -162,14 +168,15 @@ class TacticalSignalGenerator(EngineCore):
 
     def _kelly_inputs(self, regime: str) -> tuple[float, float]:
         risk = self.config.risk
-        if risk.kelly_win_rate is not None:
+        if risk.kelly_win_rate is not None and risk.kelly_payoff_ratio is not None:
+            # RiskConfig sets both or neither.
             return risk.kelly_win_rate, risk.kelly_payoff_ratio
         weights = self.config.model.effective_weights(regime)
         p = b = 0.0
         for name, w in weights.items():
             metrics = self.manifests[name].get("performance_metrics") or {}
             win, payoff = metrics.get("win_rate"), metrics.get("payoff_ratio")
-            if not all(isinstance(x, (int, float)) and math.isfinite(x) for x in (win, payoff)):
+            if not (_finite_number(win) and _finite_number(payoff)):
                 raise ModelLoadError("manifest performance_metrics lacks a finite win_rate and "
                                      "payoff_ratio (needed for Kelly; or set risk.kelly_win_rate and "
                                      "risk.kelly_payoff_ratio)", self.models_dir / f"{name}.json")
@@ -188,6 +195,10 @@ class TacticalSignalGenerator(EngineCore):
                 universe holds more than :data:`MAX_SYMBOLS` symbols in all; the previous
                 decision stays in force.
         """
+        self._install(decision)
+
+    def _install(self, decision: StrategicDecision | Mapping[str, Any]) -> StrategicDecision:
+        """:meth:`on_strategic_decision`, returning the decision it installed."""
         if isinstance(decision, Mapping):
             decision = StrategicDecision.from_dict(decision)
         elif not isinstance(decision, StrategicDecision):
@@ -202,6 +213,7 @@ class TacticalSignalGenerator(EngineCore):
         except ValueError as exc:
             raise InvalidDecisionError(f"invalid decision: {exc}") from None
         self.decision = decision
+        return decision
 
     async def process_strategic_decision(self, decision: StrategicDecision | Mapping[str, Any]) -> TacticalSignal:
         """The seed's call: install ``decision`` and answer for its first universe symbol.
@@ -213,11 +225,11 @@ class TacticalSignalGenerator(EngineCore):
         Raises:
             InvalidDecisionError: As :meth:`on_strategic_decision`.
         """
-        self.on_strategic_decision(decision)
-        symbol = self.decision.universe[0]
+        installed = self._install(decision)
+        symbol = installed.universe[0]
         signal = self._evaluate(symbol)
         if signal is None:
-            return TacticalSignal.hold(symbol, self.decision.ts_ms or 0, {"code": "NO_DATA"})
+            return TacticalSignal.hold(symbol, installed.ts_ms or 0, {"code": "NO_DATA"})
         return signal
 
     def export_state(self) -> EngineState:

@@ -43,8 +43,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from l2fast import __version__
-from l2fast.engine._snapshot import LAYOUT_HASH
 from l2fast.config import L2Config
+from l2fast.engine._snapshot import LAYOUT_HASH
 from l2fast.errors import ConfigError, L2FastError, SnapshotError
 from l2fast.signals import StrategicDecision
 

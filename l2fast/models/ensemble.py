@@ -41,11 +41,11 @@ from typing import Any
 import numpy as np
 
 from l2fast.errors import InvalidInputError, ModelLoadError
+from l2fast.models.loading import LoadedModel, load_model, session_options, sha256_bytes
+from l2fast.models.manifest import INPUT_NAME
+from l2fast.models.stacking import STACKED_ACTION, STACKED_PROBS, mlp_chain, stack
 from l2fast.technical.state import TechnicalConfig
 from l2fast.technical.state import feature_names as technical_feature_names
-from l2fast.models.manifest import INPUT_NAME
-from l2fast.models.loading import LoadedModel, load_model, session_options, sha256_bytes
-from l2fast.models.stacking import STACKED_ACTION, STACKED_PROBS, mlp_chain, stack
 
 __all__ = ["FUSED_INPUT", "FusedEnsemble", "MemberBuffers"]
 
@@ -232,9 +232,9 @@ class FusedEnsemble:
         graph_members = sorted(self.members, key=lambda m: m.name)
         protos = [_verified_proto(onnx, m) for m in graph_members]
         columns = [self.columns[m.name] for m in graph_members]
-        chains = [mlp_chain(p) for p in protos]
+        chains = [c for c in map(mlp_chain, protos) if c is not None]
         data = None
-        if all(c is not None for c in chains):
+        if len(chains) == len(protos):
             data = stack(chains, columns, len(names), FUSED_INPUT, max(p.ir_version for p in protos))
         self.stacked = data is not None
         if data is None:

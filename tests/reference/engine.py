@@ -18,14 +18,15 @@ from typing import Any
 import numpy as np
 
 from l2fast.config import L2Config
-from l2fast.technical.state import TechnicalState
+from l2fast.decision.voting import VotingParams
 from l2fast.models.loading import LoadedModel
+from l2fast.signals import StrategicDecision
+from l2fast.technical.state import TechnicalState
+
 from reference.risk import RiskGateRef
 from reference.sizing import LiveTradeStatsRef, size_ref
 from reference.statistics import RollingCorrelationRef
 from reference.voting import VoterRef
-from l2fast.signals import StrategicDecision
-from l2fast.decision.voting import VotingParams
 
 GATES = {0: None, 1: "NO_MODEL_VOTE", 2: "NO_DIRECTION", 4: "LOW_CONSENSUS", 8: "LOW_CONFIDENCE",
          16: "LOW_ALIGNMENT"}

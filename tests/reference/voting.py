@@ -12,9 +12,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from l2fast.decision._voting import COMPONENTS, GATE_CODES, MEMBER_STATUSES
 from l2fast.technical._candles import CANDLESTICK_PATTERNS
 from l2fast.technical._features import FIRST_RSI_SLOT, SLOT_NAMES
-from l2fast.decision._voting import COMPONENTS, GATE_CODES, MEMBER_STATUSES
 
 SLACK = 1e-9
 

@@ -11,11 +11,12 @@ models use them) keep their values and order, and name i is the constant whose v
 from __future__ import annotations
 
 import enum
+import typing
 
 import pytest
 
 from l2fast.config import TechnicalConfig
-from l2fast.decision import _risk, _sizing, _voting
+from l2fast.decision import _risk, _sizing, _voting, voting
 from l2fast.engine import _engine, _telemetry
 from l2fast.technical import _candles, _features
 
@@ -31,7 +32,7 @@ CODE_LISTS = [
     (_sizing, "SIZING_CODES", "SizingCode", "SIZE_", False,
      ("OK", "VOL_UNKNOWN", "NO_EDGE", "ZERO_SCALE", "BELOW_MIN_NOTIONAL")),
     (_sizing, "KELLY_SOURCES", "KellySource", "KELLY_", True, ("manifest", "live")),
-    (_voting, "MEMBER_KINDS", "MemberKind", "MEMBER_", True, ("probs", "q_values", "continuous")),
+    (_voting, "MEMBER_KINDS", "MemberKindCode", "MEMBER_", True, ("probs", "q_values", "continuous")),
     (_voting, "MEMBER_STATUSES", "MemberStatus", "MEMBER_", True, ("ok", "run_failed", "non_finite", "bad_action")),
     (_voting, "COMPONENTS", None, "TC_", True,
      ("rsi_level", "rsi_divergence", "macd_cross", "macd_histogram", "bb_pctb", "bb_squeeze", "patterns",
@@ -76,6 +77,11 @@ def test_gate_codes_are_the_nonzero_gate_bits_in_order() -> None:
     assert members.pop("GATE_PASS") == 0
     assert [("GATE_" + name, bit) for bit, name in _voting.GATE_CODES] == list(members.items())
     assert all(type(bit) is int for bit, _ in _voting.GATE_CODES)
+
+
+def test_the_member_kind_type_lists_the_kernel_kinds() -> None:
+    # A type checker needs the kinds written out; they must be the kernel's.
+    assert typing.get_args(voting.MemberKind) == _voting.MEMBER_KINDS
 
 
 def test_every_risk_code_names_its_note_fields() -> None:

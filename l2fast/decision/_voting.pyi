@@ -8,7 +8,7 @@ import numpy.typing as npt
 
 # The C enum classes of voting.pxd (their members are its constants, not restated
 # here); the name lists below derive from them.
-MemberKind: type[enum.IntEnum]
+MemberKindCode: type[enum.IntEnum]
 MemberStatus: type[enum.IntEnum]
 VoteGate: type[enum.IntEnum]
 

@@ -26,7 +26,7 @@ cdef enum:
 # The named cpdef enums below are the one declaration of their codes: voting.pyx derives
 # the Python names from the constants (MEMBER_KINDS, MEMBER_STATUSES: the names without the
 # prefix, lower-cased; GATE_CODES: the nonzero gate bits, names without GATE_).
-cpdef enum MemberKind:  # MemberSpec.kind
+cpdef enum MemberKindCode:  # MemberSpec.kind
     MEMBER_PROBS = 0            # discrete action + "probs" (PPO, A2C)
     MEMBER_Q_VALUES = 1         # discrete action + "q_values" (DQN)
     MEMBER_CONTINUOUS = 2       # Box action; its first dimension is the target position

@@ -29,7 +29,7 @@ COMPONENTS = ("rsi_level", "rsi_divergence", "macd_cross", "macd_histogram", "bb
 if len(COMPONENTS) != N_TECH_COMPONENTS:
     raise RuntimeError("COMPONENTS must name every TC_* constant of voting.pxd")
 #: Member kinds, in MemberSpec.kind order.
-MEMBER_KINDS = enum_names(globals()["MemberKind"], "MEMBER_", True)
+MEMBER_KINDS = enum_names(globals()["MemberKindCode"], "MEMBER_", True)
 #: Member statuses, in MemberVote.status order.
 MEMBER_STATUSES = enum_names(globals()["MemberStatus"], "MEMBER_", True)
 #: Gate codes by bit, in evaluation order.

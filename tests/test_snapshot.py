@@ -223,6 +223,17 @@ def test_state_that_does_not_fit_the_config_is_refused(saved) -> None:
         TacticalSignalGenerator.restore(saved)
 
 
+@pytest.mark.parametrize(("key", "value"), [("bb_period", 21), ("stoch", [5, 3, 3])])
+def test_state_whose_window_sizes_differ_is_refused(saved, key, value) -> None:
+    # Same feature count, other window sizes: the technical block's buffers do not fit.
+    def change(header: dict) -> None:
+        header["config"]["technical"][key] = value
+
+    _rewrite_header(saved, change)
+    with pytest.raises(SnapshotError, match="technical block buffer sizes differ"):
+        TacticalSignalGenerator.restore(saved)
+
+
 def test_trailing_or_missing_state_bytes_are_refused(saved) -> None:
     header, state = read_snapshot(saved)
     for bad in (state + b"\0" * 8, state[:-8]):

@@ -44,3 +44,11 @@ cdef extern from *:
     """
     bint fma_available "l2f_fma_available"() noexcept nogil
     double fused_madd_on "l2f_fused_madd_on"(bint hw, double a, double b, double c) noexcept nogil
+
+# The Python names of a named ``cpdef enum`` (its Python class, ``enum_cls``) whose constants
+# are numbered 0 .. n - 1 in declaration order: name i is constant i's name without
+# ``prefix``, lower-cased if ``lower``. The constants are the one declaration; a gap, an
+# out-of-order value or a constant without the prefix is a RuntimeError when the module
+# loads. (An enum whose constants index C arrays stays anonymous, since Cython refuses a
+# named enum as an index, and anonymous constants reach the module only after its code ran.)
+cdef tuple enum_names(object enum_cls, str prefix, bint lower)

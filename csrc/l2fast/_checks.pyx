@@ -37,3 +37,16 @@ cdef int check_same_length(Py_ssize_t a, Py_ssize_t b, str name) except -1:
     if a != b:
         raise InvalidInputError(f"{name}: length {b} differs from the first input's {a}")
     return 0
+
+
+cdef tuple enum_names(object enum_cls, str prefix, bint lower):
+    names = []
+    for constant, value in enum_cls.__members__.items():
+        if value != len(names) or not constant.startswith(prefix):
+            raise RuntimeError(f"{enum_cls.__name__}.{constant} = {int(value)}: the constants must be "
+                               f"{prefix}* numbered 0, 1, ... in declaration order")
+        name = constant[len(prefix):]
+        names.append(name.lower() if lower else name)
+    if not names:
+        raise RuntimeError(f"{enum_cls.__name__} has no constant")
+    return tuple(names)

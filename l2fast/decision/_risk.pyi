@@ -1,7 +1,14 @@
 """Type stubs for the compiled :mod:`l2fast.decision._risk`."""
 
+import enum
 from collections.abc import Iterable
 from typing import Any
+
+# The C enum classes of risk.pxd (their members are its constants, not restated
+# here); the name lists below derive from them.
+RiskCode: type[enum.IntEnum]
+RiskAction: type[enum.IntEnum]
+StopMove: type[enum.IntEnum]
 
 RISK_CODES: tuple[str, ...]
 RISK_CODE_FIELDS: dict[str, tuple[str | None, str | None]]

@@ -1,7 +1,13 @@
 """Type stubs for the compiled :mod:`l2fast.decision._sizing`."""
 
+import enum
 from collections.abc import Sequence
 from typing import Any
+
+# The C enum classes of sizing.pxd (their members are its constants, not restated
+# here); the name lists below derive from them.
+SizingCode: type[enum.IntEnum]
+KellySource: type[enum.IntEnum]
 
 SIZING_CODES: tuple[str, ...]
 KELLY_SOURCES: tuple[str, ...]

@@ -1,9 +1,16 @@
 """Type stubs for :mod:`l2fast.decision._voting` (the compiled voter; see :mod:`l2fast.decision.voting`)."""
 
+import enum
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+
+# The C enum classes of voting.pxd (their members are its constants, not restated
+# here); the name lists below derive from them.
+MemberKindCode: type[enum.IntEnum]
+MemberStatus: type[enum.IntEnum]
+VoteGate: type[enum.IntEnum]
 
 COMPONENTS: tuple[str, ...]
 MEMBER_KINDS: tuple[str, ...]

@@ -1,7 +1,12 @@
 """Type stubs for the compiled :mod:`l2fast.engine._telemetry` (the engine's metrics kernels)."""
 
+import enum
 from collections.abc import Sequence
 from typing import Any
+
+# The C enum classes of telemetry.pxd (their members are its constants, not restated
+# here); STAGE_NAMES derives from it.
+LatencyStage: type[enum.IntEnum]
 
 STAGE_NAMES: tuple[str, ...]
 MAX_CODES: int

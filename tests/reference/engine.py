@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from l2fast.config import L2Config
+from l2fast.decision._voting import GATE_CODES
 from l2fast.decision.voting import VotingParams
 from l2fast.models.loading import LoadedModel
 from l2fast.signals import StrategicDecision
@@ -28,8 +29,8 @@ from reference.sizing import LiveTradeStatsRef, size_ref
 from reference.statistics import RollingCorrelationRef
 from reference.voting import VoterRef
 
-GATES = {0: None, 1: "NO_MODEL_VOTE", 2: "NO_DIRECTION", 4: "LOW_CONSENSUS", 8: "LOW_CONFIDENCE",
-         16: "LOW_ALIGNMENT"}
+# The gate names are the kernel's (names, not behaviour: VoterRef computes the gate itself).
+GATES = {0: None, **dict(GATE_CODES)}
 SIDES = {1: "buy", -1: "sell", 0: "hold"}
 
 

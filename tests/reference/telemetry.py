@@ -12,7 +12,9 @@ from bisect import bisect_left
 from collections.abc import Sequence
 from typing import Any
 
-STAGE_NAMES = ("technical", "inference", "vote", "decide", "total")
+# The stage names are the kernel's (names, not behaviour).
+from l2fast.engine._telemetry import STAGE_NAMES
+
 #: Latency bucket bounds (ns): 4, 5, 6, 7 times 2**6 .. 2**27, then 2**30 (4 * 2**28).
 LATENCY_BOUNDS_NS = tuple(m << s for s in range(6, 28) for m in (4, 5, 6, 7)) + (1 << 30,)
 CONF_BUCKETS = 10

@@ -27,8 +27,12 @@ cdef enum:
     RISK_MAX_SYMBOLS = 16
     RISK_MAX_CAPS = 3
 
+# The code enums below are the one declaration of each code: risk.pyx derives the Python
+# names from them (RISK_CODES = the names without RISK_, ACTIONS and STOP_MOVES the names
+# without ACTION_ / STOP_, lower-cased), so a new code is added here only (and its fields
+# in risk.pyx's _NOTE_FIELDS).
 # A denial (or a cap that reduced the quantity) and the meaning of RiskNote.value/limit.
-cdef enum RiskCode:
+cpdef enum RiskCode:
     RISK_OK = 0
     RISK_EQUITY_DEPLETED            # value: equity (<= 0)
     RISK_SHORT_NOT_ALLOWED          # a sell entry while shorting is disabled
@@ -42,13 +46,13 @@ cdef enum RiskCode:
     RISK_EXPOSURE_LIMIT             # cap or denial; value: gross exposure after / equity, limit
     RISK_BELOW_MIN_NOTIONAL         # value: notional after rounding, limit: min_notional
 
-cdef enum RiskAction:
+cpdef enum RiskAction:
     ACTION_HOLD = 0
     ACTION_ENTRY
     ACTION_EXIT
 
-cdef enum StopMove:
-    STOP_UNCHANGED = 0
+cpdef enum StopMove:
+    STOP_NONE = 0                   # unchanged
     STOP_BREAKEVEN                  # moved to the entry price
     STOP_TRAILING                   # ratcheted to best - side * trailing_atr_multiplier * atr
 

@@ -8,32 +8,38 @@ from libc.math cimport INFINITY, isfinite, NAN
 
 from l2fast.errors import InvalidInputError
 
+from l2fast._checks cimport enum_names
 from l2fast.decision._sizing cimport check_number, round_down_lots
 
 cdef long long DAY_MS = 86400000
 
-#: Names of the RiskCode values.
-RISK_CODES = ("OK", "EQUITY_DEPLETED", "SHORT_NOT_ALLOWED", "POSITION_OPEN", "DAILY_LOSS_LIMIT",
-              "MAX_DAILY_TRADES", "MAX_CONCURRENT_POSITIONS", "INVALID_STOP", "MAX_POSITION_SIZE",
-              "MAX_LOSS_PER_TRADE", "EXPOSURE_LIMIT", "BELOW_MIN_NOTIONAL")
-#: Per code: the names of RiskNote.value and RiskNote.limit in the rendered dict (None: omitted).
-RISK_CODE_FIELDS = {
-    "OK": (None, None),
-    "EQUITY_DEPLETED": ("equity", None),
-    "SHORT_NOT_ALLOWED": (None, None),
-    "POSITION_OPEN": ("qty", None),
-    "DAILY_LOSS_LIMIT": ("loss", "limit"),
-    "MAX_DAILY_TRADES": ("trades", "limit"),
-    "MAX_CONCURRENT_POSITIONS": ("positions", "limit"),
-    "INVALID_STOP": ("atr", "price"),
-    "MAX_POSITION_SIZE": ("size", "limit"),
-    "MAX_LOSS_PER_TRADE": ("loss", "limit"),
-    "EXPOSURE_LIMIT": ("exposure", "limit"),
-    "BELOW_MIN_NOTIONAL": ("notional", "min_notional"),
+#: Names of the RiskCode values (the constants without RISK_), as in ``reasoning["code"]``.
+RISK_CODES = enum_names(globals()["RiskCode"], "RISK_", False)
+#: Names of the RiskAction values.
+ACTIONS = enum_names(globals()["RiskAction"], "ACTION_", True)
+#: Names of the StopMove values.
+STOP_MOVES = enum_names(globals()["StopMove"], "STOP_", True)
+# Per code: the names of RiskNote.value and RiskNote.limit in the rendered dict (None:
+# omitted). Keyed by the constants, so that a misspelt code does not compile; every code
+# needs an entry (tests/test_codes.py).
+_NOTE_FIELDS = {
+    RISK_OK: (None, None),
+    RISK_EQUITY_DEPLETED: ("equity", None),
+    RISK_SHORT_NOT_ALLOWED: (None, None),
+    RISK_POSITION_OPEN: ("qty", None),
+    RISK_DAILY_LOSS_LIMIT: ("loss", "limit"),
+    RISK_MAX_DAILY_TRADES: ("trades", "limit"),
+    RISK_MAX_CONCURRENT_POSITIONS: ("positions", "limit"),
+    RISK_INVALID_STOP: ("atr", "price"),
+    RISK_MAX_POSITION_SIZE: ("size", "limit"),
+    RISK_MAX_LOSS_PER_TRADE: ("loss", "limit"),
+    RISK_EXPOSURE_LIMIT: ("exposure", "limit"),
+    RISK_BELOW_MIN_NOTIONAL: ("notional", "min_notional"),
 }
-_COUNT_CODES = frozenset(("MAX_DAILY_TRADES", "MAX_CONCURRENT_POSITIONS"))
-ACTIONS = ("hold", "entry", "exit")
-STOP_MOVES = ("none", "breakeven", "trailing")
+#: Per code name: the names of RiskNote.value and RiskNote.limit in the rendered dict (None: omitted).
+RISK_CODE_FIELDS = {RISK_CODES[code]: fields for code, fields in sorted(_NOTE_FIELDS.items())}
+# Codes whose value and limit are counts (rendered as ints).
+_COUNT_CODES = frozenset((RISK_MAX_DAILY_TRADES, RISK_MAX_CONCURRENT_POSITIONS))
 
 
 # ------------------------------------------------------------------- accounting
@@ -161,7 +167,7 @@ cdef void risk_bar(RiskState* s, int i, long long ts, double high, double low, d
         s.pending[i].side = 0
     s.mark[i] = close
     s.atr[i] = atr
-    out.stop_move = STOP_UNCHANGED
+    out.stop_move = STOP_NONE
     out.stop_hit = False
     out.take_profit_hit = False
     if side != 0:
@@ -474,13 +480,14 @@ _POSITION_NAMES = {1: "long", -1: "short", 0: "flat"}
 
 
 cdef dict risk_note_dict(const RiskNote* n):
-    name = RISK_CODES[<int>n.code]
-    value_name, limit_name = RISK_CODE_FIELDS[name]
-    d = {"code": name}
+    cdef int code = n.code
+    value_name, limit_name = _NOTE_FIELDS[code]
+    counts = code in _COUNT_CODES
+    d = {"code": RISK_CODES[code]}
     if value_name is not None:
-        d[value_name] = int(n.value) if name in _COUNT_CODES else _opt(n.value)
+        d[value_name] = int(n.value) if counts else _opt(n.value)
     if limit_name is not None:
-        d[limit_name] = int(n.limit) if name in _COUNT_CODES else _opt(n.limit)
+        d[limit_name] = int(n.limit) if counts else _opt(n.limit)
     return d
 
 

@@ -28,8 +28,11 @@ from libc.math cimport fabs, floor, round
 
 from l2fast.technical._averages cimport Window
 
+# The two code enums are the one declaration of their codes: sizing.pyx derives the
+# Python names (SIZING_CODES: the names without SIZE_; KELLY_SOURCES: without KELLY_,
+# lower-cased).
 # Why a sizing result is zero (SIZE_OK when qty > 0).
-cdef enum SizingCode:
+cpdef enum SizingCode:
     SIZE_OK = 0
     SIZE_VOL_UNKNOWN            # this symbol's volatility is NaN (still warming up)
     SIZE_NO_EDGE                # f* = 0: p and b give no positive Kelly bet
@@ -37,7 +40,7 @@ cdef enum SizingCode:
     SIZE_BELOW_MIN_NOTIONAL     # the lot-rounded notional is below min_notional (or 0 lots)
 
 # Where p and b came from.
-cdef enum KellySource:
+cpdef enum KellySource:
     KELLY_MANIFEST = 0          # the ensemble members' manifest metrics
     KELLY_LIVE = 1              # the live trade statistics (>= min_trades closed trades)
 

@@ -12,12 +12,12 @@ import array
 from l2fast.errors import InvalidInputError
 
 from l2fast.technical._averages cimport window_free, window_get, window_init, window_push
-from l2fast._checks cimport check_finite, check_period
+from l2fast._checks cimport check_finite, check_period, enum_names
 
 #: Names of the SizingCode values, as rendered in ``reasoning["sizing"]["code"]``.
-SIZING_CODES = ("OK", "VOL_UNKNOWN", "NO_EDGE", "ZERO_SCALE", "BELOW_MIN_NOTIONAL")
+SIZING_CODES = enum_names(globals()["SizingCode"], "SIZE_", False)
 #: Names of the KellySource values.
-KELLY_SOURCES = ("manifest", "live")
+KELLY_SOURCES = enum_names(globals()["KellySource"], "KELLY_", True)
 
 
 # ------------------------------------------------------------------ live statistics

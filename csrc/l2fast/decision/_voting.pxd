@@ -23,12 +23,15 @@ cdef enum:
     VOTE_MAX_TIMEFRAMES = 8     # = features.MAX_TIMEFRAMES
     VOTE_RING = 128             # deque capacity (a power of two): windows of <= 127 bars
 
-cdef enum:  # MemberSpec.kind
+# The named cpdef enums below are the one declaration of their codes: voting.pyx derives
+# the Python names from the constants (MEMBER_KINDS, MEMBER_STATUSES: the names without the
+# prefix, lower-cased; GATE_CODES: the nonzero gate bits, names without GATE_).
+cpdef enum MemberKindCode:  # MemberSpec.kind
     MEMBER_PROBS = 0            # discrete action + "probs" (PPO, A2C)
     MEMBER_Q_VALUES = 1         # discrete action + "q_values" (DQN)
     MEMBER_CONTINUOUS = 2       # Box action; its first dimension is the target position
 
-cdef enum:  # MemberVote.status: OK or why the member was left out of this bar's vote
+cpdef enum MemberStatus:  # MemberVote.status: OK or why the member was left out of this bar's vote
     MEMBER_OK = 0
     MEMBER_RUN_FAILED = 1       # the caller flagged the run as failed
     MEMBER_NON_FINITE = 2       # NaN/inf in the scores (discrete) or in the action (continuous)
@@ -38,7 +41,10 @@ cdef enum:  # VoteParams.voting
     VOTING_WEIGHTED = 0         # model score = weighted mean of the members' target positions
     VOTING_MAJORITY = 1         # model score = weighted buy share - weighted sell share
 
-cdef enum:  # technical components: TFVote.components[...] and TechParams.weights[...]
+# Technical components: TFVote.components[...] and TechParams.weights[...]. They index
+# arrays, so the enum is anonymous (Cython refuses a named one as an index); COMPONENTS in
+# voting.pyx names them, tests/test_codes.py checks it against these constants.
+cpdef enum:
     TC_RSI_LEVEL = 0
     TC_RSI_DIVERGENCE = 1
     TC_MACD_CROSS = 2
@@ -47,15 +53,17 @@ cdef enum:  # technical components: TFVote.components[...] and TechParams.weight
     TC_BB_SQUEEZE = 5
     TC_PATTERNS = 6
     TC_SR_BREAKOUT = 7
-    N_TECH_COMPONENTS = 8
 
-cdef enum:  # VoteResult.gate (first failing gate) and VoteResult.gates (bit mask of all)
+cdef enum:
+    N_TECH_COMPONENTS = TC_SR_BREAKOUT + 1
+
+cpdef enum VoteGate:  # VoteResult.gate (first failing gate) and VoteResult.gates (bit mask of all)
     GATE_PASS = 0
-    GATE_NO_MODEL = 1           # no live member with a positive weight
+    GATE_NO_MODEL_VOTE = 1      # no live member with a positive weight
     GATE_NO_DIRECTION = 2       # |fused score| <= dead_band
-    GATE_CONSENSUS = 4          # consensus < consensus_threshold
-    GATE_CONFIDENCE = 8         # confidence < confidence_threshold
-    GATE_ALIGNMENT = 16         # alignment < alignment_threshold
+    GATE_LOW_CONSENSUS = 4      # consensus < consensus_threshold
+    GATE_LOW_CONFIDENCE = 8     # confidence < confidence_threshold
+    GATE_LOW_ALIGNMENT = 16     # alignment < alignment_threshold
 
 # ------------------------------------------------------------------ parameters
 

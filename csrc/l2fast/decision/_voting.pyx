@@ -11,7 +11,7 @@ from libc.math cimport NAN, exp, fabs, isfinite
 import numpy as np
 cimport numpy as cnp
 
-from l2fast._checks cimport check_finite, check_same_length
+from l2fast._checks cimport check_finite, check_same_length, enum_names
 from l2fast.technical._features cimport (
     S_BB_PCTB, S_BB_WIDTH, S_CLOSE, S_MACD_HIST, S_RSI, S_SR_BREAKOUT,
 )
@@ -24,14 +24,16 @@ cnp.import_array()
 #: Technical components, in TFVote.components order.
 COMPONENTS = ("rsi_level", "rsi_divergence", "macd_cross", "macd_histogram", "bb_pctb",
               "bb_squeeze", "patterns", "sr_breakout")
+# The TC_* constants index C arrays, so their enum stays anonymous and gives no names: each
+# name above is its constant's lower-cased (tests/test_codes.py); the count is checked here.
+if len(COMPONENTS) != N_TECH_COMPONENTS:
+    raise RuntimeError("COMPONENTS must name every TC_* constant of voting.pxd")
 #: Member kinds, in MemberSpec.kind order.
-MEMBER_KINDS = ("probs", "q_values", "continuous")
+MEMBER_KINDS = enum_names(globals()["MemberKindCode"], "MEMBER_", True)
 #: Member statuses, in MemberVote.status order.
-MEMBER_STATUSES = ("ok", "run_failed", "non_finite", "bad_action")
+MEMBER_STATUSES = enum_names(globals()["MemberStatus"], "MEMBER_", True)
 #: Gate codes by bit, in evaluation order.
-GATE_CODES = ((GATE_NO_MODEL, "NO_MODEL_VOTE"), (GATE_NO_DIRECTION, "NO_DIRECTION"),
-              (GATE_CONSENSUS, "LOW_CONSENSUS"), (GATE_CONFIDENCE, "LOW_CONFIDENCE"),
-              (GATE_ALIGNMENT, "LOW_ALIGNMENT"))
+GATE_CODES = tuple((int(bit), name[len("GATE_"):]) for name, bit in globals()["VoteGate"].__members__.items() if bit)
 MAX_MEMBERS = VOTE_MAX_MEMBERS
 MAX_ACTIONS = VOTE_MAX_ACTIONS
 MAX_TIMEFRAMES = VOTE_MAX_TIMEFRAMES
@@ -299,8 +301,8 @@ cdef void voter_vote(Voter* v, const MemberInput* inputs, const double* multipli
             out.members[i].weight = 0.0
         out.side = 0
         out.direction = 0
-        out.gate = GATE_NO_MODEL
-        out.gates = GATE_NO_MODEL
+        out.gate = GATE_NO_MODEL_VOTE
+        out.gates = GATE_NO_MODEL_VOTE
         out.target = 0.0
         out.score = 0.0
         out.model_score = 0.0
@@ -347,11 +349,11 @@ cdef void voter_vote(Voter* v, const MemberInput* inputs, const double* multipli
         gates = GATE_NO_DIRECTION
     else:
         if out.consensus < p.consensus_threshold - GATE_SLACK:
-            gates |= GATE_CONSENSUS
+            gates |= GATE_LOW_CONSENSUS
         if out.confidence < p.confidence_threshold - GATE_SLACK:
-            gates |= GATE_CONFIDENCE
+            gates |= GATE_LOW_CONFIDENCE
         if out.alignment < p.alignment_threshold - GATE_SLACK:
-            gates |= GATE_ALIGNMENT
+            gates |= GATE_LOW_ALIGNMENT
     out.gates = gates
     out.gate = gates & -gates     # lowest set bit: the first failing gate
     out.side = direction if gates == 0 else 0

@@ -8,6 +8,9 @@
 # live struct, points the temporary's buffers at the live ones ("relink"), copies it in,
 # then fills the buffers. A struct whose sizes differ is refused (SnapshotError) before
 # the live struct is touched, so a live state never holds a foreign pointer.
+# Each kernel family's buffers are listed once, in one walk per kernel (snapshot.pyx):
+# run on (temporary, live) it relinks and compares sizes, on (live, live) it saves or
+# loads the contents, so the two can never list different buffers or orders.
 
 from l2fast.technical._features cimport TechnicalState
 from l2fast.decision._sizing cimport LiveStats
@@ -28,6 +31,14 @@ cdef class StateCodec:
     # A count that must be equal on both sides (symbols, timeframes): saved, or read and
     # compared (SnapshotError naming ``what`` when it differs).
     cdef int same(self, long long value, str what) except -1
+    # Inside a composite struct's walk (snapshot.pyx), one buffer field ``*p`` of ``n``
+    # bytes, ``live`` and ``live_n`` the live struct's: while ``relinking``, point it at
+    # ``live`` and note whether the sizes agree; otherwise save or load its ``n`` bytes.
+    cdef bint relinking
+    cdef bint _fits
+    cdef int buffer(self, void** p, void* live, size_t n, size_t live_n) except -1
+    # While relinking, note a non-buffer field that must agree (``same`` False: it does not).
+    cdef int expect(self, bint same) except -1
 
 
 cdef int technical_codec(StateCodec c, TechnicalState st) except -1

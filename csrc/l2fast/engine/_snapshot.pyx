@@ -30,8 +30,10 @@ cdef extern from *:
 #: time): a snapshot loads only into a build with the same one.
 LAYOUT_HASH = L2F_LAYOUT_HASH.decode("ascii")
 
-ctypedef bint (*relink_fn)(void* tmp, const void* live) noexcept nogil
-ctypedef int (*data_fn)(StateCodec c, void* s) except -1
+# One kernel family's buffers, listed once: called with (temporary, live) to relink the
+# temporary's buffers to the live struct's (StateCodec.relinking), then with (live, live)
+# to save or load their contents.
+ctypedef int (*walk_fn)(StateCodec c, void* s, const void* live) except -1
 
 
 cdef class StateCodec:
@@ -66,6 +68,18 @@ cdef class StateCodec:
                                 f"{value} here")
         return 0
 
+    cdef int buffer(self, void** p, void* live, size_t n, size_t live_n) except -1:
+        if self.relinking:
+            p[0] = live
+            self._fits &= n == live_n
+            return 0
+        return self.raw(p[0], n)
+
+    cdef int expect(self, bint same) except -1:
+        if self.relinking:
+            self._fits &= same
+        return 0
+
     def result(self) -> bytes:
         """The saved bytes (saving), after checking that every byte was read (loading)."""
         if self.loading:
@@ -75,7 +89,20 @@ cdef class StateCodec:
         return bytes(self._out)
 
 
-cdef int _composite(StateCodec c, void* s, size_t n, relink_fn relink, data_fn data, str what) except -1:
+cdef int _relink(StateCodec c, walk_fn walk, void* tmp, const void* live) except -1:
+    # 1 if every buffer size (and expected field) of ``tmp`` agrees with ``live``. Every
+    # buffer is relinked (no stop at the first mismatch): a temporary never keeps a
+    # foreign pointer.
+    c.relinking = True
+    c._fits = True
+    try:
+        walk(c, tmp, live)
+    finally:
+        c.relinking = False
+    return c._fits
+
+
+cdef int _composite(StateCodec c, void* s, size_t n, walk_fn walk, str what) except -1:
     # The struct's bytes, then its buffers; on load through a temporary (snapshot.pxd).
     # Saved with NULL buffer pointers (relinked to a zeroed struct), so that equal states
     # give equal bytes.
@@ -86,7 +113,7 @@ cdef int _composite(StateCodec c, void* s, size_t n, relink_fn relink, data_fn d
     try:
         if c.loading:
             c.raw(tmp, n)
-            if not relink(tmp, s):
+            if not _relink(c, walk, tmp, s):
                 raise SnapshotError(f"state does not match this engine: {what} buffer sizes differ")
             memcpy(s, tmp, n)
         else:
@@ -94,130 +121,72 @@ cdef int _composite(StateCodec c, void* s, size_t n, relink_fn relink, data_fn d
             if zero == NULL:
                 raise MemoryError()
             memcpy(tmp, s, n)
-            relink(tmp, zero)
+            _relink(c, walk, tmp, zero)
             free(zero)
             c.raw(tmp, n)
     finally:
         free(tmp)
-    return data(c, s)
+    return walk(c, s, s)
 
 
-# ---------------------------------------------------------------- per kernel: relink, data
+# ---------------------------------------------------------------- per kernel: its buffers, in order
 
-cdef inline bint _window_relink(Window* t, const Window* live) noexcept nogil:
-    t.buf = live.buf
-    return t.size == live.size
-
-
-cdef inline int _window_data(StateCodec c, Window* w) except -1:
-    return c.raw(w.buf, (w.size + 1) * sizeof(double))
+cdef inline int _window(StateCodec c, Window* t, const Window* live) except -1:
+    return c.buffer(<void**>&t.buf, live.buf, (t.size + 1) * sizeof(double), (live.size + 1) * sizeof(double))
 
 
-cdef inline bint _extreme_relink(ExtremeState* t, const ExtremeState* live) noexcept nogil:
-    t.suffix = live.suffix
-    return _window_relink(&t.raw, &live.raw) and t.size == live.size
+cdef inline int _extreme(StateCodec c, ExtremeState* t, const ExtremeState* live) except -1:
+    _window(c, &t.raw, &live.raw)
+    return c.buffer(<void**>&t.suffix, live.suffix, 2 * t.size * sizeof(double), 2 * live.size * sizeof(double))
 
 
-cdef inline int _extreme_data(StateCodec c, ExtremeState* e) except -1:
-    _window_data(c, &e.raw)
-    return c.raw(e.suffix, 2 * e.size * sizeof(double))
+cdef inline int _donchian(StateCodec c, DonchianState* t, const DonchianState* live) except -1:
+    # low and the suffixes are sized by the period, the size of the high window.
+    cdef size_t n = t.high.size * sizeof(double)
+    cdef size_t live_n = live.high.size * sizeof(double)
+    _window(c, &t.high, &live.high)
+    c.buffer(<void**>&t.low, live.low, n + sizeof(double), live_n + sizeof(double))
+    c.buffer(<void**>&t.suffix_high, live.suffix_high, n, live_n)
+    return c.buffer(<void**>&t.suffix_low, live.suffix_low, n, live_n)
 
 
-cdef inline bint _donchian_relink(DonchianState* t, const DonchianState* live) noexcept nogil:
-    t.low = live.low
-    t.suffix_high = live.suffix_high
-    t.suffix_low = live.suffix_low
-    return _window_relink(&t.high, &live.high)
+cdef inline int _stoch(StateCodec c, StochState* t, const StochState* live) except -1:
+    _window(c, &t.highs, &live.highs)
+    _window(c, &t.lows, &live.lows)
+    _window(c, &t.slowk.win, &live.slowk.win)
+    return _window(c, &t.slowd.win, &live.slowd.win)
 
 
-cdef inline int _donchian_data(StateCodec c, DonchianState* s) except -1:
-    cdef Py_ssize_t period = s.high.size
-    _window_data(c, &s.high)
-    c.raw(s.low, (period + 1) * sizeof(double))
-    c.raw(s.suffix_high, period * sizeof(double))
-    return c.raw(s.suffix_low, period * sizeof(double))
+cdef inline int _levels(StateCodec c, LevelsState* t, const LevelsState* live) except -1:
+    _extreme(c, &t.piv_hi, &live.piv_hi)
+    _extreme(c, &t.piv_lo, &live.piv_lo)
+    _window(c, &t.piv_hi_hist, &live.piv_hi_hist)
+    _window(c, &t.piv_lo_hist, &live.piv_lo_hist)
+    _extreme(c, &t.range_hi, &live.range_hi)
+    _extreme(c, &t.range_lo, &live.range_lo)
+    return _window(c, &t.vol, &live.vol)
 
 
-cdef inline bint _stoch_relink(StochState* t, const StochState* live) noexcept nogil:
-    # Every relink runs (no short-circuit): a temporary never keeps a foreign pointer.
-    cdef bint ok = _window_relink(&t.highs, &live.highs)
-    ok &= _window_relink(&t.lows, &live.lows)
-    ok &= _window_relink(&t.slowk.win, &live.slowk.win)
-    ok &= _window_relink(&t.slowd.win, &live.slowd.win)
-    return ok
-
-
-cdef inline int _stoch_data(StateCodec c, StochState* s) except -1:
-    _window_data(c, &s.highs)
-    _window_data(c, &s.lows)
-    _window_data(c, &s.slowk.win)
-    return _window_data(c, &s.slowd.win)
-
-
-cdef inline bint _levels_relink(LevelsState* t, const LevelsState* live) noexcept nogil:
-    cdef bint ok = _extreme_relink(&t.piv_hi, &live.piv_hi)
-    ok &= _extreme_relink(&t.piv_lo, &live.piv_lo)
-    ok &= _window_relink(&t.piv_hi_hist, &live.piv_hi_hist)
-    ok &= _window_relink(&t.piv_lo_hist, &live.piv_lo_hist)
-    ok &= _extreme_relink(&t.range_hi, &live.range_hi)
-    ok &= _extreme_relink(&t.range_lo, &live.range_lo)
-    ok &= _window_relink(&t.vol, &live.vol)
-    return ok
-
-
-cdef inline int _levels_data(StateCodec c, LevelsState* s) except -1:
-    _extreme_data(c, &s.piv_hi)
-    _extreme_data(c, &s.piv_lo)
-    _window_data(c, &s.piv_hi_hist)
-    _window_data(c, &s.piv_lo_hist)
-    _extreme_data(c, &s.range_hi)
-    _extreme_data(c, &s.range_lo)
-    return _window_data(c, &s.vol)
-
-
-cdef bint _block_relink(void* tmp, const void* live) noexcept nogil:
-    cdef TFBlock* t = <TFBlock*>tmp
+cdef int _block(StateCodec c, void* s, const void* live) except -1:
+    cdef TFBlock* t = <TFBlock*>s
     cdef const TFBlock* b = <const TFBlock*>live
-    cdef bint ok = _window_relink(&t.closes, &b.closes)
-    ok &= _window_relink(&t.bb.var.win, &b.bb.var.win)
-    ok &= _stoch_relink(&t.stoch, &b.stoch)
-    ok &= _window_relink(&t.vol_z.var.win, &b.vol_z.var.win)
-    ok &= _window_relink(&t.rvol.var.win, &b.rvol.var.win)
-    ok &= _donchian_relink(&t.donchian, &b.donchian)
-    ok &= _levels_relink(&t.levels, &b.levels)
-    return ok and t.n_rsi == b.n_rsi and t.offset == b.offset
+    _window(c, &t.closes, &b.closes)
+    _window(c, &t.bb.var.win, &b.bb.var.win)
+    _stoch(c, &t.stoch, &b.stoch)
+    _window(c, &t.vol_z.var.win, &b.vol_z.var.win)
+    _window(c, &t.rvol.var.win, &b.rvol.var.win)
+    _donchian(c, &t.donchian, &b.donchian)
+    _levels(c, &t.levels, &b.levels)
+    return c.expect(t.n_rsi == b.n_rsi and t.offset == b.offset)
 
 
-cdef int _block_data(StateCodec c, void* s) except -1:
-    cdef TFBlock* b = <TFBlock*>s
-    _window_data(c, &b.closes)
-    _window_data(c, &b.bb.var.win)
-    _stoch_data(c, &b.stoch)
-    _window_data(c, &b.vol_z.var.win)
-    _window_data(c, &b.rvol.var.win)
-    _donchian_data(c, &b.donchian)
-    return _levels_data(c, &b.levels)
+cdef int _correl(StateCodec c, void* s, const void* live) except -1:
+    _window(c, &(<CorrelState*>s).wx, &(<const CorrelState*>live).wx)
+    return _window(c, &(<CorrelState*>s).wy, &(<const CorrelState*>live).wy)
 
 
-cdef bint _correl_relink(void* tmp, const void* live) noexcept nogil:
-    cdef CorrelState* t = <CorrelState*>tmp
-    cdef const CorrelState* s = <const CorrelState*>live
-    cdef bint ok = _window_relink(&t.wx, &s.wx)
-    ok &= _window_relink(&t.wy, &s.wy)
-    return ok
-
-
-cdef int _correl_data(StateCodec c, void* s) except -1:
-    _window_data(c, &(<CorrelState*>s).wx)
-    return _window_data(c, &(<CorrelState*>s).wy)
-
-
-cdef bint _livestats_relink(void* tmp, const void* live) noexcept nogil:
-    return _window_relink(&(<LiveStats*>tmp).trades, &(<const LiveStats*>live).trades)
-
-
-cdef int _livestats_data(StateCodec c, void* s) except -1:
-    return _window_data(c, &(<LiveStats*>s).trades)
+cdef int _livestats(StateCodec c, void* s, const void* live) except -1:
+    return _window(c, &(<LiveStats*>s).trades, &(<const LiveStats*>live).trades)
 
 
 # ---------------------------------------------------------------- public walks
@@ -230,13 +199,13 @@ cdef int technical_codec(StateCodec c, TechnicalState st) except -1:
     c.raw(&st._guard, sizeof(BarGuard))
     c.raw(st._aggs, st._n_tf * sizeof(TFAgg))
     for i in range(st._n_tf):
-        _composite(c, &st._blocks[i], sizeof(TFBlock), _block_relink, _block_data, "technical block")
+        _composite(c, &st._blocks[i], sizeof(TFBlock), _block, "technical block")
     return c.raw(st._out, n_features * sizeof(double))
 
 
 cdef int correl_codec(StateCodec c, CorrelState* s) except -1:
-    return _composite(c, s, sizeof(CorrelState), _correl_relink, _correl_data, "correlation")
+    return _composite(c, s, sizeof(CorrelState), _correl, "correlation")
 
 
 cdef int livestats_codec(StateCodec c, LiveStats* s) except -1:
-    return _composite(c, s, sizeof(LiveStats), _livestats_relink, _livestats_data, "live statistics")
+    return _composite(c, s, sizeof(LiveStats), _livestats, "live statistics")

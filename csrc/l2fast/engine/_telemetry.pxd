@@ -30,19 +30,21 @@
 
 from l2fast.decision._voting cimport VOTE_MAX_MEMBERS
 
-cdef enum:
-    MET_MAX_CODES = 64          # reasoning codes, numbered 0 .. MET_MAX_CODES - 1 by the caller
-    MET_CONF_BUCKETS = 10       # confidence buckets of width 0.1
-    MET_LAT_BUCKETS = 89        # finite latency bounds: 4 per octave over 2**8 .. 2**30 ns
-    MET_LAT_MIN_SHIFT = 8       # the first bound is 2**MET_LAT_MIN_SHIFT ns
-    MET_STAGES = 5              # the stages below
-
-cdef enum:  # the caller's stage numbering (metrics_latency's ``stage``)
+# The caller's stage numbering (metrics_latency's ``stage``), the one declaration of the
+# stages: telemetry.pyx derives STAGE_NAMES (the names without MET_STAGE_, lower-cased).
+cpdef enum LatencyStage:
     MET_STAGE_TECHNICAL = 0     # bar validation and the technical state step
     MET_STAGE_INFERENCE = 1     # the ONNX ensemble run
     MET_STAGE_VOTE = 2          # member and technical votes, fusion, gates
     MET_STAGE_DECIDE = 3        # sizing, risk gate and the signal
     MET_STAGE_TOTAL = 4         # the whole bar
+
+cdef enum:
+    MET_MAX_CODES = 64          # reasoning codes, numbered 0 .. MET_MAX_CODES - 1 by the caller
+    MET_CONF_BUCKETS = 10       # confidence buckets of width 0.1
+    MET_LAT_BUCKETS = 89        # finite latency bounds: 4 per octave over 2**8 .. 2**30 ns
+    MET_LAT_MIN_SHIFT = 8       # the first bound is 2**MET_LAT_MIN_SHIFT ns
+    MET_STAGES = MET_STAGE_TOTAL + 1
 
 cdef struct LatencyHist:
     long long counts[MET_LAT_BUCKETS + 1]   # per bucket (not cumulative); the last: > 2**30 ns

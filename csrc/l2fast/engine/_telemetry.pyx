@@ -27,6 +27,7 @@ from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
 
 from l2fast.errors import InvalidInputError
 
+from l2fast._checks cimport enum_names
 from l2fast.decision._sizing cimport check_number
 
 # The bit length of v (0 for 0): one instruction where the compiler has a count of leading
@@ -46,7 +47,7 @@ cdef extern from *:
     int bit_length "l2f_bit_length"(unsigned long long v) noexcept nogil
 
 #: Stage names, by the stage numbers of metrics_latency.
-STAGE_NAMES = ("technical", "inference", "vote", "decide", "total")
+STAGE_NAMES = enum_names(globals()["LatencyStage"], "MET_STAGE_", True)
 #: Most reasoning codes one recorder counts.
 MAX_CODES = MET_MAX_CODES
 #: Most ensemble members one recorder follows.

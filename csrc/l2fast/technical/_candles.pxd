@@ -10,7 +10,6 @@
 # step is restored by a plain struct copy (``update_last``).
 
 cdef enum:
-    N_CANDLE_PATTERNS = 20
     # Bars kept: the oldest bar any pattern reads is 12 back (3BLACKCROWS' trailing
     # total), and a power of two makes the slot a mask.
     CANDLE_RING = 16
@@ -18,8 +17,10 @@ cdef enum:
     # rolled exactly where TA-Lib does, so borderline comparisons round the same way.
     N_CANDLE_TOTALS = 45
 
-# Output indices (``out[CDL_HAMMER]`` ...), also the order of CANDLESTICK_PATTERNS.
-cdef enum:
+# Output indices (``out[CDL_HAMMER]`` ...), also the order of CANDLESTICK_PATTERNS, which
+# names each (CDL_HAMMER: "CDLHAMMER", TA-Lib's name; tests/test_codes.py checks them).
+# Anonymous (Cython refuses a named enum as an index); cpdef, so that the test sees them.
+cpdef enum:
     CDL_DOJI = 0
     CDL_DOJISTAR = 1
     CDL_DRAGONFLYDOJI = 2
@@ -40,6 +41,9 @@ cdef enum:
     CDL_3BLACKCROWS = 17
     CDL_MARUBOZU = 18
     CDL_SPINNINGTOP = 19
+
+cdef enum:
+    N_CANDLE_PATTERNS = CDL_SPINNINGTOP + 1
 
 cdef struct CandleState:
     # Ring of recent bars; bar number t sits in slot t & (CANDLE_RING - 1).

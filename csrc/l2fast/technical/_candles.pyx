@@ -21,6 +21,8 @@ from l2fast._checks cimport as_input, check_finite, check_same_length
 cnp.import_array()
 
 
+#: TA-Lib's names of the patterns, in CDL_* order (candles.pxd; the output order): CDL_HAMMER
+#: is "CDLHAMMER" (tests/test_codes.py checks each against its constant; the count is checked here).
 CANDLESTICK_PATTERNS = (
     "CDLDOJI",
     "CDLDOJISTAR",
@@ -43,6 +45,8 @@ CANDLESTICK_PATTERNS = (
     "CDLMARUBOZU",
     "CDLSPINNINGTOP",
 )
+if len(CANDLESTICK_PATTERNS) != N_CANDLE_PATTERNS:
+    raise RuntimeError("CANDLESTICK_PATTERNS must name every CDL_* constant of candles.pxd")
 
 cdef enum:
     _MASK = CANDLE_RING - 1
@@ -635,6 +639,18 @@ _PATTERN_FNS[CDL_3WHITESOLDIERS] = _3whitesoldiers
 _PATTERN_FNS[CDL_3BLACKCROWS] = _3blackcrows
 _PATTERN_FNS[CDL_MARUBOZU] = _marubozu
 _PATTERN_FNS[CDL_SPINNINGTOP] = _spinningtop
+
+
+cdef int _check_pattern_fns() except -1:
+    # A pattern declared in candles.pxd without a kernel here would call NULL: refuse to load.
+    cdef int i
+    for i in range(N_CANDLE_PATTERNS):
+        if _PATTERN_FNS[i] == NULL:
+            raise RuntimeError(f"{CANDLESTICK_PATTERNS[i]} has no kernel in _PATTERN_FNS")
+    return 0
+
+
+_check_pattern_fns()
 
 
 # ------------------------------------------------------------- Python API

@@ -12,10 +12,11 @@ cdef enum:
     MAX_RSI = 4           # RSI periods per timeframe
     MAX_TIMEFRAMES = 8
 
-# Offsets inside one timeframe's block of features, in name order (see SLOT_NAMES in
-# features.pyx, which must list them in this order). RSI slots follow S_RSI, then the
-# candlestick patterns.
-cdef enum:  # slots
+# Offsets inside one timeframe's block of features. features.pyx names each in its _SLOTS
+# table (checked against these at import and by tests/test_codes.py) and keys its warm-up
+# by the constant. cpdef: the constants are visible to Python for that test. RSI slots
+# follow S_RSI, then the candlestick patterns.
+cpdef enum:  # slots
     S_CLOSE = 0
     S_RET_1
     S_RET_5

@@ -30,20 +30,33 @@ from l2fast.errors import InvalidBarError, InvalidInputError
 
 cnp.import_array()
 
-# Base names of the fixed slots, in Slot order (features.pxd); "{...}" takes a period.
-SLOT_NAMES = (
-    "close", "ret_1", "ret_5",
-    "macd", "macd_signal", "macd_hist", "macd_hist_pct",
-    "bb_upper", "bb_middle", "bb_lower", "bb_pctb", "bb_width",
-    "atr_{atr}", "atr_pct",
-    "stoch_k", "stoch_d",
-    "adx_{adx}", "plus_di_{adx}", "minus_di_{adx}",
-    "obv", "vol_z_{vol_z}", "rvol_{rvol}",
-    "donchian_upper_{donchian}", "donchian_lower_{donchian}", "donchian_pos_{donchian}",
-    "sr_support", "sr_resistance", "sr_dist_support", "sr_dist_resistance",
-    "sr_support_strength", "sr_resistance_strength", "sr_breakout",
-    "sr_double_top", "sr_double_bottom", "sr_in_range",
+# The fixed slots in S_* order (features.pxd), one row each: its constant and its base name
+# ("{...}" takes a period). The constants index a C array, so their enum stays anonymous
+# and gives no names; the row keeps each name beside its constant, the check below that
+# row i is constant i, and tests/test_codes.py that each name is its constant's.
+_SLOTS = (
+    (S_CLOSE, "close"), (S_RET_1, "ret_1"), (S_RET_5, "ret_5"),
+    (S_MACD, "macd"), (S_MACD_SIGNAL, "macd_signal"), (S_MACD_HIST, "macd_hist"),
+    (S_MACD_HIST_PCT, "macd_hist_pct"),
+    (S_BB_UPPER, "bb_upper"), (S_BB_MIDDLE, "bb_middle"), (S_BB_LOWER, "bb_lower"),
+    (S_BB_PCTB, "bb_pctb"), (S_BB_WIDTH, "bb_width"),
+    (S_ATR, "atr_{atr}"), (S_ATR_PCT, "atr_pct"),
+    (S_STOCH_K, "stoch_k"), (S_STOCH_D, "stoch_d"),
+    (S_ADX, "adx_{adx}"), (S_PLUS_DI, "plus_di_{adx}"), (S_MINUS_DI, "minus_di_{adx}"),
+    (S_OBV, "obv"), (S_VOL_Z, "vol_z_{vol_z}"), (S_RVOL, "rvol_{rvol}"),
+    (S_DONCHIAN_UPPER, "donchian_upper_{donchian}"), (S_DONCHIAN_LOWER, "donchian_lower_{donchian}"),
+    (S_DONCHIAN_POS, "donchian_pos_{donchian}"),
+    (S_SR_SUPPORT, "sr_support"), (S_SR_RESISTANCE, "sr_resistance"),
+    (S_SR_DIST_SUPPORT, "sr_dist_support"), (S_SR_DIST_RESISTANCE, "sr_dist_resistance"),
+    (S_SR_SUPPORT_STRENGTH, "sr_support_strength"), (S_SR_RESISTANCE_STRENGTH, "sr_resistance_strength"),
+    (S_SR_BREAKOUT, "sr_breakout"),
+    (S_SR_DOUBLE_TOP, "sr_double_top"), (S_SR_DOUBLE_BOTTOM, "sr_double_bottom"),
+    (S_SR_IN_RANGE, "sr_in_range"),
 )
+if [slot for slot, _ in _SLOTS] != list(range(S_RSI)):
+    raise RuntimeError("_SLOTS must list every fixed slot of features.pxd once, in S_* order")
+#: Base names of the fixed slots, in slot order; "{...}" takes a period.
+SLOT_NAMES = tuple(name for _, name in _SLOTS)
 FIRST_RSI_SLOT = S_RSI
 
 
@@ -147,7 +160,7 @@ cdef void _block_free(TFBlock* b) noexcept nogil:
 
 
 def _slot_warmups(config) -> dict:
-    """Closed bars of its timeframe each fixed slot needs before it is finite.
+    """Closed bars of its timeframe each fixed slot (by its S_* constant) needs before it is finite.
 
     Each kernel's NaN prefix is TA-Lib's lookback, so a slot is finite from bar
     ``lookback + 1`` on. Support/resistance slots count the bars until pivots, the volume
@@ -162,17 +175,17 @@ def _slot_warmups(config) -> dict:
     bb = config.bb_period
     don = config.donchian_period
     return {
-        "close": 1, "ret_1": 2, "ret_5": 6,
-        "macd": macd, "macd_signal": macd, "macd_hist": macd, "macd_hist_pct": macd,
-        "bb_upper": bb, "bb_middle": bb, "bb_lower": bb, "bb_pctb": bb, "bb_width": bb,
-        "atr_{atr}": config.atr_period + 1, "atr_pct": config.atr_period + 1,
-        "stoch_k": stoch, "stoch_d": stoch,
-        "adx_{adx}": 2 * config.adx_period, "plus_di_{adx}": di, "minus_di_{adx}": di,
-        "obv": 1, "vol_z_{vol_z}": config.volume_z_period, "rvol_{rvol}": config.realized_vol_period + 1,
-        "donchian_upper_{donchian}": don, "donchian_lower_{donchian}": don, "donchian_pos_{donchian}": don,
-        "sr_support": sr, "sr_resistance": sr, "sr_dist_support": sr, "sr_dist_resistance": sr,
-        "sr_support_strength": sr, "sr_resistance_strength": sr, "sr_breakout": sr,
-        "sr_double_top": sr, "sr_double_bottom": sr, "sr_in_range": sr,
+        S_CLOSE: 1, S_RET_1: 2, S_RET_5: 6,
+        S_MACD: macd, S_MACD_SIGNAL: macd, S_MACD_HIST: macd, S_MACD_HIST_PCT: macd,
+        S_BB_UPPER: bb, S_BB_MIDDLE: bb, S_BB_LOWER: bb, S_BB_PCTB: bb, S_BB_WIDTH: bb,
+        S_ATR: config.atr_period + 1, S_ATR_PCT: config.atr_period + 1,
+        S_STOCH_K: stoch, S_STOCH_D: stoch,
+        S_ADX: 2 * config.adx_period, S_PLUS_DI: di, S_MINUS_DI: di,
+        S_OBV: 1, S_VOL_Z: config.volume_z_period, S_RVOL: config.realized_vol_period + 1,
+        S_DONCHIAN_UPPER: don, S_DONCHIAN_LOWER: don, S_DONCHIAN_POS: don,
+        S_SR_SUPPORT: sr, S_SR_RESISTANCE: sr, S_SR_DIST_SUPPORT: sr, S_SR_DIST_RESISTANCE: sr,
+        S_SR_SUPPORT_STRENGTH: sr, S_SR_RESISTANCE_STRENGTH: sr, S_SR_BREAKOUT: sr,
+        S_SR_DOUBLE_TOP: sr, S_SR_DOUBLE_BOTTOM: sr, S_SR_IN_RANGE: sr,
     }
 
 
@@ -186,7 +199,7 @@ def _block(config) -> list:
         "donchian": config.donchian_period,
     }
     slots = _slot_warmups(config)
-    block = [(name.format(**params), slots[name]) for name in SLOT_NAMES]
+    block = [(name.format(**params), slots[slot]) for slot, name in enumerate(SLOT_NAMES)]
     block += [(f"rsi_{p}", p + 1) for p in config.rsi_periods]
     # Patterns are 0, not NaN, during their lookback: they count until all have left it.
     block += [(f"cdl_{name[3:].lower()}", candles_warmup()) for name in CANDLESTICK_PATTERNS]

@@ -230,7 +230,7 @@ async def _serve(options: WorkerOptions, transport: RedisTransport, gen: Tactica
         collector = EngineCollector(gen.metrics, worker=options.consumer, adapter=lambda: _adapter_stats(adapter))
         server = MetricsServer(collector, port=options.metrics_port)
         await server.start()
-        logger.info("metrics on http://127.0.0.1:%d/metrics", server.port)
+        logger.info("metrics on http://%s:%d/metrics", server.host, server.port)
     processing = asyncio.create_task(adapter.start_processing())
     reporter = asyncio.create_task(report())
     stopper = asyncio.create_task(stop.wait())

@@ -291,6 +291,14 @@ def _demo_changes() -> list[str]:
     return changes
 
 
+def _default_decision_text() -> str:
+    """What :func:`~l2fast.evaluation.replay.default_decision` decides, but its universe."""
+    from l2fast.evaluation.replay import default_decision
+
+    d = default_decision(["BTC/USDT"])  # any universe: it is not shown
+    return f"{d.regime}, target_exposure {d.target_exposure:g}, {d.risk_appetite}"
+
+
 def _toml_text(value: object) -> str:
     if value is None:
         return "unset"
@@ -601,6 +609,7 @@ def _add_bus_commands(sub: argparse._SubParsersAction) -> None:
     from l2fast.bus.adapter import DEFAULT_CONSUMER, DEFAULT_GROUP, DEFAULT_SIGNALS, SNAPSHOT_EVERY, SNAPSHOT_INTERVAL_S
     from l2fast.bus.lease import LEASE_TTL_MS
     from l2fast.bus.tools import L1_CONSUMER, L1_GROUP
+    from l2fast.ops.monitoring import METRICS_HOST
 
     work = sub.add_parser(
         "worker", help="run the engine on a Redis bus (crash-safe with --snapshot)",
@@ -628,7 +637,7 @@ def _add_bus_commands(sub: argparse._SubParsersAction) -> None:
                            "stops)")
     work.add_argument("--stale-after-ms", type=int, metavar="MS", help="flag signals older than this as stale")
     work.add_argument("--metrics-port", type=int, metavar="PORT",
-                      help="serve Prometheus metrics on 127.0.0.1:PORT/metrics (0: any free port)")
+                      help=f"serve Prometheus metrics on {METRICS_HOST}:PORT/metrics (0: any free port)")
     work.add_argument("--symbols", metavar="LIST",
                       help="own these symbols (comma-separated) when several workers share them: bars and fills "
                            "are then read per symbol (publish with --partitioned); a worker started for owned "
@@ -679,6 +688,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the l2fast command line and return the process exit code."""
     from l2fast import __version__
     from l2fast.data import TEMPLATES
+    from l2fast.evaluation.backtest import HORIZONS
+    from l2fast.evaluation.performance import MINUTES_PER_YEAR
     from l2fast.evaluation.synthetic import DEFAULT_BARS, DEFAULT_SEED
     from l2fast.ops import DASHBOARD_REFRESH_S
 
@@ -715,7 +726,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                      help="TOML merged over the defaults (e.g. the demo's: l2fast config --template demo > demo.toml)")
     rep.add_argument("--decisions", metavar="FILE",
                      help="JSONL of L3 decisions, each installed when the bar time reaches its ts_ms "
-                          "(default: trending, target_exposure 0.5, moderate, universe = the replayed symbols)")
+                          f"(default: {_default_decision_text()}, universe = the replayed symbols)")
     _add_replay_options(rep)
     rep.set_defaults(func=_cmd_replay)
     demo = sub.add_parser(
@@ -739,8 +750,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "on its first bars, which are then not evaluated), replay the period through the engine "
                     "and a paper L1 for the ensemble, each member traded alone, the ensemble without "
                     "technical votes and buy-and-hold, and print their returns, Sharpe/Sortino (1-minute "
-                    "returns annualised by sqrt(525600)), drawdown, trades, signal hit rates at 5/15/60 "
-                    "minutes, latency and risk denials side by side.")
+                    f"returns annualised by sqrt({MINUTES_PER_YEAR})), drawdown, trades, signal hit rates at "
+                    f"{'/'.join(map(str, HORIZONS))} minutes, latency and risk denials side by side.")
     bench.add_argument("--data", required=True, metavar="DIR",
                        help="folder of 1m bar files named like btcusdt_1m.csv.gz (several per symbol are joined)")
     bench.add_argument("--period", required=True, metavar="FIRST_LAST",

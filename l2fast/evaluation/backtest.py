@@ -35,7 +35,7 @@ Metrics (formulas in :mod:`l2fast.evaluation.performance`):
   share of minutes ending with a position; turnover the traded notional over the mean
   equity; trades, win rate and profit factor count closed trades.
 - Signal accuracy: each buy or sell signal is a call that the close moves its way; it is
-  a hit at horizon ``h`` (5, 15 and 60 minutes) when the symbol's close ``h`` minutes
+  a hit at horizon ``h`` (:data:`HORIZONS`) when the symbol's close ``h`` minutes
   after the signal's bar is beyond the signal bar's close in the signal's direction
   (:func:`l2fast.evaluation.performance.directional_hits`). ``signals`` covers the buy/sell signals the
   engine emitted; ``votes`` every bar whose fused vote had a direction, gates passed or
@@ -704,7 +704,7 @@ def run_benchmark(models_path: str | os.PathLike[str] | None, test_period: str |
         warmup_bars: Warm-up bars per symbol, at least the engine's ``warmup_bars``
             (default: exactly that).
         decision: The L3 decision (default :func:`l2fast.evaluation.replay.default_decision` over
-            ``symbols``: trending, target exposure 0.5, moderate).
+            ``symbols``).
         progress: Name each strategy and show the replay's progress bar on stderr.
 
     Returns:

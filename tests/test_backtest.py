@@ -21,6 +21,7 @@ import pytest
 from support import exit_code, write_csv
 
 from l2fast.cli.main import main
+from l2fast.config import EngineConfig
 from l2fast.data import shipped_config
 from l2fast.engine.generator import TacticalSignalGenerator
 from l2fast.errors import InvalidInputError
@@ -33,7 +34,7 @@ from l2fast.evaluation.backtest import (
     run_benchmark,
     strategy_configs,
 )
-from l2fast.evaluation.paper import PaperBroker
+from l2fast.evaluation.paper import DEFAULT_FEE_BPS, DEFAULT_SLIPPAGE_BPS, PaperBroker
 from l2fast.evaluation.replay import BarStream, default_decision, demo_config, replay
 from l2fast.evaluation.report import format_markdown, targets
 from l2fast.evaluation.synthetic import generate_bars
@@ -135,7 +136,7 @@ def test_every_strategy_is_evaluated_and_they_share_the_minutes(result):
     for s in result.strategies:
         np.testing.assert_array_equal(s.minute_ts, minutes)
         assert s.equity.size == minutes.size + 1
-        assert s.equity[0] == 10_000.0
+        assert s.equity[0] == EngineConfig.initial_equity
 
 
 def test_the_ensemble_matches_a_hand_assembled_backtest(result, reference):
@@ -472,6 +473,7 @@ def test_a_day_of_real_btc_warms_up_on_the_bars_before_it(data_dir):
     assert result.bars_by_symbol == {BTC: 1440}
     bars = load_bars_csv(data_dir / "btcusdt_1m.csv.gz")
     day = (bars["ts"] >= ms("2024-06-01T00:00")) & (bars["ts"] < ms("2024-06-02T00:00"))
-    entry = bars["open"][day][0] * 1.0002
-    expected = 10_000.0 / (entry * 1.001) * bars["close"][day][-1]
+    # The default equity and costs, bought at the first open and held.
+    entry = bars["open"][day][0] * (1.0 + DEFAULT_SLIPPAGE_BPS / 10_000.0)
+    expected = EngineConfig.initial_equity / (entry * (1.0 + DEFAULT_FEE_BPS / 10_000.0)) * bars["close"][day][-1]
     assert result.buy_and_hold.final_equity == pytest.approx(expected, rel=1e-12)

@@ -30,6 +30,7 @@ from redis.asyncio import Redis
 from support import REDIS_SERVER, RedisServer, exit_code, free_port, write_csv
 
 from l2fast.bus import MessageBus, Topic
+from l2fast.bus.adapter import DEFAULT_CONSUMER, DEFAULT_GROUP
 from l2fast.bus.lease import SymbolLease
 from l2fast.bus.redis import REPLY_TIMEOUT_S, RedisRetry, RedisTransport, redacted_url
 from l2fast.bus.tools import collect_signals
@@ -99,7 +100,7 @@ def test_a_worker_started_while_redis_is_down_connects_once_it_comes_up(tmp_path
     try:
         _wait_for(log, "retry 2 in ", worker)
         server.start()
-        _wait_for(log, "worker l2/l2-0 reading", worker)
+        _wait_for(log, f"worker {DEFAULT_GROUP}/{DEFAULT_CONSUMER} reading", worker)
         worker.send_signal(signal.SIGTERM)
         assert worker.wait(30) == 0, log.read_text()
     finally:
@@ -121,7 +122,7 @@ def test_a_running_worker_whose_redis_goes_away_gives_up_after_its_timeout(serve
                                       "--lease-ttl-ms", "30000"),
                               cwd=REPO, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
     try:
-        _wait_for(log, "worker l2/l2-0 reading", worker)
+        _wait_for(log, f"worker {DEFAULT_GROUP}/{DEFAULT_CONSUMER} reading", worker)
         server.stop()
         stopped = time.monotonic()
         assert worker.wait(30) == EXIT_REDIS_UNREACHABLE, log.read_text()

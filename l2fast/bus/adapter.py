@@ -68,7 +68,17 @@ from l2fast.signals import Side, StrategicDecision, TacticalSignal
 if TYPE_CHECKING:
     from l2fast.engine.generator import TacticalSignalGenerator
 
-__all__ = ["INPUT_TOPICS", "AdapterStats", "L2BusAdapter", "SignalFilter"]
+__all__ = [
+    "DEFAULT_CONSUMER",
+    "DEFAULT_GROUP",
+    "DEFAULT_SIGNALS",
+    "INPUT_TOPICS",
+    "SNAPSHOT_EVERY",
+    "SNAPSHOT_INTERVAL_S",
+    "AdapterStats",
+    "L2BusAdapter",
+    "SignalFilter",
+]
 
 logger = logging.getLogger("l2fast.bus")
 
@@ -86,6 +96,18 @@ class SignalFilter(StrEnum):
     ACTIONABLE = "actionable"
     #: Every signal, one per bar.
     ALL = "all"
+
+
+# The adapter's defaults, which the worker (WorkerOptions) and the CLI take from here.
+#: Which signals are published.
+DEFAULT_SIGNALS = SignalFilter.ACTIONABLE
+#: Consumer group of the L2 workers, and this reader's name in it.
+DEFAULT_GROUP = "l2"
+DEFAULT_CONSUMER = "l2-0"
+#: Messages handled between two snapshots (with a snapshot path).
+SNAPSHOT_EVERY = 10_000
+#: Longest time between two snapshots while messages come, seconds.
+SNAPSHOT_INTERVAL_S = 5.0
 
 
 @dataclass(slots=True)
@@ -145,10 +167,10 @@ class L2BusAdapter:
     """
 
     def __init__(self, bus: MessageBus, generator: TacticalSignalGenerator, *,
-                 signals: SignalFilter | str = SignalFilter.ACTIONABLE, stale_after_ms: int | None = None,
-                 group: str = "l2", consumer: str = "l2-0", clock: Callable[[], int] = wall_clock_ms,
-                 snapshot: str | os.PathLike[str] | None = None, snapshot_every: int = 10_000,
-                 snapshot_interval_s: float = 5.0, batch: int = 256,
+                 signals: SignalFilter | str = DEFAULT_SIGNALS, stale_after_ms: int | None = None,
+                 group: str = DEFAULT_GROUP, consumer: str = DEFAULT_CONSUMER, clock: Callable[[], int] = wall_clock_ms,
+                 snapshot: str | os.PathLike[str] | None = None, snapshot_every: int = SNAPSHOT_EVERY,
+                 snapshot_interval_s: float = SNAPSHOT_INTERVAL_S, batch: int = 256,
                  symbols: Sequence[str] | None = None) -> None:
         if stale_after_ms is not None and (type(stale_after_ms) is not int or stale_after_ms < 0):
             raise ValueError(f"stale_after_ms={stale_after_ms!r}: must be an integer >= 0 or None")

@@ -25,18 +25,26 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from redis.asyncio import Redis
-
-from l2fast.bus.redis import RedisRetry
 from l2fast.errors import L2FastError
 
-__all__ = ["EVERY_SYMBOL", "LeaseLost", "SymbolLease"]
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+    from l2fast.bus.redis import RedisRetry
+
+__all__ = ["EVERY_SYMBOL", "LEASE_TTL_MS", "LeaseLost", "SymbolLease"]
 
 logger = logging.getLogger("l2fast.bus")
 
 #: The lease name of a worker that reads every symbol (a bus not partitioned by symbol).
 EVERY_SYMBOL = "*"
+
+#: Default time to live of a lease, milliseconds: the worker's and the CLI's
+#: ``--lease-ttl-ms``. (This module imports redis-py only where it uses it, so that the CLI
+#: can show this default without it.)
+LEASE_TTL_MS = 10_000
 
 # KEYS: the symbols' owner keys. ARGV: owner, ttl (ms). Returns the first key owned by
 # someone else (nothing taken), or an empty string (all taken or renewed).
@@ -85,7 +93,7 @@ class SymbolLease:
     """
 
     def __init__(self, client: Redis, symbols: Sequence[str], owner: str, *, prefix: str = "",
-                 ttl_ms: int = 10_000, retry: RedisRetry | None = None) -> None:
+                 ttl_ms: int = LEASE_TTL_MS, retry: RedisRetry | None = None) -> None:
         if not symbols or len(set(symbols)) != len(symbols):
             raise ValueError(f"symbols={list(symbols)!r}: must be a non-empty list of distinct symbols")
         if not owner:
@@ -99,7 +107,11 @@ class SymbolLease:
         self._take = client.register_script(_TAKE)
         self._renew = client.register_script(_RENEW)
         self._release = client.register_script(_RELEASE)
-        self._retry = retry if retry is not None else RedisRetry(_url_of(client))
+        if retry is None:
+            from l2fast.bus.redis import RedisRetry
+
+            retry = RedisRetry(_url_of(client))
+        self._retry = retry
 
     async def try_acquire(self) -> str | None:
         """Take every symbol's lease if none is owned by another worker.

@@ -93,7 +93,17 @@ from redis.typing import KeyT, StreamIdT
 from l2fast.bus.transport import BusClosed, Delivery, Overflow, QueuePolicy, Subscription, Transport
 from l2fast.errors import BusUnavailableError
 
-__all__ = ["REPLY_TIMEOUT_S", "RedisRetry", "RedisSubscription", "RedisTransport", "redacted_url"]
+__all__ = [
+    "BACKOFF_MAX_S",
+    "BACKOFF_MIN_S",
+    "CONNECT_TIMEOUT_S",
+    "REDIS_URL",
+    "REPLY_TIMEOUT_S",
+    "RedisRetry",
+    "RedisSubscription",
+    "RedisTransport",
+    "redacted_url",
+]
 
 logger = logging.getLogger("l2fast.bus")
 
@@ -106,6 +116,17 @@ TRANSIENT_ERRORS = (redis_errors.ConnectionError, redis_errors.TimeoutError, OSE
 #: How long a reply may take, beyond a blocking command's own wait, before the connection
 #: is taken for dead (a live Redis answers in milliseconds).
 REPLY_TIMEOUT_S = 5.0
+
+#: How long opening a connection to Redis may take (the transport's and the dashboard's).
+CONNECT_TIMEOUT_S = 2.0
+
+#: Default Redis of the transport and the worker.
+REDIS_URL = "redis://127.0.0.1:6379/0"
+
+#: Default first and longest wait between two retries while Redis is unreachable (the
+#: wait doubles from one to the other): :class:`RedisRetry`'s and the transport's.
+BACKOFF_MIN_S = 0.05
+BACKOFF_MAX_S = 2.0
 
 
 def redacted_url(url: str) -> str:
@@ -142,8 +163,8 @@ class RedisRetry:
         ValueError: A time out of range.
     """
 
-    def __init__(self, url: str, *, give_up_after_s: float | None = None, backoff_min_s: float = 0.05,
-                 backoff_max_s: float = 2.0) -> None:
+    def __init__(self, url: str, *, give_up_after_s: float | None = None, backoff_min_s: float = BACKOFF_MIN_S,
+                 backoff_max_s: float = BACKOFF_MAX_S) -> None:
         if not (0 < backoff_min_s <= backoff_max_s):
             raise ValueError(f"backoff_min_s={backoff_min_s!r}, backoff_max_s={backoff_max_s!r}: "
                              "need 0 < backoff_min_s <= backoff_max_s")
@@ -399,10 +420,11 @@ class RedisTransport(Transport):
 
     needs_bytes = True
 
-    def __init__(self, url: str = "redis://127.0.0.1:6379/0", *, policies: Mapping[str, QueuePolicy] | None = None,
+    def __init__(self, url: str = REDIS_URL, *, policies: Mapping[str, QueuePolicy] | None = None,
                  default: QueuePolicy = QueuePolicy(), prefix: str = "", count: int = 256, block_ms: int = 200,
-                 claim_idle_ms: int = 30_000, claim_interval_s: float = 5.0, backoff_min_s: float = 0.05,
-                 backoff_max_s: float = 2.0, give_up_after_s: float | None = None, partitioned: Sequence[str] = (),
+                 claim_idle_ms: int = 30_000, claim_interval_s: float = 5.0, backoff_min_s: float = BACKOFF_MIN_S,
+                 backoff_max_s: float = BACKOFF_MAX_S, give_up_after_s: float | None = None,
+                 partitioned: Sequence[str] = (),
                  trimmed: Sequence[str] = TRIMMED_TOPICS, socket_timeout_s: float | None = None,
                  client: Redis | None = None) -> None:
         for name, value in (("count", count), ("block_ms", block_ms), ("claim_idle_ms", claim_idle_ms)):
@@ -432,7 +454,7 @@ class RedisTransport(Transport):
         self._policies = dict(policies or {})
         self._default = default
         if client is None:
-            client = Redis.from_url(url, socket_connect_timeout=2.0, socket_timeout=socket_timeout_s)
+            client = Redis.from_url(url, socket_connect_timeout=CONNECT_TIMEOUT_S, socket_timeout=socket_timeout_s)
             # Our own client only: a caller's keeps redis-py's replies.
             client.set_response_callback("XREADGROUP", _stream_entries)
         self._client = client

@@ -31,7 +31,12 @@ from l2fast.signals import StrategicDecision
 if TYPE_CHECKING:
     from l2fast.bus.redis import RedisRetry
 
-__all__ = ["collect_signals", "feed", "load_fills", "publish_feed"]
+__all__ = ["L1_CONSUMER", "L1_GROUP", "collect_signals", "feed", "load_fills", "publish_feed"]
+
+#: Default consumer group of the minimal L1 (:func:`collect_signals`, ``python -m l2fast signals``)
+#: and this reader's name in it.
+L1_GROUP = "l1"
+L1_CONSUMER = "l1-0"
 
 _COLUMNS = ("ts", "open", "high", "low", "close", "volume")
 
@@ -117,7 +122,8 @@ async def publish_feed(bus: MessageBus, messages: Sequence[tuple[Topic, Message]
 _READ_BATCH = 256
 
 
-async def collect_signals(bus: MessageBus, *, group: str = "l1", consumer: str = "l1-0", count: int | None = None,
+async def collect_signals(bus: MessageBus, *, group: str = L1_GROUP, consumer: str = L1_CONSUMER,
+                          count: int | None = None,
                           idle_exit_s: float | None = None, on_signal: Callable[[dict[str, Any]], None] | None = None,
                           ) -> tuple[list[dict[str, Any]], int]:
     """Read signals until ``count`` distinct ones or ``idle_exit_s`` seconds without any.

@@ -50,9 +50,10 @@ import signal
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from l2fast.bus import L2BusAdapter, MessageBus, SignalFilter, Topic
-from l2fast.bus.lease import EVERY_SYMBOL, LeaseLost, SymbolLease
-from l2fast.bus.redis import RedisTransport, redacted_url
+from l2fast.bus import L2BusAdapter, MessageBus, Topic
+from l2fast.bus.adapter import DEFAULT_CONSUMER, DEFAULT_GROUP, DEFAULT_SIGNALS, SNAPSHOT_EVERY, SNAPSHOT_INTERVAL_S
+from l2fast.bus.lease import EVERY_SYMBOL, LEASE_TTL_MS, LeaseLost, SymbolLease
+from l2fast.bus.redis import REDIS_URL, RedisTransport, redacted_url
 from l2fast.bus.transport import REDIS_TIMEOUT_S
 from l2fast.config import L2Config
 from l2fast.engine.generator import TacticalSignalGenerator
@@ -91,21 +92,21 @@ class WorkerOptions:
             once the worker runs).
     """
 
-    redis: str = "redis://127.0.0.1:6379/0"
+    redis: str = REDIS_URL
     config: L2Config | None = None
     models_dir: str | None = None
     snapshot: str | None = None
-    snapshot_every: int = 10_000
-    snapshot_interval_s: float = 5.0
-    group: str = "l2"
-    consumer: str = "l2-0"
+    snapshot_every: int = SNAPSHOT_EVERY
+    snapshot_interval_s: float = SNAPSHOT_INTERVAL_S
+    group: str = DEFAULT_GROUP
+    consumer: str = DEFAULT_CONSUMER
     prefix: str = ""
-    signals: str = SignalFilter.ACTIONABLE.value
+    signals: str = DEFAULT_SIGNALS.value
     stale_after_ms: int | None = None
     metrics_port: int | None = None
     metrics_interval_s: float = 1.0
     symbols: tuple[str, ...] | None = None
-    lease_ttl_ms: int = 10_000
+    lease_ttl_ms: int = LEASE_TTL_MS
     redis_timeout_s: float | None = REDIS_TIMEOUT_S
 
     @property
@@ -229,7 +230,7 @@ async def _serve(options: WorkerOptions, transport: RedisTransport, gen: Tactica
         collector = EngineCollector(gen.metrics, worker=options.consumer, adapter=lambda: _adapter_stats(adapter))
         server = MetricsServer(collector, port=options.metrics_port)
         await server.start()
-        logger.info("metrics on http://127.0.0.1:%d/metrics", server.port)
+        logger.info("metrics on http://%s:%d/metrics", server.host, server.port)
     processing = asyncio.create_task(adapter.start_processing())
     reporter = asyncio.create_task(report())
     stopper = asyncio.create_task(stop.wait())

@@ -27,8 +27,8 @@ Commands:
 Bad input (unreadable file, bad date, invalid config or decisions) prints ``error: ...``
 on stderr and exits with code 2. The Redis commands (worker, publish, signals, dashboard)
 retry while Redis is unreachable, logging each retry, and after ``--redis-timeout``
-seconds (default 30; 0: retry for ever) print ``error: redis at URL unreachable: ...``
-and exit with code 3.
+seconds (default :data:`l2fast.bus.transport.REDIS_TIMEOUT_S`; 0: retry for ever) print
+``error: redis at URL unreachable: ...`` and exit with code 3.
 """
 
 from __future__ import annotations
@@ -57,6 +57,9 @@ if TYPE_CHECKING:
     from l2fast.signals import StrategicDecision
 
 T = TypeVar("T")
+
+#: Bars the demo generates (or takes from the end of each --data file) by default.
+_DEMO_BARS = 30_000
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -288,6 +291,14 @@ def _demo_changes() -> list[str]:
     return changes
 
 
+def _default_decision_text() -> str:
+    """What :func:`~l2fast.evaluation.replay.default_decision` decides, but its universe."""
+    from l2fast.evaluation.replay import default_decision
+
+    d = default_decision(["BTC/USDT"])  # any universe: it is not shown
+    return f"{d.regime}, target_exposure {d.target_exposure:g}, {d.risk_appetite}"
+
+
 def _toml_text(value: object) -> str:
     if value is None:
         return "unset"
@@ -401,22 +412,32 @@ def _utc_text(ts_ms: int) -> str:
     return datetime.fromtimestamp(ts_ms / 1000, UTC).strftime("%Y-%m-%d %H:%M")
 
 
+def _add_cost_options(parser: argparse.ArgumentParser) -> None:
+    """The paper L1's ``--fee-bps`` and ``--slippage-bps`` (replay, demo, benchmark)."""
+    from l2fast.evaluation.paper import DEFAULT_FEE_BPS, DEFAULT_SLIPPAGE_BPS
+
+    parser.add_argument("--fee-bps", type=float, default=DEFAULT_FEE_BPS,
+                        help=f"fee per fill, basis points of its notional (default {DEFAULT_FEE_BPS:g})")
+    parser.add_argument("--slippage-bps", type=float, default=DEFAULT_SLIPPAGE_BPS,
+                        help=f"price worsening per fill against the trader, basis points (default "
+                             f"{DEFAULT_SLIPPAGE_BPS:g})")
+
+
 def _add_replay_options(parser: argparse.ArgumentParser) -> None:
+    from l2fast.ops import DASHBOARD_EVERY
+
     parser.add_argument("--symbol", action="append", metavar="SYMBOL",
                         help="symbol of each --data file, in order (default: from the file name, "
                              "e.g. btcusdt_1m.csv.gz -> BTC/USDT)")
     parser.add_argument("--out", metavar="FILE", help="write the signals as JSON lines (TacticalSignal.to_dict)")
     parser.add_argument("--all-signals", action="store_true", help="with --out: write holds too (default: buy/sell)")
-    parser.add_argument("--fee-bps", type=float, default=10.0, help="fee per fill, basis points of its notional "
-                                                                     "(default 10)")
-    parser.add_argument("--slippage-bps", type=float, default=2.0,
-                        help="price worsening per fill against the trader, basis points (default 2)")
+    _add_cost_options(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     parser.add_argument("--dashboard", action="store_true",
                         help="draw the live dashboard (l2fast.ops.dashboard; needs l2fast[dashboard]) instead of "
                              "the progress bar")
-    parser.add_argument("--dashboard-every", type=int, default=1_000, metavar="N",
-                        help="with --dashboard: bars between two redraws (default 1000)")
+    parser.add_argument("--dashboard-every", type=int, default=DASHBOARD_EVERY, metavar="N",
+                        help=f"with --dashboard: bars between two redraws (default {DASHBOARD_EVERY})")
 
 
 def _run_async(coro: Coroutine[Any, Any, T]) -> T | None:
@@ -584,6 +605,12 @@ def _cmd_signals(args: argparse.Namespace) -> int:
 
 
 def _add_bus_commands(sub: argparse._SubParsersAction) -> None:
+    from l2fast.bus import SignalFilter
+    from l2fast.bus.adapter import DEFAULT_CONSUMER, DEFAULT_GROUP, DEFAULT_SIGNALS, SNAPSHOT_EVERY, SNAPSHOT_INTERVAL_S
+    from l2fast.bus.lease import LEASE_TTL_MS
+    from l2fast.bus.tools import L1_CONSUMER, L1_GROUP
+    from l2fast.ops.monitoring import METRICS_HOST
+
     work = sub.add_parser(
         "worker", help="run the engine on a Redis bus (crash-safe with --snapshot)",
         description="Read l3.decisions, l1.fills and market.bars from Redis Streams, publish l2.signals. With "
@@ -596,25 +623,28 @@ def _add_bus_commands(sub: argparse._SubParsersAction) -> None:
     work.add_argument("--config", metavar="FILE", help="TOML merged over the defaults (unused when restoring)")
     work.add_argument("--models", metavar="DIR", help="models folder (default: model.models_dir)")
     work.add_argument("--snapshot", metavar="FILE", help="engine snapshot file (restored from, written to)")
-    work.add_argument("--snapshot-every", type=int, default=10_000, metavar="N",
-                      help="messages between snapshots (default 10000)")
-    work.add_argument("--snapshot-interval", type=float, default=5.0, metavar="S",
-                      help="longest time between snapshots, seconds (default 5)")
-    work.add_argument("--group", default="l2", help="consumer group of the L2 workers (default l2)")
-    work.add_argument("--consumer", default="l2-0", help="this worker's name, kept across restarts (default l2-0)")
+    work.add_argument("--snapshot-every", type=int, default=SNAPSHOT_EVERY, metavar="N",
+                      help=f"messages between snapshots (default {SNAPSHOT_EVERY})")
+    work.add_argument("--snapshot-interval", type=float, default=SNAPSHOT_INTERVAL_S, metavar="S",
+                      help=f"longest time between snapshots, seconds (default {SNAPSHOT_INTERVAL_S:g})")
+    work.add_argument("--group", default=DEFAULT_GROUP,
+                      help=f"consumer group of the L2 workers (default {DEFAULT_GROUP})")
+    work.add_argument("--consumer", default=DEFAULT_CONSUMER,
+                      help=f"this worker's name, kept across restarts (default {DEFAULT_CONSUMER})")
     work.add_argument("--prefix", default="", help="Redis key prefix of the bus")
-    work.add_argument("--signals", default="actionable", choices=("orders", "actionable", "all"),
-                      help="which signals to publish (default actionable: orders and holds carrying stops)")
+    work.add_argument("--signals", default=DEFAULT_SIGNALS.value, choices=[f.value for f in SignalFilter],
+                      help=f"which signals to publish (default {DEFAULT_SIGNALS.value}: orders and holds carrying "
+                           "stops)")
     work.add_argument("--stale-after-ms", type=int, metavar="MS", help="flag signals older than this as stale")
     work.add_argument("--metrics-port", type=int, metavar="PORT",
-                      help="serve Prometheus metrics on 127.0.0.1:PORT/metrics (0: any free port)")
+                      help=f"serve Prometheus metrics on {METRICS_HOST}:PORT/metrics (0: any free port)")
     work.add_argument("--symbols", metavar="LIST",
                       help="own these symbols (comma-separated) when several workers share them: bars and fills "
                            "are then read per symbol (publish with --partitioned); a worker started for owned "
                            "symbols waits as a standby")
-    work.add_argument("--lease-ttl-ms", type=int, default=10_000, metavar="MS",
+    work.add_argument("--lease-ttl-ms", type=int, default=LEASE_TTL_MS, metavar="MS",
                       help="time to live of the symbols' lease: how soon a standby takes over; longer than the "
-                           "engine's start-up, which loads the models (default 10000)")
+                           f"engine's start-up, which loads the models (default {LEASE_TTL_MS})")
     _add_redis_timeout(work)
     work.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     work.set_defaults(func=_cmd_worker)
@@ -640,8 +670,8 @@ def _add_bus_commands(sub: argparse._SubParsersAction) -> None:
     sig.add_argument("--redis", required=True, metavar="URL", help="redis://host:port/db")
     sig.add_argument("--prefix", default="", help="Redis key prefix of the bus")
     _add_redis_timeout(sig)
-    sig.add_argument("--group", default="l1", help="consumer group (default l1)")
-    sig.add_argument("--consumer", default="l1-0", help="consumer name (default l1-0)")
+    sig.add_argument("--group", default=L1_GROUP, help=f"consumer group (default {L1_GROUP})")
+    sig.add_argument("--consumer", default=L1_CONSUMER, help=f"consumer name (default {L1_CONSUMER})")
     sig.add_argument("--out", metavar="FILE", help="write one JSON line per distinct signal (default: stdout)")
     sig.add_argument("--count", type=int, metavar="N", help="stop after N distinct signals")
     sig.add_argument("--idle-exit", type=float, metavar="S", help="stop after S seconds without a message")
@@ -658,14 +688,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the l2fast command line and return the process exit code."""
     from l2fast import __version__
     from l2fast.data import TEMPLATES
+    from l2fast.evaluation.backtest import HORIZONS
+    from l2fast.evaluation.performance import MINUTES_PER_YEAR
+    from l2fast.evaluation.synthetic import DEFAULT_BARS, DEFAULT_SEED
+    from l2fast.ops import DASHBOARD_REFRESH_S
 
     parser = argparse.ArgumentParser(prog=_prog(), description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"l2fast {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     ind = sub.add_parser("indicators", help="print the latest features per timeframe")
     ind.add_argument("--data", help="CSV(.gz) of 1m bars: ts,open,high,low,close,volume")
-    ind.add_argument("--bars", type=int, default=20_000, help="bars to generate (or the last N of --data)")
-    ind.add_argument("--seed", type=int, default=7, help="seed of the generated series")
+    ind.add_argument("--bars", type=int, default=DEFAULT_BARS,
+                     help=f"bars to generate (or the last N of --data; default {DEFAULT_BARS})")
+    ind.add_argument("--seed", type=int, default=DEFAULT_SEED,
+                     help=f"seed of the generated series (default {DEFAULT_SEED})")
     ind.set_defaults(func=_cmd_indicators)
     cfg = sub.add_parser("config", help="print the effective configuration as TOML")
     cfg.add_argument("--show", action="store_true", help="print the effective configuration")
@@ -690,7 +726,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                      help="TOML merged over the defaults (e.g. the demo's: l2fast config --template demo > demo.toml)")
     rep.add_argument("--decisions", metavar="FILE",
                      help="JSONL of L3 decisions, each installed when the bar time reaches its ts_ms "
-                          "(default: trending, target_exposure 0.5, moderate, universe = the replayed symbols)")
+                          f"(default: {_default_decision_text()}, universe = the replayed symbols)")
     _add_replay_options(rep)
     rep.set_defaults(func=_cmd_replay)
     demo = sub.add_parser(
@@ -702,9 +738,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "never trade.")
     demo.add_argument("--data", action="append", metavar="FILE",
                       help="CSV(.gz) of 1m bars instead of a generated series; repeat for several symbols")
-    demo.add_argument("--bars", type=int, default=30_000,
-                      help="bars to generate, or the last N bars of each --data file (default 30000)")
-    demo.add_argument("--seed", type=int, default=7, help="seed of the generated series")
+    demo.add_argument("--bars", type=int, default=_DEMO_BARS,
+                      help=f"bars to generate, or the last N bars of each --data file (default {_DEMO_BARS})")
+    demo.add_argument("--seed", type=int, default=DEFAULT_SEED,
+                      help=f"seed of the generated series (default {DEFAULT_SEED})")
     _add_replay_options(demo)
     demo.set_defaults(func=_cmd_demo)
     bench = sub.add_parser(
@@ -713,8 +750,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "on its first bars, which are then not evaluated), replay the period through the engine "
                     "and a paper L1 for the ensemble, each member traded alone, the ensemble without "
                     "technical votes and buy-and-hold, and print their returns, Sharpe/Sortino (1-minute "
-                    "returns annualised by sqrt(525600)), drawdown, trades, signal hit rates at 5/15/60 "
-                    "minutes, latency and risk denials side by side.")
+                    f"returns annualised by sqrt({MINUTES_PER_YEAR})), drawdown, trades, signal hit rates at "
+                    f"{'/'.join(map(str, HORIZONS))} minutes, latency and risk denials side by side.")
     bench.add_argument("--data", required=True, metavar="DIR",
                        help="folder of 1m bar files named like btcusdt_1m.csv.gz (several per symbol are joined)")
     bench.add_argument("--period", required=True, metavar="FIRST_LAST",
@@ -726,10 +763,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     bench.add_argument("--models", metavar="DIR", help="models folder (default: model.models_dir, the shipped ones)")
     bench.add_argument("--warmup-bars", type=int, metavar="N",
                        help="warm-up bars per symbol (default and minimum: the engine's largest member lookback)")
-    bench.add_argument("--fee-bps", type=float, default=10.0, help="fee per fill, basis points of its notional "
-                                                                    "(default 10)")
-    bench.add_argument("--slippage-bps", type=float, default=2.0,
-                       help="price worsening per fill against the trader, basis points (default 2)")
+    _add_cost_options(bench)
     bench.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
     bench.set_defaults(func=_cmd_benchmark)
     dash = sub.add_parser(
@@ -740,7 +774,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     dash.add_argument("--redis", required=True, metavar="URL", help="redis://host:port/db")
     dash.add_argument("--prefix", default="", help="the bus's key prefix (default: none)")
     _add_redis_timeout(dash)
-    dash.add_argument("--refresh", type=float, default=2.0, metavar="S", help="seconds between redraws (default 2)")
+    dash.add_argument("--refresh", type=float, default=DASHBOARD_REFRESH_S, metavar="S",
+                      help=f"seconds between redraws (default {DASHBOARD_REFRESH_S:g})")
     dash.add_argument("--once", action="store_true", help="print one frame and exit")
     dash.set_defaults(func=_cmd_dashboard)
     _add_bus_commands(sub)

@@ -35,7 +35,7 @@ Metrics (formulas in :mod:`l2fast.evaluation.performance`):
   share of minutes ending with a position; turnover the traded notional over the mean
   equity; trades, win rate and profit factor count closed trades.
 - Signal accuracy: each buy or sell signal is a call that the close moves its way; it is
-  a hit at horizon ``h`` (5, 15 and 60 minutes) when the symbol's close ``h`` minutes
+  a hit at horizon ``h`` (:data:`HORIZONS`) when the symbol's close ``h`` minutes
   after the signal's bar is beyond the signal bar's close in the signal's direction
   (:func:`l2fast.evaluation.performance.directional_hits`). ``signals`` covers the buy/sell signals the
   engine emitted; ``votes`` every bar whose fused vote had a direction, gates passed or
@@ -63,7 +63,7 @@ import numpy as np
 from l2fast.config import REGIMES, SYMBOL_PATTERN, L2Config
 from l2fast.errors import InvalidInputError
 from l2fast.evaluation import performance as metrics
-from l2fast.evaluation.paper import PaperBroker
+from l2fast.evaluation.paper import DEFAULT_FEE_BPS, DEFAULT_SLIPPAGE_BPS, PaperBroker
 from l2fast.evaluation.replay import BarStream, default_decision, merge_streams, replay, symbol_from_filename
 from l2fast.signals import Side, StrategicDecision, TacticalSignal
 from l2fast.technical.bars import load_bars_csv
@@ -683,7 +683,8 @@ def run_benchmark(models_path: str | os.PathLike[str] | None, test_period: str |
                   symbols: Sequence[str] | str,
                   data: str | os.PathLike[str] | Mapping[str, Mapping[str, np.ndarray]] | None = None,
                   config: L2Config | str | os.PathLike[str] | None = None, *,
-                  fee_bps: float = 10.0, slippage_bps: float = 2.0, warmup_bars: int | None = None,
+                  fee_bps: float = DEFAULT_FEE_BPS, slippage_bps: float = DEFAULT_SLIPPAGE_BPS,
+                  warmup_bars: int | None = None,
                   decision: StrategicDecision | None = None, progress: bool = False) -> BenchmarkResult:
     """Backtest the period for every strategy and measure it (module docstring).
 
@@ -698,11 +699,12 @@ def run_benchmark(models_path: str | os.PathLike[str] | None, test_period: str |
             symbol (arrays as :func:`l2fast.technical.bars.load_bars_csv` returns them); None: the
             folder named by ``$L2FAST_DATA_DIR``.
         config: An :class:`~l2fast.config.L2Config`, a TOML file, or None (the defaults).
-        fee_bps, slippage_bps: The paper L1's costs per fill, basis points.
+        fee_bps, slippage_bps: The paper L1's costs per fill, basis points (default
+            :data:`~l2fast.evaluation.paper.DEFAULT_FEE_BPS`, :data:`~l2fast.evaluation.paper.DEFAULT_SLIPPAGE_BPS`).
         warmup_bars: Warm-up bars per symbol, at least the engine's ``warmup_bars``
             (default: exactly that).
         decision: The L3 decision (default :func:`l2fast.evaluation.replay.default_decision` over
-            ``symbols``: trending, target exposure 0.5, moderate).
+            ``symbols``).
         progress: Name each strategy and show the replay's progress bar on stderr.
 
     Returns:

@@ -49,9 +49,18 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from l2fast.config import EngineConfig
 from l2fast.signals import Side, TacticalSignal
 
-__all__ = ["FILL_REASONS", "Fill", "Order", "PaperBroker", "PaperPosition", "Trade"]
+__all__ = ["DEFAULT_FEE_BPS", "DEFAULT_SLIPPAGE_BPS", "FILL_REASONS", "Fill", "Order", "PaperBroker", "PaperPosition",
+           "Trade"]
+
+#: The paper L1's default fee per fill, basis points of its notional: the replay's, the
+#: backtest's and the CLI's ``--fee-bps``. An evaluation setting, not the engine's (the
+#: engine's config, saved in its snapshots, never sees it).
+DEFAULT_FEE_BPS = 10.0
+#: The paper L1's default price worsening per fill, basis points (``--slippage-bps``).
+DEFAULT_SLIPPAGE_BPS = 2.0
 
 #: Fill reasons, in the order a bar can produce them.
 FILL_REASONS: tuple[str, ...] = ("entry", "exit", "stop_loss", "take_profit")
@@ -171,7 +180,8 @@ class PaperBroker:
     """Paper L1: orders from signals, fills on the next bar (rules: module docstring).
 
     Args:
-        initial_equity: Cash before the first fill (quote currency), > 0.
+        initial_equity: Cash before the first fill (quote currency), > 0; by default the
+            engine's default ``engine.initial_equity``.
         fee_bps: Fee per fill in basis points of its notional, in [0, 10000).
         slippage_bps: Price worsening per fill in basis points, in [0, 10000).
 
@@ -179,8 +189,8 @@ class PaperBroker:
         ValueError: An argument is out of range.
     """
 
-    def __init__(self, initial_equity: float = 10_000.0, *, fee_bps: float = 10.0,
-                 slippage_bps: float = 2.0) -> None:
+    def __init__(self, initial_equity: float = EngineConfig.initial_equity, *, fee_bps: float = DEFAULT_FEE_BPS,
+                 slippage_bps: float = DEFAULT_SLIPPAGE_BPS) -> None:
         equity = float(initial_equity)
         if not (math.isfinite(equity) and equity > 0.0):
             raise ValueError(f"initial_equity={initial_equity!r}: must be a finite number > 0")

@@ -6,11 +6,15 @@ import numpy as np
 
 MINUTE_MS = 60_000
 
+#: Default length and seed of the generated series (also ``python -m l2fast indicators``'s).
+DEFAULT_BARS = 20_000
+DEFAULT_SEED = 7
+
 
 def generate_bars(
-    n: int = 20_000,
+    n: int = DEFAULT_BARS,
     *,
-    seed: int = 7,
+    seed: int = DEFAULT_SEED,
     start_ts: int = 1_704_067_200_000,
     start_price: float = 42_000.0,
     annual_vol: float = 0.6,

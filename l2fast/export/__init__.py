@@ -35,6 +35,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from l2fast.errors import ExportError
+from l2fast.export.graph import DEFAULT_OPSET
+from l2fast.export.parity import DEFAULT_SAMPLES
 from l2fast.models.manifest import (
     SCHEMA_VERSION,
     default_action_targets,
@@ -260,7 +262,7 @@ def _commit(out_dir: Path, prepared: Sequence[_Prepared]) -> list[ExportReport]:
 def export_model(source: str | Path | LoadedAgent, out_dir: str | Path, *,
                  feature_names: Sequence[str] | None = None,
                  vecnormalize: str | Path | VecNormStats | None = None,
-                 opset: int = 17, samples: int = 10_000, name: str | None = None,
+                 opset: int = DEFAULT_OPSET, samples: int = DEFAULT_SAMPLES, name: str | None = None,
                  action_targets: Sequence[float] | None = None) -> ExportReport:
     """Export one agent to ``out_dir/<name>.onnx`` and ``out_dir/<name>.json``.
 
@@ -270,7 +272,7 @@ def export_model(source: str | Path | LoadedAgent, out_dir: str | Path, *,
         feature_names: Ordered feature names, overriding the source's; without any the
             model is exported as ``obs_0..`` with a :class:`MissingFeatureNamesWarning`.
         vecnormalize: A saved SB3 ``VecNormalize`` file whose statistics are folded in.
-        opset: ONNX opset (13 and up; 17 by default).
+        opset: ONNX opset (13 and up; default :data:`~l2fast.export.graph.DEFAULT_OPSET`).
         samples: Observations of the parity check.
         name: Output name; defaults to the source file stem.
         action_targets: Target position in [-1, 1] per discrete action; defaults to the
@@ -294,7 +296,8 @@ def export_model(source: str | Path | LoadedAgent, out_dir: str | Path, *,
 def export_many(sources: str | Path | Iterable[str | Path], out_dir: str | Path, *,
                 feature_names: Sequence[str] | None = None,
                 vecnormalize: str | Path | None = None,
-                opset: int = 17, samples: int = 10_000, progress: bool = True) -> list[ExportReport]:
+                opset: int = DEFAULT_OPSET, samples: int = DEFAULT_SAMPLES,
+                progress: bool = True) -> list[ExportReport]:
     """Export every ``.zip`` / ``.pkl`` source given or found in the given folders.
 
     All sources are built and verified first, then written together: if any fails, none

@@ -3,7 +3,7 @@
 Export::
 
     python -m l2fast.export SOURCE... --out onnx_models/ [--feature-names FILE|a,b,c]
-        [--vecnormalize FILE] [--opset 17] [--samples 10000]
+        [--vecnormalize FILE] [--opset N] [--samples N]
 
 Validate exported models (feature names checked against the config's technical section,
 the defaults without ``--config``)::
@@ -22,6 +22,9 @@ import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+
+from l2fast.export.graph import DEFAULT_OPSET
+from l2fast.export.parity import DEFAULT_SAMPLES
 
 
 def _feature_names(value: str) -> list[str]:
@@ -54,8 +57,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--feature-names", metavar="FILE|a,b,c",
                    help="ordered feature names: a file (JSON list or one per line) or a comma-separated list")
     p.add_argument("--vecnormalize", type=Path, metavar="FILE", help="saved SB3 VecNormalize statistics to fold in")
-    p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
-    p.add_argument("--samples", type=int, default=10_000, help="parity-check observations (default 10000)")
+    p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
+    p.add_argument("--samples", type=int, default=DEFAULT_SAMPLES,
+                   help=f"parity-check observations (default {DEFAULT_SAMPLES})")
     p.add_argument("--validate", type=Path, metavar="DIR", help="validate exported models in DIR instead")
     p.add_argument("--config", type=Path, metavar="FILE",
                    help="with --validate: l2fast TOML config whose technical section defines the valid feature names")

@@ -45,6 +45,7 @@ if TYPE_CHECKING:
 
     from l2fast.export.sources import LoadedAgent
 
+#: Default ONNX opset of an export (``--opset``).
 DEFAULT_OPSET = 17
 MIN_OPSET = 13  # Softmax/ArgMax/Clip semantics used below are those of opset 13+.
 INPUT_NAME = "obs"

@@ -51,6 +51,9 @@ if TYPE_CHECKING:
     from l2fast.export.sources import LoadedAgent
 
 OUT_OF_DISTRIBUTION_SHARE = 0.25
+
+#: Default number of observations of the parity check (the exporter's ``--samples``).
+DEFAULT_SAMPLES = 10_000
 BOX_TOLERANCE = 1e-5
 
 
@@ -250,7 +253,8 @@ def compare(agent: LoadedAgent, ours: np.ndarray, ref: np.ndarray, n_in: int, ne
                         mismatches=int(bad.sum()), example=example, **common)
 
 
-def check_parity(agent: LoadedAgent, model_bytes: bytes, samples: int = 10_000, *, seed: int = 0) -> ParityReport:
+def check_parity(agent: LoadedAgent, model_bytes: bytes, samples: int = DEFAULT_SAMPLES, *,
+                 seed: int = 0) -> ParityReport:
     """Compare the serialized ONNX graph with SB3 on ``samples`` drawn observations."""
     from gymnasium import spaces
 

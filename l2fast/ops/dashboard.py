@@ -41,6 +41,7 @@ from rich.table import Table
 from l2fast.bus.bus import Topic
 from l2fast.bus.schema import Message, MessageError, decode
 from l2fast.bus.transport import REDIS_TIMEOUT_S
+from l2fast.ops import DASHBOARD_EVERY, DASHBOARD_REFRESH_S
 from l2fast.ops.monitoring import merge_metrics, read_metrics
 from l2fast.signals import TacticalSignal
 
@@ -277,7 +278,8 @@ class ReplayFeed:
         ValueError: ``every`` < 1.
     """
 
-    def __init__(self, dashboard: L2Dashboard, metrics: Callable[[], Mapping[str, Any]], every: int = 1_000) -> None:
+    def __init__(self, dashboard: L2Dashboard, metrics: Callable[[], Mapping[str, Any]],
+                 every: int = DASHBOARD_EVERY) -> None:
         if type(every) is not int or every < 1:
             raise ValueError(f"every={every!r}: must be an integer >= 1")
         self.dashboard = dashboard
@@ -358,7 +360,7 @@ class RedisFeed:
         dashboard.update(merge_metrics(list(workers.values())) if workers else None, signals)
 
 
-async def watch_redis(url: str, *, prefix: str = "", refresh_s: float = 2.0, once: bool = False,
+async def watch_redis(url: str, *, prefix: str = "", refresh_s: float = DASHBOARD_REFRESH_S, once: bool = False,
                       console: Console | None = None, redis_timeout_s: float | None = REDIS_TIMEOUT_S) -> None:
     """``python -m l2fast dashboard``: the dashboard of the workers behind ``url``.
 
@@ -381,13 +383,13 @@ async def watch_redis(url: str, *, prefix: str = "", refresh_s: float = 2.0, onc
     """
     from redis.asyncio import Redis
 
-    from l2fast.bus.redis import REPLY_TIMEOUT_S, RedisRetry
+    from l2fast.bus.redis import CONNECT_TIMEOUT_S, REPLY_TIMEOUT_S, RedisRetry
 
     if not refresh_s > 0:
         raise ValueError(f"refresh_s={refresh_s!r}: must be > 0")
     retry = RedisRetry(url, give_up_after_s=redis_timeout_s)
     dashboard = L2Dashboard(console=console)
-    client = Redis.from_url(url, socket_connect_timeout=2.0, socket_timeout=REPLY_TIMEOUT_S)
+    client = Redis.from_url(url, socket_connect_timeout=CONNECT_TIMEOUT_S, socket_timeout=REPLY_TIMEOUT_S)
     feed = RedisFeed(client, prefix)
     try:
         await retry.call(lambda: feed.poll(dashboard))

@@ -63,6 +63,7 @@ from l2fast.errors import ConfigError
 __all__ = [
     "ADAPTER_KINDS",
     "CONTENT_TYPE",
+    "METRICS_HOST",
     "METRICS_KEY",
     "EngineCollector",
     "MetricsServer",
@@ -251,6 +252,9 @@ def render_prometheus(metrics: Mapping[str, Any], *, worker: str, adapter: Mappi
 # Seconds a client has to send its request, and a scrape waits for the event loop.
 _REQUEST_TIMEOUT_S = 10.0
 
+#: Default address of the metrics endpoint: the loopback interface (the worker's, the CLI's).
+METRICS_HOST = "127.0.0.1"
+
 
 def _is_loopback(host: str) -> bool:
     if host == "localhost":
@@ -359,7 +363,7 @@ class MetricsServer:
             ``port`` is not in [0, 65535].
     """
 
-    def __init__(self, collector: Collector, host: str = "127.0.0.1", port: int = 0, *,
+    def __init__(self, collector: Collector, host: str = METRICS_HOST, port: int = 0, *,
                  allow_remote: bool = False) -> None:
         if not allow_remote and not _is_loopback(host):
             raise ConfigError(f"host={host!r}: not a loopback address; the metrics endpoint listens on this "

@@ -41,6 +41,7 @@ from l2fast.data import models_dir as shipped_models_dir
 from l2fast.decision._voting import COMPONENTS, MAX_WINDOW
 from l2fast.errors import ConfigError
 from l2fast.technical._candles import CANDLESTICK_PATTERNS
+from l2fast.technical._features import MAX_RSI_PERIODS
 from l2fast.technical.bars import parse_timeframe
 
 __all__ = [
@@ -77,8 +78,6 @@ def is_symbol(symbol: str) -> bool:
     and bus messages check the same few symbols on every bar."""
     return SYMBOL_PATTERN.fullmatch(symbol) is not None
 
-#: Most RSI periods per timeframe: the technical state's capacity (MAX_RSI in _features.pxd).
-_MAX_RSI_PERIODS = 4
 _MODEL_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 _MODELS_DIR_ENV = "L2FAST_MODELS_DIR"
@@ -310,8 +309,8 @@ class TechnicalConfig:
                 raise ConfigError(f"timeframes: {exc}") from None
         if minutes != sorted(set(minutes)):
             raise ConfigError(f"timeframes={self.timeframes!r}: must be distinct and increasing")
-        if not isinstance(self.rsi_periods, tuple) or not 1 <= len(self.rsi_periods) <= _MAX_RSI_PERIODS:
-            raise ConfigError(f"rsi_periods={self.rsi_periods!r}: give 1 to {_MAX_RSI_PERIODS} periods")
+        if not isinstance(self.rsi_periods, tuple) or not 1 <= len(self.rsi_periods) <= MAX_RSI_PERIODS:
+            raise ConfigError(f"rsi_periods={self.rsi_periods!r}: give 1 to {MAX_RSI_PERIODS} periods")
         _int_tuple("rsi_periods", self.rsi_periods, None, 2)
         _int_tuple("macd", self.macd, 3, 2)
         if self.macd[0] >= self.macd[1]:
@@ -450,7 +449,7 @@ class VoteConfig:
     def __post_init__(self) -> None:
         s = self._SECTION
         _set(self, "dead_band", _real(f"{s}.dead_band", self.dead_band, 0.0, 1.0, hi_open=True))
-        _set(self, "rsi_index", _integer(f"{s}.rsi_index", self.rsi_index, 0, _MAX_RSI_PERIODS - 1))
+        _set(self, "rsi_index", _integer(f"{s}.rsi_index", self.rsi_index, 0, MAX_RSI_PERIODS - 1))
         path = f"{s}.timeframe_weights"
         given = _table(path, self.timeframe_weights)
         for tf in given:

@@ -260,3 +260,31 @@ def test_the_config_defaults_to_the_seeds_and_must_be_a_technical_config() -> No
     assert TechnicalState(None).names == feature_names(TechnicalConfig())
     with pytest.raises(InvalidInputError, match="expected a TechnicalConfig"):
         TechnicalState({"timeframes": ["1m"]})
+
+
+class _Unchecked:
+    """A valid config's fields, some overridden, without the config's validation."""
+
+    def __init__(self, valid, **overrides):
+        self._valid, self._overrides = valid, overrides
+
+    def __getattr__(self, name):
+        return self._overrides[name] if name in self._overrides else getattr(self._valid, name)
+
+
+@pytest.mark.parametrize("overrides, field", [
+    ({"rsi_periods": (14, 7, 21, 28, 9)}, "rsi_periods"),
+    ({"rsi_periods": ()}, "rsi_periods"),
+    ({"rsi_periods": (0,)}, "rsi_periods"),
+    ({"timeframe_minutes": tuple(range(1, 10))}, "timeframes"),
+    ({"timeframe_minutes": ()}, "timeframes"),
+    ({"bb_period": 0}, "bb_period"),
+    ({"macd": (12, -1, 9)}, "macd"),
+])
+def test_the_kernel_refuses_an_unvalidated_config_beyond_its_arrays(overrides, field):
+    # The kernel trusts no caller for its memory: a section that skipped TechnicalConfig's
+    # checks gets a typed error, not a write past a fixed array.
+    from l2fast.technical import _features
+
+    with pytest.raises(InvalidInputError, match=field):
+        _features.TechnicalState(_Unchecked(TechnicalConfig(), **overrides))

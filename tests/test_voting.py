@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -661,3 +662,31 @@ def test_reasoning_is_a_fresh_copy_of_the_one_dict_form():
     assert first["timeframes"] == {t.timeframe: t.vote for t in r.timeframes}
     first["members"]["trend"]["weight"] = -1.0
     assert r.reasoning()["members"]["trend"]["weight"] == r.members[0].weight
+
+
+class _Unchecked:
+    """Valid voting parameters, some overridden, without VotingParams' validation."""
+
+    def __init__(self, valid, **overrides):
+        self._valid, self._overrides = valid, overrides
+
+    def __getattr__(self, name):
+        return self._overrides[name] if name in self._overrides else getattr(self._valid, name)
+
+
+@pytest.mark.parametrize("overrides, field", [
+    ({"members": MEMBERS * 3}, "members"),
+    ({"members": ()}, "members"),
+    ({"members": (SimpleNamespace(name="wide", kind="probs", weight=1.0, temperature=1.0,
+                                  action_targets=(0.0,) * 33),)}, "action_targets"),
+    ({"timeframes": ("1m",) * 9}, "timeframes"),
+    ({"rsi_index": 4}, "rsi_index"),
+    ({"divergence_window": 10**6}, "divergence_window"),
+])
+def test_the_voting_kernel_refuses_unvalidated_parameters_beyond_its_arrays(overrides, field):
+    # The kernel reads its parameters by attribute; its arrays' bounds are checked whoever
+    # built them, so a section that skipped validation gets a typed error, not a bad write.
+    from l2fast.decision._voting import VoterCore
+
+    with pytest.raises(InvalidInputError, match=field):
+        VoterCore(_Unchecked(VotingParams(MEMBERS), **overrides))

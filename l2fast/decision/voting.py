@@ -99,7 +99,7 @@ from __future__ import annotations
 import copy
 import math
 import numbers
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
@@ -118,7 +118,7 @@ from l2fast.decision._voting import (
 from l2fast.errors import ConfigError, InvalidInputError
 from l2fast.models.manifest import default_action_targets
 from l2fast.technical._candles import CANDLESTICK_PATTERNS
-from l2fast.technical._features import FIRST_RSI_SLOT
+from l2fast.technical._features import FIRST_RSI_SLOT, MAX_RSI_PERIODS
 
 __all__ = [
     "COMPONENTS",
@@ -326,7 +326,7 @@ class VotingParams:
                 isinstance(t, str) and t for t in tfs):
             raise ConfigError(f"timeframes={self.timeframes!r}: give 1 to {MAX_TIMEFRAMES} distinct names")
         _set(self, "timeframes", tfs)
-        _set(self, "n_rsi", _int("n_rsi", self.n_rsi, 1, 4))
+        _set(self, "n_rsi", _int("n_rsi", self.n_rsi, 1, MAX_RSI_PERIODS))
 
         # The range rules are the config's: the sections validate, this copies their values.
         model = ModelConfig(
@@ -458,20 +458,16 @@ class VoteResult:
     @property
     def denials(self) -> tuple[dict[str, Any], ...]:
         """Every failing gate as ``{"code": ..., <its numbers>}``, in gate order."""
-        out: list[dict[str, Any]] = []
-        for code in self.gates:
-            if code == "NO_MODEL_VOTE":
-                out.append({"code": code, "failed": {m.name: m.status for m in self.members if m.failed}})
-            elif code == "NO_DIRECTION":
-                out.append({"code": code, "score": self.score, "dead_band": self.thresholds["dead_band"]})
-            elif code == "LOW_CONSENSUS":
-                out.append({"code": code, "consensus": self.consensus, "threshold": self.thresholds["consensus"]})
-            elif code == "LOW_CONFIDENCE":
-                out.append({"code": code, "confidence": self.confidence,
-                            "threshold": self.thresholds["confidence"]})
-            else:
-                out.append({"code": code, "alignment": self.alignment, "threshold": self.thresholds["alignment"]})
-        return tuple(out)
+        numbers: dict[str, Callable[[], dict[str, Any]]] = {
+            "NO_MODEL_VOTE": lambda: {"failed": {m.name: m.status for m in self.members if m.failed}},
+            "NO_DIRECTION": lambda: {"score": self.score, "dead_band": self.thresholds["dead_band"]},
+            "LOW_CONSENSUS": lambda: {"consensus": self.consensus, "threshold": self.thresholds["consensus"]},
+            "LOW_CONFIDENCE": lambda: {"confidence": self.confidence, "threshold": self.thresholds["confidence"]},
+            "LOW_ALIGNMENT": lambda: {"alignment": self.alignment, "threshold": self.thresholds["alignment"]},
+        }
+        # A gate added to the kernel without its numbers here fails loudly (KeyError), not
+        # as another gate's numbers.
+        return tuple({"code": code, **numbers[code]()} for code in self.gates)
 
     def reasoning(self) -> dict[str, Any]:
         """The JSON-safe dict of the vote, as a signal's ``reasoning["vote"]`` carries it.

@@ -8,6 +8,8 @@ from l2fast.config import TechnicalConfig
 
 SLOT_NAMES: tuple[str, ...]
 FIRST_RSI_SLOT: int
+MAX_RSI_PERIODS: int
+MAX_TIMEFRAME_COUNT: int
 
 def feature_names(config: TechnicalConfig) -> tuple[str, ...]: ...
 def feature_warmups(config: TechnicalConfig) -> dict[str, int]: ...

@@ -11,9 +11,9 @@ from libc.math cimport NAN, exp, fabs, isfinite
 import numpy as np
 cimport numpy as cnp
 
-from l2fast._checks cimport check_finite, check_same_length, enum_names
+from l2fast._checks cimport check_finite, check_period, check_same_length, enum_names
 from l2fast.technical._features cimport (
-    S_BB_PCTB, S_BB_WIDTH, S_CLOSE, S_MACD_HIST, S_RSI, S_SR_BREAKOUT,
+    MAX_RSI, S_BB_PCTB, S_BB_WIDTH, S_CLOSE, S_MACD_HIST, S_RSI, S_SR_BREAKOUT,
 )
 
 from l2fast.technical._candles import CANDLESTICK_PATTERNS
@@ -27,7 +27,7 @@ COMPONENTS = ("rsi_level", "rsi_divergence", "macd_cross", "macd_histogram", "bb
 # The TC_* constants index C arrays, so their enum stays anonymous and gives no names: each
 # name above is its constant's lower-cased (tests/test_codes.py); the count is checked here.
 if len(COMPONENTS) != N_TECH_COMPONENTS:
-    raise RuntimeError("COMPONENTS must name every TC_* constant of voting.pxd")
+    raise RuntimeError("COMPONENTS must name every TC_* constant of _voting.pxd")
 #: Member kinds, in MemberSpec.kind order.
 MEMBER_KINDS = enum_names(globals()["MemberKindCode"], "MEMBER_", True)
 #: Member statuses, in MemberVote.status order.
@@ -39,7 +39,6 @@ MAX_ACTIONS = VOTE_MAX_ACTIONS
 MAX_TIMEFRAMES = VOTE_MAX_TIMEFRAMES
 MAX_WINDOW = VOTE_RING - 1
 
-_GATE_BITS = tuple((bit, name) for bit, name in GATE_CODES if bit)
 _DIRECTIONS = {1: "buy", -1: "sell", 0: "hold"}
 
 # Gates compare shares of normalised weights, whose sums round in the last bits.
@@ -361,11 +360,36 @@ cdef void voter_vote(Voter* v, const MemberInput* inputs, const double* multipli
 
 # ---------------------------------------------------------------- setup
 
+cdef int _check_capacity(object params) except -1:
+    # The bounds of the C arrays, whoever built ``params``: the config owns the ranges of
+    # these settings, and this keeps a section that skipped its validation from writing or
+    # reading past a fixed array.
+    n_members, n_timeframes = len(params.members), len(params.timeframes)
+    if not 1 <= n_members <= VOTE_MAX_MEMBERS:
+        raise InvalidInputError(f"members: 1 to {VOTE_MAX_MEMBERS}, got {n_members}")
+    for m in params.members:
+        if len(m.action_targets) > VOTE_MAX_ACTIONS:
+            raise InvalidInputError(f"{m.name}.action_targets: at most {VOTE_MAX_ACTIONS}, "
+                                    f"got {len(m.action_targets)}")
+    if not 1 <= n_timeframes <= VOTE_MAX_TIMEFRAMES:
+        raise InvalidInputError(f"timeframes: 1 to {VOTE_MAX_TIMEFRAMES}, got {n_timeframes}")
+    if not 0 <= params.rsi_index < params.n_rsi <= MAX_RSI:
+        raise InvalidInputError(f"rsi_index={params.rsi_index!r}: must index one of the "
+                                f"{params.n_rsi} RSI periods (at most {MAX_RSI})")
+    for name in ("divergence_window", "squeeze_window", "squeeze_memory"):
+        check_period(getattr(params, name), 1, name)
+    for name in ("divergence_window", "squeeze_window"):
+        if getattr(params, name) > MAX_WINDOW:
+            raise InvalidInputError(f"{name}={getattr(params, name)!r}: at most {MAX_WINDOW}")
+    return 0
+
+
 cdef int voter_setup(Voter* v, object params) except -1:
     # The one place the voter's structs are filled. ``params`` is read by attribute (a
     # validated l2fast.decision.voting.VotingParams): the kernel imports no Python layer.
     cdef int i, j
     members = params.members
+    _check_capacity(params)
     cdef VoteParams* p = &v.p
     p.n_members = len(members)
     for i, m in enumerate(members):
@@ -451,7 +475,7 @@ cdef dict vote_dict(const VoteResult* r, tuple members, tuple timeframes):
         "model_confidence": _opt(r.model_confidence),
         "technical_agreement": _opt(r.technical_agreement),
         "alignment": _opt(r.alignment), "target": _opt(r.target),
-        "gates": [name for bit, name in _GATE_BITS if r.gates & bit],
+        "gates": [name for bit, name in GATE_CODES if r.gates & bit],
         "members": by_member, "timeframes": by_timeframe,
     }
 

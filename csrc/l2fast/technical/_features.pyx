@@ -13,8 +13,8 @@ from l2fast.technical._aggregate cimport (
 )
 from l2fast.technical._averages cimport window_free, window_get, window_init, window_push
 from l2fast.technical._candles cimport candles_init, candles_step, candles_warmup
-from l2fast._checks cimport as_input, check_same_length
-from l2fast.technical._levels cimport LevelsOut, levels_free, levels_init, levels_step
+from l2fast._checks cimport as_input, check_period, check_same_length
+from l2fast.technical._levels cimport LEVELS_CAP, LevelsOut, levels_free, levels_init, levels_step
 from l2fast.technical._oscillators cimport (
     adx_init, adx_step, macd_init, macd_step, rsi_init, rsi_step, stoch_free, stoch_init,
     stoch_step,
@@ -30,7 +30,7 @@ from l2fast.errors import InvalidBarError, InvalidInputError
 
 cnp.import_array()
 
-# The fixed slots in S_* order (features.pxd), one row each: its constant and its base name
+# The fixed slots in S_* order (_features.pxd), one row each: its constant and its base name
 # ("{...}" takes a period). The constants index a C array, so their enum stays anonymous
 # and gives no names; the row keeps each name beside its constant, the check below that
 # row i is constant i, and tests/test_codes.py that each name is its constant's.
@@ -54,10 +54,13 @@ _SLOTS = (
     (S_SR_IN_RANGE, "sr_in_range"),
 )
 if [slot for slot, _ in _SLOTS] != list(range(S_RSI)):
-    raise RuntimeError("_SLOTS must list every fixed slot of features.pxd once, in S_* order")
+    raise RuntimeError("_SLOTS must list every fixed slot of _features.pxd once, in S_* order")
 #: Base names of the fixed slots, in slot order; "{...}" takes a period.
 SLOT_NAMES = tuple(name for _, name in _SLOTS)
 FIRST_RSI_SLOT = S_RSI
+#: Capacities of the state: RSI periods per timeframe, timeframes.
+MAX_RSI_PERIODS = MAX_RSI
+MAX_TIMEFRAME_COUNT = MAX_TIMEFRAMES
 
 
 cdef inline double _position(double x, double lower, double upper) noexcept nogil:
@@ -121,6 +124,33 @@ cdef void block_step(TFBlock* b, double o, double h, double l, double c, double 
     f += S_RSI + b.n_rsi
     for i in range(N_CANDLE_PATTERNS):
         f[i] = cdl[i]
+
+
+cdef int _check_capacity(object cfg) except -1:
+    # The bounds of the C state, whoever built ``cfg``: the config owns the ranges of these
+    # settings, and this keeps a section that skipped its validation from writing past a
+    # fixed array or sizing a buffer from a non-positive period.
+    n_tf, n_rsi = len(cfg.timeframe_minutes), len(cfg.rsi_periods)
+    if not 1 <= n_tf <= MAX_TIMEFRAMES:
+        raise InvalidInputError(f"timeframes: 1 to {MAX_TIMEFRAMES}, got {n_tf}")
+    if not 1 <= n_rsi <= MAX_RSI:
+        raise InvalidInputError(f"rsi_periods: 1 to {MAX_RSI} periods, got {n_rsi}")
+    for minutes in cfg.timeframe_minutes:
+        check_period(minutes, 1, "timeframe_minutes")
+    for period in cfg.rsi_periods:
+        check_period(period, 1, "rsi_periods")
+    for name in ("atr_period", "adx_period", "bb_period", "volume_z_period", "realized_vol_period",
+                 "donchian_period"):
+        check_period(getattr(cfg, name), 1, name)
+    for name in ("macd", "stoch"):
+        for period in getattr(cfg, name):
+            check_period(period, 1, name)
+    lv = cfg.levels
+    for name in ("pivot_bars", "volume_window", "range_window", "min_separation"):
+        check_period(lv[name], 1, f"levels.{name}")
+    if not 1 <= lv["max_levels"] <= LEVELS_CAP:
+        raise InvalidInputError(f"levels.max_levels={lv['max_levels']!r}: 1 to {LEVELS_CAP}")
+    return 0
 
 
 cdef int _block_init(TFBlock* b, object cfg, double bar_minutes, Py_ssize_t offset) except -1:
@@ -255,8 +285,7 @@ cdef class TechnicalState:
         if config is None or not hasattr(config, "timeframe_minutes"):
             raise InvalidInputError(f"config={config!r}: expected a TechnicalConfig")
         minutes = config.timeframe_minutes
-        if len(minutes) > MAX_TIMEFRAMES:
-            raise InvalidInputError(f"timeframes: at most {MAX_TIMEFRAMES}, got {len(minutes)}")
+        _check_capacity(config)
         self.config = config
         self.timeframes = tuple(config.timeframes)
         self.names = feature_names(config)

@@ -314,7 +314,7 @@ class TacticalSignal:
         """The engine's constructor: every field is already of its exact type and range.
 
         The compiled engine checks finiteness and ranges before calling this (see
-        ``_emit`` in engine.pyx); skipping ``__post_init__`` saves most of a signal's cost.
+        ``_emit`` in _engine.pyx); skipping ``__post_init__`` saves most of a signal's cost.
         """
         self = object.__new__(cls)
         set_ = object.__setattr__

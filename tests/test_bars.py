@@ -173,7 +173,7 @@ def test_one_minute_timeframe_passes_bars_through():
 
 
 def test_forming_bar_is_readable_and_none_before_data():
-    agg = MultiTimeframeAggregator()
+    agg = MultiTimeframeAggregator(("5m", "15m", "1h"))
     assert agg.timeframes == ("5m", "15m", "1h")
     assert agg.forming("1h") is None
     for m in range(3):
@@ -325,7 +325,7 @@ def test_first_batch_row_is_checked_against_the_previous_batch():
 
 
 def test_batch_inputs_of_wrong_type_or_length_are_rejected():
-    agg = MultiTimeframeAggregator()
+    agg = MultiTimeframeAggregator(("5m", "15m", "1h"))
     cols = [np.array([r[i] for r in HISTORY]) for i in range(6)]
     with pytest.raises(InvalidInputError, match="ts: expected integer epoch ms"):
         agg.aggregate_many(cols[0].astype(float), *cols[1:])

@@ -247,13 +247,13 @@ def test_empty_update_many_returns_empty_arrays(case):
 
 def test_all_indicators_match_talib_on_eth_1m(eth_1m):
     h, l, c = eth_1m["high"], eth_1m["low"], eth_1m["close"]
-    assert_matches_talib(RSI().update_many(c), talib.RSI(c))
-    for a, b in zip(MACD().update_many(c), talib.MACD(c)):
+    assert_matches_talib(RSI(14).update_many(c), talib.RSI(c))
+    for a, b in zip(MACD(12, 26, 9).update_many(c), talib.MACD(c)):
         assert_matches_talib(a, b)
-    for a, b in zip(Stochastic().update_many(h, l, c), talib.STOCH(h, l, c, 14, 3, 0, 3, 0)):
+    for a, b in zip(Stochastic(14, 3, 3).update_many(h, l, c), talib.STOCH(h, l, c, 14, 3, 0, 3, 0)):
         assert_matches_talib(a, b)
     theirs = (talib.ADX(h, l, c), talib.PLUS_DI(h, l, c), talib.MINUS_DI(h, l, c))
-    for a, b in zip(ADX().update_many(h, l, c), theirs):
+    for a, b in zip(ADX(14).update_many(h, l, c), theirs):
         assert_matches_talib(a, b)
 
 
@@ -281,10 +281,10 @@ def test_non_finite_input_is_rejected_and_state_kept(case, btc_1m_head):
     assert_same(ind.update(*good), ref.update(*good))
 
 
-@pytest.mark.parametrize("cls", [Stochastic, ADX])
-def test_update_many_rejects_arrays_of_different_lengths(cls):
+@pytest.mark.parametrize("make", [lambda: Stochastic(14, 3, 3), lambda: ADX(14)], ids=["Stochastic", "ADX"])
+def test_update_many_rejects_arrays_of_different_lengths(make):
     with pytest.raises(InvalidInputError, match="lows: length 2"):
-        cls().update_many([1.0, 2.0, 3.0], [1.0, 2.0], [1.0, 2.0, 3.0])
+        make().update_many([1.0, 2.0, 3.0], [1.0, 2.0], [1.0, 2.0, 3.0])
 
 
 @pytest.mark.parametrize(

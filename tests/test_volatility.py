@@ -115,7 +115,7 @@ def test_realized_volatility_scales_with_bar_minutes(btc_1m_head):
 
 
 def make(cls: type, period: int) -> object:
-    return cls(period)
+    return cls(period, 2.0) if cls is BollingerBands else cls(period)
 
 
 def reference(cls: type, period: int) -> object:
@@ -207,7 +207,7 @@ def test_ready_flips_with_the_first_defined_output(cls, btc_1m_head):
 
 def test_flat_series_gives_zero_width_bands_and_zero_volatility():
     flat = np.full(200, 42.0)
-    upper, middle, lower = BollingerBands(20).update_many(flat)
+    upper, middle, lower = BollingerBands(20, 2.0).update_many(flat)
     for band in (upper, middle, lower):
         np.testing.assert_array_equal(band[19:], 42.0)
     np.testing.assert_array_equal(ATR(14).update_many(flat, flat, flat)[14:], 0.0)
@@ -220,7 +220,7 @@ def test_bands_collapse_exactly_once_a_volatile_window_turns_flat(btc_1m_head):
     # The variance is extracted as a difference of running sums; the flat-window floor
     # must still bring it to exactly 0 (no sqrt of a rounding residue).
     series = np.concatenate([btc_1m_head["close"][:500], np.full(60, 43_210.57)])
-    upper, middle, lower = BollingerBands(20).update_many(series)
+    upper, middle, lower = BollingerBands(20, 2.0).update_many(series)
     np.testing.assert_array_equal(upper[-30:], middle[-30:])
     np.testing.assert_array_equal(lower[-30:], middle[-30:])
     vol = RealizedVolatility(20).update_many(series)
@@ -271,7 +271,7 @@ def test_arrays_of_different_lengths_are_rejected(cls, fields):
 @pytest.mark.parametrize(
     "factory,match",
     [
-        (lambda: BollingerBands(1), "period=1"),
+        (lambda: BollingerBands(1, 2.0), "period=1"),
         (lambda: BollingerBands(20, -1.0), "nbdev=-1.0"),
         (lambda: BollingerBands(20, math.nan), "nbdev=nan"),
         (lambda: ATR(0), "period=0"),

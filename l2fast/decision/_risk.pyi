@@ -4,7 +4,7 @@ import enum
 from collections.abc import Iterable
 from typing import Any
 
-# The C enum classes of risk.pxd (their members are its constants, not restated
+# The C enum classes of _risk.pxd (their members are its constants, not restated
 # here); the name lists below derive from them.
 RiskCode: type[enum.IntEnum]
 RiskAction: type[enum.IntEnum]

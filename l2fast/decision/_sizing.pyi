@@ -4,7 +4,7 @@ import enum
 from collections.abc import Sequence
 from typing import Any
 
-# The C enum classes of sizing.pxd (their members are its constants, not restated
+# The C enum classes of _sizing.pxd (their members are its constants, not restated
 # here); the name lists below derive from them.
 SizingCode: type[enum.IntEnum]
 KellySource: type[enum.IntEnum]

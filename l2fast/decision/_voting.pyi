@@ -6,7 +6,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-# The C enum classes of voting.pxd (their members are its constants, not restated
+# The C enum classes of _voting.pxd (their members are its constants, not restated
 # here); the name lists below derive from them.
 MemberKindCode: type[enum.IntEnum]
 MemberStatus: type[enum.IntEnum]

@@ -1,6 +1,6 @@
 """The risk gate: stops, take-profits, per-day limits, exposure and portfolio accounting.
 
-One compiled state per engine (``RiskState`` in ``risk.pxd``, up to 16 symbols) holds
+One compiled state per engine (``RiskState`` in ``_risk.pxd``, up to 16 symbols) holds
 cash, positions, reservations and the UTC day's counters; :class:`RiskGate` wraps it
 with validation and names. Equity is ``cash + sum(side * qty * mark)``, marked at each
 symbol's last bar close or fill price. R is the stop distance per unit.

@@ -1,7 +1,7 @@
 """Position sizing: how much to buy or sell when the vote says to enter.
 
 Every entry is sized from plain numbers by one compiled call (the engine calls the same
-kernel, ``sizing_compute`` in ``sizing.pxd``, without Python objects). Each factor below
+kernel, ``sizing_compute`` in ``_sizing.pxd``, without Python objects). Each factor below
 is returned by :meth:`PositionSizer.size` and goes into ``reasoning["sizing"]``.
 
 Formulas, applied in this order:

@@ -1,4 +1,4 @@
-"""Pure-Python twin of :mod:`l2fast.engine._telemetry`, written from the rules in metrics.pxd.
+"""Pure-Python twin of :mod:`l2fast.engine._telemetry`, written from the rules in _telemetry.pxd.
 
 It keeps every latency observation and derives buckets and quantiles from them (the
 kernel keeps only bucket counts), so the tests compare two different computations of the

@@ -27,10 +27,10 @@ cdef enum:
     RISK_MAX_SYMBOLS = 16
     RISK_MAX_CAPS = 3
 
-# The code enums below are the one declaration of each code: risk.pyx derives the Python
+# The code enums below are the one declaration of each code: _risk.pyx derives the Python
 # names from them (RISK_CODES = the names without RISK_, ACTIONS and STOP_MOVES the names
 # without ACTION_ / STOP_, lower-cased), so a new code is added here only (and its fields
-# in risk.pyx's _NOTE_FIELDS).
+# in _risk.pyx's _NOTE_FIELDS).
 # A denial (or a cap that reduced the quantity) and the meaning of RiskNote.value/limit.
 cpdef enum RiskCode:
     RISK_OK = 0

@@ -1,6 +1,6 @@
 """Risk gate kernels: portfolio accounting, stop management and the entry/exit check.
 
-The rules are stated in :mod:`l2fast.decision.risk` (and in risk.pxd); this module implements
+The rules are stated in :mod:`l2fast.decision.risk` (and in _risk.pxd); this module implements
 them on one fixed-capacity struct for the engine and wraps it in a validated class.
 """
 

@@ -28,7 +28,7 @@ from libc.math cimport fabs, floor, round
 
 from l2fast.technical._averages cimport Window
 
-# The two code enums are the one declaration of their codes: sizing.pyx derives the
+# The two code enums are the one declaration of their codes: _sizing.pyx derives the
 # Python names (SIZING_CODES: the names without SIZE_; KELLY_SOURCES: without KELLY_,
 # lower-cased).
 # Why a sizing result is zero (SIZE_OK when qty > 0).
@@ -132,7 +132,7 @@ cdef void sizing_compute(const SizingParams* prm, const SizingInput* inp,
 cdef dict sizing_result_dict(const SizingResult* r)
 
 
-# Boundary validation of the Python wrappers (here and in risk.pyx): ``value`` as a finite
+# Boundary validation of the Python wrappers (here and in _risk.pyx): ``value`` as a finite
 # double in [lo, hi], lo excluded when lo_open; None gives NaN when allow_none. Raises
 # InvalidInputError naming ``name`` and the value.
 cdef double check_number(object value, str name, double lo, double hi, bint lo_open=*,

@@ -1,6 +1,6 @@
 """Position sizing kernels: live trade statistics and the per-entry sizing decision.
 
-The formulas are stated in :mod:`l2fast.decision.sizing` (and in sizing.pxd); this module
+The formulas are stated in :mod:`l2fast.decision.sizing` (and in _sizing.pxd); this module
 implements them on plain structs for the engine and wraps them in two validated classes.
 """
 

@@ -1,8 +1,8 @@
 # Contract of the voting kernels: the ensemble members' votes, the technical votes of every
 # timeframe, their fusion into one side, and the consensus/confidence/alignment gates.
-# The formulas are in the module docstring of voting.pyx (quoted by l2fast/decision/voting.py).
+# The formulas are in the module docstring of _voting.pyx (quoted by l2fast/decision/voting.py).
 #
-# Same conventions as averages.pxd: plain C structs, nothing allocated (every buffer is a
+# Same conventions as _averages.pxd: plain C structs, nothing allocated (every buffer is a
 # fixed array inside the struct, so a struct copy is a snapshot), ``noexcept nogil`` steps
 # that never fail (inputs are checked at the Python boundary; non-finite numbers are
 # treated as "unavailable", never propagated).
@@ -23,7 +23,7 @@ cdef enum:
     VOTE_MAX_TIMEFRAMES = 8     # = features.MAX_TIMEFRAMES
     VOTE_RING = 128             # deque capacity (a power of two): windows of <= 127 bars
 
-# The named cpdef enums below are the one declaration of their codes: voting.pyx derives
+# The named cpdef enums below are the one declaration of their codes: _voting.pyx derives
 # the Python names from the constants (MEMBER_KINDS, MEMBER_STATUSES: the names without the
 # prefix, lower-cased; GATE_CODES: the nonzero gate bits, names without GATE_).
 cpdef enum MemberKindCode:  # MemberSpec.kind
@@ -43,7 +43,7 @@ cdef enum:  # VoteParams.voting
 
 # Technical components: TFVote.components[...] and TechParams.weights[...]. They index
 # arrays, so the enum is anonymous (Cython refuses a named one as an index); COMPONENTS in
-# voting.pyx names them, tests/test_codes.py checks it against these constants.
+# _voting.pyx names them, tests/test_codes.py checks it against these constants.
 cpdef enum:
     TC_RSI_LEVEL = 0
     TC_RSI_DIVERGENCE = 1
@@ -182,7 +182,7 @@ cdef int voter_setup(Voter* v, object params) except -1
 cdef void voter_reset(Voter* v) noexcept nogil
 cdef void tech_reset(TechState* s) noexcept nogil
 # One closed bar of a timeframe: ``block`` is that timeframe's block of the feature vector
-# (features.pxd slot layout); writes s.vote.
+# (_features.pxd slot layout); writes s.vote.
 cdef void tech_step(TechState* s, const TechParams* p, const double* block) noexcept nogil
 # tech_step on every timeframe i whose bit is set in ``updated``; ``features`` is the whole
 # feature vector of the technical state.

@@ -1,7 +1,7 @@
 """The engine core: one call per 1-minute bar from the bar to L1's signal.
 
 Every per-bar step runs on C structs owned by :class:`EngineCore` (technical state, voter,
-correlation, risk state, live statistics; see engine.pxd for the order); the only Python
+correlation, risk state, live statistics; see _engine.pxd for the order); the only Python
 work per bar is the onnxruntime call through a pre-bound io_binding and the returned
 :class:`~l2fast.signals.TacticalSignal` with its reasoning. :class:`l2fast.engine.generator.
 TacticalSignalGenerator` builds the core from an :class:`~l2fast.config.L2Config` and hands it
@@ -586,7 +586,7 @@ cdef class EngineCore:
     # ------------------------------------------------------------------ snapshots
 
     cdef int _codec(self, StateCodec c) except -1:
-        # The walk over every per-bar state, in a fixed order (snapshot.pxd). Parameters
+        # The walk over every per-bar state, in a fixed order (_snapshot.pxd). Parameters
         # inside the structs come back unchanged: the snapshot's config built this engine.
         cdef int i, j
         c.same(self._n_symbols, "symbols")

@@ -8,7 +8,7 @@
 # live struct, points the temporary's buffers at the live ones ("relink"), copies it in,
 # then fills the buffers. A struct whose sizes differ is refused (SnapshotError) before
 # the live struct is touched, so a live state never holds a foreign pointer.
-# Each kernel family's buffers are listed once, in one walk per kernel (snapshot.pyx):
+# Each kernel family's buffers are listed once, in one walk per kernel (_snapshot.pyx):
 # run on (temporary, live) it relinks and compares sizes, on (live, live) it saves or
 # loads the contents, so the two can never list different buffers or orders.
 
@@ -31,7 +31,7 @@ cdef class StateCodec:
     # A count that must be equal on both sides (symbols, timeframes): saved, or read and
     # compared (SnapshotError naming ``what`` when it differs).
     cdef int same(self, long long value, str what) except -1
-    # Inside a composite struct's walk (snapshot.pyx), one buffer field ``*p`` of ``n``
+    # Inside a composite struct's walk (_snapshot.pyx), one buffer field ``*p`` of ``n``
     # bytes, ``live`` and ``live_n`` the live struct's: while ``relinking``, point it at
     # ``live`` and note whether the sizes agree; otherwise save or load its ``n`` bytes.
     cdef bint relinking

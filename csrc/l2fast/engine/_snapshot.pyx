@@ -1,4 +1,4 @@
-"""The engine-state codec (contract and format: snapshot.pxd).
+"""The engine-state codec (contract and format: _snapshot.pxd).
 
 Only :mod:`l2fast.engine.snapshot` uses it, through ``EngineCore._dump_state`` and
 ``_load_state``; the file format around the bytes (header, checksum, atomic write) is
@@ -103,7 +103,7 @@ cdef int _relink(StateCodec c, walk_fn walk, void* tmp, const void* live) except
 
 
 cdef int _composite(StateCodec c, void* s, size_t n, walk_fn walk, str what) except -1:
-    # The struct's bytes, then its buffers; on load through a temporary (snapshot.pxd).
+    # The struct's bytes, then its buffers; on load through a temporary (_snapshot.pxd).
     # Saved with NULL buffer pointers (relinked to a zeroed struct), so that equal states
     # give equal bytes.
     cdef void* tmp = malloc(n)

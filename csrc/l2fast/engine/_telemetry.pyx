@@ -1,6 +1,6 @@
 """In-engine metrics: signal, vote and member counters and per-stage latency histograms.
 
-The engine updates one :c:type:`EngineMetrics` struct from its per-bar path (metrics.pxd
+The engine updates one :c:type:`EngineMetrics` struct from its per-bar path (_telemetry.pxd
 states the calls, the bucket layout and the cost); :class:`MetricsRecorder` wraps one for
 Python and the tests, with validated arguments. :func:`metrics_dict` (and
 :meth:`MetricsRecorder.as_dict`) renders the struct as::

@@ -322,7 +322,8 @@ cdef class MultiTimeframeAggregator:
     Args:
         timeframes: Timeframes to build, each a string (``"5m"``, ``"4h"``, ``"1d"``) or
             integer minutes dividing one day. Results are keyed by canonical name
-            (``timeframe_name``), in the given order.
+            (``timeframe_name``), in the given order. No default: the engine's are
+            ``technical.timeframes`` of the config.
     """
 
     cdef BarGuard _g
@@ -331,7 +332,7 @@ cdef class MultiTimeframeAggregator:
     cdef tuple _names
     cdef dict _index
 
-    def __cinit__(self, timeframes=("5m", "15m", "1h")):
+    def __cinit__(self, timeframes):
         if isinstance(timeframes, str) or not hasattr(timeframes, "__iter__"):
             timeframes = (timeframes,)
         names = []

@@ -1,6 +1,6 @@
 # Contract of the moving-average kernels and of the rolling window they share.
 #
-# Kernel convention (every l2fast._core module follows it):
+# Kernel convention (every compiled kernel module follows it):
 #   * the state of a kernel is a plain C struct (``XState``);
 #   * ``x_init(&s, ...)`` sets a fresh state (and ``x_free`` releases any buffer);
 #   * ``x_step(&s, ...)`` consumes one value in O(1), allocates nothing, returns NaN
@@ -117,7 +117,7 @@ cdef struct EMAState:
 cdef void ema_init(EMAState* s, Py_ssize_t period) noexcept nogil
 cdef void ema_init_k(EMAState* s, Py_ssize_t period, double k) noexcept nogil
 # TA-Lib's EMA: SMA seed over the first ``period`` inputs, then one fused step
-# (``hw``: issue the FMA instruction; see common.pxd).
+# (``hw``: issue the FMA instruction; see _checks.pxd).
 cdef inline double ema_step_on(EMAState* s, double x, bint hw) noexcept nogil:
     s.n += 1
     if s.n < s.period:

@@ -2,7 +2,7 @@
 
 Arithmetic follows TA-Lib's C code operation for operation so that results are
 bit-identical to ``talib.SMA`` / ``talib.EMA`` (default compatibility mode; the EMA
-steps with a fused multiply-add like TA-Lib on FMA hardware, see common.pxd).
+steps with a fused multiply-add like TA-Lib on FMA hardware, see _checks.pxd).
 """
 
 from libc.math cimport NAN

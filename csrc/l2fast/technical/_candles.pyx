@@ -21,7 +21,7 @@ from l2fast._checks cimport as_input, check_finite, check_same_length
 cnp.import_array()
 
 
-#: TA-Lib's names of the patterns, in CDL_* order (candles.pxd; the output order): CDL_HAMMER
+#: TA-Lib's names of the patterns, in CDL_* order (_candles.pxd; the output order): CDL_HAMMER
 #: is "CDLHAMMER" (tests/test_codes.py checks each against its constant; the count is checked here).
 CANDLESTICK_PATTERNS = (
     "CDLDOJI",
@@ -46,7 +46,7 @@ CANDLESTICK_PATTERNS = (
     "CDLSPINNINGTOP",
 )
 if len(CANDLESTICK_PATTERNS) != N_CANDLE_PATTERNS:
-    raise RuntimeError("CANDLESTICK_PATTERNS must name every CDL_* constant of candles.pxd")
+    raise RuntimeError("CANDLESTICK_PATTERNS must name every CDL_* constant of _candles.pxd")
 
 cdef enum:
     _MASK = CANDLE_RING - 1
@@ -642,7 +642,7 @@ _PATTERN_FNS[CDL_SPINNINGTOP] = _spinningtop
 
 
 cdef int _check_pattern_fns() except -1:
-    # A pattern declared in candles.pxd without a kernel here would call NULL: refuse to load.
+    # A pattern declared in _candles.pxd without a kernel here would call NULL: refuse to load.
     cdef int i
     for i in range(N_CANDLE_PATTERNS):
         if _PATTERN_FNS[i] == NULL:

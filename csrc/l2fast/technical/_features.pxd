@@ -12,7 +12,7 @@ cdef enum:
     MAX_RSI = 4           # RSI periods per timeframe
     MAX_TIMEFRAMES = 8
 
-# Offsets inside one timeframe's block of features. features.pyx names each in its _SLOTS
+# Offsets inside one timeframe's block of features. _features.pyx names each in its _SLOTS
 # table (checked against these at import and by tests/test_codes.py) and keys its warm-up
 # by the constant. cpdef: the constants are visible to Python for that test. RSI slots
 # follow S_RSI, then the candlestick patterns.
@@ -79,7 +79,7 @@ cdef void block_step(TFBlock* b, double o, double h, double l, double c, double 
 
 
 cdef class TechnicalState:
-    # The engine (engine.pyx) drives it directly: bar_check on ``_guard`` at its boundary,
+    # The engine (_engine.pyx) drives it directly: bar_check on ``_guard`` at its boundary,
     # then ``_step``, then reads the vector through ``_out``.
     cdef BarGuard _guard
     cdef TFAgg _aggs[MAX_TIMEFRAMES]

@@ -1,7 +1,7 @@
 # Contract of the support/resistance kernel (swing pivots, level table, breakouts,
 # double tops/bottoms, ranges).
 #
-# Same conventions as averages.pxd: plain C structs, ``x_init``/``x_free``/``x_step``,
+# Same conventions as _averages.pxd: plain C structs, ``x_init``/``x_free``/``x_step``,
 # no allocation per step, and the state before a step is restored by a struct copy.
 # Everything a step rewrites lives either in fixed-size arrays inside the struct (the
 # level table, the pivot histories) or in a heap slot the pre-step state never reads

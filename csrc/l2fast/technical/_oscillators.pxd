@@ -1,6 +1,6 @@
 # Contract of the oscillator kernels (RSI, MACD, Stochastic, ADX with +DI/-DI).
 #
-# Same convention as averages.pxd: plain C state structs, ``x_init`` / ``x_free`` /
+# Same convention as _averages.pxd: plain C state structs, ``x_init`` / ``x_free`` /
 # ``x_step``; steps are O(1) (the stochastic's extreme tracking is O(1) amortised),
 # allocate nothing, never fail, and write NaN during warm-up. Multi-output kernels
 # write through pointers. Every buffer keeps one spare slot, so a struct copy taken

@@ -387,7 +387,7 @@ cdef class RSI:
     cdef RSIState _prev
     cdef readonly Py_ssize_t period
 
-    def __cinit__(self, Py_ssize_t period=14):
+    def __cinit__(self, Py_ssize_t period):
         check_period(period, 2)
         self.period = period
         rsi_init(&self._s, period)
@@ -453,7 +453,7 @@ cdef class MACD:
     cdef readonly Py_ssize_t slow
     cdef readonly Py_ssize_t signal
 
-    def __cinit__(self, Py_ssize_t fast=12, Py_ssize_t slow=26, Py_ssize_t signal=9):
+    def __cinit__(self, Py_ssize_t fast, Py_ssize_t slow, Py_ssize_t signal):
         check_period(fast, 2, "fast")
         check_period(slow, 2, "slow")
         check_period(signal, 1, "signal")
@@ -531,8 +531,7 @@ cdef class Stochastic:
     cdef readonly Py_ssize_t slowk_period
     cdef readonly Py_ssize_t slowd_period
 
-    def __cinit__(self, Py_ssize_t fastk_period=14, Py_ssize_t slowk_period=3,
-                  Py_ssize_t slowd_period=3):
+    def __cinit__(self, Py_ssize_t fastk_period, Py_ssize_t slowk_period, Py_ssize_t slowd_period):
         check_period(fastk_period, 1, "fastk_period")
         check_period(slowk_period, 1, "slowk_period")
         check_period(slowd_period, 1, "slowd_period")
@@ -613,7 +612,7 @@ cdef class ADX:
     cdef ADXState _prev
     cdef readonly Py_ssize_t period
 
-    def __cinit__(self, Py_ssize_t period=14):
+    def __cinit__(self, Py_ssize_t period):
         check_period(period, 2)
         self.period = period
         adx_init(&self._s, period)

@@ -1,4 +1,4 @@
-# Contract of the rolling-statistics kernels (conventions: see averages.pxd).
+# Contract of the rolling-statistics kernels (conventions: see _averages.pxd).
 #
 # Both kernels follow TA-Lib 0.8's cancellation-free form: the running sums hold
 # deviations from a ``shift`` near the window instead of raw levels, and are rebuilt

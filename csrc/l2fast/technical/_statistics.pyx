@@ -235,7 +235,7 @@ cdef class RollingCorrelation:
     cdef CorrelState _prev
     cdef readonly Py_ssize_t period
 
-    def __cinit__(self, Py_ssize_t period=30):
+    def __cinit__(self, Py_ssize_t period):
         check_period(period, 2)
         self.period = period
         correl_init(&self._s, period)

@@ -1,4 +1,4 @@
-# Contract of the volatility kernels (conventions: see averages.pxd).
+# Contract of the volatility kernels (conventions: see _averages.pxd).
 #
 # Multi-output kernels write through pointers; during warm-up every output is NaN.
 

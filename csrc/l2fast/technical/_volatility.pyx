@@ -333,7 +333,7 @@ cdef class BollingerBands:
     cdef readonly Py_ssize_t period
     cdef readonly double nbdev
 
-    def __cinit__(self, Py_ssize_t period=20, double nbdev=2.0):
+    def __cinit__(self, Py_ssize_t period, double nbdev):
         check_period(period, 2)
         check_finite(nbdev, "nbdev")
         if nbdev < 0.0:
@@ -405,7 +405,7 @@ cdef class ATR:
     cdef ATRState _prev
     cdef readonly Py_ssize_t period
 
-    def __cinit__(self, Py_ssize_t period=14):
+    def __cinit__(self, Py_ssize_t period):
         check_period(period, 1)
         self.period = period
         atr_init(&self._s, period)
@@ -472,7 +472,7 @@ cdef class Donchian:
     cdef DonchianState _prev
     cdef readonly Py_ssize_t period
 
-    def __cinit__(self, Py_ssize_t period=20):
+    def __cinit__(self, Py_ssize_t period):
         check_period(period, 2)
         self.period = period
         donchian_init(&self._s, period)
@@ -552,7 +552,7 @@ cdef class RealizedVolatility:
     cdef readonly Py_ssize_t period
     cdef readonly double bar_minutes
 
-    def __cinit__(self, Py_ssize_t period=60, double bar_minutes=1.0):
+    def __cinit__(self, Py_ssize_t period, double bar_minutes=1.0):
         check_period(period, 2)
         _check_positive(bar_minutes, "bar_minutes")
         self.period = period

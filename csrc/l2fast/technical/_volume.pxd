@@ -1,4 +1,4 @@
-# Contract of the volume kernels (conventions: see averages.pxd).
+# Contract of the volume kernels (conventions: see _averages.pxd).
 
 from l2fast.technical._statistics cimport VarState
 

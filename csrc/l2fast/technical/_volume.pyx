@@ -168,7 +168,7 @@ cdef class VolumeZScore:
     cdef VolumeZState _prev
     cdef readonly Py_ssize_t period
 
-    def __cinit__(self, Py_ssize_t period=20):
+    def __cinit__(self, Py_ssize_t period):
         check_period(period, 2)
         self.period = period
         volz_init(&self._s, period)

@@ -81,6 +81,8 @@ def is_symbol(symbol: str) -> bool:
 _MODEL_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 _MODELS_DIR_ENV = "L2FAST_MODELS_DIR"
+# The longest span an engine.*_ms bound may have: about 292 years, far from int64's end.
+_MAX_SPAN_MS = 2**53
 
 
 class FrozenDict(dict):
@@ -777,6 +779,17 @@ class EngineConfig:
             decision's ``ts_ms``) is stale and the engine holds; 0 disables the check.
         live_stats_window: Most recent closed trades kept for the live win rate and payoff
             ratio, >= ``risk.min_trades_for_live_stats``.
+        symbols: The symbols whose bars may open a slot (of the engine's 16), besides L3's
+            universe, which is always allowed. Empty (the default): any symbol, until the
+            slots are full; production should list its symbols, so that bars of stray
+            symbols cannot fill the slots that L3's universe needs.
+        max_bar_gap_ms: A bar more than this after the symbol's previous bar (a new
+            symbol's: after the engine's latest bar) is refused; 0 disables the check.
+        max_clock_lead_ms: When > 0 (live trading), a bar or fill more than this ahead of
+            the wall clock is refused; 0 (the default: backtests replay any time) disables it.
+        max_fill_lead_ms: A fill more than this after the engine's latest bar is refused;
+            0 disables the check.
+        max_fill_notional: Largest notional a fill may open or add, as a multiple of equity, > 0.
     """
 
     _SECTION: ClassVar[str] = "engine"
@@ -784,12 +797,29 @@ class EngineConfig:
     initial_equity: float = 10_000.0
     max_decision_age_ms: int = 86_400_000
     live_stats_window: int = 100
+    symbols: tuple[str, ...] = ()
+    max_bar_gap_ms: int = 30 * 86_400_000
+    max_clock_lead_ms: int = 0
+    max_fill_lead_ms: int = 86_400_000
+    max_fill_notional: float = 10.0
 
     def __post_init__(self) -> None:
         s = self._SECTION
         _set(self, "initial_equity", _real(f"{s}.initial_equity", self.initial_equity, 0.0, lo_open=True))
         _set(self, "max_decision_age_ms", _integer(f"{s}.max_decision_age_ms", self.max_decision_age_ms, 0))
         _set(self, "live_stats_window", _integer(f"{s}.live_stats_window", self.live_stats_window, 1))
+        for name in ("max_bar_gap_ms", "max_clock_lead_ms", "max_fill_lead_ms"):
+            # Bounded so that a timestamp plus the span stays inside the core's int64.
+            _set(self, name, _integer(f"{s}.{name}", getattr(self, name), 0, _MAX_SPAN_MS))
+        _set(self, "max_fill_notional", _real(f"{s}.max_fill_notional", self.max_fill_notional, 0.0, lo_open=True))
+        if isinstance(self.symbols, str) or not isinstance(self.symbols, (tuple, list)):
+            raise ConfigError(f"{s}.symbols={self.symbols!r}: must be a list of symbols like 'BTC/USDT'")
+        for symbol in self.symbols:
+            if not isinstance(symbol, str) or not SYMBOL_PATTERN.fullmatch(symbol):
+                raise ConfigError(f"{s}.symbols: {symbol!r} must look like 'BTC/USDT' (BASE/QUOTE, upper case)")
+        if len(set(self.symbols)) != len(self.symbols):
+            raise ConfigError(f"{s}.symbols={list(self.symbols)!r}: a symbol is listed twice")
+        _set(self, "symbols", tuple(str.__str__(symbol) for symbol in self.symbols))
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> EngineConfig:

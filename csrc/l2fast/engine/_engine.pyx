@@ -10,7 +10,9 @@ ensemble's bound buffers): the core imports nothing of l2fast but kernels and th
 """
 
 from numbers import Real
+from time import time_ns
 
+from libc.limits cimport LLONG_MAX
 from libc.math cimport INFINITY, NAN, isfinite
 from libc.stdlib cimport calloc, free
 from libc.string cimport memset
@@ -18,7 +20,7 @@ from libc.string cimport memset
 from l2fast.technical._aggregate cimport BarGuard, bar_check, bar_guard_init
 from l2fast.technical._features cimport S_ATR, S_RET_1, S_RVOL, TechnicalState
 from l2fast.decision._risk cimport (
-    ACTION_EXIT, ACTION_HOLD, FillResult, RISK_MAX_SYMBOLS, RiskCheck, RiskParams, RiskState,
+    ACTION_EXIT, ACTION_HOLD, FillResult, Position, RISK_MAX_SYMBOLS, RiskCheck, RiskParams, RiskState,
     fill_result_dict, risk_accept, risk_bar, risk_bar_dict, risk_check, risk_check_dict,
     risk_equity, risk_gross_exposure, risk_init, risk_on_fill, risk_open_positions,
     risk_params_fill, risk_set_symbol,
@@ -75,7 +77,36 @@ cdef double _number(object value, str field) except? -1:
     # Real numbers only (numpy scalars included): a numeric string is a caller bug.
     if isinstance(value, bool) or not isinstance(value, Real):
         raise InvalidBarError(field, value, "must be a real number")
-    return float(value)
+    try:
+        return float(value)
+    except (OverflowError, ValueError, TypeError):
+        # A 400-digit integer, or a Real whose __float__ fails.
+        raise InvalidBarError(field, value, "must be a real number within float range") from None
+
+
+cdef double _fill_number(object value, str field, bint lo_open) except? -1:
+    # A fill field as a double >= 0 (> 0 with lo_open): a bool is not a quantity.
+    if isinstance(value, bool) or not isinstance(value, Real):
+        raise InvalidInputError(f"{field}={value!r}: must be a number")
+    try:
+        float(value)
+    except (OverflowError, ValueError, TypeError):
+        raise InvalidInputError(f"{field}={value!r}: must be a number within float range") from None
+    return check_number(value, field, 0.0, INFINITY, lo_open)
+
+
+cdef str _exact_symbol(object symbol):
+    # A str subclass (numpy's str_) names the same symbol as the plain str: keyed by its
+    # own __hash__/__eq__ it could open a second slot of the same symbol.
+    if type(symbol) is str:
+        return symbol
+    if isinstance(symbol, str):
+        return str.__str__(symbol)
+    raise InvalidInputError(f"symbol={symbol!r}: must be a string like 'BTC/USDT'")
+
+
+cdef inline long long _now_ms():
+    return time_ns() // 1_000_000
 
 
 cdef long long _timestamp(object value, str field) except? -1:
@@ -108,6 +139,11 @@ cdef class EngineCore:
     cdef object _technical_config
     cdef object _risk_config
     cdef Py_ssize_t _corr_window
+    cdef frozenset _allowed      # engine.symbols (empty: any symbol)
+    cdef long long _max_gap      # engine.max_bar_gap_ms (0 = off: the largest gap there is)
+    cdef long long _clock_lead   # engine.max_clock_lead_ms (0 = off)
+    cdef long long _fill_lead    # engine.max_fill_lead_ms (0 = off)
+    cdef double _fill_notional   # engine.max_fill_notional
 
     cdef object _run
     cdef object _ensemble
@@ -202,6 +238,12 @@ cdef class EngineCore:
         self._min_trades = risk.min_trades_for_live_stats
         self._kelly_fixed = risk.kelly_win_rate is not None
         self._max_age = config.engine.max_decision_age_ms
+        self._allowed = frozenset(config.engine.symbols)
+        # 0 (off) becomes a span no bar can exceed, so the per-bar test stays one comparison.
+        self._max_gap = config.engine.max_bar_gap_ms or LLONG_MAX
+        self._clock_lead = config.engine.max_clock_lead_ms
+        self._fill_lead = config.engine.max_fill_lead_ms
+        self._fill_notional = config.engine.max_fill_notional
 
         voter_setup(&self._voter_proto, voting_params)
         self._member_names = tuple(m.name for m in voting_params.members)
@@ -263,13 +305,53 @@ cdef class EngineCore:
         return i
 
     cdef int _symbol_index(self, object symbol) except -1:
-        try:
-            return self._index[symbol]
-        except (KeyError, TypeError):
-            pass
-        if not isinstance(symbol, str):
-            raise InvalidInputError(f"symbol={symbol!r}: must be a string like 'BTC/USDT'")
-        raise InvalidInputError(f"symbol={symbol!r}: unknown (known: {', '.join(self._symbols) or 'none'})")
+        idx = self._index.get(_exact_symbol(symbol))
+        if idx is None:
+            raise InvalidInputError(f"symbol={symbol!r}: unknown (known: {', '.join(self._symbols) or 'none'})")
+        return idx
+
+    cdef int _admit(self, str symbol) except -1:
+        """Refuse a well-formed new symbol outside ``engine.symbols`` before it takes a slot
+        (L3's universe symbols got theirs when the decision was installed)."""
+        if self._allowed and symbol not in self._allowed and self._is_symbol(symbol):
+            raise InvalidInputError(f"symbol={symbol!r}: not in engine.symbols ({', '.join(sorted(self._allowed))}) "
+                                    f"nor in L3's universe")
+        return 0
+
+    cdef long long _latest_bar(self) noexcept:
+        """Open time of the engine's latest bar of any symbol (-1: none yet)."""
+        cdef long long latest = -1
+        cdef int k
+        for k in range(self._n_symbols):
+            if self._slots[k].last_ts > latest:
+                latest = self._slots[k].last_ts
+        return latest
+
+    cdef int _check_clock(self, long long ts, str field, object value, bint bar) except -1:
+        cdef long long now = _now_ms()
+        if ts - now > self._clock_lead:
+            reason = (f"more than engine.max_clock_lead_ms={self._clock_lead} ms ahead of the wall "
+                      f"clock ({now})")
+            if bar:
+                raise InvalidBarError(field, value, reason)
+            raise InvalidInputError(f"{field}={value!r}: {reason}")
+        return 0
+
+    cdef int _check_bar_time(self, int i, long long ts, object value) except -1:
+        """The slow half of the bar-time bounds (the caller tested the cheap condition):
+        ``ts`` within ``engine.max_bar_gap_ms`` of the symbol's previous bar (else of the
+        engine's latest bar; ``i`` -1: a new symbol) and of the wall clock when live."""
+        cdef long long ref = self._slots[i].last_ts if i >= 0 else -1
+        whose = "the symbol's previous bar"
+        if ref < 0:
+            ref = self._latest_bar()
+            whose = "the engine's latest bar"
+        if ref >= 0 and ts - ref > self._max_gap:
+            raise InvalidBarError("ts", value, f"more than engine.max_bar_gap_ms={self._max_gap} ms after "
+                                               f"{whose} ({ref})")
+        if self._clock_lead > 0:
+            self._check_clock(ts, "ts", value, True)
+        return 0
 
     # ------------------------------------------------------------------ L3
 
@@ -321,9 +403,13 @@ cdef class EngineCore:
             nothing should be done; ``reasoning["code"]`` says why).
 
         Raises:
-            InvalidBarError: The bar is invalid (the field and value are named); the
-                engine is exactly as it was.
-            InvalidInputError: The symbol is malformed, or one too many.
+            InvalidBarError: The bar is invalid (the field and value are named), or its
+                ``ts`` is more than ``engine.max_bar_gap_ms`` after the symbol's previous
+                bar (a new symbol's: the engine's latest bar) or, when
+                ``engine.max_clock_lead_ms`` is set, ahead of the wall clock; the engine is
+                exactly as it was.
+            InvalidInputError: The symbol is malformed, one too many, or new and outside
+                ``engine.symbols`` (when set); it takes no slot.
         """
         cdef long long t0 = metrics_now_ns()
         cdef long long ts = _timestamp(ts_ms, "ts")
@@ -335,17 +421,26 @@ cdef class EngineCore:
         cdef TechnicalState st
         cdef BarGuard fresh
         cdef int i
+        cdef SymbolSlot* slot
         idx = self._index.get(symbol) if type(symbol) is str else None
         if idx is None:
-            if not isinstance(symbol, str):
-                raise InvalidInputError(f"symbol={symbol!r}: must be a string like 'BTC/USDT'")
+            symbol = _exact_symbol(symbol)
+            idx = self._index.get(symbol)
+        if idx is None:
             bar_guard_init(&fresh)
             bar_check(&fresh, ts, o, h, l, c, v)
-            i = self._register(str(symbol))
+            self._admit(symbol)
+            self._check_bar_time(-1, ts, ts_ms)
+            i = self._register(symbol)
         else:
             i = idx
         st = <TechnicalState>self._states[i]
         bar_check(&st._guard, ts, o, h, l, c, v)
+        slot = &self._slots[i]
+        # One comparison on the usual path; the rest only for a slot's first bar, a gap
+        # beyond the bound, or a live engine.
+        if slot.last_ts < 0 or ts - slot.last_ts > self._max_gap or self._clock_lead > 0:
+            self._check_bar_time(i, ts, ts_ms)
         self._advance(i, st, ts, h, l, c, v, o)
         self._t_bar = t0
         self._t_mark = self._stage(MET_STAGE_TECHNICAL, t0)
@@ -550,34 +645,65 @@ cdef class EngineCore:
         Args:
             symbol: A symbol the engine follows.
             side: ``"buy"`` or ``"sell"``.
-            qty: Executed quantity, finite and > 0.
+            qty: Executed quantity, a finite number > 0 (not a bool).
             price: Execution price, finite and > 0.
-            ts_ms: Execution time, epoch ms UTC.
-            fee: Fee paid in quote currency, finite and >= 0.
+            ts_ms: Execution time, epoch ms UTC, at most ``engine.max_fill_lead_ms`` after
+                the engine's latest bar (and, when ``engine.max_clock_lead_ms`` is set, at
+                most that ahead of the wall clock).
+            fee: Fee paid in quote currency, finite, >= 0 and at most the fill's notional.
 
         Returns:
             ``{"opened", "closed", "realized", "trade_return", "position", "qty", "equity"}``.
 
+        With ``risk.allow_short`` false a sell larger than the long position (or any sell
+        while flat) is refused: spot cannot execute it, so it is a caller bug. A sell
+        larger by float rounding only (1e-9 relative) closes the position exactly.
+
         Raises:
-            InvalidInputError: A field is invalid (named with its value); nothing changes.
+            InvalidInputError: A field is invalid (named with its value), the part that
+                opens or adds to a position is worth more than ``engine.max_fill_notional``
+                times equity, or the sell would turn a position short that may not be;
+                nothing changes.
         """
         cdef int i = self._symbol_index(symbol)
         cdef int s
-        cdef long long ts
+        cdef long long ts, latest
         cdef FillResult fr
+        cdef double q, px, fe, opening
+        cdef Position* p = &self._risk.pos[i]
         if side == "buy":
             s = 1
         elif side == "sell":
             s = -1
         else:
             raise InvalidInputError(f"side={side!r}: must be 'buy' or 'sell'")
-        q = check_number(qty, "qty", 0.0, INFINITY, True)
-        px = check_number(price, "price", 0.0, INFINITY, True)
-        fe = check_number(fee, "fee", 0.0, INFINITY)
+        q = _fill_number(qty, "qty", True)
+        px = _fill_number(price, "price", True)
+        fe = _fill_number(fee, "fee", False)
         try:
             ts = _timestamp(ts_ms, "ts_ms")
         except InvalidBarError:
             raise InvalidInputError(f"ts_ms={ts_ms!r}: must be epoch milliseconds (an integer >= 0)") from None
+        if not isfinite(q * px):
+            raise InvalidInputError(f"qty={qty!r}, price={price!r}: the notional must be finite")
+        if fe > q * px:
+            raise InvalidInputError(f"fee={fee!r}: must be at most the fill's notional ({q * px:g})")
+        if s < 0 and not self._risk.prm.allow_short and q > (p.qty if p.side > 0 else 0.0):
+            if p.side <= 0 or q - p.qty > 1e-9 * p.qty:
+                raise InvalidInputError(f"qty={qty!r}: sells more than the long position "
+                                        f"({p.qty if p.side > 0 else 0.0:g}) and risk.allow_short is false")
+            q = p.qty
+        opening = q if p.side != -s else max(q - p.qty, 0.0)
+        if opening * px > self._fill_notional * risk_equity(&self._risk):
+            raise InvalidInputError(f"qty={qty!r}, price={price!r}: opens {opening * px:g} of notional, more than "
+                                    f"engine.max_fill_notional={self._fill_notional:g} times equity "
+                                    f"({risk_equity(&self._risk):g})")
+        latest = self._latest_bar()
+        if self._fill_lead > 0 and latest >= 0 and ts - latest > self._fill_lead:
+            raise InvalidInputError(f"ts_ms={ts_ms!r}: more than engine.max_fill_lead_ms={self._fill_lead} ms "
+                                    f"after the engine's latest bar ({latest})")
+        if self._clock_lead > 0:
+            self._check_clock(ts, "ts_ms", ts_ms, False)
         risk_on_fill(&self._risk, i, s, q, px, fe, ts, &fr)
         if fr.closed:
             livestats_push(&self._stats, fr.trade_return)
@@ -628,6 +754,7 @@ cdef class EngineCore:
     def _register_symbols(self, symbols) -> None:
         """Give each symbol a slot in order (a snapshot's symbol order)."""
         for symbol in symbols:
+            symbol = _exact_symbol(symbol)
             if symbol not in self._index:
                 self._register(symbol)
 

@@ -158,12 +158,14 @@ def traded() -> TacticalSignalGenerator:
     return gen
 
 
-@pytest.mark.parametrize("qty", [True, False, "1", None, 10**400, math.inf, -1.0, 0])
+@pytest.mark.parametrize("qty", [True, False, "1", None, 10**400, math.inf, -1.0, 0],
+                         ids=["True", "False", "str", "None", "10**400", "inf", "-1", "0"])
 def test_a_fill_qty_must_be_a_real_number_above_zero(traded, qty) -> None:
     _refused(traded, InvalidInputError, "qty", lambda: traded.on_fill(BTC, "buy", qty, 100.0, T0 + MIN))
 
 
-@pytest.mark.parametrize("price, fee", [(10**400, 0.0), (1e300, 0.0), (100.0, 1e300), (100.0, 10**400)])
+@pytest.mark.parametrize("price, fee", [(10**400, 0.0), (1e300, 0.0), (100.0, 1e300), (100.0, 10**400)],
+                         ids=["price-10**400", "price-1e300", "fee-1e300", "fee-10**400"])
 def test_a_fill_notional_and_fee_are_bounded(traded, price, fee) -> None:
     _refused(traded, InvalidInputError, "notional|fee|price",
              lambda: traded.on_fill(ETH, "buy", 1.0, price, T0 + MIN, fee=fee))

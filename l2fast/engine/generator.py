@@ -4,8 +4,10 @@
 (:meth:`~TacticalSignalGenerator.on_bar`) the compiled core (``l2fast.engine._engine``):
 
 1. validates the bar (:class:`~l2fast.errors.InvalidBarError` leaves everything as it
-   was) and updates the symbol's technical state: every timeframe, indicator, candlestick
-   pattern and support/resistance level (:mod:`l2fast.technical.state`);
+   was; a bar more than ``engine.max_bar_gap_ms`` after the symbol's previous one is
+   refused too, and a new symbol outside ``engine.symbols``, when set, takes no slot) and
+   updates the symbol's technical state: every timeframe, indicator, candlestick pattern
+   and support/resistance level (:mod:`l2fast.technical.state`);
 2. steps the rolling return correlation of every symbol pair whose bars share the minute,
    marks the portfolio, rolls the UTC day and moves the open position's stop (trailing,
    breakeven; :mod:`l2fast.decision.risk`), and advances the technical votes of the timeframes
@@ -37,12 +39,13 @@ open position (``reasoning["position"]``, whose updated stop and take-profit a h
 carries in ``stop_loss``/``take_profit``).
 
 L1 reports executions with :meth:`~TacticalSignalGenerator.on_fill` (before the next bar
-of that symbol), which books positions, cash, fees, the day's PnL and the closed trades
-whose win rate and payoff ratio replace the manifests' in the Kelly formula once
-``risk.min_trades_for_live_stats`` exist. An entry's stop and take-profit are sent at the
-signal's reference price (the bar's close); its fill re-anchors them at the same R
-distances from the fill price, and every later signal of the symbol carries those levels,
-which L1 should adopt from the next bar on.
+of that symbol; a fill that could not have happened, e.g. a sell past the long position
+without ``risk.allow_short`` or one far after the latest bar, is refused), which books
+positions, cash, fees, the day's PnL and the closed trades whose win rate and payoff ratio
+replace the manifests' in the Kelly formula once ``risk.min_trades_for_live_stats`` exist.
+An entry's stop and take-profit are sent at the signal's reference price (the bar's
+close); its fill re-anchors them at the same R distances from the fill price, and every
+later signal of the symbol carries those levels, which L1 should adopt from the next bar on.
 
 Kelly inputs before that: the members' manifest ``win_rate`` and ``payoff_ratio``
 averaged with the regime's effective weights (``reasoning["sizing"]["kelly_source"]`` is

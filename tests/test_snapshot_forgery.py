@@ -303,3 +303,18 @@ def test_a_failed_restore_leaves_the_engine_as_it_was() -> None:
     features = np.array(twin.features(BTC))
     assert twin.on_bar(BTC, *bars[1]).symbol == BTC
     assert not np.array_equal(features, twin.features(BTC), equal_nan=True)
+
+
+@pytest.mark.parametrize(("key", "value"), [
+    ("symbols", "BTC/USDT"), ("symbols", [BTC, 7]), ("symbols", [BTC, "btc"]),
+    ("symbols", [f"X{k}/USDT" for k in range(17)]), ("models", ["trend_agent"]), ("config", None),
+    ("ensemble_failures", -1), ("ensemble_failures", 2 ** 70), ("ensemble_failures", "3"),
+    ("last_ensemble_error", {"x": 1}),
+])
+def test_a_forged_header_is_refused_as_a_snapshot_error(base, tmp_path, key, value) -> None:
+    header, core = read_snapshot(base)
+    header[key] = value
+    path = tmp_path / "forged.l2snap"
+    path.write_bytes(encode(header, core))
+    with pytest.raises(SnapshotError):
+        TacticalSignalGenerator.restore(path)

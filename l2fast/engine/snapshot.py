@@ -248,9 +248,14 @@ def _check_compatible(header: dict[str, Any], path: object) -> None:
                             f"(l2fast {header.get('l2fast')}); this build's layout is {LAYOUT_HASH!r}", path)
     if header.get("machine") != _machine():
         raise SnapshotError(f"written on {header.get('machine')!r}, this machine is {_machine()!r}", path)
-    for key in ("config", "members", "models", "symbols", "models_dir"):
-        if key not in header:
-            raise SnapshotError(f"header lacks {key!r}", path)
+    for key, kind in (("config", dict), ("members", list), ("models", dict), ("symbols", list), ("models_dir", str)):
+        if not isinstance(header.get(key), kind):
+            raise SnapshotError(f"header lacks {key!r} (a JSON {kind.__name__})", path)
+    if not all(type(s) is str for s in header["symbols"]) or len(header["symbols"]) > MAX_SYMBOLS:
+        raise SnapshotError(f"header symbols {header['symbols']!r}: at most {MAX_SYMBOLS} strings", path)
+    failures, last_error = header.get("ensemble_failures", 0), header.get("last_ensemble_error")
+    if type(failures) is not int or not 0 <= failures < 2 ** 63 or not isinstance(last_error, (str, type(None))):
+        raise SnapshotError(f"header ensemble failures {failures!r} / {last_error!r}: a count and a message", path)
 
 
 def restore(cls: type[TacticalSignalGenerator], path: str | os.PathLike[str], *,
@@ -295,8 +300,9 @@ def restore(cls: type[TacticalSignalGenerator], path: str | os.PathLike[str], *,
     except L2FastError as exc:
         raise SnapshotError(f"decision in the snapshot is not valid: {exc}", path) from None
     try:
-        gen.import_state(EngineState(tuple(header["symbols"]), decision, int(header.get("ensemble_failures", 0)),
+        gen.import_state(EngineState(tuple(header["symbols"]), decision, header.get("ensemble_failures", 0),
                                      header.get("last_ensemble_error"), state))
-    except SnapshotError as exc:
+    except L2FastError as exc:
+        # A malformed symbol is the engine's InvalidInputError: from a file, a bad snapshot.
         raise SnapshotError(str(exc), path) from None
     return gen

@@ -5,6 +5,7 @@ Only :mod:`l2fast.engine.snapshot` uses it, through ``EngineCore._dump_state`` a
 that module's.
 """
 
+from libc.math cimport isfinite
 from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memcmp, memcpy
 
@@ -326,6 +327,13 @@ cdef int _risk(StateCodec c, void* s, const void* live) except -1:
              and _eq(t.min_notional, b.min_notional, sizeof(t.min_notional)), "symbol lot sizes differ")
     for k in range(RISK_MAX_SYMBOLS):
         c.expect(-1 <= t.pos[k].side <= 1 and -1 <= t.pending[k].side <= 1, "position side outside -1, 0, 1")
+        # An open position or reservation has a real size and price (the fill checks).
+        c.expect(t.pos[k].side == 0 or (isfinite(t.pos[k].qty) and t.pos[k].qty > 0.0
+                                        and isfinite(t.pos[k].entry) and t.pos[k].entry > 0.0),
+                 "open position without a finite quantity and entry")
+        c.expect(t.pending[k].side == 0 or (isfinite(t.pending[k].qty) and t.pending[k].qty > 0.0),
+                 "pending entry without a finite quantity")
+    c.expect(isfinite(t.fees) and t.fees >= 0.0, "fees not a finite amount >= 0")
     return c.expect(t.day >= -1 and t.entries_today >= 0, "day counters")
 
 

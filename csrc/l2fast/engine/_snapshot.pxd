@@ -11,6 +11,13 @@
 # Each kernel family's buffers are listed once, in one walk per kernel (_snapshot.pyx):
 # run on (temporary, live) it relinks and compares sizes, on (live, live) it saves or
 # loads the contents, so the two can never list different buffers or orders.
+#
+# The bytes are not trusted (a checksum anyone can recompute guards them): the same walk
+# states the family's invariants on the temporary (parameters equal the live ones, ring
+# positions inside their rings, counts reachable, enum fields in their enums), and the
+# structs without buffers (risk state, voters, aggregators, symbol slots) go through a
+# temporary and their own check too (StateCodec.struct_). A state that breaks one is
+# refused before the live struct is touched, so every kernel step stays memory-safe.
 
 from l2fast.technical._features cimport TechnicalState
 from l2fast.decision._risk cimport RiskState

@@ -8,15 +8,26 @@ technical memory and counters, and the return correlations. Restoring it and fee
 the bars, fills and decisions that followed gives the same signals, bit for bit, as an
 engine that never stopped.
 
-File format (little endian), version :data:`FORMAT_VERSION`::
+File format (little endian), version :data:`FORMAT_VERSION` (2: the state bytes name
+each slot's symbol; format 1 did not, and is refused)::
 
     magic      8 bytes  b"L2FSNAP\\x00"
     version    u32
     header     u32 length + UTF-8 JSON: format, l2fast version, layout hash, machine,
                created_ms, the full config, models_dir and each member's ONNX SHA-256,
                symbols in slot order, the L3 decision, ensemble failure counters
-    state      u64 length + the compiled core's state bytes (l2fast.engine._snapshot)
+    state      u64 length + the compiled core's state bytes (l2fast.engine._snapshot),
+               which start with the symbols in slot order
     checksum   32 bytes: SHA-256 of everything before it
+
+The checksum catches damage, not forgery: whoever can write the file can recompute it.
+So nothing in the file is trusted further than its checks: every count, index, ring
+position and size in the state bytes is checked against the engine built from the
+header's config before it is used (one place per kernel family, _snapshot.pyx), and the
+symbol order of the header must be the one the state bytes name, so a restore either
+gives a state the live code could have produced or raises :class:`SnapshotError`,
+leaving the engine as it was. Only a regular file of at most :data:`MAX_SNAPSHOT_BYTES`
+is read (a device, FIFO or folder is refused before any read).
 
 The state bytes are raw C structs, so a snapshot loads only into the same compiled
 layout on the same kind of machine (:data:`~l2fast.engine._snapshot.LAYOUT_HASH`, a hash of
@@ -24,9 +35,12 @@ the core's ``.pxd`` contracts, and the CPU architecture): a snapshot written by 
 build is refused, not misread. Plan upgrades at a flat book, or replay from the last
 compatible snapshot with the old build.
 
-Writes are atomic: a temporary file in the same folder, ``fsync``, ``os.replace`` over
-the target, then ``fsync`` of the folder; a crash at any point leaves the previous
-snapshot or the new one, never a torn file. Nothing is unpickled on restore.
+Writes are atomic: a temporary file in the same folder (``.<name>.<random>.tmp``),
+``fsync``, ``os.replace`` over the target, then ``fsync`` of the folder; a crash at any
+point leaves the previous snapshot or the new one, never a torn file. Temporaries of
+that name left by crashed writers are removed by the next write once older than
+:data:`STALE_TMP_SECONDS` (a younger one may belong to a writer still running). Nothing
+is unpickled on restore.
 """
 
 from __future__ import annotations
@@ -35,6 +49,8 @@ import hashlib
 import json
 import os
 import platform
+import re
+import stat
 import struct
 import sys
 import tempfile
@@ -44,6 +60,7 @@ from typing import TYPE_CHECKING, Any
 
 from l2fast import __version__
 from l2fast.config import L2Config
+from l2fast.engine._engine import MAX_SYMBOLS
 from l2fast.engine._snapshot import LAYOUT_HASH
 from l2fast.errors import ConfigError, L2FastError, SnapshotError
 from l2fast.signals import StrategicDecision
@@ -51,12 +68,22 @@ from l2fast.signals import StrategicDecision
 if TYPE_CHECKING:
     from l2fast.engine.generator import TacticalSignalGenerator
 
-__all__ = ["FORMAT_VERSION", "MAGIC", "read_snapshot", "restore", "snapshot", "write_snapshot"]
+__all__ = ["FORMAT_VERSION", "MAGIC", "MAX_SNAPSHOT_BYTES", "MAX_STATE_BYTES_PER_SYMBOL", "STALE_TMP_SECONDS",
+           "read_snapshot", "restore", "snapshot", "write_snapshot"]
 
 MAGIC = b"L2FSNAP\x00"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 _DIGEST = 32
 _MAX_HEADER = 16 * 1024 * 1024
+#: Bound on one symbol's share of the state bytes: the default config's is about 0.2 MB
+#: (its windows are a few hundred values); this leaves room for configs with windows
+#: tens of times longer.
+MAX_STATE_BYTES_PER_SYMBOL = 8 * 1024 * 1024
+#: Largest file :func:`read_snapshot` reads by default (``max_bytes`` overrides it): the
+#: header's bound, the per-symbol bound for every slot, and the framing.
+MAX_SNAPSHOT_BYTES = _MAX_HEADER + MAX_SYMBOLS * MAX_STATE_BYTES_PER_SYMBOL + 64 * 1024
+#: Age after which a temporary left by a writer of the same target counts as stale.
+STALE_TMP_SECONDS = 60.0
 
 
 def _machine() -> dict[str, Any]:
@@ -125,20 +152,68 @@ def write_snapshot(path: str | os.PathLike[str], data: bytes) -> Path:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+    _remove_stale_temporaries(folder, target.name)
     return target
 
 
-def read_snapshot(path: str | os.PathLike[str]) -> tuple[dict[str, Any], bytes]:
+def _remove_stale_temporaries(folder: Path, name: str) -> None:
+    # Only mkstemp's names for this very target (prefix ".<name>.", suffix ".tmp", its
+    # random letters between), only regular files, only old ones: a younger temporary
+    # may be another writer's, still running.
+    pattern = re.compile(rf"\.{re.escape(name)}\.[a-z0-9_]+\.tmp")
+    cutoff = time.time() - STALE_TMP_SECONDS
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return
+    for entry in entries:
+        if not pattern.fullmatch(entry.name):
+            continue
+        try:
+            info = entry.stat(follow_symlinks=False)
+            if stat.S_ISREG(info.st_mode) and info.st_mtime < cutoff:
+                os.unlink(entry.path)
+        except OSError:
+            # Gone already (another writer cleaned it) or not ours to remove: no matter.
+            continue
+
+
+def read_snapshot(path: str | os.PathLike[str], *, max_bytes: int | None = None) -> tuple[dict[str, Any], bytes]:
     """Read, check and split the snapshot at ``path`` (see :func:`decode`).
 
+    Args:
+        path: The snapshot file.
+        max_bytes: Largest file accepted (default :data:`MAX_SNAPSHOT_BYTES`).
+
     Raises:
-        SnapshotError: The file is missing, unreadable, corrupt or of another format.
+        SnapshotError: The file is missing, unreadable, not a regular file, larger than
+            ``max_bytes``, corrupt or of another format.
     """
+    limit = MAX_SNAPSHOT_BYTES if max_bytes is None else max_bytes
     try:
-        data = Path(path).read_bytes()
+        # Non-blocking: opening a FIFO for reading would otherwise wait for a writer.
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
     except OSError as exc:
         raise SnapshotError(f"cannot read: {exc.strerror or exc}", path) from None
-    return decode(data, path)
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise SnapshotError("not a regular file (a folder, device, FIFO or socket)", path)
+        if info.st_size > limit:
+            raise SnapshotError(f"{info.st_size} bytes: larger than the {limit}-byte limit of a snapshot", path)
+        chunks, size = [], 0
+        # Read to the end but never past the limit, whatever st_size said (a file growing
+        # under us).
+        while chunk := os.read(fd, min(1 << 20, limit + 1 - size)):
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > limit:
+                raise SnapshotError(f"larger than the {limit}-byte limit of a snapshot", path)
+    except OSError as exc:
+        raise SnapshotError(f"cannot read: {exc.strerror or exc}", path) from None
+    finally:
+        os.close(fd)
+    return decode(b"".join(chunks), path)
 
 
 def snapshot(gen: TacticalSignalGenerator, path: str | os.PathLike[str]) -> Path:
@@ -173,13 +248,19 @@ def _check_compatible(header: dict[str, Any], path: object) -> None:
                             f"(l2fast {header.get('l2fast')}); this build's layout is {LAYOUT_HASH!r}", path)
     if header.get("machine") != _machine():
         raise SnapshotError(f"written on {header.get('machine')!r}, this machine is {_machine()!r}", path)
-    for key in ("config", "members", "models", "symbols", "models_dir"):
-        if key not in header:
-            raise SnapshotError(f"header lacks {key!r}", path)
+    for key, kind in (("config", dict), ("members", list), ("models", dict), ("symbols", list), ("models_dir", str)):
+        if not isinstance(header.get(key), kind):
+            raise SnapshotError(f"header lacks {key!r} (a JSON {kind.__name__})", path)
+    if not all(type(s) is str for s in header["symbols"]) or len(header["symbols"]) > MAX_SYMBOLS:
+        raise SnapshotError(f"header symbols {header['symbols']!r}: at most {MAX_SYMBOLS} strings", path)
+    failures, last_error = header.get("ensemble_failures", 0), header.get("last_ensemble_error")
+    if type(failures) is not int or not 0 <= failures < 2 ** 63 or not isinstance(last_error, (str, type(None))):
+        raise SnapshotError(f"header ensemble failures {failures!r} / {last_error!r}: a count and a message", path)
 
 
 def restore(cls: type[TacticalSignalGenerator], path: str | os.PathLike[str], *,
-            models_dir: str | os.PathLike[str] | None = None) -> TacticalSignalGenerator:
+            models_dir: str | os.PathLike[str] | None = None,
+            max_bytes: int | None = None) -> TacticalSignalGenerator:
     """Build an engine from the snapshot at ``path`` (module docstring).
 
     Args:
@@ -187,6 +268,7 @@ def restore(cls: type[TacticalSignalGenerator], path: str | os.PathLike[str], *,
         path: The snapshot file.
         models_dir: Where the ensemble's ONNX models are now (default: where they were
             when the snapshot was written); each must have the snapshot's SHA-256.
+        max_bytes: Largest file accepted (default :data:`MAX_SNAPSHOT_BYTES`).
 
     Raises:
         SnapshotError: The file is corrupt, foreign (another build or machine), or does
@@ -195,7 +277,7 @@ def restore(cls: type[TacticalSignalGenerator], path: str | os.PathLike[str], *,
     # Imported here: the generator imports this module.
     from l2fast.engine.generator import EngineState
 
-    header, state = read_snapshot(path)
+    header, state = read_snapshot(path, max_bytes=max_bytes)
     _check_compatible(header, path)
     try:
         config = L2Config.from_dict(header["config"])
@@ -218,8 +300,9 @@ def restore(cls: type[TacticalSignalGenerator], path: str | os.PathLike[str], *,
     except L2FastError as exc:
         raise SnapshotError(f"decision in the snapshot is not valid: {exc}", path) from None
     try:
-        gen.import_state(EngineState(tuple(header["symbols"]), decision, int(header.get("ensemble_failures", 0)),
+        gen.import_state(EngineState(tuple(header["symbols"]), decision, header.get("ensemble_failures", 0),
                                      header.get("last_ensemble_error"), state))
-    except SnapshotError as exc:
+    except L2FastError as exc:
+        # A malformed symbol is the engine's InvalidInputError: from a file, a bad snapshot.
         raise SnapshotError(str(exc), path) from None
     return gen

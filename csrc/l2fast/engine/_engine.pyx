@@ -23,13 +23,15 @@ from l2fast.decision._risk cimport (
     ACTION_EXIT, ACTION_HOLD, FillResult, Position, RISK_MAX_SYMBOLS, RiskCheck, RiskParams, RiskState,
     fill_result_dict, risk_accept, risk_bar, risk_bar_dict, risk_check, risk_check_dict,
     risk_equity, risk_gross_exposure, risk_init, risk_on_fill, risk_open_positions,
-    risk_params_fill, risk_set_symbol,
+    risk_params_fill, risk_set_symbol, STOP_TRAILING,
 )
 from l2fast.engine._telemetry cimport (
     EngineMetrics, MET_STAGE_DECIDE, MET_STAGE_INFERENCE, MET_STAGE_TECHNICAL, MET_STAGE_TOTAL, MET_STAGE_VOTE,
     metrics_dict, metrics_init, metrics_latency, metrics_member, metrics_now_ns, metrics_signal, metrics_vote,
 )
-from l2fast.engine._snapshot cimport StateCodec, correl_codec, livestats_codec, technical_codec
+from l2fast.engine._snapshot cimport (
+    StateCodec, correl_codec, livestats_codec, risk_codec, technical_codec, voter_codec,
+)
 from l2fast.decision._sizing cimport (
     KELLY_MANIFEST, LiveStats, SIZE_OK, check_number, SizingInput, SizingParams, SizingResult, livestats_free,
     livestats_init, livestats_kelly_inputs, livestats_push, sizing_compute, sizing_params_fill, sizing_result_dict,
@@ -116,6 +118,14 @@ cdef long long _timestamp(object value, str field) except? -1:
     elif hasattr(value, "__index__") and not isinstance(value, bool):
         return _timestamp(value.__index__(), field)
     raise InvalidBarError(field, value, "must be epoch milliseconds (an integer >= 0)")
+
+
+cdef int _slot_check(StateCodec c, void* s, const void* live) except -1:
+    # The engine's own per-symbol record: the slot's invariants (_snapshot.pxd, check_fn).
+    cdef const SymbolSlot* t = <const SymbolSlot*>s
+    return c.expect(-1 <= t.upd.side <= 1 and 0 <= <int>t.upd.stop_move <= <int>STOP_TRAILING
+                    and t.last_ts >= -1 and t.bars >= 0 and (t.bars == 0) == (t.last_ts == -1),
+                    "symbol slot: position side, stop move or bar count")
 
 
 cdef class EngineCore:
@@ -713,14 +723,20 @@ cdef class EngineCore:
 
     cdef int _codec(self, StateCodec c) except -1:
         # The walk over every per-bar state, in a fixed order (_snapshot.pxd). Parameters
-        # inside the structs come back unchanged: the snapshot's config built this engine.
+        # inside the structs come back unchanged: the snapshot's config built this engine,
+        # and each family's walk refuses any that differ.
         cdef int i, j
         c.same(self._n_symbols, "symbols")
+        # Each slot's symbol: a state loads only in its own slot order.
+        for i in range(self._n_symbols):
+            c.name(self._symbols[i], f"the symbol of slot {i}")
         c.same(self._n_members, "members")
-        c.raw(&self._risk, sizeof(RiskState))
+        risk_codec(c, &self._risk)
         livestats_codec(c, &self._stats)
-        c.raw(self._slots, self._n_symbols * sizeof(SymbolSlot))
-        c.raw(self._voters, self._n_symbols * sizeof(Voter))
+        for i in range(self._n_symbols):
+            c.struct_(&self._slots[i], sizeof(SymbolSlot), _slot_check, "symbol slot")
+        for i in range(self._n_symbols):
+            voter_codec(c, &self._voters[i])
         for i in range(self._n_symbols):
             for j in range(i):
                 correl_codec(c, &self._corr[_pair(i, j)])
@@ -743,8 +759,17 @@ cdef class EngineCore:
             SnapshotError: The bytes are truncated or do not fit this engine.
         """
         cdef StateCodec c = StateCodec(data)
-        self._codec(c)
-        c.result()
+        cdef StateCodec undo
+        # The walk loads family by family: a refusal half-way would leave the earlier
+        # families loaded. Keep the state before, and put it back on any refusal.
+        before = self._dump_state()
+        try:
+            self._codec(c)
+            c.result()
+        except BaseException:
+            undo = StateCodec(before)
+            self._codec(undo)
+            raise
 
     def _restore_failures(self, long long count, last_error) -> None:
         """The ensemble failure counters of a snapshot."""

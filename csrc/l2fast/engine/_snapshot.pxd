@@ -11,10 +11,23 @@
 # Each kernel family's buffers are listed once, in one walk per kernel (_snapshot.pyx):
 # run on (temporary, live) it relinks and compares sizes, on (live, live) it saves or
 # loads the contents, so the two can never list different buffers or orders.
+#
+# The bytes are not trusted (a checksum anyone can recompute guards them): the same walk
+# states the family's invariants on the temporary (parameters equal the live ones, ring
+# positions inside their rings, counts reachable, enum fields in their enums), and the
+# structs without buffers (risk state, voters, aggregators, symbol slots) go through a
+# temporary and their own check too (StateCodec.struct_). A state that breaks one is
+# refused before the live struct is touched, so every kernel step stays memory-safe.
 
 from l2fast.technical._features cimport TechnicalState
+from l2fast.decision._risk cimport RiskState
 from l2fast.decision._sizing cimport LiveStats
+from l2fast.decision._voting cimport Voter
 from l2fast.technical._statistics cimport CorrelState
+
+# A family's invariants on a loaded temporary ``s`` against the ``live`` struct, stated
+# through StateCodec.expect (_snapshot.pyx).
+ctypedef int (*check_fn)(StateCodec c, void* s, const void* live) except -1
 
 
 cdef class StateCodec:
@@ -31,16 +44,26 @@ cdef class StateCodec:
     # A count that must be equal on both sides (symbols, timeframes): saved, or read and
     # compared (SnapshotError naming ``what`` when it differs).
     cdef int same(self, long long value, str what) except -1
+    # A string that must be equal on both sides (a slot's symbol): saved, or read and
+    # compared (SnapshotError naming ``what``).
+    cdef int name(self, str value, str what) except -1
     # Inside a composite struct's walk (_snapshot.pyx), one buffer field ``*p`` of ``n``
     # bytes, ``live`` and ``live_n`` the live struct's: while ``relinking``, point it at
     # ``live`` and note whether the sizes agree; otherwise save or load its ``n`` bytes.
     cdef bint relinking
     cdef bint _fits
+    cdef str _why
     cdef int buffer(self, void** p, void* live, size_t n, size_t live_n) except -1
-    # While relinking, note a non-buffer field that must agree (``same`` False: it does not).
-    cdef int expect(self, bint same) except -1
+    # While relinking, note an invariant of the loaded temporary (``ok`` False: it breaks,
+    # ``what`` says which; the first broken one is reported).
+    cdef int expect(self, bint ok, str what) except -1
+    # A struct without buffers of ``n`` bytes at ``live``: saved, or read into a temporary,
+    # checked by ``check`` (its family's invariants) and only then copied in.
+    cdef int struct_(self, void* live, size_t n, check_fn check, str what) except -1
 
 
 cdef int technical_codec(StateCodec c, TechnicalState st) except -1
 cdef int correl_codec(StateCodec c, CorrelState* s) except -1
 cdef int livestats_codec(StateCodec c, LiveStats* s) except -1
+cdef int risk_codec(StateCodec c, RiskState* s) except -1
+cdef int voter_codec(StateCodec c, Voter* s) except -1

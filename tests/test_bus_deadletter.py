@@ -80,9 +80,20 @@ async def drive(transport: Transport, inputs: Sequence[tuple[str, Any]], *, expe
             await bus.publish_raw(topic, item)
         else:
             await bus.publish(topic, item)
+
+    async def next_signal() -> Any:
+        # A worker that died fails the test at once, with its error.
+        get = asyncio.ensure_future(signals.get())
+        await asyncio.wait({get, worker}, return_when=asyncio.FIRST_COMPLETED)
+        if not get.done():
+            get.cancel()
+            worker.result()
+            raise AssertionError("the worker stopped")
+        return get.result()
+
     got = []
     while len(got) != expected_signals and (until is None or not got or got[-1].message.symbol != until):
-        got.append(await signals.get())
+        got.append(await next_signal())
     await adapter.stop()
     await worker  # raises if the worker died
     dead = await transport.dead_letters()

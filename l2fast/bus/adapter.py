@@ -243,8 +243,9 @@ class L2BusAdapter:
             clean = True
         finally:
             self._subscription = None
-            # After a bug (any other exception) the state is not trusted: nothing more is
-            # published or snapshotted; the unacknowledged messages come again.
+            # After any other exception (no message raises one: the transport, a snapshot
+            # that cannot be written, Redis given up) the state is not trusted: nothing more
+            # is published or snapshotted; the unacknowledged messages come again.
             if clean:
                 with contextlib.suppress(BusClosed):
                     await self._flush(subscription)

@@ -32,7 +32,13 @@ from typing import Any
 from l2fast.config import REGIMES, RISK_APPETITES, SYMBOL_PATTERN, is_symbol
 from l2fast.errors import InvalidDecisionError, InvalidInputError
 
-__all__ = ["Side", "StrategicDecision", "TacticalSignal", "make_signal_id"]
+__all__ = ["MAX_DECISION_TS_MS", "Side", "StrategicDecision", "TacticalSignal", "make_signal_id", "printable",
+           "real_float"]
+
+#: Latest ``ts_ms`` of a decision: 9999-12-31 23:59:59.999 UTC, the last millisecond a
+#: ``datetime`` can hold. Anything later is no time L3 decided at, and fits no int64
+#: arithmetic the engine does with it.
+MAX_DECISION_TS_MS = 253_402_300_799_999
 
 
 class Side(StrEnum):
@@ -51,12 +57,49 @@ def _is_int(value: Any) -> bool:
     return type(value) is int or isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
+def real_float(value: Any) -> float | None:
+    """``value`` as a float if it is a real number (not a bool), else None; one too large
+    for a float is +-inf, so that range checks refuse it as not finite (``float()`` would
+    raise OverflowError)."""
+    if type(value) is float:
+        return value
+    if not _is_real(value):
+        return None
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf if value > 0 else -math.inf
+
+
+class _LongInt(int):
+    """An integer that prints as its digit count (see :func:`printable`)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        bits = abs(self).bit_length()
+        if bits <= 14_000:  # well under the 4,300 digits Python converts to text
+            return f"<an integer of {len(str(abs(int(self))))} digits>"
+        return f"<an integer of about {int(bits * math.log10(2)) + 1} digits>"
+
+    __str__ = __repr__
+
+
+def printable(value: Any) -> Any:
+    """``value``, or for an integer beyond 128 bits an equal ``int`` that prints as its
+    digit count: error messages name an absurd number without spelling it out (and Python
+    refuses to convert one of more than 4,300 digits to text at all)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 128:
+        return _LongInt(value)
+    return value
+
+
 # ---------------------------------------------------------------------------------------
 # L3 -> L2
 
 
 def _bad_decision(name: str, value: Any, rule: str) -> InvalidDecisionError:
-    return InvalidDecisionError(f"invalid decision: {name}={value!r}: {rule}")
+    return InvalidDecisionError(f"invalid decision: {name}={printable(value)!r}: {rule}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,11 +112,12 @@ class StrategicDecision:
         risk_appetite: ``"conservative"``, ``"moderate"`` or ``"aggressive"``.
         universe: Symbols L2 may trade (``"BTC/USDT"``...), non-empty, no duplicates; a
             list is stored as a tuple.
-        ts_ms: When L3 decided (epoch ms UTC), or None.
+        ts_ms: When L3 decided (epoch ms UTC, at most :data:`MAX_DECISION_TS_MS`), or None.
 
     Raises:
         InvalidDecisionError: A field is missing, unknown, of the wrong type or out of
-            range (the message names the field and value).
+            range (the message names the field and value). Every field is checked here,
+            so that an engine installing a decision never fails half-way through it.
     """
 
     regime: str
@@ -83,13 +127,14 @@ class StrategicDecision:
     ts_ms: int | None = None
 
     def __post_init__(self) -> None:
-        if self.regime not in REGIMES or not isinstance(self.regime, str):
+        # The type first: ``in`` compares, and an array compared to a string is ambiguous.
+        if not isinstance(self.regime, str) or self.regime not in REGIMES:
             raise _bad_decision("regime", self.regime, f"must be one of {', '.join(map(repr, REGIMES))}")
-        x = self.target_exposure
-        if not _is_real(x) or not (math.isfinite(x) and 0.0 <= x <= 1.0):
-            raise _bad_decision("target_exposure", x, "must be a number in [0, 1]")
-        object.__setattr__(self, "target_exposure", float(x))
-        if self.risk_appetite not in RISK_APPETITES or not isinstance(self.risk_appetite, str):
+        x = real_float(self.target_exposure)
+        if x is None or not (math.isfinite(x) and 0.0 <= x <= 1.0):
+            raise _bad_decision("target_exposure", self.target_exposure, "must be a number in [0, 1]")
+        object.__setattr__(self, "target_exposure", x)
+        if not isinstance(self.risk_appetite, str) or self.risk_appetite not in RISK_APPETITES:
             raise _bad_decision("risk_appetite", self.risk_appetite,
                                 f"must be one of {', '.join(map(repr, RISK_APPETITES))}")
         universe = self.universe
@@ -103,8 +148,9 @@ class StrategicDecision:
             raise _bad_decision("universe", universe, "symbols must be distinct")
         object.__setattr__(self, "universe", tuple(universe))
         if self.ts_ms is not None:
-            if not _is_int(self.ts_ms) or self.ts_ms < 0:
-                raise _bad_decision("ts_ms", self.ts_ms, "must be epoch milliseconds (an integer >= 0) or None")
+            if not _is_int(self.ts_ms) or not 0 <= self.ts_ms <= MAX_DECISION_TS_MS:
+                raise _bad_decision("ts_ms", self.ts_ms, "must be epoch milliseconds (an integer in "
+                                    f"[0, {MAX_DECISION_TS_MS}], up to the year 9999) or None")
             object.__setattr__(self, "ts_ms", int(self.ts_ms))
 
     @classmethod
@@ -193,7 +239,7 @@ def _json_safe(value: Any, path: str) -> Any:
 
 
 def _bad_signal(name: str, value: Any, rule: str) -> InvalidInputError:
-    return InvalidInputError(f"invalid signal: {name}={value!r}: {rule}")
+    return InvalidInputError(f"invalid signal: {name}={printable(value)!r}: {rule}")
 
 
 # A signal is built on every bar: exact types take the fast branch of these checks.
@@ -201,17 +247,10 @@ _SIDES: dict[str, Side] = {side.value: side for side in Side}
 _SIDE_TEXT: dict[Side, str] = {side: side.value for side in Side}
 
 
-def _as_float(value: Any) -> float | None:
-    """``value`` as a float if it is a real number (not a bool), else None."""
-    if type(value) is float:
-        return value
-    return float(value) if _is_real(value) else None
-
-
 def _price(name: str, value: Any) -> float | None:
     if value is None:
         return None
-    x = _as_float(value)
+    x = real_float(value)
     if x is None:
         raise _bad_signal(name, value, "must be a price or None")
     if not math.isfinite(x):
@@ -222,7 +261,7 @@ def _price(name: str, value: Any) -> float | None:
 
 
 def _unit(name: str, value: Any) -> float:
-    x = _as_float(value)
+    x = real_float(value)
     if x is None or not (math.isfinite(x) and 0.0 <= x <= 1.0):
         raise _bad_signal(name, value, "must be a finite number in [0, 1]")
     return x
@@ -271,7 +310,7 @@ class TacticalSignal:
         except (KeyError, TypeError):
             raise _bad_signal("side", self.side, "must be 'buy', 'sell' or 'hold'") from None
         set_(self, "side", side)
-        qty = _as_float(self.qty)
+        qty = real_float(self.qty)
         if qty is None or not math.isfinite(qty) or qty < 0.0:
             raise _bad_signal("qty", self.qty, "must be a finite number >= 0")
         if (side is Side.HOLD) != (qty == 0.0):

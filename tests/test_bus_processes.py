@@ -4,7 +4,8 @@ On 10,000 real BTC and ETH bars (5,000 minutes of each) with the fills a paper L
 in an in-process replay, the signals the L1 process reads (duplicates dropped by
 ``signal_id``) must equal the replay's, signal for signal: on a plain run, when the
 worker is killed (SIGKILL) mid-stream and started again from its snapshot, when Redis
-restarts mid-stream, and with a malformed entry in the bar stream (skipped, counted).
+restarts mid-stream, with a malformed entry in the bar stream (skipped, counted), and
+with poison entries (numbers out of range in a bar, a fill and a decision: dead letters).
 """
 
 from __future__ import annotations
@@ -257,6 +258,35 @@ def test_a_malformed_entry_is_skipped_counted_and_processing_goes_on(desk, setup
     assert publisher.wait(60) == 0, desk.log("publisher")
     assert got == setup.expected
     assert "malformed=1" in desk.log("worker0")
+
+
+def test_poison_entries_are_dead_letters_and_the_worker_process_goes_on(desk, setup) -> None:
+    # Each raised an untyped OverflowError that killed the worker, and killed it again
+    # after every restart, as the entry was never acknowledged.
+    import redis
+
+    poison = [
+        ("market.bars", {"symbol": "BTC/USDT", "ts_ms": 0, "open": 10 ** 400, "high": 1.0, "low": 1.0,
+                         "close": 1.0, "volume": 1.0}, "bar"),
+        ("l1.fills", {"symbol": "BTC/USDT", "side": "buy", "qty": 10 ** 400, "price": 1.0, "ts_ms": 0}, "fill"),
+        ("l3.decisions", {"regime": "trending", "target_exposure": 1.0, "risk_appetite": "aggressive",
+                          "universe": ["BTC/USDT"], "ts_ms": 2 ** 63}, "decision"),
+    ]
+    client = redis.Redis.from_url(desk.url)
+    for k, (stream, payload, kind) in enumerate(poison, 1):
+        # Ids of our own: automatic ones may repeat across streams, which the bus's
+        # publisher never does (redis.py's ids are unique across topics).
+        client.xadd(stream, {"d": json.dumps({"v": 1, "type": kind, "payload": payload}).encode()}, id=f"{k}-0")
+    desk.start_worker()
+    publisher = desk.publish()
+    got = desk.finish()
+    dead = client.xrange("l2fast:dead")
+    client.close()
+    assert publisher.wait(60) == 0, desk.log("publisher")
+    assert got == setup.expected
+    stopped = [line for line in desk.log("worker0").splitlines() if "worker stopped" in line]
+    assert stopped and "malformed=3," in stopped[-1], stopped
+    assert sorted(fields[b"topic"].decode() for _, fields in dead) == sorted(s for s, _, _ in poison)
 
 
 @pytest.fixture

@@ -299,3 +299,58 @@ def test_the_signal_id_check_is_the_documented_hash():
 
 def test_an_envelope_without_meta_has_the_shared_empty_meta():
     assert decode(encode(BAR)).meta is NO_META
+
+
+# ------------------------------------------------------------------ numbers out of range
+
+HUGE = 10 ** 400
+NUMERIC_FIELDS = ([("bar", bar_payload, f) for f in ("ts_ms", "open", "high", "low", "close", "volume")]
+                  + [("fill", fill_payload, f) for f in ("qty", "price", "ts_ms", "fee")]
+                  + [("decision", decision_payload, f) for f in ("target_exposure", "ts_ms")])
+
+
+# A price or quantity of 2**63 is a finite float, in range for the schema; a time or an
+# exposure is not.
+VALUES = {"10**400": HUGE, "-10**400": -HUGE, "2**63": 1 << 63, "2**64": 1 << 64}
+OUT_OF_RANGE = [(f"{t}-{f}-{name}", t, p, f, v) for t, p, f in NUMERIC_FIELDS for name, v in VALUES.items()
+                if f in ("ts_ms", "target_exposure") or abs(v) == HUGE]
+
+
+@pytest.mark.parametrize(("type_", "payload", "field", "value"), [case[1:] for case in OUT_OF_RANGE],
+                         ids=[case[0] for case in OUT_OF_RANGE])
+def test_an_integer_out_of_range_in_any_numeric_field_is_a_message_error(type_, payload, field, value):
+    with pytest.raises(MessageError) as exc:
+        decode(envelope(type_, payload(**{field: value})))
+    assert exc.value.field == f"payload.{field}"
+
+
+@pytest.mark.parametrize("field", ["open", "high", "low", "close", "volume"])
+def test_a_bar_built_with_a_huge_integer_is_refused_naming_it(field):
+    with pytest.raises(InvalidBarError) as exc:
+        Bar(**bar_payload(**{field: HUGE}))
+    assert exc.value.field == field
+
+
+@pytest.mark.parametrize("field", ["qty", "price", "fee"])
+def test_a_fill_built_with_a_huge_number_is_refused_naming_it(field):
+    for value in (HUGE, Fraction(HUGE, 3)):
+        with pytest.raises(MessageError) as exc:
+            Fill(**fill_payload(**{field: value}))
+        assert exc.value.field == field
+
+
+def test_an_integer_too_long_to_print_is_refused_without_printing_it():
+    # Python refuses to convert integers of more than 4,300 digits to text: the error
+    # must not try to.
+    with pytest.raises(InvalidBarError):
+        Bar(**bar_payload(ts_ms=10 ** 5000))
+    with pytest.raises(MessageError, match="digits"):
+        Fill(**fill_payload(qty=10 ** 5000))
+
+
+def test_deep_nesting_is_a_message_error():
+    deep = b'{"v": 1, "type": "bar", "payload": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    with pytest.raises(MessageError):
+        decode(deep)
+    with pytest.raises(MessageError):
+        decode(b'{"v": 1, "type": "bar", "payload": {"open": ' + b"[" * 2_000 + b"NaN" + b"]" * 2_000 + b"}}")

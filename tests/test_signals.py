@@ -74,6 +74,12 @@ BAD_DECISIONS = [
     ({"universe": ["BTC/USDT", "BTC/USDT"]}, "universe=['BTC/USDT', 'BTC/USDT']: symbols must be distinct"),
     ({"ts_ms": -1}, "ts_ms=-1: must be epoch milliseconds"),
     ({"ts_ms": 1.5e12}, "ts_ms=1500000000000.0"),
+    ({"ts_ms": 2 ** 63}, f"ts_ms={2 ** 63}: must be epoch milliseconds"),
+    ({"ts_ms": 10 ** 400}, "ts_ms=<an integer of 401 digits>: must be epoch milliseconds"),
+    ({"ts_ms": 253_402_300_800_000}, "ts_ms=253402300800000: must be epoch milliseconds"),
+    ({"ts_ms": True}, "ts_ms=True"),
+    ({"target_exposure": 10 ** 400}, "target_exposure=<an integer of 401 digits>: must be a number in [0, 1]"),
+    ({"target_exposure": -10 ** 400}, "target_exposure=<an integer of 401 digits>"),
     ({"confidence": 0.9},
      "confidence=0.9: unknown field (known: regime, target_exposure, risk_appetite, universe, ts_ms)"),
 ]

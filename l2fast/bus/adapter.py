@@ -38,11 +38,17 @@ included. The time since the bar closed is already known to L1 from the signal's
 ``ts_ms``. A signal older than ``stale_after_ms`` is still published, with ``"stale":
 true``: dropping it could lose an entry the engine has reserved; L1 decides.
 
-A delivery that is malformed (it fails the schema, or is of the wrong type for its topic)
-or that the engine refuses (a bar out of order or duplicated, a fill for a symbol it does
-not follow, a universe too large...) is logged with the reason on the ``l2fast.bus``
-logger, counted in :attr:`L2BusAdapter.stats`, acknowledged (it would fail again) and
-skipped: the worker goes on. Any other exception is a bug and stops it.
+Poison messages: a delivery that is malformed (it fails the schema, or is of the wrong
+type for its topic), that the engine refuses (a bar out of order or duplicated, a fill
+for a symbol it does not follow, a universe too large...), or whose handling raises an
+error of any other type (a bug, or an input no check foresaw: counted as ``dead`` and
+logged with its traceback) is logged with the reason on the ``l2fast.bus`` logger,
+counted in :attr:`L2BusAdapter.stats`, written to the transport's dead letters
+(:meth:`~l2fast.bus.transport.Transport.dead_letter`: the message's data as read, its
+topic, stream and id, the group and consumer, the kind, the error's type and text),
+acknowledged (it would fail again) and skipped: the worker goes on, and no message can
+stop it for good. A dead letter is written before its message is acknowledged; a worker
+killed between the two writes it again on redelivery.
 """
 
 from __future__ import annotations
@@ -60,7 +66,7 @@ from typing import TYPE_CHECKING
 
 from l2fast.bus.bus import BusSubscription, MessageBus, Received, Topic
 from l2fast.bus.inprocess import wall_clock_ms
-from l2fast.bus.schema import Bar, Fill
+from l2fast.bus.schema import Bar, Envelope, Fill, encode
 from l2fast.bus.transport import BusClosed
 from l2fast.errors import L2FastError
 from l2fast.signals import Side, StrategicDecision, TacticalSignal
@@ -122,7 +128,8 @@ class AdapterStats:
         stale: Published signals flagged stale.
         malformed: Deliveries refused by the schema (or on the wrong topic).
         refused: Valid messages the engine refused.
-        rejected_by_topic: ``malformed + refused`` per topic.
+        dead: Messages whose handling raised an error of another type (module docstring).
+        rejected_by_topic: ``malformed + refused + dead`` per topic.
         last_rejection: The reason of the latest rejection, or None.
         snapshots: Engine snapshots written (with a snapshot path).
     """
@@ -134,6 +141,7 @@ class AdapterStats:
     stale: int = 0
     malformed: int = 0
     refused: int = 0
+    dead: int = 0
     rejected_by_topic: dict[str, int] = field(default_factory=dict)
     last_rejection: str | None = None
     snapshots: int = 0
@@ -200,6 +208,9 @@ class L2BusAdapter:
         # Signals not published yet, with their bar's publication time; the messages
         # handled since the last flush; those flushed since the last snapshot.
         self._outbox: list[tuple[TacticalSignal, int]] = []
+        # Dead letters of the messages handled since the last flush, written before their
+        # messages are acknowledged.
+        self._dead: list[dict[str, str | bytes]] = []
         self._handled: list[Received] = []
         self._unacked: list[Received] = []
         self._last_snapshot = time.monotonic()
@@ -232,8 +243,9 @@ class L2BusAdapter:
             clean = True
         finally:
             self._subscription = None
-            # After a bug (any other exception) the state is not trusted: nothing more is
-            # published or snapshotted; the unacknowledged messages come again.
+            # After any other exception (no message raises one: the transport, a snapshot
+            # that cannot be written, Redis given up) the state is not trusted: nothing more
+            # is published or snapshotted; the unacknowledged messages come again.
             if clean:
                 with contextlib.suppress(BusClosed):
                     await self._flush(subscription)
@@ -256,6 +268,10 @@ class L2BusAdapter:
             await self.bus.publish_many(Topic.SIGNALS, signals, metas)
             self.stats.signals += len(signals)
             self._outbox = []
+        if self._dead:
+            for record in self._dead:
+                await self.bus.transport.dead_letter(record)
+            self._dead = []
         handled, self._handled = self._handled, []
         if self.snapshot is None:
             await subscription.ack_many(handled)
@@ -289,7 +305,7 @@ class L2BusAdapter:
     def _handle(self, received: Received) -> None:
         message = received.message
         if message is None:
-            self._reject(received, "malformed", str(received.error))
+            self._reject(received, "malformed", str(received.error), type(received.error).__name__)
             return
         gen = self.generator
         try:
@@ -306,10 +322,15 @@ class L2BusAdapter:
                 self.stats.decisions += 1
                 return
             else:  # a signal: the bus refuses one on an input topic (its type is checked against the topic)
-                self._reject(received, "refused", f"not an input message: {type(message).__name__}")
+                self._reject(received, "refused", f"not an input message: {type(message).__name__}", "TypeError")
                 return
         except L2FastError as exc:
-            self._reject(received, "refused", str(exc))
+            self._reject(received, "refused", str(exc), type(exc).__name__)
+            return
+        except Exception as exc:
+            # Not an error the engine raises on purpose: a bug, or an input its checks
+            # missed. Stopping would only crash-loop on this message once restarted.
+            self._reject(received, "dead", f"{type(exc).__name__}: {exc}", type(exc).__name__, exc)
             return
         self.stats.bars += 1
         if self._wanted(signal):
@@ -321,13 +342,43 @@ class L2BusAdapter:
         return self.signals is SignalFilter.ACTIONABLE and (
             signal.stop_loss is not None or signal.take_profit is not None)
 
-    def _reject(self, received: Received, kind: str, reason: str) -> None:
+    def _reject(self, received: Received, kind: str, reason: str, error_type: str,
+                error: BaseException | None = None) -> None:
         stats = self.stats
         if kind == "malformed":
             stats.malformed += 1
-        else:
+        elif kind == "refused":
             stats.refused += 1
+        else:
+            stats.dead += 1
         stats.rejected_by_topic[received.topic] = stats.rejected_by_topic.get(received.topic, 0) + 1
         stats.last_rejection = reason
-        logger.warning("%s: %s message %s skipped: %s", self.consumer, received.topic, received.id,
-                       f"{kind}: {reason}")
+        if error is None:
+            logger.warning("%s: %s message %s skipped: %s", self.consumer, received.topic, received.id,
+                           f"{kind}: {reason}")
+        else:
+            logger.error("%s: %s message %s skipped: %s", self.consumer, received.topic, received.id,
+                         f"{kind}: {reason}", exc_info=error)
+        delivery = received.delivery
+        self._dead.append({
+            "d": _original(delivery.data), "topic": received.topic, "stream": delivery.stream, "id": received.id,
+            "published_ms": str(received.published_ms), "group": self.group, "consumer": self.consumer,
+            "kind": kind, "error_type": error_type, "error": reason[:_ERROR_LIMIT], "dead_ms": str(self._clock()),
+        })
+
+
+# Longest error text kept in a dead letter (a refused value can be large).
+_ERROR_LIMIT = 2_000
+
+
+def _original(data: object) -> str | bytes:
+    """A delivery's data as a dead letter keeps it: what a transport between processes
+    read, as it was; an in-process envelope encoded as it would have travelled."""
+    if isinstance(data, (bytes, str)):
+        return data
+    if type(data) is Envelope:
+        try:
+            return encode(data.message, data.meta)
+        except Exception:  # a signal whose reasoning has no JSON form: its repr says enough
+            return repr(data)
+    return repr(data)

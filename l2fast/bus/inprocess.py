@@ -19,6 +19,8 @@ were enqueued, with a count per topic bounded by the topic's
   message (counted per group in :meth:`InProcessTransport.dropped`).
 - Nothing is persisted: a closed subscription's queued messages are discarded, and
   :meth:`~InProcessSubscription.ack` has nothing to do (a message is delivered once).
+- Dead letters (:meth:`InProcessTransport.dead_letter`) are kept in memory, the latest
+  ``dead_letter_maxlen``; they die with the process.
 - Messages are shared, not copied: consumers must not mutate them (every message class
   is frozen; a signal's ``reasoning`` dict is the one exception to respect).
 
@@ -32,7 +34,16 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 
-from l2fast.bus.transport import BusClosed, Delivery, Overflow, QueuePolicy, Subscription, Transport
+from l2fast.bus.transport import (
+    DEAD_LETTER_MAXLEN,
+    BusClosed,
+    Delivery,
+    Overflow,
+    QueuePolicy,
+    Subscription,
+    Transport,
+    dead_letter_text,
+)
 
 __all__ = ["InProcessSubscription", "InProcessTransport", "wall_clock_ms"]
 
@@ -177,12 +188,20 @@ class InProcessTransport(Transport):
         policies: Queue policy per topic; topics not named get ``default``.
         default: The policy of every other topic.
         clock: Epoch milliseconds for :attr:`~l2fast.bus.transport.Delivery.published_ms`.
+        dead_letter_maxlen: Dead letters kept (the latest), >= 1.
+
+    Raises:
+        ValueError: ``dead_letter_maxlen`` is not an integer >= 1.
     """
 
     needs_bytes = False
 
     def __init__(self, policies: Mapping[str, QueuePolicy] | None = None, *,
-                 default: QueuePolicy = QueuePolicy(), clock: Callable[[], int] = wall_clock_ms) -> None:
+                 default: QueuePolicy = QueuePolicy(), clock: Callable[[], int] = wall_clock_ms,
+                 dead_letter_maxlen: int = DEAD_LETTER_MAXLEN) -> None:
+        if type(dead_letter_maxlen) is not int or dead_letter_maxlen < 1:
+            raise ValueError(f"dead_letter_maxlen={dead_letter_maxlen!r}: must be an integer >= 1")
+        self._dead: deque[dict[str, str]] = deque(maxlen=dead_letter_maxlen)
         self._policies = _Policies(dict(policies or {}), default)
         self._clock = clock
         self._groups: dict[str, _Queue] = {}
@@ -292,6 +311,22 @@ class InProcessTransport(Transport):
                 if not queues:
                     del self._routes[topic]
         queue.close()
+
+    async def dead_letter(self, record: Mapping[str, str | bytes]) -> None:
+        """Keep ``record`` in memory among the latest ``dead_letter_maxlen`` dead letters.
+
+        Raises:
+            BusClosed: The transport was closed.
+        """
+        if self._closed:
+            raise BusClosed("transport is closed")
+        self._dead.append({name: dead_letter_text(value) for name, value in record.items()})
+
+    async def dead_letters(self, count: int = 100) -> list[dict[str, str]]:
+        """The latest ``count`` dead letters, oldest first (readable after close too: they
+        are only in memory)."""
+        kept = list(self._dead)
+        return [dict(record) for record in kept[max(len(kept) - count, 0):]]
 
     async def close(self) -> None:
         """Close every subscription and wake waiting publishers (they raise BusClosed)."""

@@ -71,6 +71,11 @@ send again: reads, acknowledgements, group creation and trimming repeat harmless
 read whose reply was lost leaves its entries pending (read again after the retry), and
 publications carry their counter (above).
 
+Dead letters (:meth:`RedisTransport.dead_letter`): the stream ``prefix + "l2fast:dead"``
+(:data:`~l2fast.bus.transport.DEAD_LETTERS`), one entry per skipped message, trimmed to
+the latest ``dead_letter_maxlen`` entries; the entry's ``d`` field is the message's ``d``
+as it was read, byte for byte.
+
 Single Redis node only (the publication script touches keys of several streams).
 """
 
@@ -90,7 +95,17 @@ from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 from redis.typing import KeyT, StreamIdT
 
-from l2fast.bus.transport import BusClosed, Delivery, Overflow, QueuePolicy, Subscription, Transport
+from l2fast.bus.transport import (
+    DEAD_LETTER_MAXLEN,
+    DEAD_LETTERS,
+    BusClosed,
+    Delivery,
+    Overflow,
+    QueuePolicy,
+    Subscription,
+    Transport,
+    dead_letter_text,
+)
 from l2fast.errors import BusUnavailableError
 
 __all__ = [
@@ -415,6 +430,7 @@ class RedisTransport(Transport):
         partitioned: Topics split into one stream per partition (the message's symbol):
             ``prefix + topic + "|" + symbol``; a subscription then names the partitions
             it reads. Every process of a bus must agree on it.
+        dead_letter_maxlen: Dead letters kept (the latest), >= 1.
         client: A ready client to use instead of connecting to ``url`` (tests).
     """
 
@@ -426,8 +442,9 @@ class RedisTransport(Transport):
                  backoff_max_s: float = BACKOFF_MAX_S, give_up_after_s: float | None = None,
                  partitioned: Sequence[str] = (),
                  trimmed: Sequence[str] = TRIMMED_TOPICS, socket_timeout_s: float | None = None,
-                 client: Redis | None = None) -> None:
-        for name, value in (("count", count), ("block_ms", block_ms), ("claim_idle_ms", claim_idle_ms)):
+                 dead_letter_maxlen: int = DEAD_LETTER_MAXLEN, client: Redis | None = None) -> None:
+        for name, value in (("count", count), ("block_ms", block_ms), ("claim_idle_ms", claim_idle_ms),
+                            ("dead_letter_maxlen", dead_letter_maxlen)):
             if type(value) is not int or value < 1:
                 raise ValueError(f"{name}={value!r}: must be an integer >= 1")
         if socket_timeout_s is None:
@@ -446,6 +463,7 @@ class RedisTransport(Transport):
         self.socket_timeout_s = socket_timeout_s
         self.claim_idle_ms = claim_idle_ms
         self.claim_interval_s = claim_interval_s
+        self.dead_letter_maxlen = dead_letter_maxlen
         self.partitioned = frozenset(partitioned)
         #: Connection errors survived (each retried command counts once per failure).
         self.reconnects = 0
@@ -621,6 +639,37 @@ class RedisTransport(Transport):
         subscription = RedisSubscription(self, group, consumer, names, streams)
         self._subscriptions.append(subscription)
         return subscription
+
+    async def dead_letter(self, record: Mapping[str, str | bytes]) -> None:
+        """Add ``record`` to the dead-letter stream (module docstring), trimmed to the
+        latest ``dead_letter_maxlen`` entries.
+
+        A dead letter Redis refuses (an ACL without the right, a stream whose last id is
+        the largest possible) is logged as an error and not retried: it must not stop the
+        consumer it was written for.
+
+        Raises:
+            BusClosed: The transport was closed.
+        """
+        key = self.prefix + DEAD_LETTERS
+        fields: dict[Any, Any] = dict(record)
+        try:
+            await self.call(lambda: self._client.xadd(key, fields, maxlen=self.dead_letter_maxlen,
+                                                      approximate=False))
+        except redis_errors.ResponseError as exc:
+            logger.error("could not write a dead letter to %s: %s (%s)", key, exc,
+                         ", ".join(f"{k}={dead_letter_text(v)[:200]!r}" for k, v in record.items()))
+
+    async def dead_letters(self, count: int = 100) -> list[dict[str, str]]:
+        """The latest ``count`` entries of the dead-letter stream, oldest first, as text.
+
+        Raises:
+            BusClosed: The transport was closed.
+        """
+        key = self.prefix + DEAD_LETTERS
+        entries: Any = await self.call(lambda: self._client.xrevrange(key, count=count))
+        return [{dead_letter_text(k): dead_letter_text(v) for k, v in fields.items()}
+                for _, fields in reversed(entries or [])]
 
     async def _create_group(self, key: str, group: str) -> None:
         try:

@@ -48,7 +48,7 @@ import orjson
 
 from l2fast.config import is_symbol
 from l2fast.errors import InvalidBarError, InvalidInputError
-from l2fast.signals import StrategicDecision, TacticalSignal
+from l2fast.signals import StrategicDecision, TacticalSignal, printable, real_float
 
 __all__ = [
     "META_FIELDS",
@@ -90,7 +90,7 @@ class MessageError(InvalidInputError):
         self.field = field
         self.value = value
         self.reason = reason
-        text = repr(value)
+        text = repr(printable(value))
         if len(text) > _REPR_LIMIT:
             text = text[:_REPR_LIMIT] + "..."
         super().__init__(f"invalid message: {field}={text}: {reason}")
@@ -107,15 +107,6 @@ class MessageType(StrEnum):
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-def _real(value: Any) -> float | None:
-    """``value`` as a float if it is a real number (not a bool), else None."""
-    if type(value) is float:
-        return value
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        return None
-    return float(value)
 
 
 def _symbol_ok(symbol: Any) -> bool:
@@ -164,19 +155,21 @@ class Bar:
 
     def _check_fields(self) -> None:
         if not _symbol_ok(self.symbol):
-            raise InvalidBarError("symbol", self.symbol, "must look like 'BTC/USDT' (BASE/QUOTE, upper case)")
+            raise InvalidBarError("symbol", printable(self.symbol),
+                                  "must look like 'BTC/USDT' (BASE/QUOTE, upper case)")
         if not _timestamp_ok(self.ts_ms):
-            raise InvalidBarError("ts_ms", self.ts_ms, "must be epoch milliseconds (an integer in [0, 2**63))")
+            raise InvalidBarError("ts_ms", printable(self.ts_ms),
+                                  "must be epoch milliseconds (an integer in [0, 2**63))")
         if self.ts_ms % MINUTE_MS:
             raise InvalidBarError("ts_ms", self.ts_ms, f"not a whole minute (ts_ms % 60000 = {self.ts_ms % MINUTE_MS})")
         object.__setattr__(self, "ts_ms", int(self.ts_ms))
         for name in ("open", "high", "low", "close", "volume"):
             raw = getattr(self, name)
-            x = _real(raw)
+            x = real_float(raw)
             if x is None:
                 raise InvalidBarError(name, raw, "must be a real number")
             if not math.isfinite(x):
-                raise InvalidBarError(name, raw, "must be finite")
+                raise InvalidBarError(name, printable(raw), "must be finite")
             if name == "volume":
                 if x < 0.0:
                     raise InvalidBarError(name, raw, "must be non-negative")
@@ -235,11 +228,11 @@ class Fill:
     def __post_init__(self) -> None:
         if not _symbol_ok(self.symbol):
             raise MessageError("symbol", self.symbol, "must look like 'BTC/USDT' (BASE/QUOTE, upper case)")
-        if self.side not in _SIDES or not isinstance(self.side, str):
+        if not isinstance(self.side, str) or self.side not in _SIDES:
             raise MessageError("side", self.side, "must be 'buy' or 'sell'")
         for name, positive in (("qty", True), ("price", True), ("fee", False)):
             raw = getattr(self, name)
-            x = _real(raw)
+            x = real_float(raw)
             if x is None or not math.isfinite(x) or x < 0.0 or (positive and x == 0.0):
                 raise MessageError(name, raw, f"must be a finite number {'> 0' if positive else '>= 0'}")
             if x is not raw:
@@ -435,8 +428,20 @@ def decode(data: object) -> Envelope:
         data: The envelope as UTF-8 bytes or text (anything else is malformed).
 
     Raises:
-        MessageError: Anything is malformed; ``field`` names where.
+        MessageError: Anything is malformed; ``field`` names where. Nothing else: an
+            error of another type from deep inside (a case the checks above missed) is
+            a MessageError on ``"envelope"`` too, so that one message never stops a
+            consumer.
     """
+    try:
+        return _decode(data)
+    except MessageError:
+        raise
+    except Exception as exc:
+        raise MessageError("envelope", data, f"unreadable: {type(exc).__name__}: {exc}") from exc
+
+
+def _decode(data: object) -> Envelope:
     if isinstance(data, (bytes, bytearray, memoryview, str)):
         try:
             obj = orjson.loads(data)

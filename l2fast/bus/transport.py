@@ -13,22 +13,42 @@ transport says how the consumers of one group share them.
 Queues are bounded by a :class:`QueuePolicy` per topic: when one is full, a publisher
 either waits for room (:attr:`Overflow.BLOCK`, lossless) or makes room by dropping the
 oldest queued message of that topic (:attr:`Overflow.DROP_OLDEST`, counted).
+
+Dead letters: a consumer that skips a message (malformed, refused, or failing in any
+other way) hands it to :meth:`Transport.dead_letter` as a record of text fields (the
+message's data, where it came from, the error) before acknowledging it, so that nothing
+is dropped unseen and nothing poisons the consumer for good. The transport keeps the
+latest :data:`DEAD_LETTER_MAXLEN` records (its ``dead_letter_maxlen``), readable with
+:meth:`Transport.dead_letters`; the Redis transport in the stream ``prefix +``
+:data:`DEAD_LETTERS`.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
 from l2fast.errors import ConfigError, L2FastError
 
-__all__ = ["REDIS_TIMEOUT_S", "BusClosed", "Delivery", "Overflow", "QueuePolicy", "Subscription", "Transport"]
+__all__ = ["DEAD_LETTERS", "DEAD_LETTER_MAXLEN", "REDIS_TIMEOUT_S", "BusClosed", "Delivery", "Overflow", "QueuePolicy",
+           "Subscription", "Transport", "dead_letter_text"]
 
 #: Default longest outage of a networked transport (Redis) before its commands give up:
 #: the worker's, the dashboard's and the CLI's ``--redis-timeout``.
 REDIS_TIMEOUT_S = 30.0
+
+#: Name of the dead-letter record (the Redis stream's key after the transport's prefix).
+DEAD_LETTERS = "l2fast:dead"
+#: Dead letters a transport keeps by default (the oldest go first).
+DEAD_LETTER_MAXLEN = 10_000
+
+
+def dead_letter_text(value: str | bytes) -> str:
+    """A dead-letter field as text: bytes that are not UTF-8 are kept as surrogate escapes,
+    so ``text.encode("utf-8", "surrogateescape")`` gives the original bytes back."""
+    return value.decode("utf-8", "surrogateescape") if isinstance(value, bytes) else value
 
 
 class BusClosed(L2FastError):
@@ -185,6 +205,24 @@ class Transport(ABC):
                         partitions: Sequence[str] | None = None) -> Subscription:
         """Read ``topics`` as ``consumer`` of ``group`` (only ``partitions`` of a topic the
         transport partitions).
+
+        Raises:
+            BusClosed: The transport was closed.
+        """
+
+    @abstractmethod
+    async def dead_letter(self, record: Mapping[str, str | bytes]) -> None:
+        """Keep ``record``, a message a consumer skipped (module docstring), among the
+        latest dead letters.
+
+        Raises:
+            BusClosed: The transport was closed.
+        """
+
+    @abstractmethod
+    async def dead_letters(self, count: int = 100) -> list[dict[str, str]]:
+        """The latest ``count`` dead letters, oldest first, their fields as text
+        (:func:`dead_letter_text`).
 
         Raises:
             BusClosed: The transport was closed.

@@ -263,14 +263,20 @@ def test_manifest_without_lookback_loads_with_the_largest_warm_up_of_its_feature
 
 
 def _fail_reading(monkeypatch, target):
-    real = type(target).read_bytes
+    real_read, real_open = type(target).read_bytes, type(target).open
 
     def read_bytes(self):
         if self == target:
             raise PermissionError(13, "Permission denied", str(self))
-        return real(self)
+        return real_read(self)
+
+    def open_(self, *args, **kwargs):  # the manifest is read through open (bounded)
+        if self == target:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_open(self, *args, **kwargs)
 
     monkeypatch.setattr(type(target), "read_bytes", read_bytes)
+    monkeypatch.setattr(type(target), "open", open_)
 
 
 def _case(tmp_path, monkeypatch, mode):
@@ -283,7 +289,7 @@ def _case(tmp_path, monkeypatch, mode):
         return path, path, "manifest is not valid JSON"
     if mode == "deeply nested json":
         path.write_text("[" * 100_000 + "]" * 100_000)
-        return path, path, "manifest is not valid JSON"
+        return path, path, "manifest nests arrays/objects deeper than 32 levels"
     if mode == "binary manifest":
         path.write_bytes(b"\x80\x04\x95\x00binary")
         return path, path, "not UTF-8 text .*binary file"
@@ -336,6 +342,79 @@ def test_every_load_failure_is_a_model_load_error_naming_the_file_and_the_reason
     with pytest.raises(ModelLoadError, match=reason) as exc:
         load_model(target)
     assert exc.value.path == culprit and str(exc.value).startswith(f"{culprit}: ")
+
+
+@pytest.mark.parametrize("which", ["json", "onnx"])
+def test_a_model_file_symlinked_from_outside_the_models_folder_is_refused(tmp_path, which):
+    data = _discrete_graph()
+    outside, folder = tmp_path / "outside", tmp_path / "models"
+    outside.mkdir()
+    folder.mkdir()
+    _write(outside, "toy", data)
+    _write(folder, "toy", data)
+    link = folder / f"toy.{which}"
+    link.unlink()
+    link.symlink_to(outside / f"toy.{which}")
+    with pytest.raises(ModelLoadError, match="outside the models folder") as exc:
+        load_model(folder / "toy.json")
+    assert exc.value.path == link
+    result = validate_models(folder)
+    assert result["passed"] == 0 and "outside the models folder" in result["failures"][0]["reason"]
+
+
+def test_a_symlink_within_the_models_folder_stays_allowed(tmp_path):
+    data = _discrete_graph()
+    _write(tmp_path, "toy", data)
+    (tmp_path / "alias.onnx").symlink_to(tmp_path / "toy.onnx")
+    (tmp_path / "alias.json").symlink_to("toy.json")
+    assert load_model(tmp_path / "alias.json").act(np.array([0.1, 0.9, 0.2])) == 1
+
+
+def test_a_manifest_over_the_size_limit_is_refused_without_reading_it_whole(tmp_path):
+    data = _discrete_graph()
+    manifest = _manifest("toy", data, training_config={"notes": "x" * (2 << 20)})  # 2 MiB, valid JSON
+    path = _write(tmp_path, "toy", data, manifest)
+    with pytest.raises(ModelLoadError, match=r"manifest is larger than 1048576 bytes"):
+        load_model(path)
+    assert validate_models(tmp_path)["passed"] == 0
+
+
+def test_a_deeply_nested_manifest_is_refused_without_recursion_error(tmp_path):
+    data = _discrete_graph()
+    nested: object = {}
+    for _ in range(100):
+        nested = {"n": nested}
+    path = _write(tmp_path, "toy", data, _manifest("toy", data, training_config=nested))
+    with pytest.raises(ModelLoadError, match="deeper than 32 levels"):
+        load_model(path)
+    # brackets inside strings do not count; an export's own nesting (3) is far below the limit
+    text = json.dumps(_manifest("toy", data, specialization='[[[{"\\' * 40))
+    path.write_text(text)
+    assert load_model(path).manifest["specialization"].startswith('[[[{"')
+
+
+@pytest.mark.parametrize("lookback", [10**12, 14_401])
+def test_an_absurd_lookback_is_refused(tmp_path, lookback):
+    data = _discrete_graph()
+    path = _write(tmp_path, "toy", data, _manifest("toy", data, lookback=lookback))
+    with pytest.raises(ModelLoadError, match=r"lookback must be an integer in \[1, 14400\]"):
+        load_model(path)
+    result = validate_models(tmp_path)
+    assert result["passed"] == 0 and "lookback" in result["failures"][0]["reason"]
+    assert load_model(_write(tmp_path, "ok", data, _manifest("ok", data, lookback=14_400))).lookback == 14_400
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_validate_models_fails_a_model_with_nan_or_inf_weights(tmp_path, bad):
+    weights = WEIGHTS.copy()
+    weights[1, 2] = bad
+    data = _discrete_graph().replace(numpy_helper.from_array(WEIGHTS, "W").raw_data,
+                                     numpy_helper.from_array(weights, "W").raw_data)
+    _write(tmp_path, "toy", data)
+    result = validate_models(tmp_path)
+    assert result["passed"] == 0
+    assert "output 'probs' is not finite" in result["failures"][0]["reason"]
+    assert "NaN or inf weights" in result["failures"][0]["reason"]
 
 
 def test_the_manifest_typeddict_marks_lookback_not_required_as_the_schema_check_does():

@@ -31,6 +31,12 @@ __all__ = ["LoadedModel", "default_lookback", "float32_bounds", "load_model", "s
 
 SOURCE_SUFFIXES = (".pkl", ".zip")
 
+MAX_MANIFEST_BYTES = 1 << 20
+"""Largest manifest read (1 MiB): an export writes a few kB, so more is not a manifest."""
+
+MAX_MANIFEST_DEPTH = 32
+"""Deepest nesting of JSON arrays and objects a manifest may have (an export's is 3)."""
+
 
 def session_options() -> Any:
     """onnxruntime session options used for every model (single-threaded, fully optimised)."""
@@ -203,19 +209,54 @@ class LoadedModel:
                 f"{self.observation_size} features, outputs={list(self.output_names)})")
 
 
+def _json_depth_exceeds(text: str, limit: int) -> bool:
+    """True when arrays/objects in ``text`` nest deeper than ``limit``.
+
+    A scan with a counter, not a parse, so no nesting depth can raise RecursionError;
+    brackets inside strings do not count.
+    """
+    depth = 0
+    in_string = escaped = False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            if depth > limit:
+                return True
+        elif ch in "]}":
+            depth -= 1
+    return False
+
+
 def _read_manifest(path: Path) -> dict:
     try:
-        data = path.read_bytes()
+        # Read one byte past the limit, never the whole file: a huge file, /dev/zero or
+        # a FIFO must not cost memory or hang before it is refused.
+        with path.open("rb") as f:
+            data = f.read(MAX_MANIFEST_BYTES + 1)
     except OSError as exc:
         raise ModelLoadError(f"cannot read manifest: {exc.strerror or exc}", path) from exc
+    if len(data) > MAX_MANIFEST_BYTES:
+        raise ModelLoadError(f"manifest is larger than {MAX_MANIFEST_BYTES} bytes; an export writes a few kB",
+                             path)
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ModelLoadError(f"manifest is not UTF-8 text (byte {exc.start}: {exc.reason}); "
                              "is it a binary file?", path) from exc
+    if _json_depth_exceeds(text, MAX_MANIFEST_DEPTH):
+        raise ModelLoadError(f"manifest nests arrays/objects deeper than {MAX_MANIFEST_DEPTH} levels", path)
     try:
         manifest = json.loads(text)
-    except (ValueError, RecursionError) as exc:
+    except ValueError as exc:
         raise ModelLoadError(f"manifest is not valid JSON: {exc}", path) from exc
     problems = validate_manifest(manifest)
     if problems:
@@ -286,7 +327,10 @@ def load_model(path: str | Path, *, technical: TechnicalConfig | None = None) ->
             a path that is not a ``.json``/``.onnx`` file (a ``.pkl``/``.zip`` source, a
             folder), a missing or unreadable file, a manifest that is not UTF-8 JSON or
             fails the schema, ONNX SHA-256 differing from the manifest, ONNX that
-            onnxruntime cannot load, or inputs/outputs that do not match.
+            onnxruntime cannot load, or inputs/outputs that do not match; a ``.json``
+            or ``.onnx`` that resolves (through a symlink) outside the model's folder; a
+            manifest over :data:`MAX_MANIFEST_BYTES` or nested deeper than
+            :data:`MAX_MANIFEST_DEPTH`.
     """
     json_path, onnx_path = _paths(path)
     try:
@@ -299,9 +343,23 @@ def load_model(path: str | Path, *, technical: TechnicalConfig | None = None) ->
         raise ModelLoadError(f"cannot load the model: {type(exc).__name__}: {exc}", json_path) from exc
 
 
+def _check_inside(path: Path) -> None:
+    """Refuse a model file that resolves (through symlinks) outside its models folder.
+
+    Whoever may only add a symlink to the folder must not make the loader read, say,
+    another user's files; a symlink to a file within the folder stays allowed.
+    """
+    folder = path.parent.resolve()
+    target = path.resolve()
+    if not target.is_relative_to(folder):
+        raise ModelLoadError(f"resolves to {target}, outside the models folder {folder}", path)
+
+
 def _load(json_path: Path, onnx_path: Path, technical: TechnicalConfig | None) -> LoadedModel:
     import onnxruntime as ort
 
+    _check_inside(json_path)
+    _check_inside(onnx_path)
     manifest = _read_manifest(json_path)
     if manifest.get("lookback") is None:
         manifest["lookback"] = default_lookback(manifest["feature_names"], technical)
@@ -325,8 +383,14 @@ def _load(json_path: Path, onnx_path: Path, technical: TechnicalConfig | None) -
 
 
 def _smoke_run(model: LoadedModel) -> None:
-    """Run two rows of zeros and check shapes, dtypes and the action range."""
+    """Run two rows of zeros and check shapes, dtypes, finite outputs and the action range."""
     out = model.run(np.zeros((2, model.observation_size), dtype=np.float32))
+    # NaN or inf among the graph's weights reaches its outputs (0 * inf is NaN too), while
+    # ArgMax over NaN logits still returns a valid-looking index: check every float output.
+    for name, value in out.items():
+        if np.issubdtype(value.dtype, np.floating) and not np.all(np.isfinite(value)):
+            raise ModelLoadError(f"output {name!r} is not finite on a zero input ({value!r}): "
+                                 "NaN or inf weights in the graph?")
     action = out["action"]
     space = model.manifest["action_space"]
     if model.discrete:
@@ -367,7 +431,8 @@ def validate_models(path: str | Path, *,
     """Check every exported model under ``path``.
 
     Each model must load (:func:`load_model`: manifest schema, ONNX SHA-256, onnxruntime,
-    input/output names and shapes), run on a zero batch, and use only feature names the
+    input/output names and shapes), run on a zero batch with finite outputs (NaN or inf
+    weights fail), and use only feature names the
     technical core computes under ``technical`` (``obs_*`` placeholders from an export
     without names fail). An ONNX file without a manifest counts as one failed entry.
 

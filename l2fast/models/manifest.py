@@ -54,6 +54,11 @@ ALGORITHMS = ("PPO", "A2C", "DQN", "SAC", "TD3", "DDPG")
 SOURCE_KINDS = ("sb3-zip", "pkl-bundle")
 INPUT_NAME = "obs"
 
+MAX_LOOKBACK = 14_400
+"""Largest ``lookback`` a manifest may give: 10 days of 1-minute bars. The technical core's
+default warm-ups stay far below it (959 bars for a 14-period 1h ATR); beyond it a model
+would wait days before its first vote, which only a wrong or hostile manifest asks for."""
+
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -284,8 +289,9 @@ def validate_manifest(manifest: object) -> list[str]:
     if tfs is not None and not (isinstance(tfs, list) and all(isinstance(t, str) and t for t in tfs)):
         problems.append("timeframes must be a list of strings or null")
     lookback = m.get("lookback")
-    if lookback is not None and not (_is_int(lookback) and lookback >= 1):
-        problems.append(f"lookback must be a positive integer or null, got {lookback!r}")
+    if lookback is not None and not (_is_int(lookback) and 1 <= lookback <= MAX_LOOKBACK):
+        problems.append(f"lookback must be an integer in [1, {MAX_LOOKBACK}] (1-minute bars) or null, "
+                        f"got {lookback!r}")
     for key in ("performance_metrics", "training_config"):
         if key in m and not isinstance(m[key], dict):
             problems.append(f"{key} must be an object")

@@ -36,10 +36,10 @@ Example manifest (abridged)::
 Box action bounds are numbers, or the strings ``"inf"`` / ``"-inf"`` for unbounded
 dimensions (JSON has no infinity). The exported graph clips every Box action to them.
 
-``lookback`` (1-minute bars the model needs before its first action) may be null or
-absent, as in an export of a plain SB3 ``.zip``: :func:`l2fast.models.loading.load_model` then
-sets it to the largest warm-up of the model's feature names under the runtime's technical
-config (:func:`l2fast.technical.state.feature_warmups`).
+``lookback`` (1-minute bars the model needs before its first action, at most
+:data:`MAX_LOOKBACK`) may be null or absent, as in an export of a plain SB3 ``.zip``:
+:func:`l2fast.models.loading.load_model` then sets it to the largest warm-up of the model's
+feature names under the runtime's technical config (:func:`l2fast.technical.state.feature_warmups`).
 """
 
 # No ``from __future__ import annotations``: TypedDict sees NotRequired only in evaluated

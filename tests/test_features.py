@@ -12,6 +12,8 @@ from l2fast.technical.indicators import CANDLESTICK_PATTERNS, CandlestickDetecto
 from l2fast.technical.indicators import SupportResistance as Levels
 from l2fast.technical.state import TechnicalState, feature_names, feature_warmups
 
+from reference import Unchecked
+
 talib = pytest.importorskip("talib")
 pd = pytest.importorskip("pandas")
 
@@ -262,16 +264,6 @@ def test_the_config_defaults_to_the_seeds_and_must_be_a_technical_config() -> No
         TechnicalState({"timeframes": ["1m"]})
 
 
-class _Unchecked:
-    """A valid config's fields, some overridden, without the config's validation."""
-
-    def __init__(self, valid, **overrides):
-        self._valid, self._overrides = valid, overrides
-
-    def __getattr__(self, name):
-        return self._overrides[name] if name in self._overrides else getattr(self._valid, name)
-
-
 @pytest.mark.parametrize("overrides, field", [
     ({"rsi_periods": (14, 7, 21, 28, 9)}, "rsi_periods"),
     ({"rsi_periods": ()}, "rsi_periods"),
@@ -287,4 +279,4 @@ def test_the_kernel_refuses_an_unvalidated_config_beyond_its_arrays(overrides, f
     from l2fast.technical import _features
 
     with pytest.raises(InvalidInputError, match=field):
-        _features.TechnicalState(_Unchecked(TechnicalConfig(), **overrides))
+        _features.TechnicalState(Unchecked(TechnicalConfig(), **overrides))

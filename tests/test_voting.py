@@ -19,6 +19,7 @@ from l2fast.errors import ConfigError, InvalidInputError
 from l2fast.models.manifest import default_action_targets
 from l2fast.technical.state import TechnicalState, feature_names
 
+from reference import Unchecked
 from reference.voting import VoterRef, vote_dict
 
 # Slot of each feature inside one timeframe block, from the technical state's own names.
@@ -664,16 +665,6 @@ def test_reasoning_is_a_fresh_copy_of_the_one_dict_form():
     assert r.reasoning()["members"]["trend"]["weight"] == r.members[0].weight
 
 
-class _Unchecked:
-    """Valid voting parameters, some overridden, without VotingParams' validation."""
-
-    def __init__(self, valid, **overrides):
-        self._valid, self._overrides = valid, overrides
-
-    def __getattr__(self, name):
-        return self._overrides[name] if name in self._overrides else getattr(self._valid, name)
-
-
 @pytest.mark.parametrize("overrides, field", [
     ({"members": MEMBERS * 3}, "members"),
     ({"members": ()}, "members"),
@@ -689,4 +680,4 @@ def test_the_voting_kernel_refuses_unvalidated_parameters_beyond_its_arrays(over
     from l2fast.decision._voting import VoterCore
 
     with pytest.raises(InvalidInputError, match=field):
-        VoterCore(_Unchecked(VotingParams(MEMBERS), **overrides))
+        VoterCore(Unchecked(VotingParams(MEMBERS), **overrides))

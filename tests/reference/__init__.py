@@ -26,3 +26,17 @@ def config_section(cls: type, **overrides: Any) -> SimpleNamespace:
         if inspect.isfunction(member) and not name.startswith("_"):
             setattr(section, name, member.__get__(section))
     return section
+
+
+class Unchecked:
+    """A validated object's attributes (properties included), some overridden, unvalidated.
+
+    For the kernels' own bounds checks: they read their parameters by attribute, so a test
+    hands them what a caller that skipped the config's validation could.
+    """
+
+    def __init__(self, valid: Any, **overrides: Any) -> None:
+        self._valid, self._overrides = valid, overrides
+
+    def __getattr__(self, name: str) -> Any:
+        return self._overrides[name] if name in self._overrides else getattr(self._valid, name)

@@ -502,17 +502,20 @@ def test_xreadgroup_replies_keep_redis_shape_in_both_protocols():
 def test_a_late_copy_of_an_older_publication_adds_nothing(redis_url):
     # A publication sent on a connection taken for dead can reach Redis after its retry
     # and the next publications: the script drops it by its counter.
-    from l2fast.bus.redis import _PUBLISHER_TTL_S
+    from l2fast.bus.redis import _PUBLISHER_TTL_S, FAR_AHEAD_MS
 
     async def main() -> tuple[list, int]:
         t = transport(redis_url)
         ids = [await t.publish("t", b"first"), await t.publish("t", b"second")]
-        keys = [t.key("t"), t.prefix + "l2fast:clock", f"{t.prefix}l2fast:publisher:{t._token}"]
-        retried = await t._script(keys=keys, args=[0, t._counter, _PUBLISHER_TTL_S, b"second"])
-        late = await t._script(keys=keys, args=[0, t._counter - 1, _PUBLISHER_TTL_S, b"first"])
+        keys = [t.key("t"), t.prefix + "l2fast:clock", f"{t.prefix}l2fast:publisher:{t._token}",
+                t.prefix + "l2fast:dead"]
+        # The script's reply: what vanished, far-ahead ids and what was done with them, the ids.
+        common = [FAR_AHEAD_MS, 100, ids[0], ids[0]]
+        retried = await t._script(keys=keys, args=[0, t._counter, _PUBLISHER_TTL_S, *common, b"second"])
+        late = await t._script(keys=keys, args=[0, t._counter - 1, _PUBLISHER_TTL_S, *common, b"first"])
         length = await t.client.xlen(keys[0])
         await t.close()
-        return [[i.decode() for i in retried] == ids[1:], late], length
+        return [[i.decode() for i in retried[3:]] == ids[1:], late[3:]], length
 
     (same_ids, late), length = run(main())
     assert same_ids and late == [] and length == 2

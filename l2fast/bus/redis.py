@@ -289,44 +289,120 @@ async def _before(op: Callable[[], Awaitable[T]], deadline: float) -> T:
 
 _PUBLISHER_TTL_S = 86_400
 
-# KEYS: stream, clock (the last id given), publisher key. ARGV: maxlen (0: none), the
-# publisher's counter, the publisher key's time to live (s), then the entries' data.
-# Consecutive ids from one clock reading; the reply (the list of ids) is kept for a retry.
-# A counter below the last one is a copy of a publication already retried: nothing added.
+#: How far ahead of the Redis server's clock an entry id (or the bus clock) may be before
+#: publication stops following it (:meth:`RedisTransport.publish_many`), milliseconds.
+FAR_AHEAD_MS = 3_600_000
+
+# KEYS: stream, clock (the last id given), publisher key, dead-letter stream. ARGV: maxlen
+# (0: none), the publisher's counter, the publisher key's time to live (s), far-ahead bound
+# (ms), dead letters kept, the last id this publisher got on this stream ('' none), the
+# last id it got on any stream ('' none), then the entries' data.
+# Consecutive ids from one clock reading; the ids are kept for a retry. A counter below the
+# last one is a copy of a publication already retried: nothing added.
+# Reply: {lost, far, far_text, id...}: lost names what vanished that this publisher had
+# written ('' nothing: 'clock', 'stream'); far counts the ids ahead of the clock by more
+# than the bound that were not followed (entries moved to the dead letters, the stream's
+# last id and groups set back, a clock ignored), far_text says which.
 _PUBLISH = """
+local MAXSEQ = 9007199254740991
 local function split(id)
+  if type(id) ~= 'string' then return nil, nil end
   local dash = string.find(id, '-', 1, true)
+  if not dash then return nil, nil end
   return tonumber(string.sub(id, 1, dash - 1)), tonumber(string.sub(id, dash + 1))
+end
+local function below(ams, aseq, bms, bseq) return ams < bms or (ams == bms and aseq < bseq) end
+-- The id after ms-seq (a sequence past what a double holds exactly moves to the next ms).
+local function after(ms, seq)
+  if seq >= MAXSEQ then return ms + 1, 0 end
+  return ms, seq + 1
 end
 local last = redis.call('GET', KEYS[3])
 if last then
   local sep = string.find(last, ' ', 1, true)
   local counter = string.sub(last, 1, sep - 1)
   if counter == ARGV[2] then
-    local ids = {}
+    local ids = {'', 0, ''}
     for id in string.gmatch(string.sub(last, sep + 1), '%S+') do ids[#ids + 1] = id end
     return ids
   end
-  if tonumber(ARGV[2]) < tonumber(counter) then return {} end
+  if tonumber(ARGV[2]) < tonumber(counter) then return {'', 0, ''} end
 end
 local now = redis.call('TIME')
 local ms, seq = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000), 0
+local now_ms = ms
+local bound = now_ms + tonumber(ARGV[4])
+local lost, far, notes = {}, 0, {}
 local given = redis.call('GET', KEYS[2])
 if given then
   local gms, gseq = split(given)
-  if gms >= ms then ms, seq = gms, gseq + 1 end
+  if gms == nil or gseq == nil or gms > bound then
+    far = far + 1
+    notes[#notes + 1] = 'ignored the bus clock ' .. string.sub(given, 1, 60)
+  elseif gms >= ms then
+    ms, seq = after(gms, gseq)
+  end
+elseif ARGV[7] ~= '' then
+  lost[#lost + 1] = 'clock'
 end
 if redis.call('EXISTS', KEYS[1]) == 1 then
-  local info = redis.call('XINFO', 'STREAM', KEYS[1])
-  for k = 1, #info, 2 do
-    if info[k] == 'last-generated-id' then
-      local tms, tseq = split(info[k + 1])
-      if tms > ms or (tms == ms and tseq >= seq) then ms, seq = tms, tseq + 1 end
-    end
+  local top = redis.call('XINFO', 'STREAM', KEYS[1])
+  local lastid
+  for k = 1, #top, 2 do
+    if top[k] == 'last-generated-id' then lastid = top[k + 1] end
   end
+  local lms, lseq = split(lastid)
+  local pms, pseq = split(ARGV[6])
+  if pms ~= nil and below(lms, lseq, pms, pseq) then lost[#lost + 1] = 'stream' end
+  if lms > bound then
+    -- Entries far ahead: moved to the dead letters, then the stream's last id and the
+    -- groups that read them set back to the newest entry left.
+    local start, moved = string.format('%d-0', bound + 1), 0
+    while true do
+      local entries = redis.call('XRANGE', KEYS[1], start, '+', 'COUNT', 100)
+      if #entries == 0 then break end
+      for _, e in ipairs(entries) do
+        local record = {'XADD', KEYS[4], 'MAXLEN', ARGV[5], '*'}
+        local fields = e[2]
+        for k = 1, #fields, 2 do
+          if fields[k] == 'd' then record[#record + 1] = 'd'; record[#record + 1] = fields[k + 1] end
+        end
+        for _, v in ipairs({'stream', KEYS[1], 'id', e[1], 'kind', 'far_ahead_id',
+                            'error', 'entry id far ahead of the clock of redis: not followed by publication',
+                            'dead_ms', string.format('%d', now_ms)}) do
+          record[#record + 1] = v
+        end
+        redis.pcall(unpack(record))
+        redis.call('XDEL', KEYS[1], e[1])
+        moved = moved + 1
+        notes[#notes + 1] = 'moved entry ' .. e[1] .. ' to the dead letters'
+      end
+    end
+    local newest = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+    local reset = '0-1'
+    if #newest > 0 then reset = newest[1][1] end
+    if moved == 0 then
+      -- The entry itself was deleted before: only the stream's last id is left ahead.
+      moved = 1
+      notes[#notes + 1] = 'set back the stream last id ' .. lastid
+    end
+    far = far + moved
+    redis.call('XSETID', KEYS[1], reset)
+    for _, g in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
+      local name, gms
+      for k = 1, #g, 2 do
+        if g[k] == 'name' then name = g[k + 1] elseif g[k] == 'last-delivered-id' then gms = split(g[k + 1]) end
+      end
+      if gms ~= nil and gms > bound then redis.call('XGROUP', 'SETID', KEYS[1], name, reset) end
+    end
+    lms, lseq = split(reset)
+  end
+  if not below(lms, lseq, ms, seq) then ms, seq = after(lms, lseq) end
+elseif ARGV[6] ~= '' then
+  lost[#lost + 1] = 'stream'
 end
 local ids = {}
-for k = 4, #ARGV do
+for k = 8, #ARGV do
   local id = string.format('%d-%d', ms, seq)
   if ARGV[1] ~= '0' then
     redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[1], id, 'd', ARGV[k])
@@ -334,11 +410,13 @@ for k = 4, #ARGV do
     redis.call('XADD', KEYS[1], id, 'd', ARGV[k])
   end
   ids[#ids + 1] = id
-  seq = seq + 1
+  ms, seq = after(ms, seq)
 end
 redis.call('SET', KEYS[2], ids[#ids])
 redis.call('SET', KEYS[3], ARGV[2] .. ' ' .. table.concat(ids, ' '), 'EX', ARGV[3])
-return ids
+local reply = {table.concat(lost, ' '), far, table.concat(notes, '; ')}
+for _, id in ipairs(ids) do reply[#reply + 1] = id end
+return reply
 """
 # KEYS[1]: a stream. Removes the entries that every consumer group has acknowledged
 # (below each group's oldest pending entry, or up to its last delivered one when nothing
@@ -370,6 +448,9 @@ return redis.call('XTRIM', KEYS[1], 'MINID', string.format('%d-%d', fms, fseq))
 #: ones); decisions and fills are kept, so that a group created later still reads them all.
 TRIMMED_TOPICS: tuple[str, ...] = ("market.bars", "l2.signals")
 
+#: Default of how often a publisher held back by backpressure logs that it waits, seconds.
+BLOCKED_LOG_INTERVAL_S = 10.0
+
 #: Entries per publication script of :meth:`RedisTransport.publish_many` (Redis runs a
 #: script alone: a bound on how long one batch holds the server).
 PUBLISH_BATCH = 512
@@ -395,6 +476,10 @@ def _data_field(fields: Mapping[bytes, bytes] | list[bytes]) -> bytes:
             return fields[1]
         fields = dict(zip(fields[::2], fields[1::2]))
     return fields.get(b"d", b"")
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _id_key(entry_id: bytes | str) -> tuple[int, int]:
@@ -431,6 +516,9 @@ class RedisTransport(Transport):
             ``prefix + topic + "|" + symbol``; a subscription then names the partitions
             it reads. Every process of a bus must agree on it.
         dead_letter_maxlen: Dead letters kept (the latest), >= 1.
+        far_ahead_ms: How far ahead of the server's clock an entry id may be before
+            publication stops following it (module docstring), > 0.
+        blocked_log_interval_s: How often a publisher held back by backpressure says so.
         client: A ready client to use instead of connecting to ``url`` (tests).
     """
 
@@ -442,9 +530,10 @@ class RedisTransport(Transport):
                  backoff_max_s: float = BACKOFF_MAX_S, give_up_after_s: float | None = None,
                  partitioned: Sequence[str] = (),
                  trimmed: Sequence[str] = TRIMMED_TOPICS, socket_timeout_s: float | None = None,
-                 dead_letter_maxlen: int = DEAD_LETTER_MAXLEN, client: Redis | None = None) -> None:
+                 dead_letter_maxlen: int = DEAD_LETTER_MAXLEN, far_ahead_ms: int = FAR_AHEAD_MS,
+                 blocked_log_interval_s: float = BLOCKED_LOG_INTERVAL_S, client: Redis | None = None) -> None:
         for name, value in (("count", count), ("block_ms", block_ms), ("claim_idle_ms", claim_idle_ms),
-                            ("dead_letter_maxlen", dead_letter_maxlen)):
+                            ("dead_letter_maxlen", dead_letter_maxlen), ("far_ahead_ms", far_ahead_ms)):
             if type(value) is not int or value < 1:
                 raise ValueError(f"{name}={value!r}: must be an integer >= 1")
         if socket_timeout_s is None:
@@ -469,6 +558,19 @@ class RedisTransport(Transport):
         self.reconnects = 0
         #: Entries this transport trimmed from acknowledged streams.
         self.trimmed = 0
+        self.far_ahead_ms = far_ahead_ms
+        self.blocked_log_interval_s = blocked_log_interval_s
+        #: Times this transport found that Redis lost what the bus had written
+        #: (:meth:`state_lost`).
+        self.state_losses = 0
+        #: Ids far ahead of the server's clock that publication did not follow.
+        self.far_ahead_ids = 0
+        #: The server's ``run_id`` when first seen (None before, or when INFO is refused).
+        self.run_id: str | None = None
+        # The last id this publisher got, per stream and on any (lost-state checks).
+        self._last_ids: dict[str, str] = {}
+        self._last_id = ""
+        self._restart_seen = ""
         self._policies = dict(policies or {})
         self._default = default
         if client is None:
@@ -510,6 +612,7 @@ class RedisTransport(Transport):
             BusUnavailableError: Redis stayed unreachable for ``give_up_after_s``.
         """
         retry = self.retry
+        failed = False
         while True:
             if self._closed:
                 raise BusClosed("transport is closed")
@@ -518,12 +621,29 @@ class RedisTransport(Transport):
                 result = await op()
             except TRANSIENT_ERRORS as exc:
                 self.reconnects += 1
+                failed = True
                 for subscription in self._subscriptions:
                     subscription._lost_connection()
                 await retry.wait(exc, started=started)
                 continue
             retry.reachable()
+            if failed:
+                await self._check_restart()
             return result
+
+    async def _check_restart(self) -> None:
+        """After a reconnection: log when the server's run id changed (a restart; what it
+        lost, if anything, is found and reported where it is missed)."""
+        if self.run_id is None:
+            return
+        try:
+            info: Any = await self._client.info("server")
+        except (redis_errors.RedisError, OSError):
+            return  # informative only: the next command retries as usual
+        run_id = _text(info.get("run_id", ""))
+        if run_id and run_id not in (self.run_id, self._restart_seen):
+            self._restart_seen = run_id
+            logger.warning("redis at %s restarted (run id %s -> %s)", self.retry.url, self.run_id, run_id)
 
     async def publish(self, topic: str, data: object, *, partition: str | None = None) -> str:
         """Add ``data`` (bytes or text) to ``topic``'s stream (module docstring); for a
@@ -561,7 +681,10 @@ class RedisTransport(Transport):
         stream = self.key(topic, partition)
         policy = self.policy(topic)
         maxlen = policy.maxsize if policy.overflow is Overflow.DROP_OLDEST else 0
-        keys = [stream, self.prefix + "l2fast:clock", f"{self.prefix}l2fast:publisher:{self._token}"]
+        keys = [stream, self.prefix + "l2fast:clock", f"{self.prefix}l2fast:publisher:{self._token}",
+                self.prefix + DEAD_LETTERS]
+        if self.run_id is None:
+            await self._observe_run_id()
         ids: list[str] = []
         for start in range(0, len(payloads), PUBLISH_BATCH):
             batch = payloads[start:start + PUBLISH_BATCH]
@@ -569,10 +692,53 @@ class RedisTransport(Transport):
                 await self._wait_for_room(stream, policy, len(batch), topic=topic)
             async with self._publish_lock:
                 self._counter += 1
-                args = [maxlen, self._counter, _PUBLISHER_TTL_S, *batch]
+                previous = self._last_ids.get(stream) or self._last_id
+                args = [maxlen, self._counter, _PUBLISHER_TTL_S, self.far_ahead_ms, self.dead_letter_maxlen,
+                        self._last_ids.get(stream, ""), self._last_id, *batch]
                 reply = await self.call(partial(self._script, keys=keys, args=args))
-            ids.extend(i.decode() if isinstance(i, bytes) else str(i) for i in reply)
+                lost, far, far_text, *got = (i.decode() if isinstance(i, bytes) else str(i) for i in reply)
+                if got:
+                    self._last_ids[stream] = self._last_id = got[-1]
+            if far != "0":
+                self.far_ahead_ids += int(far)
+                logger.error("redis at %s: %s id(s) of %s far ahead of the server's clock (more than %d ms) not "
+                             "followed by publication: %s", self.retry.url, far, stream, self.far_ahead_ms, far_text)
+            if lost:
+                what = " and ".join({"clock": f"the bus clock {self.prefix}l2fast:clock",
+                                     "stream": f"the stream {stream}"}[w] for w in lost.split())
+                await self.state_lost(f"{what} vanished, which this publisher had written; entries it "
+                                      f"published up to {previous} may be lost")
+            ids.extend(got)
         return ids
+
+    async def _observe_run_id(self) -> str | None:
+        """The server's ``run_id`` (``INFO server``; None when Redis refuses INFO), kept
+        as :attr:`run_id` the first time."""
+        try:
+            info: Any = await self.call(lambda: self._client.info("server"))
+        except redis_errors.ResponseError:  # an ACL user without +info
+            return None
+        run_id = info.get("run_id")
+        run_id = run_id.decode() if isinstance(run_id, bytes) else run_id
+        if self.run_id is None:
+            self.run_id = run_id
+        return run_id
+
+    async def state_lost(self, what: str) -> None:
+        """Report that Redis lost state this bus had written (``what``, a clause naming
+        it): logged as an error with the server's run ids and counted in
+        :attr:`state_losses`."""
+        before = self.run_id
+        now = await self._observe_run_id()
+        if before is not None and now is not None and before != now:
+            why = f"run id {before} -> {now}: Redis restarted since"
+            self.run_id = now
+        elif now is not None:
+            why = f"same run id {now}: keys deleted (FLUSHALL, DEL or XGROUP DESTROY)"
+        else:
+            why = "run id unknown"
+        self.state_losses += 1
+        logger.error("redis at %s lost its state (%s): %s", self.retry.url, why, what)
 
     async def _wait_for_room(self, key: str, policy: QueuePolicy, n: int = 1, *, topic: str) -> None:
         every = max(1, policy.maxsize // 8)
@@ -584,13 +750,28 @@ class RedisTransport(Transport):
         if topic in self.trimmed_topics:
             self.trimmed += await self.call(lambda: self._trim(keys=[key]))
         delay = 0.001
+        blocked_since = time.monotonic()
+        next_log = blocked_since + self.blocked_log_interval_s
+        logged = False
         while True:
             try:
                 groups = await self.call(lambda: self._client.xinfo_groups(key))
             except redis_errors.ResponseError:  # no stream yet: nothing waits
                 return
-            if all([await self._lag(key, g, policy.maxsize) < policy.maxsize for g in groups]):
+            lags = [(g, await self._lag(key, g, policy.maxsize)) for g in groups]
+            full = [(g, lag) for g, lag in lags if lag >= policy.maxsize]
+            if not full:
+                if logged:
+                    logger.warning("publisher unblocked on %s after %.1f s", key, time.monotonic() - blocked_since)
                 return
+            now = time.monotonic()
+            if now >= next_log:
+                # A consumer that stopped leaves the publisher waiting for ever: never silently.
+                next_log, logged = now + self.blocked_log_interval_s, True
+                logger.warning("publisher blocked by backpressure on %s for %.0f s: %s (bound %d); waiting for "
+                               "the consumer to read", key, now - blocked_since,
+                               ", ".join(f"group {_text(g['name'])} has {lag} entries unread" for g, lag in full),
+                               policy.maxsize)
             await asyncio.sleep(delay)
             delay = min(delay * 2.0, 0.005)
 
@@ -634,6 +815,8 @@ class RedisTransport(Transport):
                     streams[self.key(topic, partition)] = topic
             else:
                 streams[self.key(topic)] = topic
+        if self.run_id is None:
+            await self._observe_run_id()
         for key in streams:
             await self._create_group(key, group)
         subscription = RedisSubscription(self, group, consumer, names, streams)
@@ -671,9 +854,9 @@ class RedisTransport(Transport):
         return [{dead_letter_text(k): dead_letter_text(v) for k, v in fields.items()}
                 for _, fields in reversed(entries or [])]
 
-    async def _create_group(self, key: str, group: str) -> None:
+    async def _create_group(self, key: str, group: str, start: str = "0") -> None:
         try:
-            await self.call(lambda: self._client.xgroup_create(key, group, id="0", mkstream=True))
+            await self.call(lambda: self._client.xgroup_create(key, group, id=start, mkstream=True))
         except redis_errors.ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
@@ -716,8 +899,11 @@ class RedisSubscription(Subscription):
         self._horizon: tuple[int, int] | None = None
         self._acks: dict[str, list[str]] = {k: [] for k in self._keys}
         # Buffered or handed out, and not acknowledged yet: a re-read of the pending list
-        # or a claim must not deliver them again.
-        self._known: set[str] = set()
+        # or a claim must not deliver them again. Keyed by stream and id: ids are per stream,
+        # so two streams can hold the same one.
+        self._known: set[tuple[str, str]] = set()
+        # The newest id fetched per stream: where a group Redis lost is created again.
+        self._last_seen: dict[str, tuple[tuple[int, int], str]] = {}
         self._recover = True
         self._next_claim = 0.0
         self._closed = False
@@ -799,7 +985,7 @@ class RedisSubscription(Subscription):
         block_ms = self._transport.block_ms if block else None
         # Any: the stubs type redis-py's parsing of the reply, and our client parses it with
         # _stream_entries (a caller's client with redis-py's own): both give (stream, entries) pairs.
-        reply: Any = await self._transport.call(lambda: self._client.xreadgroup(
+        reply: Any = await self._call(lambda: self._client.xreadgroup(
             self.group, self.consumer, streams, count=count, block=block_ms))
         horizon = None
         for key, entries in reply or ():
@@ -813,18 +999,23 @@ class RedisSubscription(Subscription):
         buffer = self._buffers[key]
         topic = self._topic_of[key]
         known = self._known
+        newest = self._last_seen.get(key)
         for raw_id, fields in entries:
             entry_id = raw_id.decode()
             if not fields:  # trimmed away (a DROP_OLDEST topic) while pending
                 self._acks[key].append(entry_id)
                 continue
-            if entry_id in known:
+            if (key, entry_id) in known:
                 continue
-            known.add(entry_id)
+            known.add((key, entry_id))
             order = _id_key(entry_id)
+            if newest is None or order > newest[0]:
+                newest = (order, entry_id)
             # An entry another producer wrote without our field reaches the bus as an
             # empty envelope, to be refused and counted like any malformed message.
             buffer.append((order, Delivery(topic, entry_id, order[0], _data_field(fields), key)))
+        if newest is not None:
+            self._last_seen[key] = newest
         if len(buffer) > 1 and any(buffer[k][0] > buffer[k + 1][0] for k in range(len(buffer) - 1)):
             self._buffers[key] = deque(sorted(buffer, key=lambda item: item[0]))
 
@@ -833,7 +1024,7 @@ class RedisSubscription(Subscription):
             start = "0"
             while True:
                 streams: dict[KeyT, StreamIdT] = {key: start}
-                reply: Any = await self._transport.call(partial(  # Any: as in _read_new
+                reply: Any = await self._call(partial(  # Any: as in _read_new
                     self._client.xreadgroup, self.group, self.consumer, streams, count=self._transport.count))
                 entries = reply[0][1] if reply else []
                 if not entries:
@@ -848,7 +1039,7 @@ class RedisSubscription(Subscription):
             start = "0-0"
             while True:
                 # Any: the stubs say a dict; redis-py gives [next start, entries, deleted ids].
-                reply: Any = await self._transport.call(partial(
+                reply: Any = await self._call(partial(
                     self._client.xautoclaim, key, self.group, self.consumer, self._transport.claim_idle_ms, start,
                     count=self._transport.count))
                 start, entries = reply[0], reply[1]
@@ -875,7 +1066,49 @@ class RedisSubscription(Subscription):
             batch = ids[:]
             ids.clear()
             await self._transport.call(partial(self._client.xack, key, self.group, *batch))
-            self._known.difference_update(batch)
+            self._known.difference_update((key, i) for i in batch)
+
+    async def _call(self, op: Callable[[], Awaitable[T]]) -> T:
+        """The transport's ``call(op)`` for a command on the group, which creates the group
+        again where Redis lost it (``NOGROUP``) and repeats the command."""
+        while True:
+            try:
+                return await self._transport.call(op)
+            except redis_errors.ResponseError as exc:
+                if not str(exc).startswith("NOGROUP"):
+                    raise
+                await self._recreate()
+
+    async def _recreate(self) -> None:
+        """Create the group again on the streams where Redis lost it, and say what was lost.
+
+        A stream that vanished gets the group at its start (all it holds is new); a stream
+        that lost only the group gets it after the newest entry this consumer fetched (the
+        entries before were read, and must not be delivered twice).
+        """
+        gone, groupless = [], []
+        for key in self._keys:
+            try:
+                groups: Any = await self._transport.call(partial(self._client.xinfo_groups, key))
+            except redis_errors.ResponseError:  # no such key
+                gone.append(key)
+                await self._transport._create_group(key, self.group)
+                continue
+            if not any(_text(g["name"]) == self.group for g in groups):
+                groupless.append(key)
+                await self._transport._create_group(key, self.group, self._last_seen.get(key, ((0, 0), "0"))[1])
+        if not gone and not groupless:
+            return  # another consumer of the group created it again first
+        parts = []
+        if gone:
+            parts.append(f"{', '.join(gone)} (stream gone)")
+        if groupless:
+            parts.append(f"{', '.join(groupless)} (group gone)")
+        seen = ", ".join(f"{k} {self._last_seen[k][1]}" for k in gone + groupless if k in self._last_seen)
+        await self._transport.state_lost(
+            f"recreated group {self.group} on {' and '.join(parts)}; entries published after the last read "
+            f"({seen or 'nothing read yet'}) and not yet read may be lost; {len(self._known)} entries fetched "
+            "and not acknowledged are no longer pending")
 
     async def close(self) -> None:
         """Send the buffered acknowledgements and stop reading; idempotent."""

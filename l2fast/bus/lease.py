@@ -6,9 +6,16 @@ the symbols it owns. :class:`SymbolLease` makes the ownership exclusive: a worke
 the lease of all its symbols at once (keys ``prefix + "l2fast:owner:" + symbol`` holding
 the owner's name, with a time to live), renews it while it runs, and gives it back when
 it stops. A second worker for a symbol that is owned waits (a standby) until the lease
-is released or expires, which happens ``ttl_ms`` after its owner died; a worker that
-fails to renew in time (it was paused longer than the lease) has lost its symbols and
-must stop at once without acknowledging anything more.
+is released or expires, which happens ``ttl_ms`` after its owner died.
+
+A worker that failed to renew in time (paused longer than the lease: SIGSTOP, a swapped
+out machine) takes the lease again at its next renewal when nobody took it meanwhile,
+and says so in the log; when another worker took it (even one that has let it go since)
+the symbols are no longer its own and it must stop at once without acknowledging
+anything more (:class:`LeaseLost`). Each acquisition writes a token of its own under
+``prefix + "l2fast:owner:" + symbol + ":taken"`` (no time to live), which tells the two
+cases apart; a Redis that lost its keys (restarted without persistence) lost the token
+too, and the lease is taken again.
 
 While Redis is unreachable, taking and renewing are retried as the bus's commands are
 (:class:`~l2fast.bus.redis.RedisRetry`, shared with the transport): the log says Redis
@@ -24,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -46,23 +54,38 @@ EVERY_SYMBOL = "*"
 #: can show this default without it.)
 LEASE_TTL_MS = 10_000
 
-# KEYS: the symbols' owner keys. ARGV: owner, ttl (ms). Returns the first key owned by
-# someone else (nothing taken), or an empty string (all taken or renewed).
+# KEYS: the symbols' owner keys, then their token keys. ARGV: owner, ttl (ms), this
+# acquisition's token. Returns the first owner key held by someone else (nothing taken),
+# or an empty string (all taken or renewed).
 _TAKE = """
-for k = 1, #KEYS do
+local n = #KEYS / 2
+for k = 1, n do
   local owner = redis.call('GET', KEYS[k])
   if owner and owner ~= ARGV[1] then return KEYS[k] end
 end
-for k = 1, #KEYS do redis.call('SET', KEYS[k], ARGV[1], 'PX', ARGV[2]) end
+for k = 1, n do
+  redis.call('SET', KEYS[k], ARGV[1], 'PX', ARGV[2])
+  redis.call('SET', KEYS[n + k], ARGV[3])
+end
 return ''
 """
-# Renew only what is still ours; returns the first key that is not (then nothing renewed).
+# Renew what is still ours, and take again what lapsed when no other acquisition came
+# since (the token is still ours, or gone with the rest of Redis's keys). Returns
+# {the first key that is not ours ('' none: then everything renewed), lapsed keys taken again}.
 _RENEW = """
-for k = 1, #KEYS do
-  if redis.call('GET', KEYS[k]) ~= ARGV[1] then return KEYS[k] end
+local n = #KEYS / 2
+local lapsed = 0
+for k = 1, n do
+  local owner = redis.call('GET', KEYS[k])
+  local token = redis.call('GET', KEYS[n + k])
+  if (owner and owner ~= ARGV[1]) or (token and token ~= ARGV[3]) then return {KEYS[k], 0} end
+  if not owner then lapsed = lapsed + 1 end
 end
-for k = 1, #KEYS do redis.call('PEXPIRE', KEYS[k], ARGV[2]) end
-return ''
+for k = 1, n do
+  redis.call('SET', KEYS[k], ARGV[1], 'PX', ARGV[2])
+  redis.call('SET', KEYS[n + k], ARGV[3])
+end
+return {'', lapsed}
 """
 _RELEASE = """
 for k = 1, #KEYS do
@@ -73,7 +96,7 @@ return ''
 
 
 class LeaseLost(L2FastError):
-    """The worker no longer owns one of its symbols (its lease expired and was taken)."""
+    """The worker no longer owns one of its symbols (another worker took its lease)."""
 
 
 class SymbolLease:
@@ -104,6 +127,10 @@ class SymbolLease:
         self.owner = owner
         self.ttl_ms = ttl_ms
         self._keys = [f"{prefix}l2fast:owner:{s}" for s in self.symbols]
+        self._all_keys = self._keys + [f"{key}:taken" for key in self._keys]
+        self._token = f"{owner} {uuid.uuid4().hex}"
+        #: Times the lease lapsed (no renewal in time) and was taken again.
+        self.retaken = 0
         self._take = client.register_script(_TAKE)
         self._renew = client.register_script(_RENEW)
         self._release = client.register_script(_RELEASE)
@@ -119,7 +146,7 @@ class SymbolLease:
         Returns:
             None when taken, else the symbol whose lease another worker holds.
         """
-        held = await self._take(keys=self._keys, args=[self.owner, self.ttl_ms])
+        held = await self._take(keys=self._all_keys, args=[self.owner, self.ttl_ms, self._token])
         return self._symbol_of(held)
 
     async def acquire(self, poll_s: float = 0.2) -> None:
@@ -145,7 +172,9 @@ class SymbolLease:
         A renewal that cannot reach Redis, or gets no reply, is retried with backoff until
         the lease expires or the retries' time limit, whichever comes first (a Redis
         restart does not cost the lease); one still waiting for its reply when the lease
-        expires is abandoned.
+        expires is abandoned. A renewal that comes after the lease expired (the process
+        was paused) takes it again if nobody else took it (:meth:`renew`), with a time to
+        live of its own to reach Redis in.
 
         Raises:
             LeaseLost: A symbol's lease is no longer ours (Redis answered so).
@@ -156,18 +185,28 @@ class SymbolLease:
         renewed = time.monotonic()
         while True:
             await asyncio.sleep(self.ttl_ms / 3000)
-            await self._retry.call(self.renew, deadline=renewed + self.ttl_ms / 1000, reason=expired)
+            # Past the lease already (paused): the renewal is still safe to try, as it takes
+            # the lease only if no one else did.
+            deadline = max(renewed, time.monotonic()) + self.ttl_ms / 1000
+            await self._retry.call(self.renew, deadline=deadline, reason=expired)
             renewed = time.monotonic()
 
     async def renew(self) -> None:
-        """Extend the lease of every symbol.
+        """Extend the lease of every symbol; take again those whose lease lapsed when no
+        other worker took them since (logged as a warning, counted in :attr:`retaken`).
 
         Raises:
-            LeaseLost: A symbol's lease is no longer ours.
+            LeaseLost: A symbol's lease is no longer ours: another worker took it.
         """
-        lost = self._symbol_of(await self._renew(keys=self._keys, args=[self.owner, self.ttl_ms]))
+        key, lapsed = await self._renew(keys=self._all_keys, args=[self.owner, self.ttl_ms, self._token])
+        lost = self._symbol_of(key)
         if lost is not None:
-            raise LeaseLost(f"{self.owner}: lost the lease of {lost}")
+            raise LeaseLost(f"{self.owner}: lost the lease of {lost} (another worker took it)")
+        if lapsed:
+            self.retaken += 1
+            logger.warning("%s: the lease of %s had lapsed (no renewal within %d ms: the process paused, or Redis "
+                           "lost its keys) and nobody took it since: taken again", self.owner,
+                           ", ".join(self.symbols), self.ttl_ms)
 
     async def release(self) -> None:
         """Give back the symbols still ours."""

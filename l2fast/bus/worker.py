@@ -38,6 +38,14 @@ and a counter, until Redis answers or has been away for ``redis_timeout_s``; the
 with code 3). A running worker gives up sooner when its lease expires first: it must not
 go on without it. Either way it stops without a final snapshot, as if killed: started
 again once Redis is back, it continues from its last snapshot and loses nothing.
+
+Persistence: the worker refuses to start against a Redis that would lose the bus on a
+restart (``INFO persistence`` says ``aof_enabled:0``: RDB snapshots alone lose every
+write since the last one; :func:`check_persistence`), unless ``allow_no_persistence``
+(then one warning). A Redis that lost its state anyway (restarted without its data,
+``FLUSHALL``, a stream or group deleted) is found and reported by the transport
+(:meth:`~l2fast.bus.redis.RedisTransport.state_lost`): the worker creates its groups
+again and goes on, and the count is in its metrics (``redis_state_lost``).
 """
 
 from __future__ import annotations
@@ -57,9 +65,9 @@ from l2fast.bus.redis import REDIS_URL, RedisTransport, redacted_url
 from l2fast.bus.transport import REDIS_TIMEOUT_S
 from l2fast.config import L2Config
 from l2fast.engine.generator import TacticalSignalGenerator
-from l2fast.errors import BusUnavailableError
+from l2fast.errors import BusUnavailableError, ConfigError
 
-__all__ = ["WorkerOptions", "build_generator", "run_worker"]
+__all__ = ["WorkerOptions", "build_generator", "check_persistence", "run_worker"]
 
 logger = logging.getLogger("l2fast.bus.worker")
 
@@ -90,6 +98,8 @@ class WorkerOptions:
         redis_timeout_s: How long Redis may stay unreachable before the worker gives up
             (module docstring); None or 0: retry for ever (still bounded by the lease
             once the worker runs).
+        allow_no_persistence: Run against a Redis without an append-only file (module
+            docstring), with a warning.
     """
 
     redis: str = REDIS_URL
@@ -108,6 +118,7 @@ class WorkerOptions:
     symbols: tuple[str, ...] | None = None
     lease_ttl_ms: int = LEASE_TTL_MS
     redis_timeout_s: float | None = REDIS_TIMEOUT_S
+    allow_no_persistence: bool = False
 
     @property
     def role(self) -> str:
@@ -170,6 +181,7 @@ async def _run(options: WorkerOptions, stop: asyncio.Event, ready: asyncio.Event
                         ttl_ms=options.lease_ttl_ms, retry=transport.retry)
     keeper = None
     try:
+        await check_persistence(transport, allow=options.allow_no_persistence)
         if not await _acquire(lease, stop):
             return None
         logger.info("%s owns %s", options.consumer, ", ".join(owned))
@@ -183,7 +195,7 @@ async def _run(options: WorkerOptions, stop: asyncio.Event, ready: asyncio.Event
                                group=options.role, consumer=options.consumer, snapshot=options.snapshot,
                                snapshot_every=options.snapshot_every,
                                snapshot_interval_s=options.snapshot_interval_s, symbols=options.symbols)
-        await _serve(options, transport, gen, adapter, keeper, stop, ready)
+        await _serve(options, transport, lease, gen, adapter, keeper, stop, ready)
     finally:
         if keeper is not None:
             keeper.cancel()
@@ -192,8 +204,38 @@ async def _run(options: WorkerOptions, stop: asyncio.Event, ready: asyncio.Event
         with contextlib.suppress(Exception):  # gives back only what is still ours
             await lease.release()
         await bus.close()
-    logger.info("worker stopped: %s", adapter.stats)
+    logger.info("worker stopped: %s; redis state lost %d times, far-ahead ids %d, lease taken again %d times",
+                adapter.stats, transport.state_losses, transport.far_ahead_ids, lease.retaken)
     return adapter
+
+
+async def check_persistence(transport: RedisTransport, *, allow: bool = False) -> None:
+    """Refuse a Redis without an append-only file (module docstring), or warn once when
+    ``allow``.
+
+    ``INFO persistence`` rather than ``CONFIG GET``: an ACL user of the worker is given
+    ``+info``, seldom ``+config``.
+
+    Raises:
+        ConfigError: Redis has no append-only file, or refuses INFO, and not ``allow``.
+        BusUnavailableError: Redis stayed unreachable past the retries' time limit.
+    """
+    from redis import exceptions as redis_errors
+
+    url = transport.retry.url
+    fix = "start it with --appendonly yes (or CONFIG SET appendonly yes), or pass --allow-no-persistence"
+    try:
+        info = await transport.call(lambda: transport.client.info("persistence"))
+    except redis_errors.ResponseError as exc:
+        problem = f"cannot check the persistence of redis at {url} (INFO persistence: {exc}); grant +info"
+    else:
+        if int(info.get("aof_enabled", 0)) == 1:
+            return
+        problem = (f"redis at {url} has no append-only file (aof_enabled:0): a restart would lose the bus's streams, "
+                   "groups and pending entries (RDB snapshots alone lose every write since the last one); " + fix)
+    if not allow:
+        raise ConfigError(problem)
+    logger.warning("%s; running anyway (--allow-no-persistence): a restart of this Redis loses messages", problem)
 
 
 async def _acquire(lease: SymbolLease, stop: asyncio.Event) -> bool:
@@ -212,9 +254,9 @@ async def _acquire(lease: SymbolLease, stop: asyncio.Event) -> bool:
     return True
 
 
-async def _serve(options: WorkerOptions, transport: RedisTransport, gen: TacticalSignalGenerator,
-                 adapter: L2BusAdapter, keeper: asyncio.Task | None, stop: asyncio.Event,
-                 ready: asyncio.Event | None) -> None:
+async def _serve(options: WorkerOptions, transport: RedisTransport, lease: SymbolLease,
+                 gen: TacticalSignalGenerator, adapter: L2BusAdapter, keeper: asyncio.Task | None,
+                 stop: asyncio.Event, ready: asyncio.Event | None) -> None:
     """Process until ``stop`` or a lost lease, with the metrics endpoint and reporter."""
     from l2fast.ops.monitoring import EngineCollector, MetricsServer, publish_metrics
 
@@ -223,11 +265,13 @@ async def _serve(options: WorkerOptions, transport: RedisTransport, gen: Tactica
             await asyncio.sleep(options.metrics_interval_s)
             with contextlib.suppress(Exception):  # metrics must never stop the worker
                 await publish_metrics(transport.client, options.prefix, options.consumer,
-                                      {**gen.metrics(), "adapter": _adapter_stats(adapter), "pid": os.getpid()})
+                                      {**gen.metrics(), "adapter": _adapter_stats(adapter, transport, lease),
+                                       "pid": os.getpid()})
 
     server = None
     if options.metrics_port is not None:
-        collector = EngineCollector(gen.metrics, worker=options.consumer, adapter=lambda: _adapter_stats(adapter))
+        collector = EngineCollector(gen.metrics, worker=options.consumer,
+                                    adapter=lambda: _adapter_stats(adapter, transport, lease))
         server = MetricsServer(collector, port=options.metrics_port)
         await server.start()
         logger.info("metrics on http://%s:%d/metrics", server.host, server.port)
@@ -262,6 +306,8 @@ async def _serve(options: WorkerOptions, transport: RedisTransport, gen: Tactica
             await server.close()
 
 
-def _adapter_stats(adapter: L2BusAdapter) -> dict[str, int]:
-    # The message counters (not the per-topic table or the last reason).
-    return {k: v for k, v in asdict(adapter.stats).items() if type(v) is int}
+def _adapter_stats(adapter: L2BusAdapter, transport: RedisTransport, lease: SymbolLease) -> dict[str, int]:
+    # The message counters (not the per-topic table or the last reason), and the bus's faults.
+    return {**{k: v for k, v in asdict(adapter.stats).items() if type(v) is int},
+            "redis_state_lost": transport.state_losses, "far_ahead_ids": transport.far_ahead_ids,
+            "lease_retaken": lease.retaken}

@@ -28,7 +28,8 @@ Bad input (unreadable file, bad date, invalid config or decisions) prints ``erro
 on stderr and exits with code 2. The Redis commands (worker, publish, signals, dashboard)
 retry while Redis is unreachable, logging each retry, and after ``--redis-timeout``
 seconds (default :data:`l2fast.bus.transport.REDIS_TIMEOUT_S`; 0: retry for ever) print
-``error: redis at URL unreachable: ...`` and exit with code 3.
+``error: redis at URL unreachable: ...`` and exit with code 3. ``publish`` exits with
+code 4 when Redis lost messages it had published (:data:`EXIT_REDIS_STATE_LOST`).
 """
 
 from __future__ import annotations
@@ -449,6 +450,9 @@ def _run_async(coro: Coroutine[Any, Any, T]) -> T | None:
 
 #: Exit code of a Redis command that gave up on an unreachable Redis (--redis-timeout).
 EXIT_REDIS_UNREACHABLE = 3
+#: Exit code of ``publish`` when Redis lost messages it had published (restarted without
+#: its data, flushed, a stream deleted): every message was sent, but not all may be there.
+EXIT_REDIS_STATE_LOST = 4
 
 _LOG_FORMAT = "%(asctime)s %(name)s %(levelname)s %(message)s"
 
@@ -497,7 +501,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
         snapshot_every=args.snapshot_every, snapshot_interval_s=args.snapshot_interval, group=args.group,
         consumer=args.consumer, prefix=args.prefix, signals=args.signals, stale_after_ms=args.stale_after_ms,
         metrics_port=args.metrics_port, symbols=_symbols(args.symbols), lease_ttl_ms=args.lease_ttl_ms,
-        redis_timeout_s=args.redis_timeout)
+        redis_timeout_s=args.redis_timeout, allow_no_persistence=args.allow_no_persistence)
     try:
         adapter = asyncio.run(run_worker(options))
     except BusUnavailableError as exc:
@@ -546,10 +550,12 @@ def _cmd_publish(args: argparse.Namespace) -> int:
     except InvalidInputError as exc:
         raise _InputError(str(exc)) from None
 
+    transport = RedisTransport(args.redis, prefix=args.prefix,
+                               partitioned=(Topic.BARS, Topic.FILLS) if args.partitioned else (),
+                               give_up_after_s=args.redis_timeout)
+
     async def main() -> int:
-        partitioned = (Topic.BARS, Topic.FILLS) if args.partitioned else ()
-        bus = MessageBus(RedisTransport(args.redis, prefix=args.prefix, partitioned=partitioned,
-                                        give_up_after_s=args.redis_timeout))
+        bus = MessageBus(transport)
         try:
             return await publish_feed(bus, messages, rate=args.rate)
         finally:
@@ -562,6 +568,10 @@ def _cmd_publish(args: argparse.Namespace) -> int:
     except BusUnavailableError as exc:
         return _gave_up(exc)
     print(f"published {n} messages in {time.perf_counter() - started:.1f} s")
+    if transport.state_losses:
+        print(f"error: redis at {transport.retry.url} lost its state {transport.state_losses} times during the "
+              "publication (see the log): messages published before may be lost", file=sys.stderr)
+        return EXIT_REDIS_STATE_LOST
     return 0
 
 
@@ -646,12 +656,17 @@ def _add_bus_commands(sub: argparse._SubParsersAction) -> None:
                       help="time to live of the symbols' lease: how soon a standby takes over; longer than the "
                            f"engine's start-up, which loads the models (default {LEASE_TTL_MS})")
     _add_redis_timeout(work)
+    work.add_argument("--allow-no-persistence", action="store_true",
+                      help="run against a Redis without an append-only file (refused otherwise: a restart of such "
+                           "a Redis loses the bus's messages)")
     work.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     work.set_defaults(func=_cmd_worker)
     pub = sub.add_parser(
         "publish", help="publish bar files (and L3 decisions, recorded L1 fills) to a Redis bus",
         description="Publish decisions, bars merged in time order and, with --fills, recorded fills (each "
-                    "before its symbol's bar opening at its ts_ms) to l3.decisions, market.bars and l1.fills.")
+                    "before its symbol's bar opening at its ts_ms) to l3.decisions, market.bars and l1.fills. "
+                    "Exits with code 4 when Redis lost messages it had published (restarted without its data, "
+                    "flushed, a stream deleted).")
     pub.add_argument("--redis", required=True, metavar="URL", help="redis://host:port/db")
     pub.add_argument("--prefix", default="", help="Redis key prefix of the bus")
     _add_redis_timeout(pub)

@@ -55,10 +55,12 @@ def free_port() -> int:
 
 
 class RedisServer:
-    """A ``redis-server`` process on a loopback port with append-only persistence in ``folder``."""
+    """A ``redis-server`` process on a loopback port with append-only persistence in ``folder``
+    (without any persistence when not ``appendonly``: a restart loses everything)."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, *, appendonly: bool = True) -> None:
         self.folder = folder
+        self.appendonly = appendonly
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.process: subprocess.Popen | None = None
@@ -66,7 +68,8 @@ class RedisServer:
     def start(self) -> None:
         self.process = subprocess.Popen(
             [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.folder),
-             "--appendonly", "yes", "--appendfsync", "always", "--save", "", "--daemonize", "no",
+             "--appendonly", "yes" if self.appendonly else "no", "--appendfsync", "always", "--save", "",
+             "--daemonize", "no",
              "--logfile", str(self.folder / "redis.log")],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 10.0

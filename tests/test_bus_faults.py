@@ -20,12 +20,13 @@ from collections.abc import Awaitable, Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 pytest.importorskip("redis")
 
 from redis.asyncio import Redis
-from support import REDIS_SERVER, RedisServer
+from support import REDIS_SERVER, RedisServer, write_csv
 
 from l2fast.bus import Bar, MessageBus, QueuePolicy, Topic
 from l2fast.bus.lease import LeaseLost, SymbolLease
@@ -433,3 +434,46 @@ def test_a_publisher_held_back_by_backpressure_says_so_periodically(redis_url, c
     assert len(said) >= 3, said
     assert "group l2 has" in said[0] and "entries unread" in said[0] and "(bound 8)" in said[0]
     assert any("unblocked" in r.getMessage() for r in caplog.records)
+
+
+# ------------------------------------------------------------------ the three processes
+
+
+def test_a_redis_restart_without_persistence_mid_stream_is_reported_by_every_process(volatile, tmp_path):
+    # The run: the worker went on with the lease lost, the L1 reader died with a
+    # NOGROUP traceback, the publisher exited 0.
+    n = 3000
+    rows = {"ts": np.array([T0 + k * MINUTE for k in range(n)], dtype=np.int64)}
+    close = 100.0 + np.cumsum(np.sin(np.arange(n) / 7.0))
+    rows.update(open=close, high=close + 1.0, low=close - 1.0, close=close, volume=np.full(n, 5.0))
+    data = write_csv(tmp_path / "btcusdt_1m.csv.gz", rows)
+    logs = {name: tmp_path / f"{name}.log" for name in ("worker", "l1", "publisher")}
+    worker = _l2fast("worker", "--redis", volatile.url, "--allow-no-persistence", "--signals", "all",
+                     "--snapshot", str(tmp_path / "w.l2snap"), log=logs["worker"])
+    l1 = _l2fast("signals", "--redis", volatile.url, "--out", str(tmp_path / "signals.jsonl"), log=logs["l1"])
+    publisher = None
+    try:
+        _wait_for("reading", logs["worker"], worker)
+        publisher = _l2fast("publish", "--redis", volatile.url, "--data", str(data), "--rate", "600",
+                            log=logs["publisher"])
+        time.sleep(2.0)
+        volatile.stop()
+        volatile.start()
+        assert publisher.wait(60) == 4, logs["publisher"].read_text()
+        _wait_for("lost its state", logs["l1"], l1)
+        time.sleep(1.0)
+        assert worker.poll() is None and l1.poll() is None, "\n".join(p.read_text() for p in logs.values())
+        for p in (worker, l1):
+            p.send_signal(signal.SIGTERM)
+        assert worker.wait(30) == 0, logs["worker"].read_text()
+        l1.wait(30)
+    finally:
+        for p in (worker, l1, publisher):
+            if p is not None and p.poll() is None:
+                p.kill()
+                p.wait()
+    text = {name: log.read_text() for name, log in logs.items()}
+    assert all("Traceback" not in t for t in text.values()), text
+    assert "lost its state (run id" in text["publisher"] and "lost its state" in text["publisher"].split("error:")[-1]
+    assert "lost its state (run id" in text["worker"] and "recreated group l2" in text["worker"]
+    assert "recreated group l1 on l2.signals" in text["l1"]

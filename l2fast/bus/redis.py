@@ -16,7 +16,16 @@ for a batch of up to :data:`PUBLISH_BATCH` entries) runs one Lua script that, at
   whose reply was lost with the connection is not added twice; nor is one older than the
   last (a copy sent on a connection given up for dead that reached Redis late);
 - trims the stream to ``maxsize`` entries for a :attr:`~l2fast.bus.transport.Overflow.DROP_OLDEST`
-  topic (exact ``MAXLEN``).
+  topic (exact ``MAXLEN``);
+- does not follow an id far ahead of the server's clock (more than ``far_ahead_ms``,
+  default :data:`FAR_AHEAD_MS`): an entry someone wrote with an explicit id like
+  ``9999999999999-0`` (year 2286) or the largest id would otherwise drag every later id
+  with it, or make every later publication fail. Such entries are moved to the dead
+  letters (kind ``far_ahead_id``), the stream's last id and the groups that had read them
+  are set back to the newest entry left, and a bus clock that far ahead is ignored; each
+  is logged as an error and counted (:attr:`RedisTransport.far_ahead_ids`);
+- notices that Redis lost what this publisher had written: the bus clock gone, or the
+  stream gone or recreated below the last id it got there (:meth:`RedisTransport.state_lost`).
 
 Publications of one transport are serialised (one in flight), which the retry check needs.
 
@@ -26,7 +35,9 @@ Backpressure for a :attr:`~l2fast.bus.transport.Overflow.BLOCK` topic: every
 delivered id when Redis cannot say, after an ``XDEL``) and waits while one of them is at
 ``maxsize`` or more; the bound can so be passed by that check interval. A topic no
 group reads yet is not bounded (Redis keeps it for the first group, which starts at the
-stream's first entry).
+stream's first entry). A publisher held back logs so every ``blocked_log_interval_s``
+(default :data:`BLOCKED_LOG_INTERVAL_S`): the stream, the groups behind and their unread
+entries, and for how long (a consumer that stopped would otherwise hold it silently).
 
 Trimming: at the same check, the streams of :data:`TRIMMED_TOPICS` (bars and signals, the
 high-volume topics) lose the entries that every group has acknowledged (``XTRIM MINID``
@@ -38,7 +49,9 @@ Reading (:class:`RedisSubscription`): ``XREADGROUP`` over the subscription's str
 batches of ``count``, merged by entry id: a batch is delivered only up to the smallest
 last id of the streams that filled their batch, the rest waits for the next read, so
 messages come out in publication order across topics (what one publisher wrote, in any
-mix of topics, is read in its order). Acknowledgements are buffered and sent (``XACK``)
+mix of topics, is read in its order; entries are told apart by stream and id, as two
+streams may hold the same id, which then come out in the subscription's stream order).
+Acknowledgements are buffered and sent (``XACK``)
 before the next read and on close; an entry stays pending until then, so it is never lost
 (at-least-once). The subscription also:
 
@@ -59,7 +72,20 @@ Connection loss (:class:`RedisRetry`): every command is retried with exponential
 error and a counter, until it succeeds, the transport closes, or Redis has been
 unreachable for ``give_up_after_s`` (then :class:`~l2fast.errors.BusUnavailableError`;
 None, the default, retries for ever). Redis restarting with its append-only file keeps
-streams, groups and pending entries.
+streams, groups and pending entries; after a reconnection a changed server ``run_id``
+(``INFO server``) is logged as a restart.
+
+Lost state (a Redis restarted without persistence, ``FLUSHALL``, a stream or group
+deleted): a subscription whose read meets ``NOGROUP`` creates its group again, at the
+start of a stream that vanished (all it holds is new) or after the newest entry it
+fetched from a stream that only lost the group (nothing read is delivered twice), and
+goes on; a publisher finds it as above. Either logs an error, ``redis at URL lost its
+state (run id X -> Y: Redis restarted since): <what was recreated or vanished>; entries
+... after <the last id read or published> ... may be lost``, and counts it
+(:attr:`RedisTransport.state_losses`). What Redis lost is lost: messages published and
+not read yet, and the pending list (entries fetched and not acknowledged are not
+delivered again after a crash); hence the worker's persistence requirement
+(:mod:`l2fast.bus.worker`).
 
 A command without a reply (a network partition that resets nothing leaves the socket
 open) fails after the client's ``socket_timeout_s`` (by default ``block_ms / 1000`` +
@@ -565,7 +591,8 @@ class RedisTransport(Transport):
         self.state_losses = 0
         #: Ids far ahead of the server's clock that publication did not follow.
         self.far_ahead_ids = 0
-        #: The server's ``run_id`` when first seen (None before, or when INFO is refused).
+        #: The server's ``run_id`` when first seen (None before, or when INFO is refused);
+        #: the reports of lost state compare the server's current one with it.
         self.run_id: str | None = None
         # The last id this publisher got, per stream and on any (lost-state checks).
         self._last_ids: dict[str, str] = {}
@@ -727,12 +754,13 @@ class RedisTransport(Transport):
     async def state_lost(self, what: str) -> None:
         """Report that Redis lost state this bus had written (``what``, a clause naming
         it): logged as an error with the server's run ids and counted in
-        :attr:`state_losses`."""
+        :attr:`state_losses` (one count per finding: a reader and a publisher sharing this
+        transport each report a restart that cost them)."""
+        # Against the run id first seen: every report of one restart names it.
         before = self.run_id
         now = await self._observe_run_id()
         if before is not None and now is not None and before != now:
             why = f"run id {before} -> {now}: Redis restarted since"
-            self.run_id = now
         elif now is not None:
             why = f"same run id {now}: keys deleted (FLUSHALL, DEL or XGROUP DESTROY)"
         else:

@@ -11,6 +11,9 @@ it has none), and each fill right before the bar of its symbol that opens at the
 signals since its last snapshot again) and writes one JSON line per signal. Time while
 Redis is unreachable is not idle time: an outage ends in
 :class:`~l2fast.errors.BusUnavailableError` (``--redis-timeout``), never in a quiet stop.
+A Redis that lost its state (restarted without persistence, flushed) costs the reader its
+group: the subscription creates it again, logs what may be lost and reads on
+(:mod:`l2fast.bus.redis`).
 """
 
 from __future__ import annotations

@@ -569,8 +569,8 @@ def _cmd_publish(args: argparse.Namespace) -> int:
         return _gave_up(exc)
     print(f"published {n} messages in {time.perf_counter() - started:.1f} s")
     if transport.state_losses:
-        print(f"error: redis at {transport.retry.url} lost its state {transport.state_losses} times during the "
-              "publication (see the log): messages published before may be lost", file=sys.stderr)
+        print(f"error: redis at {transport.retry.url} lost its state during the publication "
+              "(see the log): messages published before may be lost", file=sys.stderr)
         return EXIT_REDIS_STATE_LOST
     return 0
 

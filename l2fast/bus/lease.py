@@ -173,8 +173,8 @@ class SymbolLease:
         the lease expires or the retries' time limit, whichever comes first (a Redis
         restart does not cost the lease); one still waiting for its reply when the lease
         expires is abandoned. A renewal that comes after the lease expired (the process
-        was paused) takes it again if nobody else took it (:meth:`renew`), with a time to
-        live of its own to reach Redis in.
+        was paused) takes it again if nobody else took it (:meth:`renew`), and has a third
+        of the lease's time to live to reach Redis.
 
         Raises:
             LeaseLost: A symbol's lease is no longer ours (Redis answered so).
@@ -185,9 +185,11 @@ class SymbolLease:
         renewed = time.monotonic()
         while True:
             await asyncio.sleep(self.ttl_ms / 3000)
-            # Past the lease already (paused): the renewal is still safe to try, as it takes
-            # the lease only if no one else did.
-            deadline = max(renewed, time.monotonic()) + self.ttl_ms / 1000
+            deadline = renewed + self.ttl_ms / 1000
+            if time.monotonic() >= deadline:
+                # Past the lease already (paused): the renewal is still safe to try, as it
+                # takes the lease only if no one else did; a third of the lease to answer.
+                deadline = time.monotonic() + self.ttl_ms / 3000
             await self._retry.call(self.renew, deadline=deadline, reason=expired)
             renewed = time.monotonic()
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -298,6 +299,30 @@ def test_the_worker_refuses_a_redis_without_persistence_unless_allowed(volatile,
     assert [r.levelname for r in caplog.records] == ["WARNING"]
 
 
+def test_an_acl_user_without_info_is_refused_by_the_worker_and_still_publishes(redis_url):
+    user = f"noinfo{uuid.uuid4().hex[:6]}"
+
+    async def main() -> tuple[str, int]:
+        admin = Redis.from_url(redis_url)
+        await admin.acl_setuser(user, enabled=True, passwords=["+pw"], keys=["*"], channels=["*"],
+                                commands=["+@all", "-info"])
+        url = redis_url.replace("redis://", f"redis://{user}:pw@")
+        t = transport(url)
+        try:
+            with pytest.raises(ConfigError, match="INFO persistence.*grant \\+info"):
+                await check_persistence(t)
+            entry_id = await t.publish("market.bars", b"x")  # the run id is unknown: nothing else changes
+            await t.publish("market.bars", b"y")
+        finally:
+            await t.close()
+            await admin.acl_deluser(user)
+            await admin.aclose()
+        return entry_id, t.state_losses
+
+    entry_id, losses = run(main())
+    assert "-" in entry_id and losses == 0
+
+
 def _l2fast(*args: str, log: Path) -> subprocess.Popen:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen([sys.executable, "-m", "l2fast", *args], cwd=REPO, env=env,
@@ -476,4 +501,5 @@ def test_a_redis_restart_without_persistence_mid_stream_is_reported_by_every_pro
     assert all("Traceback" not in t for t in text.values()), text
     assert "lost its state (run id" in text["publisher"] and "lost its state" in text["publisher"].split("error:")[-1]
     assert "lost its state (run id" in text["worker"] and "recreated group l2" in text["worker"]
+    assert re.search(r"redis state lost [1-9]\d* times", text["worker"]), text["worker"][-2000:]
     assert "recreated group l1 on l2.signals" in text["l1"]

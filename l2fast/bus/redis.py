@@ -401,7 +401,7 @@ if redis.call('EXISTS', KEYS[1]) == 1 then
         redis.pcall(unpack(record))
         redis.call('XDEL', KEYS[1], e[1])
         moved = moved + 1
-        notes[#notes + 1] = 'moved entry ' .. e[1] .. ' to the dead letters'
+        if moved <= 10 then notes[#notes + 1] = 'moved entry ' .. e[1] .. ' to the dead letters' end
       end
     end
     local newest = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
@@ -412,6 +412,7 @@ if redis.call('EXISTS', KEYS[1]) == 1 then
       moved = 1
       notes[#notes + 1] = 'set back the stream last id ' .. lastid
     end
+    if moved > 10 then notes[#notes + 1] = string.format('and %d more', moved - 10) end
     far = far + moved
     redis.call('XSETID', KEYS[1], reset)
     for _, g in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
@@ -598,6 +599,7 @@ class RedisTransport(Transport):
         self._last_ids: dict[str, str] = {}
         self._last_id = ""
         self._restart_seen = ""
+        self._observed = False  # run_id asked for (once, even when INFO is refused)
         self._policies = dict(policies or {})
         self._default = default
         if client is None:
@@ -710,7 +712,7 @@ class RedisTransport(Transport):
         maxlen = policy.maxsize if policy.overflow is Overflow.DROP_OLDEST else 0
         keys = [stream, self.prefix + "l2fast:clock", f"{self.prefix}l2fast:publisher:{self._token}",
                 self.prefix + DEAD_LETTERS]
-        if self.run_id is None:
+        if not self._observed:
             await self._observe_run_id()
         ids: list[str] = []
         for start in range(0, len(payloads), PUBLISH_BATCH):
@@ -741,6 +743,7 @@ class RedisTransport(Transport):
     async def _observe_run_id(self) -> str | None:
         """The server's ``run_id`` (``INFO server``; None when Redis refuses INFO), kept
         as :attr:`run_id` the first time."""
+        self._observed = True
         try:
             info: Any = await self.call(lambda: self._client.info("server"))
         except redis_errors.ResponseError:  # an ACL user without +info
@@ -843,7 +846,7 @@ class RedisTransport(Transport):
                     streams[self.key(topic, partition)] = topic
             else:
                 streams[self.key(topic)] = topic
-        if self.run_id is None:
+        if not self._observed:
             await self._observe_run_id()
         for key in streams:
             await self._create_group(key, group)

@@ -29,7 +29,7 @@ from l2fast.bus import AdapterStats, Bar, Fill, InProcessTransport, L2BusAdapter
 from l2fast.bus.bus import DEFAULT_POLICIES
 from l2fast.bus.schema import SIGNED_PREFIX, UnauthenticatedError, open_signed, sign
 from l2fast.bus.tools import ReaderStats, collect_signals
-from l2fast.bus.transport import Transport
+from l2fast.bus.transport import QueuePolicy, Transport
 from l2fast.engine.generator import TacticalSignalGenerator
 from l2fast.evaluation.replay import demo_config
 from l2fast.keys import TAG_CHARS, Purpose, Signer
@@ -431,7 +431,9 @@ def test_redis_the_signals_reader_drops_forged_entries(redis_url):
 
 @needs_redis
 def test_redis_genuine_signed_traffic_gives_the_signals_of_an_in_process_bus_without_a_key(redis_url, real_bars):
-    assert _signals(redis_transport(redis_url), real_bars, KEY) == _signals(in_process(), real_bars, None)
+    # Room for every signal: drive() publishes all the bars before it reads.
+    roomy = redis_transport(redis_url, default=QueuePolicy(4096))
+    assert _signals(roomy, real_bars, KEY) == _signals(in_process(), real_bars, None)
 
 
 @needs_redis

@@ -166,7 +166,8 @@ class Signer:
 
     def verify(self, data: bytes, tag: object) -> bool:
         """Whether ``tag`` is ``data``'s tag (in constant time; any non-tag is False)."""
-        if not isinstance(tag, str) or len(tag) != TAG_CHARS:
+        # compare_digest raises TypeError on non-ASCII text: such a tag is no tag.
+        if not isinstance(tag, str) or len(tag) != TAG_CHARS or not tag.isascii():
             return False
         return hmac.compare_digest(self.tag(data), tag)
 

@@ -16,6 +16,7 @@ import numpy as np
 from l2fast.bus import Bar
 from l2fast.cli.main import main
 from l2fast.evaluation.replay import BarStream, merge_streams
+from l2fast.keys import Purpose, Signer
 
 COLUMNS = ("ts", "open", "high", "low", "close", "volume")
 
@@ -42,6 +43,23 @@ def merged_bars(streams: Sequence[BarStream]) -> list[Bar]:
     which, columns = merge_streams(streams)
     rows = zip(*(columns[c].tolist() for c in COLUMNS))
     return [Bar(streams[k].symbol, *row) for k, row in zip(which.tolist(), rows)]
+
+
+#: The tests' bus key: 64 hex digits, as ``openssl rand -hex 32`` makes one.
+BUS_KEY = "5e1f" * 16
+
+
+def bus_key_file(folder: Path) -> Path:
+    """:data:`BUS_KEY` in ``folder/bus.key``, mode 600 (the README's recipe)."""
+    path = folder / "bus.key"
+    path.write_text(BUS_KEY + "\n")
+    path.chmod(0o600)
+    return path
+
+
+def bus_signer() -> Signer:
+    """The signer of :data:`BUS_KEY`, as ``load_key`` gives it from :func:`bus_key_file`."""
+    return Signer(BUS_KEY.encode(), Purpose.BUS)
 
 
 #: The redis-server binary, or None (tests that need it skip).

@@ -4,8 +4,10 @@ On 10,000 real BTC and ETH bars (5,000 minutes of each) with the fills a paper L
 in an in-process replay, the signals the L1 process reads (duplicates dropped by
 ``signal_id``) must equal the replay's, signal for signal: on a plain run, when the
 worker is killed (SIGKILL) mid-stream and started again from its snapshot, when Redis
-restarts mid-stream, with a malformed entry in the bar stream (skipped, counted), and
-with poison entries (numbers out of range in a bar, a fill and a decision: dead letters).
+restarts mid-stream, with a malformed entry in the bar stream (skipped, counted), with
+poison entries (numbers out of range in a bar, a fill and a decision: dead letters), and
+with forged entries (not signed with the bus key, which every process is given as the
+README says: refused, counted, dead letters).
 """
 
 from __future__ import annotations
@@ -25,13 +27,16 @@ import pytest
 pytest.importorskip("redis")
 
 from prometheus_client.parser import text_string_to_metric_families
-from support import REDIS_SERVER, RedisServer, free_port, write_csv
+from support import REDIS_SERVER, RedisServer, bus_key_file, bus_signer, free_port, write_csv
 
+from l2fast.bus import Bar, Fill, Topic
+from l2fast.bus.schema import encode, sign
 from l2fast.data import shipped_config
 from l2fast.engine.generator import TacticalSignalGenerator
 from l2fast.evaluation.paper import PaperBroker
 from l2fast.evaluation.replay import BarStream, demo_config, merge_streams
-from l2fast.signals import StrategicDecision
+from l2fast.keys import Purpose, Signer
+from l2fast.signals import StrategicDecision, TacticalSignal
 
 pytestmark = pytest.mark.skipif(REDIS_SERVER is None,
                                 reason="redis-server is not installed (Debian: apt-get install redis-server)")
@@ -79,6 +84,7 @@ class Setup:
         self.fills.write_text("".join(json.dumps(f) + "\n" for f in fills))
         self.n_fills = len(fills)
         self.snapshot = folder / "worker.l2snap"
+        self.key = bus_key_file(folder)
 
 
 @pytest.fixture(scope="module")
@@ -110,19 +116,21 @@ class Desk:
         self.folder = folder
         self.out = folder / "signals.jsonl"
         self.workers: list[subprocess.Popen] = []
-        self.l1 = _l2fast("signals", "--redis", url, "--out", str(self.out), "--count", str(len(setup.expected)),
-                          log=folder / "l1.log")
+        self.l1 = _l2fast("signals", "--redis", url, "--bus-key-file", str(setup.key), "--out", str(self.out),
+                          "--count", str(len(setup.expected)), log=folder / "l1.log")
 
     def start_worker(self, *extra: str, consumer: str = "w1", snapshot: Path | None = None) -> subprocess.Popen:
         snapshot = snapshot or self.setup.snapshot
-        worker = _l2fast("worker", "--redis", self.url, "--config", str(self.setup.config), "--signals", "all",
+        worker = _l2fast("worker", "--redis", self.url, "--bus-key-file", str(self.setup.key),
+                         "--config", str(self.setup.config), "--signals", "all",
                          "--snapshot", str(snapshot), "--snapshot-every", "500", "--consumer", consumer,
                          *extra, log=self.folder / f"worker{len(self.workers)}.log")
         self.workers.append(worker)
         return worker
 
     def publish(self, *extra: str) -> subprocess.Popen:
-        return _l2fast("publish", "--redis", self.url, "--data", str(self.setup.btc), "--data", str(self.setup.eth),
+        return _l2fast("publish", "--redis", self.url, "--bus-key-file", str(self.setup.key),
+                       "--data", str(self.setup.btc), "--data", str(self.setup.eth),
                        "--decisions", str(self.setup.decisions), "--fills", str(self.setup.fills), *extra,
                        log=self.folder / "publisher.log")
 
@@ -187,14 +195,15 @@ def test_three_processes_give_the_signals_of_an_in_process_replay(desk, setup) -
         deadline = time.monotonic() + 10
         while "10,000" not in seen.get("dashboard", "") and time.monotonic() < deadline:
             seen["dashboard"] = subprocess.run(
-                [sys.executable, "-m", "l2fast", "dashboard", "--redis", desk.url, "--once"], cwd=REPO,
+                [sys.executable, "-m", "l2fast", "dashboard", "--redis", desk.url, "--once",
+                 "--bus-key-file", str(setup.key)], cwd=REPO,
                 capture_output=True, text=True, timeout=60, env={**os.environ, "COLUMNS": "160"}).stdout
             time.sleep(0.5)
 
     got = desk.finish(look)
     assert publisher.wait(60) == 0, desk.log("publisher")
     assert got == setup.expected  # same ids and content, in order
-    assert "malformed=0" in desk.log("worker0")
+    assert "unauthenticated=0, malformed=0" in desk.log("worker0")
     samples = {(s.name, s.labels.get("side")): s.value
                for family in text_string_to_metric_families(seen["metrics"]) for s in family.samples
                if s.labels.get("worker") == "w1"}
@@ -250,7 +259,8 @@ def test_a_malformed_entry_is_skipped_counted_and_processing_goes_on(desk, setup
     import redis
 
     client = redis.Redis.from_url(desk.url)
-    client.xadd("market.bars", {"d": b"{not json"})
+    # Signed with the bus key: malformed, not forged.
+    client.xadd("market.bars", {"d": sign(bus_signer(), Topic.BARS, b"{not json")})
     client.close()
     desk.start_worker()
     publisher = desk.publish()
@@ -276,7 +286,8 @@ def test_poison_entries_are_dead_letters_and_the_worker_process_goes_on(desk, se
     for k, (stream, payload, kind) in enumerate(poison, 1):
         # Ids of our own: automatic ones may repeat across streams, which the bus's
         # publisher never does (redis.py's ids are unique across topics).
-        client.xadd(stream, {"d": json.dumps({"v": 1, "type": kind, "payload": payload}).encode()}, id=f"{k}-0")
+        envelope = json.dumps({"v": 1, "type": kind, "payload": payload}).encode()
+        client.xadd(stream, {"d": sign(bus_signer(), stream, envelope)}, id=f"{k}-0")
     desk.start_worker()
     publisher = desk.publish()
     got = desk.finish()
@@ -287,6 +298,36 @@ def test_poison_entries_are_dead_letters_and_the_worker_process_goes_on(desk, se
     stopped = [line for line in desk.log("worker0").splitlines() if "worker stopped" in line]
     assert stopped and "malformed=3," in stopped[-1], stopped
     assert sorted(fields[b"topic"].decode() for _, fields in dead) == sorted(s for s, _, _ in poison)
+
+
+def test_forged_entries_are_refused_counted_and_never_reach_l1(desk, setup) -> None:
+    # Without the key every one of them was applied: anyone who could write to Redis
+    # installed a decision, booked a fill, fed a bar and handed L1 a "buy 1000 BTC".
+    import redis
+
+    other = Signer(b"o" * 32, Purpose.BUS)
+    forged = [
+        ("l3.decisions", encode(StrategicDecision(regime="trending", target_exposure=1.0, risk_appetite="aggressive",
+                                                  universe=(BTC, ETH)))),
+        ("l1.fills", sign(other, Topic.FILLS, encode(Fill(BTC, "buy", 1.0, 1.0, 0)))),
+        ("market.bars", sign(bus_signer(), Topic.DECISIONS, encode(Bar(BTC, 0, 1.0, 1.0, 1.0, 1.0, 1.0)))),
+        ("l2.signals", encode(TacticalSignal(BTC, "buy", 1000.0, 1.0, 1.0, None, None, {}, 0))),
+    ]
+    client = redis.Redis.from_url(desk.url)
+    for k, (stream, data) in enumerate(forged, 1):
+        client.xadd(stream, {"d": data}, id=f"{k}-0")
+    desk.start_worker()
+    publisher = desk.publish()
+    got = desk.finish()
+    dead = client.xrange("l2fast:dead")
+    client.close()
+    assert publisher.wait(60) == 0, desk.log("publisher")
+    assert got == setup.expected
+    stopped = [line for line in desk.log("worker0").splitlines() if "worker stopped" in line]
+    assert stopped and "unauthenticated=3, malformed=0," in stopped[-1], stopped
+    assert "1 unauthenticated and 0 malformed refused" in desk.log("l1")
+    assert sorted((f[b"topic"].decode(), f[b"kind"].decode(), f[b"d"]) for _, f in dead) == sorted(
+        (stream, "unauthenticated", data) for stream, data in forged)
 
 
 @pytest.fixture

@@ -27,7 +27,7 @@ import pytest
 pytest.importorskip("redis")
 
 from redis.asyncio import Redis
-from support import REDIS_SERVER, RedisServer, exit_code, free_port, write_csv
+from support import REDIS_SERVER, RedisServer, bus_key_file, exit_code, free_port, write_csv
 
 from l2fast.bus import MessageBus, Topic
 from l2fast.bus.adapter import DEFAULT_CONSUMER, DEFAULT_GROUP
@@ -47,6 +47,12 @@ START_UP_S = 15.0
 
 def _l2fast(*args: str) -> list[str]:
     return [sys.executable, "-m", "l2fast", *args]
+
+
+@pytest.fixture(autouse=True)
+def bus_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every command gets the bus key, from the environment (inherited by subprocesses)."""
+    monkeypatch.setenv("L2FAST_BUS_KEY_FILE", str(bus_key_file(tmp_path)))
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ import pytest
 pytest.importorskip("rich")
 
 from rich.console import Console
-from support import exit_code, write_csv
+from support import bus_key_file, bus_signer, exit_code, write_csv
 
 from l2fast.data import shipped_config
 from l2fast.engine._telemetry import STAGE_NAMES, MetricsRecorder
@@ -250,6 +250,12 @@ def test_replay_with_dashboard_ends_on_a_frame_that_agrees_with_the_summary(tmp_
 # ----------------------------------------------------------------- the CLI against Redis
 
 
+@pytest.fixture
+def key_option(tmp_path: Path) -> list[str]:
+    """The dashboard's bus key option (the signals below are signed with it)."""
+    return ["--bus-key-file", str(bus_key_file(tmp_path))]
+
+
 async def _publish(url: str, prefix: str, workers: dict[str, dict[str, Any]], signals: list[TacticalSignal]) -> None:
     from redis.asyncio import Redis
 
@@ -262,7 +268,7 @@ async def _publish(url: str, prefix: str, workers: dict[str, dict[str, Any]], si
             await publish_metrics(client, prefix, worker, metrics)
     finally:
         await client.aclose()
-    async with MessageBus(RedisTransport(url, prefix=prefix)) as bus:
+    async with MessageBus(RedisTransport(url, prefix=prefix), signer=bus_signer()) as bus:
         for s in signals:
             await bus.publish(Topic.SIGNALS, s)
 
@@ -285,11 +291,11 @@ def test_publish_metrics_sets_json_with_a_ttl_that_read_metrics_returns(redis_ur
     assert 0 < ttl <= 17
 
 
-def test_dashboard_once_shows_the_workers_metrics_and_the_signals_of_the_last_hour(redis_url, capsys):
+def test_dashboard_once_shows_the_workers_metrics_and_the_signals_of_the_last_hour(redis_url, capsys, key_option):
     signals = [signal(T0 + k * MINUTE, "buy" if k % 2 else "sell") for k in range(6)]
     signals.append(signal(T0 + 6 * MINUTE, "hold", denial="MAX_DAILY_TRADES"))
     asyncio.run(_publish(redis_url, "once:", {"w1": engine_metrics()}, signals))
-    assert exit_code(["dashboard", "--redis", redis_url, "--prefix", "once:", "--once"]) == 0
+    assert exit_code(["dashboard", "--redis", redis_url, "--prefix", "once:", "--once", *key_option]) == 0
     out = capsys.readouterr().out
     assert "l2fast tactical layer (L2): w1" in out
     assert has_row(out, "buy / sell / hold", "3 / 3 / 1", "7 / 3 / 90")
@@ -301,9 +307,9 @@ def test_dashboard_once_shows_the_workers_metrics_and_the_signals_of_the_last_ho
     assert "as of 2024-01-01 00:06 UTC" in out
 
 
-def test_dashboard_once_merges_several_workers(redis_url, capsys):
+def test_dashboard_once_merges_several_workers(redis_url, capsys, key_option):
     asyncio.run(_publish(redis_url, "two:", {"w1": engine_metrics(), "w2": engine_metrics(signals=(1, 1, 1))}, []))
-    assert exit_code(["dashboard", "--redis", redis_url, "--prefix", "two:", "--once"]) == 0
+    assert exit_code(["dashboard", "--redis", redis_url, "--prefix", "two:", "--once", *key_option]) == 0
     out = capsys.readouterr().out
     assert "l2fast tactical layer (L2): w1, w2" in out
     assert has_row(out, "buy / sell / hold", "0 / 0 / 0", "8 / 4 / 91")
@@ -321,18 +327,19 @@ def test_dashboard_skips_stream_entries_that_are_not_signals(redis_url, capsys, 
     finally:
         client.close()
     asyncio.run(_publish(redis_url, "junk:", {}, [signal(T0, "buy")]))
-    assert exit_code(["dashboard", "--redis", redis_url, "--prefix", "junk:", "--once"]) == 0
+    assert exit_code(["dashboard", "--redis", redis_url, "--prefix", "junk:", "--once", "--no-auth"]) == 0
     assert has_row(capsys.readouterr().out, "buy / sell / hold", "1 / 0 / 0")
     assert "skipped, not a signal" in caplog.text
 
 
-def test_dashboard_without_redis_server_gives_up_after_its_timeout_with_exit_3_naming_the_url(capsys):
-    assert exit_code(["dashboard", "--redis", "redis://127.0.0.1:1/0", "--once", "--redis-timeout", "0.3"]) == 3
+def test_dashboard_without_redis_server_gives_up_after_its_timeout_with_exit_3_naming_the_url(capsys, key_option):
+    assert exit_code(["dashboard", "--redis", "redis://127.0.0.1:1/0", "--once", "--redis-timeout", "0.3",
+                      *key_option]) == 3
     assert "error: redis at redis://127.0.0.1:1/0 unreachable: " in capsys.readouterr().err
 
 
-def test_dashboard_refuses_a_non_positive_refresh(capsys):
-    assert exit_code(["dashboard", "--redis", "redis://127.0.0.1:1/0", "--refresh", "0"]) == 2
+def test_dashboard_refuses_a_non_positive_refresh(capsys, key_option):
+    assert exit_code(["dashboard", "--redis", "redis://127.0.0.1:1/0", "--refresh", "0", *key_option]) == 2
     assert "--refresh 0: must be > 0" in capsys.readouterr().err
 
 

@@ -33,7 +33,7 @@ def test_a_tag_of_one_purpose_does_not_verify_for_another() -> None:
     assert not Signer(KEY, Purpose.MODEL).verify(b"x", tag)
 
 
-@pytest.mark.parametrize("tag", [None, 1, b"00" * 32, "", "0" * 63, "0" * 64, "zz" * 32])
+@pytest.mark.parametrize("tag", [None, 1, b"00" * 32, "", "0" * 63, "0" * 64, "zz" * 32, "\ufffd" + "0" * 63])
 def test_anything_but_the_right_tag_is_refused(tag: object) -> None:
     assert not Signer(KEY, Purpose.BUS).verify(b"x", tag)
 

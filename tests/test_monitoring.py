@@ -31,8 +31,8 @@ from l2fast.ops.monitoring import (
 
 CODES = ("ENTRY", "EXIT", "LOW_CONSENSUS", "DAILY_LOSS_LIMIT")
 MEMBERS = ("ppo", "dqn")
-ADAPTER = {"decisions": 2, "fills": 5, "bars": 900, "signals": 880, "stale": 1, "malformed": 3, "refused": 0,
-           "rejected_by_topic": {"market.bars": 3}, "last_rejection": "bad bar"}
+ADAPTER = {"decisions": 2, "fills": 5, "bars": 900, "signals": 880, "stale": 1, "unauthenticated": 4, "malformed": 3,
+           "refused": 0, "rejected_by_topic": {"market.bars": 7}, "last_rejection": "bad bar"}
 
 
 def engine_metrics(*, denials: int = 2, equity: float = 10_500.0) -> dict[str, Any]:
@@ -167,7 +167,8 @@ def test_means_before_the_first_vote_and_absent_engine_keys_give_no_sample():
 def test_adapter_counters_are_bus_messages_by_kind():
     text = render_prometheus(engine_metrics(), worker="w1", adapter=ADAPTER)
     assert samples(text, "l2fast_bus_messages_total") == {
-        (("kind", k),): ADAPTER[k] for k in ("decisions", "fills", "bars", "signals", "stale", "malformed", "refused")}
+        (("kind", k),): ADAPTER[k]
+        for k in ("decisions", "fills", "bars", "signals", "stale", "unauthenticated", "malformed", "refused")}
 
 
 # ----------------------------------------------------------------- JSON and merging

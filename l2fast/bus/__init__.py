@@ -7,7 +7,10 @@
 - :mod:`l2fast.bus.transport`: what a transport is (topics, bounded queues, groups);
   :mod:`l2fast.bus.inprocess`: the embedded asyncio transport, no server.
 - :mod:`l2fast.bus.bus`: :class:`MessageBus`, typed publish/subscribe on the topics
-  ``l3.decisions``, ``market.bars``, ``l1.fills`` and ``l2.signals`` (:class:`Topic`).
+  ``l3.decisions``, ``market.bars``, ``l1.fills`` and ``l2.signals`` (:class:`Topic`);
+  with a key (``MessageBus(transport, signer=load_key(Purpose.BUS, path))``) every
+  message is signed and what is not signed with it is refused
+  (:class:`UnauthenticatedError`).
 - :mod:`l2fast.bus.adapter`: :class:`L2BusAdapter`, the engine on the bus (batched
   signal publication; acknowledgements that wait for an engine snapshot when asked).
 - :mod:`l2fast.bus.redis`: the Redis Streams transport (ordered ids across topics, retry
@@ -60,7 +63,17 @@ from __future__ import annotations
 from l2fast.bus.adapter import INPUT_TOPICS, AdapterStats, L2BusAdapter, SignalFilter
 from l2fast.bus.bus import DEFAULT_POLICIES, TOPIC_TYPES, BusSubscription, MessageBus, Received, Topic
 from l2fast.bus.inprocess import InProcessTransport
-from l2fast.bus.schema import SCHEMA_VERSION, Bar, Envelope, Fill, MessageError, MessageType, decode, encode
+from l2fast.bus.schema import (
+    SCHEMA_VERSION,
+    Bar,
+    Envelope,
+    Fill,
+    MessageError,
+    MessageType,
+    UnauthenticatedError,
+    decode,
+    encode,
+)
 from l2fast.bus.transport import BusClosed, Delivery, Overflow, QueuePolicy, Subscription, Transport
 
 __all__ = [
@@ -87,6 +100,7 @@ __all__ = [
     "Subscription",
     "Topic",
     "Transport",
+    "UnauthenticatedError",
     "decode",
     "encode",
 ]

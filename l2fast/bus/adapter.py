@@ -38,8 +38,10 @@ included. The time since the bar closed is already known to L1 from the signal's
 ``ts_ms``. A signal older than ``stale_after_ms`` is still published, with ``"stale":
 true``: dropping it could lose an entry the engine has reserved; L1 decides.
 
-Poison messages: a delivery that is malformed (it fails the schema, or is of the wrong
-type for its topic), that the engine refuses (a bar out of order or duplicated, a fill
+Poison messages: a delivery that is unauthenticated (on a bus with a key: not signed, or
+not signed with the bus's key for its topic; refused before it is decoded, see
+:mod:`l2fast.bus.bus`), that is malformed (it fails the schema, or is of the wrong type
+for its topic), that the engine refuses (a bar out of order or duplicated, a fill
 for a symbol it does not follow, a universe too large...), or whose handling raises an
 error of any other type (a bug, or an input no check foresaw: counted as ``dead`` and
 logged with its traceback) is logged with the reason on the ``l2fast.bus`` logger,
@@ -66,7 +68,7 @@ from typing import TYPE_CHECKING
 
 from l2fast.bus.bus import BusSubscription, MessageBus, Received, Topic
 from l2fast.bus.inprocess import wall_clock_ms
-from l2fast.bus.schema import Bar, Envelope, Fill, encode
+from l2fast.bus.schema import Bar, Envelope, Fill, UnauthenticatedError, encode
 from l2fast.bus.transport import BusClosed
 from l2fast.errors import L2FastError
 from l2fast.signals import Side, StrategicDecision, TacticalSignal
@@ -84,6 +86,7 @@ __all__ = [
     "AdapterStats",
     "L2BusAdapter",
     "SignalFilter",
+    "dead_letter_record",
 ]
 
 logger = logging.getLogger("l2fast.bus")
@@ -126,10 +129,12 @@ class AdapterStats:
         bars: Bars the engine answered.
         signals: Signals published.
         stale: Published signals flagged stale.
+        unauthenticated: Deliveries refused as not signed with the bus's key (on a bus
+            with a key), before they were decoded.
         malformed: Deliveries refused by the schema (or on the wrong topic).
         refused: Valid messages the engine refused.
         dead: Messages whose handling raised an error of another type (module docstring).
-        rejected_by_topic: ``malformed + refused + dead`` per topic.
+        rejected_by_topic: ``unauthenticated + malformed + refused + dead`` per topic.
         last_rejection: The reason of the latest rejection, or None.
         snapshots: Engine snapshots written (with a snapshot path).
     """
@@ -139,6 +144,7 @@ class AdapterStats:
     bars: int = 0
     signals: int = 0
     stale: int = 0
+    unauthenticated: int = 0
     malformed: int = 0
     refused: int = 0
     dead: int = 0
@@ -305,7 +311,8 @@ class L2BusAdapter:
     def _handle(self, received: Received) -> None:
         message = received.message
         if message is None:
-            self._reject(received, "malformed", str(received.error), type(received.error).__name__)
+            kind = "unauthenticated" if type(received.error) is UnauthenticatedError else "malformed"
+            self._reject(received, kind, str(received.error), type(received.error).__name__)
             return
         gen = self.generator
         try:
@@ -345,7 +352,9 @@ class L2BusAdapter:
     def _reject(self, received: Received, kind: str, reason: str, error_type: str,
                 error: BaseException | None = None) -> None:
         stats = self.stats
-        if kind == "malformed":
+        if kind == "unauthenticated":
+            stats.unauthenticated += 1
+        elif kind == "malformed":
             stats.malformed += 1
         elif kind == "refused":
             stats.refused += 1
@@ -359,12 +368,29 @@ class L2BusAdapter:
         else:
             logger.error("%s: %s message %s skipped: %s", self.consumer, received.topic, received.id,
                          f"{kind}: {reason}", exc_info=error)
-        delivery = received.delivery
-        self._dead.append({
-            "d": _original(delivery.data), "topic": received.topic, "stream": delivery.stream, "id": received.id,
-            "published_ms": str(received.published_ms), "group": self.group, "consumer": self.consumer,
-            "kind": kind, "error_type": error_type, "error": reason[:_ERROR_LIMIT], "dead_ms": str(self._clock()),
-        })
+        self._dead.append(dead_letter_record(received, group=self.group, consumer=self.consumer, kind=kind,
+                                             error_type=error_type, reason=reason, dead_ms=self._clock()))
+
+
+def dead_letter_record(received: Received, *, group: str, consumer: str, kind: str, error_type: str, reason: str,
+                       dead_ms: int) -> dict[str, str | bytes]:
+    """The dead letter of a delivery a consumer skips (module docstring: the fields).
+
+    Args:
+        received: The delivery.
+        group: The consumer's group.
+        consumer: The consumer's name.
+        kind: Why it is skipped (``unauthenticated``, ``malformed``, ``refused``, ``dead``).
+        error_type: The error's type name.
+        reason: The error's text (cut to its first 2,000 characters).
+        dead_ms: When it was skipped, epoch ms.
+    """
+    delivery = received.delivery
+    return {
+        "d": _original(delivery.data), "topic": received.topic, "stream": delivery.stream, "id": received.id,
+        "published_ms": str(received.published_ms), "group": group, "consumer": consumer,
+        "kind": kind, "error_type": error_type, "error": reason[:_ERROR_LIMIT], "dead_ms": str(dead_ms),
+    }
 
 
 # Longest error text kept in a dead letter (a refused value can be large).

@@ -11,6 +11,16 @@ Decisions, fills and signals are never dropped: the bus refuses a transport whos
 for them is not :attr:`~l2fast.bus.transport.Overflow.BLOCK`. Bars may be configured to
 drop their oldest queued message (for a live feed where the newest bar matters more than
 every bar), which breaks the equality with a replay.
+
+Authentication: a bus given a ``signer`` (:func:`l2fast.keys.load_key` of
+:attr:`~l2fast.keys.Purpose.BUS`; every process of the bus holds the same key) publishes
+every message in the signed form (:mod:`l2fast.bus.schema`: an HMAC over the topic and
+the envelope's exact bytes), on every transport, and refuses on receipt whatever is not
+signed with its key for the topic it came on, before decoding it: the delivery comes
+back with an :class:`~l2fast.bus.schema.UnauthenticatedError` as its ``error``. A bus
+without a signer publishes plain envelopes and reads both forms without checking (one
+process, or a deployment that chose not to authenticate). :meth:`MessageBus.publish_raw`
+publishes what it is given, signed or not.
 """
 
 from __future__ import annotations
@@ -31,6 +41,8 @@ from l2fast.bus.schema import (
     decode,
     encode,
     message_type,
+    open_signed,
+    sign,
 )
 from l2fast.bus.transport import (
     BusClosed,
@@ -41,6 +53,7 @@ from l2fast.bus.transport import (
     Transport,
 )
 from l2fast.errors import ConfigError
+from l2fast.keys import Signer
 
 __all__ = ["DEFAULT_POLICIES", "LOSSLESS_TOPICS", "TOPIC_TYPES", "BusSubscription", "MessageBus", "Received",
            "Topic"]
@@ -111,8 +124,9 @@ class BusSubscription:
     ``async for received in subscription`` reads until the subscription or the bus closes.
     """
 
-    def __init__(self, subscription: Subscription) -> None:
+    def __init__(self, subscription: Subscription, signer: Signer | None = None) -> None:
         self._sub = subscription
+        self._signer = signer
         self.topics = subscription.topics
 
     async def get(self) -> Received:
@@ -121,7 +135,7 @@ class BusSubscription:
         Raises:
             BusClosed: The subscription or the bus was closed.
         """
-        return _received(await self._sub.get())
+        return _received(await self._sub.get(), self._signer)
 
     async def get_many(self, limit: int) -> list[Received]:
         """The next deliveries, validated: at least one (waiting for it), at most ``limit``,
@@ -130,7 +144,8 @@ class BusSubscription:
         Raises:
             BusClosed: The subscription or the bus was closed.
         """
-        return [_received(delivery) for delivery in await self._sub.get_many(limit)]
+        signer = self._signer
+        return [_received(delivery, signer) for delivery in await self._sub.get_many(limit)]
 
     def ready(self) -> bool:
         """True when :meth:`get` can return without waiting on the transport."""
@@ -157,15 +172,16 @@ class BusSubscription:
             yield received
 
 
-def _received(delivery: Delivery) -> Received:
-    """A delivery decoded and checked against its topic (malformed: ``error`` set)."""
+def _received(delivery: Delivery, signer: Signer | None) -> Received:
+    """A delivery authenticated (with a signer), decoded and checked against its topic
+    (refused: ``error`` set)."""
     data = delivery.data
-    if type(data) is Envelope:
+    if type(data) is Envelope and signer is None:
         envelope = data
     else:
         try:
-            envelope = decode(data)
-        except MessageError as exc:
+            envelope = decode(open_signed(data, delivery.topic, signer))
+        except MessageError as exc:  # UnauthenticatedError included
             return Received(delivery.topic, delivery.id, delivery.published_ms, None, NO_META, exc, delivery)
     message = envelope.message
     expected = TOPIC_TYPES.get(delivery.topic)
@@ -182,19 +198,23 @@ class MessageBus:
     Args:
         transport: Where messages travel; an :class:`~l2fast.bus.inprocess.InProcessTransport`
             with :data:`DEFAULT_POLICIES` when None.
+        signer: The bus key: messages are published signed and only those signed with it
+            are read (module docstring); None: neither.
 
     Raises:
         ConfigError: The transport may drop decisions, fills or signals.
     """
 
-    def __init__(self, transport: Transport | None = None) -> None:
+    def __init__(self, transport: Transport | None = None, *, signer: Signer | None = None) -> None:
         self.transport = transport if transport is not None else InProcessTransport(DEFAULT_POLICIES)
         for topic in LOSSLESS_TOPICS:
             policy = self.transport.policy(topic)
             if policy.overflow is not Overflow.BLOCK:
                 raise ConfigError(f"topic {topic.value}: overflow={policy.overflow.value!r}: "
                                   "decisions, fills and signals are never dropped (use 'block')")
-        self._encode = self.transport.needs_bytes
+        self.signer = signer
+        # A signature covers bytes: a signing bus encodes on every transport.
+        self._encode = self.transport.needs_bytes or signer is not None
 
     async def publish(self, topic: str, message: Message, meta: Mapping[str, Any] | None = None) -> str:
         """Publish ``message`` to ``topic`` (waiting for room if the queue blocks).
@@ -222,7 +242,8 @@ class MessageBus:
         if kind is not expected:
             raise TypeError(f"topic {topic} carries {expected.value} messages, got a {kind.value}")
         if self._encode:
-            return encode(message, meta)
+            data = encode(message, meta)
+            return data if self.signer is None else sign(self.signer, topic, data)
         return Envelope(message, check_meta(meta) if meta else NO_META)
 
     async def publish_many(self, topic: str, messages: Sequence[Message],
@@ -258,7 +279,9 @@ class MessageBus:
     async def publish_raw(self, topic: str, data: bytes | str) -> str:
         """Publish an already encoded envelope as it is: it is validated on receipt only.
 
-        For bridges from other systems, and to test how consumers treat malformed input.
+        For bridges from other systems, and to test how consumers treat malformed or
+        unauthenticated input: ``data`` is not signed here (a bus with a key refuses it on
+        receipt unless it is already in the signed form).
 
         Raises:
             ValueError: ``topic`` is not a bus topic.
@@ -281,7 +304,7 @@ class MessageBus:
         for topic in topics:
             _topic_type(topic)
         return BusSubscription(await self.transport.subscribe(topics, group=group, consumer=consumer,
-                                                              partitions=partitions))
+                                                              partitions=partitions), self.signer)
 
     async def close(self) -> None:
         """Close the transport; idempotent."""

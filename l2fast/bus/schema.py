@@ -30,6 +30,21 @@ is written as :meth:`TacticalSignal.to_dict <l2fast.signals.TacticalSignal.to_di
 would convert it: non-finite floats as ``null``, tuples as lists, numpy values as numbers,
 keys as strings. Bytes orjson refuses are parsed again by the standard library only to
 say precisely what is wrong (a ``NaN`` literal and its path, say).
+
+Signed form (a bus with a key, :class:`~l2fast.bus.bus.MessageBus`'s ``signer``): what
+travels is :data:`SIGNED_PREFIX`, the tag's 64 hex digits, ``:``, then the envelope's
+bytes exactly as :func:`encode` wrote them::
+
+    sig1:<hex HMAC-SHA256>:{"v": 1, "type": "bar", "payload": {...}}
+
+The tag (:class:`l2fast.keys.Signer`, purpose ``bus``) covers the topic's name, a zero
+byte and the envelope's bytes (:func:`signed_content`), so it binds the very bytes the
+receiver parses, every field of the payload (a signal's ``signal_id`` and ``meta``
+included) and the topic: a signed bar moved to ``l3.decisions`` does not verify.
+:func:`sign` makes the form, :func:`open_signed` checks it (:class:`UnauthenticatedError`)
+and returns the envelope's bytes before anything decodes them. A tag does not stop a
+captured message from being published again as it is (a replay): the README's security
+model says what does.
 """
 
 from __future__ import annotations
@@ -48,22 +63,28 @@ import orjson
 
 from l2fast.config import is_symbol
 from l2fast.errors import InvalidBarError, InvalidInputError
+from l2fast.keys import TAG_CHARS, Signer
 from l2fast.signals import StrategicDecision, TacticalSignal, printable, real_float
 
 __all__ = [
     "META_FIELDS",
     "NO_META",
     "SCHEMA_VERSION",
+    "SIGNED_PREFIX",
     "Bar",
     "Envelope",
     "Fill",
     "Message",
     "MessageError",
     "MessageType",
+    "UnauthenticatedError",
     "check_meta",
     "decode",
     "encode",
     "message_type",
+    "open_signed",
+    "sign",
+    "signed_content",
 ]
 
 #: The envelope version this build writes and the only one it reads.
@@ -94,6 +115,14 @@ class MessageError(InvalidInputError):
         if len(text) > _REPR_LIMIT:
             text = text[:_REPR_LIMIT] + "..."
         super().__init__(f"invalid message: {field}={text}: {reason}")
+
+
+class UnauthenticatedError(MessageError):
+    """A delivery is not signed, or not signed with the bus's key for its topic
+    (:func:`open_signed`): it is refused before anything reads its envelope.
+
+    ``field`` is ``"tag"``; ``value`` the tag found (None when there is none).
+    """
 
 
 class MessageType(StrEnum):
@@ -366,6 +395,62 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, numbers.Real):
         return float(value)
     raise TypeError(f"reasoning: {value!r} cannot be written as JSON")
+
+
+#: What starts an envelope in the signed form (module docstring); no JSON text starts so.
+SIGNED_PREFIX = b"sig1:"
+_SIGNED_TEXT = SIGNED_PREFIX.decode()
+# The signed form's head: the prefix, the tag's hex digits and the ":" after them.
+_SIGNED_HEAD = len(SIGNED_PREFIX) + TAG_CHARS + 1
+
+
+def signed_content(topic: str, envelope: bytes) -> bytes:
+    """What a tag covers: the topic's name, a zero byte, then the envelope's bytes."""
+    return topic.encode() + b"\0" + envelope
+
+
+def sign(signer: Signer, topic: str, envelope: bytes) -> bytes:
+    """``envelope`` (bytes :func:`encode` wrote) in the signed form for ``topic``."""
+    return SIGNED_PREFIX + signer.tag(signed_content(topic, envelope)).encode() + b":" + envelope
+
+
+def open_signed(data: object, topic: str, signer: Signer | None) -> object:
+    """The envelope inside ``data``, delivered on ``topic``, for :func:`decode`.
+
+    With a signer, ``data`` must be the signed form (module docstring) whose tag is the
+    tag of ``topic`` and the envelope under ``signer``'s key; the envelope's bytes are
+    returned. Without one (a bus without a key reads without checking), the envelope of
+    a signed form is returned as it is, unchecked, and any other data unchanged.
+
+    Raises:
+        UnauthenticatedError: With a signer: ``data`` is not in the signed form, or its
+            tag does not verify (another key, another topic, altered bytes, a truncated
+            or made-up tag).
+    """
+    if signer is None:
+        if isinstance(data, bytes) and data.startswith(SIGNED_PREFIX) and data[_SIGNED_HEAD - 1:_SIGNED_HEAD] == b":":
+            return data[_SIGNED_HEAD:]
+        if isinstance(data, str) and data.startswith(_SIGNED_TEXT) and data[_SIGNED_HEAD - 1:_SIGNED_HEAD] == ":":
+            return data[_SIGNED_HEAD:]
+        return data
+    if isinstance(data, str):
+        try:
+            data = data.encode()
+        except UnicodeEncodeError:  # a lone surrogate: no bytes were ever signed
+            raise UnauthenticatedError("tag", None, "not signed: text that is not UTF-8") from None
+    elif isinstance(data, (bytearray, memoryview)):
+        data = bytes(data)
+    if not isinstance(data, bytes):
+        raise UnauthenticatedError("tag", None, f"not signed: a {type(data).__name__}, not bytes")
+    if not data.startswith(SIGNED_PREFIX) or data[_SIGNED_HEAD - 1:_SIGNED_HEAD] != b":":
+        raise UnauthenticatedError("tag", None, f"not signed (the signed form is {_SIGNED_TEXT}<tag: {TAG_CHARS} "
+                                                "hex digits>:<envelope>)")
+    tag = data[len(SIGNED_PREFIX):_SIGNED_HEAD - 1].decode("ascii", "replace")
+    envelope = data[_SIGNED_HEAD:]
+    if not signer.verify(signed_content(topic, envelope), tag):
+        raise UnauthenticatedError("tag", tag, f"not the tag of this {topic} envelope under the bus key "
+                                               "(another key, another topic, or altered bytes)")
+    return envelope
 
 
 _ENVELOPE_KEYS = ("v", "type", "payload", "meta")

@@ -8,7 +8,10 @@ it has none), and each fill right before the bar of its symbol that opens at the
 
 ``python -m l2fast signals`` (:func:`collect_signals`) is a minimal L1: it reads
 ``l2.signals``, drops duplicates by ``signal_id`` (a restarted worker publishes the
-signals since its last snapshot again) and writes one JSON line per signal. Time while
+signals since its last snapshot again) and writes one JSON line per signal. On a bus
+with a key it takes only signals signed with it (:mod:`l2fast.bus.bus`): anything else,
+and anything malformed, is logged, counted (:class:`ReaderStats`), written to the dead
+letters and acknowledged, never passed on. Time while
 Redis is unreachable is not idle time: an outage ends in
 :class:`~l2fast.errors.BusUnavailableError` (``--redis-timeout``), never in a quiet stop.
 A Redis that lost its state (restarted without persistence, flushed) costs the reader its
@@ -20,13 +23,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from l2fast.bus.bus import MessageBus, Topic
-from l2fast.bus.schema import Bar, Fill, Message, MessageError
+from l2fast.bus.adapter import dead_letter_record
+from l2fast.bus.bus import MessageBus, Received, Topic
+from l2fast.bus.inprocess import wall_clock_ms
+from l2fast.bus.schema import Bar, Fill, Message, MessageError, UnauthenticatedError
 from l2fast.errors import InvalidInputError
 from l2fast.evaluation.replay import BarStream, iter_jsonl, merge_streams
 from l2fast.signals import StrategicDecision
@@ -34,7 +41,9 @@ from l2fast.signals import StrategicDecision
 if TYPE_CHECKING:
     from l2fast.bus.redis import RedisRetry
 
-__all__ = ["L1_CONSUMER", "L1_GROUP", "collect_signals", "feed", "load_fills", "publish_feed"]
+__all__ = ["L1_CONSUMER", "L1_GROUP", "ReaderStats", "collect_signals", "feed", "load_fills", "publish_feed"]
+
+logger = logging.getLogger("l2fast.bus")
 
 #: Default consumer group of the minimal L1 (:func:`collect_signals`, ``python -m l2fast signals``)
 #: and this reader's name in it.
@@ -125,10 +134,23 @@ async def publish_feed(bus: MessageBus, messages: Sequence[tuple[Topic, Message]
 _READ_BATCH = 256
 
 
+@dataclass(slots=True)
+class ReaderStats:
+    """The deliveries :func:`collect_signals` refused (each also a dead letter).
+
+    Attributes:
+        unauthenticated: Not signed with the bus's key (on a bus with a key).
+        malformed: Refused by the schema.
+    """
+
+    unauthenticated: int = 0
+    malformed: int = 0
+
+
 async def collect_signals(bus: MessageBus, *, group: str = L1_GROUP, consumer: str = L1_CONSUMER,
                           count: int | None = None,
                           idle_exit_s: float | None = None, on_signal: Callable[[dict[str, Any]], None] | None = None,
-                          ) -> tuple[list[dict[str, Any]], int]:
+                          stats: ReaderStats | None = None) -> tuple[list[dict[str, Any]], int]:
     """Read signals until ``count`` distinct ones or ``idle_exit_s`` seconds without any.
 
     Args:
@@ -139,6 +161,8 @@ async def collect_signals(bus: MessageBus, *, group: str = L1_GROUP, consumer: s
         idle_exit_s: Stop after this long without a new message (None: wait for ever),
             not counting the time the bus's Redis, if any, was unreachable.
         on_signal: Called with each distinct signal's dict (its ``meta`` under ``"meta"``).
+        stats: Counts the deliveries refused (unauthenticated or malformed: logged, written
+            to the dead letters and acknowledged, never passed on).
 
     Returns:
         The distinct signals (``TacticalSignal.to_dict()``) in arrival order, and the
@@ -153,6 +177,8 @@ async def collect_signals(bus: MessageBus, *, group: str = L1_GROUP, consumer: s
     seen: set[str] = set()
     signals: list[dict[str, Any]] = []
     duplicates = 0
+    if stats is None:
+        stats = ReaderStats()
     try:
         while count is None or len(signals) < count:
             # No more than could still be wanted: what is taken is acknowledged.
@@ -160,6 +186,10 @@ async def collect_signals(bus: MessageBus, *, group: str = L1_GROUP, consumer: s
             batch = await _unless_idle(subscription.get_many(limit), idle_exit_s, retry)
             if batch is None:
                 break
+            for received in batch:
+                if received.message is None:
+                    # Before the acknowledgement: a reader killed between the two writes it again.
+                    await _refuse(bus, received, group, consumer, stats)
             await subscription.ack_many(batch)
             for received in batch:
                 if received.message is None:
@@ -175,6 +205,21 @@ async def collect_signals(bus: MessageBus, *, group: str = L1_GROUP, consumer: s
     finally:
         await subscription.close()
     return signals, duplicates
+
+
+async def _refuse(bus: MessageBus, received: Received, group: str, consumer: str, stats: ReaderStats) -> None:
+    """Count, log and dead-letter a delivery the bus refused."""
+    error = received.error
+    if type(error) is UnauthenticatedError:
+        kind = "unauthenticated"
+        stats.unauthenticated += 1
+    else:
+        kind = "malformed"
+        stats.malformed += 1
+    logger.warning("%s: %s message %s skipped: %s: %s", consumer, received.topic, received.id, kind, error)
+    await bus.transport.dead_letter(dead_letter_record(received, group=group, consumer=consumer, kind=kind,
+                                                       error_type=type(error).__name__, reason=str(error),
+                                                       dead_ms=wall_clock_ms()))
 
 
 async def _unless_idle(read: Awaitable[T], idle_s: float | None, retry: RedisRetry | None) -> T | None:

@@ -31,6 +31,12 @@ both the same ``--snapshot`` path on shared storage) and with the owner's unackn
 messages, which it claims at once (the lease says the owner is gone). Each worker's
 engine is its own portfolio: positions, limits and correlations of its symbols only.
 
+Authentication (``signer``, the bus key: every process of the bus holds the same one):
+the worker reads only messages signed with it and signs the signals it publishes
+(:mod:`l2fast.bus.bus`); what is not signed with it is refused before it is decoded,
+counted as ``unauthenticated``, written to the dead letters and acknowledged. Without a
+key nothing is signed or checked (the CLI requires a key unless told ``--no-auth``).
+
 Redis unreachable, at the start or later (:class:`~l2fast.bus.redis.RedisRetry`): every
 command and the lease are retried with backoff, each retry logged with the URL, the error
 and a counter, until Redis answers or has been away for ``redis_timeout_s``; then
@@ -66,6 +72,7 @@ from l2fast.bus.transport import REDIS_TIMEOUT_S
 from l2fast.config import L2Config
 from l2fast.engine.generator import TacticalSignalGenerator
 from l2fast.errors import BusUnavailableError, ConfigError
+from l2fast.keys import Signer
 
 __all__ = ["WorkerOptions", "build_generator", "check_persistence", "run_worker"]
 
@@ -100,6 +107,8 @@ class WorkerOptions:
             once the worker runs).
         allow_no_persistence: Run against a Redis without an append-only file (module
             docstring), with a warning.
+        signer: The bus key (module docstring); None: messages are neither signed nor
+            checked.
     """
 
     redis: str = REDIS_URL
@@ -119,6 +128,7 @@ class WorkerOptions:
     lease_ttl_ms: int = LEASE_TTL_MS
     redis_timeout_s: float | None = REDIS_TIMEOUT_S
     allow_no_persistence: bool = False
+    signer: Signer | None = None
 
     @property
     def role(self) -> str:
@@ -173,7 +183,7 @@ async def _run(options: WorkerOptions, stop: asyncio.Event, ready: asyncio.Event
     # left pending is claimed at once (on the first read), not after an idle time.
     transport = RedisTransport(options.redis, prefix=options.prefix, partitioned=partitioned,
                                claim_idle_ms=1, claim_interval_s=86_400.0, give_up_after_s=options.redis_timeout_s)
-    bus = MessageBus(transport)
+    bus = MessageBus(transport, signer=options.signer)
     # A worker without symbols reads them all: it leases the whole bus, so that a second
     # one started beside it waits as a standby instead of taking half of the messages.
     owned = options.symbols if options.symbols is not None else (EVERY_SYMBOL,)
@@ -284,6 +294,8 @@ async def _serve(options: WorkerOptions, transport: RedisTransport, lease: Symbo
         subscribed.cancel()
         if adapter.subscribed.is_set():
             logger.info("worker %s/%s reading %s", options.role, options.consumer, redacted_url(options.redis))
+            if options.signer is not None:
+                logger.info("bus messages signed and checked with the key from %s", options.signer.source)
             if ready is not None:
                 ready.set()
         waits = {processing, stopper} | ({keeper} if keeper is not None else set())

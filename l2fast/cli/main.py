@@ -29,7 +29,10 @@ on stderr and exits with code 2. The Redis commands (worker, publish, signals, d
 retry while Redis is unreachable, logging each retry, and after ``--redis-timeout``
 seconds (default :data:`l2fast.bus.transport.REDIS_TIMEOUT_S`; 0: retry for ever) print
 ``error: redis at URL unreachable: ...`` and exit with code 3. ``publish`` exits with
-code 4 when Redis lost messages it had published (:data:`EXIT_REDIS_STATE_LOST`).
+code 4 when Redis lost messages it had published (:data:`EXIT_REDIS_STATE_LOST`). They
+need the bus key (``--bus-key-file FILE``, else ``$L2FAST_BUS_KEY_FILE`` or
+``$L2FAST_BUS_KEY``: the same key in every process of the bus; ``l2fast.bus.bus``) unless
+given ``--no-auth``; without either they exit with code 2.
 """
 
 from __future__ import annotations
@@ -54,6 +57,7 @@ if TYPE_CHECKING:
     from l2fast.errors import BusUnavailableError
     from l2fast.evaluation.paper import PaperBroker
     from l2fast.evaluation.replay import BarStream, ReplaySummary
+    from l2fast.keys import Signer
     from l2fast.ops.dashboard import ReplayFeed
     from l2fast.signals import StrategicDecision
 
@@ -391,11 +395,12 @@ def _cmd_dashboard(args: argparse.Namespace) -> int:
         raise _InputError("the dashboard reads Redis: pip install l2fast[redis]") from None
     if not args.refresh > 0:
         raise _InputError(f"--refresh {args.refresh:g}: must be > 0 seconds")
+    signer = _bus_signer(args)
     # No logging set up here: Python's last-resort handler writes the retries' warnings
     # to the current sys.stderr, which the live display redirects above its frame.
     try:
         asyncio.run(dashboard.watch_redis(args.redis, prefix=args.prefix, refresh_s=args.refresh, once=args.once,
-                                          redis_timeout_s=args.redis_timeout))
+                                          redis_timeout_s=args.redis_timeout, signer=signer))
     except BusUnavailableError as exc:
         return _gave_up(exc)
     except RedisError as exc:
@@ -483,6 +488,51 @@ def _gave_up(exc: BusUnavailableError) -> int:
     return EXIT_REDIS_UNREACHABLE
 
 
+_KEY_RECIPE = "openssl rand -hex 32 > bus.key; chmod 600 bus.key"
+
+
+def _add_bus_key(parser: argparse.ArgumentParser) -> None:
+    """``--bus-key-file`` or ``--no-auth`` (worker, publish, signals, dashboard)."""
+    from l2fast.keys import Purpose, key_variables
+
+    file_variable, variable = key_variables(Purpose.BUS)
+    auth = parser.add_mutually_exclusive_group()
+    auth.add_argument("--bus-key-file", metavar="FILE",
+                      help="the bus key, the same in every process of the bus: messages are published signed "
+                           f"and only those signed with it are read (default: ${file_variable}, else ${variable}; "
+                           f"make one with `{_KEY_RECIPE}`)")
+    auth.add_argument("--no-auth", action="store_true",
+                      help="run without a bus key: messages are neither signed nor checked, so anyone who can "
+                           "write to Redis can forge decisions, bars, fills and signals")
+
+
+def _bus_signer(args: argparse.Namespace) -> Signer | None:
+    """The bus key of a Redis command, or None with ``--no-auth`` (logged as a warning).
+
+    Raises:
+        _InputError: No key without ``--no-auth``, or the key is unusable (missing file,
+            too short...).
+    """
+    import logging
+
+    from l2fast.keys import Purpose, SecretError, key_variables, load_key
+
+    if args.no_auth:
+        logging.getLogger("l2fast.cli").warning(
+            "--no-auth: bus messages are not authenticated (anyone who can write to Redis can forge them)")
+        return None
+    try:
+        signer = load_key(Purpose.BUS, args.bus_key_file)
+    except SecretError as exc:
+        raise _InputError(str(exc)) from None
+    if signer is None:
+        file_variable, variable = key_variables(Purpose.BUS)
+        raise _InputError(f"no bus key: give --bus-key-file FILE, or set ${file_variable} (a file) or ${variable}, "
+                          f"the same key in every process of the bus (make one with `{_KEY_RECIPE}`); "
+                          "--no-auth runs without message authentication")
+    return signer
+
+
 def _cmd_worker(args: argparse.Namespace) -> int:
     import logging
 
@@ -496,12 +546,13 @@ def _cmd_worker(args: argparse.Namespace) -> int:
         raise _InputError("the worker needs redis-py: pip install l2fast[redis]") from None
 
     logging.basicConfig(level=args.log_level.upper(), format=_LOG_FORMAT)
+    signer = _bus_signer(args)
     options = WorkerOptions(
         redis=args.redis, config=_load_config(args.config), models_dir=args.models, snapshot=args.snapshot,
         snapshot_every=args.snapshot_every, snapshot_interval_s=args.snapshot_interval, group=args.group,
         consumer=args.consumer, prefix=args.prefix, signals=args.signals, stale_after_ms=args.stale_after_ms,
         metrics_port=args.metrics_port, symbols=_symbols(args.symbols), lease_ttl_ms=args.lease_ttl_ms,
-        redis_timeout_s=args.redis_timeout, allow_no_persistence=args.allow_no_persistence)
+        redis_timeout_s=args.redis_timeout, allow_no_persistence=args.allow_no_persistence, signer=signer)
     try:
         adapter = asyncio.run(run_worker(options))
     except BusUnavailableError as exc:
@@ -540,6 +591,7 @@ def _cmd_publish(args: argparse.Namespace) -> int:
     from l2fast.bus.tools import feed, load_fills, publish_feed
     from l2fast.errors import BusUnavailableError, InvalidInputError
 
+    signer = _bus_signer(args)
     streams = _load_streams(args.data, args.symbol, args.start, args.end)
     decisions = _load_decisions(args.decisions, streams)
     try:
@@ -555,7 +607,7 @@ def _cmd_publish(args: argparse.Namespace) -> int:
                                give_up_after_s=args.redis_timeout)
 
     async def main() -> int:
-        bus = MessageBus(transport)
+        bus = MessageBus(transport, signer=signer)
         try:
             return await publish_feed(bus, messages, rate=args.rate)
         finally:
@@ -580,9 +632,11 @@ def _cmd_signals(args: argparse.Namespace) -> int:
 
     from l2fast.bus import MessageBus
     from l2fast.bus.redis import RedisTransport
-    from l2fast.bus.tools import collect_signals
+    from l2fast.bus.tools import ReaderStats, collect_signals
     from l2fast.errors import BusUnavailableError
 
+    signer = _bus_signer(args)
+    stats = ReaderStats()
     try:
         out = open(args.out, "w", encoding="utf-8", newline="\n") if args.out else sys.stdout
     except OSError as exc:
@@ -593,10 +647,11 @@ def _cmd_signals(args: argparse.Namespace) -> int:
         out.flush()
 
     async def main() -> tuple[list, int]:
-        bus = MessageBus(RedisTransport(args.redis, prefix=args.prefix, give_up_after_s=args.redis_timeout))
+        bus = MessageBus(RedisTransport(args.redis, prefix=args.prefix, give_up_after_s=args.redis_timeout),
+                         signer=signer)
         try:
             return await collect_signals(bus, group=args.group, consumer=args.consumer, count=args.count,
-                                         idle_exit_s=args.idle_exit, on_signal=write)
+                                         idle_exit_s=args.idle_exit, on_signal=write, stats=stats)
         finally:
             await bus.close()
 
@@ -610,7 +665,9 @@ def _cmd_signals(args: argparse.Namespace) -> int:
             out.close()
     if result is not None:
         signals, duplicates = result
-        print(f"{len(signals)} signals, {duplicates} duplicates dropped", file=sys.stderr)
+        refused = (f", {stats.unauthenticated} unauthenticated and {stats.malformed} malformed refused"
+                   if stats.unauthenticated or stats.malformed else "")
+        print(f"{len(signals)} signals, {duplicates} duplicates dropped{refused}", file=sys.stderr)
     return 0
 
 
@@ -659,6 +716,7 @@ def _add_bus_commands(sub: argparse._SubParsersAction) -> None:
     work.add_argument("--allow-no-persistence", action="store_true",
                       help="run against a Redis without an append-only file (refused otherwise: a restart of such "
                            "a Redis loses the bus's messages)")
+    _add_bus_key(work)
     work.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     work.set_defaults(func=_cmd_worker)
     pub = sub.add_parser(
@@ -670,6 +728,7 @@ def _add_bus_commands(sub: argparse._SubParsersAction) -> None:
     pub.add_argument("--redis", required=True, metavar="URL", help="redis://host:port/db")
     pub.add_argument("--prefix", default="", help="Redis key prefix of the bus")
     _add_redis_timeout(pub)
+    _add_bus_key(pub)
     pub.add_argument("--data", action="append", required=True, metavar="FILE",
                      help="CSV(.gz) of 1m bars; repeat for several symbols")
     pub.add_argument("--symbol", action="append", help="symbol of each --data file (default: from its name)")
@@ -685,6 +744,7 @@ def _add_bus_commands(sub: argparse._SubParsersAction) -> None:
     sig.add_argument("--redis", required=True, metavar="URL", help="redis://host:port/db")
     sig.add_argument("--prefix", default="", help="Redis key prefix of the bus")
     _add_redis_timeout(sig)
+    _add_bus_key(sig)
     sig.add_argument("--group", default=L1_GROUP, help=f"consumer group (default {L1_GROUP})")
     sig.add_argument("--consumer", default=L1_CONSUMER, help=f"consumer name (default {L1_CONSUMER})")
     sig.add_argument("--out", metavar="FILE", help="write one JSON line per distinct signal (default: stdout)")
@@ -789,6 +849,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     dash.add_argument("--redis", required=True, metavar="URL", help="redis://host:port/db")
     dash.add_argument("--prefix", default="", help="the bus's key prefix (default: none)")
     _add_redis_timeout(dash)
+    _add_bus_key(dash)
     dash.add_argument("--refresh", type=float, default=DASHBOARD_REFRESH_S, metavar="S",
                       help=f"seconds between redraws (default {DASHBOARD_REFRESH_S:g})")
     dash.add_argument("--once", action="store_true", help="print one frame and exit")

@@ -39,8 +39,9 @@ from rich.panel import Panel
 from rich.table import Table
 
 from l2fast.bus.bus import Topic
-from l2fast.bus.schema import Message, MessageError, decode
+from l2fast.bus.schema import Message, MessageError, UnauthenticatedError, decode, open_signed
 from l2fast.bus.transport import REDIS_TIMEOUT_S
+from l2fast.keys import Signer
 from l2fast.ops import DASHBOARD_EVERY, DASHBOARD_REFRESH_S
 from l2fast.ops.monitoring import merge_metrics, read_metrics
 from l2fast.signals import TacticalSignal
@@ -324,15 +325,20 @@ class RedisFeed:
     Args:
         client: A ``redis.asyncio.Redis`` client (bytes responses, the default).
         prefix: The bus's key prefix.
+        signer: The bus key: entries not signed with it are skipped (counted, logged);
+            None reads without checking (:func:`l2fast.bus.schema.open_signed`).
     """
 
-    def __init__(self, client: Any, prefix: str = "") -> None:
+    def __init__(self, client: Any, prefix: str = "", signer: Signer | None = None) -> None:
         self.client = client
         self.prefix = prefix
+        self.signer = signer
         self.stream = prefix + Topic.SIGNALS
         self._last_id: str | None = None
         #: Stream entries that were not valid signal envelopes (skipped, logged).
         self.malformed = 0
+        #: Stream entries not signed with the bus key (skipped, logged; with a signer).
+        self.unauthenticated = 0
 
     async def poll(self, dashboard: L2Dashboard) -> None:
         """One read of Redis, handed to ``dashboard.update``."""
@@ -347,9 +353,13 @@ class RedisFeed:
             self._last_id = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
             message: Message | MessageError
             try:
-                message = decode(fields.get(b"d", b"")).message
+                message = decode(open_signed(fields.get(b"d", b""), Topic.SIGNALS, self.signer)).message
             except MessageError as exc:
                 message = exc
+            if type(message) is UnauthenticatedError:
+                self.unauthenticated += 1
+                logger.warning("%s %s: skipped, not signed with the bus key: %s", self.stream, self._last_id, message)
+                continue
             if not isinstance(message, TacticalSignal):
                 self.malformed += 1
                 logger.warning("%s %s: skipped, not a signal: %s", self.stream, self._last_id, message)
@@ -361,7 +371,8 @@ class RedisFeed:
 
 
 async def watch_redis(url: str, *, prefix: str = "", refresh_s: float = DASHBOARD_REFRESH_S, once: bool = False,
-                      console: Console | None = None, redis_timeout_s: float | None = REDIS_TIMEOUT_S) -> None:
+                      console: Console | None = None, redis_timeout_s: float | None = REDIS_TIMEOUT_S,
+                      signer: Signer | None = None) -> None:
     """``python -m l2fast dashboard``: the dashboard of the workers behind ``url``.
 
     A read that cannot reach Redis, or gets no reply within
@@ -376,6 +387,7 @@ async def watch_redis(url: str, *, prefix: str = "", refresh_s: float = DASHBOAR
         once: Print one frame and return (else redraw live until interrupted).
         console: Where to draw (default: a new rich Console).
         redis_timeout_s: How long Redis may stay unreachable (seconds); None or 0: for ever.
+        signer: The bus key (:class:`RedisFeed`); None: signals are shown unchecked.
 
     Raises:
         ValueError: ``refresh_s`` <= 0 or ``redis_timeout_s`` < 0.
@@ -390,7 +402,7 @@ async def watch_redis(url: str, *, prefix: str = "", refresh_s: float = DASHBOAR
     retry = RedisRetry(url, give_up_after_s=redis_timeout_s)
     dashboard = L2Dashboard(console=console)
     client = Redis.from_url(url, socket_connect_timeout=CONNECT_TIMEOUT_S, socket_timeout=REPLY_TIMEOUT_S)
-    feed = RedisFeed(client, prefix)
+    feed = RedisFeed(client, prefix, signer)
     try:
         await retry.call(lambda: feed.poll(dashboard))
         if once:

@@ -85,7 +85,7 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 #: Key of a worker's metrics after the prefix: ``<prefix>l2fast:metrics:<worker>``.
 METRICS_KEY = "l2fast:metrics:"
 #: The bus adapter's counters exposed as ``l2fast_bus_messages_total{kind}``.
-ADAPTER_KINDS = ("decisions", "fills", "bars", "signals", "stale", "malformed", "refused", "dead")
+ADAPTER_KINDS = ("decisions", "fills", "bars", "signals", "stale", "unauthenticated", "malformed", "refused", "dead")
 
 # ------------------------------------------------------------------ exposition
 

@@ -27,7 +27,7 @@ import pytest
 pytest.importorskip("redis")
 
 from redis.asyncio import Redis
-from support import REDIS_SERVER, RedisServer, write_csv
+from support import BUS_KEY, REDIS_SERVER, RedisServer, write_csv
 
 from l2fast.bus import Bar, MessageBus, QueuePolicy, Topic
 from l2fast.bus.lease import LeaseLost, SymbolLease
@@ -324,7 +324,8 @@ def test_an_acl_user_without_info_is_refused_by_the_worker_and_still_publishes(r
 
 
 def _l2fast(*args: str, log: Path) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    # The bus key from the environment, as a deployment may give it.
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "L2FAST_BUS_KEY": BUS_KEY}
     return subprocess.Popen([sys.executable, "-m", "l2fast", *args], cwd=REPO, env=env,
                             stdout=log.open("w"), stderr=subprocess.STDOUT)
 

@@ -201,6 +201,35 @@ def test_selling_past_the_position_turns_short_when_allowed() -> None:
 
 
 # ---------------------------------------------------------------------------------------
+# decisions
+
+
+def _timed(ts_ms: int | None, exposure: float) -> StrategicDecision:
+    return StrategicDecision(regime="trending", target_exposure=exposure, risk_appetite="aggressive",
+                             universe=[BTC], ts_ms=ts_ms)
+
+
+def test_an_older_decision_is_refused_and_the_one_in_force_stays() -> None:
+    # A captured signed decision added to the bus again once L3 has moved on.
+    gen = _engine()
+    gen.on_strategic_decision(_timed(T0, 0.2))
+    gen.on_strategic_decision(_timed(T0 + MIN, 0.9))
+    _refused(gen, InvalidInputError, rf"ts_ms={T0}: older than the decision in force \(ts_ms={T0 + MIN}\)",
+             lambda: gen.on_strategic_decision(_timed(T0, 0.2)))
+    assert gen.decision is not None and gen.decision.target_exposure == 0.9
+
+
+def test_decisions_of_the_same_time_or_without_one_are_installed() -> None:
+    gen = _engine()
+    gen.on_strategic_decision(_timed(T0, 0.2))
+    gen.on_strategic_decision(_timed(T0, 0.4))
+    assert gen.decision is not None and gen.decision.target_exposure == 0.4
+    gen.on_strategic_decision(_timed(None, 0.5))
+    gen.on_strategic_decision(_timed(T0 - DAY, 0.6))
+    assert gen.decision.target_exposure == 0.6
+
+
+# ---------------------------------------------------------------------------------------
 # fuzz: only typed errors, and nothing changes on one
 
 _SYMBOLS = st.one_of(st.sampled_from([BTC, ETH, "DOGE/USDT", "btc/usdt", "", "BTC/USDT "]),

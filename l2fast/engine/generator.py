@@ -194,9 +194,10 @@ class TacticalSignalGenerator(EngineCore):
             decision: A :class:`~l2fast.signals.StrategicDecision` or L3's dict.
 
         Raises:
-            InvalidDecisionError: A field is missing, unknown or out of range, or the
-                universe holds more than :data:`MAX_SYMBOLS` symbols in all; the previous
-                decision stays in force.
+            InvalidDecisionError: A field is missing, unknown or out of range, the
+                universe holds more than :data:`MAX_SYMBOLS` symbols in all, or ``ts_ms``
+                is older than the ``ts_ms`` of the decision in force (a late or replayed
+                message); the previous decision stays in force.
         """
         self._install(decision)
 
@@ -207,6 +208,13 @@ class TacticalSignalGenerator(EngineCore):
         elif not isinstance(decision, StrategicDecision):
             raise InvalidDecisionError(f"invalid decision: expected a StrategicDecision or a mapping, "
                                        f"got {type(decision).__name__}")
+        in_force = self.decision
+        # A signed bus message can be captured and added again: an older decision must not
+        # take L2 back to it. Decisions without a time (a lone process) are not ordered.
+        if decision.ts_ms is not None and in_force is not None and in_force.ts_ms is not None \
+                and decision.ts_ms < in_force.ts_ms:
+            raise InvalidDecisionError(f"invalid decision: ts_ms={decision.ts_ms}: older than the decision in force "
+                                       f"(ts_ms={in_force.ts_ms}): a late or replayed message")
         row = self.config.model.regime_multipliers[decision.regime]
         multipliers = [row[name] for name in self.members]
         p, b = self._kelly_inputs(decision.regime)

@@ -174,6 +174,14 @@ def test_adapter_counters_are_bus_messages_by_kind():
 # ----------------------------------------------------------------- JSON and merging
 
 
+def test_the_workers_redis_faults_are_bus_faults_by_fault():
+    faults = {"redis_state_lost": 2, "far_ahead_ids": 1, "lease_retaken": 3}
+    text = render_prometheus(engine_metrics(), worker="w1", adapter={**ADAPTER, **faults})
+    assert samples(text, "l2fast_bus_faults_total") == {(("fault", k),): v for k, v in faults.items()}
+    # An adapter without a Redis (in-process bus) has no such family.
+    assert "l2fast_bus_faults" not in families(render_prometheus(engine_metrics(), worker="w1", adapter=ADAPTER))
+
+
 def test_json_form_is_strict_and_round_trips_the_inf_bound():
     d = engine_metrics()
     text = metrics_to_json(d)

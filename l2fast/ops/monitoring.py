@@ -62,6 +62,7 @@ from l2fast.errors import ConfigError
 
 __all__ = [
     "ADAPTER_KINDS",
+    "BUS_FAULTS",
     "CONTENT_TYPE",
     "METRICS_HOST",
     "METRICS_KEY",
@@ -86,6 +87,8 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 METRICS_KEY = "l2fast:metrics:"
 #: The bus adapter's counters exposed as ``l2fast_bus_messages_total{kind}``.
 ADAPTER_KINDS = ("decisions", "fills", "bars", "signals", "stale", "unauthenticated", "malformed", "refused", "dead")
+#: The worker's Redis faults (``l2fast.bus.worker``) exposed as ``l2fast_bus_faults_total{fault}``.
+BUS_FAULTS = ("redis_state_lost", "far_ahead_ids", "lease_retaken")
 
 # ------------------------------------------------------------------ exposition
 
@@ -191,6 +194,12 @@ def _bus(_: Mapping[str, Any], adapter: Mapping[str, Any] | None) -> _Series | N
     return [({"kind": kind}, adapter[kind]) for kind in ADAPTER_KINDS if kind in adapter]
 
 
+def _faults(_: Mapping[str, Any], adapter: Mapping[str, Any] | None) -> _Series | None:
+    if adapter is None or not any(fault in adapter for fault in BUS_FAULTS):
+        return None
+    return [({"fault": fault}, adapter[fault]) for fault in BUS_FAULTS if fault in adapter]
+
+
 _FAMILY_TYPES: dict[str, Callable[[str, str], Metric]] = {
     "counter": CounterMetricFamily, "gauge": GaugeMetricFamily, "histogram": HistogramMetricFamily}
 # (name, type, help, samples) in exposition order; counters are named without ``_total``
@@ -223,6 +232,7 @@ _FAMILIES: tuple[tuple[str, str, str, Callable[[Mapping[str, Any], Any], _Series
     ("l2fast_halted", "gauge", "1 while the risk gate halts new entries (daily loss limit), else 0.",
      _scalar("halted")),
     ("l2fast_bus_messages", "counter", "Messages the bus adapter handled, by kind.", _bus),
+    ("l2fast_bus_faults", "counter", "Redis faults the worker found and survived, by fault.", _faults),
 )
 
 

@@ -39,7 +39,7 @@ from l2fast.models.manifest import INPUT_NAME, decode_bound, validate_manifest
 from l2fast.technical.state import TechnicalConfig, feature_names, feature_warmups
 
 __all__ = ["SIGNATURE_SUFFIX", "LoadedModel", "default_lookback", "float32_bounds", "load_model", "model_signature",
-           "model_signer", "session_options", "validate_models"]
+           "model_signer", "read_manifest", "session_options", "validate_models"]
 
 SOURCE_SUFFIXES = (".pkl", ".zip")
 
@@ -309,6 +309,20 @@ def _parse_manifest(data: bytes, path: Path) -> dict:
     if problems:
         raise ModelLoadError(f"invalid manifest: {'; '.join(problems)}", path)
     return manifest
+
+
+def read_manifest(path: str | Path) -> tuple[bytes, dict]:
+    """The exact bytes and the parsed object of a manifest, with the loader's checks.
+
+    Raises:
+        ModelLoadError: The file resolves outside its folder, cannot be read, is larger
+            than :data:`MAX_MANIFEST_BYTES`, nests deeper than :data:`MAX_MANIFEST_DEPTH`,
+            is not UTF-8 JSON or fails the schema.
+    """
+    path = Path(path)
+    _check_inside(path)
+    data = _read_manifest_bytes(path)
+    return data, _parse_manifest(data, path)
 
 
 def _check_signature(json_path: Path, manifest_bytes: bytes, signer: Signer) -> None:

@@ -246,7 +246,7 @@ class Discarded:
         return "Discarded()"
 
 
-def _size_argument(args: tuple[object, ...]) -> int | None:
+def _size_argument(args: tuple[Any, ...]) -> int | None:
     """The size ``bytearray(*args)`` / ``bytes(*args)`` would allocate zeros for, if any."""
     if len(args) != 1 or isinstance(args[0], (str, bytes, bytearray, memoryview)):
         return None
@@ -269,7 +269,7 @@ def _capped(kind: type) -> Any:
     return build
 
 
-def _reconstruct(subtype: object, shape: object, dtype: object) -> np.ndarray:
+def _reconstruct(subtype: object, shape: Any, dtype: Any) -> Any:
     """numpy's ``_reconstruct`` for plain arrays of at most :data:`MAX_ALLOCATION_BYTES` bytes.
 
     Pickles made by numpy call it with an empty shape and fill the array from their own
@@ -280,7 +280,7 @@ def _reconstruct(subtype: object, shape: object, dtype: object) -> np.ndarray:
         raise ExportError(f"numpy _reconstruct of {subtype!r}: only plain numpy.ndarray is allowed")
     try:
         dims = [operator.index(d) for d in (shape if isinstance(shape, tuple) else (shape,))]
-        itemsize = np.dtype(dtype).itemsize  # type: ignore[call-overload]
+        itemsize = np.dtype(dtype).itemsize
     except (TypeError, ValueError) as exc:
         raise ExportError(f"numpy _reconstruct with shape {shape!r}, dtype {dtype!r}: {exc}") from None
     nbytes = itemsize

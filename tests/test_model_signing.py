@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -150,6 +151,13 @@ def test_a_signature_symlinked_from_outside_the_folder_is_refused(tmp_path) -> N
     shutil.move(folder / "trend_agent.sig", outside)
     (folder / "trend_agent.sig").symlink_to(outside)
     with pytest.raises(ModelLoadError, match="outside the models folder"):
+        load_model(folder / "trend_agent.json", signer=KEY)
+
+
+def test_a_fifo_as_the_signature_is_refused_without_waiting(tmp_path) -> None:
+    folder = _copy(tmp_path)
+    os.mkfifo(folder / "trend_agent.sig")
+    with pytest.raises(ModelLoadError, match="trend_agent.sig is not a regular file"):
         load_model(folder / "trend_agent.json", signer=KEY)
 
 

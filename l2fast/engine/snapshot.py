@@ -91,6 +91,7 @@ FORMAT_VERSION = 3
 FLAG_SIGNED = 1
 _DIGEST = 32
 _PREFIX = len(MAGIC) + 8  # magic, version, flags
+_LENGTHS = 12  # the header's u32 and the state's u64 length fields
 _MAX_HEADER = 16 * 1024 * 1024
 #: Bound on one symbol's share of the state bytes: the default config's is about 0.2 MB
 #: (its windows are a few hundred values); this leaves room for configs with windows
@@ -159,7 +160,7 @@ def _authenticate(data: bytes, signer: Signer | None, path: object) -> bytes:
         raise SnapshotError(f"signed with a snapshot key: restoring it needs that key ({_key_hint()})", path)
     tag = b""
     if signed:
-        if len(data) < _PREFIX + 12 + _DIGEST + TAG_CHARS:
+        if len(data) < _PREFIX + _LENGTHS + _DIGEST + TAG_CHARS:
             raise SnapshotError("checksum mismatch: the file is corrupt or truncated (no room for its tag)", path)
         data, tag = data[:-TAG_CHARS], data[-TAG_CHARS:]
     body, digest = data[:-_DIGEST], data[-_DIGEST:]
@@ -187,7 +188,7 @@ def decode(data: bytes, path: object = None, *, signer: Signer | None = None) ->
             docstring): unsigned with a key, mis-signed, or signed without a key.
     """
     signer = snapshot_signer(signer)
-    if len(data) < _PREFIX + 12 + _DIGEST or not data.startswith(MAGIC):
+    if len(data) < _PREFIX + _LENGTHS + _DIGEST or not data.startswith(MAGIC):
         raise SnapshotError("not an l2fast engine snapshot (bad magic)", path)
     (version,) = struct.unpack_from("<I", data, len(MAGIC))
     if version != FORMAT_VERSION:

@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import stat
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -279,6 +281,24 @@ def _json_depth_exceeds(text: str, limit: int) -> bool:
     return False
 
 
+def _read_small(path: Path, limit: int, what: str, owner: Path) -> bytes:
+    """Up to ``limit + 1`` bytes of the regular file ``path`` (``what`` names it in errors about ``owner``).
+
+    Opened non-blocking and read one byte past the limit, never whole: a FIFO, a device
+    such as /dev/zero or a huge file must not hang the loader or cost memory.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise ModelLoadError(f"{what} {path.name} is not a regular file", owner)
+            return os.read(fd, limit + 1)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise ModelLoadError(f"cannot read {what}: {exc.strerror or exc}", owner) from exc
+
+
 def _read_manifest_bytes(path: Path) -> bytes:
     try:
         # Read one byte past the limit, never the whole file: a huge file, /dev/zero or
@@ -335,12 +355,8 @@ def _check_signature(json_path: Path, manifest_bytes: bytes, signer: Signer) -> 
                              f"--sign-key-file FILE, or load without the key (unset ${file_variable} / "
                              f"${variable})", json_path)
     _check_inside(sig_path)
-    try:
-        with sig_path.open("rb") as f:
-            # A tag and a newline; whatever is longer is not one of ours.
-            raw = f.read(TAG_CHARS + 3)
-    except OSError as exc:
-        raise ModelLoadError(f"cannot read signature {sig_path.name}: {exc.strerror or exc}", json_path) from exc
+    # A tag and a newline; whatever is longer is not one of ours (and does not verify).
+    raw = _read_small(sig_path, TAG_CHARS + 2, "signature", json_path)
     tag = raw.decode("latin-1").strip()
     if not signer.verify(_signed_message(json_path.stem, manifest_bytes), tag):
         raise ModelLoadError(f"signature mismatch ({sig_path.name}): the manifest was changed or renamed after "

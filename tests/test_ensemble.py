@@ -225,8 +225,8 @@ def test_onnx_swapped_after_load_is_never_fused(monkeypatch, models_copy, names)
 
     real_load = ens.load_model
 
-    def load_then_tamper(path, *, technical=None):
-        model = real_load(path, technical=technical)
+    def load_then_tamper(path, *, technical=None, signer=None):
+        model = real_load(path, technical=technical, signer=signer)
         model.onnx_path.write_bytes(model.onnx_path.read_bytes() + b"\x00")
         return model
 

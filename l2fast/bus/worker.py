@@ -9,6 +9,12 @@ the worker at any moment, start it again with the same ``--snapshot`` and
 delivered again and give the same signals (same ``signal_id``). A worker stopped by a
 signal writes a final snapshot first.
 
+A snapshot on storage that anyone else can write (shared storage, the standby setup
+below) needs the snapshot key (``snapshot_signer``; ``--snapshot-key-file``, or
+``$L2FAST_SNAPSHOT_KEY_FILE`` / ``$L2FAST_SNAPSHOT_KEY``): the worker then signs its
+snapshots and restores only one signed with that key, so a forged file is refused before
+it is read. Likewise ``model_signer`` (``--model-key-file``) loads only signed models.
+
 While it runs, the worker writes its metrics every ``metrics_interval_s`` to Redis
 (:func:`l2fast.ops.monitoring.publish_metrics`, read by ``python -m l2fast dashboard``) and,
 with ``metrics_port``, serves them in the Prometheus text format on the loopback
@@ -27,7 +33,7 @@ through a :class:`~l2fast.bus.lease.SymbolLease` and reads only theirs, in a con
 group of its own symbol set (so that every worker reads every decision). A second worker
 started for the same symbols is a standby: it waits for the lease, and when the owner
 dies it takes over after at most ``lease_ttl_ms``, from the owner's last snapshot (give
-both the same ``--snapshot`` path on shared storage) and with the owner's unacknowledged
+both the same ``--snapshot`` path on shared storage, and the same snapshot key) and with the owner's unacknowledged
 messages, which it claims at once (the lease says the owner is gone). Each worker's
 engine is its own portfolio: positions, limits and correlations of its symbols only.
 
@@ -109,6 +115,12 @@ class WorkerOptions:
             docstring), with a warning.
         signer: The bus key (module docstring); None: messages are neither signed nor
             checked.
+        snapshot_signer: The snapshot key's signer: snapshots are signed with it and
+            only a snapshot signed with it is restored (:mod:`l2fast.engine.snapshot`).
+            Required in effect when the snapshot lives on shared storage, where
+            whoever can write it could otherwise forge the engine's state.
+        model_signer: The model key's signer: only models signed with it load
+            (:mod:`l2fast.models.loading`).
     """
 
     redis: str = REDIS_URL
@@ -129,6 +141,8 @@ class WorkerOptions:
     redis_timeout_s: float | None = REDIS_TIMEOUT_S
     allow_no_persistence: bool = False
     signer: Signer | None = None
+    snapshot_signer: Signer | None = None
+    model_signer: Signer | None = None
 
     @property
     def role(self) -> str:
@@ -144,10 +158,12 @@ def build_generator(options: WorkerOptions) -> TacticalSignalGenerator:
         ModelLoadError: The models cannot be loaded.
     """
     if options.snapshot is not None and Path(options.snapshot).exists():
-        gen = TacticalSignalGenerator.restore(options.snapshot, models_dir=options.models_dir)
+        gen = TacticalSignalGenerator.restore(options.snapshot, models_dir=options.models_dir,
+                                              signer=options.snapshot_signer, model_signer=options.model_signer)
         logger.info("restored the engine from %s (symbols: %s)", options.snapshot, ", ".join(gen.symbols) or "none")
         return gen
-    return TacticalSignalGenerator(options.config, models_dir=options.models_dir)
+    return TacticalSignalGenerator(options.config, models_dir=options.models_dir, model_signer=options.model_signer,
+                                   snapshot_signer=options.snapshot_signer)
 
 
 async def run_worker(options: WorkerOptions, *, ready: asyncio.Event | None = None) -> L2BusAdapter | None:

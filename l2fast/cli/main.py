@@ -216,7 +216,7 @@ def _run(args: argparse.Namespace, config: L2Config, streams: Sequence[BarStream
     from l2fast.evaluation.replay import replay
 
     try:
-        gen = TacticalSignalGenerator(config=config)
+        gen = TacticalSignalGenerator(config=config, model_signer=_key("model", args.model_key_file))
     except ModelLoadError as exc:
         raise _InputError(str(exc)) from None
     try:
@@ -367,7 +367,7 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
     try:
         result = run_benchmark(args.models, period, symbols, data=args.data, config=config, fee_bps=args.fee_bps,
                                slippage_bps=args.slippage_bps, warmup_bars=args.warmup_bars,
-                               progress=not args.no_progress)
+                               progress=not args.no_progress, model_signer=_key("model", args.model_key_file))
     except (InvalidInputError, ModelLoadError) as exc:
         raise _InputError(str(exc)) from None
     inside = sum(result.warmup_in_period.values())
@@ -429,6 +429,22 @@ def _add_cost_options(parser: argparse.ArgumentParser) -> None:
                              f"{DEFAULT_SLIPPAGE_BPS:g})")
 
 
+def _key(purpose: str, file: str | None) -> Signer | None:
+    """The signer of ``purpose``'s key from ``file`` or its variables (:func:`l2fast.keys.load_key`)."""
+    from l2fast.keys import Purpose, SecretError, load_key
+
+    try:
+        return load_key(Purpose(purpose), file)
+    except SecretError as exc:
+        raise _InputError(str(exc)) from None
+
+
+def _add_model_key(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model-key-file", metavar="FILE",
+                        help="the model key (else $L2FAST_MODEL_KEY_FILE or $L2FAST_MODEL_KEY): only models signed "
+                             "with it load (python -m l2fast.export --sign DIR)")
+
+
 def _add_replay_options(parser: argparse.ArgumentParser) -> None:
     from l2fast.ops import DASHBOARD_EVERY
 
@@ -444,6 +460,7 @@ def _add_replay_options(parser: argparse.ArgumentParser) -> None:
                              "the progress bar")
     parser.add_argument("--dashboard-every", type=int, default=DASHBOARD_EVERY, metavar="N",
                         help=f"with --dashboard: bars between two redraws (default {DASHBOARD_EVERY})")
+    _add_model_key(parser)
 
 
 def _run_async(coro: Coroutine[Any, Any, T]) -> T | None:
@@ -552,7 +569,9 @@ def _cmd_worker(args: argparse.Namespace) -> int:
         snapshot_every=args.snapshot_every, snapshot_interval_s=args.snapshot_interval, group=args.group,
         consumer=args.consumer, prefix=args.prefix, signals=args.signals, stale_after_ms=args.stale_after_ms,
         metrics_port=args.metrics_port, symbols=_symbols(args.symbols), lease_ttl_ms=args.lease_ttl_ms,
-        redis_timeout_s=args.redis_timeout, allow_no_persistence=args.allow_no_persistence, signer=signer)
+        redis_timeout_s=args.redis_timeout, allow_no_persistence=args.allow_no_persistence, signer=signer,
+        snapshot_signer=_key("snapshot", args.snapshot_key_file),
+        model_signer=_key("model", args.model_key_file))
     try:
         adapter = asyncio.run(run_worker(options))
     except BusUnavailableError as exc:
@@ -690,6 +709,11 @@ def _add_bus_commands(sub: argparse._SubParsersAction) -> None:
     work.add_argument("--config", metavar="FILE", help="TOML merged over the defaults (unused when restoring)")
     work.add_argument("--models", metavar="DIR", help="models folder (default: model.models_dir)")
     work.add_argument("--snapshot", metavar="FILE", help="engine snapshot file (restored from, written to)")
+    work.add_argument("--snapshot-key-file", metavar="FILE",
+                      help="the snapshot key (else $L2FAST_SNAPSHOT_KEY_FILE or $L2FAST_SNAPSHOT_KEY): snapshots are "
+                           "signed with it and only a snapshot signed with it is restored; needed whenever the "
+                           "snapshot is on storage others can write (shared with a standby)")
+    _add_model_key(work)
     work.add_argument("--snapshot-every", type=int, default=SNAPSHOT_EVERY, metavar="N",
                       help=f"messages between snapshots (default {SNAPSHOT_EVERY})")
     work.add_argument("--snapshot-interval", type=float, default=SNAPSHOT_INTERVAL_S, metavar="S",
@@ -839,6 +863,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     bench.add_argument("--warmup-bars", type=int, metavar="N",
                        help="warm-up bars per symbol (default and minimum: the engine's largest member lookback)")
     _add_cost_options(bench)
+    _add_model_key(bench)
     bench.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
     bench.set_defaults(func=_cmd_benchmark)
     dash = sub.add_parser(

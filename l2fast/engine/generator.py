@@ -72,6 +72,7 @@ from l2fast.decision.voting import VotingParams
 from l2fast.engine import snapshot as snapshot_module
 from l2fast.engine._engine import MAX_SYMBOLS, EngineCore
 from l2fast.errors import ConfigError, InvalidDecisionError, L2FastError, ModelLoadError, SnapshotError
+from l2fast.keys import Signer
 from l2fast.models.ensemble import FusedEnsemble
 from l2fast.models.loading import load_model
 from l2fast.signals import StrategicDecision, TacticalSignal
@@ -109,7 +110,7 @@ def _finite_number(x: object) -> TypeGuard[float]:
 
 
 def _load_members(models_dir: Path, names: list[str], technical: TechnicalConfig,
-                  features: tuple[str, ...]) -> FusedEnsemble:
+                  features: tuple[str, ...], signer: Signer | None) -> FusedEnsemble:
     if not models_dir.is_dir():
         raise ModelLoadError("model.models_dir: not a directory", models_dir)
     missing = [n for n in names if not (models_dir / f"{n}.json").exists()]
@@ -118,7 +119,7 @@ def _load_members(models_dir: Path, names: list[str], technical: TechnicalConfig
         raise ModelLoadError(f"no exported model for ensemble member(s) {missing} named in model.weights "
                              f"(present: {present})", models_dir)
     # In ``names`` order, the vote's: member k of the ensemble is member k of the vote.
-    members = [load_model(models_dir / f"{n}.json", technical=technical) for n in names]
+    members = [load_model(models_dir / f"{n}.json", technical=technical, signer=signer) for n in names]
     return FusedEnsemble(members, features)
 
 
@@ -132,27 +133,37 @@ class TacticalSignalGenerator(EngineCore):
         models_dir: Overrides ``config.model.models_dir`` (default: ``$L2FAST_MODELS_DIR``,
             else the shipped agents, package data: :func:`l2fast.data.models_dir`, i.e.
             ``l2fast/data/onnx_models``).
+        model_signer: The model key's signer (:func:`l2fast.keys.load_key` with
+            ``Purpose.MODEL``): every member's manifest must carry its signature
+            (:func:`l2fast.models.loading.load_model`). None: signatures are not checked.
+        snapshot_signer: The snapshot key's signer: every :meth:`snapshot` is signed with
+            it (:mod:`l2fast.engine.snapshot`). None: snapshots are not signed.
 
     Raises:
-        ConfigError: ``config`` is not an :class:`~l2fast.config.L2Config`.
+        ConfigError: ``config`` is not an :class:`~l2fast.config.L2Config`, or a signer
+            is another purpose's.
         ModelLoadError: A member named in ``model.weights`` has no exported model, a file
-            is corrupt or does not match its manifest (SHA-256), or a manifest names a
-            feature the technical core does not compute (the known names are listed).
+            is corrupt or does not match its manifest (SHA-256), a manifest names a
+            feature the technical core does not compute (the known names are listed), or
+            with ``model_signer`` a manifest is not signed with it.
     """
 
     def __init__(self, config: L2Config | None = None, *,
-                 models_dir: str | os.PathLike[str] | None = None) -> None:
+                 models_dir: str | os.PathLike[str] | None = None, model_signer: Signer | None = None,
+                 snapshot_signer: Signer | None = None) -> None:
         if config is None:
             config = L2Config()
         elif not isinstance(config, L2Config):
             raise ConfigError(f"config={config!r}: expected an l2fast.config.L2Config")
         self.config = config
+        #: Signs every snapshot the engine writes (None: unsigned).
+        self.snapshot_signer = snapshot_module.snapshot_signer(snapshot_signer)
         folder = Path(models_dir) if models_dir is not None else config.model.resolve_models_dir()
         #: The folder the ensemble's models were loaded from.
         self.models_dir: Path = folder.resolve()
         names = list(config.model.weights)
         self.feature_names: tuple[str, ...] = feature_names(config.technical)
-        self.ensemble = _load_members(folder, names, config.technical, self.feature_names)
+        self.ensemble = _load_members(folder, names, config.technical, self.feature_names, model_signer)
         self.manifests: dict[str, dict] = {m.name: m.manifest for m in self.ensemble.members}
         self.voting_params = VotingParams.from_config(config.model, self.manifests, config.technical)
         live = [n for n in names if config.model.weights[n] > 0]
@@ -273,28 +284,33 @@ class TacticalSignalGenerator(EngineCore):
 
         Positions, cash, pending entries, daily counters and the loss-limit latch, live
         trade statistics, L3's decision and every indicator's state; versioned and
-        checksummed. :meth:`restore` builds an engine that continues bit for bit.
+        checksummed, and signed with :attr:`snapshot_signer` when it is set. :meth:`restore`
+        builds an engine that continues bit for bit.
 
         Returns:
             The path written.
         """
-        return snapshot_module.snapshot(self, path)
+        return snapshot_module.snapshot(self, path, signer=self.snapshot_signer)
 
     @classmethod
-    def restore(cls, path: str | os.PathLike[str], *,
-                models_dir: str | os.PathLike[str] | None = None) -> TacticalSignalGenerator:
+    def restore(cls, path: str | os.PathLike[str], *, models_dir: str | os.PathLike[str] | None = None,
+                signer: Signer | None = None, model_signer: Signer | None = None) -> TacticalSignalGenerator:
         """Build an engine from a :meth:`snapshot` file (its config, models and state).
 
         Args:
             path: The snapshot.
             models_dir: Where the models are now (default: where they were); each must
                 have the snapshot's SHA-256.
+            signer: The snapshot key's signer: the file must be signed with it, and the
+                engine signs its own snapshots with it. None: the file must be unsigned.
+            model_signer: The model key's signer (as the constructor's).
 
         Raises:
-            SnapshotError: The file is corrupt or truncated, was written by another
-                build or machine, or does not fit the models found.
+            SnapshotError: The file is corrupt or truncated, not signed as ``signer``
+                says, was written by another build or machine, or does not fit the
+                models found (or they are refused).
         """
-        return snapshot_module.restore(cls, path, models_dir=models_dir)
+        return snapshot_module.restore(cls, path, models_dir=models_dir, signer=signer, model_signer=model_signer)
 
     def __repr__(self) -> str:
         return (f"TacticalSignalGenerator(members={list(self.members)}, symbols={list(self.symbols)}, "

@@ -8,21 +8,34 @@ technical memory and counters, and the return correlations. Restoring it and fee
 the bars, fills and decisions that followed gives the same signals, bit for bit, as an
 engine that never stopped.
 
-File format (little endian), version :data:`FORMAT_VERSION` (2: the state bytes name
-each slot's symbol; format 1 did not, and is refused)::
+File format (little endian), version :data:`FORMAT_VERSION` (3: a flags word and an
+optional keyed tag; format 2 had neither, format 1 did not name the symbols; both are
+refused)::
 
     magic      8 bytes  b"L2FSNAP\\x00"
     version    u32
+    flags      u32: bit 0 set when the file is signed (:data:`FLAG_SIGNED`); no other bit
     header     u32 length + UTF-8 JSON: format, l2fast version, layout hash, machine,
                created_ms, the full config, models_dir and each member's ONNX SHA-256,
                symbols in slot order, the L3 decision, ensemble failure counters
     state      u64 length + the compiled core's state bytes (l2fast.engine._snapshot),
                which start with the symbols in slot order
     checksum   32 bytes: SHA-256 of everything before it
+    tag        signed files only: 64 ASCII hex digits, the HMAC-SHA256 of everything
+               before it under the snapshot key (:class:`l2fast.keys.Signer`, purpose
+               ``snapshot``)
 
 The checksum catches damage, not forgery: whoever can write the file can recompute it.
-So nothing in the file is trusted further than its checks: every count, index, ring
-position and size in the state bytes is checked against the engine built from the
+The tag catches forgery by anyone without the snapshot key (``--snapshot-key-file``, or
+``$L2FAST_SNAPSHOT_KEY_FILE`` / ``$L2FAST_SNAPSHOT_KEY``; :func:`l2fast.keys.load_key`).
+With a key, a restore refuses a file that is not signed or whose tag does not verify;
+without one, it refuses a signed file (a key is needed to trust it): either way the
+checksum and the tag are checked before a byte of the header or the state is parsed.
+An engine given a key signs every snapshot it writes. Give the worker the key whenever
+its snapshot lives where someone else can write (shared storage).
+
+Keyed or not, nothing in the file is trusted further than its checks: every count, index,
+ring position and size in the state bytes is checked against the engine built from the
 header's config before it is used (one place per kernel family, _snapshot.pyx), and the
 symbol order of the header must be the one the state bytes name, so a restore either
 gives a state the live code could have produced or raises :class:`SnapshotError`,
@@ -63,17 +76,22 @@ from l2fast.config import L2Config
 from l2fast.engine._engine import MAX_SYMBOLS
 from l2fast.engine._snapshot import LAYOUT_HASH
 from l2fast.errors import ConfigError, L2FastError, SnapshotError
+from l2fast.keys import TAG_CHARS, Purpose, Signer, key_variables
 from l2fast.signals import StrategicDecision
 
 if TYPE_CHECKING:
     from l2fast.engine.generator import TacticalSignalGenerator
 
-__all__ = ["FORMAT_VERSION", "MAGIC", "MAX_SNAPSHOT_BYTES", "MAX_STATE_BYTES_PER_SYMBOL", "STALE_TMP_SECONDS",
-           "read_snapshot", "restore", "snapshot", "write_snapshot"]
+__all__ = ["FLAG_SIGNED", "FORMAT_VERSION", "MAGIC", "MAX_SNAPSHOT_BYTES", "MAX_STATE_BYTES_PER_SYMBOL",
+           "STALE_TMP_SECONDS", "read_snapshot", "restore", "snapshot", "snapshot_signer", "write_snapshot"]
 
 MAGIC = b"L2FSNAP\x00"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
+#: Flags bit of a signed snapshot (a tag follows the checksum).
+FLAG_SIGNED = 1
 _DIGEST = 32
+_PREFIX = len(MAGIC) + 8  # magic, version, flags
+_LENGTHS = 12  # the header's u32 and the state's u64 length fields
 _MAX_HEADER = 16 * 1024 * 1024
 #: Bound on one symbol's share of the state bytes: the default config's is about 0.2 MB
 #: (its windows are a few hundred values); this leaves room for configs with windows
@@ -90,31 +108,93 @@ def _machine() -> dict[str, Any]:
     return {"arch": platform.machine(), "byteorder": sys.byteorder, "pointer_bytes": struct.calcsize("P")}
 
 
-def encode(header: dict[str, Any], state: bytes) -> bytes:
-    """The snapshot file's bytes for ``header`` and the core's ``state`` (module docstring)."""
-    # Key order is kept: the order of model.weights is the ensemble's member order.
-    head = json.dumps(header, allow_nan=False).encode()
-    body = b"".join((MAGIC, struct.pack("<I", FORMAT_VERSION), struct.pack("<I", len(head)), head,
-                     struct.pack("<Q", len(state)), state))
-    return body + hashlib.sha256(body).digest()
-
-
-def decode(data: bytes, path: object = None) -> tuple[dict[str, Any], bytes]:
-    """Check and split a snapshot's bytes into its header and the core's state.
+def snapshot_signer(signer: Signer | None) -> Signer | None:
+    """``signer`` if it is a snapshot key's (None passes).
 
     Raises:
-        SnapshotError: Not a snapshot, another format version, truncated, or its
-            checksum does not match (corrupt).
+        ConfigError: ``signer`` is not a :class:`~l2fast.keys.Signer` of purpose
+            ``snapshot``: another purpose's key must not vouch for engine state.
     """
-    if len(data) < len(MAGIC) + 8 + _DIGEST or not data.startswith(MAGIC):
+    if signer is not None and (not isinstance(signer, Signer) or signer.purpose is not Purpose.SNAPSHOT):
+        raise ConfigError(f"signer={signer!r}: a snapshot needs the snapshot key's signer "
+                          "(l2fast.keys.load_key(Purpose.SNAPSHOT, file))")
+    return signer
+
+
+def encode(header: dict[str, Any], state: bytes, *, signer: Signer | None = None) -> bytes:
+    """The snapshot file's bytes for ``header`` and the core's ``state`` (module docstring).
+
+    Args:
+        header: The header object.
+        state: The compiled core's state bytes.
+        signer: The snapshot key's signer: the file is signed (None: not signed).
+    """
+    signer = snapshot_signer(signer)
+    # Key order is kept: the order of model.weights is the ensemble's member order.
+    head = json.dumps(header, allow_nan=False).encode()
+    flags = FLAG_SIGNED if signer is not None else 0
+    body = b"".join((MAGIC, struct.pack("<II", FORMAT_VERSION, flags), struct.pack("<I", len(head)), head,
+                     struct.pack("<Q", len(state)), state))
+    body += hashlib.sha256(body).digest()
+    return body if signer is None else body + signer.tag(body).encode("ascii")
+
+
+def _key_hint() -> str:
+    file_variable, variable = key_variables(Purpose.SNAPSHOT)
+    return f"--snapshot-key-file FILE, or ${file_variable} / ${variable}"
+
+
+def _authenticate(data: bytes, signer: Signer | None, path: object) -> bytes:
+    """Check the flags, the checksum and the tag of a whole file; return what they cover.
+
+    Nothing past the fixed prefix is parsed before they pass.
+    """
+    (flags,) = struct.unpack_from("<I", data, len(MAGIC) + 4)
+    if flags & ~FLAG_SIGNED:
+        raise SnapshotError(f"unknown flags {flags:#x} (this l2fast knows only {FLAG_SIGNED:#x}, signed)", path)
+    signed = bool(flags & FLAG_SIGNED)
+    if signer is not None and not signed:
+        raise SnapshotError("not signed, and a snapshot key is configured: refusing a snapshot written "
+                            "without the key (or forged)", path)
+    if signer is None and signed:
+        raise SnapshotError(f"signed with a snapshot key: restoring it needs that key ({_key_hint()})", path)
+    tag = b""
+    if signed:
+        if len(data) < _PREFIX + _LENGTHS + _DIGEST + TAG_CHARS:
+            raise SnapshotError("checksum mismatch: the file is corrupt or truncated (no room for its tag)", path)
+        data, tag = data[:-TAG_CHARS], data[-TAG_CHARS:]
+    body, digest = data[:-_DIGEST], data[-_DIGEST:]
+    if hashlib.sha256(body).digest() != digest:
+        raise SnapshotError("checksum mismatch: the file is corrupt or truncated", path)
+    # latin-1 decodes any bytes; a tag that is not hex simply does not verify.
+    if signer is not None and not signer.verify(data, tag.decode("latin-1")):
+        raise SnapshotError(f"signature mismatch: written with another snapshot key than {signer.source}, "
+                            "or forged", path)
+    return body
+
+
+def decode(data: bytes, path: object = None, *, signer: Signer | None = None) -> tuple[dict[str, Any], bytes]:
+    """Check and split a snapshot's bytes into its header and the core's state.
+
+    Args:
+        data: The file's bytes.
+        path: The file, for error messages.
+        signer: The snapshot key's signer: only a file it signed is accepted. None:
+            only an unsigned file is.
+
+    Raises:
+        SnapshotError: Not a snapshot, another format version, truncated, its checksum
+            does not match (corrupt), or it is not signed as ``signer`` says (module
+            docstring): unsigned with a key, mis-signed, or signed without a key.
+    """
+    signer = snapshot_signer(signer)
+    if len(data) < _PREFIX + _LENGTHS + _DIGEST or not data.startswith(MAGIC):
         raise SnapshotError("not an l2fast engine snapshot (bad magic)", path)
     (version,) = struct.unpack_from("<I", data, len(MAGIC))
     if version != FORMAT_VERSION:
         raise SnapshotError(f"snapshot format {version}, this l2fast reads format {FORMAT_VERSION}", path)
-    body, digest = data[:-_DIGEST], data[-_DIGEST:]
-    if hashlib.sha256(body).digest() != digest:
-        raise SnapshotError("checksum mismatch: the file is corrupt or truncated", path)
-    pos = len(MAGIC) + 4
+    body = _authenticate(data, signer, path)
+    pos = _PREFIX
     (head_len,) = struct.unpack_from("<I", body, pos)
     pos += 4
     if head_len > _MAX_HEADER or pos + head_len + 8 > len(body):
@@ -178,17 +258,20 @@ def _remove_stale_temporaries(folder: Path, name: str) -> None:
             continue
 
 
-def read_snapshot(path: str | os.PathLike[str], *, max_bytes: int | None = None) -> tuple[dict[str, Any], bytes]:
+def read_snapshot(path: str | os.PathLike[str], *, max_bytes: int | None = None,
+                  signer: Signer | None = None) -> tuple[dict[str, Any], bytes]:
     """Read, check and split the snapshot at ``path`` (see :func:`decode`).
 
     Args:
         path: The snapshot file.
         max_bytes: Largest file accepted (default :data:`MAX_SNAPSHOT_BYTES`).
+        signer: The snapshot key's signer (see :func:`decode`).
 
     Raises:
         SnapshotError: The file is missing, unreadable, not a regular file, larger than
-            ``max_bytes``, corrupt or of another format.
+            ``max_bytes``, corrupt, of another format, or not signed as ``signer`` says.
     """
+    signer = snapshot_signer(signer)
     limit = MAX_SNAPSHOT_BYTES if max_bytes is None else max_bytes
     try:
         # Non-blocking: opening a FIFO for reading would otherwise wait for a writer.
@@ -213,11 +296,16 @@ def read_snapshot(path: str | os.PathLike[str], *, max_bytes: int | None = None)
         raise SnapshotError(f"cannot read: {exc.strerror or exc}", path) from None
     finally:
         os.close(fd)
-    return decode(b"".join(chunks), path)
+    return decode(b"".join(chunks), path, signer=signer)
 
 
-def snapshot(gen: TacticalSignalGenerator, path: str | os.PathLike[str]) -> Path:
+def snapshot(gen: TacticalSignalGenerator, path: str | os.PathLike[str], *, signer: Signer | None = None) -> Path:
     """Write ``gen``'s whole state to ``path`` atomically (module docstring).
+
+    Args:
+        gen: The engine.
+        path: The snapshot file.
+        signer: The snapshot key's signer: the file is signed (None: it is not).
 
     Returns:
         The path written.
@@ -239,7 +327,7 @@ def snapshot(gen: TacticalSignalGenerator, path: str | os.PathLike[str]) -> Path
         "ensemble_failures": state.ensemble_failures,
         "last_ensemble_error": state.last_ensemble_error,
     }
-    return write_snapshot(path, encode(header, state.core))
+    return write_snapshot(path, encode(header, state.core, signer=signer))
 
 
 def _check_compatible(header: dict[str, Any], path: object) -> None:
@@ -259,8 +347,8 @@ def _check_compatible(header: dict[str, Any], path: object) -> None:
 
 
 def restore(cls: type[TacticalSignalGenerator], path: str | os.PathLike[str], *,
-            models_dir: str | os.PathLike[str] | None = None,
-            max_bytes: int | None = None) -> TacticalSignalGenerator:
+            models_dir: str | os.PathLike[str] | None = None, max_bytes: int | None = None,
+            signer: Signer | None = None, model_signer: Signer | None = None) -> TacticalSignalGenerator:
     """Build an engine from the snapshot at ``path`` (module docstring).
 
     Args:
@@ -269,15 +357,20 @@ def restore(cls: type[TacticalSignalGenerator], path: str | os.PathLike[str], *,
         models_dir: Where the ensemble's ONNX models are now (default: where they were
             when the snapshot was written); each must have the snapshot's SHA-256.
         max_bytes: Largest file accepted (default :data:`MAX_SNAPSHOT_BYTES`).
+        signer: The snapshot key's signer: the file must carry its tag (and the engine
+            built signs its own snapshots with it). None: the file must be unsigned.
+        model_signer: The model key's signer: every member's manifest must be signed
+            with it (:func:`l2fast.models.loading.load_model`).
 
     Raises:
-        SnapshotError: The file is corrupt, foreign (another build or machine), or does
-            not fit (a model changed, the state does not match the config).
+        SnapshotError: The file is corrupt, not signed as ``signer`` says, foreign
+            (another build or machine), or does not fit (a model changed or is refused,
+            e.g. not signed with ``model_signer``; the state does not match the config).
     """
     # Imported here: the generator imports this module.
     from l2fast.engine.generator import EngineState
 
-    header, state = read_snapshot(path, max_bytes=max_bytes)
+    header, state = read_snapshot(path, max_bytes=max_bytes, signer=signer)
     _check_compatible(header, path)
     try:
         config = L2Config.from_dict(header["config"])
@@ -285,7 +378,7 @@ def restore(cls: type[TacticalSignalGenerator], path: str | os.PathLike[str], *,
         raise SnapshotError(f"config in the snapshot is not valid here: {exc}", path) from None
     folder = models_dir if models_dir is not None else header["models_dir"]
     try:
-        gen = cls(config, models_dir=folder)
+        gen = cls(config, models_dir=folder, model_signer=model_signer, snapshot_signer=signer)
     except L2FastError as exc:
         raise SnapshotError(f"cannot rebuild the engine: {exc}", path) from None
     now = {name: m.get("onnx_sha256") for name, m in gen.manifests.items()}

@@ -70,6 +70,7 @@ from l2fast.technical.bars import load_bars_csv
 
 if TYPE_CHECKING:
     from l2fast.engine.generator import TacticalSignalGenerator
+    from l2fast.keys import Signer
 
 __all__ = [
     "DATA_DIR_ENV",
@@ -685,7 +686,8 @@ def run_benchmark(models_path: str | os.PathLike[str] | None, test_period: str |
                   config: L2Config | str | os.PathLike[str] | None = None, *,
                   fee_bps: float = DEFAULT_FEE_BPS, slippage_bps: float = DEFAULT_SLIPPAGE_BPS,
                   warmup_bars: int | None = None,
-                  decision: StrategicDecision | None = None, progress: bool = False) -> BenchmarkResult:
+                  decision: StrategicDecision | None = None, progress: bool = False,
+                  model_signer: Signer | None = None) -> BenchmarkResult:
     """Backtest the period for every strategy and measure it (module docstring).
 
     Args:
@@ -706,6 +708,8 @@ def run_benchmark(models_path: str | os.PathLike[str] | None, test_period: str |
         decision: The L3 decision (default :func:`l2fast.evaluation.replay.default_decision` over
             ``symbols``).
         progress: Name each strategy and show the replay's progress bar on stderr.
+        model_signer: The model key's signer: the models must be signed with it
+            (:class:`~l2fast.engine.generator.TacticalSignalGenerator`'s ``model_signer``).
 
     Returns:
         The :class:`BenchmarkResult`.
@@ -742,7 +746,7 @@ def run_benchmark(models_path: str | os.PathLike[str] | None, test_period: str |
 
     variants = strategy_configs(config)
     models_dir = None if models_path is None else Path(models_path)
-    engines = [TacticalSignalGenerator(cfg, models_dir=models_dir) for _, _, cfg in variants]
+    engines = [TacticalSignalGenerator(cfg, models_dir=models_dir, model_signer=model_signer) for _, _, cfg in variants]
     needed = max(gen.warmup_bars for gen in engines)
     if warmup_bars is None:
         warmup_bars = needed

@@ -12,6 +12,16 @@ Writes are atomic: everything is computed in memory, staged in a temporary folde
 files it replaced are restored). :func:`export_many` exports several sources or folders
 all-or-nothing.
 
+With the model key (``signer=``; the command line's ``--sign-key-file`` or
+``$L2FAST_MODEL_KEY_FILE`` / ``$L2FAST_MODEL_KEY``) each model also gets ``<name>.sig``
+(:mod:`l2fast.export.signing`), which a loader given the key requires; an export without
+the key removes a ``<name>.sig`` left from an earlier export of that name (it would no
+longer match).
+
+Source files are read with the bounds of :mod:`l2fast.export.sources` (file size, each
+archive member's declared size and compression ratio) and pickles with the allocation cap
+of :mod:`l2fast.export.safe_pickle`, so a hostile file is refused before it costs memory.
+
 Needs the ``export`` extra (torch, stable-baselines3, gymnasium, onnx, scikit-learn,
 tqdm); they are imported only when an export runs, so ``--help`` stays fast.
 """
@@ -37,6 +47,9 @@ import numpy as np
 from l2fast.errors import ExportError
 from l2fast.export.graph import DEFAULT_OPSET
 from l2fast.export.parity import DEFAULT_SAMPLES
+from l2fast.export.signing import sign_models, signature_bytes
+from l2fast.keys import Signer
+from l2fast.models.loading import SIGNATURE_SUFFIX, model_signer
 from l2fast.models.manifest import (
     SCHEMA_VERSION,
     default_action_targets,
@@ -48,7 +61,7 @@ from l2fast.models.manifest import (
 if TYPE_CHECKING:
     from l2fast.export.sources import LoadedAgent, VecNormStats
 
-__all__ = ["ExportReport", "MissingFeatureNamesWarning", "export_many", "export_model"]
+__all__ = ["ExportReport", "MissingFeatureNamesWarning", "export_many", "export_model", "sign_models"]
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -68,6 +81,7 @@ class ExportReport:
         parity: The manifest's parity object.
         seconds: Time to load, build and verify the model (library imports and writing
             excluded).
+        signature_path: The written ``<name>.sig``, or None (exported without the key).
     """
 
     name: str
@@ -75,6 +89,7 @@ class ExportReport:
     manifest_path: Path
     parity: dict
     seconds: float
+    signature_path: Path | None = None
 
 
 @dataclass
@@ -214,8 +229,12 @@ def _prepare(agent: LoadedAgent, *, opset: int, samples: int, name: str | None,
     return _Prepared(name, onnx_bytes, text.encode("utf-8"), manifest["parity"], time.perf_counter() - started)
 
 
-def _commit(out_dir: Path, prepared: Sequence[_Prepared]) -> list[ExportReport]:
-    """Write every prepared model into ``out_dir`` atomically (all or nothing)."""
+def _commit(out_dir: Path, prepared: Sequence[_Prepared], signer: Signer | None) -> list[ExportReport]:
+    """Write every prepared model into ``out_dir`` atomically (all or nothing).
+
+    With ``signer`` each model's ``.sig`` is written too; without, a stale one is removed.
+    """
+
     out_dir = Path(out_dir).absolute()
     created_dir = not out_dir.exists()
     if out_dir.exists() and not out_dir.is_dir():
@@ -224,23 +243,35 @@ def _commit(out_dir: Path, prepared: Sequence[_Prepared]) -> list[ExportReport]:
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.export-", dir=out_dir.parent))
     placed: list[tuple[Path, Path | None]] = []  # (destination, backup of what it replaced)
     try:
-        files = []
+        files: list[tuple[str, Path | None]] = []  # (file name, staged copy; None: remove it)
         for p in prepared:
-            for suffix, data in ((".onnx", p.onnx_bytes), (".json", p.manifest_bytes)):
-                staged = staging / f"{p.name}{suffix}"
+            outputs: list[tuple[str, bytes | None]] = [(".onnx", p.onnx_bytes), (".json", p.manifest_bytes)]
+            sig = signature_bytes(signer, p.name, p.manifest_bytes) if signer is not None else None
+            outputs.append((SIGNATURE_SUFFIX, sig))
+            for suffix, data in outputs:
+                name = f"{p.name}{suffix}"
+                if data is None:
+                    files.append((name, None))
+                    continue
+                staged = staging / name
                 with open(staged, "wb") as fh:
                     fh.write(data)
                     fh.flush()
                     os.fsync(fh.fileno())
-                files.append(staged)
+                files.append((name, staged))
         out_dir.mkdir(exist_ok=True)
-        for staged in files:
-            dest = out_dir / staged.name
+        for name, staged_or_none in files:
+            dest = out_dir / name
             backup = None
             if dest.exists():
-                backup = staging / f"{staged.name}.previous"
+                backup = staging / f"{name}.previous"
                 shutil.copy2(dest, backup)
-            os.replace(staged, dest)
+            elif staged_or_none is None:
+                continue
+            if staged_or_none is None:
+                dest.unlink()
+            else:
+                os.replace(staged_or_none, dest)
             placed.append((dest, backup))
     except BaseException as exc:
         for dest, backup in reversed(placed):
@@ -255,7 +286,8 @@ def _commit(out_dir: Path, prepared: Sequence[_Prepared]) -> list[ExportReport]:
         raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return [ExportReport(p.name, out_dir / f"{p.name}.onnx", out_dir / f"{p.name}.json", p.parity, p.seconds)
+    return [ExportReport(p.name, out_dir / f"{p.name}.onnx", out_dir / f"{p.name}.json", p.parity, p.seconds,
+                         out_dir / f"{p.name}{SIGNATURE_SUFFIX}" if signer is not None else None)
             for p in prepared]
 
 
@@ -263,7 +295,7 @@ def export_model(source: str | Path | LoadedAgent, out_dir: str | Path, *,
                  feature_names: Sequence[str] | None = None,
                  vecnormalize: str | Path | VecNormStats | None = None,
                  opset: int = DEFAULT_OPSET, samples: int = DEFAULT_SAMPLES, name: str | None = None,
-                 action_targets: Sequence[float] | None = None) -> ExportReport:
+                 action_targets: Sequence[float] | None = None, signer: Signer | None = None) -> ExportReport:
     """Export one agent to ``out_dir/<name>.onnx`` and ``out_dir/<name>.json``.
 
     Args:
@@ -277,6 +309,7 @@ def export_model(source: str | Path | LoadedAgent, out_dir: str | Path, *,
         name: Output name; defaults to the source file stem.
         action_targets: Target position in [-1, 1] per discrete action; defaults to the
             bundle's, else evenly spaced from -1 to 1.
+        signer: The model key's signer: ``<name>.sig`` is written too (module docstring).
 
     Returns:
         An :class:`ExportReport`.
@@ -284,20 +317,22 @@ def export_model(source: str | Path | LoadedAgent, out_dir: str | Path, *,
     Raises:
         ExportError: Unreadable or unsupported source, bad feature names or scaler, failed
             parity, or a failed write (nothing is left in ``out_dir``).
+        ConfigError: ``signer`` is another purpose's.
     """
+    signer = model_signer(signer)
     versions = _versions()  # also imports torch & co. before the clock starts
     started = time.perf_counter()
     agent = _resolve_agent(source, feature_names, vecnormalize)
     prepared = _prepare(agent, opset=opset, samples=samples, name=name,
                         action_targets=action_targets, started=started, versions=versions)
-    return _commit(Path(out_dir), [prepared])[0]
+    return _commit(Path(out_dir), [prepared], signer)[0]
 
 
 def export_many(sources: str | Path | Iterable[str | Path], out_dir: str | Path, *,
                 feature_names: Sequence[str] | None = None,
                 vecnormalize: str | Path | None = None,
                 opset: int = DEFAULT_OPSET, samples: int = DEFAULT_SAMPLES,
-                progress: bool = True) -> list[ExportReport]:
+                progress: bool = True, signer: Signer | None = None) -> list[ExportReport]:
     """Export every ``.zip`` / ``.pkl`` source given or found in the given folders.
 
     All sources are built and verified first, then written together: if any fails, none
@@ -311,6 +346,7 @@ def export_many(sources: str | Path | Iterable[str | Path], out_dir: str | Path,
         opset: ONNX opset.
         samples: Parity observations per model.
         progress: Show a tqdm progress bar.
+        signer: The model key's signer: every model gets its ``<name>.sig``.
 
     Returns:
         One report per model, in source order.
@@ -318,7 +354,9 @@ def export_many(sources: str | Path | Iterable[str | Path], out_dir: str | Path,
     Raises:
         ExportError: No sources, duplicate output names, or any source failing (the
             message names it).
+        ConfigError: ``signer`` is another purpose's.
     """
+    signer = model_signer(signer)
     from tqdm import tqdm
 
     from l2fast.export.sources import iter_sources
@@ -340,4 +378,4 @@ def export_many(sources: str | Path | Iterable[str | Path], out_dir: str | Path,
             raise ExportError(f"{path} and {seen[p.name]} would both be exported as {p.name!r}")
         seen[p.name] = Path(path)
         prepared.append(p)
-    return _commit(Path(out_dir), prepared)
+    return _commit(Path(out_dir), prepared, signer)

@@ -3,12 +3,21 @@
 Export::
 
     python -m l2fast.export SOURCE... --out onnx_models/ [--feature-names FILE|a,b,c]
-        [--vecnormalize FILE] [--opset N] [--samples N]
+        [--vecnormalize FILE] [--opset N] [--samples N] [--sign-key-file FILE]
 
 Validate exported models (feature names checked against the config's technical section,
 the defaults without ``--config``)::
 
-    python -m l2fast.export --validate onnx_models/ [--config l2fast.toml]
+    python -m l2fast.export --validate onnx_models/ [--config l2fast.toml] [--sign-key-file FILE]
+
+Sign a folder exported before (``<name>.sig`` beside each manifest)::
+
+    python -m l2fast.export --sign onnx_models/ --sign-key-file model.key
+
+The model key comes from ``--sign-key-file``, else ``$L2FAST_MODEL_KEY_FILE`` or
+``$L2FAST_MODEL_KEY`` (never the command line itself, :mod:`l2fast.keys`). With a key, an
+export signs what it writes and ``--validate`` fails unsigned or mis-signed models;
+``--sign`` needs one.
 
 Exit status 0 on success, 1 on any failure (one ``error:`` line on stderr, no traceback),
 2 on bad usage.
@@ -22,9 +31,13 @@ import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from l2fast.export.graph import DEFAULT_OPSET
 from l2fast.export.parity import DEFAULT_SAMPLES
+
+if TYPE_CHECKING:
+    from l2fast.keys import Signer
 
 
 def _feature_names(value: str) -> list[str]:
@@ -63,14 +76,41 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--validate", type=Path, metavar="DIR", help="validate exported models in DIR instead")
     p.add_argument("--config", type=Path, metavar="FILE",
                    help="with --validate: l2fast TOML config whose technical section defines the valid feature names")
+    p.add_argument("--sign", type=Path, metavar="DIR",
+                   help="sign the exported models in DIR (writes <name>.sig beside each manifest) instead")
+    p.add_argument("--sign-key-file", type=Path, metavar="FILE",
+                   help="the model key (else $L2FAST_MODEL_KEY_FILE or $L2FAST_MODEL_KEY): an export signs its "
+                        "models, --validate requires valid signatures, --sign signs with it")
     return p
 
 
-def _validate(path: Path, config: Path | None) -> int:
+def _signer(key_file: Path | None) -> Signer | None:
+    from l2fast.keys import Purpose, load_key
+
+    return load_key(Purpose.MODEL, key_file)
+
+
+def _sign(path: Path, key_file: Path | None) -> int:
+    from l2fast.export.signing import sign_models
+    from l2fast.keys import Purpose, key_variables
+
+    signer = _signer(key_file)
+    if signer is None:
+        file_variable, variable = key_variables(Purpose.MODEL)
+        print(f"error: --sign needs the model key: --sign-key-file FILE, or ${file_variable} / ${variable}",
+              file=sys.stderr)
+        return 1
+    for sig in sign_models(path, signer):
+        print(f"signed {sig.with_suffix('.json').name}: {sig}")
+    return 0
+
+
+def _validate(path: Path, config: Path | None, key_file: Path | None) -> int:
     from l2fast.config import L2Config
     from l2fast.models.loading import validate_models
 
-    result = validate_models(path, technical=L2Config.from_toml(config) if config is not None else None)
+    result = validate_models(path, technical=L2Config.from_toml(config) if config is not None else None,
+                             signer=_signer(key_file))
     for failure in result["failures"]:
         print(f"FAIL {failure['name']}: {failure['reason']}")
     print(f"{result['passed']}/{result['total']} models valid in {path}")
@@ -86,7 +126,7 @@ def _export(args: argparse.Namespace) -> int:
         warnings.simplefilter("always", MissingFeatureNamesWarning)
         try:
             reports = export_many(args.sources, args.out, feature_names=names, vecnormalize=args.vecnormalize,
-                                  opset=args.opset, samples=args.samples)
+                                  opset=args.opset, samples=args.samples, signer=_signer(args.sign_key_file))
         finally:
             for w in caught:
                 if issubclass(w.category, MissingFeatureNamesWarning):
@@ -95,8 +135,9 @@ def _export(args: argparse.Namespace) -> int:
         p = r.parity
         check = (f"{p['discrete_agreement']:.0%} equal actions" if "discrete_agreement" in p
                  else f"max abs diff {p['max_abs_diff']:.2g}")
-        print(f"{r.name}: {r.onnx_path} + {r.manifest_path.name} (parity on {p['samples']} samples: {check}; "
-              f"{r.seconds:.2f} s)")
+        signed = f" + {r.signature_path.name}" if r.signature_path is not None else ""
+        print(f"{r.name}: {r.onnx_path} + {r.manifest_path.name}{signed} (parity on {p['samples']} samples: "
+              f"{check}; {r.seconds:.2f} s)")
     return 0
 
 
@@ -104,11 +145,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
     parser = _parser()
     args = parser.parse_args(argv)
-    if args.validate is not None:
+    if args.validate is not None and args.sign is not None:
+        parser.error("give --validate DIR or --sign DIR, not both")
+    if args.validate is not None or args.sign is not None:
         if args.sources or args.out:
-            parser.error("--validate takes no SOURCE or --out")
+            parser.error(f"{'--validate' if args.validate is not None else '--sign'} takes no SOURCE or --out")
+        if args.sign is not None and args.config is not None:
+            parser.error("--config goes with --validate")
     elif not args.sources or args.out is None:
-        parser.error("give SOURCE... and --out DIR (or --validate DIR)")
+        parser.error("give SOURCE... and --out DIR (or --validate DIR, or --sign DIR)")
     elif args.config is not None:
         parser.error("--config goes with --validate")
     from l2fast.errors import L2FastError
@@ -117,7 +162,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return " ".join(str(exc).split())
 
     try:
-        return _validate(args.validate, args.config) if args.validate is not None else _export(args)
+        if args.validate is not None:
+            return _validate(args.validate, args.config, args.sign_key_file)
+        if args.sign is not None:
+            return _sign(args.sign, args.sign_key_file)
+        return _export(args)
     except (L2FastError, OSError, ValueError) as exc:
         print(f"error: {one_line(exc)}", file=sys.stderr)
     except ImportError as exc:

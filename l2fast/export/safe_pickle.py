@@ -13,8 +13,9 @@ Every allowed global is one of four kinds:
 
 * **real**: resolved to the real object, because the result must be one (numpy arrays,
   dtypes and scalars; sklearn's StandardScaler, MinMaxScaler and RobustScaler; a few
-  builtin containers). None of them can reach the filesystem, a process or an import
-  of a module named by the pickle.
+  builtin containers; ``bytes``, ``bytearray`` and numpy's ``_reconstruct`` behind a cap
+  on what they allocate, see Resources below). None of them can reach the filesystem, a
+  process or an import of a module named by the pickle.
 * **stand-in**: resolved to an inert record class of this module that only stores the
   pickled state (:class:`PickledSpace` for gymnasium/gym spaces,
   :class:`PickledVecNormalize`, :class:`PickledRunningMeanStd`). SB3's ``VecNormalize``
@@ -25,7 +26,8 @@ Every allowed global is one of four kinds:
   :class:`Discarded`, which ignores its arguments. numpy's own helpers would call a
   callable taken from the pickle.
 * **reference**: classes that must only be *named* (SB3 policy classes, torch
-  activation and optimizer classes, SB3 features-extractor classes): resolved to an inert class
+  activation and optimizer classes, SB3 features-extractor classes, ``numpy.ndarray``
+  as the argument of ``_reconstruct``): resolved to an inert class
   whose metaclass is :class:`GlobalRef`. It cannot be called, instantiated or given
   state, so the pickle cannot build the object; the caller maps the name to a class
   from its own table. Every
@@ -36,6 +38,17 @@ Every allowed global is one of four kinds:
 Everything else, including ``builtins.eval/exec/getattr/__import__``, ``os``/``posix``,
 ``subprocess``, ``functools.partial``, ``copyreg._reconstructor``, ``torch.load``,
 ``numpy.load``, torch tensors and pickled SB3 algorithm objects, is refused.
+
+Resources: a pickle may also try to exhaust memory through the allowed globals. A genuine
+agent pickle carries its data, so no allowed constructor is asked to allocate from a size:
+``bytearray(n)`` / ``bytes(n)`` and numpy's array reconstruction (``_reconstruct``,
+shape x itemsize) are refused above :data:`MAX_ALLOCATION_BYTES`, and ``numpy.ndarray``
+is a reference that only ``_reconstruct`` may use (calling it, ``ndarray(shape)``, is
+refused). Shared references multiply cheaply (a list holding the same list a thousand
+times, nested three deep, is a billion items to whoever converts it), so the unpickled
+object is walked, every reference counted each time it is reached, and refused beyond
+:data:`MAX_EXPANDED_ITEMS` items or :data:`MAX_NESTING` levels. Each refusal is an
+:class:`~l2fast.errors.ExportError` naming the size.
 """
 
 from __future__ import annotations
@@ -43,14 +56,23 @@ from __future__ import annotations
 import _compat_pickle
 import importlib
 import io
+import operator
+import os
 import pickle
 import pickletools
+import stat
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from l2fast.errors import ExportError, UnsafePickleError
 
 __all__ = [
+    "MAX_ALLOCATION_BYTES",
+    "MAX_EXPANDED_ITEMS",
+    "MAX_NESTING",
+    "MAX_SOURCE_BYTES",
     "Discarded",
     "GlobalRef",
     "PickledRunningMeanStd",
@@ -58,9 +80,27 @@ __all__ = [
     "PickledVecNormalize",
     "UnsafePickleOpcodeError",
     "allowed_globals",
+    "read_bounded",
     "safe_load",
     "safe_loads",
 ]
+
+
+MAX_SOURCE_BYTES = 256 << 20
+"""Largest file an export reads (256 MiB): a ``.zip``, a ``.pkl`` bundle (its model's
+zip archive plus kilobytes of metadata) or a VecNormalize file; MLP policies are a few MB."""
+
+MAX_ALLOCATION_BYTES = 64 << 20
+"""Largest buffer an allowed constructor may allocate from a size the pickle gives
+(``bytearray(n)``, ``bytes(n)``, an array's shape x itemsize): 64 MiB, far above any
+scaler or statistics array of an agent (observation-sized), far below a memory attack."""
+
+MAX_EXPANDED_ITEMS = 5_000_000
+"""Most container items the unpickled object may hold, a shared reference counted every
+time it is reached (see the module docstring)."""
+
+MAX_NESTING = 100
+"""Deepest nesting of containers in the unpickled object (an agent's is under 10)."""
 
 
 class UnsafePickleOpcodeError(UnsafePickleError):
@@ -206,6 +246,90 @@ class Discarded:
         return "Discarded()"
 
 
+def _size_argument(args: tuple[Any, ...]) -> int | None:
+    """The size ``bytearray(*args)`` / ``bytes(*args)`` would allocate zeros for, if any."""
+    if len(args) != 1 or isinstance(args[0], (str, bytes, bytearray, memoryview)):
+        return None
+    try:
+        return operator.index(args[0])  # ints and numpy integers both
+    except TypeError:
+        return None  # an iterable: no bigger than what the pickle holds
+
+
+def _capped(kind: type) -> Any:
+    """``bytes`` or ``bytearray`` refusing to allocate more than :data:`MAX_ALLOCATION_BYTES` from a size."""
+    def build(*args: Any) -> Any:
+        size = _size_argument(args)
+        if size is not None and size > MAX_ALLOCATION_BYTES:
+            raise ExportError(f"{kind.__name__}({size}) would allocate {size} bytes, more than the "
+                              f"{MAX_ALLOCATION_BYTES}-byte cap on what a pickle may ask for")
+        return kind(*args)
+
+    build.__name__ = build.__qualname__ = kind.__name__
+    return build
+
+
+def _reconstruct(subtype: object, shape: Any, dtype: Any) -> Any:
+    """numpy's ``_reconstruct`` for plain arrays of at most :data:`MAX_ALLOCATION_BYTES` bytes.
+
+    Pickles made by numpy call it with an empty shape and fill the array from their own
+    bytes (``__setstate__``); a pickle asking for a big shape here asks for memory it
+    does not carry.
+    """
+    if not (isinstance(subtype, GlobalRef) and subtype.qualname == "numpy.ndarray"):
+        raise ExportError(f"numpy _reconstruct of {subtype!r}: only plain numpy.ndarray is allowed")
+    try:
+        dims = [operator.index(d) for d in (shape if isinstance(shape, tuple) else (shape,))]
+        itemsize = np.dtype(dtype).itemsize
+    except (TypeError, ValueError) as exc:
+        raise ExportError(f"numpy _reconstruct with shape {shape!r}, dtype {dtype!r}: {exc}") from None
+    nbytes = itemsize
+    for d in dims:
+        nbytes *= max(d, 0)  # Python ints: no overflow before the comparison
+    if nbytes > MAX_ALLOCATION_BYTES:
+        raise ExportError(f"a numpy array of shape {tuple(dims)} and {itemsize}-byte items would allocate "
+                          f"{nbytes} bytes, more than the {MAX_ALLOCATION_BYTES}-byte cap on what a pickle "
+                          "may ask for")
+    from numpy._core.multiarray import _reconstruct as numpy_reconstruct
+
+    return numpy_reconstruct(np.ndarray, tuple(dims), dtype)
+
+
+def _children(obj: object) -> Any:
+    """The objects ``obj`` holds, as the size walk counts them (None: a leaf)."""
+    if isinstance(obj, dict):
+        return [x for kv in obj.items() for x in kv]
+    if isinstance(obj, (list, tuple, set, frozenset)):
+        return obj
+    if isinstance(obj, _Record):
+        return [obj.state]
+    if isinstance(obj, np.ndarray):
+        return obj.flat if obj.dtype.hasobject else None
+    if isinstance(obj, type) or not hasattr(obj, "__dict__"):
+        return None
+    return list(vars(obj).values())  # a scaler's fitted attributes
+
+
+def _check_expanded(root: object, source: str) -> None:
+    """Refuse an object holding more than :data:`MAX_EXPANDED_ITEMS` items or nesting
+    deeper than :data:`MAX_NESTING` (module docstring); iterative, so cycles and depth are safe."""
+    items = 0
+    stack: list[tuple[object, int]] = [(root, 0)]
+    while stack:
+        obj, depth = stack.pop()
+        children = _children(obj)
+        if children is None:
+            continue
+        if depth >= MAX_NESTING:
+            raise ExportError(f"{source}: the pickle nests containers deeper than {MAX_NESTING} levels")
+        for child in children:
+            items += 1
+            if items > MAX_EXPANDED_ITEMS:
+                raise ExportError(f"{source}: the pickle expands to more than {MAX_EXPANDED_ITEMS} items (its shared "
+                                  "references counted each time they are reached); an agent holds far fewer")
+            stack.append((child, depth + 1))
+
+
 def _latin1_encode(text: str, encoding: str = "utf-8", errors: str = "strict") -> bytes:
     """``_codecs.encode`` restricted to what protocol 2 uses for ``bytes``: latin-1 text."""
     if not isinstance(text, str) or encoding not in ("latin1", "latin-1", "latin_1"):
@@ -217,19 +341,14 @@ def _latin1_encode(text: str, encoding: str = "utf-8", errors: str = "strict") -
 
 # (module as pickled, name) -> (module to import, attribute): resolved to the real object.
 _REAL: dict[tuple[str, str], tuple[str, str]] = {
-    ("numpy", "ndarray"): ("numpy", "ndarray"),
     ("numpy", "dtype"): ("numpy", "dtype"),
-    ("numpy._core.multiarray", "_reconstruct"): ("numpy._core.multiarray", "_reconstruct"),
     ("numpy._core.multiarray", "scalar"): ("numpy._core.multiarray", "scalar"),
     ("numpy._core.numeric", "_frombuffer"): ("numpy._core.numeric", "_frombuffer"),
     # numpy 1.x wrote numpy.core.*; numpy 2 keeps the same functions under numpy._core.
-    ("numpy.core.multiarray", "_reconstruct"): ("numpy._core.multiarray", "_reconstruct"),
     ("numpy.core.multiarray", "scalar"): ("numpy._core.multiarray", "scalar"),
     ("numpy.core.numeric", "_frombuffer"): ("numpy._core.numeric", "_frombuffer"),
     ("builtins", "set"): ("builtins", "set"),
     ("builtins", "frozenset"): ("builtins", "frozenset"),
-    ("builtins", "bytes"): ("builtins", "bytes"),
-    ("builtins", "bytearray"): ("builtins", "bytearray"),
     ("builtins", "complex"): ("builtins", "complex"),
     ("collections", "OrderedDict"): ("collections", "OrderedDict"),
 }
@@ -279,6 +398,16 @@ for _name in ("FlattenExtractor", "NatureCNN", "CombinedExtractor"):
 for _name in ("ReLU", "ReLU6", "Tanh", "Sigmoid", "ELU", "LeakyReLU", "SiLU", "GELU", "Hardtanh"):
     _REFERENCES.add(("torch.nn.modules.activation", _name))
 _REFERENCES.add(("torch.nn.modules.linear", "Identity"))
+# Only numpy's _reconstruct below may use it: called directly, ndarray(shape) allocates.
+_REFERENCES.add(("numpy", "ndarray"))
+
+# Real constructors behind a cap on what they allocate from a size the pickle gives.
+_CAPPED: dict[tuple[str, str], Any] = {
+    ("builtins", "bytes"): _capped(bytes),
+    ("builtins", "bytearray"): _capped(bytearray),
+    ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
+    ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
+}
 # Any sb3_contrib class is only ever a reference, so loading can name the unsupported
 # algorithm; any torch optimizer too: policy_kwargs may name one, and inference drops it.
 _REFERENCE_PREFIXES = ("sb3_contrib.", "torch.optim.")
@@ -293,7 +422,8 @@ _REFUSED_OPCODES = frozenset({"INST", "OBJ", "EXT1", "EXT2", "EXT4", "PERSID", "
 def allowed_globals() -> dict[str, list[str]]:
     """The allow-list by kind, as ``module.name`` strings (for documentation and audits)."""
     return {
-        "real": sorted(f"{m}.{n}" for m, n in _REAL),
+        "real": sorted([f"{m}.{n}" for m, n in _REAL]
+                       + [f"{m}.{n} (at most MAX_ALLOCATION_BYTES from a size)" for m, n in _CAPPED]),
         "stand-in": sorted([f"{m}.{n}" for m, n in _STANDINS] + ["_codecs.encode (latin-1 only)"]),
         "discarded": sorted(f"{m}.{n}" for m, n in _DISCARDED),
         "reference": sorted(f"{m}.{n}" for m, n in _REFERENCES) + [f"{p}*" for p in _REFERENCE_PREFIXES],
@@ -314,6 +444,8 @@ class _RestrictedUnpickler(pickle.Unpickler):
         elif module in _compat_pickle.IMPORT_MAPPING:
             module = _compat_pickle.IMPORT_MAPPING[module]
         key = (module, name)
+        if key in _CAPPED:
+            return _CAPPED[key]
         if key in _REAL:
             real_module, attr = _REAL[key]
             try:
@@ -372,7 +504,7 @@ def safe_loads(data: bytes, *, source: str) -> object:
         raise ExportError(f"{source}: empty file, not a pickle")
     _scan_opcodes(data, source)
     try:
-        return _RestrictedUnpickler(io.BytesIO(data), source).load()
+        loaded = _RestrictedUnpickler(io.BytesIO(data), source).load()
     except UnsafePickleError:
         raise
     except _RefMisused as exc:
@@ -384,18 +516,49 @@ def safe_loads(data: bytes, *, source: str) -> object:
         raise ExportError(f"{source}: {exc}") from exc
     except Exception as exc:  # any failure inside the unpickler means a malformed file
         raise ExportError(f"{source}: corrupt or unreadable pickle ({type(exc).__name__}: {exc})") from exc
+    _check_expanded(loaded, source)
+    return loaded
 
 
 def safe_load(path: str | Path) -> object:
     """Read and unpickle the file at ``path`` through the allow-list (see :func:`safe_loads`).
 
     Raises:
-        ExportError: The file cannot be read or is not a well-formed pickle.
+        ExportError: The file cannot be read, is larger than :data:`MAX_SOURCE_BYTES`,
+            or is not a well-formed pickle.
         UnsafePickleError: The file names a global outside the allow-list.
     """
     path = Path(path)
+    return safe_loads(read_bounded(path, MAX_SOURCE_BYTES), source=str(path))
+
+
+def read_bounded(path: str | Path, limit: int) -> bytes:
+    """The bytes of the regular file at ``path``, refused when larger than ``limit``.
+
+    The size is judged before anything is read, and the read stops one byte past the
+    limit whatever the size said (a file growing meanwhile); a FIFO or device is refused
+    without waiting on it.
+
+    Raises:
+        ExportError: The file cannot be opened or read, is not a regular file, or is
+            larger than ``limit`` bytes.
+    """
     try:
-        data = path.read_bytes()
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
     except OSError as exc:
         raise ExportError(f"{path}: cannot read: {exc.strerror or exc}") from exc
-    return safe_loads(data, source=str(path))
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ExportError(f"{path}: not a regular file")
+        if info.st_size > limit:
+            raise ExportError(f"{path}: {info.st_size} bytes, more than the {limit}-byte limit of an export source")
+        with os.fdopen(os.dup(fd), "rb") as f:
+            data = f.read(limit + 1)
+    except OSError as exc:
+        raise ExportError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    finally:
+        os.close(fd)
+    if len(data) > limit:
+        raise ExportError(f"{path}: more than the {limit}-byte limit of an export source")
+    return data

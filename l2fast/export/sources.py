@@ -36,6 +36,17 @@ A seed-format ``.pkl`` bundle is a dict, unpickled by the same restricted unpick
 
 The model must be the zip bytes: a pickled SB3 algorithm object is refused (it can only
 be rebuilt by running its pickle).
+
+Resources: a source is a file somebody sent, so its sizes are judged before they cost
+memory. A file over :data:`~l2fast.export.safe_pickle.MAX_SOURCE_BYTES` is refused
+unread. Before a zip archive is decompressed (the SB3 archive, and ``policy.pth``, itself
+a zip), its central directory must be at most :data:`MAX_CENTRAL_DIRECTORY_BYTES`, and
+each member read must declare at most :data:`MAX_MEMBER_BYTES` uncompressed
+(:data:`MAX_DATA_BYTES` for ``data``) and a compression ratio of at most
+:data:`MAX_COMPRESSION_RATIO` (members under :data:`RATIO_FREE_BYTES` aside); members
+are then read with a bound, so no declaration can make the read longer. Pickles go
+through the allocation caps of :mod:`l2fast.export.safe_pickle`. Each refusal is an
+:class:`~l2fast.errors.ExportError` naming the member and the size.
 """
 
 from __future__ import annotations
@@ -45,6 +56,7 @@ import binascii
 import hashlib
 import io
 import json
+import struct
 import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -55,10 +67,12 @@ import numpy as np
 
 from l2fast.errors import ExportError, UnsafePickleError
 from l2fast.export.safe_pickle import (
+    MAX_SOURCE_BYTES,
     GlobalRef,
     PickledRunningMeanStd,
     PickledSpace,
     PickledVecNormalize,
+    read_bounded,
     safe_load,
     safe_loads,
 )
@@ -71,12 +85,31 @@ if TYPE_CHECKING:
 
     Scaler: TypeAlias = StandardScaler | MinMaxScaler | RobustScaler
 
-__all__ = ["SUPPORTED_ALGORITHMS", "LoadedAgent", "VecNormStats", "iter_sources", "load_source"]
+__all__ = ["MAX_CENTRAL_DIRECTORY_BYTES", "MAX_COMPRESSION_RATIO", "MAX_DATA_BYTES", "MAX_MEMBER_BYTES",
+           "MAX_SOURCE_BYTES", "RATIO_FREE_BYTES", "SUPPORTED_ALGORITHMS", "LoadedAgent", "VecNormStats",
+           "iter_sources", "load_source"]
 
 SUPPORTED_ALGORITHMS = ("PPO", "A2C", "DQN", "SAC", "TD3", "DDPG")
 SOURCE_SUFFIXES = (".zip", ".pkl")
 
-_MAX_DATA_BYTES = 64 << 20  # an SB3 ``data`` entry is JSON of hyper-parameters: kilobytes
+MAX_DATA_BYTES = 64 << 20
+"""Largest uncompressed ``data`` entry of an SB3 archive: JSON of hyper-parameters, kilobytes."""
+MAX_MEMBER_BYTES = 256 << 20
+"""Largest uncompressed ``policy.pth`` (and all of its own members together): an MLP's
+weights are kilobytes to a few MB."""
+MAX_COMPRESSION_RATIO = 100
+"""Highest uncompressed / compressed size of an archive member. SB3 stores its members
+uncompressed and weights hardly compress; a zip bomb's ratio is near 1000."""
+RATIO_FREE_BYTES = 1 << 20
+"""Members up to this uncompressed size are exempt from the ratio (a small JSON may
+compress well and costs nothing)."""
+MAX_CENTRAL_DIRECTORY_BYTES = 1 << 20
+"""Largest central directory of an archive (its list of members, parsed whole when the
+archive is opened): an SB3 archive lists half a dozen members in well under a kilobyte."""
+# Zip end records (APPNOTE 4.3.14-16): the end of central directory, and ZIP64's.
+_EOCD, _EOCD_SIZE = b"PK\x05\x06", 22
+_ZIP64_LOCATOR, _ZIP64_LOCATOR_SIZE = b"PK\x06\x07", 20
+_ZIP64_RECORD, _ZIP64_RECORD_SIZE = b"PK\x06\x06", 56
 
 # Policy class -> algorithm family, or the reason it is refused.
 _ON_POLICY, _DQN, _SAC, _TD3 = "PPO/A2C", "DQN", "SAC", "TD3/DDPG"
@@ -214,10 +247,7 @@ def load_source(path: str | Path, *, feature_names: Sequence[str] | None = None,
             a scaler missing a fitted attribute.
     """
     path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise ExportError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    raw = read_bounded(path, MAX_SOURCE_BYTES)
     sha256 = hashlib.sha256(raw).hexdigest()
     # Judge by the leading bytes: a bundle embeds a whole zip, so zipfile.is_zipfile, which
     # looks for the directory at the end, would take a bundle for an archive.
@@ -287,15 +317,17 @@ def _load_sb3_zip(raw: object, source: str, *, hint: str | None = None) -> tuple
     if not isinstance(raw, (bytes, bytearray)):
         raise ExportError(f"{source}: expected the bytes of an SB3 zip archive, got {type(raw).__name__}")
     try:
-        archive = zipfile.ZipFile(io.BytesIO(bytes(raw)))
+        archive = _open_archive(bytes(raw), source)
         names = set(archive.namelist())
         for required in ("data", "policy.pth"):
             if required not in names:
                 raise ExportError(f"{source}: not an SB3 model archive (or a truncated one): no '{required}' entry")
-        if archive.getinfo("data").file_size > _MAX_DATA_BYTES:
-            raise ExportError(f"{source}: the 'data' entry is implausibly large")
-        data_text = archive.read("data")
-        policy_bytes = archive.read("policy.pth")
+        data_text = _read_member(archive, "data", MAX_DATA_BYTES, source)
+        policy_bytes = _read_member(archive, "policy.pth", MAX_MEMBER_BYTES, source)
+        if policy_bytes.startswith(b"PK\x03\x04"):
+            # torch.save writes a zip too: torch.load would inflate what it declares.
+            inner = _open_archive(policy_bytes, f"{source} (policy.pth)")
+            _check_members(inner.infolist(), MAX_MEMBER_BYTES, f"{source} (policy.pth)")
     except ExportError:
         raise
     except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError, RuntimeError) as exc:
@@ -323,6 +355,50 @@ def _load_sb3_zip(raw: object, source: str, *, hint: str | None = None) -> tuple
     model = _build_model(algorithm, family, obs_space, act_space, policy_kwargs, use_sde, source)
     _load_weights(model, policy_bytes, source)
     return model, algorithm
+
+
+def _open_archive(raw: bytes, source: str) -> zipfile.ZipFile:
+    """``raw`` as a zip archive, once its central directory is known to be small.
+
+    ``zipfile`` parses the whole directory on opening, so its size is judged first: from
+    the end record, or from the ZIP64 end record that ``zipfile`` prefers when a locator
+    precedes the end record (torch writes one).
+    """
+    at = raw.rfind(_EOCD, max(0, len(raw) - _EOCD_SIZE - 0xFFFF))
+    if at >= 0 and at + _EOCD_SIZE <= len(raw):
+        (cd_size,) = struct.unpack_from("<I", raw, at + 12)
+        record = at - _ZIP64_LOCATOR_SIZE - _ZIP64_RECORD_SIZE
+        if raw[at - _ZIP64_LOCATOR_SIZE:at - _ZIP64_LOCATOR_SIZE + 4] == _ZIP64_LOCATOR and record >= 0 \
+                and raw[record:record + 4] == _ZIP64_RECORD:
+            cd_size = max(cd_size, struct.unpack_from("<Q", raw, record + 40)[0])
+        if cd_size > MAX_CENTRAL_DIRECTORY_BYTES:
+            raise ExportError(f"{source}: the archive's central directory is {cd_size} bytes, more than "
+                              f"the {MAX_CENTRAL_DIRECTORY_BYTES}-byte limit")
+    return zipfile.ZipFile(io.BytesIO(raw))
+
+
+def _check_members(members: Sequence[zipfile.ZipInfo], limit: int, source: str) -> None:
+    """Refuse members whose declared sizes pass ``limit`` (together) or the ratio, before any is inflated."""
+    total = 0
+    for info in members:
+        total += info.file_size
+        if total > limit:
+            raise ExportError(f"{source}: member '{info.filename}' declares {info.file_size} bytes uncompressed "
+                              f"({total} in all), more than the {limit}-byte limit")
+        if info.file_size > RATIO_FREE_BYTES and info.file_size > MAX_COMPRESSION_RATIO * info.compress_size:
+            raise ExportError(f"{source}: member '{info.filename}' declares {info.file_size} bytes from "
+                              f"{info.compress_size} compressed, a ratio over {MAX_COMPRESSION_RATIO} (a zip bomb?)")
+
+
+def _read_member(archive: zipfile.ZipFile, name: str, limit: int, source: str) -> bytes:
+    """One member's bytes: its declaration judged first, then read with a bound."""
+    info = archive.getinfo(name)
+    _check_members([info], limit, source)
+    with archive.open(info) as member:
+        data = member.read(limit + 1)
+    if len(data) > limit:
+        raise ExportError(f"{source}: member '{name}' inflates past the {limit}-byte limit")
+    return data
 
 
 def _entry(data: dict, key: str, source: str) -> object:

@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 
 from l2fast.errors import InvalidInputError, ModelLoadError
+from l2fast.keys import Signer
 from l2fast.models.loading import LoadedModel, load_model, session_options, sha256_bytes
 from l2fast.models.manifest import INPUT_NAME
 from l2fast.models.stacking import STACKED_ACTION, STACKED_PROBS, mlp_chain, stack
@@ -277,7 +278,7 @@ class FusedEnsemble:
 
     @classmethod
     def from_dir(cls, models_dir: str | Path, feature_names: Sequence[str] | None = None, *,
-                 technical: TechnicalConfig | None = None) -> FusedEnsemble:
+                 technical: TechnicalConfig | None = None, signer: Signer | None = None) -> FusedEnsemble:
         """Load and fuse every ``<name>.json`` + ``<name>.onnx`` pair in ``models_dir``.
 
         Args:
@@ -288,6 +289,8 @@ class FusedEnsemble:
             technical: The technical config the members' feature names refer to (the
                 defaults if None); a manifest without ``lookback`` gets
                 :func:`~l2fast.models.loading.default_lookback` under it.
+            signer: The model key's signer: every manifest must be signed with it
+                (:func:`~l2fast.models.loading.load_model`); None: signatures are not read.
 
         Raises:
             ModelLoadError: Missing folder, no manifests, an ONNX file without manifest,
@@ -305,7 +308,7 @@ class FusedEnsemble:
             raise ModelLoadError("no exported models (<name>.json + <name>.onnx)", folder)
         if feature_names is None:
             feature_names = technical_feature_names(technical if technical is not None else TechnicalConfig())
-        return cls([load_model(p, technical=technical) for p in manifests], feature_names)
+        return cls([load_model(p, technical=technical, signer=signer) for p in manifests], feature_names)
 
     def run(self, features_row: np.ndarray) -> dict[str, np.ndarray]:
         """Run every member on one feature vector.

@@ -6,6 +6,16 @@ and neither torch nor stable-baselines3 is imported. The ONNX bytes are hashed a
 with the manifest before onnxruntime sees them, and the session is built from those same
 bytes, so a file swapped after the check is never run.
 
+Signed models (optional): with the model key (:func:`l2fast.keys.load_key` with
+``Purpose.MODEL``: a command's ``--model-key-file``, or ``$L2FAST_MODEL_KEY_FILE`` /
+``$L2FAST_MODEL_KEY``) a member loads only when ``<name>.sig`` beside its manifest holds
+:func:`model_signature` of the model's name and the manifest's exact bytes, checked
+before the manifest is parsed. The manifest pins the ONNX file's SHA-256, so the tag
+vouches for both files, and for their name (a signed model renamed into another's place
+is refused). ``python -m l2fast.export --sign-key-file FILE`` writes the ``.sig`` at
+export, ``python -m l2fast.export --sign DIR`` signs an exported folder. Without a key,
+signatures are neither needed nor read (the shipped demo agents are unsigned).
+
 Sessions are single-threaded (one intra- and one inter-op thread, sequential execution,
 all graph optimisations): the engine runs many small models per bar, where thread hand-off
 would cost more than the arithmetic.
@@ -15,6 +25,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import stat
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -24,10 +36,12 @@ import numpy.typing as npt
 
 from l2fast.config import L2Config
 from l2fast.errors import ConfigError, ModelLoadError
+from l2fast.keys import TAG_CHARS, Purpose, Signer, key_variables
 from l2fast.models.manifest import INPUT_NAME, decode_bound, validate_manifest
 from l2fast.technical.state import TechnicalConfig, feature_names, feature_warmups
 
-__all__ = ["LoadedModel", "default_lookback", "float32_bounds", "load_model", "session_options", "validate_models"]
+__all__ = ["SIGNATURE_SUFFIX", "LoadedModel", "default_lookback", "float32_bounds", "load_model", "model_signature",
+           "model_signer", "read_manifest", "session_options", "validate_models"]
 
 SOURCE_SUFFIXES = (".pkl", ".zip")
 
@@ -36,6 +50,37 @@ MAX_MANIFEST_BYTES = 1 << 20
 
 MAX_MANIFEST_DEPTH = 32
 """Deepest nesting of JSON arrays and objects a manifest may have (an export's is 3)."""
+
+SIGNATURE_SUFFIX = ".sig"
+"""Suffix of a model's detached signature, ``<name>.sig``: one line of 64 hex digits."""
+
+_SIGNED_FORMAT = b"l2fast-model-signature-1\0"
+
+
+def model_signer(signer: Signer | None) -> Signer | None:
+    """``signer`` if it is the model key's (None passes).
+
+    Raises:
+        ConfigError: ``signer`` is not a :class:`~l2fast.keys.Signer` of purpose
+            ``model``: another purpose's key must not vouch for models.
+    """
+    if signer is not None and (not isinstance(signer, Signer) or signer.purpose is not Purpose.MODEL):
+        raise ConfigError(f"signer={signer!r}: models need the model key's signer "
+                          "(l2fast.keys.load_key(Purpose.MODEL, file))")
+    return signer
+
+
+def model_signature(signer: Signer, name: str, manifest_bytes: bytes) -> str:
+    """The signature of model ``name`` whose manifest file holds ``manifest_bytes``.
+
+    The tag covers the name (the file stem) and the manifest's exact bytes, which pin the
+    ONNX file's SHA-256 (``onnx_sha256``).
+    """
+    return signer.tag(_signed_message(name, manifest_bytes))
+
+
+def _signed_message(name: str, manifest_bytes: bytes) -> bytes:
+    return _SIGNED_FORMAT + name.encode("utf-8") + b"\0" + manifest_bytes
 
 
 def session_options() -> Any:
@@ -236,7 +281,25 @@ def _json_depth_exceeds(text: str, limit: int) -> bool:
     return False
 
 
-def _read_manifest(path: Path) -> dict:
+def _read_small(path: Path, limit: int, what: str, owner: Path) -> bytes:
+    """Up to ``limit + 1`` bytes of the regular file ``path`` (``what`` names it in errors about ``owner``).
+
+    Opened non-blocking and read one byte past the limit, never whole: a FIFO, a device
+    such as /dev/zero or a huge file must not hang the loader or cost memory.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise ModelLoadError(f"{what} {path.name} is not a regular file", owner)
+            return os.read(fd, limit + 1)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise ModelLoadError(f"cannot read {what}: {exc.strerror or exc}", owner) from exc
+
+
+def _read_manifest_bytes(path: Path) -> bytes:
     try:
         # Read one byte past the limit, never the whole file: a huge file, /dev/zero or
         # a FIFO must not cost memory or hang before it is refused.
@@ -247,6 +310,10 @@ def _read_manifest(path: Path) -> dict:
     if len(data) > MAX_MANIFEST_BYTES:
         raise ModelLoadError(f"manifest is larger than {MAX_MANIFEST_BYTES} bytes; an export writes a few kB",
                              path)
+    return data
+
+
+def _parse_manifest(data: bytes, path: Path) -> dict:
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -262,6 +329,38 @@ def _read_manifest(path: Path) -> dict:
     if problems:
         raise ModelLoadError(f"invalid manifest: {'; '.join(problems)}", path)
     return manifest
+
+
+def read_manifest(path: str | Path) -> tuple[bytes, dict]:
+    """The exact bytes and the parsed object of a manifest, with the loader's checks.
+
+    Raises:
+        ModelLoadError: The file resolves outside its folder, cannot be read, is larger
+            than :data:`MAX_MANIFEST_BYTES`, nests deeper than :data:`MAX_MANIFEST_DEPTH`,
+            is not UTF-8 JSON or fails the schema.
+    """
+    path = Path(path)
+    _check_inside(path)
+    data = _read_manifest_bytes(path)
+    return data, _parse_manifest(data, path)
+
+
+def _check_signature(json_path: Path, manifest_bytes: bytes, signer: Signer) -> None:
+    """Refuse a manifest without a valid ``<name>.sig`` under ``signer`` (module docstring)."""
+    sig_path = json_path.with_suffix(SIGNATURE_SUFFIX)
+    file_variable, variable = key_variables(Purpose.MODEL)
+    if not sig_path.exists() and not sig_path.is_symlink():
+        raise ModelLoadError(f"not signed (no {sig_path.name} beside it) and a model key is configured "
+                             f"({signer.source}): sign the folder with python -m l2fast.export --sign DIR "
+                             f"--sign-key-file FILE, or load without the key (unset ${file_variable} / "
+                             f"${variable})", json_path)
+    _check_inside(sig_path)
+    # A tag and a newline; whatever is longer is not one of ours (and does not verify).
+    raw = _read_small(sig_path, TAG_CHARS + 2, "signature", json_path)
+    tag = raw.decode("latin-1").strip()
+    if not signer.verify(_signed_message(json_path.stem, manifest_bytes), tag):
+        raise ModelLoadError(f"signature mismatch ({sig_path.name}): the manifest was changed or renamed after "
+                             f"signing, or signed with another model key than {signer.source}", json_path)
 
 
 def _check_io(session: Any, manifest: dict, path: Path) -> None:
@@ -308,7 +407,8 @@ def _paths(path: str | Path) -> tuple[Path, Path]:
     raise ModelLoadError("not <name>.json or <name>.onnx, the files of an exported model", p)
 
 
-def load_model(path: str | Path, *, technical: TechnicalConfig | None = None) -> LoadedModel:
+def load_model(path: str | Path, *, technical: TechnicalConfig | None = None,
+               signer: Signer | None = None) -> LoadedModel:
     """Load an exported model from its manifest (``<name>.json``) or ONNX file path.
 
     A manifest without ``lookback`` (or with null, as an export of a plain SB3 ``.zip``
@@ -318,6 +418,8 @@ def load_model(path: str | Path, *, technical: TechnicalConfig | None = None) ->
     Args:
         path: ``<name>.json`` or ``<name>.onnx``; the other file must sit beside it.
         technical: The technical config the feature names refer to (the defaults if None).
+        signer: The model key's signer: the manifest must carry its signature
+            (``<name>.sig``, module docstring). None: signatures are not read.
 
     Returns:
         The model, with a single-threaded onnxruntime session.
@@ -330,11 +432,14 @@ def load_model(path: str | Path, *, technical: TechnicalConfig | None = None) ->
             onnxruntime cannot load, or inputs/outputs that do not match; a ``.json``
             or ``.onnx`` that resolves (through a symlink) outside the model's folder; a
             manifest over :data:`MAX_MANIFEST_BYTES` or nested deeper than
-            :data:`MAX_MANIFEST_DEPTH`.
+            :data:`MAX_MANIFEST_DEPTH`; with ``signer``, a manifest that is not signed
+            ("not signed") or whose signature does not verify ("signature mismatch").
+        ConfigError: ``signer`` is another purpose's.
     """
+    signer = model_signer(signer)
     json_path, onnx_path = _paths(path)
     try:
-        return _load(json_path, onnx_path, technical)
+        return _load(json_path, onnx_path, technical, signer)
     except ModelLoadError:
         raise
     except ImportError as exc:
@@ -355,12 +460,16 @@ def _check_inside(path: Path) -> None:
         raise ModelLoadError(f"resolves to {target}, outside the models folder {folder}", path)
 
 
-def _load(json_path: Path, onnx_path: Path, technical: TechnicalConfig | None) -> LoadedModel:
+def _load(json_path: Path, onnx_path: Path, technical: TechnicalConfig | None,
+          signer: Signer | None) -> LoadedModel:
     import onnxruntime as ort
 
     _check_inside(json_path)
     _check_inside(onnx_path)
-    manifest = _read_manifest(json_path)
+    manifest_bytes = _read_manifest_bytes(json_path)
+    if signer is not None:
+        _check_signature(json_path, manifest_bytes, signer)
+    manifest = _parse_manifest(manifest_bytes, json_path)
     if manifest.get("lookback") is None:
         manifest["lookback"] = default_lookback(manifest["feature_names"], technical)
     try:
@@ -426,8 +535,8 @@ def _manifest_paths(path: Path) -> tuple[list[Path], list[dict[str, str]]]:
     return [_paths(path)[0]], []
 
 
-def validate_models(path: str | Path, *,
-                    technical: L2Config | TechnicalConfig | None = None) -> dict[str, Any]:
+def validate_models(path: str | Path, *, technical: L2Config | TechnicalConfig | None = None,
+                    signer: Signer | None = None) -> dict[str, Any]:
     """Check every exported model under ``path``.
 
     Each model must load (:func:`load_model`: manifest schema, ONNX SHA-256, onnxruntime,
@@ -442,6 +551,8 @@ def validate_models(path: str | Path, *,
             :class:`~l2fast.config.L2Config` (e.g. ``L2Config.from_toml(file)``; its
             ``technical`` section is used) or a :class:`TechnicalConfig`; the defaults
             if None.
+        signer: The model key's signer: an unsigned or mis-signed model fails (as
+            :func:`load_model`). None: signatures are not read.
 
     Returns:
         ``{"passed": int, "total": int, "failures": [{"name": str, "reason": str}, ...]}``.
@@ -450,8 +561,10 @@ def validate_models(path: str | Path, *,
         ModelLoadError: ``path`` holds no exported model: it does not exist, is a folder
             without ``<name>.json``/``<name>.onnx`` (the message counts the ``.pkl``/``.zip``
             sources there and says how to export them), or is not such a file.
-        ConfigError: ``technical`` is neither an ``L2Config``, a ``TechnicalConfig`` nor None.
+        ConfigError: ``technical`` is neither an ``L2Config``, a ``TechnicalConfig`` nor
+            None, or ``signer`` is another purpose's.
     """
+    signer = model_signer(signer)
     if isinstance(technical, L2Config):
         technical = technical.technical
     elif technical is not None and not isinstance(technical, TechnicalConfig):
@@ -461,7 +574,7 @@ def validate_models(path: str | Path, *,
     known = set(feature_names(technical if technical is not None else TechnicalConfig()))
     for json_path in manifests:
         try:
-            model = load_model(json_path, technical=technical)
+            model = load_model(json_path, technical=technical, signer=signer)
             unknown = [f for f in model.feature_names if f not in known]
             if unknown:
                 hint = (" (exported without feature names: re-export with --feature-names)"

@@ -47,7 +47,7 @@ import contextlib
 import logging
 import os
 import signal
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from l2fast.bus import L2BusAdapter, MessageBus, Topic
@@ -69,7 +69,8 @@ class WorkerOptions:
     """How a worker runs (the CLI's options).
 
     Attributes:
-        redis: ``redis://host:port/db``.
+        redis: The Redis URL (``redis://[user:password@]host:port/db``, ``rediss://`` for
+            TLS); left out of the repr, which must not show its password.
         config: The engine config (ignored when the snapshot exists: it holds its own).
         models_dir: Models folder override.
         snapshot: Snapshot file (None: no crash safety, acknowledged per message).
@@ -92,7 +93,7 @@ class WorkerOptions:
             once the worker runs).
     """
 
-    redis: str = REDIS_URL
+    redis: str = field(default=REDIS_URL, repr=False)
     config: L2Config | None = None
     models_dir: str | None = None
     snapshot: str | None = None

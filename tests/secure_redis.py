@@ -64,8 +64,9 @@ class SecureRedis:
         self.process: subprocess.Popen | None = None
 
     def start(self) -> SecureRedis:
-        self.process = subprocess.Popen([REDIS_SERVER, str(self.conf)], stdout=subprocess.DEVNULL,
-                                        stderr=subprocess.DEVNULL)
+        # A config error comes before the log file is open: on stderr.
+        with (self.folder / "redis.stderr").open("w") as stderr:
+            self.process = subprocess.Popen([REDIS_SERVER, str(self.conf)], stdout=stderr, stderr=stderr)
         deadline = time.monotonic() + 10.0
         while time.monotonic() < deadline:
             with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), 0.2) as conn:
@@ -75,7 +76,7 @@ class SecureRedis:
             if self.process.poll() is not None:
                 break
             time.sleep(0.02)
-        log = (self.folder / "redis.log").read_text() if (self.folder / "redis.log").exists() else ""
+        log = "".join(p.read_text() for p in (self.folder / "redis.stderr", self.folder / "redis.log") if p.exists())
         self.stop()
         if self.tls_port is not None and "tls" in log.lower():
             unavailable(f"redis-server refused the TLS settings (built without TLS?): {log[-500:]}")

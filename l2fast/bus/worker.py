@@ -37,7 +37,10 @@ and a counter, until Redis answers or has been away for ``redis_timeout_s``; the
 :func:`run_worker` raises :class:`~l2fast.errors.BusUnavailableError` (the CLI exits
 with code 3). A running worker gives up sooner when its lease expires first: it must not
 go on without it. Either way it stops without a final snapshot, as if killed: started
-again once Redis is back, it continues from its last snapshot and loses nothing.
+again once Redis is back, it continues from its last snapshot and loses nothing. A refusal
+is not an outage: a wrong user or password, a command its ACL user may not run or a failed
+TLS check stops it at once with :class:`~l2fast.errors.BusAuthError` (exit code 4). The
+URL is logged with its password masked.
 """
 
 from __future__ import annotations
@@ -145,6 +148,7 @@ async def run_worker(options: WorkerOptions, *, ready: asyncio.Event | None = No
         BusUnavailableError: Redis stayed unreachable for ``options.redis_timeout_s``,
             or until the lease expired.
         LeaseLost: Another worker took the lease (Redis answered so).
+        BusAuthError: Redis refused the worker (password, ACL) or TLS failed.
     """
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()

@@ -98,6 +98,18 @@ def _wait(process: subprocess.Popen, worker: subprocess.Popen, logs: list[Path],
     return process.returncode
 
 
+def _terminate(worker: subprocess.Popen, log: Path, timeout: float = 60.0) -> int:
+    """SIGTERM ``worker`` and its exit code; fails with its log when it does not stop in time."""
+    if worker.poll() is None:
+        worker.send_signal(signal.SIGTERM)
+    try:
+        return worker.wait(timeout)
+    except subprocess.TimeoutExpired:
+        worker.kill()
+        worker.wait()
+        pytest.fail(f"the worker did not stop within {timeout:g} s of SIGTERM:\n{log.read_text()[-3000:]}")
+
+
 def _stop(*processes: subprocess.Popen) -> None:
     for p in processes:
         if p.poll() is None:
@@ -172,10 +184,8 @@ def test_the_roles_run_the_pipeline_as_their_acl_users(desk: Desk, feed: Feed, t
         assert board.wait(60) == 0, logs["dashboard"].read_text()
         assert "Portfolio heat" in logs["dashboard"].read_text()
     finally:
-        if worker.poll() is None:
-            worker.send_signal(signal.SIGTERM)
         try:
-            assert worker.wait(30) == 0, logs["worker"].read_text()
+            assert _terminate(worker, logs["worker"]) == 0, logs["worker"].read_text()
         finally:
             _stop(worker, l1)
     assert "refused=0" in logs["worker"].read_text() and "dead=0" in logs["worker"].read_text()
@@ -290,8 +300,7 @@ def test_publisher_worker_and_l1_over_tls(tls: Tls, feed: Feed, tmp_path: Path) 
         logs = [tmp_path / "publisher.log", tmp_path / "l1.log", tmp_path / "worker.log"]
         assert _wait(publisher, worker, logs) == 0, logs[0].read_text()
         assert _wait(l1, worker, logs) == 0, logs[1].read_text()
-        worker.send_signal(signal.SIGTERM)
-        assert worker.wait(30) == 0, (tmp_path / "worker.log").read_text()
+        assert _terminate(worker, logs[2]) == 0, logs[2].read_text()
     finally:
         _stop(worker, l1)
     assert _received(out) == feed.expected

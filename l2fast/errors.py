@@ -124,3 +124,21 @@ class BusUnavailableError(L2FastError):
         why = f": {reason}" if reason else ""
         super().__init__(f"redis at {url} unreachable: {error}; gave up after {retries} retries "
                          f"in {waited_s:.1f} s{why}")
+
+
+class BusAuthError(L2FastError):
+    """Redis (the bus) refused this process, or its TLS connection failed: a wrong user or
+    password, a command or key its ACL user may not use, a certificate that does not
+    verify. Retrying cannot help, so no command retries it.
+
+    Attributes:
+        url: The Redis URL (its password masked).
+        kind: ``"authentication"``, ``"permission"`` or ``"tls"``.
+        error: What failed and what Redis or the TLS layer said.
+    """
+
+    def __init__(self, url: str, kind: str, error: str) -> None:
+        self.url = url
+        self.kind = kind
+        self.error = error
+        super().__init__(f"redis at {url}: {error}")

@@ -485,7 +485,7 @@ def test_a_redis_restart_without_persistence_mid_stream_is_reported_by_every_pro
         time.sleep(2.0)
         volatile.stop()
         volatile.start()
-        assert publisher.wait(60) == 4, logs["publisher"].read_text()
+        assert publisher.wait(60) == 5, logs["publisher"].read_text()
         _wait_for("lost its state", logs["l1"], l1)
         time.sleep(1.0)
         assert worker.poll() is None and l1.poll() is None, "\n".join(p.read_text() for p in logs.values())

@@ -309,8 +309,8 @@ def test_a_dashboard_redis_timeout_of_0_retries_for_ever(dead_url: str, caplog: 
 
 
 @pytest.mark.skipif(REDIS_SERVER is None, reason="redis-server is not installed (Debian: apt-get install redis-server)")
-def test_a_dashboard_redis_error_masks_the_password_of_the_url(redis_url: str,
-                                                               capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_dashboard_redis_error_masks_the_password_of_the_url(redis_url: str, capsys: pytest.CaptureFixture[str],
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     from redis import Redis as SyncRedis
 
     client = SyncRedis.from_url(redis_url)
@@ -320,7 +320,9 @@ def test_a_dashboard_redis_error_masks_the_password_of_the_url(redis_url: str,
         client.close()
     # The default user has no password (nopass): any password logs in.
     url = redis_url.replace("redis://", "redis://default:s3cret@")
-    assert exit_code(["dashboard", "--redis", url, "--prefix", "wrong:", "--once"]) == 2
+    # A password is refused on the command line: the URL comes from the environment.
+    monkeypatch.setenv("L2FAST_REDIS_URL", url)
+    assert exit_code(["dashboard", "--prefix", "wrong:", "--once"]) == 2
     err = capsys.readouterr().err
     assert f"redis at {redacted_url(url)}: WRONGTYPE" in err and "s3cret" not in err
 

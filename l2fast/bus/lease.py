@@ -20,8 +20,10 @@ too, and the lease is taken again.
 While Redis is unreachable, taking and renewing are retried as the bus's commands are
 (:class:`~l2fast.bus.redis.RedisRetry`, shared with the transport): the log says Redis
 is unreachable, never that another worker holds the lease, which is said only when Redis
-answered so. A renewal gives up once the lease has expired, a renewal still without a
-reply then included (:class:`~l2fast.errors.BusUnavailableError`, naming the lease).
+answered so; a refusal (a wrong password, an ACL without the lease keys, a failed TLS
+check) ends the wait at once (:class:`~l2fast.errors.BusAuthError`). A renewal gives up
+once the lease has expired, a renewal still without a reply then included
+(:class:`~l2fast.errors.BusUnavailableError`, naming the lease).
 
 Taking and renewing run as Lua scripts: all of a worker's symbols or none.
 """
@@ -155,6 +157,7 @@ class SymbolLease:
 
         Raises:
             BusUnavailableError: Redis stayed unreachable past the retries' time limit.
+            BusAuthError: Redis refused the worker (password, ACL) or TLS failed.
         """
         waiting = None
         while True:

@@ -87,6 +87,12 @@ not read yet, and the pending list (entries fetched and not acknowledged are not
 delivered again after a crash); hence the worker's persistence requirement
 (:mod:`l2fast.bus.worker`).
 
+Refusals are not retried (:func:`refusal`): a wrong user or password (``WRONGPASS``,
+``NOAUTH``), a command or key the ACL user may not use (``NOPERM``) and a TLS connection
+that cannot be set up (certificate verification, a ``rediss://`` URL to a port that
+answers plain Redis) raise :class:`~l2fast.errors.BusAuthError` at once. URLs are logged
+and put in errors with their password masked (:func:`redacted_url`).
+
 A command without a reply (a network partition that resets nothing leaves the socket
 open) fails after the client's ``socket_timeout_s`` (by default ``block_ms / 1000`` +
 :data:`REPLY_TIMEOUT_S`), longer than a blocking read waits on a live Redis, and is
@@ -109,13 +115,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import time
 import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from functools import partial
 from typing import Any, TypeVar
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis
@@ -132,7 +139,7 @@ from l2fast.bus.transport import (
     Transport,
     dead_letter_text,
 )
-from l2fast.errors import BusUnavailableError
+from l2fast.errors import BusAuthError, BusUnavailableError
 
 __all__ = [
     "BACKOFF_MAX_S",
@@ -144,6 +151,7 @@ __all__ = [
     "RedisSubscription",
     "RedisTransport",
     "redacted_url",
+    "refusal",
 ]
 
 logger = logging.getLogger("l2fast.bus")
@@ -153,6 +161,16 @@ T = TypeVar("T")
 #: Errors after which the same command may succeed once Redis is back (BusyLoadingError,
 #: Redis replaying its append-only file after a restart, is a ConnectionError).
 TRANSIENT_ERRORS = (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError)
+
+#: What a command's retry loop catches: the transient errors and the refusals among
+#: Redis's replies (the others, such as a wrong type, are the caller's to handle).
+#: AuthenticationError is a ConnectionError, a refusal all the same (:func:`refusal`).
+_CAUGHT = (*TRANSIENT_ERRORS, redis_errors.NoPermissionError, redis_errors.AuthenticationWrongNumberOfArgsError)
+
+# TLS errors that say the connection was cut, not that TLS itself failed: a server
+# restarting mid-handshake (retried like any connection loss).
+_TLS_CUT = (ssl.SSLEOFError, ssl.SSLZeroReturnError, ssl.SSLSyscallError, ssl.SSLWantReadError,
+            ssl.SSLWantWriteError)
 
 #: How long a reply may take, beyond a blocking command's own wait, before the connection
 #: is taken for dead (a live Redis answers in milliseconds).
@@ -171,17 +189,78 @@ BACKOFF_MAX_S = 2.0
 
 
 def redacted_url(url: str) -> str:
-    """``url`` with its password masked, fit for logs and error messages."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
+    """``url`` with its password masked, fit for logs and error messages: the password of
+    its user part and the value of any query option named like a password
+    (``?password=``, ``?ssl_password=``, which redis-py accepts too)."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:  # e.g. an unbalanced IPv6 bracket: nothing of it is shown
+        return "<unparsable redis URL>"
+    if password is not None:
+        host = parts.netloc.rpartition("@")[2]
+        parts = parts._replace(netloc=f"{parts.username or ''}:***@{host}")
+    if "password" in parts.query.lower():
+        pairs = parse_qsl(parts.query, keep_blank_values=True)
+        query = [(k, "***" if "password" in k.lower() else v) for k, v in pairs]
+        parts = parts._replace(query=urlencode(query, safe="*/"))
+    # Not urlunsplit: it writes unix:///path as unix:/path.
+    text = f"{parts.scheme}://{parts.netloc}{parts.path}"
+    return text + (f"?{parts.query}" if parts.query else "") + (f"#{parts.fragment}" if parts.fragment else "")
+
+
+def refusal(error: BaseException, url: str) -> BusAuthError | None:
+    """``error`` as a :class:`~l2fast.errors.BusAuthError` when it is a refusal that no
+    retry can change (module docstring), else None.
+
+    Args:
+        error: What a command raised (redis-py's error, its cause an ``ssl`` error for TLS).
+        url: The Redis URL, password masked, for the message.
+    """
+    if isinstance(error, (redis_errors.AuthenticationError, redis_errors.AuthenticationWrongNumberOfArgsError)):
+        return BusAuthError(url, "authentication", f"authentication failed: {_reply_text(error)} (check the user "
+                                                   "and password of the URL)")
+    if isinstance(error, redis_errors.NoPermissionError):
+        return BusAuthError(url, "permission", f"permission denied: {_reply_text(error)} (the URL's ACL user "
+                                               "may not run this command on this key)")
+    seen: set[int] = set()
+    cause: BaseException | None = error
+    while cause is not None and id(cause) not in seen:  # redis-py wraps the ssl error
+        seen.add(id(cause))
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return BusAuthError(url, "tls", f"TLS certificate verification failed: {cause.verify_message} (is "
+                                            "ssl_ca_certs the CA that signed the server's certificate, and the "
+                                            "host the one it names?)")
+        if isinstance(cause, ssl.SSLError) and not isinstance(cause, _TLS_CUT):
+            return BusAuthError(url, "tls", f"TLS handshake failed: {cause.reason or cause}")
+        cause = cause.__cause__ or cause.__context__
+    return None
+
+
+def _reply_text(error: BaseException) -> str:
+    return (str(error) or type(error).__name__).rstrip(".")
+
+
+async def _answers_plain_redis(host: str, port: int) -> bool:
+    """Whether ``host:port`` answers a plain-text ``PING`` as Redis does (``+PONG``, or an
+    error such as ``-NOAUTH``): a TLS client there waits for a handshake that never comes."""
+    try:
+        async with asyncio.timeout(CONNECT_TIMEOUT_S):
+            reader, writer = await asyncio.open_connection(host, port)
+            try:
+                writer.write(b"PING\r\n")
+                await writer.drain()
+                reply = await reader.read(64)
+            finally:
+                writer.close()
+    except (OSError, TimeoutError):
+        return False
+    return reply[:1] in (b"+", b"-")
 
 
 class RedisRetry:
     """Retries of the commands to one Redis while it is unreachable: the backoff, a
-    counter in the log, and when to give up.
+    counter in the log, and when to give up; a refusal (:func:`refusal`) is raised at once.
 
     An outage starts at the first failed command and ends at the first one that succeeds;
     every caller sharing this object shares it (a worker's reads, publications and lease
@@ -194,7 +273,8 @@ class RedisRetry:
     reply waited that long already.
 
     Args:
-        url: The Redis URL (named in the log with its password masked).
+        url: The Redis URL (named in the log and in errors with its password masked; the
+            object keeps only that).
         give_up_after_s: Longest outage before :class:`~l2fast.errors.BusUnavailableError`
             (seconds); None or 0 to retry for ever (``--redis-timeout 0``).
         backoff_min_s: First wait before retrying.
@@ -212,6 +292,16 @@ class RedisRetry:
         if give_up_after_s is not None and not 0 <= give_up_after_s < float("inf"):  # NaN too
             raise ValueError(f"give_up_after_s={give_up_after_s!r}: must be seconds >= 0 (0 or None: no limit)")
         self.url = redacted_url(url)
+        # Where a rediss:// URL points: a TLS handshake there that gets no reply is checked
+        # against plain Redis once per outage (a TLS client sent to a non-TLS port).
+        self._tls_endpoint: tuple[str, int] | None = None
+        self._probed = False
+        try:
+            parts = urlsplit(url)
+            if parts.scheme == "rediss":
+                self._tls_endpoint = (parts.hostname or "localhost", parts.port or 6379)
+        except ValueError:
+            pass  # redis-py refuses the URL when it connects, with its own message
         #: The longest outage in seconds (None: no limit).
         self.give_up_after_s = give_up_after_s or None
         self.backoff_min_s = backoff_min_s
@@ -237,6 +327,7 @@ class RedisRetry:
 
         Raises:
             BusUnavailableError: Redis stayed unreachable past the limit or ``deadline``.
+            BusAuthError: Redis or TLS refused the connection or the command.
         """
         while True:
             started = time.monotonic()
@@ -245,7 +336,7 @@ class RedisRetry:
                     result = await op()
                 else:
                     result = await _before(op, deadline)
-            except TRANSIENT_ERRORS as exc:
+            except _CAUGHT as exc:
                 await self.wait(exc, deadline=deadline, reason=reason, started=started)
                 continue
             self.reachable()
@@ -263,9 +354,20 @@ class RedisRetry:
         falls on the limit.
 
         Raises:
+            BusAuthError: ``error`` is a refusal (:func:`refusal`), or a TLS handshake got no
+                reply from a port that answers plain Redis.
             BusUnavailableError: Redis has been unreachable for the limit, or ``deadline``
                 has passed, or another caller gave up in this outage.
         """
+        refused = refusal(error, self.url)
+        if refused is None and isinstance(error, redis_errors.TimeoutError) and self._tls_endpoint is not None \
+                and not self._probed:
+            self._probed = True
+            if await _answers_plain_redis(*self._tls_endpoint):
+                refused = BusAuthError(self.url, "tls", "TLS handshake got no reply: the port answers plain Redis, "
+                                                        "not TLS (use redis://, or the server's --tls-port)")
+        if refused is not None:
+            raise refused from None
         now = time.monotonic()
         if self._since is None:
             self._since, self._delay = (now if started is None else started), self.backoff_min_s
@@ -295,7 +397,7 @@ class RedisRetry:
         self.recovered_at = time.monotonic()
         logger.info("redis at %s reachable again after %d retries in %.1f s", self.url, self.retries,
                     self.recovered_at - self._since)
-        self._since, self.retries, self._gave_up = None, 0, None
+        self._since, self.retries, self._gave_up, self._probed = None, 0, None, False
 
 
 async def _before(op: Callable[[], Awaitable[T]], deadline: float) -> T:
@@ -520,7 +622,8 @@ class RedisTransport(Transport):
     """Redis Streams transport (module docstring).
 
     Args:
-        url: ``redis://host:port/db``.
+        url: ``redis://[user:password@]host:port/db``, or ``rediss://...`` for TLS (redis-py's
+            query options: ``?ssl_ca_certs=ca.crt``...); kept only by the client.
         policies: Queue policy per topic; topics not named get ``default``.
         default: The policy of every other topic.
         prefix: Prepended to every key (several buses on one Redis).
@@ -572,7 +675,8 @@ class RedisTransport(Transport):
         #: The retries while Redis is unreachable (share it with a lease on this Redis).
         self.retry = RedisRetry(url, give_up_after_s=give_up_after_s, backoff_min_s=backoff_min_s,
                                 backoff_max_s=backoff_max_s)
-        self.url = url
+        #: The Redis URL, its password masked (the client alone keeps the password).
+        self.url = self.retry.url
         self.prefix = prefix
         self.count = count
         self.block_ms = block_ms
@@ -639,6 +743,7 @@ class RedisTransport(Transport):
         Raises:
             BusClosed: The transport was closed while retrying.
             BusUnavailableError: Redis stayed unreachable for ``give_up_after_s``.
+            BusAuthError: Redis or TLS refused the connection or the command.
         """
         retry = self.retry
         failed = False
@@ -648,7 +753,7 @@ class RedisTransport(Transport):
             started = time.monotonic()
             try:
                 result = await op()
-            except TRANSIENT_ERRORS as exc:
+            except _CAUGHT as exc:
                 self.reconnects += 1
                 failed = True
                 for subscription in self._subscriptions:
@@ -746,7 +851,11 @@ class RedisTransport(Transport):
         self._observed = True
         try:
             info: Any = await self.call(lambda: self._client.info("server"))
-        except redis_errors.ResponseError:  # an ACL user without +info
+        except redis_errors.ResponseError:
+            return None
+        except BusAuthError as exc:  # an ACL user without +info: the run id stays unknown
+            if exc.kind != "permission":
+                raise
             return None
         run_id = info.get("run_id")
         run_id = run_id.decode() if isinstance(run_id, bytes) else run_id
@@ -870,7 +979,7 @@ class RedisTransport(Transport):
         try:
             await self.call(lambda: self._client.xadd(key, fields, maxlen=self.dead_letter_maxlen,
                                                       approximate=False))
-        except redis_errors.ResponseError as exc:
+        except (redis_errors.ResponseError, BusAuthError) as exc:
             logger.error("could not write a dead letter to %s: %s (%s)", key, exc,
                          ", ".join(f"{k}={dead_letter_text(v)[:200]!r}" for k, v in record.items()))
 

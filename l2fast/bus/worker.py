@@ -58,6 +58,10 @@ write since the last one; :func:`check_persistence`), unless ``allow_no_persiste
 ``FLUSHALL``, a stream or group deleted) is found and reported by the transport
 (:meth:`~l2fast.bus.redis.RedisTransport.state_lost`): the worker creates its groups
 again and goes on, and the count is in its metrics (``redis_state_lost``).
+
+A refusal is not an outage: a wrong user or password, a command its ACL user may not run or
+a failed TLS check stops it at once with :class:`~l2fast.errors.BusAuthError` (exit code 4).
+The URL is logged with its password masked.
 """
 
 from __future__ import annotations
@@ -67,7 +71,7 @@ import contextlib
 import logging
 import os
 import signal
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from l2fast.bus import L2BusAdapter, MessageBus, Topic
@@ -77,7 +81,7 @@ from l2fast.bus.redis import REDIS_URL, RedisTransport, redacted_url
 from l2fast.bus.transport import REDIS_TIMEOUT_S
 from l2fast.config import L2Config
 from l2fast.engine.generator import TacticalSignalGenerator
-from l2fast.errors import BusUnavailableError, ConfigError
+from l2fast.errors import BusAuthError, BusUnavailableError, ConfigError
 from l2fast.keys import Signer
 
 __all__ = ["WorkerOptions", "build_generator", "check_persistence", "run_worker"]
@@ -90,7 +94,8 @@ class WorkerOptions:
     """How a worker runs (the CLI's options).
 
     Attributes:
-        redis: ``redis://host:port/db``.
+        redis: The Redis URL (``redis://[user:password@]host:port/db``, ``rediss://`` for
+            TLS); left out of the repr, which must not show its password.
         config: The engine config (ignored when the snapshot exists: it holds its own).
         models_dir: Models folder override.
         snapshot: Snapshot file (None: no crash safety, acknowledged per message).
@@ -123,7 +128,7 @@ class WorkerOptions:
             (:mod:`l2fast.models.loading`).
     """
 
-    redis: str = REDIS_URL
+    redis: str = field(default=REDIS_URL, repr=False)
     config: L2Config | None = None
     models_dir: str | None = None
     snapshot: str | None = None
@@ -181,6 +186,7 @@ async def run_worker(options: WorkerOptions, *, ready: asyncio.Event | None = No
         BusUnavailableError: Redis stayed unreachable for ``options.redis_timeout_s``,
             or until the lease expired.
         LeaseLost: Another worker took the lease (Redis answered so).
+        BusAuthError: Redis refused the worker (password, ACL) or TLS failed.
     """
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -252,7 +258,9 @@ async def check_persistence(transport: RedisTransport, *, allow: bool = False) -
     fix = "start it with --appendonly yes (or CONFIG SET appendonly yes), or pass --allow-no-persistence"
     try:
         info = await transport.call(lambda: transport.client.info("persistence"))
-    except redis_errors.ResponseError as exc:
+    except (redis_errors.ResponseError, BusAuthError) as exc:
+        if isinstance(exc, BusAuthError) and exc.kind != "permission":
+            raise
         problem = f"cannot check the persistence of redis at {url} (INFO persistence: {exc}); grant +info"
     else:
         if int(info.get("aof_enabled", 0)) == 1:

@@ -28,11 +28,20 @@ Bad input (unreadable file, bad date, invalid config or decisions) prints ``erro
 on stderr and exits with code 2. The Redis commands (worker, publish, signals, dashboard)
 retry while Redis is unreachable, logging each retry, and after ``--redis-timeout``
 seconds (default :data:`l2fast.bus.transport.REDIS_TIMEOUT_S`; 0: retry for ever) print
-``error: redis at URL unreachable: ...`` and exit with code 3. ``publish`` exits with
-code 4 when Redis lost messages it had published (:data:`EXIT_REDIS_STATE_LOST`). They
-need the bus key (``--bus-key-file FILE``, else ``$L2FAST_BUS_KEY_FILE`` or
-``$L2FAST_BUS_KEY``: the same key in every process of the bus; ``l2fast.bus.bus``) unless
-given ``--no-auth``; without either they exit with code 2.
+``error: redis at URL unreachable: ...`` and exit with code 3. A refusal is not retried:
+a wrong user or password, a command the ACL user may not run, a TLS connection that fails
+(certificate verification, a non-TLS port) print ``error: redis at URL: ...`` and exit
+with code 4 (:class:`~l2fast.errors.BusAuthError`). ``publish`` exits with code 5 when
+Redis lost messages it had published (:data:`EXIT_REDIS_STATE_LOST`). They need the bus
+key (``--bus-key-file FILE``, else ``$L2FAST_BUS_KEY_FILE`` or ``$L2FAST_BUS_KEY``: the
+same key in every process of the bus; ``l2fast.bus.bus``) unless given ``--no-auth``;
+without either they exit with code 2.
+
+The Redis commands take their URL from ``--redis URL`` (without a password: one on the
+command line is refused, since ``ps`` and shell histories show it), ``--redis-file FILE``
+(the URL, password included, on the file's first line), else the environment:
+``L2FAST_REDIS_URL_FILE`` (a file), then ``L2FAST_REDIS_URL`` (the URL). The password is
+masked wherever a URL is printed or logged.
 """
 
 from __future__ import annotations
@@ -54,7 +63,7 @@ if TYPE_CHECKING:
 
     from l2fast.config import L2Config
     from l2fast.engine.generator import TacticalSignalGenerator
-    from l2fast.errors import BusUnavailableError
+    from l2fast.errors import BusAuthError, BusUnavailableError
     from l2fast.evaluation.paper import PaperBroker
     from l2fast.evaluation.replay import BarStream, ReplaySummary
     from l2fast.keys import Signer
@@ -386,7 +395,7 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
 
 
 def _cmd_dashboard(args: argparse.Namespace) -> int:
-    from l2fast.errors import BusUnavailableError
+    from l2fast.errors import BusAuthError, BusUnavailableError
 
     dashboard = _require_dashboard()
     try:
@@ -395,18 +404,21 @@ def _cmd_dashboard(args: argparse.Namespace) -> int:
         raise _InputError("the dashboard reads Redis: pip install l2fast[redis]") from None
     if not args.refresh > 0:
         raise _InputError(f"--refresh {args.refresh:g}: must be > 0 seconds")
+    url = _redis_url(args)
     signer = _bus_signer(args)
     # No logging set up here: Python's last-resort handler writes the retries' warnings
     # to the current sys.stderr, which the live display redirects above its frame.
     try:
-        asyncio.run(dashboard.watch_redis(args.redis, prefix=args.prefix, refresh_s=args.refresh, once=args.once,
+        asyncio.run(dashboard.watch_redis(url, prefix=args.prefix, refresh_s=args.refresh, once=args.once,
                                           redis_timeout_s=args.redis_timeout, signer=signer))
     except BusUnavailableError as exc:
         return _gave_up(exc)
+    except BusAuthError as exc:
+        return _refused(exc)
     except RedisError as exc:
         from l2fast.bus.redis import redacted_url
 
-        raise _InputError(f"redis at {redacted_url(args.redis)}: {exc}") from None
+        raise _InputError(f"redis at {redacted_url(url)}: {exc}") from None
     except ValueError as exc:  # a malformed URL, or workers of different builds
         raise _InputError(str(exc)) from None
     except KeyboardInterrupt:
@@ -472,9 +484,15 @@ def _run_async(coro: Coroutine[Any, Any, T]) -> T | None:
 
 #: Exit code of a Redis command that gave up on an unreachable Redis (--redis-timeout).
 EXIT_REDIS_UNREACHABLE = 3
+#: Exit code of a Redis command that Redis or TLS refused (authentication, ACL, TLS).
+EXIT_REDIS_REFUSED = 4
 #: Exit code of ``publish`` when Redis lost messages it had published (restarted without
 #: its data, flushed, a stream deleted): every message was sent, but not all may be there.
-EXIT_REDIS_STATE_LOST = 4
+EXIT_REDIS_STATE_LOST = 5
+
+#: The environment variables of the Redis URL: a file holding it, or the URL itself.
+REDIS_URL_FILE_VARIABLE = "L2FAST_REDIS_URL_FILE"
+REDIS_URL_VARIABLE = "L2FAST_REDIS_URL"
 
 _LOG_FORMAT = "%(asctime)s %(name)s %(levelname)s %(message)s"
 
@@ -550,10 +568,70 @@ def _bus_signer(args: argparse.Namespace) -> Signer | None:
     return signer
 
 
+def _refused(exc: BusAuthError) -> int:
+    print(f"error: {exc}", file=sys.stderr)
+    return EXIT_REDIS_REFUSED
+
+
+def _add_redis_url(parser: argparse.ArgumentParser) -> None:
+    """``--redis URL`` (no password) or ``--redis-file FILE``; else the environment (:func:`_redis_url`)."""
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--redis", metavar="URL",
+                       help="redis://[user@]host:port/db, or rediss://... for TLS (e.g. ?ssl_ca_certs=ca.crt); "
+                            "WITHOUT a password, which the process list would show: use --redis-file for one "
+                            f"(default: ${REDIS_URL_FILE_VARIABLE}, then ${REDIS_URL_VARIABLE})")
+    where.add_argument("--redis-file", metavar="FILE",
+                       help="a file holding the Redis URL, password included (e.g. redis://user:secret@host:6379/0)")
+
+
+def _redis_url(args: argparse.Namespace) -> str:
+    """The Redis URL: ``--redis``, ``--redis-file``, ``$L2FAST_REDIS_URL_FILE`` or
+    ``$L2FAST_REDIS_URL``, in that order.
+
+    Raises:
+        _InputError: None is given, a password is on the command line, the secret is
+            unusable, or the URL is not a Redis URL (its password masked in the message).
+    """
+    from urllib.parse import urlsplit
+
+    from l2fast.bus.redis import redacted_url
+    from l2fast.keys import SecretError, read_secret
+
+    hide = (f"put the URL in a file readable only by this user and pass --redis-file FILE, or set "
+            f"{REDIS_URL_FILE_VARIABLE}=FILE or {REDIS_URL_VARIABLE}=URL")
+    if args.redis is not None:
+        url, source = args.redis, "--redis"
+    else:
+        try:
+            found = read_secret(file=args.redis_file, file_variable=REDIS_URL_FILE_VARIABLE,
+                                variable=REDIS_URL_VARIABLE)
+        except SecretError as exc:
+            raise _InputError(f"the Redis URL: {exc}") from None
+        if found is None:
+            raise _InputError(f"no Redis URL: pass --redis URL (without a password) or --redis-file FILE, or set "
+                              f"{REDIS_URL_FILE_VARIABLE} or {REDIS_URL_VARIABLE}")
+        data, source = found
+        try:
+            url = data.decode().strip()
+        except UnicodeDecodeError:
+            raise _InputError(f"the Redis URL from {source} is not UTF-8 text") from None
+    try:
+        scheme, port = urlsplit(url).scheme, urlsplit(url).port
+    except ValueError:
+        scheme, port = "", None
+    if scheme not in ("redis", "rediss", "unix") or (port is not None and not 0 < port < 65536):
+        raise _InputError(f"the Redis URL from {source}, {redacted_url(url)}: not a Redis URL "
+                          "(redis://[user:password@]host:port/db, rediss://... or unix://path)")
+    if source == "--redis" and redacted_url(url) != url:
+        raise _InputError(f"--redis {redacted_url(url)}: a password on the command line is refused (ps and shell "
+                          f"histories show it): {hide}")
+    return url
+
+
 def _cmd_worker(args: argparse.Namespace) -> int:
     import logging
 
-    from l2fast.errors import BusUnavailableError, L2FastError
+    from l2fast.errors import BusAuthError, BusUnavailableError, L2FastError
 
     try:
         from l2fast.bus.worker import WorkerOptions, run_worker
@@ -562,10 +640,11 @@ def _cmd_worker(args: argparse.Namespace) -> int:
             raise
         raise _InputError("the worker needs redis-py: pip install l2fast[redis]") from None
 
+    url = _redis_url(args)
     logging.basicConfig(level=args.log_level.upper(), format=_LOG_FORMAT)
     signer = _bus_signer(args)
     options = WorkerOptions(
-        redis=args.redis, config=_load_config(args.config), models_dir=args.models, snapshot=args.snapshot,
+        redis=url, config=_load_config(args.config), models_dir=args.models, snapshot=args.snapshot,
         snapshot_every=args.snapshot_every, snapshot_interval_s=args.snapshot_interval, group=args.group,
         consumer=args.consumer, prefix=args.prefix, signals=args.signals, stale_after_ms=args.stale_after_ms,
         metrics_port=args.metrics_port, symbols=_symbols(args.symbols), lease_ttl_ms=args.lease_ttl_ms,
@@ -576,6 +655,8 @@ def _cmd_worker(args: argparse.Namespace) -> int:
         adapter = asyncio.run(run_worker(options))
     except BusUnavailableError as exc:
         return _gave_up(exc)
+    except BusAuthError as exc:
+        return _refused(exc)
     except (L2FastError, ValueError) as exc:
         raise _InputError(str(exc)) from None
     if adapter is None:
@@ -608,8 +689,9 @@ def _cmd_publish(args: argparse.Namespace) -> int:
     from l2fast.bus import MessageBus, Topic
     from l2fast.bus.redis import RedisTransport
     from l2fast.bus.tools import feed, load_fills, publish_feed
-    from l2fast.errors import BusUnavailableError, InvalidInputError
+    from l2fast.errors import BusAuthError, BusUnavailableError, InvalidInputError
 
+    url = _redis_url(args)
     signer = _bus_signer(args)
     streams = _load_streams(args.data, args.symbol, args.start, args.end)
     decisions = _load_decisions(args.decisions, streams)
@@ -621,7 +703,7 @@ def _cmd_publish(args: argparse.Namespace) -> int:
     except InvalidInputError as exc:
         raise _InputError(str(exc)) from None
 
-    transport = RedisTransport(args.redis, prefix=args.prefix,
+    transport = RedisTransport(url, prefix=args.prefix,
                                partitioned=(Topic.BARS, Topic.FILLS) if args.partitioned else (),
                                give_up_after_s=args.redis_timeout)
 
@@ -638,6 +720,8 @@ def _cmd_publish(args: argparse.Namespace) -> int:
         n = _run_async(main())
     except BusUnavailableError as exc:
         return _gave_up(exc)
+    except BusAuthError as exc:
+        return _refused(exc)
     print(f"published {n} messages in {time.perf_counter() - started:.1f} s")
     if transport.state_losses:
         print(f"error: redis at {transport.retry.url} lost its state during the publication "
@@ -652,8 +736,9 @@ def _cmd_signals(args: argparse.Namespace) -> int:
     from l2fast.bus import MessageBus
     from l2fast.bus.redis import RedisTransport
     from l2fast.bus.tools import ReaderStats, collect_signals
-    from l2fast.errors import BusUnavailableError
+    from l2fast.errors import BusAuthError, BusUnavailableError
 
+    url = _redis_url(args)
     signer = _bus_signer(args)
     stats = ReaderStats()
     try:
@@ -666,7 +751,7 @@ def _cmd_signals(args: argparse.Namespace) -> int:
         out.flush()
 
     async def main() -> tuple[list, int]:
-        bus = MessageBus(RedisTransport(args.redis, prefix=args.prefix, give_up_after_s=args.redis_timeout),
+        bus = MessageBus(RedisTransport(url, prefix=args.prefix, give_up_after_s=args.redis_timeout),
                          signer=signer)
         try:
             return await collect_signals(bus, group=args.group, consumer=args.consumer, count=args.count,
@@ -679,6 +764,8 @@ def _cmd_signals(args: argparse.Namespace) -> int:
         result = _run_async(main())
     except BusUnavailableError as exc:
         return _gave_up(exc)
+    except BusAuthError as exc:
+        return _refused(exc)
     finally:
         if out is not sys.stdout:
             out.close()
@@ -705,7 +792,7 @@ def _add_bus_commands(sub: argparse._SubParsersAction) -> None:
                     "messages are acknowledged only once a snapshot covers them: a killed worker restarted "
                     "with the same --snapshot and --consumer loses nothing and repeats its signals since the "
                     "last snapshot (same signal_id).")
-    work.add_argument("--redis", required=True, metavar="URL", help="redis://host:port/db")
+    _add_redis_url(work)
     work.add_argument("--config", metavar="FILE", help="TOML merged over the defaults (unused when restoring)")
     work.add_argument("--models", metavar="DIR", help="models folder (default: model.models_dir)")
     work.add_argument("--snapshot", metavar="FILE", help="engine snapshot file (restored from, written to)")
@@ -747,9 +834,9 @@ def _add_bus_commands(sub: argparse._SubParsersAction) -> None:
         "publish", help="publish bar files (and L3 decisions, recorded L1 fills) to a Redis bus",
         description="Publish decisions, bars merged in time order and, with --fills, recorded fills (each "
                     "before its symbol's bar opening at its ts_ms) to l3.decisions, market.bars and l1.fills. "
-                    "Exits with code 4 when Redis lost messages it had published (restarted without its data, "
+                    "Exits with code 5 when Redis lost messages it had published (restarted without its data, "
                     "flushed, a stream deleted).")
-    pub.add_argument("--redis", required=True, metavar="URL", help="redis://host:port/db")
+    _add_redis_url(pub)
     pub.add_argument("--prefix", default="", help="Redis key prefix of the bus")
     _add_redis_timeout(pub)
     _add_bus_key(pub)
@@ -765,7 +852,7 @@ def _add_bus_commands(sub: argparse._SubParsersAction) -> None:
                      help="bars and fills in one stream per symbol (for workers started with --symbols)")
     pub.set_defaults(func=_cmd_publish)
     sig = sub.add_parser("signals", help="read l2.signals from a Redis bus (a minimal L1), dropping duplicates")
-    sig.add_argument("--redis", required=True, metavar="URL", help="redis://host:port/db")
+    _add_redis_url(sig)
     sig.add_argument("--prefix", default="", help="Redis key prefix of the bus")
     _add_redis_timeout(sig)
     _add_bus_key(sig)
@@ -871,7 +958,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="Read the metrics the workers publish under <prefix>l2fast:metrics:<worker> (merged when "
                     "there are several) and the last hour of the <prefix>l2.signals stream, and draw the "
                     "dashboard, redrawn every --refresh seconds until Ctrl-C. Needs l2fast[dashboard,redis].")
-    dash.add_argument("--redis", required=True, metavar="URL", help="redis://host:port/db")
+    _add_redis_url(dash)
     dash.add_argument("--prefix", default="", help="the bus's key prefix (default: none)")
     _add_redis_timeout(dash)
     _add_bus_key(dash)

@@ -206,3 +206,32 @@ def test_decode_splits_what_a_keyed_encode_joins() -> None:
     data = encode(header, b"\x01\x02\x03", signer=KEY)
     assert decode(data, signer=KEY) == (header, b"\x01\x02\x03")
     assert len(data) == len(encode(header, b"\x01\x02\x03")) + TAG_CHARS
+
+
+# ---------------------------------------------------------------------------------------
+# the worker: no unsigned snapshot where another user can write
+
+
+@pytest.mark.parametrize("mode_of", ["folder", "file"])
+def test_the_worker_refuses_an_unsigned_snapshot_other_users_can_write(tmp_path: Path, mode_of: str) -> None:
+    from l2fast.bus.worker import WorkerOptions, build_generator
+
+    folder = tmp_path / "shared"
+    folder.mkdir(mode=0o700)
+    path = folder / "w.l2snap"
+    path.write_bytes(b"forged bytes: never read")
+    (folder if mode_of == "folder" else path).chmod(0o777 if mode_of == "folder" else 0o666)
+    with pytest.raises(ConfigError, match=r"writable by other users .*--snapshot-key-file"):
+        build_generator(WorkerOptions(snapshot=str(path)))
+    # With the key the file is read (and refused: it is no snapshot).
+    with pytest.raises(SnapshotError, match="bad magic"):
+        build_generator(WorkerOptions(snapshot=str(path), snapshot_signer=KEY))
+
+
+def test_the_worker_keeps_an_unsigned_snapshot_in_a_private_folder(tmp_path: Path) -> None:
+    from l2fast.bus.worker import WorkerOptions, build_generator
+
+    folder = tmp_path / "private"
+    folder.mkdir(mode=0o700)
+    gen = build_generator(WorkerOptions(snapshot=str(folder / "w.l2snap")))
+    assert gen.snapshot_signer is None

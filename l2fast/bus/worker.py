@@ -13,7 +13,9 @@ A snapshot on storage that anyone else can write (shared storage, the standby se
 below) needs the snapshot key (``snapshot_signer``; ``--snapshot-key-file``, or
 ``$L2FAST_SNAPSHOT_KEY_FILE`` / ``$L2FAST_SNAPSHOT_KEY``): the worker then signs its
 snapshots and restores only one signed with that key, so a forged file is refused before
-it is read. Likewise ``model_signer`` (``--model-key-file``) loads only signed models.
+it is read. Without a key the worker refuses a snapshot whose folder or file another
+user can write (:func:`check_snapshot_storage`). Likewise ``model_signer``
+(``--model-key-file``) loads only signed models.
 
 While it runs, the worker writes its metrics every ``metrics_interval_s`` to Redis
 (:func:`l2fast.ops.monitoring.publish_metrics`, read by ``python -m l2fast dashboard``) and,
@@ -71,6 +73,7 @@ import contextlib
 import logging
 import os
 import signal
+import stat
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -84,7 +87,7 @@ from l2fast.engine.generator import TacticalSignalGenerator
 from l2fast.errors import BusAuthError, BusUnavailableError, ConfigError
 from l2fast.keys import Signer
 
-__all__ = ["WorkerOptions", "build_generator", "check_persistence", "run_worker"]
+__all__ = ["WorkerOptions", "build_generator", "check_persistence", "check_snapshot_storage", "run_worker"]
 
 logger = logging.getLogger("l2fast.bus.worker")
 
@@ -155,13 +158,45 @@ class WorkerOptions:
         return self.group if self.symbols is None else f"{self.group}:{'+'.join(self.symbols)}"
 
 
+def check_snapshot_storage(path: str | os.PathLike[str], signer: Signer | None) -> None:
+    """Refuse an unsigned snapshot where another user could forge it.
+
+    Without a snapshot key the file's integrity rests on the file system: its folder and
+    the file itself (when it exists) must belong to this process's user and be writable
+    by no group or other user. Storage shared with other users or machines' accounts
+    needs the key.
+
+    Raises:
+        ConfigError: ``signer`` is None and the folder or the file is owned by another
+            user or writable by its group or others.
+    """
+    if signer is not None:
+        return
+    target = Path(path)
+    for item in (target.parent, target):
+        try:
+            info = item.stat()
+        except FileNotFoundError:
+            continue
+        if info.st_uid != os.getuid() or info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+            raise ConfigError(f"snapshot {target}: {item} is writable by other users (mode "
+                              f"{stat.filemode(info.st_mode)}, owner uid {info.st_uid}): whoever can write it could "
+                              "forge the engine's state; give the snapshot key (--snapshot-key-file FILE, or "
+                              "$L2FAST_SNAPSHOT_KEY_FILE / $L2FAST_SNAPSHOT_KEY) or keep the snapshot in a folder "
+                              "only this user can write")
+
+
 def build_generator(options: WorkerOptions) -> TacticalSignalGenerator:
     """The worker's engine: restored from ``options.snapshot`` if it exists, else new.
 
     Raises:
+        ConfigError: The snapshot is unsigned on storage other users can write
+            (:func:`check_snapshot_storage`).
         SnapshotError: The snapshot exists but is corrupt, foreign or does not fit.
         ModelLoadError: The models cannot be loaded.
     """
+    if options.snapshot is not None:
+        check_snapshot_storage(options.snapshot, options.snapshot_signer)
     if options.snapshot is not None and Path(options.snapshot).exists():
         gen = TacticalSignalGenerator.restore(options.snapshot, models_dir=options.models_dir,
                                               signer=options.snapshot_signer, model_signer=options.model_signer)

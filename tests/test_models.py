@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 import sys
 
@@ -377,6 +378,16 @@ def test_a_manifest_over_the_size_limit_is_refused_without_reading_it_whole(tmp_
     with pytest.raises(ModelLoadError, match=r"manifest is larger than 1048576 bytes"):
         load_model(path)
     assert validate_models(tmp_path)["passed"] == 0
+
+
+def test_a_fifo_named_as_the_manifest_is_refused_without_blocking(tmp_path):
+    # open() on a FIFO waits for a writer: the loader would hang for ever.
+    data = _discrete_graph()
+    path = _write(tmp_path, "toy", data, _manifest("toy", data))
+    path.unlink()
+    os.mkfifo(path)
+    with pytest.raises(ModelLoadError, match="manifest toy.json is not a regular file"):
+        load_model(path)
 
 
 def test_a_deeply_nested_manifest_is_refused_without_recursion_error(tmp_path):

@@ -301,8 +301,13 @@ def _read_small(path: Path, limit: int, what: str, owner: Path) -> bytes:
 
 def _read_manifest_bytes(path: Path) -> bytes:
     try:
-        # Read one byte past the limit, never the whole file: a huge file, /dev/zero or
-        # a FIFO must not cost memory or hang before it is refused.
+        # A FIFO would block the open until a writer comes, and a device never ends:
+        # refuse what is neither a file nor a folder (the open names a folder) first.
+        mode = path.stat().st_mode
+        if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+            raise ModelLoadError(f"manifest {path.name} is not a regular file", path)
+        # Read one byte past the limit, never the whole file: a huge file must not cost
+        # memory before it is refused.
         with path.open("rb") as f:
             data = f.read(MAX_MANIFEST_BYTES + 1)
     except OSError as exc:

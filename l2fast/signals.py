@@ -358,35 +358,13 @@ class TacticalSignal(_Deferred):
         if not self.signal_id:
             set_(self, "signal_id", _signal_id(symbol, ts_ms, _SIDE_TEXT[side], qty, stop_loss, take_profit))
 
-    @classmethod
-    def _trusted(cls, symbol: str, side: str, qty: float, confidence: float, consensus: float,
-                 stop_loss: float | None, take_profit: float | None, reasoning: Reasoning,
-                 ts_ms: int) -> TacticalSignal:
-        """The engine's constructor: every field is already of its exact type and range,
-        ``reasoning`` a :class:`Reasoning` built into the dict on first access.
-
-        The compiled engine checks finiteness and ranges before calling this (see
-        ``_emit`` in _engine.pyx); skipping ``__post_init__`` saves most of a signal's
-        cost, and leaving ``reasoning`` and ``signal_id`` unset (:meth:`__getattr__`
-        builds them) most of the rest.
-        """
-        self = object.__new__(cls)
-        set_ = object.__setattr__
-        set_(self, "symbol", symbol)
-        set_(self, "side", _SIDES[side])
-        set_(self, "qty", qty)
-        set_(self, "confidence", confidence)
-        set_(self, "consensus", consensus)
-        set_(self, "stop_loss", stop_loss)
-        set_(self, "take_profit", take_profit)
-        set_(self, "ts_ms", ts_ms)
-        set_(self, "_lazy", reasoning)
-        return self
-
     if not TYPE_CHECKING:  # mypy would take every misspelt attribute for a lazy one
         def __getattr__(self, name: str) -> Any:
             # Python calls this only for an unset slot: a lazy signal's reasoning or id,
-            # built once and stored in the slot, so later reads are plain slot reads.
+            # built once and stored in the slot, so later reads are plain slot reads. The
+            # compiled engine makes its signals without __init__ (its fields are checked
+            # already): it sets every slot but these two, and _lazy (see SIGNAL_SLOTS and
+            # _emit in _engine.pyx).
             if name == "reasoning":
                 value = _LAZY.__get__(self).reasoning()
             elif name == "signal_id":
@@ -401,7 +379,7 @@ class TacticalSignal(_Deferred):
         """``reasoning``'s code, whether it holds a vote, and its denial's code (or None),
         without building a lazy signal's reasoning (the replay counts these on every bar)."""
         try:
-            lazy = _LAZY.__get__(self)
+            lazy: Reasoning = _LAZY.__get__(self)
         except AttributeError:
             reasoning = self.reasoning
             denial = reasoning.get("denial")
@@ -472,8 +450,8 @@ _LAZY = _Deferred._lazy  # type: ignore[attr-defined]  # a slot's member descrip
 
 
 class Reasoning(Protocol):
-    """What the engine gives :meth:`TacticalSignal._trusted` in place of the reasoning dict:
-    a copy of the bar's results that builds the dict when asked."""
+    """What a lazy signal holds in place of its reasoning dict (the engine's
+    ``SignalReasoning``): a copy of the bar's results that builds the dict when asked."""
 
     def reasoning(self) -> dict[str, Any]:
         """The reasoning dict, a new one on each call."""

@@ -13,6 +13,8 @@ ensemble's bound buffers): the core imports nothing of l2fast but kernels and th
 from numbers import Real
 
 cimport cython
+from cpython.object cimport PyObject_GenericSetAttr, PyTypeObject
+from cpython.ref cimport PyObject
 from time import time_ns
 
 from libc.limits cimport LLONG_MAX
@@ -74,6 +76,11 @@ cdef int _NOT_IN_UNIVERSE = _CODE_INDEX["NOT_IN_UNIVERSE"]
 cdef int _ENTRY = _CODE_INDEX["ENTRY"]
 cdef int _EXIT = _CODE_INDEX["EXIT"]
 cdef int _INTERNAL_INVALID_SIGNAL = _CODE_INDEX["INTERNAL_INVALID_SIGNAL"]
+
+#: The slots the engine sets on a signal it makes (TacticalSignal's fields but the two it
+#: builds on first access, reasoning and signal_id, and the slot of the lazy reasoning).
+SIGNAL_SLOTS = ("symbol", "side", "qty", "confidence", "consensus", "stop_loss", "take_profit", "ts_ms", "_lazy")
+cdef tuple _NO_ARGS = ()
 
 cdef VoteResult _vr_layout
 # VoteResult up to its timeframes' votes: the part a reasoning copies in one piece.
@@ -236,7 +243,8 @@ cdef class EngineCore:
 
     cdef object _run
     cdef object _ensemble
-    cdef object _make_signal
+    cdef type _signal_type
+    cdef tuple _sides            # the signal type's sides for sell, hold, buy
     cdef object _is_symbol
     cdef float* _row
     cdef Py_ssize_t _n_features
@@ -290,7 +298,7 @@ cdef class EngineCore:
 
     # ------------------------------------------------------------------ setup
 
-    def _setup(self, config, ensemble, voting_params, long long warmup_bars, make_signal, is_symbol):
+    def _setup(self, config, ensemble, voting_params, long long warmup_bars, signal_type, sides, is_symbol):
         """Bind the validated parts (called once by ``TacticalSignalGenerator.__init__``).
 
         Args:
@@ -300,14 +308,17 @@ cdef class EngineCore:
                 ``run_bound`` and ``member_buffers`` are used).
             voting_params: :class:`~l2fast.decision.voting.VotingParams` of the same members.
             warmup_bars: 1m bars of a symbol before its first model vote.
-            make_signal: The signal constructor for checked fields,
-                ``(symbol, side, qty, confidence, consensus, stop_loss, take_profit,
-                reasoning, ts_ms)``, ``reasoning`` a :class:`SignalReasoning`
-                (:meth:`l2fast.signals.TacticalSignal._trusted`).
+            signal_type: The signal class (:class:`l2fast.signals.TacticalSignal`). The
+                engine makes each signal without its ``__init__`` (every field is already
+                checked, see ``_emit``): it allocates one and sets the slots
+                :data:`SIGNAL_SLOTS`, ``_lazy`` a :class:`SignalReasoning`; the class builds
+                ``reasoning`` and ``signal_id`` on first access.
+            sides: The class's side values for sell, hold and buy.
             is_symbol: Whether a ``str`` is a valid symbol (:func:`l2fast.config.is_symbol`).
 
         Raises:
             InvalidInputError: The ensemble's members are not the vote's, in its order.
+            TypeError: ``signal_type`` lacks one of the slots.
         """
         cdef RiskParams prm
         cdef int k
@@ -340,7 +351,13 @@ cdef class EngineCore:
         self._timeframes = tuple(voting_params.timeframes)
         self._n_members = len(self._member_names)
         self._warmup = warmup_bars
-        self._make_signal = make_signal
+        for name in SIGNAL_SLOTS:
+            # A slot is a data descriptor: the generic setattr reaches it past a frozen
+            # class's __setattr__, and nothing else.
+            if not hasattr(getattr(signal_type, name, None), "__set__"):
+                raise TypeError(f"{signal_type!r} has no slot {name!r}")
+        self._signal_type = signal_type
+        self._sides = tuple(sides)
         self._is_symbol = is_symbol
         buffers = tuple(ensemble.member_buffers)
         if tuple(b.name for b in buffers) != self._member_names:
@@ -738,9 +755,19 @@ cdef class EngineCore:
         self._stage(MET_STAGE_DECIDE, self._t_mark)
         metrics_signal(&self._metrics, side, code)
         self._stage(MET_STAGE_TOTAL, self._t_bar)
-        return self._make_signal(self._symbols[i], _SIDES[side], qty, conf, cons,
-                                 stop if isfinite(stop) and stop > 0.0 else None,
-                                 tp if isfinite(tp) and tp > 0.0 else None, reasoning, ts)
+        # Allocated as object.__new__ does, its slots set as object.__setattr__ does, without
+        # the Python calls (about 1 us a signal).
+        sig = (<PyTypeObject*>self._signal_type).tp_new(self._signal_type, <PyObject*>_NO_ARGS, NULL)
+        PyObject_GenericSetAttr(sig, "symbol", self._symbols[i])
+        PyObject_GenericSetAttr(sig, "side", self._sides[side + 1])
+        PyObject_GenericSetAttr(sig, "qty", qty)
+        PyObject_GenericSetAttr(sig, "confidence", conf)
+        PyObject_GenericSetAttr(sig, "consensus", cons)
+        PyObject_GenericSetAttr(sig, "stop_loss", stop if isfinite(stop) and stop > 0.0 else None)
+        PyObject_GenericSetAttr(sig, "take_profit", tp if isfinite(tp) and tp > 0.0 else None)
+        PyObject_GenericSetAttr(sig, "ts_ms", ts)
+        PyObject_GenericSetAttr(sig, "_lazy", reasoning)
+        return sig
 
     def _evaluate(self, symbol):
         """The decision on ``symbol``'s last bar again (after a new L3 decision)."""

@@ -16,7 +16,7 @@
 
 from l2fast.decision._risk cimport RiskBarUpdate, RiskCheck
 from l2fast.decision._sizing cimport SizingResult
-from l2fast.decision._voting cimport VoteResult
+from l2fast.decision._voting cimport VOTE_MAX_TIMEFRAMES, VoteResult
 
 cdef struct MemberIO:
     # Where a member's outputs land in the fused ensemble's bound buffers (member k of the
@@ -42,6 +42,11 @@ cdef enum:  # SignalReasoning.parts: which of the bar's results its reasoning ho
     PART_DENIAL = 8             # "denial" (the risk check's)
     PART_POSITION = 16          # "position" (the risk bar update)
 
+cdef enum:
+    # Room for a VoteResult's bytes before its timeframes (352 with 8 members on every
+    # usual ABI); _engine.pyx refuses to import if they need more.
+    VOTE_HEAD_ROOM = 352
+
 cdef class SignalReasoning:
     # A signal's reasoning as the numbers of its bar: copied when the signal is made (the
     # engine's structs change on the next bar), the dict built by reasoning() on demand.
@@ -55,7 +60,10 @@ cdef class SignalReasoning:
     cdef object regime          # L3's regime (PART_VOTE)
     cdef tuple members          # the vote's member names and timeframes (PART_VOTE)
     cdef tuple timeframes
-    cdef VoteResult vote        # PART_VOTE: all but the timeframes' components (vote_dict reads their vote only)
+    # PART_VOTE: the VoteResult's bytes before its timeframes, and each timeframe's vote:
+    # all vote_dict reads (not the technical components: 512 bytes less a signal).
+    cdef char vote_head[VOTE_HEAD_ROOM]
+    cdef double tf_vote[VOTE_MAX_TIMEFRAMES]
     cdef SizingResult sizing    # PART_SIZING
     cdef RiskCheck risk         # PART_RISK
     cdef RiskBarUpdate position # PART_POSITION

@@ -43,7 +43,8 @@ from l2fast.decision._sizing cimport (
 )
 from l2fast.technical._statistics cimport CorrelState, correl_free, correl_init, correl_step
 from l2fast.decision._voting cimport (
-    MEMBER_CONTINUOUS, MEMBER_OK, MemberInput, VOTE_MAX_ACTIONS, VOTE_MAX_MEMBERS, VoteResult,
+    MEMBER_CONTINUOUS, MEMBER_OK, MemberInput, TFVote, VOTE_MAX_ACTIONS, VOTE_MAX_MEMBERS, VOTE_MAX_TIMEFRAMES,
+    VoteResult,
     Voter, vote_dict, voter_setup, voter_technical, voter_vote,
 )
 
@@ -83,8 +84,11 @@ SIGNAL_SLOTS = ("symbol", "side", "qty", "confidence", "consensus", "stop_loss",
 cdef tuple _NO_ARGS = ()
 
 cdef VoteResult _vr_layout
-# VoteResult up to its timeframes' votes: the part a reasoning copies in one piece.
+# VoteResult up to its timeframes (its last field): the part a reasoning copies in one piece.
 cdef size_t _VOTE_HEAD = <size_t>(<char*>&_vr_layout.timeframes[0] - <char*>&_vr_layout)
+if _VOTE_HEAD > VOTE_HEAD_ROOM or _VOTE_HEAD + VOTE_MAX_TIMEFRAMES * sizeof(TFVote) != sizeof(VoteResult):
+    raise ImportError(f"VoteResult: {_VOTE_HEAD} bytes before its timeframes, or they are not its last field "
+                      f"(SignalReasoning.vote_head has room for {VOTE_HEAD_ROOM}: see _engine.pxd)")
 
 
 cdef inline int _pair(int a, int b) noexcept nogil:
@@ -168,7 +172,8 @@ cdef class SignalReasoning:
 
     def reasoning(self) -> dict:
         """The reasoning dict of the signal's bar (a new dict on each call)."""
-        cdef int code = self.code
+        cdef int code = self.code, k
+        cdef VoteResult vote
         d = {"code": REASON_CODES[code]}
         if code == _STALE_DECISION:
             d["age_ms"] = self.a
@@ -178,7 +183,11 @@ cdef class SignalReasoning:
             d["needed"] = self.b
         if self.parts & PART_VOTE:
             d["regime"] = self.regime
-            d["vote"] = vote_dict(&self.vote, self.members, self.timeframes)
+            # The timeframes' technical components stay unset: vote_dict reads their vote only.
+            memcpy(&vote, self.vote_head, _VOTE_HEAD)
+            for k in range(len(self.timeframes)):
+                vote.timeframes[k].vote = self.tf_vote[k]
+            d["vote"] = vote_dict(&vote, self.members, self.timeframes)
         if self.parts & PART_SIZING:
             sizing = sizing_result_dict(&self.sizing)
             if self.kelly_config:
@@ -641,9 +650,9 @@ cdef class EngineCore:
         r.regime = self._decision.regime
         r.members = self._member_names
         r.timeframes = self._timeframes
-        memcpy(&r.vote, &vr, _VOTE_HEAD)
+        memcpy(r.vote_head, &vr, _VOTE_HEAD)
         for k in range(len(self._timeframes)):
-            r.vote.timeframes[k].vote = vr.timeframes[k].vote
+            r.tf_vote[k] = vr.timeframes[k].vote
         if vr.side == 0:
             r.code = _GATE_INDEX[vr.gate]
             return self._hold(i, ts, r, &vr)

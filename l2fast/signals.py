@@ -27,7 +27,7 @@ import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from l2fast.config import REGIMES, RISK_APPETITES, SYMBOL_PATTERN, is_symbol
 from l2fast.errors import InvalidDecisionError, InvalidInputError
@@ -267,8 +267,14 @@ def _unit(name: str, value: Any) -> float:
     return x
 
 
+class _Deferred:
+    """The slot a signal keeps its unbuilt reasoning in (see :class:`TacticalSignal`)."""
+
+    __slots__ = ("_lazy",)
+
+
 @dataclass(frozen=True, slots=True)
-class TacticalSignal:
+class TacticalSignal(_Deferred):
     """What L2 tells L1 for one symbol on one bar.
 
     Attributes:
@@ -283,6 +289,12 @@ class TacticalSignal:
             given; :meth:`to_dict` makes it JSON-safe.
         ts_ms: Open time of the bar the signal answers (epoch ms UTC, >= 0).
         signal_id: Deterministic id; computed with :func:`make_signal_id` when empty.
+
+    The engine's signals are lazy: they hold the numbers of their bar, and build
+    ``reasoning`` (from a copy of that bar's vote, sizing and risk results, so it
+    describes that bar however late it is read) and ``signal_id`` on first access, then
+    keep them. Reading, comparing, printing, copying or pickling a signal gives what an
+    eager one of the same fields gives.
 
     Raises:
         InvalidInputError: A field has the wrong type or is out of range (non-finite
@@ -346,29 +358,33 @@ class TacticalSignal:
         if not self.signal_id:
             set_(self, "signal_id", _signal_id(symbol, ts_ms, _SIDE_TEXT[side], qty, stop_loss, take_profit))
 
-    @classmethod
-    def _trusted(cls, symbol: str, side: str, qty: float, confidence: float, consensus: float,
-                 stop_loss: float | None, take_profit: float | None, reasoning: dict[str, Any],
-                 ts_ms: int) -> TacticalSignal:
-        """The engine's constructor: every field is already of its exact type and range.
+    if not TYPE_CHECKING:  # mypy would take every misspelt attribute for a lazy one
+        def __getattr__(self, name: str) -> Any:
+            # Python calls this only for an unset slot: a lazy signal's reasoning or id,
+            # built once and stored in the slot, so later reads are plain slot reads. The
+            # compiled engine makes its signals without __init__ (its fields are checked
+            # already): it sets every slot but these two, and _lazy (see SIGNAL_SLOTS and
+            # _emit in _engine.pyx).
+            if name == "reasoning":
+                value = _LAZY.__get__(self).reasoning()
+            elif name == "signal_id":
+                value = _signal_id(self.symbol, self.ts_ms, _SIDE_TEXT[self.side], self.qty, self.stop_loss,
+                                   self.take_profit)
+            else:
+                raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+            object.__setattr__(self, name, value)
+            return value
 
-        The compiled engine checks finiteness and ranges before calling this (see
-        ``_emit`` in _engine.pyx); skipping ``__post_init__`` saves most of a signal's cost.
-        """
-        self = object.__new__(cls)
-        set_ = object.__setattr__
-        side_ = _SIDES[side]
-        set_(self, "symbol", symbol)
-        set_(self, "side", side_)
-        set_(self, "qty", qty)
-        set_(self, "confidence", confidence)
-        set_(self, "consensus", consensus)
-        set_(self, "stop_loss", stop_loss)
-        set_(self, "take_profit", take_profit)
-        set_(self, "reasoning", reasoning)
-        set_(self, "ts_ms", ts_ms)
-        set_(self, "signal_id", _signal_id(symbol, ts_ms, side, qty, stop_loss, take_profit))
-        return self
+    def _brief(self) -> tuple[str, bool, str | None]:
+        """``reasoning``'s code, whether it holds a vote, and its denial's code (or None),
+        without building a lazy signal's reasoning (the replay counts these on every bar)."""
+        try:
+            lazy: Reasoning = _LAZY.__get__(self)
+        except AttributeError:
+            reasoning = self.reasoning
+            denial = reasoning.get("denial")
+            return reasoning["code"], "vote" in reasoning, None if denial is None else denial["code"]
+        return lazy.brief()
 
     @classmethod
     def hold(cls, symbol: str, ts_ms: int, reasoning: dict[str, Any], *, confidence: float = 0.0,
@@ -427,3 +443,18 @@ class TacticalSignal:
             "ts_ms": self.ts_ms,
             "signal_id": self.signal_id,
         }
+
+
+#: The slot of a lazy signal's :class:`Reasoning` (unset in an eager signal).
+_LAZY = _Deferred._lazy  # type: ignore[attr-defined]  # a slot's member descriptor
+
+
+class Reasoning(Protocol):
+    """What a lazy signal holds in place of its reasoning dict (the engine's
+    ``SignalReasoning``): a copy of the bar's results that builds the dict when asked."""
+
+    def reasoning(self) -> dict[str, Any]:
+        """The reasoning dict, a new one on each call."""
+
+    def brief(self) -> tuple[str, bool, str | None]:
+        """What :meth:`TacticalSignal._brief` returns, without building the dict."""

@@ -4,8 +4,11 @@ warm-up and decision gates, errors that leave the state untouched, model failure
 from __future__ import annotations
 
 import asyncio
+import copy
+import dataclasses
 import json
 import math
+import pickle
 import shutil
 from pathlib import Path
 
@@ -14,8 +17,10 @@ import pytest
 
 from l2fast import L2Config, StrategicDecision, TacticalSignal, TacticalSignalGenerator
 from l2fast.data import models_dir
+from l2fast.engine._engine import SignalReasoning
 from l2fast.errors import ConfigError, InvalidBarError, InvalidDecisionError, InvalidInputError, ModelLoadError
 from l2fast.evaluation.synthetic import generate_bars
+from l2fast.signals import make_signal_id
 
 from reference.engine import EngineRef
 
@@ -558,3 +563,86 @@ def test_the_ensemble_holds_the_members_in_vote_order() -> None:
     gen = TacticalSignalGenerator()
     assert gen.ensemble.names == gen.members == tuple(gen.config.model.weights)
     assert tuple(b.name for b in gen.ensemble.member_buffers) == gen.members
+
+
+# ---------------------------------------------------------------------------------------
+# lazy signals
+
+
+def _unbuilt(sig: TacticalSignal, name: str) -> bool:
+    """Whether a lazy signal has not built ``name`` yet (its slot is still unset)."""
+    try:
+        getattr(TacticalSignal, name).__get__(sig, TacticalSignal)
+    except AttributeError:
+        return True
+    return False
+
+
+def test_lazy_signals_read_late_equal_what_their_bar_gave_and_eager_ones_on_real_btc_and_eth(btc_1m, eth_1m) -> None:
+    # Two engines on the same bars and fills: one's signals are read at their bar, the
+    # other's only after the last bar. The late reasoning must still describe its own bar
+    # (a copy, not the engine's structs of the latest bar), and equal an eager signal made
+    # by the public constructor from the same fields, field by field.
+    cfg = _config(risk={"allow_short": True, "max_daily_trades": 4, "atr_multiplier": 8.0,
+                        "min_trades_for_live_stats": 5})
+    now, late = TacticalSignalGenerator(cfg), TacticalSignalGenerator(cfg)
+    streams = dict(zip((BTC, ETH), _aligned(btc_1m, eth_1m, 4000)))
+    fills_now, fills_late = _Fills(), _Fills()
+    at_bar: list[tuple] = []
+    kept: list[TacticalSignal] = []
+    for k in range(len(streams[BTC])):
+        if k == 3:  # the first bars hold with NO_DECISION
+            for gen in (now, late):
+                gen.on_strategic_decision(_decision((BTC, ETH)))
+        for symbol, rows in streams.items():
+            bar = rows[k]
+            fills_now.before_bar(symbol, bar, [now])
+            fills_late.before_bar(symbol, bar, [late])
+            sig = now.on_bar(symbol, *bar)
+            at_bar.append((copy.deepcopy(sig.reasoning), sig.to_dict(), sig.signal_id, repr(sig)))
+            fills_now.after_signal(symbol, _view(sig))
+            kept.append(sig := late.on_bar(symbol, *bar))
+            assert _unbuilt(sig, "reasoning") and _unbuilt(sig, "signal_id")
+            code, _, _ = sig._brief()
+            fills_late.after_signal(symbol, {"side": sig.side.value, "qty": sig.qty, "code": code,
+                                             "stop_loss": sig.stop_loss, "take_profit": sig.take_profit})
+    assert all(_unbuilt(s, "reasoning") for s in kept)  # nothing above built them
+    codes, position_holds = set(), 0
+    for (reasoning, as_dict, signal_id, text), sig in zip(at_bar, kept, strict=True):
+        assert sig._brief() == (reasoning["code"], "vote" in reasoning,
+                                reasoning["denial"]["code"] if "denial" in reasoning else None)
+        assert sig.reasoning == reasoning
+        assert sig.reasoning is sig.reasoning  # built once
+        assert sig.signal_id == signal_id == make_signal_id(sig.symbol, sig.ts_ms, sig.side, sig.qty,
+                                                           sig.stop_loss, sig.take_profit)
+        assert json.dumps(sig.to_dict()) == json.dumps(as_dict)  # key order too
+        assert repr(sig) == text
+        eager = TacticalSignal(sig.symbol, sig.side.value, sig.qty, sig.confidence, sig.consensus, sig.stop_loss,
+                               sig.take_profit, copy.deepcopy(reasoning), sig.ts_ms)
+        assert eager == sig and sig == eager
+        assert (eager.signal_id, eager.to_dict(), repr(eager)) == (sig.signal_id, as_dict, text)
+        codes.add(reasoning["code"])
+        position_holds += sig.side == "hold" and "position" in reasoning
+    assert {"NO_DECISION", "WARM_UP", "ENTRY", "EXIT", "MAX_DAILY_TRADES", "POSITION_OPEN"} <= codes
+    assert position_holds > 0
+
+
+def test_a_lazy_signal_copies_pickles_and_travels_the_bus_as_an_eager_one() -> None:
+    from l2fast.bus.schema import decode, encode
+
+    gen = TacticalSignalGenerator(_config())
+    gen.on_strategic_decision(_decision())
+    rows = _rows(generate_bars(gen.warmup_bars + 20, seed=5))
+    signals = [gen.on_bar(BTC, *bar) for bar in rows]
+    for sig in (signals[0], signals[-1]):
+        assert decode(encode(sig)).message == sig
+        for other in (copy.copy(sig), copy.deepcopy(sig), pickle.loads(pickle.dumps(sig))):
+            assert other == sig and other.signal_id == sig.signal_id and other.to_dict() == sig.to_dict()
+        assert dataclasses.replace(sig) == sig
+    with pytest.raises(TypeError):
+        SignalReasoning()
+    stale = TacticalSignalGenerator(_config(engine={"max_decision_age_ms": 60_000}))
+    stale.on_strategic_decision(_decision(ts_ms=rows[0][0]))
+    sig = [stale.on_bar(BTC, *bar) for bar in rows[:5]][-1]
+    assert sig._brief() == ("STALE_DECISION", False, None)
+    assert sig.reasoning == {"code": "STALE_DECISION", "age_ms": rows[4][0] - rows[0][0], "limit_ms": 60_000}

@@ -5,15 +5,20 @@ from typing import Any
 
 import numpy as np
 
-from l2fast.signals import StrategicDecision, TacticalSignal
+from l2fast.signals import Side, StrategicDecision, TacticalSignal
 
 MAX_SYMBOLS: int
+SIGNAL_SLOTS: tuple[str, ...]
+
+class SignalReasoning:
+    def reasoning(self) -> dict[str, Any]: ...
+    def brief(self) -> tuple[str, bool, str | None]: ...
 
 class EngineCore:
     ensemble_failures: int
     last_ensemble_error: str | None
     def _setup(self, config: Any, ensemble: Any, voting_params: Any, warmup_bars: int,
-               make_signal: Callable[..., TacticalSignal], is_symbol: Callable[[str], bool]) -> None: ...
+               signal_type: type[TacticalSignal], sides: Iterable[Side], is_symbol: Callable[[str], bool]) -> None: ...
     def _apply_decision(self, decision: StrategicDecision, multipliers: list[float], p: float, b: float,
                         appetite: float) -> None: ...
     def _evaluate(self, symbol: str) -> TacticalSignal | None: ...

@@ -75,7 +75,7 @@ from l2fast.errors import ConfigError, InvalidDecisionError, L2FastError, ModelL
 from l2fast.keys import Signer
 from l2fast.models.ensemble import FusedEnsemble
 from l2fast.models.loading import load_model
-from l2fast.signals import StrategicDecision, TacticalSignal
+from l2fast.signals import Side, StrategicDecision, TacticalSignal
 from l2fast.technical.state import feature_names
 
 __all__ = ["MAX_SYMBOLS", "EngineState", "TacticalSignalGenerator"]
@@ -171,8 +171,8 @@ class TacticalSignalGenerator(EngineCore):
         # manifest without a lookback its default (l2fast.models.loading.default_lookback).
         #: 1m bars a symbol needs before its first model vote (the largest member lookback).
         self.warmup_bars: int = max(int(self.manifests[n]["lookback"]) for n in live)
-        self._setup(config, self.ensemble, self.voting_params, self.warmup_bars, TacticalSignal._trusted,
-                    is_symbol)
+        self._setup(config, self.ensemble, self.voting_params, self.warmup_bars, TacticalSignal,
+                    (Side.SELL, Side.HOLD, Side.BUY), is_symbol)
         self.decision: StrategicDecision | None = None
 
     @property

@@ -433,15 +433,14 @@ def replay(gen: TacticalSignalGenerator, streams: Sequence[BarStream],
             signal_fill(sig)
             if on_signal is not None:
                 on_signal(k, sig, elapsed_ns)
-            reasoning = sig.reasoning
-            code = reasoning["code"]
-            voted[k] = "vote" in reasoning
+            # The counts need three facts of the reasoning, not the dict: a lazy signal
+            # builds it only when written out (or read by on_signal).
+            code, voted[k], denial = sig._brief()
             if sig.side is hold:
                 signals["hold"] += 1
                 hold_codes[code] = hold_codes.get(code, 0) + 1
-                denial = reasoning.get("denial")
                 if denial is not None:
-                    denials[denial["code"]] = denials.get(denial["code"], 0) + 1
+                    denials[denial] = denials.get(denial, 0) + 1
                 if not all_signals:
                     continue
             else:

@@ -11,9 +11,12 @@
 #      gates on the L3 decision (none, stale, symbol outside the universe for entries),
 #      warm-up, the fused ONNX ensemble through io_binding, voter_vote, then for a
 #      passing vote: an exit (opposite position) or sizing_compute + risk_check for an
-#      entry, risk_accept when allowed; the TacticalSignal and its reasoning.
+#      entry, risk_accept when allowed; the TacticalSignal, its reasoning a SignalReasoning
+#      (below) that copies the bar's results and builds the dict only when read.
 
-from l2fast.decision._risk cimport RiskBarUpdate
+from l2fast.decision._risk cimport RiskBarUpdate, RiskCheck
+from l2fast.decision._sizing cimport SizingResult
+from l2fast.decision._voting cimport VOTE_MAX_TIMEFRAMES, VoteResult
 
 cdef struct MemberIO:
     # Where a member's outputs land in the fused ensemble's bound buffers (member k of the
@@ -31,3 +34,36 @@ cdef struct SymbolSlot:
     RiskBarUpdate upd           # risk_bar of the last bar
     double close                # the last bar's close (the signal's reference price)
     long long bars
+
+cdef enum:  # SignalReasoning.parts: which of the bar's results its reasoning holds
+    PART_VOTE = 1               # "regime" and "vote"
+    PART_SIZING = 2             # "sizing"
+    PART_RISK = 4               # "risk"
+    PART_DENIAL = 8             # "denial" (the risk check's)
+    PART_POSITION = 16          # "position" (the risk bar update)
+
+cdef enum:
+    # Room for a VoteResult's bytes before its timeframes (352 with 8 members on every
+    # usual ABI); _engine.pyx refuses to import if they need more.
+    VOTE_HEAD_ROOM = 352
+
+cdef class SignalReasoning:
+    # A signal's reasoning as the numbers of its bar: copied when the signal is made (the
+    # engine's structs change on the next bar), the dict built by reasoning() on demand.
+    cdef int code               # index in REASON_CODES
+    cdef int parts              # PART_* bits
+    cdef bint kelly_config      # "sizing"'s kelly_source reads "config" (fixed Kelly inputs)
+    cdef long long a, b         # STALE_DECISION: age_ms, limit_ms; WARM_UP: bars, needed
+    cdef bint invalid           # INTERNAL_INVALID_SIGNAL: the engine refused these numbers
+    cdef int bad_side
+    cdef double bad_qty, bad_conf, bad_cons
+    cdef object regime          # L3's regime (PART_VOTE)
+    cdef tuple members          # the vote's member names and timeframes (PART_VOTE)
+    cdef tuple timeframes
+    # PART_VOTE: the VoteResult's bytes before its timeframes, and each timeframe's vote:
+    # all vote_dict reads (not the technical components: 512 bytes less a signal).
+    cdef char vote_head[VOTE_HEAD_ROOM]
+    cdef double tf_vote[VOTE_MAX_TIMEFRAMES]
+    cdef SizingResult sizing    # PART_SIZING
+    cdef RiskCheck risk         # PART_RISK
+    cdef RiskBarUpdate position # PART_POSITION

@@ -3,19 +3,24 @@
 Every per-bar step runs on C structs owned by :class:`EngineCore` (technical state, voter,
 correlation, risk state, live statistics; see _engine.pxd for the order); the only Python
 work per bar is the onnxruntime call through a pre-bound io_binding and the returned
-:class:`~l2fast.signals.TacticalSignal` with its reasoning. :class:`l2fast.engine.generator.
+:class:`~l2fast.signals.TacticalSignal`, whose reasoning is a :class:`SignalReasoning`: a copy
+of the bar's results that builds the dict only when it is read. :class:`l2fast.engine.generator.
 TacticalSignalGenerator` builds the core from an :class:`~l2fast.config.L2Config` and hands it
 what it needs from the Python layer (the symbol check, the signal constructor, the
 ensemble's bound buffers): the core imports nothing of l2fast but kernels and the errors.
 """
 
 from numbers import Real
+
+cimport cython
+from cpython.object cimport PyObject_GenericSetAttr, PyTypeObject
+from cpython.ref cimport PyObject
 from time import time_ns
 
 from libc.limits cimport LLONG_MAX
 from libc.math cimport INFINITY, NAN, isfinite
 from libc.stdlib cimport calloc, free
-from libc.string cimport memset
+from libc.string cimport memcpy, memset
 
 from l2fast.technical._aggregate cimport BarGuard, bar_check, bar_guard_init
 from l2fast.technical._features cimport S_ATR, S_RET_1, S_RVOL, TechnicalState
@@ -38,7 +43,8 @@ from l2fast.decision._sizing cimport (
 )
 from l2fast.technical._statistics cimport CorrelState, correl_free, correl_init, correl_step
 from l2fast.decision._voting cimport (
-    MEMBER_CONTINUOUS, MEMBER_OK, MemberInput, VOTE_MAX_ACTIONS, VOTE_MAX_MEMBERS, VoteResult,
+    MEMBER_CONTINUOUS, MEMBER_OK, MemberInput, TFVote, VOTE_MAX_ACTIONS, VOTE_MAX_MEMBERS, VOTE_MAX_TIMEFRAMES,
+    VoteResult,
     Voter, vote_dict, voter_setup, voter_technical, voter_vote,
 )
 
@@ -50,7 +56,6 @@ from l2fast.errors import InvalidBarError, InvalidInputError
 #: Most symbols one engine follows (the risk state's fixed capacity).
 MAX_SYMBOLS = RISK_MAX_SYMBOLS
 
-_GATE_NAME = dict(GATE_CODES)
 _SIDES = {1: "buy", -1: "sell", 0: "hold"}
 _MAX_TS = 2 ** 63
 
@@ -61,6 +66,29 @@ REASON_CODES = tuple(dict.fromkeys(
 #: The risk gate's denial codes among them.
 DENIAL_CODES = frozenset(RISK_CODES[1:])
 _CODE_INDEX = {name: k for k, name in enumerate(REASON_CODES)}
+# The reasoning code of each gate bit, sizing code and risk code (-1: none).
+_GATE_INDEX = {bit: _CODE_INDEX[name] for bit, name in GATE_CODES if bit}
+_SIZING_INDEX = tuple(_CODE_INDEX.get(name, -1) for name in SIZING_CODES)
+_RISK_INDEX = tuple(_CODE_INDEX.get(name, -1) for name in RISK_CODES)
+cdef int _NO_DECISION = _CODE_INDEX["NO_DECISION"]
+cdef int _STALE_DECISION = _CODE_INDEX["STALE_DECISION"]
+cdef int _WARM_UP = _CODE_INDEX["WARM_UP"]
+cdef int _NOT_IN_UNIVERSE = _CODE_INDEX["NOT_IN_UNIVERSE"]
+cdef int _ENTRY = _CODE_INDEX["ENTRY"]
+cdef int _EXIT = _CODE_INDEX["EXIT"]
+cdef int _INTERNAL_INVALID_SIGNAL = _CODE_INDEX["INTERNAL_INVALID_SIGNAL"]
+
+#: The slots the engine sets on a signal it makes (TacticalSignal's fields but the two it
+#: builds on first access, reasoning and signal_id, and the slot of the lazy reasoning).
+SIGNAL_SLOTS = ("symbol", "side", "qty", "confidence", "consensus", "stop_loss", "take_profit", "ts_ms", "_lazy")
+cdef tuple _NO_ARGS = ()
+
+cdef VoteResult _vr_layout
+# VoteResult up to its timeframes (its last field): the part a reasoning copies in one piece.
+cdef size_t _VOTE_HEAD = <size_t>(<char*>&_vr_layout.timeframes[0] - <char*>&_vr_layout)
+if _VOTE_HEAD > VOTE_HEAD_ROOM or _VOTE_HEAD + VOTE_MAX_TIMEFRAMES * sizeof(TFVote) != sizeof(VoteResult):
+    raise ImportError(f"VoteResult: {_VOTE_HEAD} bytes before its timeframes, or they are not its last field "
+                      f"(SignalReasoning.vote_head has room for {VOTE_HEAD_ROOM}: see _engine.pxd)")
 
 
 cdef inline int _pair(int a, int b) noexcept nogil:
@@ -128,6 +156,73 @@ cdef int _slot_check(StateCodec c, void* s, const void* live) except -1:
                     "symbol slot: position side, stop move or bar count")
 
 
+@cython.final
+@cython.freelist(8)
+cdef class SignalReasoning:
+    """A signal's reasoning, kept as the numbers of its bar until it is read.
+
+    The engine copies the bar's vote, sizing result, risk check and risk bar update into
+    it when it makes the signal (the engine's own structs change with the next bar), and
+    :meth:`reasoning` builds the dict :class:`~l2fast.signals.TacticalSignal` exposes (the
+    signal calls it on first access and keeps the result). Made only by the engine.
+    """
+
+    def __init__(self):
+        raise TypeError("SignalReasoning is made by the engine only")
+
+    def reasoning(self) -> dict:
+        """The reasoning dict of the signal's bar (a new dict on each call)."""
+        cdef int code = self.code, k
+        cdef VoteResult vote
+        d = {"code": REASON_CODES[code]}
+        if code == _STALE_DECISION:
+            d["age_ms"] = self.a
+            d["limit_ms"] = self.b
+        elif code == _WARM_UP:
+            d["bars"] = self.a
+            d["needed"] = self.b
+        if self.parts & PART_VOTE:
+            d["regime"] = self.regime
+            # The timeframes' technical components stay unset: vote_dict reads their vote only.
+            memcpy(&vote, self.vote_head, _VOTE_HEAD)
+            for k in range(len(self.timeframes)):
+                vote.timeframes[k].vote = self.tf_vote[k]
+            d["vote"] = vote_dict(&vote, self.members, self.timeframes)
+        if self.parts & PART_SIZING:
+            sizing = sizing_result_dict(&self.sizing)
+            if self.kelly_config:
+                sizing["kelly_source"] = "config"
+            d["sizing"] = sizing
+        if self.parts & PART_RISK:
+            risk = risk_check_dict(&self.risk)
+            d["risk"] = risk
+            if self.parts & PART_DENIAL:
+                d["denial"] = risk["denial"]
+        if self.parts & PART_POSITION:
+            d["position"] = risk_bar_dict(&self.position)
+        if self.invalid:
+            return {"code": "INTERNAL_INVALID_SIGNAL", "side": _SIDES[self.bad_side], "qty": _opt(self.bad_qty),
+                    "confidence": _opt(self.bad_conf), "consensus": _opt(self.bad_cons), "was": d}
+        return d
+
+    def brief(self) -> tuple:
+        """``(code, voted, denial code or None)`` of :meth:`reasoning`, without building it."""
+        if self.invalid:
+            return "INTERNAL_INVALID_SIGNAL", False, None
+        return (REASON_CODES[self.code], bool(self.parts & PART_VOTE),
+                RISK_CODES[<int>self.risk.denial.code] if self.parts & PART_DENIAL else None)
+
+    def __reduce__(self):
+        # Its signal pickles its fields with the reasoning built (dataclass __getstate__).
+        raise TypeError("a SignalReasoning is not pickled: read the signal's reasoning")
+
+
+cdef inline SignalReasoning _reason(int code):
+    cdef SignalReasoning r = SignalReasoning.__new__(SignalReasoning)
+    r.code = code
+    return r
+
+
 cdef class EngineCore:
     """The per-bar pipeline over compiled state (built by ``TacticalSignalGenerator``).
 
@@ -157,7 +252,8 @@ cdef class EngineCore:
 
     cdef object _run
     cdef object _ensemble
-    cdef object _make_signal
+    cdef type _signal_type
+    cdef tuple _sides            # the signal type's sides for sell, hold, buy
     cdef object _is_symbol
     cdef float* _row
     cdef Py_ssize_t _n_features
@@ -211,7 +307,7 @@ cdef class EngineCore:
 
     # ------------------------------------------------------------------ setup
 
-    def _setup(self, config, ensemble, voting_params, long long warmup_bars, make_signal, is_symbol):
+    def _setup(self, config, ensemble, voting_params, long long warmup_bars, signal_type, sides, is_symbol):
         """Bind the validated parts (called once by ``TacticalSignalGenerator.__init__``).
 
         Args:
@@ -221,13 +317,17 @@ cdef class EngineCore:
                 ``run_bound`` and ``member_buffers`` are used).
             voting_params: :class:`~l2fast.decision.voting.VotingParams` of the same members.
             warmup_bars: 1m bars of a symbol before its first model vote.
-            make_signal: The signal constructor for checked fields,
-                ``(symbol, side, qty, confidence, consensus, stop_loss, take_profit,
-                reasoning, ts_ms)`` (:meth:`l2fast.signals.TacticalSignal._trusted`).
+            signal_type: The signal class (:class:`l2fast.signals.TacticalSignal`). The
+                engine makes each signal without its ``__init__`` (every field is already
+                checked, see ``_emit``): it allocates one and sets the slots
+                :data:`SIGNAL_SLOTS`, ``_lazy`` a :class:`SignalReasoning`; the class builds
+                ``reasoning`` and ``signal_id`` on first access.
+            sides: The class's side values for sell, hold and buy.
             is_symbol: Whether a ``str`` is a valid symbol (:func:`l2fast.config.is_symbol`).
 
         Raises:
             InvalidInputError: The ensemble's members are not the vote's, in its order.
+            TypeError: ``signal_type`` lacks one of the slots.
         """
         cdef RiskParams prm
         cdef int k
@@ -260,7 +360,13 @@ cdef class EngineCore:
         self._timeframes = tuple(voting_params.timeframes)
         self._n_members = len(self._member_names)
         self._warmup = warmup_bars
-        self._make_signal = make_signal
+        for name in SIGNAL_SLOTS:
+            # A slot is a data descriptor: the generic setattr reaches it past a frozen
+            # class's __setattr__, and nothing else.
+            if not hasattr(getattr(signal_type, name, None), "__set__"):
+                raise TypeError(f"{signal_type!r} has no slot {name!r}")
+        self._signal_type = signal_type
+        self._sides = tuple(sides)
         self._is_symbol = is_symbol
         buffers = tuple(ensemble.member_buffers)
         if tuple(b.name for b in buffers) != self._member_names:
@@ -518,52 +624,69 @@ cdef class EngineCore:
         cdef SizingInput inp
         cdef SizingResult sz
         cdef int side, pos_side = self._risk.pos[i].side
+        cdef SignalReasoning r
+        cdef int k
         if not self._has_decision:
-            return self._hold(i, ts, {"code": "NO_DECISION"})
+            return self._hold(i, ts, _reason(_NO_DECISION))
         if self._max_age > 0 and self._decision_ts >= 0 and ts - self._decision_ts > self._max_age:
-            return self._hold(i, ts, {"code": "STALE_DECISION", "age_ms": ts - self._decision_ts,
-                                      "limit_ms": self._max_age})
+            r = _reason(_STALE_DECISION)
+            r.a = ts - self._decision_ts
+            r.b = self._max_age
+            return self._hold(i, ts, r)
         if slot.bars < self._warmup:
-            return self._hold(i, ts, {"code": "WARM_UP", "bars": slot.bars, "needed": self._warmup})
+            r = _reason(_WARM_UP)
+            r.a = slot.bars
+            r.b = self._warmup
+            return self._hold(i, ts, r)
         self._infer(f)
         self._t_mark = self._stage(MET_STAGE_INFERENCE, self._t_mark)
         voter_vote(&self._voters[i], self._inputs, self._multipliers, &vr)
         self._count_vote(&vr)
         self._t_mark = self._stage(MET_STAGE_VOTE, self._t_mark)
-        reasoning = {"code": None, "regime": self._decision.regime,
-                     "vote": vote_dict(&vr, self._member_names, self._timeframes)}
+        # The reasoning keeps copies: vr, sz and chk live on this stack, slot.upd changes
+        # with the next bar.
+        r = _reason(-1)
+        r.parts = PART_VOTE
+        r.regime = self._decision.regime
+        r.members = self._member_names
+        r.timeframes = self._timeframes
+        memcpy(r.vote_head, &vr, _VOTE_HEAD)
+        for k in range(len(self._timeframes)):
+            r.tf_vote[k] = vr.timeframes[k].vote
         if vr.side == 0:
-            reasoning["code"] = _GATE_NAME[vr.gate]
-            return self._hold(i, ts, reasoning, &vr)
+            r.code = _GATE_INDEX[vr.gate]
+            return self._hold(i, ts, r, &vr)
         side = vr.side
         if pos_side != 0:
             # Against the position: an exit of all of it; with it: denied as POSITION_OPEN.
             risk_check(&self._risk, i, side, 0.0, slot.close, f[S_ATR], ts, &chk)
         else:
             if not slot.in_universe:
-                reasoning["code"] = "NOT_IN_UNIVERSE"
-                return self._hold(i, ts, reasoning, &vr)
+                r.code = _NOT_IN_UNIVERSE
+                return self._hold(i, ts, r, &vr)
             self._size(i, side, &vr, f, &inp, &sz)
-            reasoning["sizing"] = sizing_result_dict(&sz)
-            if self._kelly_fixed and sz.kelly_source == KELLY_MANIFEST:
-                reasoning["sizing"]["kelly_source"] = "config"
+            r.parts |= PART_SIZING
+            r.sizing = sz
+            r.kelly_config = self._kelly_fixed and sz.kelly_source == KELLY_MANIFEST
             if sz.code != SIZE_OK:
-                reasoning["code"] = SIZING_CODES[<int>sz.code]
-                return self._hold(i, ts, reasoning, &vr)
+                r.code = _SIZING_INDEX[<int>sz.code]
+                return self._hold(i, ts, r, &vr)
             risk_check(&self._risk, i, side, sz.qty, slot.close, f[S_ATR], ts, &chk)
-        reasoning["risk"] = risk_check_dict(&chk)
+        r.parts |= PART_RISK
+        r.risk = chk
         if chk.action == ACTION_HOLD:
-            reasoning["code"] = reasoning["risk"]["denial"]["code"]
-            reasoning["denial"] = reasoning["risk"]["denial"]
-            return self._hold(i, ts, reasoning, &vr)
+            r.parts |= PART_DENIAL
+            r.code = _RISK_INDEX[<int>chk.denial.code]
+            return self._hold(i, ts, r, &vr)
         risk_accept(&self._risk, i, &chk, ts)
         if chk.action == ACTION_EXIT:
-            reasoning["code"] = "EXIT"
-            reasoning["position"] = risk_bar_dict(&slot.upd)
-            return self._emit(i, ts, side, chk.qty, vr.confidence, vr.consensus, NAN, NAN, reasoning)
-        reasoning["code"] = "ENTRY"
+            r.code = _EXIT
+            r.parts |= PART_POSITION
+            r.position = slot.upd
+            return self._emit(i, ts, side, chk.qty, vr.confidence, vr.consensus, NAN, NAN, r)
+        r.code = _ENTRY
         return self._emit(i, ts, side, chk.qty, vr.confidence, vr.consensus, chk.stop,
-                          chk.take_profit, reasoning)
+                          chk.take_profit, r)
 
     cdef void _count_vote(self, const VoteResult* vr) noexcept:
         cdef int k
@@ -608,7 +731,7 @@ cdef class EngineCore:
 
     # ------------------------------------------------------------------ signals
 
-    cdef object _hold(self, int i, long long ts, dict reasoning, const VoteResult* vr=NULL):
+    cdef object _hold(self, int i, long long ts, SignalReasoning reasoning, const VoteResult* vr=NULL):
         cdef SymbolSlot* slot = &self._slots[i]
         cdef double conf = 0.0, cons = 0.0, stop = NAN, tp = NAN
         if vr != NULL:
@@ -619,25 +742,41 @@ cdef class EngineCore:
             # by this bar (trailing, breakeven).
             stop = slot.upd.stop
             tp = slot.upd.take_profit
-            reasoning["position"] = risk_bar_dict(&slot.upd)
+            reasoning.parts |= PART_POSITION
+            reasoning.position = slot.upd
         return self._emit(i, ts, 0, 0.0, conf, cons, stop, tp, reasoning)
 
     cdef object _emit(self, int i, long long ts, int side, double qty, double conf, double cons,
-                      double stop, double tp, dict reasoning):
+                      double stop, double tp, SignalReasoning reasoning):
+        cdef int code = reasoning.code
         # Last line of defence: L1 never sees a non-finite or out-of-range number.
         if not (isfinite(qty) and qty >= 0.0 and (qty > 0.0) == (side != 0)
                 and isfinite(conf) and isfinite(cons)):
-            reasoning = {"code": "INTERNAL_INVALID_SIGNAL", "side": _SIDES[side], "qty": _opt(qty),
-                         "confidence": _opt(conf), "consensus": _opt(cons), "was": reasoning}
+            reasoning.invalid = True
+            reasoning.bad_side = side
+            reasoning.bad_qty = qty
+            reasoning.bad_conf = conf
+            reasoning.bad_cons = cons
+            code = _INTERNAL_INVALID_SIGNAL
             side, qty, conf, cons, stop, tp = 0, 0.0, 0.0, 0.0, NAN, NAN
         conf = min(max(conf, 0.0), 1.0)
         cons = min(max(cons, 0.0), 1.0)
         self._stage(MET_STAGE_DECIDE, self._t_mark)
-        metrics_signal(&self._metrics, side, _CODE_INDEX[reasoning["code"]])
+        metrics_signal(&self._metrics, side, code)
         self._stage(MET_STAGE_TOTAL, self._t_bar)
-        return self._make_signal(self._symbols[i], _SIDES[side], qty, conf, cons,
-                                 stop if isfinite(stop) and stop > 0.0 else None,
-                                 tp if isfinite(tp) and tp > 0.0 else None, reasoning, ts)
+        # Allocated as object.__new__ does, its slots set as object.__setattr__ does, without
+        # the Python calls (about 1 us a signal).
+        sig = (<PyTypeObject*>self._signal_type).tp_new(self._signal_type, <PyObject*>_NO_ARGS, NULL)
+        PyObject_GenericSetAttr(sig, "symbol", self._symbols[i])
+        PyObject_GenericSetAttr(sig, "side", self._sides[side + 1])
+        PyObject_GenericSetAttr(sig, "qty", qty)
+        PyObject_GenericSetAttr(sig, "confidence", conf)
+        PyObject_GenericSetAttr(sig, "consensus", cons)
+        PyObject_GenericSetAttr(sig, "stop_loss", stop if isfinite(stop) and stop > 0.0 else None)
+        PyObject_GenericSetAttr(sig, "take_profit", tp if isfinite(tp) and tp > 0.0 else None)
+        PyObject_GenericSetAttr(sig, "ts_ms", ts)
+        PyObject_GenericSetAttr(sig, "_lazy", reasoning)
+        return sig
 
     def _evaluate(self, symbol):
         """The decision on ``symbol``'s last bar again (after a new L3 decision)."""

@@ -113,7 +113,9 @@ def read_secret(*, file: str | os.PathLike[str] | None = None, file_variable: st
             raise SecretError(f"${file_variable}", "set but empty")
         return read_secret_file(path), path
     if variable is not None and variable in os.environ:
-        value = os.environ[variable].encode()
+        # The variable's bytes as the process got them (os.environ keeps bytes that are
+        # not UTF-8 as surrogates): a binary key is the same key as in a file.
+        value = os.fsencode(os.environ[variable])
         if not value:
             raise SecretError(f"${variable}", "set but empty")
         if len(value) > MAX_SECRET_BYTES:

@@ -420,6 +420,48 @@ def test_redis_a_genuine_entry_copied_into_another_stream_is_refused(redis_url):
 
 
 @needs_redis
+@pytest.mark.parametrize("kind", ["bar", "fill"])
+def test_redis_a_genuine_entry_copied_into_another_symbols_stream_is_refused(redis_url, kind):
+    # The tag binds the topic, not the partition: a signed ETH bar or fill copied into
+    # market.bars|BTC/USDT (or l1.fills|BTC/USDT) reaches the BTC worker, which must not
+    # start following ETH (the ETH owner's symbol: two engines would signal it).
+    partitioned = (Topic.BARS, Topic.FILLS)
+    t = redis_transport(redis_url, partitioned=partitioned)
+    topic = Topic.BARS if kind == "bar" else Topic.FILLS
+    foreign = bar(0, ETH) if kind == "bar" else Fill(ETH, "buy", 0.1, 100.0, T0, 0.0)
+    decision = replace(DECISION, universe=(BTC, ETH))
+
+    async def main() -> tuple[AdapterStats, list, list]:
+        bus = MessageBus(redis_transport(redis_url, t.prefix, partitioned=partitioned), signer=KEY)
+        await bus.publish(Topic.DECISIONS, decision)
+        await bus.publish(topic, foreign)
+        client = bus.transport.client
+        [(_, entry)] = await client.xrange(bus.transport.key(topic, ETH))
+        await client.xadd(bus.transport.key(topic, BTC), {"d": entry[b"d"]})
+        await bus.publish(Topic.BARS, bar(1))
+        adapter = L2BusAdapter(MessageBus(t, signer=KEY), TacticalSignalGenerator(), signals="all", consumer="w1",
+                               group="l2:BTC/USDT", symbols=[BTC])
+        worker = asyncio.create_task(adapter.start_processing())
+        signals = []
+        while not any(s[1][b"d"].find(BTC.encode()) > 0 for s in signals):
+            await asyncio.sleep(0.05)
+            signals = await client.xrange(t.key(Topic.SIGNALS))
+        await adapter.stop()
+        await worker
+        dead = await t.dead_letters()
+        await bus.close()
+        await t.close()
+        return adapter.stats, signals, dead
+
+    stats, signals, dead = run(main())
+    # Neither applied nor answered: no ETH signal, no ETH fill booked.
+    assert [decode(open_signed(f[b"d"], Topic.SIGNALS, KEY)).message.symbol for _, f in signals] == [BTC]
+    assert (stats.refused, stats.bars, stats.fills) == (1, 1, 0)
+    [record] = dead
+    assert record["kind"] == "refused" and record["stream"] == t.key(topic, BTC) and ETH in record["error"]
+
+
+@needs_redis
 def test_redis_the_signals_reader_drops_forged_entries(redis_url):
     raw = [forgery(CASES["signal"], v) for v in VARIANTS]
     genuine = [signal(ts_ms=T0), signal(ts_ms=T0 + 2 * MINUTE), signal(ts_ms=T0 + 3 * MINUTE)]

@@ -48,7 +48,11 @@ URL = f"redis://l2:{PASSWORD}@127.0.0.1:6379/0"
     ("redis://user@h:1/0", "redis://user@h:1/0"),
     ("redis://h:1/0", "redis://h:1/0"),
     ("redis://secret@[::1", "<unparsable redis URL>"),
-], ids=["password", "user and password", "ssl_password", "unix password", "user only", "none", "unparsable"])
+    # redis-py percent-decodes the option names: pass%77ord is its password option.
+    ("redis://h:1/0?pass%77ord=secret&db=1", "redis://h:1/0?password=***&db=1"),
+    ("redis://h:1/0?%70assword=secret", "redis://h:1/0?password=***"),
+], ids=["password", "user and password", "ssl_password", "unix password", "user only", "none", "unparsable",
+        "escaped option name", "escaped first letter"])
 def test_redacted_url_masks_every_password(url: str, shown: str) -> None:
     assert redacted_url(url) == shown
 
@@ -61,7 +65,8 @@ def test_a_password_on_the_command_line_is_refused_with_the_ways_to_give_it(
         capsys: pytest.CaptureFixture[str]) -> None:
     for argv in (["worker", "--redis", URL], ["publish", "--redis", URL, "--data", "x.csv"],
                  ["signals", "--redis", URL], ["dashboard", "--redis", URL, "--once"],
-                 ["signals", "--redis", "redis://127.0.0.1:6379/0?password=" + PASSWORD]):
+                 ["signals", "--redis", "redis://127.0.0.1:6379/0?password=" + PASSWORD],
+                 ["signals", "--redis", "redis://127.0.0.1:6379/0?pass%77ord=" + PASSWORD]):
         assert exit_code(argv) == 2, argv
         err = capsys.readouterr().err
         assert "a password on the command line is refused" in err, err

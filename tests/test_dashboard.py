@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import re
 import subprocess
 import sys
@@ -22,7 +23,7 @@ from l2fast.data import shipped_config
 from l2fast.engine._telemetry import STAGE_NAMES, MetricsRecorder
 from l2fast.evaluation.synthetic import generate_bars
 from l2fast.ops.dashboard import L2Dashboard, ReplayFeed
-from l2fast.ops.monitoring import metrics_key, publish_metrics, read_metrics
+from l2fast.ops.monitoring import metrics_key, metrics_to_json, publish_metrics, read_metrics
 from l2fast.signals import TacticalSignal
 
 DEMO_CONFIG = shipped_config("demo")
@@ -142,6 +143,20 @@ def test_agreement_table_shows_every_model_since_start():
     assert has_row(text, "ppo_trend", "3", "3", "100.0%", "0")
     assert has_row(text, "dqn_swing", "1", "0", "0.0%", "0")
     assert has_row(text, "a2c_range", "0", "0", "-", "1")
+
+
+def test_names_from_the_metrics_are_shown_as_they_are_not_read_as_rich_markup():
+    # A member, stage or denial code like "[/x]" raised rich's MarkupError on every redraw.
+    m = engine_metrics()
+    m["members"] = {"[/m]": m["members"]["ppo_trend"]}
+    m["latency"] = {"[/s]": m["latency"]["total"]}
+    m["denials"] = {"[/d]": 2}
+    dash = L2Dashboard()
+    dash.update(m)
+    text = text_of(dash)
+    assert has_row(text, "[/m]", "3", "3", "100.0%", "0")
+    assert has_row(text, "[/s]", "20.5 µs", "65.5 µs", "65.5 µs", "100")
+    assert has_row(text, "[/d]", "0", "2")
 
 
 def test_the_last_hour_is_measured_on_signal_time_up_to_the_newest_signal():
@@ -330,6 +345,35 @@ def test_dashboard_skips_stream_entries_that_are_not_signals(redis_url, capsys, 
     assert exit_code(["dashboard", "--redis", redis_url, "--prefix", "junk:", "--once", "--no-auth"]) == 0
     assert has_row(capsys.readouterr().out, "buy / sell / hold", "1 / 0 / 0")
     assert "skipped, not a signal" in caplog.text
+
+
+@pytest.mark.parametrize(("worker", "entry"), [
+    ("evil", "{}"),
+    ("evil", json.dumps({"votes": 1})),
+    ("evil", "[" * 100_000 + "]" * 100_000),
+    ("[/x]", None),
+], ids=["empty object", "missing keys", "deep nesting", "markup in the name"])
+def test_dashboard_skips_a_metrics_entry_it_cannot_show_and_shows_the_others(redis_url, capsys, caplog, key_option,
+                                                                           worker, entry):
+    # Any user of the bus's Redis may SET a metrics key (or an older build wrote it): one
+    # such entry stopped the dashboard (KeyError in the merge, RecursionError in the JSON,
+    # rich's MarkupError on the worker's name in the title).
+    from redis import Redis
+
+    prefix = f"m{abs(hash((worker, entry))) % 10**8}:"
+    asyncio.run(_publish(redis_url, prefix, {"w1": engine_metrics()}, [signal(T0, "buy")]))
+    client = Redis.from_url(redis_url)
+    try:
+        client.set(metrics_key(prefix, worker), entry if entry is not None else metrics_to_json(engine_metrics()))
+    finally:
+        client.close()
+    assert exit_code(["dashboard", "--redis", redis_url, "--prefix", prefix, "--once", *key_option]) == 0
+    out = capsys.readouterr().out
+    assert has_row(out, "buy / sell / hold", "1 / 0 / 0")
+    if entry is None:
+        assert "l2fast tactical layer (L2): [/x], w1" in out
+    else:
+        assert "l2fast tactical layer (L2): w1" in out and "metrics entry" in caplog.text
 
 
 def test_dashboard_without_redis_server_gives_up_after_its_timeout_with_exit_3_naming_the_url(capsys, key_option):

@@ -101,3 +101,18 @@ def test_unusable_secret_files_are_refused_without_blocking(tmp_path: Path) -> N
     big.write_bytes(b"x" * (MAX_SECRET_BYTES + 1))
     with pytest.raises(SecretError, match="more than"):
         read_secret(file=big)
+
+
+def test_a_binary_key_in_the_variable_is_its_bytes_as_in_a_file(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    # Not UTF-8: Python keeps such environment bytes as surrogates, which str.encode refused
+    # (an untyped UnicodeEncodeError from every command given such a key).
+    raw = bytes(range(200, 240))
+    file = tmp_path / "binary.key"
+    file.write_bytes(raw)
+    monkeypatch.delenv("L2FAST_BUS_KEY_FILE", raising=False)
+    monkeypatch.setenv("L2FAST_BUS_KEY", os.fsdecode(raw))
+    from_value = load_key(Purpose.BUS)
+    from_file = load_key(Purpose.BUS, file)
+    assert from_value is not None and from_file is not None
+    assert from_value.tag(b"x") == from_file.tag(b"x") == _hmac_sha256(raw, b"bus\0x")

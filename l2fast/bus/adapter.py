@@ -173,7 +173,8 @@ class L2BusAdapter:
         batch: Most messages handled before their signals are published together (and
             the messages acknowledged); fewer when the transport has nothing ready.
         symbols: The symbols this adapter reads, on a transport that partitions bars and
-            fills by symbol (several workers sharing the symbols); None reads them all.
+            fills by symbol (several workers sharing the symbols); a bar or fill of any
+            other symbol that reaches it anyway is refused. None reads them all.
 
     Raises:
         ValueError: ``signals`` is unknown, ``stale_after_ms`` is negative, or a
@@ -208,6 +209,7 @@ class L2BusAdapter:
         self.snapshot_interval_s = float(snapshot_interval_s)
         self.batch = batch
         self.symbols = tuple(symbols) if symbols is not None else None
+        self._owned = frozenset(self.symbols) if self.symbols is not None else None
         self._clock = clock
         self._subscription: BusSubscription | None = None
         self._stopping = False
@@ -313,6 +315,15 @@ class L2BusAdapter:
         if message is None:
             kind = "unauthenticated" if type(received.error) is UnauthenticatedError else "malformed"
             self._reject(received, kind, str(received.error), type(received.error).__name__)
+            return
+        owned = self._owned
+        if owned is not None and type(message) in (Bar, Fill) and message.symbol not in owned:
+            # A tag binds the topic, not the partition: a genuine entry of another symbol
+            # copied into one of this adapter's streams must not give it a symbol that
+            # another worker owns (two engines would signal it).
+            self._reject(received, "refused", f"a {message.symbol} {type(message).__name__.lower()} in the stream "
+                         f"{received.delivery.stream}: this adapter reads only {', '.join(self.symbols or ())}",
+                         "InvalidInputError")
             return
         gen = self.generator
         try:

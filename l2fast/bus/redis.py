@@ -200,8 +200,9 @@ def redacted_url(url: str) -> str:
     if password is not None:
         host = parts.netloc.rpartition("@")[2]
         parts = parts._replace(netloc=f"{parts.username or ''}:***@{host}")
-    if "password" in parts.query.lower():
-        pairs = parse_qsl(parts.query, keep_blank_values=True)
+    # The names as redis-py reads them, percent-decoded: ?pass%77ord= is a password too.
+    pairs = parse_qsl(parts.query, keep_blank_values=True)
+    if any("password" in k.lower() for k, _ in pairs):
         query = [(k, "***" if "password" in k.lower() else v) for k, v in pairs]
         parts = parts._replace(query=urlencode(query, safe="*/"))
     # Not urlunsplit: it writes unix:///path as unix:/path.

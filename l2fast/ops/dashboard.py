@@ -35,6 +35,7 @@ from typing import Any, Self
 from rich.columns import Columns
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
+from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 
@@ -221,7 +222,7 @@ class L2Dashboard:
         table.add_column("since start", justify="right")
         codes = sorted(set(last_hour) | set(since), key=lambda c: (-since.get(c, 0), -last_hour.get(c, 0), c))
         for code in codes:
-            table.add_row(code, f"{last_hour.get(code, 0):,}", f"{since[code]:,}" if code in since else "-")
+            table.add_row(escape(str(code)), f"{last_hour.get(code, 0):,}", f"{since[code]:,}" if code in since else "-")
         if not codes:
             table.add_row("none", "0", "0")
         return table
@@ -232,7 +233,7 @@ class L2Dashboard:
             table.add_column(name, justify="left" if name == "model" else "right")
         for name, m in (self.metrics or {}).get("members", {}).items():
             agreement = m["agreement"]
-            table.add_row(name, f"{m['votes']:,}", f"{m['agree']:,}", "-" if agreement is None else f"{agreement:.1%}",
+            table.add_row(escape(name), f"{m['votes']:,}", f"{m['agree']:,}", "-" if agreement is None else f"{agreement:.1%}",
                           f"{m['failures']:,}")
         return table
 
@@ -241,7 +242,7 @@ class L2Dashboard:
         for name in ("stage", "P50", "P95", "P99", "bars"):
             table.add_column(name, justify="left" if name == "stage" else "right")
         for stage, h in (self.metrics or {}).get("latency", {}).items():
-            table.add_row(stage, _seconds(h["p50_s"]), _seconds(h["p95_s"]), _seconds(h["p99_s"]), f"{h['count']:,}")
+            table.add_row(escape(stage), _seconds(h["p50_s"]), _seconds(h["p95_s"]), _seconds(h["p99_s"]), f"{h['count']:,}")
         return table
 
     # ---------------------------------------------------------------- live display
@@ -320,7 +321,9 @@ class RedisFeed:
     The first :meth:`poll` reads the ``l2.signals`` entries published in the last
     ``dashboard.window_ms`` (Redis server time: entry ids are publication times); later
     polls read the entries after the last one seen. Several workers' metrics are merged
-    (:func:`l2fast.ops.monitoring.merge_metrics`) and named in the title.
+    (:func:`l2fast.ops.monitoring.merge_metrics`) and named in the title; an entry that
+    does not merge (written by something else than a worker of this build) is skipped
+    with a warning, and names are shown as text, never read as rich markup.
 
     Args:
         client: A ``redis.asyncio.Redis`` client (bytes responses, the default).
@@ -365,9 +368,19 @@ class RedisFeed:
                 logger.warning("%s %s: skipped, not a signal: %s", self.stream, self._last_id, message)
                 continue
             signals.append(message.to_dict())
-        if workers:
-            dashboard.title = f"l2fast tactical layer (L2): {', '.join(workers)}"
-        dashboard.update(merge_metrics(list(workers.values())) if workers else None, signals)
+        # A metrics key is anyone's to write who may write Redis (or an older build wrote
+        # it): an entry that does not merge with the others is skipped, not fatal.
+        shown: dict[str, dict[str, Any]] = {}
+        for name, metrics in workers.items():
+            try:
+                merge_metrics([*shown.values(), metrics])
+            except Exception as exc:
+                logger.warning("%s: metrics entry skipped, it cannot be shown: %s: %s", name, type(exc).__name__, exc)
+                continue
+            shown[name] = metrics
+        if shown:
+            dashboard.title = f"l2fast tactical layer (L2): {escape(', '.join(shown))}"
+        dashboard.update(merge_metrics(list(shown.values())) if shown else None, signals)
 
 
 async def watch_redis(url: str, *, prefix: str = "", refresh_s: float = DASHBOARD_REFRESH_S, once: bool = False,

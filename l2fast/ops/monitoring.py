@@ -516,7 +516,7 @@ async def read_metrics(client: Any, prefix: str) -> dict[str, dict[str, Any]]:
             continue
         try:
             found[worker] = metrics_from_json(value)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:  # anyone who may write the key may write anything
             logger.warning("%s: not a metrics entry: %s", key, exc)
     return found
 

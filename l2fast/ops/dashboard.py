@@ -222,7 +222,8 @@ class L2Dashboard:
         table.add_column("since start", justify="right")
         codes = sorted(set(last_hour) | set(since), key=lambda c: (-since.get(c, 0), -last_hour.get(c, 0), c))
         for code in codes:
-            table.add_row(escape(str(code)), f"{last_hour.get(code, 0):,}", f"{since[code]:,}" if code in since else "-")
+            table.add_row(escape(str(code)), f"{last_hour.get(code, 0):,}",
+                          f"{since[code]:,}" if code in since else "-")
         if not codes:
             table.add_row("none", "0", "0")
         return table
@@ -233,8 +234,8 @@ class L2Dashboard:
             table.add_column(name, justify="left" if name == "model" else "right")
         for name, m in (self.metrics or {}).get("members", {}).items():
             agreement = m["agreement"]
-            table.add_row(escape(name), f"{m['votes']:,}", f"{m['agree']:,}", "-" if agreement is None else f"{agreement:.1%}",
-                          f"{m['failures']:,}")
+            table.add_row(escape(name), f"{m['votes']:,}", f"{m['agree']:,}",
+                          "-" if agreement is None else f"{agreement:.1%}", f"{m['failures']:,}")
         return table
 
     def _latency(self) -> Table:
@@ -242,7 +243,8 @@ class L2Dashboard:
         for name in ("stage", "P50", "P95", "P99", "bars"):
             table.add_column(name, justify="left" if name == "stage" else "right")
         for stage, h in (self.metrics or {}).get("latency", {}).items():
-            table.add_row(escape(stage), _seconds(h["p50_s"]), _seconds(h["p95_s"]), _seconds(h["p99_s"]), f"{h['count']:,}")
+            table.add_row(escape(stage), _seconds(h["p50_s"]), _seconds(h["p95_s"]), _seconds(h["p99_s"]),
+                          f"{h['count']:,}")
         return table
 
     # ---------------------------------------------------------------- live display

@@ -317,7 +317,7 @@ class L2BusAdapter:
             self._reject(received, kind, str(received.error), type(received.error).__name__)
             return
         owned = self._owned
-        if owned is not None and type(message) in (Bar, Fill) and message.symbol not in owned:
+        if owned is not None and isinstance(message, (Bar, Fill)) and message.symbol not in owned:
             # A tag binds the topic, not the partition: a genuine entry of another symbol
             # copied into one of this adapter's streams must not give it a symbol that
             # another worker owns (two engines would signal it).

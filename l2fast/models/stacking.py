@@ -160,9 +160,9 @@ def _box_head(tail: Sequence[Any], x: str, consts: dict[str, np.ndarray],
     """
     def const(name: str, shape: tuple[int, ...]) -> np.ndarray | None:
         c = consts.get(name)
-        if c is None or c.dtype != np.float32 or c.shape not in ((), (1,), shape):
+        if c is None or c.dtype != np.float32 or (c.size != 1 and c.shape != shape):
             return None
-        return np.broadcast_to(c, shape).copy()
+        return np.full(shape, c.reshape(-1)[0], np.float32) if c.size == 1 else c.copy()
 
     unscale = None
     if [n.op_type for n in tail] == ["Add", "Mul", "Mul", "Add", "Min", "Max"]:

@@ -195,3 +195,41 @@ def test_forward_refuses_plans_that_do_not_fit() -> None:
         MlpForward(np.zeros((1, 20), np.float32),
                    [compiled.plan_for(chain, np.arange(20), np.zeros(1, np.int64), np.zeros((1, 6), np.float32))],
                    "baseline")
+
+
+def test_the_engine_on_the_compiled_forward_gives_the_same_signals_on_real_btc_and_eth(btc_1m, eth_1m) -> None:
+    """``model.inference = "compiled"``: every side, code, quantity, stop and take-profit of
+    onnxruntime's engine, confidence and consensus within 1e-6 (the members' probabilities
+    differ by about 1e-6 at most, and both are weighted means of them)."""
+    from test_engine import BTC, ETH, _aligned, _config, _decision, _Fills, _view
+
+    from l2fast.engine.generator import TacticalSignalGenerator
+
+    risk = {"allow_short": True, "max_daily_trades": 4, "atr_multiplier": 8.0, "min_trades_for_live_stats": 5}
+    ours = TacticalSignalGenerator(_config(model={"inference": "compiled"}, risk=risk))
+    theirs = TacticalSignalGenerator(_config(risk=risk))
+    assert ours.ensemble.inference == "compiled" and theirs.ensemble.inference == "onnxruntime"
+    assert ours.metrics()["inference"]["per_bar"] == "compiled"
+    assert "inference=compiled" in repr(ours) and "trend_agent: compiled" in repr(ours)
+    decision = _decision((BTC, ETH))
+    for gen in (ours, theirs):
+        gen.on_strategic_decision(decision)
+    streams = dict(zip((BTC, ETH), _aligned(btc_1m, eth_1m, 7000)))
+    fills = {id(ours): _Fills(), id(theirs): _Fills()}
+    entries = 0
+    for k in range(len(streams[BTC])):
+        for symbol, rows in streams.items():
+            bar = rows[k]
+            views = []
+            for gen in (ours, theirs):
+                fills[id(gen)].before_bar(symbol, bar, [gen])
+                views.append(_view(gen.on_bar(symbol, *bar)))
+                fills[id(gen)].after_signal(symbol, views[-1])
+            got, exp = views
+            where = f"{symbol} bar {k}"
+            for key in ("side", "code", "qty", "stop_loss", "take_profit"):
+                assert got[key] == exp[key], f"{where}: {key} {got[key]!r} != {exp[key]!r}"
+            for key in ("confidence", "consensus"):
+                assert abs(got[key] - exp[key]) <= 1e-6, f"{where}: {key}"
+            entries += exp["code"] == "ENTRY"
+    assert entries > 0 and ours.equity == theirs.equity

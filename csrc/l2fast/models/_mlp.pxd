@@ -7,8 +7,8 @@
 #      Cast(float)), run in float64 with a rounding to float32 wherever the graph's
 #      working type is float32, so the network's input is bit for bit the graph's
 #   -> dense layers y = act(W x + b) (float32, weights transposed and padded to 16 outputs)
-#   -> one head: categorical (probs = softmax(logits - logsumexp(logits)), action = first
-#      maximum of probs), argmax (q_values = logits, action = first maximum), or box
+#   -> one head: categorical (probs = exp(logits - max) / sum, the graph's softmax of the
+#      normalised logits up to float32 rounding; action = first maximum of probs), argmax (q_values = logits, action = first maximum), or box
 #      (optional float32 unscale low + ((a + 1) * 0.5) * range, then each clip in order:
 #      min with high, max with low).
 # The dense layers and tanh have three levels (_mlp_kernels.h), chosen once at load.

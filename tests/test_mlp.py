@@ -233,3 +233,146 @@ def test_the_engine_on_the_compiled_forward_gives_the_same_signals_on_real_btc_a
                 assert abs(got[key] - exp[key]) <= 1e-6, f"{where}: {key}"
             entries += exp["code"] == "ENTRY"
     assert entries > 0 and ours.equity == theirs.equity
+
+
+# ---------------------------------------------------------------------------------------
+# heads and activations the shipped agents do not use, on graphs written here
+
+
+def _graph(head: str, *, acts=("Sigmoid", "Relu"), scaler: str = "double", tie: bool = False, seed: int = 3):
+    """A plain-MLP graph as the exporter writes it, random weights: 6 features, 3 layers."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    n, widths = 6, (24, 17, 5)
+    inits, nodes, x = [], [], "obs"
+
+    def const(name, value):
+        inits.append(numpy_helper.from_array(np.asarray(value), name))
+        return name
+
+    mean, scale = rng.normal(50, 20, n), rng.uniform(5, 30, n)
+    if scaler == "double":
+        nodes += [helper.make_node("Cast", ["obs"], ["x64"], to=TensorProto.DOUBLE),
+                  helper.make_node("Sub", ["x64", const("mean", mean)], ["xs"]),
+                  helper.make_node("Div", ["xs", const("scale", scale)], ["xd"]),
+                  helper.make_node("Cast", ["xd"], ["x0"], to=TensorProto.FLOAT)]
+    else:  # float32 steps: a Sub and a Mul without Casts
+        nodes += [helper.make_node("Sub", ["obs", const("mean", mean.astype(np.float32))], ["xs"]),
+                  helper.make_node("Mul", ["xs", const("inv", (1 / scale).astype(np.float32))], ["x0"])]
+    x, width = "x0", n
+    for k, (out, act) in enumerate(zip(widths, (*acts, None))):
+        w = rng.normal(0, 1 / np.sqrt(width), (out, width)).astype(np.float32)
+        b = rng.normal(0, 0.1, out).astype(np.float32)
+        if tie and act is None:
+            w[3], b[3] = w[1], b[1]  # actions 1 and 3 always tie
+        nodes.append(helper.make_node("Gemm", [x, const(f"W{k}", w), const(f"B{k}", b)], [f"h{k}"], transB=1))
+        x, width = f"h{k}", out
+        if act is not None:
+            nodes.append(helper.make_node(act, [x], [f"a{k}"]))
+            x = f"a{k}"
+    a = widths[-1]
+    if head == "argmax":
+        nodes += [helper.make_node("Identity", [x], ["q_values"]),
+                  helper.make_node("ArgMax", [x], ["action"], axis=1, keepdims=0)]
+        outputs = [("action", TensorProto.INT64, ["N"]), ("q_values", TensorProto.FLOAT, ["N", a])]
+    elif head == "categorical":
+        nodes += [helper.make_node("ReduceLogSumExp", [x], ["lse"], axes=[-1], keepdims=1),
+                  helper.make_node("Sub", [x, "lse"], ["norm"]),
+                  helper.make_node("Softmax", ["norm"], ["probs"], axis=-1),
+                  helper.make_node("ArgMax", ["probs"], ["action"], axis=1, keepdims=0)]
+        outputs = [("action", TensorProto.INT64, ["N"]), ("probs", TensorProto.FLOAT, ["N", a])]
+    else:  # box: tanh, float32 unscale to [low, high], clip
+        low, high = np.float32([-2, -1, 0, 0.5, -3]), np.float32([2, 1, 4, 0.75, 3])
+        nodes += [helper.make_node("Tanh", [x], ["t"]),
+                  helper.make_node("Add", ["t", const("one", np.float32(1))], ["u1"]),
+                  helper.make_node("Mul", ["u1", const("half", np.float32(0.5))], ["u2"]),
+                  helper.make_node("Mul", ["u2", const("range", high - low)], ["u3"]),
+                  helper.make_node("Add", [const("low", low), "u3"], ["u4"]),
+                  helper.make_node("Min", ["u4", const("act_high", high)], ["u5"]),
+                  helper.make_node("Max", ["u5", const("act_low", low)], ["action"])]
+        outputs = [("action", TensorProto.FLOAT, ["N", a])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("obs", TensorProto.FLOAT, ["N", n])],
+                              [helper.make_tensor_value_info(*o) for o in outputs], initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def _as_member(proto, bounds=None):
+    """What compile_members reads of a LoadedModel, over an onnxruntime session of ``proto``."""
+    from types import SimpleNamespace
+
+    import onnxruntime as ort
+
+    from l2fast.models.loading import session_options
+
+    sess = ort.InferenceSession(proto.SerializeToString(), sess_options=session_options(),
+                                providers=["CPUExecutionProvider"])
+    names = tuple(o.name for o in proto.graph.output)
+
+    def run(rows):  # as LoadedModel.run: a Box action clipped to the manifest's bounds
+        out = dict(zip(names, sess.run(None, {"obs": rows})))
+        if bounds is not None:
+            out["action"] = np.clip(out["action"], *bounds)
+        return out
+
+    return SimpleNamespace(name="toy", session=sess, output_names=names, action_bounds=bounds, run=run)
+
+
+def _compile_toy(proto, level, bounds=None):
+    chain = mlp_chain(proto)
+    assert chain is not None
+    member = _as_member(proto, bounds)
+    row = np.zeros((1, 6), np.float32)
+    box = chain.head == "box"
+    action = np.zeros((1, chain.n_actions), np.float32) if box else np.zeros(1, np.int64)
+    scores = None if box else np.zeros((1, chain.n_actions), np.float32)
+    forward, paths = compiled.compile_members([member], [chain], [np.arange(6)], row, [(action, scores)], level)
+    assert (paths[0].path, paths[0].reason) == ("compiled", None)
+    return chain, member, forward, row, action, scores
+
+
+def _toy_rows(n=3000, seed=5):
+    rng = np.random.default_rng(seed)
+    return rng.normal(50, 60, (n, 6)).astype(np.float32)
+
+
+@pytest.mark.parametrize("level", SUPPORTED)
+@pytest.mark.parametrize("head, scaler", [("argmax", "double"), ("categorical", "float"), ("box", "double")])
+def test_heads_activations_and_float32_scalers_match_onnxruntime_and_the_twin(head, scaler, level) -> None:
+    proto = _graph(head, scaler=scaler)
+    bounds = (np.float32([-1.5, -1, 0, 0.5, -3]), np.float32([2, 1, 4, 0.7, 3])) if head == "box" else None
+    chain, member, forward, row, action, scores = _compile_toy(proto, level, bounds)
+    rows = _toy_rows()
+    ref = member.run(rows)
+    for k, r in enumerate(rows):
+        row[0] = r
+        forward()
+        want, want_scores = forward_ref(chain, r)
+        if head == "box":
+            np.testing.assert_allclose(action[0], ref["action"][k], rtol=0, atol=1e-5)
+            np.testing.assert_allclose(action[0], np.clip(want, *bounds), rtol=0, atol=1e-5)
+            assert np.all((action[0] >= bounds[0]) & (action[0] <= bounds[1]))
+        else:
+            assert action[0] == ref["action"][k], k
+            np.testing.assert_allclose(scores[0], ref[member.output_names[1]][k], rtol=1e-5, atol=1e-5)
+            np.testing.assert_allclose(scores[0], want_scores, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("level", SUPPORTED)
+@pytest.mark.parametrize("head", ["argmax", "categorical"])
+def test_tied_actions_go_to_the_first_maximum(head, level) -> None:
+    proto = _graph(head, acts=("Tanh", "Tanh"), tie=True)
+    chain, member, forward, row, action, scores = _compile_toy(proto, level)
+    rng = np.random.default_rng(0)
+    picked_tie = 0
+    for r in rng.normal(50, 60, (2000, 6)).astype(np.float32):
+        row[0] = r
+        forward()
+        assert scores[0, 1] == scores[0, 3]
+        assert action[0] != 3
+        picked_tie += action[0] == 1
+        assert action[0] == member.session.run(["action"], {"obs": r[None, :]})[0][0]
+    assert picked_tie > 0

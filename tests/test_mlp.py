@@ -376,3 +376,19 @@ def test_tied_actions_go_to_the_first_maximum(head, level) -> None:
         picked_tie += action[0] == 1
         assert action[0] == member.session.run(["action"], {"obs": r[None, :]})[0][0]
     assert picked_tie > 0
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+def test_a_non_finite_feature_gives_what_each_member_alone_gives(ensemble, real_rows, value) -> None:
+    # Each member's own session, not the stacked graph: there 0 x inf in the zero blocks
+    # makes every member's outputs NaN, while the compiled forward keeps members apart.
+    row, buffers = ensemble.input_row, ensemble.compiled_buffers
+    for col in range(0, row.shape[1], 7):
+        row[0] = real_rows[-1]
+        row[0, col] = value
+        ensemble.compiled()
+        for member, out in zip(ensemble.members, buffers):
+            ref = member.run(row[0, ensemble.columns[member.name]][None, :])
+            np.testing.assert_allclose(out.scores[0], ref["probs"][0], rtol=0, atol=1e-5, equal_nan=True)
+            if np.isfinite(ref["probs"]).all():
+                assert out.action[0] == ref["action"][0]

@@ -191,6 +191,8 @@ def test_forward_refuses_plans_that_do_not_fit() -> None:
     plan = compiled.plan_for(chain, np.arange(20), np.zeros(1, np.int64), np.zeros((1, 7), np.float32))
     with pytest.raises(InvalidInputError, match="columns"):
         MlpForward(row, [plan], "baseline")
+    with pytest.raises(InvalidInputError, match="row"):
+        MlpForward(np.zeros((1, 20), np.float64), [plan], "baseline")
     with pytest.raises(InvalidInputError, match="scores"):
         MlpForward(np.zeros((1, 20), np.float32),
                    [compiled.plan_for(chain, np.arange(20), np.zeros(1, np.int64), np.zeros((1, 6), np.float32))],

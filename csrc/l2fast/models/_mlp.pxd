@@ -81,6 +81,6 @@ cdef class MlpForward:
     cdef const float* _row
     cdef l2f_dense_fn _dense
     cdef readonly int level
-    cdef readonly tuple _keep   # the row and output arrays the pointers point into
+    cdef tuple _keep            # the row and output arrays the pointers point into
 
     cdef void forward(self) noexcept nogil

@@ -99,9 +99,11 @@ cdef class MlpForward:
 
     def __init__(self, row, plans, level):
         cdef int k = _level_index(level)
-        cdef float[:, ::1] row_view = row
-        if row.dtype != np.float32 or row.ndim != 2 or row.shape[0] != 1:
-            raise InvalidInputError("row: expected float32 [1, F]")
+        cdef float[:, ::1] row_view
+        if (not isinstance(row, np.ndarray) or row.dtype != np.float32 or row.ndim != 2 or row.shape[0] != 1
+                or not row.flags.c_contiguous):
+            raise InvalidInputError("row: expected a C-contiguous float32 array [1, F]")
+        row_view = row
         plans = list(plans)
         if not plans:
             raise InvalidInputError("plans: no member")

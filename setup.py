@@ -42,7 +42,7 @@ extensions = [
     Extension(
         ".".join(pyx.relative_to("csrc").with_suffix("").parts),
         [str(pyx)],
-        include_dirs=[np.get_include()],
+        include_dirs=[np.get_include(), "csrc"],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION"),
                        ("L2F_LAYOUT_HASH", f'"{LAYOUT_HASH}"')],
         extra_compile_args=COMPILE_ARGS,

@@ -35,8 +35,13 @@ from l2fast.export import MissingFeatureNamesWarning, export_model  # noqa: E402
 from l2fast.export.graph import build_graph  # noqa: E402
 from l2fast.export.parity import box_tolerance, compare, onnx_actions, onnx_session  # noqa: E402
 from l2fast.export.sources import LoadedAgent, VecNormStats  # noqa: E402
+from l2fast.models._mlp import MlpForward, best_level  # noqa: E402
+from l2fast.models.compiled import compile_members, plan_for  # noqa: E402
 from l2fast.models.loading import load_model  # noqa: E402
 from l2fast.models.manifest import default_action_targets  # noqa: E402
+from l2fast.models.stacking import mlp_chain  # noqa: E402
+
+from reference.mlp import forward as mlp_forward_ref  # noqa: E402
 
 N_FEATURES = 6
 RAW_MEAN = np.array([100.0, -3.0, 0.5, 2e4, 0.0, 55.0])
@@ -258,6 +263,43 @@ def test_exported_action_equals_sb3_predict_through_the_same_normalisation(case,
             np.testing.assert_allclose(full["probs"].sum(axis=1), 1.0, rtol=1e-5)
     else:
         assert full["action"].dtype == np.float32 and full["action"].shape == (17, space.shape[0])
+    _assert_compiled_or_told_why(case, proto, loaded, raw)
+
+
+# The exported graphs the compiled forward reads; the others keep onnxruntime (Clip in the
+# preprocessing: MinMaxScaler(clip=True) and VecNormalize; LeakyReLU/ELU/SiLU/GELU, which
+# the exporter writes as several nodes; Identity activations, which leave two Gemms back to back).
+COMPILED_CASES = {"ppo_discrete_default_standard", "ppo_box_gsde_squashed", "td3_relu_minmax"}
+
+
+def _assert_compiled_or_told_why(case: str, proto, loaded, raw: np.ndarray) -> None:
+    """The exported member runs compiled after its load-time check, or says why it does not."""
+    chain = mlp_chain(proto)
+    n = loaded.observation_size
+    space = loaded.manifest["action_space"]
+    width = space["n"] if loaded.discrete else space["shape"][0]
+    action = np.zeros(1, np.int64) if loaded.discrete else np.zeros((1, width), np.float32)
+    scores = np.zeros((1, width), np.float32) if loaded.discrete else None
+    forward, paths = compile_members([loaded], [chain], [np.arange(n)], np.zeros((1, n), np.float32),
+                                     [(action, scores)], best_level())
+    if chain is None:
+        assert paths[0].path == "onnxruntime" and "not a plain MLP" in paths[0].reason
+        assert case not in COMPILED_CASES
+        return
+    assert (paths[0].path, paths[0].reason) == ("compiled", None), case
+    assert case in COMPILED_CASES or case not in CASES
+    # And against the float64 twin, observation by observation.
+    row = np.zeros((1, n), np.float32)
+    forward = MlpForward(row, [plan_for(chain, np.arange(n), action, scores, loaded.action_bounds)], "baseline")
+    for obs in raw[:50].astype(np.float32):
+        row[0] = obs
+        forward()
+        want, want_scores = mlp_forward_ref(chain, obs)
+        if loaded.discrete:
+            np.testing.assert_allclose(scores[0], want_scores, rtol=1e-5, atol=1e-5)
+        else:
+            low, high = loaded.action_bounds
+            np.testing.assert_allclose(action[0], np.clip(want, low, high), rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

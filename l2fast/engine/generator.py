@@ -110,7 +110,7 @@ def _finite_number(x: object) -> TypeGuard[float]:
 
 
 def _load_members(models_dir: Path, names: list[str], technical: TechnicalConfig,
-                  features: tuple[str, ...], signer: Signer | None) -> FusedEnsemble:
+                  features: tuple[str, ...], signer: Signer | None, inference: str) -> FusedEnsemble:
     if not models_dir.is_dir():
         raise ModelLoadError("model.models_dir: not a directory", models_dir)
     missing = [n for n in names if not (models_dir / f"{n}.json").exists()]
@@ -120,7 +120,7 @@ def _load_members(models_dir: Path, names: list[str], technical: TechnicalConfig
                              f"(present: {present})", models_dir)
     # In ``names`` order, the vote's: member k of the ensemble is member k of the vote.
     members = [load_model(models_dir / f"{n}.json", technical=technical, signer=signer) for n in names]
-    return FusedEnsemble(members, features)
+    return FusedEnsemble(members, features, inference=inference)
 
 
 class TacticalSignalGenerator(EngineCore):
@@ -163,7 +163,8 @@ class TacticalSignalGenerator(EngineCore):
         self.models_dir: Path = folder.resolve()
         names = list(config.model.weights)
         self.feature_names: tuple[str, ...] = feature_names(config.technical)
-        self.ensemble = _load_members(folder, names, config.technical, self.feature_names, model_signer)
+        self.ensemble = _load_members(folder, names, config.technical, self.feature_names, model_signer,
+                                      config.model.inference)
         self.manifests: dict[str, dict] = {m.name: m.manifest for m in self.ensemble.members}
         self.voting_params = VotingParams.from_config(config.model, self.manifests, config.technical)
         live = [n for n in names if config.model.weights[n] > 0]
@@ -312,6 +313,20 @@ class TacticalSignalGenerator(EngineCore):
         """
         return snapshot_module.restore(cls, path, models_dir=models_dir, signer=signer, model_signer=model_signer)
 
+    def metrics(self) -> dict:
+        """The core's metrics (:meth:`EngineCore.metrics`) and the ensemble's inference paths.
+
+        ``inference`` is ``{"per_bar": "compiled" | "onnxruntime", "level": the compiled
+        forward's level or None, "members": {name: {"path", "reason", "rows",
+        "max_score_diff"}}}`` (:class:`~l2fast.models.compiled.MemberPath`).
+        """
+        out = super().metrics()
+        ens = self.ensemble
+        out["inference"] = {"per_bar": ens.inference,
+                            "level": ens.compiled.level_name if ens.compiled is not None else None,
+                            "members": {p.name: p.as_dict() for p in ens.paths}}
+        return out
+
     def __repr__(self) -> str:
         return (f"TacticalSignalGenerator(members={list(self.members)}, symbols={list(self.symbols)}, "
-                f"equity={self.equity:.2f})")
+                f"equity={self.equity:.2f}, inference={self.ensemble.inference}: {self.ensemble.describe_paths()})")

@@ -4,4 +4,6 @@
 - :mod:`l2fast.models.loading`: load one model (ONNX + manifest), validate a folder of them.
 - :mod:`l2fast.models.ensemble`: every member fused into one onnxruntime graph.
 - :mod:`l2fast.models.stacking`: same-shape MLP members stacked into one wider MLP.
+- :mod:`l2fast.models.compiled`: plain-MLP members run by the compiled forward
+  (:mod:`l2fast.models._mlp`), each checked against onnxruntime at load.
 """

@@ -42,6 +42,7 @@ import numpy as np
 
 from l2fast.errors import InvalidInputError, ModelLoadError
 from l2fast.keys import Signer
+from l2fast.models.compiled import compile_members, level_from_env
 from l2fast.models.loading import LoadedModel, load_model, session_options, sha256_bytes
 from l2fast.models.manifest import INPUT_NAME
 from l2fast.models.stacking import STACKED_ACTION, STACKED_PROBS, mlp_chain, stack
@@ -201,13 +202,29 @@ class FusedEnsemble:
         run_bound: Runs the graph on :attr:`input_row` into :attr:`member_buffers` (no
             argument, no result; onnxruntime's errors propagate).
         member_buffers: Each member's bound outputs, in member order.
+        paths: Per member, its :class:`~l2fast.models.compiled.MemberPath`: whether its
+            compiled forward passed the load-time check against onnxruntime, or why not.
+        compiled: The compiled forward of the members that passed (None if none did):
+            called without argument, it reads :attr:`input_row` and writes
+            :attr:`compiled_buffers`.
+        compiled_buffers: Those members' compiled outputs, in member order.
+        inference: What :attr:`run_bound` runs: ``"compiled"`` or ``"onnxruntime"``.
     """
 
     __slots__ = ("members", "names", "feature_names", "columns", "output_names", "session",
-                 "stacked", "input_row", "run_bound", "member_buffers", "_outputs")
+                 "stacked", "input_row", "run_bound", "member_buffers", "_outputs", "paths", "compiled",
+                 "compiled_buffers", "inference")
 
-    def __init__(self, members: Sequence[LoadedModel], feature_names: Sequence[str]) -> None:
+    def __init__(self, members: Sequence[LoadedModel], feature_names: Sequence[str], *,
+                 inference: str = "onnxruntime") -> None:
         """Fuse already loaded members; :meth:`from_dir` is the usual entry point.
+
+        Args:
+            members: The loaded members, in vote order.
+            feature_names: The shared feature vector's names.
+            inference: What :attr:`run_bound` runs: ``"onnxruntime"`` (the fused graph) or
+                ``"compiled"`` (the compiled forward, when every member passed its
+                load-time check; otherwise the fused graph, and :attr:`inference` says so).
 
         Raises:
             ModelLoadError: No members, a feature name unknown to ``feature_names``, a
@@ -233,7 +250,10 @@ class FusedEnsemble:
         graph_members = sorted(self.members, key=lambda m: m.name)
         protos = [_verified_proto(onnx, m) for m in graph_members]
         columns = [self.columns[m.name] for m in graph_members]
-        chains = [c for c in map(mlp_chain, protos) if c is not None]
+        if inference not in ("onnxruntime", "compiled"):
+            raise InvalidInputError(f"inference={inference!r}: expected 'onnxruntime' or 'compiled'")
+        graph_chains = [mlp_chain(p) for p in protos]
+        chains = [c for c in graph_chains if c is not None]
         data = None
         if len(chains) == len(protos):
             data = stack(chains, columns, len(names), FUSED_INPUT, max(p.ir_version for p in protos))
@@ -275,10 +295,24 @@ class FusedEnsemble:
             MemberBuffers(m.name, self._outputs[f"{m.name}/action"],
                           self._outputs[f"{m.name}/{m.output_names[1]}"] if len(m.output_names) > 1 else None)
             for m in self.members)
+        # The compiled forward writes buffers of its own, shaped as the bound ones.
+        chain_of = {m.name: c for m, c in zip(graph_members, graph_chains)}
+        own = [MemberBuffers(b.name, np.zeros_like(b.action), None if b.scores is None else np.zeros_like(b.scores))
+               for b in self.member_buffers]
+        self.compiled, self.paths = compile_members(
+            self.members, [chain_of[n] for n in self.names], [self.columns[n] for n in self.names],
+            self.input_row, [(b.action, b.scores) for b in own], level_from_env())
+        self.compiled_buffers = tuple(b for b, p in zip(own, self.paths) if p.path == "compiled")
+        self.inference = "onnxruntime"
+        if inference == "compiled" and self.compiled is not None and len(self.compiled_buffers) == len(self.names):
+            self.inference = "compiled"
+            self.run_bound = self.compiled
+            self.member_buffers = self.compiled_buffers
 
     @classmethod
     def from_dir(cls, models_dir: str | Path, feature_names: Sequence[str] | None = None, *,
-                 technical: TechnicalConfig | None = None, signer: Signer | None = None) -> FusedEnsemble:
+                 technical: TechnicalConfig | None = None, signer: Signer | None = None,
+                 inference: str = "onnxruntime") -> FusedEnsemble:
         """Load and fuse every ``<name>.json`` + ``<name>.onnx`` pair in ``models_dir``.
 
         Args:
@@ -291,6 +325,7 @@ class FusedEnsemble:
                 :func:`~l2fast.models.loading.default_lookback` under it.
             signer: The model key's signer: every manifest must be signed with it
                 (:func:`~l2fast.models.loading.load_model`); None: signatures are not read.
+            inference: As the constructor's.
 
         Raises:
             ModelLoadError: Missing folder, no manifests, an ONNX file without manifest,
@@ -308,7 +343,8 @@ class FusedEnsemble:
             raise ModelLoadError("no exported models (<name>.json + <name>.onnx)", folder)
         if feature_names is None:
             feature_names = technical_feature_names(technical if technical is not None else TechnicalConfig())
-        return cls([load_model(p, technical=technical, signer=signer) for p in manifests], feature_names)
+        return cls([load_model(p, technical=technical, signer=signer) for p in manifests], feature_names,
+                   inference=inference)
 
     def run(self, features_row: np.ndarray) -> dict[str, np.ndarray]:
         """Run every member on one feature vector.
@@ -338,5 +374,13 @@ class FusedEnsemble:
         self.run_bound()
         return self._outputs
 
+    def describe_paths(self) -> str:
+        """One line per member: its path (compiled at which level, or onnxruntime and why)."""
+        level = self.compiled.level_name if self.compiled is not None else None
+        return "; ".join(f"{p.name}: compiled ({level}, checked on {p.rows} rows)" if p.path == "compiled"
+                         else f"{p.name}: onnxruntime ({p.reason})" for p in self.paths)
+
     def __repr__(self) -> str:
-        return f"FusedEnsemble({list(self.names)}, {len(self.feature_names)} features)"
+        compiled = sum(p.path == "compiled" for p in self.paths)
+        return (f"FusedEnsemble({list(self.names)}, {len(self.feature_names)} features, "
+                f"per bar: {self.inference}, compiled forward verified for {compiled}/{len(self.names)})")

@@ -37,25 +37,35 @@ STACKED_ACTION = "stacked/action"
 
 @dataclass(frozen=True)
 class MlpChain:
-    """One member recognised as preprocessing -> Gemm/activation layers -> categorical head.
+    """One member recognised as preprocessing -> Gemm/activation layers -> head.
 
     Attributes:
         prefix: Element-wise steps in order: ``("Cast", to)`` or ``(op, constant)`` with the
             constant expanded to one value per input column.
-        layers: ``(W [out, in], B [out], activation or None)`` per Gemm; the last has none.
-        n_actions: Logits of the categorical head.
+        layers: ``(W [out, in], B [out], activation or None)`` per Gemm; only the last may
+            have none (a Box head's may end in ``Tanh``).
+        n_actions: Width of the last layer (the logits, Q-values or Box action).
         opset: The member's default-domain opset.
+        head: ``"categorical"`` (ReduceLogSumExp, Sub, Softmax, ArgMax: ``action`` and
+            ``probs``), ``"argmax"`` (DQN: Identity to ``q_values``, ArgMax: ``action``) or
+            ``"box"`` (float32 unscale if any, then Min/Max clip: ``action``).
+        unscale: Box head: ``(one, half, range [d], low [d])`` of ``low + ((x + one) * half)
+            * range``, or None when the action is not unscaled.
+        clips: Box head: ``(low [d], high [d])`` of its clip.
     """
 
     prefix: tuple[tuple[str, Any], ...]
     layers: tuple[tuple[np.ndarray, np.ndarray, str | None], ...]
     n_actions: int
     opset: int
+    head: str = "categorical"
+    unscale: tuple[Any, ...] | None = None
+    clips: tuple[tuple[np.ndarray, np.ndarray], ...] = ()
 
     def signature(self) -> tuple:
         """What must agree between members for them to stack."""
         steps = tuple((op, arg if op == "Cast" else arg.dtype.str) for op, arg in self.prefix)
-        return steps, tuple(act for _, _, act in self.layers), self.n_actions, self.opset
+        return steps, tuple(act for _, _, act in self.layers), self.n_actions, self.opset, self.head
 
 
 def _attrs(node: Any) -> dict[str, Any]:
@@ -65,12 +75,16 @@ def _attrs(node: Any) -> dict[str, Any]:
 
 
 def mlp_chain(proto: Any) -> MlpChain | None:
-    """The member's graph as an :class:`MlpChain`, or None if it is anything else."""
+    """The member's graph as an :class:`MlpChain`, or None if it is anything else.
+
+    The one reading of a plain-MLP member's weights: :func:`stack` builds the stacked graph
+    from it and :mod:`l2fast.models.compiled` the compiled forward.
+    """
     from onnx import numpy_helper
 
     g = proto.graph
     opset = next((i.version for i in proto.opset_import if i.domain in ("", "ai.onnx")), None)
-    if opset is None or len(g.input) != 1 or len(g.output) != 2 or proto.functions:
+    if opset is None or len(g.input) != 1 or not 1 <= len(g.output) <= 2 or proto.functions:
         return None
     consts = {i.name: numpy_helper.to_array(i) for i in g.initializer}
     n_in = g.input[0].type.tensor_type.shape.dim[-1].dim_value
@@ -100,22 +114,74 @@ def mlp_chain(proto: Any) -> MlpChain | None:
         if k < len(nodes) and nodes[k].op_type in _ACTIVATIONS and nodes[k].input[0] == x:
             act, x, k = nodes[k].op_type, nodes[k].output[0], k + 1
         layers.append((w, b, act))
-    if not layers or layers[-1][2] is not None or any(act is None for _, _, act in layers[:-1]):
+    if not layers or any(act is None for _, _, act in layers[:-1]):
         return None
-    if [n.op_type for n in nodes[k:]] != ["ReduceLogSumExp", "Sub", "Softmax", "ArgMax"]:
+    outputs = sorted(o.name for o in g.output)
+    tail = nodes[k:]
+    if [n.op_type for n in tail] == ["ReduceLogSumExp", "Sub", "Softmax", "ArgMax"] and layers[-1][2] is None:
+        ok = _categorical_head(tail, x, consts) and outputs == ["action", "probs"]
+        head = "categorical"
+    elif [n.op_type for n in tail] == ["Identity", "ArgMax"] and layers[-1][2] is None:
+        ident, arg = tail
+        ok = (outputs == ["action", "q_values"] and ident.input[0] == x and ident.output[0] == "q_values"
+              and arg.input[0] == x and _attrs(arg).get("axis") == 1 and _attrs(arg).get("keepdims") == 0
+              and not _attrs(arg).get("select_last_index", 0) and arg.output[0] == "action")
+        head = "argmax"
+    else:
+        box = _box_head(tail, x, consts, int(layers[-1][0].shape[0]))
+        if box is None or outputs != ["action"]:
+            return None
+        return MlpChain(tuple(prefix), tuple(layers), int(layers[-1][0].shape[0]), opset, "box", *box)
+    if not ok:
         return None
-    lse, sub, soft, arg = nodes[k:]
+    return MlpChain(tuple(prefix), tuple(layers), int(layers[-1][0].shape[0]), opset, head)
+
+
+def _categorical_head(tail: Sequence[Any], x: str, consts: dict[str, np.ndarray]) -> bool:
+    """Whether ReduceLogSumExp, Sub, Softmax, ArgMax on ``x`` are the exporter's categorical head."""
+    lse, sub, soft, arg = tail
     axes = _attrs(lse).get("axes")
     if axes is None and len(lse.input) > 1 and lse.input[1] in consts:
         axes = consts[lse.input[1]].tolist()
-    if (lse.input[0] != x or list(axes or []) != [-1] or _attrs(lse).get("keepdims", 1) != 1
-            or list(sub.input) != [x, lse.output[0]] or soft.input[0] != sub.output[0]
-            or _attrs(soft).get("axis", -1) != -1 or arg.input[0] != soft.output[0]
-            or _attrs(arg).get("axis") != 1 or _attrs(arg).get("keepdims") != 0
-            or sorted(o.name for o in g.output) != ["action", "probs"]
-            or soft.output[0] != "probs" or arg.output[0] != "action"):
+    return not (lse.input[0] != x or list(axes or []) != [-1] or _attrs(lse).get("keepdims", 1) != 1
+                or list(sub.input) != [x, lse.output[0]] or soft.input[0] != sub.output[0]
+                or _attrs(soft).get("axis", -1) != -1 or arg.input[0] != soft.output[0]
+                or _attrs(arg).get("axis") != 1 or _attrs(arg).get("keepdims") != 0
+                or _attrs(arg).get("select_last_index", 0) or soft.output[0] != "probs"
+                or arg.output[0] != "action")
+
+
+def _box_head(tail: Sequence[Any], x: str, consts: dict[str, np.ndarray],
+              dim: int) -> tuple[tuple[Any, ...] | None, tuple[tuple[np.ndarray, np.ndarray], ...]] | None:
+    """``(unscale, clips)`` of the exporter's float32 Box head on ``x``, or None.
+
+    The head is an optional float32 unscale ``low + ((x + one) * half) * range`` (Add, Mul,
+    Mul, Add) and a clip (Min with high, then Max with low) writing ``action``.
+    """
+    def const(name: str, shape: tuple[int, ...]) -> np.ndarray | None:
+        c = consts.get(name)
+        if c is None or c.dtype != np.float32 or (c.size != 1 and c.shape != shape):
+            return None
+        return np.full(shape, c.reshape(-1)[0], np.float32) if c.size == 1 else c.copy()
+
+    unscale = None
+    if [n.op_type for n in tail] == ["Add", "Mul", "Mul", "Add", "Min", "Max"]:
+        add1, mul1, mul2, add2 = tail[:4]
+        one, half = const(add1.input[1], ()), const(mul1.input[1], ())
+        rng, low = const(mul2.input[1], (dim,)), const(add2.input[0], (dim,))
+        if (add1.input[0] != x or mul1.input[0] != add1.output[0] or mul2.input[0] != mul1.output[0]
+                or add2.input[1] != mul2.output[0] or one is None or half is None or rng is None or low is None):
+            return None
+        unscale = (float(one), float(half), rng, low)
+        x, tail = add2.output[0], tail[4:]
+    if [n.op_type for n in tail] != ["Min", "Max"]:
         return None
-    return MlpChain(tuple(prefix), tuple(layers), int(layers[-1][0].shape[0]), opset)
+    mn, mx = tail
+    high, low = const(mn.input[1], (dim,)), const(mx.input[1], (dim,))
+    if (len(mn.input) != 2 or len(mx.input) != 2 or mn.input[0] != x or mx.input[0] != mn.output[0]
+            or high is None or low is None or mx.output[0] != "action"):
+        return None
+    return unscale, ((low, high),)
 
 
 def _block_diagonal(blocks: Sequence[np.ndarray]) -> np.ndarray:
@@ -130,7 +196,7 @@ def _block_diagonal(blocks: Sequence[np.ndarray]) -> np.ndarray:
 def stack(chains: Sequence[MlpChain], columns: Sequence[np.ndarray], n_features: int,
           input_name: str, ir_version: int) -> bytes | None:
     """The stacked graph of ``chains`` (one per member, in output-row order), or None when
-    their signatures differ.
+    their signatures differ or their head is not categorical.
 
     Args:
         chains: The members' chains.
@@ -141,7 +207,7 @@ def stack(chains: Sequence[MlpChain], columns: Sequence[np.ndarray], n_features:
     """
     from onnx import TensorProto, helper, numpy_helper
 
-    if len({c.signature() for c in chains}) != 1:
+    if len({c.signature() for c in chains}) != 1 or chains[0].head != "categorical":
         return None
     first, m = chains[0], len(chains)
     inits = [numpy_helper.from_array(np.concatenate(columns).astype(np.int64), "stacked/columns")]

@@ -236,18 +236,3 @@ def test_the_worker_keeps_an_unsigned_snapshot_in_a_private_folder(tmp_path: Pat
     gen = build_generator(WorkerOptions(snapshot=str(folder / "w.l2snap")))
     assert gen.snapshot_signer is None
 
-
-def test_a_worker_refuses_the_snapshot_of_another_workers_symbols(tmp_path: Path) -> None:
-    # The ETH owner's signed snapshot copied to the BTC owner's path (same shared key).
-    from l2fast.bus.worker import WorkerOptions, build_generator
-
-    gen = TacticalSignalGenerator(L2Config(), snapshot_signer=KEY)
-    rows = generate_bars(3, seed=1)
-    for k in range(3):
-        gen.on_bar("ETH/USDT", *(rows[c][k].item() for c in ("ts", "open", "high", "low", "close", "volume")))
-    path = tmp_path / "btc.l2snap"
-    gen.snapshot(path)
-    with pytest.raises(SnapshotError, match=r"ETH/USDT, which this worker does not own \(--symbols BTC/USDT\)"):
-        build_generator(WorkerOptions(snapshot=str(path), snapshot_signer=KEY, symbols=("BTC/USDT",)))
-    assert build_generator(WorkerOptions(snapshot=str(path), snapshot_signer=KEY,
-                                         symbols=("ETH/USDT",))).symbols == ("ETH/USDT",)

@@ -84,7 +84,7 @@ from l2fast.bus.redis import REDIS_URL, RedisTransport, redacted_url
 from l2fast.bus.transport import REDIS_TIMEOUT_S
 from l2fast.config import L2Config
 from l2fast.engine.generator import TacticalSignalGenerator
-from l2fast.errors import BusAuthError, BusUnavailableError, ConfigError, SnapshotError
+from l2fast.errors import BusAuthError, BusUnavailableError, ConfigError
 from l2fast.keys import Signer
 
 __all__ = ["WorkerOptions", "build_generator", "check_persistence", "check_snapshot_storage", "run_worker"]
@@ -192,8 +192,7 @@ def build_generator(options: WorkerOptions) -> TacticalSignalGenerator:
     Raises:
         ConfigError: The snapshot is unsigned on storage other users can write
             (:func:`check_snapshot_storage`).
-        SnapshotError: The snapshot exists but is corrupt, foreign or does not fit, or
-            holds a symbol outside ``options.symbols``.
+        SnapshotError: The snapshot exists but is corrupt, foreign or does not fit.
         ModelLoadError: The models cannot be loaded.
     """
     if options.snapshot is not None:
@@ -201,13 +200,6 @@ def build_generator(options: WorkerOptions) -> TacticalSignalGenerator:
     if options.snapshot is not None and Path(options.snapshot).exists():
         gen = TacticalSignalGenerator.restore(options.snapshot, models_dir=options.models_dir,
                                               signer=options.snapshot_signer, model_signer=options.model_signer)
-        foreign = [] if options.symbols is None else [s for s in gen.symbols if s not in options.symbols]
-        if foreign:
-            # Another worker's snapshot (copied, or a wrong --snapshot path on shared
-            # storage) would bring its positions into this worker's sizing and limits.
-            raise SnapshotError(f"holds the state of {', '.join(foreign)}, which this worker does not own "
-                                f"(--symbols {','.join(options.symbols or ())}): another worker's snapshot?",
-                                options.snapshot)
         logger.info("restored the engine from %s (symbols: %s)", options.snapshot, ", ".join(gen.symbols) or "none")
         return gen
     return TacticalSignalGenerator(options.config, models_dir=options.models_dir, model_signer=options.model_signer,

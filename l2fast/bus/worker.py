@@ -64,6 +64,14 @@ again and goes on, and the count is in its metrics (``redis_state_lost``).
 A refusal is not an outage: a wrong user or password, a command its ACL user may not run or
 a failed TLS check stops it at once with :class:`~l2fast.errors.BusAuthError` (exit code 4).
 The URL is logged with its password masked.
+
+Stopping is bounded: after SIGTERM or SIGINT the adapter's last flush (signals, dead
+letters, acknowledgements, the final snapshot) has ``stop_timeout_s`` to finish. When
+Redis does not answer it in time, the worker logs an error naming what it was waiting
+for and stops as if killed (nothing more is acknowledged or snapshotted; started again,
+it loses nothing): :func:`run_worker` raises :class:`~l2fast.errors.BusUnavailableError`
+(the CLI exits with code 3). Its background tasks (the metrics reporter, the lease
+keeper) are cancelled until they end (:func:`_cancel`).
 """
 
 from __future__ import annotations
@@ -74,8 +82,10 @@ import logging
 import os
 import signal
 import stat
+from collections.abc import Coroutine
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from l2fast.bus import L2BusAdapter, MessageBus, Topic
 from l2fast.bus.adapter import DEFAULT_CONSUMER, DEFAULT_GROUP, DEFAULT_SIGNALS, SNAPSHOT_EVERY, SNAPSHOT_INTERVAL_S
@@ -90,6 +100,12 @@ from l2fast.keys import Signer
 __all__ = ["WorkerOptions", "build_generator", "check_persistence", "check_snapshot_storage", "run_worker"]
 
 logger = logging.getLogger("l2fast.bus.worker")
+
+#: Default of how long a stopping worker waits for its last flush (module docstring), seconds.
+STOP_TIMEOUT_S = 30.0
+
+# How long a cancelled task may go on before it is cancelled again (_cancel).
+_CANCEL_AGAIN_S = 0.1
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +145,8 @@ class WorkerOptions:
             whoever can write it could otherwise forge the engine's state.
         model_signer: The model key's signer: only models signed with it load
             (:mod:`l2fast.models.loading`).
+        stop_timeout_s: How long the adapter's last flush may take after the stop
+            signal before the worker stops as if killed (module docstring); None: no limit.
     """
 
     redis: str = field(default=REDIS_URL, repr=False)
@@ -151,6 +169,7 @@ class WorkerOptions:
     signer: Signer | None = None
     snapshot_signer: Signer | None = None
     model_signer: Signer | None = None
+    stop_timeout_s: float | None = STOP_TIMEOUT_S
 
     @property
     def role(self) -> str:
@@ -219,7 +238,8 @@ async def run_worker(options: WorkerOptions, *, ready: asyncio.Event | None = No
 
     Raises:
         BusUnavailableError: Redis stayed unreachable for ``options.redis_timeout_s``,
-            or until the lease expired.
+            or until the lease expired, or did not answer the last flush within
+            ``options.stop_timeout_s`` of the stop signal.
         LeaseLost: Another worker took the lease (Redis answered so).
         BusAuthError: Redis refused the worker (password, ACL) or TLS failed.
     """
@@ -265,7 +285,7 @@ async def _run(options: WorkerOptions, stop: asyncio.Event, ready: asyncio.Event
         await _serve(options, transport, lease, gen, adapter, keeper, stop, ready)
     finally:
         if keeper is not None:
-            keeper.cancel()
+            await _cancel(keeper)
             with contextlib.suppress(asyncio.CancelledError, LeaseLost, BusUnavailableError):
                 await keeper
         with contextlib.suppress(Exception):  # gives back only what is still ours
@@ -314,7 +334,7 @@ async def _acquire(lease: SymbolLease, stop: asyncio.Event) -> bool:
     await asyncio.wait({acquiring, stopping}, return_when=asyncio.FIRST_COMPLETED)
     stopping.cancel()
     if not acquiring.done():
-        acquiring.cancel()
+        await _cancel(acquiring)
         with contextlib.suppress(asyncio.CancelledError):
             await acquiring
         logger.info("%s stopped while waiting for the lease of %s", lease.owner, ", ".join(lease.symbols))
@@ -362,19 +382,73 @@ async def _serve(options: WorkerOptions, transport: RedisTransport, lease: Symbo
         if keeper is not None and keeper.done():
             # Another worker may own the symbols now: stop at once; nothing more is
             # published, acknowledged or snapshotted.
-            processing.cancel()
+            await _cancel(processing)
             with contextlib.suppress(asyncio.CancelledError):
                 await processing
             keeper.result()
-        await adapter.stop()
-        await processing
+        await _finish(options, transport, adapter, processing)
     finally:
         stopper.cancel()
-        reporter.cancel()
+        await _cancel(reporter)
         with contextlib.suppress(asyncio.CancelledError):
             await reporter
         if server is not None:
             await server.close()
+
+
+async def _finish(options: WorkerOptions, transport: RedisTransport, adapter: L2BusAdapter,
+                  processing: asyncio.Task[None]) -> None:
+    """Stop the adapter and wait for its last flush, for at most ``options.stop_timeout_s``
+    (module docstring).
+
+    Raises:
+        BusUnavailableError: The flush did not finish in time (logged as an error, with
+            what it was waiting for).
+    """
+    async def finish() -> None:
+        await adapter.stop()
+        await processing
+
+    # A task, so that the wait is bounded even by a flush that does not heed one cancellation.
+    finishing = asyncio.create_task(finish())
+    await asyncio.wait({finishing}, timeout=options.stop_timeout_s)
+    if finishing.done():
+        finishing.result()
+        return
+    waiting = _awaiting(processing if not processing.done() else finishing)
+    await _cancel(finishing)
+    await _cancel(processing)
+    logger.error("%s: the last flush got no reply within %g s of the stop signal (waiting in %s): stopping as if "
+                 "killed, without acknowledging or snapshotting more; started again, it loses nothing",
+                 options.consumer, options.stop_timeout_s, waiting)
+    raise BusUnavailableError(transport.url, f"no reply to the stopping worker's last flush (waiting in {waiting})",
+                              retries=transport.retry.retries, waited_s=float(options.stop_timeout_s or 0),
+                              reason=f"the worker did not stop within {options.stop_timeout_s:g} s of the stop "
+                                     "signal; stopped as if killed")
+
+
+async def _cancel(task: asyncio.Task[Any]) -> None:
+    """Cancel ``task`` and wait until it has ended, cancelling it again while it goes on.
+
+    One cancellation is not always enough: on Python 3.11, redis-py sends each command
+    under ``asyncio.wait_for``, which returns normally when the cancellation lands just
+    after the command was sent (CPython issue 86296, bpo-42130; ``wait_for`` was rewritten in 3.12).
+    The task then goes on as if never cancelled, and a loop such as the metrics reporter
+    or the lease keeper would run for ever: the worker would never stop after SIGTERM.
+    """
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=_CANCEL_AGAIN_S)
+
+
+def _awaiting(task: asyncio.Task[Any]) -> str:
+    """Where ``task`` waits: its chain of awaited coroutines, outermost first (for the log)."""
+    names: list[str] = []
+    awaited: Any = task.get_coro()
+    while isinstance(awaited, Coroutine) and len(names) < 12:
+        names.append(getattr(awaited, "__qualname__", type(awaited).__name__))
+        awaited = getattr(awaited, "cr_await", None)
+    return " > ".join(names) or repr(task)
 
 
 def _adapter_stats(adapter: L2BusAdapter, transport: RedisTransport, lease: SymbolLease) -> dict[str, int]:

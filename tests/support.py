@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gzip
 import shutil
@@ -10,11 +11,15 @@ import subprocess
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from l2fast.bus import Bar
+from l2fast.bus import Bar, InProcessTransport, L2BusAdapter, MessageBus, Topic
+from l2fast.bus.bus import DEFAULT_POLICIES
+from l2fast.bus.transport import Transport
 from l2fast.cli.main import main
+from l2fast.engine.generator import TacticalSignalGenerator
 from l2fast.evaluation.replay import BarStream, merge_streams
 from l2fast.keys import Purpose, Signer
 
@@ -108,3 +113,47 @@ class RedisServer:
             self.process.terminate()
             self.process.wait(10)
         self.process = None
+
+
+async def drive(transport: Transport, inputs: Sequence[tuple[str, Any]], *, signer: Signer | None = None,
+                expected_signals: int | None = None, until: str | None = None, generator: Any = None,
+                ) -> tuple[list[Any], L2BusAdapter, list[dict[str, str]]]:
+    """Publish ``inputs`` (messages, signed by the bus when it has ``signer``, or raw bytes)
+    to a worker on that bus and collect its signals and dead letters: ``expected_signals``
+    of them, or up to the first for the symbol ``until``."""
+    bus = MessageBus(transport, signer=signer)
+    signals = await bus.subscribe([Topic.SIGNALS], group="l1", consumer="l1-0")
+    adapter = L2BusAdapter(bus, generator if generator is not None else TacticalSignalGenerator(), signals="all",
+                           consumer="w1")
+    worker = asyncio.create_task(adapter.start_processing())
+    for topic, item in inputs:
+        if isinstance(item, (bytes, str)):
+            await bus.publish_raw(topic, item)
+        else:
+            await bus.publish(topic, item)
+
+    async def next_signal() -> Any:
+        # A worker that died fails the test at once, with its error.
+        get = asyncio.ensure_future(signals.get())
+        await asyncio.wait({get, worker}, return_when=asyncio.FIRST_COMPLETED)
+        if not get.done():
+            get.cancel()
+            worker.result()
+            raise AssertionError("the worker stopped")
+        return get.result()
+
+    got = []
+    while len(got) != expected_signals and (until is None or not got or got[-1].message.symbol != until):
+        received = await next_signal()
+        assert received.error is None, received.error  # the worker's own signals are well formed (and signed)
+        got.append(received)
+    await adapter.stop()
+    await worker  # raises if the worker died
+    dead = await transport.dead_letters()
+    await bus.close()
+    return got, adapter, dead
+
+
+def in_process() -> InProcessTransport:
+    """An in-process transport with the bus's default queue policies."""
+    return InProcessTransport(DEFAULT_POLICIES)

@@ -16,17 +16,17 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Coroutine, Sequence
 from dataclasses import fields, replace
 from typing import Any
 
 import pytest
+import support
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from support import REDIS_SERVER, bus_key_file, bus_signer, exit_code
+from support import REDIS_SERVER, bus_key_file, bus_signer, exit_code, in_process
 
-from l2fast.bus import AdapterStats, Bar, Fill, InProcessTransport, L2BusAdapter, MessageBus, Topic, decode, encode
-from l2fast.bus.bus import DEFAULT_POLICIES
+from l2fast.bus import AdapterStats, Bar, Fill, L2BusAdapter, MessageBus, Topic, decode, encode
 from l2fast.bus.schema import SIGNED_PREFIX, UnauthenticatedError, open_signed, sign
 from l2fast.bus.tools import ReaderStats, collect_signals
 from l2fast.bus.transport import QueuePolicy, Transport
@@ -129,46 +129,10 @@ def test_each_forgery_would_be_a_valid_message_to_a_bus_without_a_key(kind):
     assert decode(open_signed(genuine, case.topic, KEY)).message == case.genuine
 
 
-async def drive(transport: Transport, inputs: Sequence[tuple[str, Any]], *, signer: Signer | None = KEY,
-                expected_signals: int | None = None, until: str | None = None, generator: Any = None,
-                ) -> tuple[list[Any], L2BusAdapter, list[dict[str, str]]]:
-    """Publish ``inputs`` (messages, signed by the bus, or raw bytes) to a worker on a bus
-    with ``signer`` and collect its signals and dead letters: ``expected_signals`` of them,
-    or up to the first for the symbol ``until``."""
-    bus = MessageBus(transport, signer=signer)
-    signals = await bus.subscribe([Topic.SIGNALS], group="l1", consumer="l1-0")
-    adapter = L2BusAdapter(bus, generator if generator is not None else TacticalSignalGenerator(), signals="all",
-                           consumer="w1")
-    worker = asyncio.create_task(adapter.start_processing())
-    for topic, item in inputs:
-        if isinstance(item, (bytes, str)):
-            await bus.publish_raw(topic, item)
-        else:
-            await bus.publish(topic, item)
-
-    async def next_signal() -> Any:
-        get = asyncio.ensure_future(signals.get())
-        await asyncio.wait({get, worker}, return_when=asyncio.FIRST_COMPLETED)
-        if not get.done():
-            get.cancel()
-            worker.result()
-            raise AssertionError("the worker stopped")
-        return get.result()
-
-    got = []
-    while len(got) != expected_signals and (until is None or not got or got[-1].message.symbol != until):
-        received = await next_signal()
-        assert received.error is None, received.error  # the worker's signals are signed with the key
-        got.append(received)
-    await adapter.stop()
-    await worker
-    dead = await transport.dead_letters()
-    await bus.close()
-    return got, adapter, dead
-
-
-def in_process() -> InProcessTransport:
-    return InProcessTransport(DEFAULT_POLICIES)
+def drive(transport: Transport, inputs: Sequence[tuple[str, Any]], *, signer: Signer | None = KEY,
+          **options: Any) -> Coroutine[Any, Any, tuple[list[Any], L2BusAdapter, list[dict[str, str]]]]:
+    """:func:`support.drive` on a bus with the key unless told otherwise."""
+    return support.drive(transport, inputs, signer=signer, **options)
 
 
 def reference(messages: Sequence[Any]) -> tuple[list[dict[str, Any]], TacticalSignalGenerator]:

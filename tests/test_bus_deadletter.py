@@ -12,17 +12,17 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from support import REDIS_SERVER
+from support import REDIS_SERVER, drive, in_process
 
-from l2fast.bus import Bar, InProcessTransport, L2BusAdapter, MessageBus, Topic, decode
+from l2fast.bus import Bar, InProcessTransport, L2BusAdapter, Topic, decode
 from l2fast.bus.bus import DEFAULT_POLICIES
-from l2fast.bus.transport import DEAD_LETTERS, Transport
+from l2fast.bus.transport import DEAD_LETTERS
 from l2fast.engine.generator import TacticalSignalGenerator
 from l2fast.errors import InvalidDecisionError
 from l2fast.signals import StrategicDecision
@@ -63,46 +63,6 @@ def poisoned(kind: str, field: str, value: Any) -> bytes:
 TOPIC_OF = {"bar": Topic.BARS, "fill": Topic.FILLS, "decision": Topic.DECISIONS}
 NUMERIC_FIELDS = [("bar", f) for f in ("ts_ms", "open", "high", "low", "close", "volume")] + [
     ("fill", f) for f in ("qty", "price", "ts_ms", "fee")] + [("decision", f) for f in ("target_exposure", "ts_ms")]
-
-
-async def drive(transport: Transport, inputs: Sequence[tuple[str, Any]], *, expected_signals: int | None = None,
-                until: str | None = None,
-                generator: Any = None) -> tuple[list[Any], L2BusAdapter, list[dict[str, str]]]:
-    """Publish ``inputs`` (messages, or raw bytes) to a worker and collect its signals and
-    dead letters: ``expected_signals`` of them, or up to the first for the symbol ``until``."""
-    bus = MessageBus(transport)
-    signals = await bus.subscribe([Topic.SIGNALS], group="l1", consumer="l1-0")
-    adapter = L2BusAdapter(bus, generator if generator is not None else TacticalSignalGenerator(), signals="all",
-                           consumer="w1")
-    worker = asyncio.create_task(adapter.start_processing())
-    for topic, item in inputs:
-        if isinstance(item, (bytes, str)):
-            await bus.publish_raw(topic, item)
-        else:
-            await bus.publish(topic, item)
-
-    async def next_signal() -> Any:
-        # A worker that died fails the test at once, with its error.
-        get = asyncio.ensure_future(signals.get())
-        await asyncio.wait({get, worker}, return_when=asyncio.FIRST_COMPLETED)
-        if not get.done():
-            get.cancel()
-            worker.result()
-            raise AssertionError("the worker stopped")
-        return get.result()
-
-    got = []
-    while len(got) != expected_signals and (until is None or not got or got[-1].message.symbol != until):
-        got.append(await next_signal())
-    await adapter.stop()
-    await worker  # raises if the worker died
-    dead = await transport.dead_letters()
-    await bus.close()
-    return got, adapter, dead
-
-
-def in_process() -> InProcessTransport:
-    return InProcessTransport(DEFAULT_POLICIES)
 
 
 # ------------------------------------------------------------------ in-process

@@ -45,14 +45,12 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
-from support import RedisServer, write_csv  # noqa: E402
+from support import RedisServer, paper_desk_replay, write_csv  # noqa: E402
 
 from l2fast.data import shipped_config  # noqa: E402
-from l2fast.engine.generator import TacticalSignalGenerator  # noqa: E402
-from l2fast.evaluation.paper import PaperBroker  # noqa: E402
-from l2fast.evaluation.replay import BarStream, demo_config, merge_streams  # noqa: E402
+from l2fast.evaluation.replay import BarStream  # noqa: E402
 from l2fast.signals import StrategicDecision  # noqa: E402
-from l2fast.technical.bars import COLUMNS, load_bars_csv  # noqa: E402
+from l2fast.technical.bars import load_bars_csv  # noqa: E402
 
 BTC, ETH = "BTC/USDT", "ETH/USDT"
 DECISION = StrategicDecision(regime="trending", target_exposure=0.7, risk_appetite="aggressive", universe=(BTC, ETH))
@@ -79,21 +77,7 @@ def build_feed(data: Path, minutes: int, end: str | None, folder: Path) -> Feed:
         bars = load_bars_csv(data / name)
         stop = int((bars["ts"] < end_ms).sum())
         streams.append(BarStream(symbol, {k: v[stop - minutes:stop] for k, v in bars.items()}))
-    gen = TacticalSignalGenerator(config=demo_config())
-    gen.on_strategic_decision(DECISION)
-    broker = PaperBroker(gen.config.engine.initial_equity)
-    which, columns = merge_streams(streams)
-    expected, fills = [], []
-    for k, *row in zip(which.tolist(), *(columns[c].tolist() for c in COLUMNS)):
-        symbol = streams[k].symbol
-        ts, o, h, lo, c, _ = row
-        for f in broker.on_bar(symbol, ts, o, h, lo, c):
-            gen.on_fill(f.symbol, f.side, f.qty, f.price, f.ts_ms, fee=f.fee)
-            fills.append({"symbol": f.symbol, "side": f.side, "qty": f.qty, "price": f.price,
-                          "ts_ms": f.ts_ms, "fee": f.fee})
-        sig = gen.on_bar(symbol, *row)
-        broker.on_signal(sig)
-        expected.append(sig.to_dict())
+    expected, fills = paper_desk_replay(streams, DECISION)
     decisions = folder / "decisions.jsonl"
     decisions.write_text(json.dumps(DECISION.to_dict()) + "\n")
     fills_path = folder / "fills.jsonl"

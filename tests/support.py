@@ -20,8 +20,10 @@ from l2fast.bus.bus import DEFAULT_POLICIES
 from l2fast.bus.transport import Transport
 from l2fast.cli.main import main
 from l2fast.engine.generator import TacticalSignalGenerator
-from l2fast.evaluation.replay import BarStream, merge_streams
+from l2fast.evaluation.paper import PaperBroker
+from l2fast.evaluation.replay import BarStream, demo_config, merge_streams
 from l2fast.keys import Purpose, Signer
+from l2fast.signals import StrategicDecision
 
 COLUMNS = ("ts", "open", "high", "low", "close", "volume")
 
@@ -157,3 +159,32 @@ async def drive(transport: Transport, inputs: Sequence[tuple[str, Any]], *, sign
 def in_process() -> InProcessTransport:
     """An in-process transport with the bus's default queue policies."""
     return InProcessTransport(DEFAULT_POLICIES)
+
+
+def paper_desk_replay(streams: Sequence[BarStream], decision: StrategicDecision, *,
+                      split: bool = False) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """What a bus desk on the demo config must reproduce: the signals (``to_dict``) and a
+    paper L1's fills of an in-process replay of ``streams`` under ``decision``.
+
+    One engine and paper L1 for every symbol, or (``split``: one worker per symbol) one
+    of each per symbol.
+    """
+    desks: dict[str | None, tuple[TacticalSignalGenerator, PaperBroker]] = {}
+    for symbol in [s.symbol for s in streams] if split else [None]:
+        gen = TacticalSignalGenerator(config=demo_config())
+        gen.on_strategic_decision(decision)
+        desks[symbol] = (gen, PaperBroker(gen.config.engine.initial_equity))
+    which, columns = merge_streams(streams)
+    expected, fills = [], []
+    for k, *row in zip(which.tolist(), *(columns[c].tolist() for c in COLUMNS)):
+        symbol = streams[k].symbol
+        gen, broker = desks[symbol if split else None]
+        ts, o, h, lo, c, _ = row
+        for f in broker.on_bar(symbol, ts, o, h, lo, c):
+            gen.on_fill(f.symbol, f.side, f.qty, f.price, f.ts_ms, fee=f.fee)
+            fills.append({"symbol": f.symbol, "side": f.side, "qty": f.qty, "price": f.price,
+                          "ts_ms": f.ts_ms, "fee": f.fee})
+        sig = gen.on_bar(symbol, *row)
+        broker.on_signal(sig)
+        expected.append(sig.to_dict())
+    return expected, fills

@@ -27,14 +27,12 @@ import pytest
 pytest.importorskip("redis")
 
 from prometheus_client.parser import text_string_to_metric_families
-from support import REDIS_SERVER, RedisServer, bus_key_file, bus_signer, free_port, write_csv
+from support import REDIS_SERVER, RedisServer, bus_key_file, bus_signer, free_port, paper_desk_replay, write_csv
 
 from l2fast.bus import Bar, Fill, Topic
 from l2fast.bus.schema import encode, sign
 from l2fast.data import shipped_config
-from l2fast.engine.generator import TacticalSignalGenerator
-from l2fast.evaluation.paper import PaperBroker
-from l2fast.evaluation.replay import BarStream, demo_config, merge_streams
+from l2fast.evaluation.replay import BarStream
 from l2fast.keys import Purpose, Signer
 from l2fast.signals import StrategicDecision, TacticalSignal
 
@@ -59,27 +57,7 @@ class Setup:
         self.decisions = folder / "decisions.jsonl"
         self.decisions.write_text(json.dumps(DECISION.to_dict()) + "\n")
         self.config = shipped_config("demo")
-        # One engine and paper L1 for both symbols, or (split: two workers share the
-        # symbols) one of each per symbol.
-        desks = {}
-        for symbol in (BTC, ETH) if split else (None,):
-            gen = TacticalSignalGenerator(config=demo_config())
-            gen.on_strategic_decision(DECISION)
-            desks[symbol] = (gen, PaperBroker(gen.config.engine.initial_equity))
-        which, columns = merge_streams(streams)
-        self.expected: list[dict] = []
-        fills = []
-        for k, *row in zip(which.tolist(), *(columns[c].tolist() for c in COLUMNS)):
-            symbol = streams[k].symbol
-            gen, broker = desks[symbol if split else None]
-            ts, o, h, lo, c, _ = row
-            for f in broker.on_bar(symbol, ts, o, h, lo, c):
-                gen.on_fill(f.symbol, f.side, f.qty, f.price, f.ts_ms, fee=f.fee)
-                fills.append({"symbol": f.symbol, "side": f.side, "qty": f.qty, "price": f.price,
-                              "ts_ms": f.ts_ms, "fee": f.fee})
-            sig = gen.on_bar(symbol, *row)
-            broker.on_signal(sig)
-            self.expected.append(sig.to_dict())
+        self.expected, fills = paper_desk_replay(streams, DECISION, split=split)
         self.fills = folder / "fills.jsonl"
         self.fills.write_text("".join(json.dumps(f) + "\n" for f in fills))
         self.n_fills = len(fills)

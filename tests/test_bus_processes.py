@@ -248,51 +248,17 @@ def test_a_malformed_entry_is_skipped_counted_and_processing_goes_on(desk, setup
     assert "malformed=1" in desk.log("worker0")
 
 
-def test_poison_entries_are_dead_letters_and_the_worker_process_goes_on(desk, setup) -> None:
-    # Each raised an untyped OverflowError that killed the worker, and killed it again
-    # after every restart, as the entry was never acknowledged.
+def _run_with_entries(desk: Desk, setup: Setup, entries: list[tuple[str, bytes]]) -> tuple[str, list]:
+    """Run the desk with ``entries`` (stream, data) added first; require the replay's signals.
+
+    Returns the worker's stop line and the dead letters.
+    """
     import redis
 
-    poison = [
-        ("market.bars", {"symbol": "BTC/USDT", "ts_ms": 0, "open": 10 ** 400, "high": 1.0, "low": 1.0,
-                         "close": 1.0, "volume": 1.0}, "bar"),
-        ("l1.fills", {"symbol": "BTC/USDT", "side": "buy", "qty": 10 ** 400, "price": 1.0, "ts_ms": 0}, "fill"),
-        ("l3.decisions", {"regime": "trending", "target_exposure": 1.0, "risk_appetite": "aggressive",
-                          "universe": ["BTC/USDT"], "ts_ms": 2 ** 63}, "decision"),
-    ]
     client = redis.Redis.from_url(desk.url)
-    for k, (stream, payload, kind) in enumerate(poison, 1):
+    for k, (stream, data) in enumerate(entries, 1):
         # Ids of our own: automatic ones may repeat across streams, which the bus's
         # publisher never does (redis.py's ids are unique across topics).
-        envelope = json.dumps({"v": 1, "type": kind, "payload": payload}).encode()
-        client.xadd(stream, {"d": sign(bus_signer(), stream, envelope)}, id=f"{k}-0")
-    desk.start_worker()
-    publisher = desk.publish()
-    got = desk.finish()
-    dead = client.xrange("l2fast:dead")
-    client.close()
-    assert publisher.wait(60) == 0, desk.log("publisher")
-    assert got == setup.expected
-    stopped = [line for line in desk.log("worker0").splitlines() if "worker stopped" in line]
-    assert stopped and "malformed=3," in stopped[-1], stopped
-    assert sorted(fields[b"topic"].decode() for _, fields in dead) == sorted(s for s, _, _ in poison)
-
-
-def test_forged_entries_are_refused_counted_and_never_reach_l1(desk, setup) -> None:
-    # Without the key every one of them was applied: anyone who could write to Redis
-    # installed a decision, booked a fill, fed a bar and handed L1 a "buy 1000 BTC".
-    import redis
-
-    other = Signer(b"o" * 32, Purpose.BUS)
-    forged = [
-        ("l3.decisions", encode(StrategicDecision(regime="trending", target_exposure=1.0, risk_appetite="aggressive",
-                                                  universe=(BTC, ETH)))),
-        ("l1.fills", sign(other, Topic.FILLS, encode(Fill(BTC, "buy", 1.0, 1.0, 0)))),
-        ("market.bars", sign(bus_signer(), Topic.DECISIONS, encode(Bar(BTC, 0, 1.0, 1.0, 1.0, 1.0, 1.0)))),
-        ("l2.signals", encode(TacticalSignal(BTC, "buy", 1000.0, 1.0, 1.0, None, None, {}, 0))),
-    ]
-    client = redis.Redis.from_url(desk.url)
-    for k, (stream, data) in enumerate(forged, 1):
         client.xadd(stream, {"d": data}, id=f"{k}-0")
     desk.start_worker()
     publisher = desk.publish()
@@ -302,7 +268,40 @@ def test_forged_entries_are_refused_counted_and_never_reach_l1(desk, setup) -> N
     assert publisher.wait(60) == 0, desk.log("publisher")
     assert got == setup.expected
     stopped = [line for line in desk.log("worker0").splitlines() if "worker stopped" in line]
-    assert stopped and "unauthenticated=3, malformed=0," in stopped[-1], stopped
+    assert stopped
+    return stopped[-1], dead
+
+
+def test_poison_entries_are_dead_letters_and_the_worker_process_goes_on(desk, setup) -> None:
+    # Each raised an untyped OverflowError that killed the worker, and killed it again
+    # after every restart, as the entry was never acknowledged.
+    poison = [
+        ("market.bars", {"symbol": "BTC/USDT", "ts_ms": 0, "open": 10 ** 400, "high": 1.0, "low": 1.0,
+                         "close": 1.0, "volume": 1.0}, "bar"),
+        ("l1.fills", {"symbol": "BTC/USDT", "side": "buy", "qty": 10 ** 400, "price": 1.0, "ts_ms": 0}, "fill"),
+        ("l3.decisions", {"regime": "trending", "target_exposure": 1.0, "risk_appetite": "aggressive",
+                          "universe": ["BTC/USDT"], "ts_ms": 2 ** 63}, "decision"),
+    ]
+    stopped, dead = _run_with_entries(desk, setup, [
+        (stream, sign(bus_signer(), stream, json.dumps({"v": 1, "type": kind, "payload": payload}).encode()))
+        for stream, payload, kind in poison])
+    assert "malformed=3," in stopped, stopped
+    assert sorted(fields[b"topic"].decode() for _, fields in dead) == sorted(s for s, _, _ in poison)
+
+
+def test_forged_entries_are_refused_counted_and_never_reach_l1(desk, setup) -> None:
+    # Without the key every one of them was applied: anyone who could write to Redis
+    # installed a decision, booked a fill, fed a bar and handed L1 a "buy 1000 BTC".
+    other = Signer(b"o" * 32, Purpose.BUS)
+    forged = [
+        ("l3.decisions", encode(StrategicDecision(regime="trending", target_exposure=1.0, risk_appetite="aggressive",
+                                                  universe=(BTC, ETH)))),
+        ("l1.fills", sign(other, Topic.FILLS, encode(Fill(BTC, "buy", 1.0, 1.0, 0)))),
+        ("market.bars", sign(bus_signer(), Topic.DECISIONS, encode(Bar(BTC, 0, 1.0, 1.0, 1.0, 1.0, 1.0)))),
+        ("l2.signals", encode(TacticalSignal(BTC, "buy", 1000.0, 1.0, 1.0, None, None, {}, 0))),
+    ]
+    stopped, dead = _run_with_entries(desk, setup, forged)
+    assert "unauthenticated=3, malformed=0," in stopped, stopped
     assert "1 unauthenticated and 0 malformed refused" in desk.log("l1")
     assert sorted((f[b"topic"].decode(), f[b"kind"].decode(), f[b"d"]) for _, f in dead) == sorted(
         (stream, "unauthenticated", data) for stream, data in forged)

@@ -525,10 +525,11 @@ class ModelConfig:
             combined confidence; non-negative, not all zero; a key not given keeps its
             default (0.5, 0.25, 0.25).
         vote: The vote's finer settings (``[model.vote]``, :class:`VoteConfig`).
-        inference: What runs the members each bar: ``"onnxruntime"`` (the fused graph) or
-            ``"compiled"`` (the compiled MLP forward, :mod:`l2fast.models.compiled`, when
-            every member passed its load-time check against onnxruntime; otherwise the
-            fused graph). Compiled probabilities differ from onnxruntime's by about 1e-6.
+        inference: What runs the members each bar: ``"compiled"`` (the compiled MLP
+            forward, :mod:`l2fast.models.compiled`, for every member that passed its
+            load-time check against onnxruntime; the others on the fused onnxruntime graph)
+            or ``"onnxruntime"`` (the fused graph for all). Compiled probabilities differ
+            from onnxruntime's by about 1e-6.
     """
 
     _SECTION: ClassVar[str] = "model"
@@ -543,7 +544,7 @@ class ModelConfig:
     technical_weight: float = 0.3
     confidence_weights: Mapping[str, float] = field(default_factory=_confidence_weights_defaults)
     vote: VoteConfig = field(default_factory=VoteConfig)
-    inference: Literal["onnxruntime", "compiled"] = "onnxruntime"
+    inference: Literal["compiled", "onnxruntime"] = "compiled"
 
     def __post_init__(self) -> None:
         s = self._SECTION
@@ -578,7 +579,7 @@ class ModelConfig:
         _set(self, "regime_multipliers", FrozenDict(matrix))
 
         _choice(f"{s}.voting", self.voting, ("weighted", "majority"))
-        _choice(f"{s}.inference", self.inference, ("onnxruntime", "compiled"))
+        _choice(f"{s}.inference", self.inference, ("compiled", "onnxruntime"))
         for name in ("consensus_threshold", "confidence_threshold", "alignment_threshold", "technical_weight"):
             _set(self, name, _real(f"{s}.{name}", getattr(self, name), 0.0, 1.0))
         path = f"{s}.confidence_weights"

@@ -121,23 +121,44 @@ class _RefAdapter:
         self.ref.on_fill(symbol, side, qty, price, ts, fee)
 
 
-def _assert_same(got: dict, exp: dict, where: str) -> None:
+# The twin runs each member's own onnxruntime session. On the fused graph the engine's
+# numbers are the twin's to the last bits (1e-9); on the compiled forward (the default) the
+# members' probabilities differ from onnxruntime's by up to about 1e-6 (tests/test_mlp.py),
+# so confidence, consensus and the sizing numbers made from confidence are compared within
+# 1e-6, while sides, codes, quantities, stops and take-profits stay exact. One exception:
+# a sizing whose unrounded quantity lies within that 1e-6 of a lot boundary rounds to the
+# neighbouring lot, so the reasoning's sizing qty and notional may differ by one lot step
+# (``lot``; seen once on these bars, on a signal the risk gate then denied).
+_EXACT, _PROBS = 1e-9, 1e-6
+
+
+def _assert_same(got: dict, exp: dict, where: str, tol: float = _EXACT, lot: float = 0.0) -> None:
     assert (got["side"], got["code"]) == (exp["side"], exp["code"]), where
     for key in ("qty", "confidence", "consensus", "stop_loss", "take_profit"):
         a, b = got[key], exp[key]
         assert (a is None) == (b is None), f"{where}: {key} {a} != {b}"
         if a is not None:
-            assert math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12), f"{where}: {key} {a} != {b}"
+            if key in ("confidence", "consensus"):
+                assert abs(a - b) <= tol, f"{where}: {key} {a} != {b}"
+            else:
+                assert math.isclose(a, b, rel_tol=_EXACT, abs_tol=1e-12), f"{where}: {key} {a} != {b}"
     for part in ("sizing", "risk"):
         if exp.get(part) is not None:
             for key, value in exp[part].items():
                 mine = got[part][key]
                 if isinstance(value, float) and isinstance(mine, float):
-                    assert math.isclose(mine, value, rel_tol=1e-9, abs_tol=1e-12), f"{where}: {part}.{key}"
+                    slack = 0.0
+                    if lot and key in ("qty", "qty_requested"):
+                        slack = lot * (1 + 1e-9)
+                    elif lot and key == "notional" and exp[part].get("qty"):
+                        slack = lot * (1 + 1e-9) * exp[part]["notional"] / exp[part]["qty"]  # one lot's price
+                    assert abs(mine - value) <= slack or math.isclose(mine, value, rel_tol=tol, abs_tol=1e-12), \
+                        f"{where}: {part}.{key} {mine!r} != {value!r}"
                 else:
                     assert mine == value, f"{where}: {part}.{key} {mine!r} != {value!r}"
 
 
+@pytest.mark.parametrize("inference, tol", [("compiled", _PROBS), ("onnxruntime", _EXACT)])
 @pytest.mark.parametrize("risk, exercised", [
     ({"allow_short": True, "max_daily_trades": 4, "atr_multiplier": 8.0, "min_trades_for_live_stats": 5},
      {"ENTRY", "EXIT", "MAX_DAILY_TRADES", "POSITION_OPEN", "kelly:config", "kelly:live"}),
@@ -145,9 +166,11 @@ def _assert_same(got: dict, exp: dict, where: str) -> None:
       "breakeven_threshold": 0.5, "take_profit_r": 3.0, "kelly_fraction": 1.0, "volatility_target": 0.6},
      {"ENTRY", "DAILY_LOSS_LIMIT", "SHORT_NOT_ALLOWED"}),
 ], ids=["short-wide-stops-daily-trades-live-kelly", "spot-daily-loss-one-position"])
-def test_signals_equal_the_pure_python_twin_on_real_btc_and_eth(btc_1m, eth_1m, risk, exercised) -> None:
-    cfg = _config(risk=risk)
+def test_signals_equal_the_pure_python_twin_on_real_btc_and_eth(btc_1m, eth_1m, risk, exercised, inference,
+                                                                 tol) -> None:
+    cfg = _config(risk=risk, model={"inference": inference})
     gen = TacticalSignalGenerator(cfg)
+    assert gen.ensemble.inference == inference
     ref = EngineRef(cfg, list(gen.ensemble.members), gen.voting_params, gen.warmup_bars, [BTC, ETH])
     decision = _decision((BTC, ETH))
     gen.on_strategic_decision(decision)
@@ -162,7 +185,8 @@ def test_signals_equal_the_pure_python_twin_on_real_btc_and_eth(btc_1m, eth_1m, 
             fills_ref.before_bar(symbol, bar, [_RefAdapter(ref)])
             got = _view(gen.on_bar(symbol, *bar))
             exp = ref.on_bar(symbol, *bar)
-            _assert_same(got, exp, f"{symbol} bar {k}")
+            lot = cfg.risk.lot_step_for(symbol) if inference == "compiled" else 0.0
+            _assert_same(got, exp, f"{symbol} bar {k}", tol, lot)
             fills_gen.after_signal(symbol, got)
             fills_ref.after_signal(symbol, exp)
             codes.add(exp["code"])

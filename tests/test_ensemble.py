@@ -28,7 +28,8 @@ def names() -> tuple[str, ...]:
 
 @pytest.fixture(scope="module")
 def ensemble(names) -> FusedEnsemble:
-    return FusedEnsemble.from_dir(MODELS_DIR, names)
+    # The fused graph itself (the compiled forward has tests/test_mlp.py).
+    return FusedEnsemble.from_dir(MODELS_DIR, names, inference="onnxruntime")
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +105,7 @@ def _toy_member(folder: Path, name: str, features: list[str], seed: int) -> None
 
 def test_members_of_different_shapes_use_the_generic_fused_graph(models_copy, names, feature_rows) -> None:
     _toy_member(models_copy, "toy_agent", ["rsi_14_1m", "atr_pct_5m", "ret_1_1h"], seed=1)
-    ensemble = FusedEnsemble.from_dir(models_copy, names)
+    ensemble = FusedEnsemble.from_dir(models_copy, names, inference="onnxruntime")
     assert not ensemble.stacked
     for row in feature_rows[:200]:
         fused = {k: v.copy() for k, v in ensemble.run(row).items()}
@@ -256,7 +257,7 @@ def test_run_rejects_a_row_of_the_wrong_length(ensemble) -> None:
 def test_members_keep_the_order_given_and_the_graph_stays_the_one_of_name_order(ensemble, names,
                                                                                   feature_rows) -> None:
     vote_order = [ensemble.members[k] for k in (1, 0, 2)]          # trend, mean_revert, volatility
-    ordered = FusedEnsemble(vote_order, names)
+    ordered = FusedEnsemble(vote_order, names, inference="onnxruntime")
     assert ordered.names == ("trend_agent", "mean_revert_agent", "volatility_agent")
     assert tuple(b.name for b in ordered.member_buffers) == ordered.names
     assert [o.name for o in ordered.session.get_outputs()] == [o.name for o in ensemble.session.get_outputs()]

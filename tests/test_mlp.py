@@ -124,13 +124,16 @@ def test_every_shipped_member_compiles_and_passes_its_load_time_check(ensemble) 
         (n, "compiled", None, compiled.CHECK_ROWS) for n in ensemble.names]
     assert all(p.max_score_diff <= compiled.SCORE_TOLERANCE for p in ensemble.paths)
     assert ensemble.compiled is not None and ensemble.compiled.level_name == best_level()
-    assert ensemble.inference == "onnxruntime"  # the default: the fused graph runs per bar
+    # The default: every member runs compiled per bar, the session not at all.
+    assert ensemble.inference == "compiled" and ensemble.forward is ensemble.compiled
+    assert not ensemble.uses_session and ensemble.run_bound is ensemble.compiled
     assert "compiled forward verified for 3/3" in repr(ensemble)
 
 
 def test_compiled_inference_writes_what_onnxruntime_writes(real_rows) -> None:
-    ort_side = FusedEnsemble.from_dir(MODELS_DIR)
+    ort_side = FusedEnsemble.from_dir(MODELS_DIR, inference="onnxruntime")
     ours = FusedEnsemble.from_dir(MODELS_DIR, inference="compiled")
+    assert ort_side.forward is None and ort_side.run_bound is ort_side.session_run
     assert ours.inference == "compiled" and ours.run_bound is ours.compiled
     for r in real_rows[:300]:
         ort_side.input_row[0] = r
@@ -164,6 +167,33 @@ def test_a_member_failing_its_check_stays_on_onnxruntime_with_the_reason(monkeyp
     assert all(p.path == "onnxruntime" and "differ from onnxruntime" in p.reason for p in ensemble.paths)
     assert "runs on onnxruntime" in caplog.text
     assert "onnxruntime (probs differ" in ensemble.describe_paths()
+
+
+def test_a_member_failing_its_check_reads_the_session_while_the_others_run_compiled(monkeypatch,
+                                                                                   real_rows) -> None:
+    check = compiled._check
+
+    def trend_fails(model, *args):
+        return ("forced for the test", 0.0) if model.name == "trend_agent" else check(model, *args)
+
+    monkeypatch.setattr(compiled, "_check", trend_fails)
+    mixed = FusedEnsemble.from_dir(MODELS_DIR, inference="compiled")
+    alone = FusedEnsemble.from_dir(MODELS_DIR, inference="onnxruntime")
+    assert mixed.inference == "compiled+onnxruntime" and mixed.uses_session
+    assert [p.path for p in mixed.paths] == ["compiled", "onnxruntime", "compiled"]  # name order
+    assert mixed.member_buffers[1] is mixed.session_buffers[1]
+    assert mixed.member_buffers[0] is mixed.compiled_buffers[0] and mixed.member_buffers[2] is mixed.compiled_buffers[1]
+    for r in real_rows[:200]:
+        mixed.input_row[0] = r
+        alone.input_row[0] = r
+        mixed.run_bound()
+        alone.run_bound()
+        for a, b in zip(alone.member_buffers, mixed.member_buffers):
+            assert a.action[0] == b.action[0]
+            np.testing.assert_allclose(b.scores, a.scores, rtol=0, atol=1e-5)
+        # The failing member's numbers are onnxruntime's own.
+        np.testing.assert_array_equal(mixed.member_buffers[1].scores, alone.member_buffers[1].scores)
+    assert set(mixed.run(real_rows[0])) == set(alone.run(real_rows[0]))
 
 
 def test_a_graph_that_is_not_a_plain_mlp_says_so(ensemble) -> None:
@@ -200,7 +230,7 @@ def test_forward_refuses_plans_that_do_not_fit() -> None:
 
 
 def test_the_engine_on_the_compiled_forward_gives_the_same_signals_on_real_btc_and_eth(btc_1m, eth_1m) -> None:
-    """``model.inference = "compiled"``: every side, code, quantity, stop and take-profit of
+    """``model.inference = "compiled"`` (the default): every side, code, quantity, stop and take-profit of
     onnxruntime's engine, confidence and consensus within 1e-6 (the members' probabilities
     differ by about 1e-6 at most, and both are weighted means of them)."""
     from test_engine import BTC, ETH, _aligned, _config, _decision, _Fills, _view
@@ -208,8 +238,8 @@ def test_the_engine_on_the_compiled_forward_gives_the_same_signals_on_real_btc_a
     from l2fast.engine.generator import TacticalSignalGenerator
 
     risk = {"allow_short": True, "max_daily_trades": 4, "atr_multiplier": 8.0, "min_trades_for_live_stats": 5}
-    ours = TacticalSignalGenerator(_config(model={"inference": "compiled"}, risk=risk))
-    theirs = TacticalSignalGenerator(_config(risk=risk))
+    ours = TacticalSignalGenerator(_config(risk=risk))
+    theirs = TacticalSignalGenerator(_config(model={"inference": "onnxruntime"}, risk=risk))
     assert ours.ensemble.inference == "compiled" and theirs.ensemble.inference == "onnxruntime"
     assert ours.metrics()["inference"]["per_bar"] == "compiled"
     assert "inference=compiled" in repr(ours) and "trend_agent: compiled" in repr(ours)

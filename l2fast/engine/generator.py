@@ -316,7 +316,8 @@ class TacticalSignalGenerator(EngineCore):
     def metrics(self) -> dict:
         """The core's metrics (:meth:`EngineCore.metrics`) and the ensemble's inference paths.
 
-        ``inference`` is ``{"per_bar": "compiled" | "onnxruntime", "level": the compiled
+        ``inference`` is ``{"per_bar": "compiled" | "compiled+onnxruntime" | "onnxruntime"
+        (:attr:`~l2fast.models.ensemble.FusedEnsemble.inference`), "level": the compiled
         forward's level or None, "members": {name: {"path", "reason", "rows",
         "max_score_diff"}}}`` (:class:`~l2fast.models.compiled.MemberPath`).
         """

@@ -1,4 +1,4 @@
-"""Every exported agent fused into ONE onnxruntime graph, run once per bar.
+"""Every exported agent run once per bar: compiled, or fused into ONE onnxruntime graph.
 
 :meth:`FusedEnsemble.from_dir` loads each ``<name>.json`` + ``<name>.onnx`` pair with
 :func:`l2fast.models.loading.load_model` (manifest schema, ONNX SHA-256, inputs/outputs), maps the
@@ -21,9 +21,15 @@ One session call per bar instead of one per member saves the fixed per-call over
 onnxruntime (argument marshalling, executor setup) that dominates for small MLPs, and
 stacking removes two thirds of the operators, each with its own fixed cost. Input and
 outputs are preallocated numpy buffers bound once through io_binding, so :meth:`run` copies
-F numbers in and runs the graph, nothing else. The compiled engine uses the same buffers
-without :meth:`run`: it writes :attr:`FusedEnsemble.input_row`, calls
-:attr:`FusedEnsemble.run_bound` and reads each member's :class:`MemberBuffers`.
+F numbers in and runs the graph, nothing else.
+
+With ``model.inference = "compiled"`` (the default) each plain-MLP member that passes its
+load-time check against the session (:mod:`l2fast.models.compiled`) runs instead in the
+compiled forward, reading the same bound row and writing buffers of its own, about ten
+times faster; a member that does not pass stays on the session. The engine writes
+:attr:`FusedEnsemble.input_row`, runs :attr:`FusedEnsemble.forward` (from C) and, when
+:attr:`FusedEnsemble.uses_session`, :attr:`FusedEnsemble.session_run`, and reads each
+member's :class:`MemberBuffers`.
 
 Building the graph needs the ``onnx`` package (protobuf classes only); it is imported
 lazily so that a missing install surfaces as a :class:`~l2fast.errors.ModelLoadError`.
@@ -40,8 +46,10 @@ from typing import Any
 
 import numpy as np
 
+from l2fast.config import ModelConfig
 from l2fast.errors import InvalidInputError, ModelLoadError
 from l2fast.keys import Signer
+from l2fast.models._mlp import MlpForward
 from l2fast.models.compiled import compile_members, level_from_env
 from l2fast.models.loading import LoadedModel, load_model, session_options, sha256_bytes
 from l2fast.models.manifest import INPUT_NAME
@@ -185,7 +193,7 @@ class MemberBuffers:
 
 
 class FusedEnsemble:
-    """Every member agent in one onnxruntime session, one call per bar.
+    """Every member agent run once per bar: compiled, or in one onnxruntime session.
 
     Attributes:
         members: The loaded member models, in the order given (each keeps its own
@@ -198,33 +206,42 @@ class FusedEnsemble:
         session: The fused onnxruntime ``InferenceSession``.
         stacked: True when the members share one stacked MLP (:mod:`l2fast.models.stacking`),
             False for the generic graph of per-member nodes.
-        input_row: The bound input, float32 ``[1, F]``: what :attr:`run_bound` reads.
-        run_bound: Runs the graph on :attr:`input_row` into :attr:`member_buffers` (no
-            argument, no result; onnxruntime's errors propagate).
-        member_buffers: Each member's bound outputs, in member order.
+        input_row: The bound input, float32 ``[1, F]``: what every run reads.
+        session_run: Runs the session on :attr:`input_row` into :attr:`session_buffers`
+            (no argument, no result; onnxruntime's errors propagate).
+        session_buffers: Each member's outputs bound to the session, in member order.
         paths: Per member, its :class:`~l2fast.models.compiled.MemberPath`: whether its
             compiled forward passed the load-time check against onnxruntime, or why not.
         compiled: The compiled forward of the members that passed (None if none did):
             called without argument, it reads :attr:`input_row` and writes
             :attr:`compiled_buffers`.
         compiled_buffers: Those members' compiled outputs, in member order.
-        inference: What :attr:`run_bound` runs: ``"compiled"`` or ``"onnxruntime"``.
+        forward: What runs compiled per bar: :attr:`compiled` when ``inference`` is
+            ``"compiled"``, else None.
+        uses_session: Whether the session runs per bar (``inference="onnxruntime"``, or a
+            member that failed its check).
+        run_bound: The per bar run: :attr:`forward` and/or :attr:`session_run`.
+        member_buffers: Where each member's per-bar outputs land, in member order (its
+            compiled buffers, or the session's).
+        inference: What runs per bar: ``"compiled"`` (every member compiled),
+            ``"compiled+onnxruntime"`` (a member failed its check and reads the session's
+            outputs) or ``"onnxruntime"``.
     """
 
     __slots__ = ("members", "names", "feature_names", "columns", "output_names", "session",
-                 "stacked", "input_row", "run_bound", "member_buffers", "_outputs", "paths", "compiled",
-                 "compiled_buffers", "inference")
+                 "stacked", "input_row", "session_run", "session_buffers", "forward", "uses_session", "run_bound",
+                 "member_buffers", "_outputs", "paths", "compiled", "compiled_buffers", "inference")
 
     def __init__(self, members: Sequence[LoadedModel], feature_names: Sequence[str], *,
-                 inference: str = "onnxruntime") -> None:
+                 inference: str = ModelConfig.inference) -> None:
         """Fuse already loaded members; :meth:`from_dir` is the usual entry point.
 
         Args:
             members: The loaded members, in vote order.
             feature_names: The shared feature vector's names.
-            inference: What :attr:`run_bound` runs: ``"onnxruntime"`` (the fused graph) or
-                ``"compiled"`` (the compiled forward, when every member passed its
-                load-time check; otherwise the fused graph, and :attr:`inference` says so).
+            inference: ``model.inference``: ``"compiled"`` (each member that passed its
+                load-time check runs compiled, the others on the session) or
+                ``"onnxruntime"`` (every member on the session).
 
         Raises:
             ModelLoadError: No members, a feature name unknown to ``feature_names``, a
@@ -289,30 +306,58 @@ class FusedEnsemble:
             buf = np.zeros(shape, dtype=_ORT_TO_NUMPY[info.type])
             binding.bind_ortvalue_output(name, ort.OrtValue.ortvalue_from_numpy(buf))
             self._outputs[name] = buf
-        # A partial, not a method: the engine's per-bar call costs no Python frame.
-        self.run_bound: Callable[[], None] = functools.partial(self.session.run_with_iobinding, binding)
-        self.member_buffers: tuple[MemberBuffers, ...] = tuple(
+        # A partial, not a method: a per-bar call costs no Python frame.
+        self.session_run: Callable[[], None] = functools.partial(self.session.run_with_iobinding, binding)
+        self.session_buffers: tuple[MemberBuffers, ...] = tuple(
             MemberBuffers(m.name, self._outputs[f"{m.name}/action"],
                           self._outputs[f"{m.name}/{m.output_names[1]}"] if len(m.output_names) > 1 else None)
             for m in self.members)
-        # The compiled forward writes buffers of its own, shaped as the bound ones.
+        # The compiled forward writes buffers of its own, shaped as the session's.
         chain_of = {m.name: c for m, c in zip(graph_members, graph_chains)}
         own = [MemberBuffers(b.name, np.zeros_like(b.action), None if b.scores is None else np.zeros_like(b.scores))
-               for b in self.member_buffers]
+               for b in self.session_buffers]
         self.compiled, self.paths = compile_members(
             self.members, [chain_of[n] for n in self.names], [self.columns[n] for n in self.names],
             self.input_row, [(b.action, b.scores) for b in own], level_from_env())
-        self.compiled_buffers = tuple(b for b, p in zip(own, self.paths) if p.path == "compiled")
+        on_compiled = [p.path == "compiled" for p in self.paths]
+        self.compiled_buffers = tuple(b for b, c in zip(own, on_compiled) if c)
+        self.forward: MlpForward | None = None
+        self.uses_session = True
+        self.member_buffers: tuple[MemberBuffers, ...] = self.session_buffers
         self.inference = "onnxruntime"
-        if inference == "compiled" and self.compiled is not None and len(self.compiled_buffers) == len(self.names):
-            self.inference = "compiled"
-            self.run_bound = self.compiled
-            self.member_buffers = self.compiled_buffers
+        if inference == "compiled" and self.compiled is not None:
+            self.forward = self.compiled
+            self.member_buffers = tuple(mine if c else theirs
+                                        for mine, theirs, c in zip(own, self.session_buffers, on_compiled))
+            # With a member that failed its check the session still runs the whole graph
+            # each bar; only that member reads its outputs.
+            self.uses_session = not all(on_compiled)
+            self.inference = "compiled+onnxruntime" if self.uses_session else "compiled"
+        self.run_bound: Callable[[], None] = self._per_bar_run()
+        self._outputs = {}
+        for m, b in zip(self.members, self.member_buffers):
+            self._outputs[f"{m.name}/action"] = b.action
+            if b.scores is not None:
+                self._outputs[f"{m.name}/{m.output_names[1]}"] = b.scores
+
+    def _per_bar_run(self) -> Callable[[], None]:
+        """One call running :attr:`forward` and, when :attr:`uses_session`, the session."""
+        forward, session_run = self.forward, self.session_run
+        if forward is None:
+            return session_run
+        if not self.uses_session:
+            return forward
+
+        def both() -> None:
+            forward()
+            session_run()
+
+        return both
 
     @classmethod
     def from_dir(cls, models_dir: str | Path, feature_names: Sequence[str] | None = None, *,
                  technical: TechnicalConfig | None = None, signer: Signer | None = None,
-                 inference: str = "onnxruntime") -> FusedEnsemble:
+                 inference: str = ModelConfig.inference) -> FusedEnsemble:
         """Load and fuse every ``<name>.json`` + ``<name>.onnx`` pair in ``models_dir``.
 
         Args:

@@ -11,8 +11,10 @@ SB3's MLP policies with a categorical head), the members can share the operators
   per-column constants: the folded observation scaling) once, on the concatenated
   constants;
 - each layer as ONE ``Gemm`` whose weight is the block-diagonal of the members' weights
-  (the zero blocks contribute exact zeros) and whose bias is their concatenation, then the
-  shared activation;
+  (on finite inputs the zero blocks contribute exact zeros; a non-finite feature makes
+  0 x inf = NaN in every member's block, so one bad feature turns all members NaN, where
+  each member alone, and the compiled forward, confine it to the members reading it) and
+  whose bias is their concatenation, then the shared activation;
 - the categorical head (``ReduceLogSumExp``, ``Sub``, ``Softmax``, ``ArgMax`` over the
   last axis) once, on the logits reshaped to ``[members, actions]``.
 

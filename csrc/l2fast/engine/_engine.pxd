@@ -9,7 +9,8 @@
 #   4. voter_technical(&voter[i], updated, features)
 #   5. then the decision (also what process_strategic_decision re-runs on the last bar):
 #      gates on the L3 decision (none, stale, symbol outside the universe for entries),
-#      warm-up, the fused ONNX ensemble through io_binding, voter_vote, then for a
+#      warm-up, the members (the compiled forward; the fused ONNX graph through io_binding
+#      for those not compiled), voter_vote, then for a
 #      passing vote: an exit (opposite position) or sizing_compute + risk_check for an
 #      entry, risk_accept when allowed; the TacticalSignal, its reasoning a SignalReasoning
 #      (below) that copies the bar's results and builds the dict only when read.

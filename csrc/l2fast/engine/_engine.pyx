@@ -1,13 +1,15 @@
 """The engine core: one call per 1-minute bar from the bar to L1's signal.
 
 Every per-bar step runs on C structs owned by :class:`EngineCore` (technical state, voter,
-correlation, risk state, live statistics; see _engine.pxd for the order); the only Python
-work per bar is the onnxruntime call through a pre-bound io_binding and the returned
-:class:`~l2fast.signals.TacticalSignal`, whose reasoning is a :class:`SignalReasoning`: a copy
-of the bar's results that builds the dict only when it is read. :class:`l2fast.engine.generator.
-TacticalSignalGenerator` builds the core from an :class:`~l2fast.config.L2Config` and hands it
-what it needs from the Python layer (the symbol check, the signal constructor, the
-ensemble's bound buffers): the core imports nothing of l2fast but kernels and the errors.
+correlation, risk state, live statistics; see _engine.pxd for the order), the members'
+compiled forward included (a cimported :class:`~l2fast.models._mlp.MlpForward`); the only
+Python work per bar is the returned :class:`~l2fast.signals.TacticalSignal`, whose reasoning
+is a :class:`SignalReasoning`: a copy of the bar's results that builds the dict only when it
+is read, and the onnxruntime call through a pre-bound io_binding for the members that do not
+run compiled. :class:`l2fast.engine.generator.TacticalSignalGenerator` builds the core from
+an :class:`~l2fast.config.L2Config` and hands it what it needs from the Python layer (the
+symbol check, the signal constructor, the ensemble's forward and bound buffers): the core
+imports nothing of l2fast but kernels and the errors.
 """
 
 from numbers import Real
@@ -34,6 +36,7 @@ from l2fast.engine._telemetry cimport (
     EngineMetrics, MET_STAGE_DECIDE, MET_STAGE_INFERENCE, MET_STAGE_TECHNICAL, MET_STAGE_TOTAL, MET_STAGE_VOTE,
     metrics_dict, metrics_init, metrics_latency, metrics_member, metrics_now_ns, metrics_signal, metrics_vote,
 )
+from l2fast.models._mlp cimport MlpForward
 from l2fast.engine._snapshot cimport (
     StateCodec, correl_codec, livestats_codec, risk_codec, technical_codec, voter_codec,
 )
@@ -250,7 +253,8 @@ cdef class EngineCore:
     cdef long long _fill_lead    # engine.max_fill_lead_ms (0 = off)
     cdef double _fill_notional   # engine.max_fill_notional
 
-    cdef object _run
+    cdef MlpForward _forward     # the compiled members (None: none)
+    cdef object _run             # the onnxruntime session's run (None: every member compiled)
     cdef object _ensemble
     cdef type _signal_type
     cdef tuple _sides            # the signal type's sides for sell, hold, buy
@@ -314,7 +318,8 @@ cdef class EngineCore:
             config: The :class:`~l2fast.config.L2Config`.
             ensemble: The :class:`~l2fast.models.ensemble.FusedEnsemble` over the technical
                 names, its members in ``voting_params``' order (its ``input_row``,
-                ``run_bound`` and ``member_buffers`` are used).
+                ``forward``, ``uses_session``, ``session_run`` and ``member_buffers`` are
+                used).
             voting_params: :class:`~l2fast.decision.voting.VotingParams` of the same members.
             warmup_bars: 1m bars of a symbol before its first model vote.
             signal_type: The signal class (:class:`l2fast.signals.TacticalSignal`). The
@@ -375,7 +380,8 @@ cdef class EngineCore:
         # The typed views check dtype and layout once; the pointers stay valid while the
         # ensemble, kept below, keeps its bound buffers.
         self._ensemble = ensemble
-        self._run = ensemble.run_bound
+        self._forward = ensemble.forward
+        self._run = ensemble.session_run if ensemble.uses_session else None
         row = ensemble.input_row
         self._n_features = row.shape[1]
         self._row = <float*>&row[0, 0]
@@ -599,12 +605,16 @@ cdef class EngineCore:
         cdef MemberInput* x
         for k in range(self._n_features):
             self._row[k] = <float>f[k]
-        try:
-            self._run()
-        except Exception as exc:  # onnxruntime raises several private exception types
-            failed = True
-            self.ensemble_failures += 1
-            self.last_ensemble_error = f"{type(exc).__name__}: {exc}"
+        if self._forward is not None:
+            self._forward.forward()
+        if self._run is not None:
+            try:
+                self._run()
+            except Exception as exc:  # onnxruntime raises several private exception types
+                # Every member is marked failed, the compiled ones too: one bar, one status.
+                failed = True
+                self.ensemble_failures += 1
+                self.last_ensemble_error = f"{type(exc).__name__}: {exc}"
         for m in range(self._n_members):
             io = &self._io[m]
             x = &self._inputs[m]
@@ -749,6 +759,7 @@ cdef class EngineCore:
     cdef object _emit(self, int i, long long ts, int side, double qty, double conf, double cons,
                       double stop, double tp, SignalReasoning reasoning):
         cdef int code = reasoning.code
+        cdef long long now
         # Last line of defence: L1 never sees a non-finite or out-of-range number.
         if not (isfinite(qty) and qty >= 0.0 and (qty > 0.0) == (side != 0)
                 and isfinite(conf) and isfinite(cons)):
@@ -761,9 +772,11 @@ cdef class EngineCore:
             side, qty, conf, cons, stop, tp = 0, 0.0, 0.0, 0.0, NAN, NAN
         conf = min(max(conf, 0.0), 1.0)
         cons = min(max(cons, 0.0), 1.0)
-        self._stage(MET_STAGE_DECIDE, self._t_mark)
+        # One clock read ends both the decide stage and the bar.
+        now = metrics_now_ns()
+        metrics_latency(&self._metrics, MET_STAGE_DECIDE, now - self._t_mark)
+        metrics_latency(&self._metrics, MET_STAGE_TOTAL, now - self._t_bar)
         metrics_signal(&self._metrics, side, code)
-        self._stage(MET_STAGE_TOTAL, self._t_bar)
         # Allocated as object.__new__ does, its slots set as object.__setattr__ does, without
         # the Python calls (about 1 us a signal).
         sig = (<PyTypeObject*>self._signal_type).tp_new(self._signal_type, <PyObject*>_NO_ARGS, NULL)

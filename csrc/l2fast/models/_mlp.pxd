@@ -15,14 +15,10 @@
 
 from libc.stdint cimport int64_t
 
-cdef extern from "l2fast/models/_mlp_kernels.h" nogil:
-    int L2F_ACT_IDENTITY, L2F_ACT_TANH, L2F_ACT_RELU, L2F_ACT_SIGMOID
-    int L2F_LEVEL_BASELINE, L2F_LEVEL_AVX2, L2F_LEVEL_AVX512
-    ctypedef void (*l2f_dense_fn)(const float*, int, const float*, const float*, int, int, float*) noexcept nogil
-    ctypedef void (*l2f_tanh_fn)(float*, int) noexcept nogil
-    int l2f_mlp_best_level(int cap)
-    l2f_dense_fn l2f_dense_for(int level)
-    l2f_tanh_fn l2f_tanh_for(int level)
+# The kernels' header (_mlp_kernels.h: the three levels' dense layers and tanh, and the
+# ACT_*/LEVEL_* numbers) is included by _mlp.pyx alone: a module cimporting MlpForward
+# calls forward() and does not compile the kernels again.
+ctypedef void (*l2f_dense_fn)(const float*, int, const float*, const float*, int, int, float*) noexcept nogil
 
 cdef enum:
     MLP_MAX_LAYERS = 8
@@ -45,7 +41,7 @@ ctypedef struct MlpLayer:
     int n_in
     int n_out
     int out_pad                 # n_out rounded up to a multiple of 16
-    int act                     # L2F_ACT_*
+    int act                     # L2F_ACT_* of _mlp_kernels.h
     const float* wt             # [n_in][out_pad], zero past n_out
     const float* b              # [out_pad], zero past n_out
 

@@ -12,6 +12,14 @@ Levels (``LEVELS``): ``"baseline"`` (portable C, SSE2 on x86-64), ``"avx2"`` (AV
 is refused, since its instructions would fault.
 """
 
+cdef extern from "l2fast/models/_mlp_kernels.h" nogil:
+    int L2F_ACT_IDENTITY, L2F_ACT_TANH, L2F_ACT_RELU, L2F_ACT_SIGMOID
+    int L2F_LEVEL_BASELINE, L2F_LEVEL_AVX2, L2F_LEVEL_AVX512
+    ctypedef void (*l2f_tanh_fn)(float*, int) noexcept nogil
+    int l2f_mlp_best_level(int cap)
+    l2f_dense_fn l2f_dense_for(int level)
+    l2f_tanh_fn l2f_tanh_for(int level)
+
 from libc.math cimport expf
 from libc.stdint cimport int64_t, uintptr_t
 from libc.stdlib cimport free, malloc, calloc

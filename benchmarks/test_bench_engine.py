@@ -123,13 +123,13 @@ class Case(NamedTuple):
     target: float | None
 
 
-# (regime, impl) -> Case. Gates set from the engine with model.inference = "compiled", three
-# runs interleaved with three of the onnxruntime default on the 2-core development machine
-# (median ratio, lowest in brackets; onnxruntime's median after the slash): hot, three bare
-# runs 11.6x (11.6) / 2.4x, plain library 16.8x (16.2) / 3.5x, naive 14,100x (12,700) /
-# 2,950x; 16 MB touched, three bare runs 4.8x (4.7) / 1.3x, plain library 6.9x (6.8) /
-# 1.9x; 2 ms sleep, three bare runs 7.0x (5.3) / 1.4x, plain library 10.9x (8.5) / 2.3x.
-# The naive gate stays where the onnxruntime engine's ratio put it.
+# (regime, impl) -> Case. Gates set from the engine with model.inference = "compiled": five
+# runs interleaved with four of the onnxruntime engine on the 2-core development machine
+# (median ratio, lowest in brackets; the onnxruntime engine's median after the slash): hot,
+# three bare runs 11.6x (11.4) / 2.45x, plain library 16.8x (16.2) / 3.5x, naive 14,100x
+# (12,700) / 2,980x; 16 MB touched, three bare runs 4.7x (4.65) / 1.3x, plain library 6.9x
+# (6.6) / 1.9x; 2 ms sleep, three bare runs 6.5x (4.6) / 1.5x, plain library 10.9x (7.0) /
+# 2.4x. The naive gate stays where the onnxruntime engine's ratio put it.
 CASES: dict[tuple[str, str], Case] = {
     (HOT, OURS): Case(20_000, 500, None, 2.5e-6),
     (HOT, BARE): Case(20_000, 500, 5.0, 6.0),

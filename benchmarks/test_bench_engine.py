@@ -5,9 +5,24 @@ folder exists, else seeded synthetic bars; well past the shipped agents' 2,100-b
 lookback) under the same L3 decision, then timed one bar per round on the consecutive
 bars that follow, so rounds that close a 5m, 15m or 1h bar come at their natural rate
 and show in p99. Every timed bar runs the three agents and the vote (checked: no
-``WARM_UP``/``NO_DECISION`` shortcut).
+``WARM_UP``/``NO_DECISION`` shortcut). Ours is ``TacticalSignalGenerator()`` with the
+default config, so it runs the members on whatever ``model.inference`` defaults to.
 
-Group ``engine per 1m bar``, ours against:
+Three regimes, one group each, every round one bar timed alone (p50 and p99 recorded);
+the regime's pre-step runs in the pedantic ``setup``, outside the timing:
+
+* ``engine per 1m bar`` (hot): bars back to back, the caches holding all a bar touches,
+  as in a replay or a feed of many symbols.
+* ``engine per 1m bar, 16 MB touched before each call``: the setup writes every byte of a
+  16 MB buffer (the ``evict`` fixture of conftest.py, shared with the compiled-forward
+  benchmark) before handing over the next bar, so the engine's state, the weights and
+  much of the code come from memory: a bar arriving once a minute after other work.
+* ``engine per 1m bar, 2 ms sleep before each call``: the setup sleeps 2 ms, so the
+  thread gives up its core and keeps what the core did meanwhile left in the caches (an
+  idle core, or another process on a loaded machine): a bar waking an otherwise idle
+  process.
+
+Ours against, in every regime:
 
 * ``ort.InferenceSession.run x3``: only the inference, three bare single-threaded
   sessions on inputs gathered and cast to float32 outside the timing -- what the
@@ -19,6 +34,9 @@ Group ``engine per 1m bar``, ours against:
   and risk. Checked before timing: every feature equals ours (rel 1e-6; ``sr_breakout``
   is approximated, see that module) and the agents that do not read ``sr_breakout``
   choose the actions ours chose; after timing its features are checked again.
+
+and, hot only (a bar of it takes some 35 ms, far longer than any pre-step's effect):
+
 * ``pandas+ta+sb3.predict x3``: the naive pipeline (:class:`engine_alternatives.
   NaivePipeline`): pandas resampling and pandas + ``ta`` recomputation over the last
   2,400 bars, then SB3 ``predict`` per agent. Checked: its 1m and 5m features and its
@@ -34,9 +52,11 @@ resident memory of a process holding the engine with the three agents after it r
 (asserted within the 120 MB budget: memory is not noisy, unlike time).
 
 Gates (alternative median / l2fast median) sit at roughly half the ratio measured on the
-2-core development machine; ``target`` is the issue's aspiration. The gate against the
-three bare runs (1.0) says the whole bar never costs more than its inference done the
-plain way.
+2-core development machine, never above the target (but the naive pipeline's 1,000x, set
+before that rule: its target is 500x, its ratio some 14,000x). ``target`` is the issue's
+aspiration (issue 14's for the per-bar groups: >= 10x the plain-library assembly and >= 6x
+the three bare runs hot, >= 6x the assembly with 16 MB touched, >= 4x with the 2 ms
+sleep); ours' own target, an absolute time per bar, is reported, not gated.
 """
 
 from __future__ import annotations
@@ -46,8 +66,10 @@ import math
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 import engine_alternatives as ea
 import numpy as np
@@ -78,18 +100,54 @@ EMA_BASES = ("rsi_", "macd_", "atr_", "adx_", "plus_di_", "minus_di_")
 
 GROUP = "engine per 1m bar"
 OURS = "l2fast.TacticalSignalGenerator.on_bar"
-OURS_TARGET_S = 25e-6
-# impl: (rounds, warm-up rounds, gate, target). Measured on the 2-core development machine:
-# three bare runs 1.97x, plain-library assembly 2.50x, naive 2277x. On later sessions' VMs
-# the one-bar rounds swung by 2x between runs (three bare runs 0.94-2.3x, plain library
-# 1.19-2.8x), so those two gates only require not being slower than the alternative by
-# more than that noise.
-CASES: dict[str, tuple[int, int, float | None, float | None]] = {
-    OURS: (20_000, 500, None, None),
-    "ort.InferenceSession.run x3": (20_000, 500, 0.8, 0.67),
-    "talib.stream+merged-onnx+python": (10_000, 300, 1.0, 4.0),
-    "pandas+ta+sb3.predict x3": (15, 2, 1000.0, 500.0),
+BARE = "ort.InferenceSession.run x3"
+PLAIN = "talib.stream+merged-onnx+python"
+NAIVE = "pandas+ta+sb3.predict x3"
+HOT, TOUCHED, SLEPT = "hot", "16 MB touched", "2 ms sleep"
+SLEEP_S = 0.002
+
+
+class Case(NamedTuple):
+    """How one implementation is timed in one regime.
+
+    Attributes:
+        rounds: Timed rounds, one bar each.
+        warmup: Untimed rounds before them (bars too, under the same pre-step).
+        gate: For an alternative, the lowest acceptable ratio alternative / ours (None for ours).
+        target: For an alternative, the issue's ratio; for ours, its time per bar in seconds.
+    """
+
+    rounds: int
+    warmup: int
+    gate: float | None
+    target: float | None
+
+
+# (regime, impl) -> Case. Gates set from the engine with model.inference = "compiled": five
+# runs interleaved with four of the onnxruntime engine on the 2-core development machine
+# (median ratio, lowest in brackets; the onnxruntime engine's median after the slash): hot,
+# three bare runs 11.6x (11.4) / 2.45x, plain library 16.8x (16.2) / 3.5x, naive 14,100x
+# (12,700) / 2,980x; 16 MB touched, three bare runs 4.7x (4.65) / 1.3x, plain library 6.9x
+# (6.6) / 1.9x; 2 ms sleep, three bare runs 6.5x (4.6) / 1.5x, plain library 10.9x (7.0) /
+# 2.4x. The naive gate stays where the onnxruntime engine's ratio put it.
+CASES: dict[tuple[str, str], Case] = {
+    (HOT, OURS): Case(20_000, 500, None, 2.5e-6),
+    (HOT, BARE): Case(20_000, 500, 5.0, 6.0),
+    (HOT, PLAIN): Case(10_000, 300, 8.0, 10.0),
+    (HOT, NAIVE): Case(15, 2, 1000.0, 500.0),
+    (TOUCHED, OURS): Case(4_000, 20, None, 15e-6),
+    (TOUCHED, BARE): Case(4_000, 20, 2.4, None),
+    (TOUCHED, PLAIN): Case(4_000, 20, 3.5, 6.0),
+    (SLEPT, OURS): Case(3_000, 20, None, 25e-6),
+    (SLEPT, BARE): Case(3_000, 20, 3.0, None),
+    (SLEPT, PLAIN): Case(3_000, 20, 4.0, 4.0),
 }
+
+
+def _group(regime: str) -> str:
+    """The benchmark group of a regime (the hot one keeps the name its baseline keys carry)."""
+    return GROUP if regime == HOT else f"{GROUP}, {regime} before each call"
+
 
 REPLAY_GROUP = "engine replay"
 REPLAY_BARS = 5_000
@@ -125,7 +183,7 @@ def _warmed_engine(bars: Bars) -> tuple[TacticalSignalGenerator, TacticalSignal]
 @pytest.fixture(scope="module")
 def bars(bars_1m: Bars) -> Bars:
     """The 1-minute series, checked long enough for the warm-up and every timed bar."""
-    n = WARM + max(rounds + warm for rounds, warm, _, _ in CASES.values()) + (REPLAY_ROUNDS + 1) * REPLAY_BARS
+    n = WARM + max(c.rounds + c.warmup for c in CASES.values()) + (REPLAY_ROUNDS + 1) * REPLAY_BARS
     assert len(bars_1m["ts"]) >= n, f"need {n} bars"
     return bars_1m
 
@@ -153,11 +211,13 @@ def _mismatches(got: dict[str, float], want: dict[str, float],
             if not math.isclose(got[n], want[n], rel_tol=1e-6, abs_tol=1e-12)}
 
 
-def _feed(rows: list[tuple]) -> Callable[[], tuple[tuple, dict]]:
-    """A pedantic ``setup`` giving each round the arguments of the next bar."""
+def _feed(rows: list[tuple], before: Callable[[], None] | None = None) -> Callable[[], tuple[tuple, dict]]:
+    """A pedantic ``setup`` giving each round the arguments of the next bar, after ``before()``."""
     it: Iterator[tuple] = iter(rows)
 
     def next_bar() -> tuple[tuple, dict]:
+        if before is not None:
+            before()
         return (SYMBOL, *next(it)), {}
 
     return next_bar
@@ -237,24 +297,25 @@ def _naive(bars: Bars, reference: dict, models: list[LoadedModel]) -> Timed:
     return pipe.on_bar, None
 
 
-BUILDERS = {
-    OURS: _ours,
-    "ort.InferenceSession.run x3": _bare_sessions,
-    "talib.stream+merged-onnx+python": _plain_library,
-    "pandas+ta+sb3.predict x3": _naive,
-}
+BUILDERS = {OURS: _ours, BARE: _bare_sessions, PLAIN: _plain_library, NAIVE: _naive}
 
 
-@pytest.mark.parametrize("impl", list(CASES))
-def test_engine_per_1m_bar(bench, bars: Bars, reference: dict, models: list[LoadedModel], impl: str) -> None:
-    rounds, warmup_rounds, gate, target = CASES[impl]
+def _sleep() -> None:
+    time.sleep(SLEEP_S)
+
+
+@pytest.mark.parametrize(("regime", "impl"), list(CASES), ids=[f"{r}: {i}" for r, i in CASES])
+def test_engine_per_1m_bar(bench, bars: Bars, reference: dict, models: list[LoadedModel],
+                           evict: Callable[[], None], regime: str, impl: str) -> None:
+    case = CASES[regime, impl]
     on_bar, recheck = BUILDERS[impl](bars, reference, models)
     if impl == OURS:
-        b = bench(GROUP, impl, ours_target_s=OURS_TARGET_S, percentiles=True)
+        b = bench(_group(regime), impl, ours_target_s=case.target, percentiles=True)
     else:
-        b = bench(GROUP, impl, gate=gate, target=target, percentiles=True)
-    b.pedantic(on_bar, setup=_feed(_rows(bars, WARM, WARM + rounds + warmup_rounds)),
-               rounds=rounds, warmup_rounds=warmup_rounds)
+        b = bench(_group(regime), impl, gate=case.gate, target=case.target, percentiles=True)
+    before = {HOT: None, TOUCHED: evict, SLEPT: _sleep}[regime]
+    b.pedantic(on_bar, setup=_feed(_rows(bars, WARM, WARM + case.rounds + case.warmup), before),
+               rounds=case.rounds, warmup_rounds=case.warmup)
     if recheck is not None:
         recheck()
 
@@ -262,7 +323,7 @@ def test_engine_per_1m_bar(bench, bars: Bars, reference: dict, models: list[Load
 # ------------------------------------------------------------------ replay group
 
 
-@pytest.mark.parametrize("impl", [f"{OURS} loop", "talib.stream+merged-onnx+python loop"])
+@pytest.mark.parametrize("impl", [f"{OURS} loop", f"{PLAIN} loop"])
 def test_engine_replay(bench, bars: Bars, reference: dict, models: list[LoadedModel], impl: str) -> None:
     if impl.startswith("l2fast"):
         on_bar, recheck = _ours(bars, reference, models)

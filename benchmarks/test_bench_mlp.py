@@ -55,16 +55,6 @@ def ensemble(bars_1m) -> FusedEnsemble:
     return ens
 
 
-@pytest.fixture(scope="module")
-def evict():
-    buf = np.zeros(16 << 20, dtype=np.uint8)
-
-    def touch() -> None:
-        np.add(buf, 1, out=buf)  # every byte written: the caches hold this, not the weights
-
-    return touch
-
-
 @pytest.mark.parametrize("impl", [OURS, ALT])
 def test_compiled_forward_hot(bench, ensemble, impl: str) -> None:
     if impl == OURS:

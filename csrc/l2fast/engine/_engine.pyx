@@ -15,9 +15,10 @@ imports nothing of l2fast but kernels and the errors.
 from numbers import Real
 
 cimport cython
-from cpython.object cimport PyObject_GenericSetAttr, PyTypeObject
-from cpython.ref cimport PyObject
+from cpython.object cimport PyTypeObject
+from cpython.ref cimport Py_INCREF, Py_XDECREF, PyObject
 from time import time_ns
+from types import MemberDescriptorType
 
 from libc.limits cimport LLONG_MAX
 from libc.math cimport INFINITY, NAN, isfinite
@@ -70,9 +71,23 @@ REASON_CODES = tuple(dict.fromkeys(
 DENIAL_CODES = frozenset(RISK_CODES[1:])
 _CODE_INDEX = {name: k for k, name in enumerate(REASON_CODES)}
 # The reasoning code of each gate bit, sizing code and risk code (-1: none).
-_GATE_INDEX = {bit: _CODE_INDEX[name] for bit, name in GATE_CODES if bit}
-_SIZING_INDEX = tuple(_CODE_INDEX.get(name, -1) for name in SIZING_CODES)
-_RISK_INDEX = tuple(_CODE_INDEX.get(name, -1) for name in RISK_CODES)
+# C tables, so that a bar's decision reads no Python container.
+cdef enum:
+    _CODE_TABLE = 64
+cdef int _gate_code[_CODE_TABLE]     # by the gate bit's position
+cdef int _sizing_code[_CODE_TABLE]
+cdef int _risk_code[_CODE_TABLE]
+if len(SIZING_CODES) > _CODE_TABLE or len(RISK_CODES) > _CODE_TABLE or max(b for b, _ in GATE_CODES) >> _CODE_TABLE:
+    raise ImportError(f"more reason codes than the engine's tables hold ({_CODE_TABLE})")
+for _bit, _name in GATE_CODES:
+    _gate_code[_bit.bit_length() - 1] = _CODE_INDEX[_name]
+for _k, _name in enumerate(SIZING_CODES):
+    _sizing_code[_k] = _CODE_INDEX.get(_name, -1)
+for _k, _name in enumerate(RISK_CODES):
+    _risk_code[_k] = _CODE_INDEX.get(_name, -1)
+
+cdef extern from *:
+    int __builtin_ctz(unsigned int x) nogil
 cdef int _NO_DECISION = _CODE_INDEX["NO_DECISION"]
 cdef int _STALE_DECISION = _CODE_INDEX["STALE_DECISION"]
 cdef int _WARM_UP = _CODE_INDEX["WARM_UP"]
@@ -85,6 +100,37 @@ cdef int _INTERNAL_INVALID_SIGNAL = _CODE_INDEX["INTERNAL_INVALID_SIGNAL"]
 #: builds on first access, reasoning and signal_id, and the slot of the lazy reasoning).
 SIGNAL_SLOTS = ("symbol", "side", "qty", "confidence", "consensus", "stop_loss", "take_profit", "ts_ms", "_lazy")
 cdef tuple _NO_ARGS = ()
+
+cdef extern from "structmember.h":
+    ctypedef struct PyMemberDef:
+        int type
+        Py_ssize_t offset
+        int flags
+    int T_OBJECT_EX
+    int READONLY
+
+cdef extern from *:
+    # CPython's slot descriptor (a member_descriptor): where its slot lives in an instance.
+    ctypedef struct PyMemberDescrObject:
+        PyMemberDef* d_member
+
+cdef enum:  # SIGNAL_SLOTS, in order
+    _SLOT_SYMBOL, _SLOT_SIDE, _SLOT_QTY, _SLOT_CONFIDENCE, _SLOT_CONSENSUS, _SLOT_STOP, _SLOT_TP, _SLOT_TS, _SLOT_LAZY
+    _N_SIGNAL_SLOTS
+
+
+if len(SIGNAL_SLOTS) != _N_SIGNAL_SLOTS:
+    raise ImportError(f"SIGNAL_SLOTS has {len(SIGNAL_SLOTS)} names, the _SLOT_* enum {_N_SIGNAL_SLOTS}")
+
+
+cdef inline void _put(object obj, Py_ssize_t offset, object value) noexcept:
+    # What a slot descriptor's __set__ does, minus its lookups: the new reference in the
+    # slot, the old one (NULL in a new object) released.
+    cdef PyObject** field = <PyObject**>((<char*><PyObject*>obj) + offset)
+    cdef PyObject* old = field[0]
+    Py_INCREF(value)
+    field[0] = <PyObject*>value
+    Py_XDECREF(old)
 
 cdef VoteResult _vr_layout
 # VoteResult up to its timeframes (its last field): the part a reasoning copies in one piece.
@@ -257,6 +303,7 @@ cdef class EngineCore:
     cdef object _run             # the onnxruntime session's run (None: every member compiled)
     cdef object _ensemble
     cdef type _signal_type
+    cdef Py_ssize_t _slot_offset[_N_SIGNAL_SLOTS]   # each SIGNAL_SLOTS slot's offset in a signal
     cdef tuple _sides            # the signal type's sides for sell, hold, buy
     cdef object _is_symbol
     cdef float* _row
@@ -271,6 +318,7 @@ cdef class EngineCore:
 
     cdef bint _has_decision
     cdef object _decision
+    cdef object _regime          # the decision's
     cdef long long _decision_ts
     cdef long long _max_age
     cdef double _target_exposure
@@ -365,11 +413,15 @@ cdef class EngineCore:
         self._timeframes = tuple(voting_params.timeframes)
         self._n_members = len(self._member_names)
         self._warmup = warmup_bars
-        for name in SIGNAL_SLOTS:
-            # A slot is a data descriptor: the generic setattr reaches it past a frozen
-            # class's __setattr__, and nothing else.
-            if not hasattr(getattr(signal_type, name, None), "__set__"):
-                raise TypeError(f"{signal_type!r} has no slot {name!r}")
+        for k, name in enumerate(SIGNAL_SLOTS):
+            # Each must be a writable object slot (a member_descriptor): the engine writes
+            # it at its offset, past a frozen class's __setattr__.
+            descr = getattr(signal_type, name, None)
+            if (type(descr) is not MemberDescriptorType
+                    or (<PyMemberDescrObject*><PyObject*>descr).d_member.type != T_OBJECT_EX
+                    or (<PyMemberDescrObject*><PyObject*>descr).d_member.flags & READONLY):
+                raise TypeError(f"{signal_type!r} has no writable slot {name!r}")
+            self._slot_offset[k] = (<PyMemberDescrObject*><PyObject*>descr).d_member.offset
         self._signal_type = signal_type
         self._sides = tuple(sides)
         self._is_symbol = is_symbol
@@ -499,6 +551,7 @@ cdef class EngineCore:
         for k in range(self._n_members):
             self._multipliers[k] = multipliers[k]
         self._decision = decision
+        self._regime = decision.regime
         self._has_decision = True
         self._decision_ts = -1 if decision.ts_ms is None else decision.ts_ms
         self._target_exposure = decision.target_exposure
@@ -657,14 +710,14 @@ cdef class EngineCore:
         # with the next bar.
         r = _reason(-1)
         r.parts = PART_VOTE
-        r.regime = self._decision.regime
+        r.regime = self._regime
         r.members = self._member_names
         r.timeframes = self._timeframes
         memcpy(r.vote_head, &vr, _VOTE_HEAD)
         for k in range(len(self._timeframes)):
             r.tf_vote[k] = vr.timeframes[k].vote
         if vr.side == 0:
-            r.code = _GATE_INDEX[vr.gate]
+            r.code = _gate_code[__builtin_ctz(<unsigned int>vr.gate)]  # one bit: the first failing gate
             return self._hold(i, ts, r, &vr)
         side = vr.side
         if pos_side != 0:
@@ -679,14 +732,14 @@ cdef class EngineCore:
             r.sizing = sz
             r.kelly_config = self._kelly_fixed and sz.kelly_source == KELLY_MANIFEST
             if sz.code != SIZE_OK:
-                r.code = _SIZING_INDEX[<int>sz.code]
+                r.code = _sizing_code[<int>sz.code]
                 return self._hold(i, ts, r, &vr)
             risk_check(&self._risk, i, side, sz.qty, slot.close, f[S_ATR], ts, &chk)
         r.parts |= PART_RISK
         r.risk = chk
         if chk.action == ACTION_HOLD:
             r.parts |= PART_DENIAL
-            r.code = _RISK_INDEX[<int>chk.denial.code]
+            r.code = _risk_code[<int>chk.denial.code]
             return self._hold(i, ts, r, &vr)
         risk_accept(&self._risk, i, &chk, ts)
         if chk.action == ACTION_EXIT:
@@ -760,6 +813,7 @@ cdef class EngineCore:
                       double stop, double tp, SignalReasoning reasoning):
         cdef int code = reasoning.code
         cdef long long now
+        cdef Py_ssize_t* at
         # Last line of defence: L1 never sees a non-finite or out-of-range number.
         if not (isfinite(qty) and qty >= 0.0 and (qty > 0.0) == (side != 0)
                 and isfinite(conf) and isfinite(cons)):
@@ -777,18 +831,20 @@ cdef class EngineCore:
         metrics_latency(&self._metrics, MET_STAGE_DECIDE, now - self._t_mark)
         metrics_latency(&self._metrics, MET_STAGE_TOTAL, now - self._t_bar)
         metrics_signal(&self._metrics, side, code)
-        # Allocated as object.__new__ does, its slots set as object.__setattr__ does, without
-        # the Python calls (about 1 us a signal).
+        # Allocated as object.__new__ does, its slots written where their descriptors would
+        # write them, without the Python calls and the nine attribute lookups (about 1 us a
+        # signal hot, more after a quiet minute).
         sig = (<PyTypeObject*>self._signal_type).tp_new(self._signal_type, <PyObject*>_NO_ARGS, NULL)
-        PyObject_GenericSetAttr(sig, "symbol", self._symbols[i])
-        PyObject_GenericSetAttr(sig, "side", self._sides[side + 1])
-        PyObject_GenericSetAttr(sig, "qty", qty)
-        PyObject_GenericSetAttr(sig, "confidence", conf)
-        PyObject_GenericSetAttr(sig, "consensus", cons)
-        PyObject_GenericSetAttr(sig, "stop_loss", stop if isfinite(stop) and stop > 0.0 else None)
-        PyObject_GenericSetAttr(sig, "take_profit", tp if isfinite(tp) and tp > 0.0 else None)
-        PyObject_GenericSetAttr(sig, "ts_ms", ts)
-        PyObject_GenericSetAttr(sig, "_lazy", reasoning)
+        at = self._slot_offset
+        _put(sig, at[<int>_SLOT_SYMBOL], self._symbols[i])
+        _put(sig, at[<int>_SLOT_SIDE], self._sides[side + 1])
+        _put(sig, at[<int>_SLOT_QTY], qty)
+        _put(sig, at[<int>_SLOT_CONFIDENCE], conf)
+        _put(sig, at[<int>_SLOT_CONSENSUS], cons)
+        _put(sig, at[<int>_SLOT_STOP], stop if isfinite(stop) and stop > 0.0 else None)
+        _put(sig, at[<int>_SLOT_TP], tp if isfinite(tp) and tp > 0.0 else None)
+        _put(sig, at[<int>_SLOT_TS], ts)
+        _put(sig, at[<int>_SLOT_LAZY], reasoning)
         return sig
 
     def _evaluate(self, symbol):

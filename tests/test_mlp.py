@@ -229,24 +229,33 @@ def test_forward_refuses_plans_that_do_not_fit() -> None:
                    "baseline")
 
 
-def test_the_engine_on_the_compiled_forward_gives_the_same_signals_on_real_btc_and_eth(btc_1m, eth_1m) -> None:
+@pytest.mark.parametrize("failing, bars", [(None, 7000), ("trend_agent", 2500)], ids=["all-compiled", "one-on-onnxruntime"])
+def test_the_engine_on_the_compiled_forward_gives_the_same_signals_on_real_btc_and_eth(btc_1m, eth_1m, monkeypatch,
+                                                                                       failing, bars) -> None:
     """``model.inference = "compiled"`` (the default): every side, code, quantity, stop and take-profit of
     onnxruntime's engine, confidence and consensus within 1e-6 (the members' probabilities
-    differ by about 1e-6 at most, and both are weighted means of them)."""
+    differ by about 1e-6 at most, and both are weighted means of them); also with one
+    member failing its check, which then reads the session's outputs each bar."""
     from test_engine import BTC, ETH, _aligned, _config, _decision, _Fills, _view
 
     from l2fast.engine.generator import TacticalSignalGenerator
 
+    if failing is not None:
+        check = compiled._check
+        monkeypatch.setattr(compiled, "_check", lambda model, *args: ("forced for the test", 0.0)
+                            if model.name == failing else check(model, *args))
     risk = {"allow_short": True, "max_daily_trades": 4, "atr_multiplier": 8.0, "min_trades_for_live_stats": 5}
     ours = TacticalSignalGenerator(_config(risk=risk))
     theirs = TacticalSignalGenerator(_config(model={"inference": "onnxruntime"}, risk=risk))
-    assert ours.ensemble.inference == "compiled" and theirs.ensemble.inference == "onnxruntime"
-    assert ours.metrics()["inference"]["per_bar"] == "compiled"
-    assert "inference=compiled" in repr(ours) and "trend_agent: compiled" in repr(ours)
+    per_bar = "compiled" if failing is None else "compiled+onnxruntime"
+    assert ours.ensemble.inference == per_bar and theirs.ensemble.inference == "onnxruntime"
+    assert ours.metrics()["inference"]["per_bar"] == per_bar
+    assert f"inference={per_bar}" in repr(ours)
+    assert ("trend_agent: compiled" if failing is None else "trend_agent: onnxruntime (forced") in repr(ours)
     decision = _decision((BTC, ETH))
     for gen in (ours, theirs):
         gen.on_strategic_decision(decision)
-    streams = dict(zip((BTC, ETH), _aligned(btc_1m, eth_1m, 7000)))
+    streams = dict(zip((BTC, ETH), _aligned(btc_1m, eth_1m, bars)))
     fills = {id(ours): _Fills(), id(theirs): _Fills()}
     entries = 0
     for k in range(len(streams[BTC])):

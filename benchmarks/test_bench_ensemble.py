@@ -44,7 +44,8 @@ def setup() -> tuple[FusedEnsemble, np.ndarray, list]:
     bars = generate_bars(20_000)
     rows = state.update_many(bars["ts"], bars["open"], bars["high"], bars["low"], bars["close"],
                              bars["volume"], record=state.names)
-    ensemble = FusedEnsemble.from_dir(MODELS_DIR, state.names)
+    # The fused graph (benchmarks/test_bench_mlp.py times the compiled forward).
+    ensemble = FusedEnsemble.from_dir(MODELS_DIR, state.names, inference="onnxruntime")
     used = np.concatenate(list(ensemble.columns.values()))
     row = rows[np.flatnonzero(np.isfinite(rows[:, used]).all(axis=1))[-1]]
     bare = []

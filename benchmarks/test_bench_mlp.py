@@ -3,9 +3,9 @@
 Ours is ``FusedEnsemble.compiled()``: the compiled batch-1 forward of every member
 (:mod:`l2fast.models.compiled`, at the widest level this CPU runs), reading the bound
 float32 row and writing each member's action and probabilities. The alternative is what
-the engine runs per bar by default: ``FusedEnsemble.run_bound()``, the members' stacked
-graph in one single-threaded onnxruntime session through a pre-bound io_binding, same row
-in, same buffers out. Both start from the same row of real BTC features (seeded synthetic
+the engine runs per bar with ``model.inference = "onnxruntime"``: ``FusedEnsemble.session_run()``,
+the members' stacked graph in one single-threaded onnxruntime session through a pre-bound
+io_binding, same row in, its own bound buffers out. Both start from the same row of real BTC features (seeded synthetic
 bars without the data folder), and are checked
 to give the same actions and probabilities within 1e-5 before timing.
 
@@ -47,9 +47,9 @@ def ensemble(bars_1m) -> FusedEnsemble:
     assert ens.compiled is not None and len(ens.compiled_buffers) == len(ens.names)
     used = np.concatenate(list(ens.columns.values()))
     ens.input_row[0] = rows[np.flatnonzero(np.isfinite(rows[:, used]).all(axis=1))[-1]]
-    ens.run_bound()
+    ens.session_run()
     ens.compiled()
-    for theirs, ours in zip(ens.member_buffers, ens.compiled_buffers):
+    for theirs, ours in zip(ens.session_buffers, ens.compiled_buffers):
         assert theirs.action[0] == ours.action[0]
         np.testing.assert_allclose(ours.scores, theirs.scores, rtol=0, atol=1e-5)
     return ens
@@ -63,7 +63,7 @@ def test_compiled_forward_hot(bench, ensemble, impl: str) -> None:
         b.pedantic(ensemble.compiled, rounds=ROUNDS_HOT, warmup_rounds=500)
     else:
         b = bench(HOT, impl, gate=GATE_HOT, target=TARGET, percentiles=True)
-        b.pedantic(ensemble.run_bound, rounds=ROUNDS_HOT, warmup_rounds=500)
+        b.pedantic(ensemble.session_run, rounds=ROUNDS_HOT, warmup_rounds=500)
 
 
 @pytest.mark.parametrize("impl", [OURS, ALT])
@@ -74,4 +74,4 @@ def test_compiled_forward_cold(bench, ensemble, evict, impl: str) -> None:
         b.pedantic(ensemble.compiled, setup=evict, rounds=ROUNDS_COLD, warmup_rounds=20)
     else:
         b = bench(COLD, impl, gate=GATE_COLD, target=TARGET, percentiles=True)
-        b.pedantic(ensemble.run_bound, setup=evict, rounds=ROUNDS_COLD, warmup_rounds=20)
+        b.pedantic(ensemble.session_run, setup=evict, rounds=ROUNDS_COLD, warmup_rounds=20)

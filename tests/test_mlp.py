@@ -229,7 +229,8 @@ def test_forward_refuses_plans_that_do_not_fit() -> None:
                    "baseline")
 
 
-@pytest.mark.parametrize("failing, bars", [(None, 7000), ("trend_agent", 2500)], ids=["all-compiled", "one-on-onnxruntime"])
+@pytest.mark.parametrize("failing, bars", [(None, 7000), ("trend_agent", 2500)],
+                         ids=["all-compiled", "one-on-onnxruntime"])
 def test_the_engine_on_the_compiled_forward_gives_the_same_signals_on_real_btc_and_eth(btc_1m, eth_1m, monkeypatch,
                                                                                        failing, bars) -> None:
     """``model.inference = "compiled"`` (the default): every side, code, quantity, stop and take-profit of

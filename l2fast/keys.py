@@ -24,9 +24,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
-import stat
 from enum import StrEnum
 
+from l2fast._files import FileTooLargeError, NotRegularFileError, UnreadableFileError, read_regular_file
 from l2fast.errors import ConfigError
 
 #: Shortest key accepted: 32 bytes, the HMAC-SHA256 block's security level.
@@ -73,20 +73,14 @@ def read_secret_file(path: str | os.PathLike[str]) -> bytes:
     """
     source = os.fspath(path)
     try:
-        # O_NONBLOCK: a FIFO given as the path fails the regular-file check instead of
-        # blocking the open until a writer appears.
-        fd = os.open(source, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-    except OSError as exc:
-        raise SecretError(source, f"cannot open: {exc.strerror}") from None
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise SecretError(source, "not a regular file")
-        if info.st_size > MAX_SECRET_BYTES:
-            raise SecretError(source, f"{info.st_size} bytes, more than {MAX_SECRET_BYTES}")
-        data = os.read(fd, MAX_SECRET_BYTES + 1)
-    finally:
-        os.close(fd)
+        data = read_regular_file(source, MAX_SECRET_BYTES, "secret")
+    except UnreadableFileError as exc:
+        raise SecretError(source, f"cannot {'read' if exc.opened else 'open'}: {exc.strerror}") from None
+    except NotRegularFileError:
+        raise SecretError(source, "not a regular file") from None
+    except FileTooLargeError as exc:
+        found = f"{exc.size} bytes, more" if exc.size is not None else "more"
+        raise SecretError(source, f"{found} than {MAX_SECRET_BYTES}") from None
     data = data.removesuffix(b"\n").removesuffix(b"\r")
     if not data:
         raise SecretError(source, "empty")

@@ -264,20 +264,20 @@ def test_manifest_without_lookback_loads_with_the_largest_warm_up_of_its_feature
 
 
 def _fail_reading(monkeypatch, target):
-    real_read, real_open = type(target).read_bytes, type(target).open
+    real_read, real_os_open = type(target).read_bytes, os.open
 
     def read_bytes(self):
         if self == target:
             raise PermissionError(13, "Permission denied", str(self))
         return real_read(self)
 
-    def open_(self, *args, **kwargs):  # the manifest is read through open (bounded)
-        if self == target:
-            raise PermissionError(13, "Permission denied", str(self))
-        return real_open(self, *args, **kwargs)
+    def os_open(path, *args, **kwargs):  # the manifest is read through os.open (bounded, non-blocking)
+        if os.fspath(path) == os.fspath(target):
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return real_os_open(path, *args, **kwargs)
 
     monkeypatch.setattr(type(target), "read_bytes", read_bytes)
-    monkeypatch.setattr(type(target), "open", open_)
+    monkeypatch.setattr(os, "open", os_open)
 
 
 def _case(tmp_path, monkeypatch, mode):

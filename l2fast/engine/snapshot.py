@@ -62,16 +62,22 @@ import hashlib
 import json
 import os
 import platform
-import re
 import stat
 import struct
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from l2fast import __version__
+from l2fast._files import (
+    FileTooLargeError,
+    NotRegularFileError,
+    UnreadableFileError,
+    read_regular_file,
+    temporary_pattern,
+    write_atomically,
+)
 from l2fast.config import L2Config
 from l2fast.engine._engine import MAX_SYMBOLS
 from l2fast.engine._snapshot import LAYOUT_HASH
@@ -214,33 +220,19 @@ def decode(data: bytes, path: object = None, *, signer: Signer | None = None) ->
 
 
 def write_snapshot(path: str | os.PathLike[str], data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically (temporary file, fsync, rename, fsync folder)."""
-    target = Path(path)
-    folder = target.parent if str(target.parent) else Path(".")
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-    _remove_stale_temporaries(folder, target.name)
+    """Write ``data`` to ``path`` atomically, then remove stale temporaries of crashed writers.
+
+    :func:`l2fast._files.write_atomically`: temporary file, fsync, rename, fsync of the folder.
+    """
+    target = write_atomically(path, data)
+    _remove_stale_temporaries(target.parent, target.name)
     return target
 
 
 def _remove_stale_temporaries(folder: Path, name: str) -> None:
-    # Only mkstemp's names for this very target (prefix ".<name>.", suffix ".tmp", its
-    # random letters between), only regular files, only old ones: a younger temporary
-    # may be another writer's, still running.
-    pattern = re.compile(rf"\.{re.escape(name)}\.[a-z0-9_]+\.tmp")
+    # Only write_atomically's names for this very target, only regular files, only old
+    # ones: a younger temporary may be another writer's, still running.
+    pattern = temporary_pattern(name)
     cutoff = time.time() - STALE_TMP_SECONDS
     try:
         entries = list(os.scandir(folder))
@@ -274,29 +266,15 @@ def read_snapshot(path: str | os.PathLike[str], *, max_bytes: int | None = None,
     signer = snapshot_signer(signer)
     limit = MAX_SNAPSHOT_BYTES if max_bytes is None else max_bytes
     try:
-        # Non-blocking: opening a FIFO for reading would otherwise wait for a writer.
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
-    except OSError as exc:
-        raise SnapshotError(f"cannot read: {exc.strerror or exc}", path) from None
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise SnapshotError("not a regular file (a folder, device, FIFO or socket)", path)
-        if info.st_size > limit:
-            raise SnapshotError(f"{info.st_size} bytes: larger than the {limit}-byte limit of a snapshot", path)
-        chunks, size = [], 0
-        # Read to the end but never past the limit, whatever st_size said (a file growing
-        # under us).
-        while chunk := os.read(fd, min(1 << 20, limit + 1 - size)):
-            chunks.append(chunk)
-            size += len(chunk)
-            if size > limit:
-                raise SnapshotError(f"larger than the {limit}-byte limit of a snapshot", path)
-    except OSError as exc:
-        raise SnapshotError(f"cannot read: {exc.strerror or exc}", path) from None
-    finally:
-        os.close(fd)
-    return decode(b"".join(chunks), path, signer=signer)
+        data = read_regular_file(path, limit, "snapshot")
+    except UnreadableFileError as exc:
+        raise SnapshotError(f"cannot read: {exc.strerror}", path) from None
+    except NotRegularFileError:
+        raise SnapshotError("not a regular file (a folder, device, FIFO or socket)", path) from None
+    except FileTooLargeError as exc:
+        found = f"{exc.size} bytes: larger" if exc.size is not None else "larger"
+        raise SnapshotError(f"{found} than the {limit}-byte limit of a snapshot", path) from None
+    return decode(data, path, signer=signer)
 
 
 def snapshot(gen: TacticalSignalGenerator, path: str | os.PathLike[str], *, signer: Signer | None = None) -> Path:

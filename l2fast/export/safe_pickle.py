@@ -57,15 +57,14 @@ import _compat_pickle
 import importlib
 import io
 import operator
-import os
 import pickle
 import pickletools
-import stat
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from l2fast._files import FileTooLargeError, NotRegularFileError, UnreadableFileError, read_regular_file
 from l2fast.errors import ExportError, UnsafePickleError
 
 __all__ = [
@@ -535,30 +534,20 @@ def safe_load(path: str | Path) -> object:
 def read_bounded(path: str | Path, limit: int) -> bytes:
     """The bytes of the regular file at ``path``, refused when larger than ``limit``.
 
-    The size is judged before anything is read, and the read stops one byte past the
-    limit whatever the size said (a file growing meanwhile); a FIFO or device is refused
-    without waiting on it.
+    :func:`l2fast._files.read_regular_file` with the export's errors: the size is judged
+    before anything is read, and the read stops one byte past the limit whatever the size
+    said (a file growing meanwhile); a FIFO or device is refused without waiting on it.
 
     Raises:
         ExportError: The file cannot be opened or read, is not a regular file, or is
             larger than ``limit`` bytes.
     """
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
-    except OSError as exc:
-        raise ExportError(f"{path}: cannot read: {exc.strerror or exc}") from exc
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise ExportError(f"{path}: not a regular file")
-        if info.st_size > limit:
-            raise ExportError(f"{path}: {info.st_size} bytes, more than the {limit}-byte limit of an export source")
-        with os.fdopen(os.dup(fd), "rb") as f:
-            data = f.read(limit + 1)
-    except OSError as exc:
-        raise ExportError(f"{path}: cannot read: {exc.strerror or exc}") from exc
-    finally:
-        os.close(fd)
-    if len(data) > limit:
-        raise ExportError(f"{path}: more than the {limit}-byte limit of an export source")
-    return data
+        return read_regular_file(path, limit, "export source")
+    except UnreadableFileError as exc:
+        raise ExportError(f"{path}: cannot read: {exc.strerror}") from exc
+    except NotRegularFileError:
+        raise ExportError(f"{path}: not a regular file") from None
+    except FileTooLargeError as exc:
+        found = f"{exc.size} bytes, more" if exc.size is not None else "more"
+        raise ExportError(f"{path}: {found} than the {limit}-byte limit of an export source") from None

@@ -13,9 +13,9 @@ its manifest's SHA-256 and whose manifest passes the loader's checks is signed.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
+from l2fast._files import write_atomically
 from l2fast.errors import ExportError, ModelLoadError
 from l2fast.keys import Signer
 from l2fast.models.loading import SIGNATURE_SUFFIX, model_signature, model_signer, read_manifest, sha256_bytes
@@ -48,19 +48,6 @@ def _signed(json_path: Path, signer: Signer) -> bytes:
     return signature_bytes(signer, json_path.stem, manifest_bytes)
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def sign_models(path: str | os.PathLike[str], signer: Signer) -> list[Path]:
     """Write ``<name>.sig`` for every exported model in a folder (or for one manifest).
 
@@ -88,5 +75,5 @@ def sign_models(path: str | os.PathLike[str], signer: Signer) -> list[Path]:
         raise ExportError(f"{folder}: no exported model to sign (<name>.json + <name>.onnx)")
     signatures = [(p.with_suffix(SIGNATURE_SUFFIX), _signed(p, checked)) for p in manifests]
     for sig_path, data in signatures:
-        _write_atomically(sig_path, data)
+        write_atomically(sig_path, data)
     return [p for p, _ in signatures]

@@ -23,6 +23,7 @@ would cost more than the arithmetic.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -34,6 +35,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from l2fast._files import FileTooLargeError, NotRegularFileError, UnreadableFileError, read_regular_file
 from l2fast.config import L2Config
 from l2fast.errors import ConfigError, ModelLoadError
 from l2fast.keys import TAG_CHARS, Purpose, Signer, key_variables
@@ -53,6 +55,9 @@ MAX_MANIFEST_DEPTH = 32
 
 SIGNATURE_SUFFIX = ".sig"
 """Suffix of a model's detached signature, ``<name>.sig``: one line of 64 hex digits."""
+
+# A tag and a newline (``\r\n`` too); a longer file is not one of ours.
+_MAX_SIGNATURE_BYTES = TAG_CHARS + 2
 
 _SIGNED_FORMAT = b"l2fast-model-signature-1\0"
 
@@ -281,41 +286,36 @@ def _json_depth_exceeds(text: str, limit: int) -> bool:
     return False
 
 
-def _read_small(path: Path, limit: int, what: str, owner: Path) -> bytes:
-    """Up to ``limit + 1`` bytes of the regular file ``path`` (``what`` names it in errors about ``owner``).
+def _read_signature(path: Path, owner: Path) -> bytes:
+    """The bytes of the signature file ``path`` of the manifest ``owner`` (module docstring).
 
-    Opened non-blocking and read one byte past the limit, never whole: a FIFO, a device
+    Bounded and non-blocking (:func:`l2fast._files.read_regular_file`): a FIFO, a device
     such as /dev/zero or a huge file must not hang the loader or cost memory.
     """
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-        try:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                raise ModelLoadError(f"{what} {path.name} is not a regular file", owner)
-            return os.read(fd, limit + 1)
-        finally:
-            os.close(fd)
-    except OSError as exc:
-        raise ModelLoadError(f"cannot read {what}: {exc.strerror or exc}", owner) from exc
+        return read_regular_file(path, _MAX_SIGNATURE_BYTES, "signature")
+    except FileTooLargeError:
+        # Longer than a tag and a newline: not one of ours, so it does not verify.
+        return b""
+    except NotRegularFileError:
+        raise ModelLoadError(f"signature {path.name} is not a regular file", owner) from None
+    except UnreadableFileError as exc:
+        raise ModelLoadError(f"cannot read signature: {exc.strerror}", owner) from exc
 
 
 def _read_manifest_bytes(path: Path) -> bytes:
     try:
-        # A FIFO would block the open until a writer comes, and a device never ends:
-        # refuse what is neither a file nor a folder (the open names a folder) first.
-        mode = path.stat().st_mode
-        if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
-            raise ModelLoadError(f"manifest {path.name} is not a regular file", path)
-        # Read one byte past the limit, never the whole file: a huge file must not cost
-        # memory before it is refused.
-        with path.open("rb") as f:
-            data = f.read(MAX_MANIFEST_BYTES + 1)
-    except OSError as exc:
-        raise ModelLoadError(f"cannot read manifest: {exc.strerror or exc}", path) from exc
-    if len(data) > MAX_MANIFEST_BYTES:
+        return read_regular_file(path, MAX_MANIFEST_BYTES, "manifest")
+    except NotRegularFileError as exc:
+        if stat.S_ISDIR(exc.mode):
+            # Said as the system says it when a folder is opened for reading.
+            raise ModelLoadError(f"cannot read manifest: {os.strerror(errno.EISDIR)}", path) from None
+        raise ModelLoadError(f"manifest {path.name} is not a regular file", path) from None
+    except UnreadableFileError as exc:
+        raise ModelLoadError(f"cannot read manifest: {exc.strerror}", path) from exc
+    except FileTooLargeError:
         raise ModelLoadError(f"manifest is larger than {MAX_MANIFEST_BYTES} bytes; an export writes a few kB",
-                             path)
-    return data
+                             path) from None
 
 
 def _parse_manifest(data: bytes, path: Path) -> dict:
@@ -360,8 +360,7 @@ def _check_signature(json_path: Path, manifest_bytes: bytes, signer: Signer) -> 
                              f"--sign-key-file FILE, or load without the key (unset ${file_variable} / "
                              f"${variable})", json_path)
     _check_inside(sig_path)
-    # A tag and a newline; whatever is longer is not one of ours (and does not verify).
-    raw = _read_small(sig_path, TAG_CHARS + 2, "signature", json_path)
+    raw = _read_signature(sig_path, json_path)
     tag = raw.decode("latin-1").strip()
     if not signer.verify(_signed_message(json_path.stem, manifest_bytes), tag):
         raise ModelLoadError(f"signature mismatch ({sig_path.name}): the manifest was changed or renamed after "

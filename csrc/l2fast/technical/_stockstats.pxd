@@ -32,7 +32,9 @@ cdef struct SSSMAState:
     # window gives that value exactly (as pandas does).
     Window win            # last ``period`` values (capacity period + 1)
     double total          # running sum of the window
-    double comp           # its Kahan compensation
+    double comp           # Kahan compensation of the values added
+    double comp_out       # Kahan compensation of the values removed (kept apart, as
+                          # pandas does, so the rounding follows pandas' own)
     double last           # previous input
     long long same        # length of the run of inputs equal to ``last``
 

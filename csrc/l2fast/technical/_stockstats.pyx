@@ -4,24 +4,21 @@ FinRL (0.3.7) computes its indicators per ticker as ``StockDataFrame.retype(df)[
 with stockstats (0.6.10). These kernels give the same values bar by bar, from the first
 bar of a series, to within rounding (tests/test_stockstats.py: relative 1e-9):
 
-=====================================  ==========================  ========================
-stockstats name                        class                       output
-=====================================  ==========================  ========================
-``close_<n>_sma``                      ``StockstatsSMA(n)``        the value
-``close_<n>_ema``                      ``StockstatsEMA(n)``        the value
-``boll``, ``boll_ub``, ``boll_lb``     ``StockstatsBollingerBands  ``(boll, ub, lb)``
-(n = 20; ``boll_<n>``, ``boll_ub_<n>``  (n)``
-``boll_lb_<n>``)
-``macd``, ``macds``, ``macdh``         ``StockstatsMACD(12, 26,    ``(macd, macds, macdh)``
-(``macd_<a>,<b>,<c>``, ...)            9)``
-``rsi_<n>``                            ``StockstatsRSI(n)``        the value
-``atr_<n>``                            ``StockstatsATR(n)``        the value
-``dx_<n>``, ``pdi_<n>``, ``ndi_<n>``   ``StockstatsDX(n)``         ``(dx, pdi, ndi)``
-``cci_<n>``                            ``StockstatsCCI(n)``        the value
-=====================================  ==========================  ========================
+* ``close_<n>_sma``: ``StockstatsSMA(n)``;
+* ``close_<n>_ema``: ``StockstatsEMA(n)``;
+* ``boll_<n>``, ``boll_ub_<n>``, ``boll_lb_<n>``: ``StockstatsBollingerBands(n)``, which
+  returns ``(boll, ub, lb)`` (stockstats makes the three together from ``boll_<n>``);
+* ``macd_<a>,<b>,<c>``, ``macds_<a>,<b>,<c>``, ``macdh_<a>,<b>,<c>``:
+  ``StockstatsMACD(a, b, c)``, which returns ``(macd, macds, macdh)``;
+* ``rsi_<n>``: ``StockstatsRSI(n)``;
+* ``atr_<n>``: ``StockstatsATR(n)``;
+* ``dx_<n>``, ``pdi_<n>``, ``ndi_<n>``: ``StockstatsDX(n)``, which returns
+  ``(dx, pdi, ndi)``;
+* ``cci_<n>``: ``StockstatsCCI(n)``.
 
-(stockstats' bare names use its defaults: ``rsi``, ``atr``, ``cci`` 14, ``boll`` 20, ``macd``
-12, 26, 9; a bare ``dx`` is its DMI set with a period of 14, the same as ``dx_14``.)
+stockstats' bare names take its defaults: ``rsi``, ``atr``, ``cci`` 14, ``boll`` (with
+``boll_ub``, ``boll_lb``) 20, ``macd`` (``macds``, ``macdh``) 12, 26, 9; a bare ``dx`` is its
+DMI set with a period of 14, the same values as ``dx_14``.
 
 Warm-up conventions reproduced (stockstats gives a value on every row, from the first):
 
@@ -42,10 +39,18 @@ Warm-up conventions reproduced (stockstats gives a value on every row, from the 
 * CCI is 0 for the first n - 1 bars (stockstats zero-fills the mean absolute
   deviation there) and whenever ``0.015 * MAD`` is 0; its SMA is the partial-window one.
 
+Rounding: the SMAs keep pandas' compensated running sums (bit-identical to pandas'
+``rolling().mean()``) and the exponential means pandas' weighted-mean recurrence
+(bit-identical on the real data); the Bollinger variance is rebuilt over its window every
+``period`` bars, where pandas' running variance drifts (on 2- or 3-bar windows of BTC/ETH
+closes by up to ~1e-3, more than the 1e-9 tolerance: there the bands equal a two-pass
+sample std instead); CCI's MAD is a fresh pass as in stockstats.
+
 What is NOT copied: stockstats computes on a whole table, so a series shorter than the
 CCI window gets NaN on every row (here: the zeros above, which do not depend on the
 future length), and FinRL then forward- and back-fills each ticker's first NaN rows
-(the first Bollinger bands) with later values. That back-fill is a look-ahead: the
+(the first Bollinger bands) with later values (FinRL fills its whole table sorted by date,
+then ticker). That back-fill is a look-ahead: the
 kernels return stockstats' value of each bar as it closes and never revise it. The
 ``warmup`` of each class counts the bars after which its windows are whole.
 
@@ -78,6 +83,7 @@ cdef void ss_sma_reset(SSSMAState* s) noexcept nogil:
     s.win.n = 0
     s.total = 0.0
     s.comp = 0.0
+    s.comp_out = 0.0
     s.last = 0.0
     s.same = 0
 
@@ -86,10 +92,10 @@ cdef void ss_sma_free(SSSMAState* s) noexcept nogil:
     window_free(&s.win)
 
 
-cdef inline void _kahan_add(SSSMAState* s, double v) noexcept nogil:
-    cdef double y = v - s.comp
+cdef inline void _kahan_add(SSSMAState* s, double v, double* comp) noexcept nogil:
+    cdef double y = v - comp[0]
     cdef double t = s.total + y
-    s.comp = (t - s.total) - y
+    comp[0] = (t - s.total) - y
     s.total = t
 
 
@@ -99,9 +105,9 @@ cdef inline double _sma(SSSMAState* s, double x) noexcept nogil:
     if s.win.n >= period:
         # The oldest value leaves before the newest enters (a window of 1 then sums
         # to exactly x).
-        _kahan_add(s, -window_get(&s.win, period - 1))
+        _kahan_add(s, -window_get(&s.win, period - 1), &s.comp_out)
     window_push(&s.win, x)
-    _kahan_add(s, x)
+    _kahan_add(s, x, &s.comp)
     if s.win.n > 1 and x == s.last:
         s.same += 1
     else:

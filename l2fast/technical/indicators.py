@@ -6,6 +6,13 @@ recent bar (talipp's semantics), ``update_many(...)`` feeds arrays and returns a
 whose NaN positions equal TA-Lib's, ``ready`` says whether warm-up is over and
 ``reset()`` returns to the fresh state. Values equal TA-Lib's to within 1e-9 relative.
 Non-finite inputs raise :class:`l2fast.errors.InvalidInputError` and change nothing.
+
+``Stockstats<X>`` is indicator X with stockstats' conventions instead of TA-Lib's (the
+features FinRL computes with stockstats 0.6.10: ``StockstatsRSI`` is ``rsi_<n>``,
+``StockstatsBollingerBands`` ``boll``/``boll_ub``/``boll_lb``, ``StockstatsDX`` ``dx``/``pdi``/
+``ndi``, ...; the table is in :mod:`l2fast.technical._stockstats`). They give stockstats'
+value from a series' first bar (no NaN warm-up: ``ready`` says when their windows are
+whole, ``warmup`` after how many updates) and equal stockstats' to within 1e-9 relative.
 """
 
 from __future__ import annotations
@@ -24,6 +31,18 @@ from l2fast.technical._oscillators import ADX, MACD, RSI, Stochastic
 
 # --- statistics ---
 from l2fast.technical._statistics import RollingCorrelation
+
+# --- stockstats (FinRL's indicators) ---
+from l2fast.technical._stockstats import (
+    StockstatsATR,
+    StockstatsBollingerBands,
+    StockstatsCCI,
+    StockstatsDX,
+    StockstatsEMA,
+    StockstatsMACD,
+    StockstatsRSI,
+    StockstatsSMA,
+)
 
 # --- volatility ---
 from l2fast.technical._volatility import ATR, BollingerBands, Donchian, RealizedVolatility
@@ -47,6 +66,14 @@ __all__ = [
     "RollingCorrelation",
     "SMA",
     "Stochastic",
+    "StockstatsATR",
+    "StockstatsBollingerBands",
+    "StockstatsCCI",
+    "StockstatsDX",
+    "StockstatsEMA",
+    "StockstatsMACD",
+    "StockstatsRSI",
+    "StockstatsSMA",
     "SupportResistance",
     "VolumeZScore",
     "candlestick",

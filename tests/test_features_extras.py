@@ -218,6 +218,7 @@ def test_warmups_of_the_extras_are_the_standalone_classes_in_closed_bars_of_thei
     ({"periods": (10**7,)}, "periods="),
     ({"kind": "macd", "periods": (12, 26), "output": "macd"}, r"periods=\(12, 26\)"),
     ({"source": "vwap"}, "source='vwap'"),
+    ({"source": ["close"]}, r"source=\['close'\]"),
     ({"source": "volume"}, "source='volume'"),  # an RSI reads the close only
     ({"name": ""}, "name=''"),
     ({"name": "rsi_14_1m"}, "name='rsi_14_1m'"),  # a fixed feature's name

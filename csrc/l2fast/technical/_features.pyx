@@ -265,7 +265,8 @@ def _extra_specs(config, extras) -> tuple:
                 or not all(type(p) is int and 1 <= p <= MAX_EXTRA_PERIOD for p in periods)):
             raise InvalidInputError(f"{where}: periods={periods!r}: a {kind} takes {n_periods} "
                                     f"integer period{'s' if n_periods > 1 else ''} from 1 to {MAX_EXTRA_PERIOD}")
-        if source not in _SOURCE_CODES or (kind not in ("sma", "ema") and source != "close"):
+        if (not isinstance(source, str) or source not in _SOURCE_CODES
+                or (kind not in ("sma", "ema") and source != "close")):
             allowed = ", ".join(_SOURCE_CODES) if kind in ("sma", "ema") else "close (only sma and ema take another)"
             raise InvalidInputError(f"{where}: source={source!r}: {allowed}")
         if tf not in config.timeframes:

@@ -122,6 +122,14 @@ def test_the_slot_table_names_every_slot_constant_in_order() -> None:
         assert slots["S_" + name.split("_{")[0].upper()] == i
 
 
+def test_the_extra_kinds_and_their_outputs_keep_their_codes() -> None:
+    # Output codes index the kernels' output pointers (0, 1, 2 in step order): pinned.
+    assert _features.EXTRA_KINDS == {
+        "sma": ("value",), "ema": ("value",), "boll": ("mid", "ub", "lb"), "macd": ("macd", "macds", "macdh"),
+        "rsi": ("value",), "atr": ("value",), "dx": ("dx", "pdi", "ndi"), "cci": ("value",),
+    }
+
+
 def test_every_slot_has_a_warm_up() -> None:
     warmups = _features._slot_warmups(TechnicalConfig())
     assert sorted(warmups) == list(range(len(SLOT_NAMES)))

@@ -1,6 +1,11 @@
 """Type stubs for the compiled :mod:`l2fast.engine._snapshot`."""
 
+from l2fast.technical._features import TechnicalState
+
 LAYOUT_HASH: str
+
+def technical_state_bytes(st: TechnicalState) -> bytes: ...
+def load_technical_state(st: TechnicalState, data: bytes) -> None: ...
 
 class StateCodec:
     loading: bool

@@ -1,5 +1,5 @@
 from collections.abc import Sequence
-from typing import Self
+from typing import Any, Self
 
 import numpy as np
 import numpy.typing as npt
@@ -10,9 +10,13 @@ SLOT_NAMES: tuple[str, ...]
 FIRST_RSI_SLOT: int
 MAX_RSI_PERIODS: int
 MAX_TIMEFRAME_COUNT: int
+EXTRA_KINDS: dict[str, tuple[str, ...]]
+MAX_EXTRA_PERIOD: int
 
-def feature_names(config: TechnicalConfig) -> tuple[str, ...]: ...
-def feature_warmups(config: TechnicalConfig) -> dict[str, int]: ...
+# ``extras``: objects with name, kind, periods, output, source and timeframe
+# (l2fast.technical.state.ExtraFeature; the kernel reads them duck-typed).
+def feature_names(config: TechnicalConfig, extras: Sequence[Any] = ()) -> tuple[str, ...]: ...
+def feature_warmups(config: TechnicalConfig, extras: Sequence[Any] = ()) -> dict[str, int]: ...
 
 class TechnicalState:
     values: npt.NDArray[np.float64]
@@ -20,9 +24,10 @@ class TechnicalState:
     index: dict[str, int]
     timeframes: tuple[str, ...]
     config: TechnicalConfig
+    extras: tuple[tuple[str, str, tuple[int, ...], str, str, str], ...]
     bars: int
     # The kernel needs the config; l2fast.technical.state.TechnicalState defaults it.
-    def __new__(cls, config: TechnicalConfig) -> Self: ...
+    def __new__(cls, config: TechnicalConfig, extras: Sequence[Any] = ()) -> Self: ...
     def update(self, ts: int, open: float, high: float, low: float, close: float, volume: float) -> int: ...
     def update_many(
         self,

@@ -15,14 +15,42 @@ bars); ``sr_*`` prices and distances are NaN while no level exists on that side.
 
 from __future__ import annotations
 
-from typing import Self
+from collections.abc import Sequence
+from typing import Protocol, Self
 
 from l2fast.config import TechnicalConfig
 from l2fast.errors import InvalidInputError
 from l2fast.technical import _features
 from l2fast.technical._features import feature_names, feature_warmups
 
-__all__ = ["TechnicalConfig", "TechnicalState", "feature_names", "feature_warmups"]
+__all__ = ["ExtraFeature", "TechnicalConfig", "TechnicalState", "feature_names", "feature_warmups"]
+
+
+class ExtraFeature(Protocol):
+    """What the state reads of an extra feature's spec (l2fast.technical.names parses them).
+
+    Attributes:
+        name: Its name in the vector, e.g. ``"ss:rsi_30_1h"``.
+        kind: ``sma``, ``ema``, ``boll``, ``macd``, ``rsi``, ``atr``, ``dx`` or ``cci``.
+        periods: ``(n,)``, or ``(fast, slow, signal)`` for ``macd``.
+        output: ``value``; ``mid``/``ub``/``lb`` (boll), ``macd``/``macds``/``macdh``,
+            ``dx``/``pdi``/``ndi``.
+        source: The bar field an ``sma`` or ``ema`` reads (``close`` for the others).
+        timeframe: One of the config's timeframes.
+    """
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def periods(self) -> tuple[int, ...]: ...
+    @property
+    def output(self) -> str: ...
+    @property
+    def source(self) -> str: ...
+    @property
+    def timeframe(self) -> str: ...
 
 
 class TechnicalState(_features.TechnicalState):
@@ -30,18 +58,20 @@ class TechnicalState(_features.TechnicalState):
 
     Args:
         config: A :class:`~l2fast.config.TechnicalConfig` (the seed's defaults if None).
+        extras: Extra features (:class:`ExtraFeature` specs), after the fixed vector.
 
     Raises:
-        InvalidInputError: ``config`` is not a :class:`~l2fast.config.TechnicalConfig`.
+        InvalidInputError: ``config`` is not a :class:`~l2fast.config.TechnicalConfig`, or
+            an extra is invalid (the message names its field and value).
     """
 
     __slots__ = ()
 
-    def __new__(cls, config: TechnicalConfig | None = None) -> Self:
+    def __new__(cls, config: TechnicalConfig | None = None, extras: Sequence[ExtraFeature] = ()) -> Self:
         # The kernel imports no Python module of l2fast, so the default and the type
         # check live here; the kernel's allocation (__cinit__) receives the checked config.
         if config is None:
             config = TechnicalConfig()
         elif not isinstance(config, TechnicalConfig):
             raise InvalidInputError(f"config={config!r}: expected a TechnicalConfig")
-        return super().__new__(cls, config)
+        return super().__new__(cls, config, extras)

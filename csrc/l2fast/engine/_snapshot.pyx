@@ -11,7 +11,10 @@ from libc.string cimport memcmp, memcpy
 
 from l2fast.technical._aggregate cimport BarGuard, TFAgg
 from l2fast.technical._averages cimport EMAState, ExtremeState, SMAState, Window
-from l2fast.technical._features cimport TFBlock
+from l2fast.technical._features cimport (
+    X_ATR, X_BOLL, X_CCI, X_DX, X_EMA, X_MACD, X_RSI, X_SMA, ExtraState, TFBlock,
+)
+from l2fast.technical._stockstats cimport SSEWMState
 from l2fast.technical._levels cimport LEVELS_CAP, PIVOT_HIST, LevelsState
 from l2fast.technical._oscillators cimport ADXState, MACDState, RSIState, StochState
 from l2fast.technical._statistics cimport VarState
@@ -277,6 +280,51 @@ cdef int _block(StateCodec c, void* s, const void* live) except -1:
     c.expect(_eq(&t.adx, &b.adx, 3 * sizeof(double)) and t.adx.n >= 0, "ADX period or count")
     c.expect(t.rvol.ddof_scale == b.rvol.ddof_scale and t.rvol.annualise == b.rvol.annualise
              and t.rvol.n >= 0 and t.obv.n >= 0 and t.candles.n >= 0, "volatility parameters or counts")
+    # The extra features' tables are the live ones (built from their specs, which the
+    # snapshot names: technical_codec); their states follow the block (_extra).
+    if c.relinking:
+        t.extras = b.extras
+        t.extra_outs = b.extra_outs
+    c.expect(t.n_extras == b.n_extras and t.n_extra_outs == b.n_extra_outs, "extra features differ")
+    return 0
+
+
+cdef inline int _ss_ewm(StateCodec c, const SSEWMState* t, const SSEWMState* live) except -1:
+    return c.expect(_eq(&t.decay, &live.decay, sizeof(double)), "stockstats average period differs")
+
+
+cdef int _extra(StateCodec c, void* s, const void* live) except -1:
+    # The union member is the live state's kind. Saving relinks against a zeroed struct,
+    # whose kind says nothing: the state's own kind picks the member there. A loaded kind
+    # that differs is refused before its member is read (its fields would be another
+    # member's bytes).
+    cdef ExtraState* t = <ExtraState*>s
+    cdef const ExtraState* b = <const ExtraState*>live
+    cdef int kind = t.kind
+    c.expect(kind == b.kind and t.source == b.source, "extra feature kind differs")
+    if c.loading and kind != b.kind:
+        return 0
+    if kind == X_SMA:
+        _window(c, &t.u.sma.win, &b.u.sma.win)
+    elif kind == X_BOLL:
+        _window(c, &t.u.boll.ma.win, &b.u.boll.ma.win)
+    elif kind == X_CCI:
+        _window(c, &t.u.cci.tp.win, &b.u.cci.tp.win)
+    elif kind == X_EMA:
+        _ss_ewm(c, &t.u.ema, &b.u.ema)
+    elif kind == X_MACD:
+        _ss_ewm(c, &t.u.macd.fast, &b.u.macd.fast)
+        _ss_ewm(c, &t.u.macd.slow, &b.u.macd.slow)
+        _ss_ewm(c, &t.u.macd.signal, &b.u.macd.signal)
+    elif kind == X_RSI:
+        _ss_ewm(c, &t.u.rsi.up, &b.u.rsi.up)
+        _ss_ewm(c, &t.u.rsi.down, &b.u.rsi.down)
+    elif kind == X_ATR:
+        _ss_ewm(c, &t.u.atr.tr, &b.u.atr.tr)
+    elif kind == X_DX:
+        _ss_ewm(c, &t.u.dx.atr.tr, &b.u.dx.atr.tr)
+        _ss_ewm(c, &t.u.dx.pdm, &b.u.dx.pdm)
+        _ss_ewm(c, &t.u.dx.ndm, &b.u.dx.ndm)
     return 0
 
 
@@ -364,17 +412,53 @@ cdef int _voter(StateCodec c, void* s, const void* live) except -1:
 
 # ---------------------------------------------------------------- public walks
 
+cdef str _extras_signature(TechnicalState st):
+    # The extra features' specs, as the snapshot names them (empty without any).
+    return "; ".join(f"{name}={kind}{list(periods)}.{output}({source})@{tf}"
+                     for name, kind, periods, output, source, tf in st.extras)
+
+
 cdef int technical_codec(StateCodec c, TechnicalState st) except -1:
-    cdef int i
+    cdef int i, k
     cdef Py_ssize_t n_features = len(st.names)
+    cdef TFBlock* b
     c.same(st._n_tf, "timeframes")
+    # Before the feature count, which other extras change too: this names them.
+    c.name(_extras_signature(st), "extra features")
     c.same(n_features, "features")
     c.struct_(&st._guard, sizeof(BarGuard), _guard, "bar guard")
     for i in range(st._n_tf):
         c.struct_(&st._aggs[i], sizeof(TFAgg), _aggregate, "aggregator")
     for i in range(st._n_tf):
-        _composite(c, &st._blocks[i], sizeof(TFBlock), _block, "technical block")
+        b = &st._blocks[i]
+        _composite(c, b, sizeof(TFBlock), _block, "technical block")
+        for k in range(b.n_extras):
+            _composite(c, &b.extras[k], sizeof(ExtraState), _extra, "extra feature")
     return c.raw(st._out, n_features * sizeof(double))
+
+
+def technical_state_bytes(TechnicalState st) -> bytes:
+    """One technical state's bytes (the engine's walk of each symbol's state)."""
+    cdef StateCodec c = StateCodec()
+    technical_codec(c, st)
+    return c.result()
+
+
+def load_technical_state(TechnicalState st, data) -> None:
+    """Load :func:`technical_state_bytes`' bytes into a state built from the same config
+    and extras; on any refusal the state is left as it was.
+
+    Raises:
+        SnapshotError: The bytes are truncated or do not fit this state.
+    """
+    cdef StateCodec c = StateCodec(data)
+    before = technical_state_bytes(st)
+    try:
+        technical_codec(c, st)
+        c.result()
+    except BaseException:
+        technical_codec(StateCodec(before), st)
+        raise
 
 
 cdef int correl_codec(StateCodec c, CorrelState* s) except -1:

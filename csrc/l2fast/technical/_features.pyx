@@ -24,8 +24,17 @@ from l2fast.technical._volatility cimport (
     donchian_step, rvol_free, rvol_init, rvol_step,
 )
 from l2fast.technical._volume cimport obv_init, obv_step, volz_free, volz_init, volz_step
+from l2fast.technical._stockstats cimport (
+    ss_atr_init, ss_atr_step, ss_boll_free, ss_boll_init, ss_boll_step, ss_cci_free, ss_cci_init,
+    ss_cci_step, ss_dx_init, ss_dx_step, ss_ema_init, ss_ewm_step, ss_macd_init, ss_macd_step,
+    ss_rsi_init, ss_rsi_step, ss_sma_free, ss_sma_init, ss_sma_step,
+)
 
 from l2fast.technical._candles import CANDLESTICK_PATTERNS
+from l2fast.technical._stockstats import (
+    StockstatsATR, StockstatsBollingerBands, StockstatsCCI, StockstatsDX, StockstatsEMA, StockstatsMACD,
+    StockstatsRSI, StockstatsSMA,
+)
 from l2fast.errors import InvalidBarError, InvalidInputError
 
 cnp.import_array()
@@ -61,6 +70,31 @@ FIRST_RSI_SLOT = S_RSI
 #: Capacities of the state: RSI periods per timeframe, timeframes.
 MAX_RSI_PERIODS = MAX_RSI
 MAX_TIMEFRAME_COUNT = MAX_TIMEFRAMES
+
+# The extra features' kinds (X_* of _features.pxd, in order): (constant, name, outputs
+# (by output code), periods it takes, the standalone class whose ``warmup`` it has).
+_EXTRA_KINDS = (
+    (X_SMA, "sma", ("value",), 1, StockstatsSMA),
+    (X_EMA, "ema", ("value",), 1, StockstatsEMA),
+    (X_BOLL, "boll", ("mid", "ub", "lb"), 1, StockstatsBollingerBands),
+    (X_MACD, "macd", ("macd", "macds", "macdh"), 3, StockstatsMACD),
+    (X_RSI, "rsi", ("value",), 1, StockstatsRSI),
+    (X_ATR, "atr", ("value",), 1, StockstatsATR),
+    (X_DX, "dx", ("dx", "pdi", "ndi"), 1, StockstatsDX),
+    (X_CCI, "cci", ("value",), 1, StockstatsCCI),
+)
+_EXTRA_SOURCES = ((XS_OPEN, "open"), (XS_HIGH, "high"), (XS_LOW, "low"), (XS_CLOSE, "close"),
+                  (XS_VOLUME, "volume"))
+if ([row[0] for row in _EXTRA_KINDS] != list(range(N_EXTRA_KINDS))
+        or [row[0] for row in _EXTRA_SOURCES] != list(range(N_EXTRA_SOURCES))):
+    raise RuntimeError("_EXTRA_KINDS / _EXTRA_SOURCES must list every X_* / XS_* of _features.pxd in order")
+_KIND_CODES = {row[1]: row for row in _EXTRA_KINDS}
+_SOURCE_CODES = {name: code for code, name in _EXTRA_SOURCES}
+#: Kinds an extra feature may be, and their outputs.
+EXTRA_KINDS = {name: outputs for _, name, outputs, _, _ in _EXTRA_KINDS}
+#: Longest window an extra feature may take, in closed bars of its timeframe (its ring
+#: is allocated at that size).
+MAX_EXTRA_PERIOD = 100_000
 
 
 cdef inline double _position(double x, double lower, double upper) noexcept nogil:
@@ -125,6 +159,46 @@ cdef void block_step(TFBlock* b, double o, double h, double l, double c, double 
     for i in range(N_CANDLE_PATTERNS):
         f[i] = cdl[i]
 
+    if b.n_extras:
+        _extras_step(b, o, h, l, c, v, out)
+
+
+cdef void _extras_step(TFBlock* b, double o, double h, double l, double c, double v,
+                       double* out) noexcept nogil:
+    # Each state once, then the outputs read from it (extra_outs is ordered by state).
+    cdef double src[N_EXTRA_SOURCES]
+    cdef double val[3]
+    cdef ExtraState* x
+    cdef const ExtraOut* e = b.extra_outs
+    cdef const ExtraOut* end = b.extra_outs + b.n_extra_outs
+    cdef int k
+    src[XS_OPEN] = o
+    src[XS_HIGH] = h
+    src[XS_LOW] = l
+    src[XS_CLOSE] = c
+    src[XS_VOLUME] = v
+    for k in range(b.n_extras):
+        x = &b.extras[k]
+        if x.kind == X_SMA:
+            val[0] = ss_sma_step(&x.u.sma, src[x.source])
+        elif x.kind == X_EMA:
+            val[0] = ss_ewm_step(&x.u.ema, src[x.source])
+        elif x.kind == X_BOLL:
+            ss_boll_step(&x.u.boll, c, &val[0], &val[1], &val[2])
+        elif x.kind == X_MACD:
+            ss_macd_step(&x.u.macd, c, &val[0], &val[1], &val[2])
+        elif x.kind == X_RSI:
+            val[0] = ss_rsi_step(&x.u.rsi, c)
+        elif x.kind == X_ATR:
+            val[0] = ss_atr_step(&x.u.atr, h, l, c)
+        elif x.kind == X_DX:
+            ss_dx_step(&x.u.dx, h, l, c, &val[0], &val[1], &val[2])
+        else:
+            val[0] = ss_cci_step(&x.u.cci, h, l, c)
+        while e < end and e.state == k:
+            out[e.slot] = val[e.output]
+            e += 1
+
 
 cdef int _check_capacity(object cfg) except -1:
     # The bounds of the C state, whoever built ``cfg``: the config owns the ranges of these
@@ -153,7 +227,122 @@ cdef int _check_capacity(object cfg) except -1:
     return 0
 
 
-cdef int _block_init(TFBlock* b, object cfg, double bar_minutes, Py_ssize_t offset) except -1:
+def _extra_specs(config, extras) -> tuple:
+    """The extra features checked against ``config``: ``(name, kind, periods, output,
+    source, timeframe)`` tuples of plain values, in the given order.
+
+    ``extras`` holds objects with those attributes (l2fast.technical.names parses them
+    from manifest names); the kernel checks every one itself, as it sizes its rings and
+    indexes its tables from them.
+    """
+    try:
+        items = list(extras)
+    except TypeError:
+        raise InvalidInputError(f"extras={extras!r}: expected a sequence of extra feature specs") from None
+    fixed = set(_fixed_names(config))
+    seen = set()
+    out = []
+    for i, spec in enumerate(items):
+        try:
+            name, kind, periods, output, source, tf = (
+                spec.name, spec.kind, spec.periods, spec.output, spec.source, spec.timeframe)
+        except AttributeError:
+            raise InvalidInputError(f"extras[{i}]={spec!r}: expected name, kind, periods, output, source "
+                                    "and timeframe attributes") from None
+        if not isinstance(name, str) or not name:
+            raise InvalidInputError(f"extras[{i}]: name={name!r}: expected a non-empty string")
+        if name in fixed or name in seen:
+            raise InvalidInputError(f"extra feature name={name!r}: already a "
+                                    f"{'fixed' if name in fixed else 'given extra'} feature name")
+        seen.add(name)
+        where = f"extra feature {name!r}"
+        if not isinstance(kind, str) or kind not in _KIND_CODES:
+            raise InvalidInputError(f"{where}: kind={kind!r}: one of {', '.join(_KIND_CODES)}")
+        _, _, outputs, n_periods, _ = _KIND_CODES[kind]
+        if output not in outputs:
+            raise InvalidInputError(f"{where}: output={output!r}: a {kind} gives {', '.join(outputs)}")
+        if (not isinstance(periods, tuple) or len(periods) != n_periods
+                or not all(type(p) is int and 1 <= p <= MAX_EXTRA_PERIOD for p in periods)):
+            raise InvalidInputError(f"{where}: periods={periods!r}: a {kind} takes {n_periods} "
+                                    f"integer period{'s' if n_periods > 1 else ''} from 1 to {MAX_EXTRA_PERIOD}")
+        if (not isinstance(source, str) or source not in _SOURCE_CODES
+                or (kind not in ("sma", "ema") and source != "close")):
+            allowed = ", ".join(_SOURCE_CODES) if kind in ("sma", "ema") else "close (only sma and ema take another)"
+            raise InvalidInputError(f"{where}: source={source!r}: {allowed}")
+        if tf not in config.timeframes:
+            raise InvalidInputError(f"{where}: timeframe={tf!r}: not configured {tuple(config.timeframes)}")
+        out.append((name, kind, periods, output, source, tf))
+    return tuple(out)
+
+
+cdef int _extras_init(TFBlock* b, list specs) except -1:
+    # ``specs``: (kind, periods, source, output, slot) of this block's extras. Outputs of
+    # one (kind, periods, source) share a state; states in order of first use.
+    cdef int k, j
+    cdef ExtraState* x
+    states = {}
+    outs = []
+    for kind, periods, source, output, slot in specs:
+        k = states.setdefault((kind, periods, source), len(states))
+        outs.append((k, output, slot))
+    outs.sort()
+    b.extras = <ExtraState*>calloc(len(states), sizeof(ExtraState))
+    b.extra_outs = <ExtraOut*>calloc(len(outs), sizeof(ExtraOut))
+    if b.extras == NULL or b.extra_outs == NULL:
+        raise MemoryError()
+    # Zeroed states are X_SMA with no ring: _block_free frees them all, whatever
+    # allocation below fails.
+    b.n_extras = len(states)
+    for (kind, periods, source), k in states.items():
+        x = &b.extras[k]
+        x.source = source
+        if kind == X_SMA:
+            ss_sma_init(&x.u.sma, periods[0])
+        elif kind == X_EMA:
+            ss_ema_init(&x.u.ema, periods[0])
+        elif kind == X_BOLL:
+            ss_boll_init(&x.u.boll, periods[0])
+        elif kind == X_MACD:
+            ss_macd_init(&x.u.macd, periods[0], periods[1], periods[2])
+        elif kind == X_RSI:
+            ss_rsi_init(&x.u.rsi, periods[0])
+        elif kind == X_ATR:
+            ss_atr_init(&x.u.atr, periods[0])
+        elif kind == X_DX:
+            ss_dx_init(&x.u.dx, periods[0])
+        else:
+            ss_cci_init(&x.u.cci, periods[0])
+        x.kind = kind  # once its ring exists: _block_free frees by kind
+    for j, (k, output, slot) in enumerate(outs):
+        b.extra_outs[j].state = k
+        b.extra_outs[j].output = output
+        b.extra_outs[j].slot = slot
+    b.n_extra_outs = len(outs)
+    return 0
+
+
+cdef void _extras_free(TFBlock* b) noexcept nogil:
+    cdef int k
+    cdef ExtraState* x
+    if b.extras != NULL:
+        for k in range(b.n_extras):
+            x = &b.extras[k]
+            if x.kind == X_SMA:
+                ss_sma_free(&x.u.sma)
+            elif x.kind == X_BOLL:
+                ss_boll_free(&x.u.boll)
+            elif x.kind == X_CCI:
+                ss_cci_free(&x.u.cci)
+        free(b.extras)
+        b.extras = NULL
+    free(b.extra_outs)
+    b.extra_outs = NULL
+    b.n_extras = 0
+    b.n_extra_outs = 0
+
+
+cdef int _block_init(TFBlock* b, object cfg, double bar_minutes, Py_ssize_t offset,
+                     list extras) except -1:
     cdef int i
     b.offset = offset
     b.bars = 0
@@ -175,6 +364,8 @@ cdef int _block_init(TFBlock* b, object cfg, double bar_minutes, Py_ssize_t offs
     levels_init(&b.levels, lv["pivot_bars"], lv["merge_tol"], lv["half_life"],
                 lv["min_strength"], lv["max_levels"], lv["volume_mult"], lv["volume_window"],
                 lv["min_separation"], lv["min_depth"], lv["range_window"], lv["range_pct"])
+    if extras:
+        _extras_init(b, extras)
     return 0
 
 
@@ -187,6 +378,7 @@ cdef void _block_free(TFBlock* b) noexcept nogil:
     rvol_free(&b.rvol)
     donchian_free(&b.donchian)
     levels_free(&b.levels)
+    _extras_free(b)
 
 
 def _slot_warmups(config) -> dict:
@@ -236,14 +428,19 @@ def _block(config) -> list:
     return block
 
 
-def feature_names(config) -> tuple:
-    """The feature names of a :class:`~l2fast.config.TechnicalConfig`, in vector order."""
+def _fixed_names(config) -> list:
     block = _block(config)
-    return tuple(f"{name}_{tf}" for tf in config.timeframes for name, _ in block)
+    return [f"{name}_{tf}" for tf in config.timeframes for name, _ in block]
 
 
-def feature_warmups(config) -> dict:
-    """1-minute bars each feature of ``config`` needs before it is warmed up, by name.
+def feature_names(config, extras=()) -> tuple:
+    """The feature names of a :class:`~l2fast.config.TechnicalConfig`, in vector order: the
+    fixed block of every timeframe, then the ``extras``' names in the given order."""
+    return tuple(_fixed_names(config)) + tuple(spec[0] for spec in _extra_specs(config, extras))
+
+
+def feature_warmups(config, extras=()) -> dict:
+    """1-minute bars each feature of ``config`` (and of ``extras``) needs before it is warmed up, by name.
 
     A feature that needs ``k`` closed bars of an ``m``-minute timeframe needs
     ``(k + 1) * m - 1`` one-minute bars: buckets are UTC-aligned and a stream's first,
@@ -252,14 +449,19 @@ def feature_warmups(config) -> dict:
     feature is then finite and its windows hold whole bars only. ``k`` is the indicator's
     lookback + 1 (e.g. ``rsi_14``: 15, MACD ``(12, 26, 9)``: 34, ``adx_14``: 28); candlestick
     patterns count until every pattern has left TA-Lib's lookback, ``sr_*`` features until
-    the support/resistance detector is warmed up.
+    the support/resistance detector is warmed up. An extra feature's ``k`` is its
+    standalone class's ``warmup`` (e.g. ``StockstatsRSI(30).warmup``, 31): stockstats gives
+    values from the first bar, and these count until its windows are whole.
 
     Returns:
         ``{name: bars}`` for every name of :func:`feature_names`, e.g. ``rsi_14_5m``: 79.
     """
     block = _block(config)
-    return {f"{name}_{tf}": (bars + 1) * minutes - 1
-            for tf, minutes in zip(config.timeframes, config.timeframe_minutes) for name, bars in block}
+    minutes = dict(zip(config.timeframes, config.timeframe_minutes))
+    warm = {f"{name}_{tf}": (bars + 1) * minutes[tf] - 1 for tf in config.timeframes for name, bars in block}
+    for name, kind, periods, _, _, tf in _extra_specs(config, extras):
+        warm[name] = (_KIND_CODES[kind][4](*periods).warmup + 1) * minutes[tf] - 1
+    return warm
 
 
 cdef class TechnicalState:
@@ -268,18 +470,24 @@ cdef class TechnicalState:
     Args:
         config: A :class:`~l2fast.config.TechnicalConfig` (:class:`l2fast.technical.state.
             TechnicalState`, the public class, defaults it).
+        extras: Extra features (stockstats-compatible kernels on a configured timeframe):
+            objects with ``name``, ``kind`` (one of :data:`EXTRA_KINDS`), ``periods``,
+            ``output``, ``source`` and ``timeframe``; outputs of the same kind, periods,
+            source and timeframe share one kernel. Their values follow the fixed vector, in
+            the given order, each updated when its timeframe's bar closes.
 
     Attributes:
-        names: Feature names, in vector order (e.g. ``"rsi_14_1m"``).
+        names: Feature names, in vector order (e.g. ``"rsi_14_1m"``), the extras' last.
         index: Mapping of feature name to its position in :attr:`values`.
         values: Read-only float64 view of the feature vector, updated in place.
         timeframes: The configured timeframes; the first is ``"1m"``.
         config: The configuration used.
+        extras: The extra features as ``(name, kind, periods, output, source, timeframe)``.
     """
 
-    def __cinit__(self, config=None):
+    def __cinit__(self, config=None, extras=()):
         cdef int i
-        cdef Py_ssize_t block_size
+        cdef Py_ssize_t block_size, n_fixed
         # The kernel imports no Python layer: l2fast.technical.state.TechnicalState gives
         # the default config and checks its type; here any object with its fields will do.
         if config is None or not hasattr(config, "timeframe_minutes"):
@@ -288,19 +496,27 @@ cdef class TechnicalState:
         _check_capacity(config)
         self.config = config
         self.timeframes = tuple(config.timeframes)
-        self.names = feature_names(config)
+        self.extras = _extra_specs(config, extras)
+        fixed = _fixed_names(config)
+        n_fixed = len(fixed)
+        self.names = tuple(fixed) + tuple(spec[0] for spec in self.extras)
         self.index = {name: i for i, name in enumerate(self.names)}
         self._buffer = np.full(len(self.names), np.nan)
         self._out = <double*>cnp.PyArray_DATA(self._buffer)
         self.values = self._buffer.view()
         self.values.flags.writeable = False
         self._n_tf = len(minutes)
-        block_size = len(self.names) // self._n_tf
+        block_size = n_fixed // self._n_tf
+        per_block = [[] for _ in range(self._n_tf)]
+        for slot, (_, kind, periods, output, source, tf) in enumerate(self.extras, n_fixed):
+            row = _KIND_CODES[kind]
+            per_block[self.timeframes.index(tf)].append(
+                (row[0], periods, _SOURCE_CODES[source], row[2].index(output), slot))
         self._blocks = <TFBlock*>calloc(self._n_tf, sizeof(TFBlock))
         if self._blocks == NULL:
             raise MemoryError()
         for i in range(self._n_tf):
-            _block_init(&self._blocks[i], config, minutes[i], i * block_size)
+            _block_init(&self._blocks[i], config, minutes[i], i * block_size, per_block[i])
             tf_init(&self._aggs[i], minutes[i] * 60_000)
         bar_guard_init(&self._guard)
 
@@ -431,8 +647,10 @@ cdef class TechnicalState:
             raise InvalidInputError(f"timeframe {tf!r}: not configured {self.timeframes}") from None
 
     def format_table(self) -> str:
-        """The latest features as a text table: one row per feature, one column per timeframe."""
-        width = len(self.names) // self._n_tf
+        """The latest features as a text table: one row per feature, one column per timeframe,
+        then one row per extra feature."""
+        n_fixed = len(self.names) - len(self.extras)
+        width = n_fixed // self._n_tf
         base = [name[: -len(self.timeframes[0]) - 1] for name in self.names[:width]]
         lines = [f"{'feature':<26}" + "".join(f"{tf:>14}" for tf in self.timeframes)]
         for row, name in enumerate(base):
@@ -441,4 +659,6 @@ cdef class TechnicalState:
                 value = self._out[col * width + row]
                 cells.append(f"{value:>14.6g}")
             lines.append(f"{name:<26}" + "".join(cells))
+        for slot, (name, *_) in enumerate(self.extras, n_fixed):
+            lines.append(f"{name:<26}{self._out[slot]:>14.6g}")
         return "\n".join(lines)

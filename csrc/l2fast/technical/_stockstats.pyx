@@ -54,7 +54,8 @@ then ticker). That back-fill is a look-ahead: the
 kernels return stockstats' value of each bar as it closes and never revise it. The
 ``warmup`` of each class counts the bars after which its windows are whole.
 
-Standalone for now: the engine's features do not use these kernels yet.
+``TechnicalState(config, extras)`` (_features.pyx) embeds them as extra features on any
+configured timeframe; the engine does not request them yet.
 """
 
 from libc.math cimport NAN, fabs, sqrt

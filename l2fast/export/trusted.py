@@ -230,7 +230,7 @@ def _write_plain(source: Path, out: Path) -> None:
     import pickle
 
     with open(source, "rb") as fh:
-        bundle = pickle.load(fh)  # noqa: S301 - the user vouched for this file (--trust-pickle)
+        bundle = pickle.load(fh)  # the user vouched for this file (--trust-pickle)
     if not isinstance(bundle, dict):
         raise _Refused(f"a .pkl bundle must be a dict with 'model', 'scaler', 'feature_names', ...; "
                        f"got {type(bundle).__name__}")

@@ -21,6 +21,10 @@ longer match).
 Source files are read with the bounds of :mod:`l2fast.export.sources` (file size, each
 archive member's declared size and compression ratio) and pickles with the allocation cap
 of :mod:`l2fast.export.safe_pickle`, so a hostile file is refused before it costs memory.
+A bundle whose model is a pickled SB3 object is refused unless the user trusts the file
+(``trust_pickle=True``, ``--trust-pickle``): it is then unpickled in a separate,
+short-lived process (:mod:`l2fast.export.trusted`), never in this one, and the manifest's
+``source`` says ``"trust_pickle": true``.
 
 Needs the ``export`` extra (torch, stable-baselines3, gymnasium, onnx, scikit-learn,
 tqdm); they are imported only when an export runs, so ``--help`` stays fast.
@@ -156,11 +160,12 @@ def _action_targets(space: dict, given: Sequence[float] | None, name: str) -> li
 
 
 def _resolve_agent(source: str | Path | LoadedAgent, feature_names: Sequence[str] | None,
-                   vecnormalize: str | Path | VecNormStats | None) -> LoadedAgent:
+                   vecnormalize: str | Path | VecNormStats | None, trust_pickle: bool) -> LoadedAgent:
     from l2fast.export.sources import LoadedAgent, load_source
 
     if not isinstance(source, LoadedAgent):
-        return load_source(source, feature_names=feature_names, vecnormalize=vecnormalize)
+        return load_source(source, feature_names=feature_names, vecnormalize=vecnormalize,
+                           trust_pickle=trust_pickle)
     if feature_names is not None:
         if len(feature_names) != source.observation_size:
             raise ExportError(f"{source.name}: {len(feature_names)} feature names given for "
@@ -201,11 +206,15 @@ def _prepare(agent: LoadedAgent, *, opset: int, samples: int, name: str | None,
     space = _action_space(agent.action_space)
     algorithm = agent.algorithm.upper()
     targets = action_targets if action_targets is not None else agent.action_targets
+    source: dict[str, Any] = {"file": Path(agent.source_path).name, "sha256": agent.source_sha256,
+                              "kind": agent.source_kind}
+    if agent.trust_pickle:
+        source["trust_pickle"] = True
     manifest = {
         "schema_version": SCHEMA_VERSION,
         "name": name,
         "algorithm": algorithm,
-        "source": {"file": Path(agent.source_path).name, "sha256": agent.source_sha256, "kind": agent.source_kind},
+        "source": source,
         "onnx_sha256": sha256_bytes(onnx_bytes),
         "opset": opset,
         "feature_names": names,
@@ -295,7 +304,8 @@ def export_model(source: str | Path | LoadedAgent, out_dir: str | Path, *,
                  feature_names: Sequence[str] | None = None,
                  vecnormalize: str | Path | VecNormStats | None = None,
                  opset: int = DEFAULT_OPSET, samples: int = DEFAULT_SAMPLES, name: str | None = None,
-                 action_targets: Sequence[float] | None = None, signer: Signer | None = None) -> ExportReport:
+                 action_targets: Sequence[float] | None = None, signer: Signer | None = None,
+                 trust_pickle: bool = False) -> ExportReport:
     """Export one agent to ``out_dir/<name>.onnx`` and ``out_dir/<name>.json``.
 
     Args:
@@ -310,6 +320,10 @@ def export_model(source: str | Path | LoadedAgent, out_dir: str | Path, *,
         action_targets: Target position in [-1, 1] per discrete action; defaults to the
             bundle's, else evenly spaced from -1 to 1.
         signer: The model key's signer: ``<name>.sig`` is written too (module docstring).
+        trust_pickle: The user trusts a ``.pkl`` source: it is unpickled with the real
+            pickle in a separate process, which runs the file's code with the user's
+            rights (:mod:`l2fast.export.trusted`), so its ``model`` may be a pickled SB3
+            algorithm. Off, such a bundle is refused.
 
     Returns:
         An :class:`ExportReport`.
@@ -322,7 +336,7 @@ def export_model(source: str | Path | LoadedAgent, out_dir: str | Path, *,
     signer = model_signer(signer)
     versions = _versions()  # also imports torch & co. before the clock starts
     started = time.perf_counter()
-    agent = _resolve_agent(source, feature_names, vecnormalize)
+    agent = _resolve_agent(source, feature_names, vecnormalize, trust_pickle)
     prepared = _prepare(agent, opset=opset, samples=samples, name=name,
                         action_targets=action_targets, started=started, versions=versions)
     return _commit(Path(out_dir), [prepared], signer)[0]
@@ -332,7 +346,8 @@ def export_many(sources: str | Path | Iterable[str | Path], out_dir: str | Path,
                 feature_names: Sequence[str] | None = None,
                 vecnormalize: str | Path | None = None,
                 opset: int = DEFAULT_OPSET, samples: int = DEFAULT_SAMPLES,
-                progress: bool = True, signer: Signer | None = None) -> list[ExportReport]:
+                progress: bool = True, signer: Signer | None = None,
+                trust_pickle: bool = False) -> list[ExportReport]:
     """Export every ``.zip`` / ``.pkl`` source given or found in the given folders.
 
     All sources are built and verified first, then written together: if any fails, none
@@ -347,6 +362,7 @@ def export_many(sources: str | Path | Iterable[str | Path], out_dir: str | Path,
         samples: Parity observations per model.
         progress: Show a tqdm progress bar.
         signer: The model key's signer: every model gets its ``<name>.sig``.
+        trust_pickle: Every ``.pkl`` source is trusted (see :func:`export_model`).
 
     Returns:
         One report per model, in source order.
@@ -371,7 +387,7 @@ def export_many(sources: str | Path | Iterable[str | Path], out_dir: str | Path,
     seen: dict[str, Path] = {}
     for path in tqdm(paths, desc="export", unit="model", disable=not progress or len(paths) < 2):
         started = time.perf_counter()
-        agent = _resolve_agent(path, feature_names, vecnormalize)
+        agent = _resolve_agent(path, feature_names, vecnormalize, trust_pickle)
         p = _prepare(agent, opset=opset, samples=samples, name=None, action_targets=None, started=started,
                      versions=versions)
         if p.name in seen:

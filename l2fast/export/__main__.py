@@ -3,7 +3,11 @@
 Export::
 
     python -m l2fast.export SOURCE... --out onnx_models/ [--feature-names FILE|a,b,c]
-        [--vecnormalize FILE] [--opset N] [--samples N] [--sign-key-file FILE]
+        [--vecnormalize FILE] [--opset N] [--samples N] [--sign-key-file FILE] [--trust-pickle]
+
+``--trust-pickle`` lets a ``.pkl`` bundle carry its model as a pickled SB3 object: the file
+is unpickled with the real pickle, which runs its code with your rights, in a separate
+short-lived process (:mod:`l2fast.export.trusted`); a warning says so for each file.
 
 Validate exported models (feature names checked against the config's technical section,
 the defaults without ``--config``)::
@@ -27,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 import warnings
 from collections.abc import Sequence
@@ -73,6 +78,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
     p.add_argument("--samples", type=int, default=DEFAULT_SAMPLES,
                    help=f"parity-check observations (default {DEFAULT_SAMPLES})")
+    p.add_argument("--trust-pickle", action="store_true",
+                   help="trust the .pkl sources: unpickle them with the real pickle (this RUNS the file's code with "
+                        "your rights) in a separate process, so a bundle's model may be a pickled SB3 object")
     p.add_argument("--validate", type=Path, metavar="DIR", help="validate exported models in DIR instead")
     p.add_argument("--config", type=Path, metavar="FILE",
                    help="with --validate: l2fast TOML config whose technical section defines the valid feature names")
@@ -119,15 +127,24 @@ def _validate(path: Path, config: Path | None, key_file: Path | None) -> int:
 
 def _export(args: argparse.Namespace) -> int:
     from l2fast.export import MissingFeatureNamesWarning, export_many
+    from l2fast.export.trusted import logger as trusted_logger
 
     names = _feature_names(args.feature_names) if args.feature_names else None
+    # --trust-pickle's warning, one per file, printed like the others (not twice through logging's last resort).
+    printer = logging.StreamHandler(sys.stderr)
+    printer.setFormatter(logging.Formatter("warning: %(message)s"))
+    trusted_logger.addHandler(printer)
+    propagate, trusted_logger.propagate = trusted_logger.propagate, False
     # Only l2fast's own warnings reach the user; library chatter (sklearn, SB3) is dropped.
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", MissingFeatureNamesWarning)
         try:
             reports = export_many(args.sources, args.out, feature_names=names, vecnormalize=args.vecnormalize,
-                                  opset=args.opset, samples=args.samples, signer=_signer(args.sign_key_file))
+                                  opset=args.opset, samples=args.samples, signer=_signer(args.sign_key_file),
+                                  trust_pickle=args.trust_pickle)
         finally:
+            trusted_logger.removeHandler(printer)
+            trusted_logger.propagate = propagate
             for w in caught:
                 if issubclass(w.category, MissingFeatureNamesWarning):
                     print(f"warning: {w.message}", file=sys.stderr)

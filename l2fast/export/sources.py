@@ -35,7 +35,9 @@ A seed-format ``.pkl`` bundle is a dict, unpickled by the same restricted unpick
     }
 
 The model must be the zip bytes: a pickled SB3 algorithm object is refused (it can only
-be rebuilt by running its pickle).
+be rebuilt by running its pickle), unless the user trusts the file (``trust_pickle=True``,
+``--trust-pickle``): then :mod:`l2fast.export.trusted` unpickles it in a separate,
+short-lived process and hands back the bundle in this format for the same validation.
 
 Resources: a source is a file somebody sent, so its sizes are judged before they cost
 memory. A file over :data:`~l2fast.export.safe_pickle.MAX_SOURCE_BYTES` is refused
@@ -191,6 +193,8 @@ class LoadedAgent:
         action_targets: Target position per discrete action, if the bundle gives them.
         performance_metrics: The bundle's metrics.
         training_config: The bundle's training configuration.
+        trust_pickle: The bundle was unpickled with the real pickle in a separate
+            process (``--trust-pickle``, :mod:`l2fast.export.trusted`).
     """
 
     name: str
@@ -210,6 +214,7 @@ class LoadedAgent:
     action_targets: list[float] | None = None
     performance_metrics: dict = field(default_factory=dict)
     training_config: dict = field(default_factory=dict)
+    trust_pickle: bool = False
 
 
 def iter_sources(path: str | Path) -> list[Path]:
@@ -228,7 +233,8 @@ def iter_sources(path: str | Path) -> list[Path]:
 
 
 def load_source(path: str | Path, *, feature_names: Sequence[str] | None = None,
-                vecnormalize: str | Path | VecNormStats | None = None) -> LoadedAgent:
+                vecnormalize: str | Path | VecNormStats | None = None,
+                trust_pickle: bool = False) -> LoadedAgent:
     """Load an SB3 ``.zip`` or a ``.pkl`` bundle without running any code it carries.
 
     Args:
@@ -236,6 +242,10 @@ def load_source(path: str | Path, *, feature_names: Sequence[str] | None = None,
         feature_names: Ordered feature names, overriding the bundle's.
         vecnormalize: A file written by SB3's ``VecNormalize.save`` (or statistics),
             overriding the bundle's ``vecnormalize`` entry.
+        trust_pickle: The user trusts the file: a ``.pkl`` bundle is unpickled with the
+            real pickle in a separate process (:mod:`l2fast.export.trusted`, which runs
+            the file's code), so its ``model`` may be a pickled SB3 algorithm. SB3 zips
+            are read the safe way either way.
 
     Returns:
         The :class:`LoadedAgent`.
@@ -256,7 +266,13 @@ def load_source(path: str | Path, *, feature_names: Sequence[str] | None = None,
         kind, bundle = "sb3-zip", {}
         model, algorithm = _load_sb3_zip(raw, str(path))
     elif raw[:1] == b"\x80" or suffix == ".pkl":
-        kind, bundle = "pkl-bundle", _load_bundle(raw, str(path))
+        if trust_pickle:
+            from l2fast.export.trusted import load_trusted_bundle
+
+            bundle = load_trusted_bundle(path)
+        else:
+            bundle = _load_bundle(raw, str(path))
+        kind = "pkl-bundle"
         model, algorithm = _load_sb3_zip(bundle["model"], f"{path} (bundle 'model')",
                                          hint=_algorithm_hint(bundle, str(path)))
     else:
@@ -306,6 +322,7 @@ def load_source(path: str | Path, *, feature_names: Sequence[str] | None = None,
         action_targets=_optional_floats(targets, "action_targets", source),
         performance_metrics=_optional_dict(bundle.get("performance_metrics"), "performance_metrics", source),
         training_config=_optional_dict(bundle.get("training_config"), "training_config", source),
+        trust_pickle=trust_pickle and kind == "pkl-bundle",
     )
 
 

@@ -64,11 +64,16 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
 class SourceInfo(TypedDict):
-    """Where the model came from."""
+    """Where the model came from.
+
+    ``trust_pickle`` is present, true, when the bundle was unpickled with the real pickle in
+    a separate process at export (``--trust-pickle``, :mod:`l2fast.export.trusted`).
+    """
 
     file: str
     sha256: str
     kind: Literal["sb3-zip", "pkl-bundle"]
+    trust_pickle: NotRequired[bool]
 
 
 class DiscreteSpace(TypedDict):
@@ -245,8 +250,9 @@ def validate_manifest(manifest: object) -> list[str]:
         src = m["source"]
         if not (isinstance(src, dict) and isinstance(src.get("file"), str)
                 and isinstance(src.get("sha256"), str) and _SHA256.match(src["sha256"])
-                and src.get("kind") in SOURCE_KINDS):
-            problems.append("source must be {file: str, sha256: 64 lowercase hex, kind: sb3-zip|pkl-bundle}")
+                and src.get("kind") in SOURCE_KINDS and src.get("trust_pickle", True) is True):
+            problems.append("source must be {file: str, sha256: 64 lowercase hex, kind: sb3-zip|pkl-bundle} "
+                            "(and trust_pickle: true, if present)")
     if "onnx_sha256" in m and not (isinstance(m["onnx_sha256"], str) and _SHA256.match(m["onnx_sha256"])):
         problems.append("onnx_sha256 must be 64 lowercase hex digits")
     if "opset" in m and not (_is_int(m["opset"]) and m["opset"] >= 13):

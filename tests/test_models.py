@@ -428,8 +428,9 @@ def test_validate_models_fails_a_model_with_nan_or_inf_weights(tmp_path, bad):
     assert "NaN or inf weights" in result["failures"][0]["reason"]
 
 
-def test_the_manifest_typeddict_marks_lookback_not_required_as_the_schema_check_does():
-    assert Manifest.__optional_keys__ == {"lookback"} and OPTIONAL_KEYS == ("lookback",)
+def test_the_manifest_typeddict_marks_its_optional_keys_not_required_as_the_schema_check_does():
+    optional = ("lookback", "feature_namespace", "feature_timeframe")
+    assert Manifest.__optional_keys__ == set(optional) and OPTIONAL_KEYS == optional
     assert set(REQUIRED_KEYS) == Manifest.__required_keys__
     data = _discrete_graph()
     manifest = _manifest("toy", data)
@@ -437,6 +438,19 @@ def test_the_manifest_typeddict_marks_lookback_not_required_as_the_schema_check_
     assert validate_manifest(manifest) == []
     del manifest["opset"]
     assert validate_manifest(manifest) == ["missing keys: opset"]
+
+
+@pytest.mark.parametrize("fields, problem", [
+    ({"feature_namespace": "finrl"}, "feature_namespace must be one of l2fast, stockstats, got 'finrl'"),
+    ({"feature_namespace": "stockstats", "feature_timeframe": 60}, "feature_timeframe must be a timeframe string"),
+    ({"feature_namespace": "stockstats", "feature_timeframe": "1h"}, "'ret_1_1m': not a stockstats name"),
+    ({"feature_namespace": "stockstats", "feature_names": ["rsi_30", "cci_30", "dx_30"]}, "'rsi_30': no timeframe"),
+])
+def test_a_manifest_feature_namespace_is_checked_with_its_names(fields, problem):
+    manifest = _manifest("toy", _discrete_graph())
+    manifest.update(fields)
+    problems = validate_manifest(manifest)
+    assert len(problems) == 1 and problem in problems[0], problems
 
 
 def test_default_action_targets_are_evenly_spaced_exact_fractions():

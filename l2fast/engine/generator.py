@@ -71,10 +71,17 @@ from l2fast.config import L2Config, TechnicalConfig, is_symbol
 from l2fast.decision.voting import VotingParams
 from l2fast.engine import snapshot as snapshot_module
 from l2fast.engine._engine import MAX_SYMBOLS, EngineCore
-from l2fast.errors import ConfigError, InvalidDecisionError, L2FastError, ModelLoadError, SnapshotError
+from l2fast.errors import (
+    ConfigError,
+    InvalidDecisionError,
+    InvalidInputError,
+    L2FastError,
+    ModelLoadError,
+    SnapshotError,
+)
 from l2fast.keys import Signer
-from l2fast.models.ensemble import FusedEnsemble
-from l2fast.models.loading import load_model
+from l2fast.models.ensemble import FusedEnsemble, member_extras
+from l2fast.models.loading import LoadedModel, load_model
 from l2fast.signals import Side, StrategicDecision, TacticalSignal
 from l2fast.technical.state import feature_names
 
@@ -110,7 +117,7 @@ def _finite_number(x: object) -> TypeGuard[float]:
 
 
 def _load_members(models_dir: Path, names: list[str], technical: TechnicalConfig,
-                  features: tuple[str, ...], signer: Signer | None, inference: str) -> FusedEnsemble:
+                  signer: Signer | None) -> list[LoadedModel]:
     if not models_dir.is_dir():
         raise ModelLoadError("model.models_dir: not a directory", models_dir)
     missing = [n for n in names if not (models_dir / f"{n}.json").exists()]
@@ -119,8 +126,7 @@ def _load_members(models_dir: Path, names: list[str], technical: TechnicalConfig
         raise ModelLoadError(f"no exported model for ensemble member(s) {missing} named in model.weights "
                              f"(present: {present})", models_dir)
     # In ``names`` order, the vote's: member k of the ensemble is member k of the vote.
-    members = [load_model(models_dir / f"{n}.json", technical=technical, signer=signer) for n in names]
-    return FusedEnsemble(members, features, inference=inference)
+    return [load_model(models_dir / f"{n}.json", technical=technical, signer=signer) for n in names]
 
 
 class TacticalSignalGenerator(EngineCore):
@@ -162,9 +168,16 @@ class TacticalSignalGenerator(EngineCore):
         #: The folder the ensemble's models were loaded from.
         self.models_dir: Path = folder.resolve()
         names = list(config.model.weights)
-        self.feature_names: tuple[str, ...] = feature_names(config.technical)
-        self.ensemble = _load_members(folder, names, config.technical, self.feature_names, model_signer,
-                                      config.model.inference)
+        members = _load_members(folder, names, config.technical, model_signer)
+        #: The stockstats features the members name (their manifests' ``feature_namespace``),
+        #: computed by each symbol's technical state after its fixed features.
+        self.extras = member_extras(members)
+        try:
+            self.feature_names: tuple[str, ...] = feature_names(config.technical, self.extras)
+        except InvalidInputError as exc:
+            # A member's stockstats feature on a timeframe technical.timeframes lacks.
+            raise ModelLoadError(f"{exc}: add the timeframe to technical.timeframes", folder) from None
+        self.ensemble = FusedEnsemble(members, self.feature_names, inference=config.model.inference)
         self.manifests: dict[str, dict] = {m.name: m.manifest for m in self.ensemble.members}
         self.voting_params = VotingParams.from_config(config.model, self.manifests, config.technical)
         live = [n for n in names if config.model.weights[n] > 0]
@@ -173,7 +186,7 @@ class TacticalSignalGenerator(EngineCore):
         #: 1m bars a symbol needs before its first model vote (the largest member lookback).
         self.warmup_bars: int = max(int(self.manifests[n]["lookback"]) for n in live)
         self._setup(config, self.ensemble, self.voting_params, self.warmup_bars, TacticalSignal,
-                    (Side.SELL, Side.HOLD, Side.BUY), is_symbol)
+                    (Side.SELL, Side.HOLD, Side.BUY), is_symbol, self.extras)
         self.decision: StrategicDecision | None = None
 
     @property

@@ -54,10 +54,11 @@ from l2fast.models.compiled import compile_members, level_from_env
 from l2fast.models.loading import LoadedModel, load_model, session_options, sha256_bytes
 from l2fast.models.manifest import INPUT_NAME
 from l2fast.models.stacking import STACKED_ACTION, STACKED_PROBS, mlp_chain, stack
+from l2fast.technical.names import StockstatsFeature
 from l2fast.technical.state import TechnicalConfig
 from l2fast.technical.state import feature_names as technical_feature_names
 
-__all__ = ["FUSED_INPUT", "FusedEnsemble", "MemberBuffers"]
+__all__ = ["FUSED_INPUT", "FusedEnsemble", "MemberBuffers", "member_extras"]
 
 FUSED_INPUT = "features"
 
@@ -75,7 +76,7 @@ def _import_onnx() -> Any:
 
 def _columns(model: LoadedModel, index: dict[str, int], known: Sequence[str]) -> np.ndarray:
     """Column of each of the model's features in the shared feature vector, manifest order."""
-    unknown = [f for f in model.feature_names if f not in index]
+    unknown = [f for f in model.vector_names if f not in index]
     if unknown:
         hints = []
         for name in unknown:
@@ -83,7 +84,7 @@ def _columns(model: LoadedModel, index: dict[str, int], known: Sequence[str]) ->
             hints.append(f"{name} (did you mean {', '.join(close)}?)" if close else name)
         raise ModelLoadError(f"feature names unknown to the technical core: {'; '.join(hints)}. "
                              f"Known names ({len(known)}): {', '.join(known)}", model.onnx_path)
-    return np.array([index[f] for f in model.feature_names], dtype=np.int64)
+    return np.array([index[f] for f in model.vector_names], dtype=np.int64)
 
 
 def _verified_proto(onnx: Any, model: LoadedModel) -> Any:
@@ -175,6 +176,15 @@ def _fuse(models: Sequence[LoadedModel], protos: Sequence[Any], columns: Sequenc
         functions=functions, producer_name="l2fast.models.ensemble")
     fused.ir_version = max(p.ir_version for p in protos)
     return fused.SerializeToString()
+
+
+def member_extras(members: Sequence[LoadedModel]) -> tuple[StockstatsFeature, ...]:
+    """The stockstats features the members need computed, each once, in member order."""
+    extras: dict[str, StockstatsFeature] = {}
+    for model in members:
+        for feature in model.extras:
+            extras.setdefault(feature.name, feature)
+    return tuple(extras.values())
 
 
 @dataclass(frozen=True)
@@ -363,8 +373,9 @@ class FusedEnsemble:
         Args:
             models_dir: Folder written by ``python -m l2fast.export``.
             feature_names: Names of the shared feature vector's columns; None (the usual
-                case): :func:`l2fast.technical.state.feature_names` of ``technical``, the vector
-                ``TechnicalState(technical)`` writes. Give them only for another layout.
+                case): :func:`l2fast.technical.state.feature_names` of ``technical`` and the
+                members' stockstats features (:func:`member_extras`), the vector
+                ``TechnicalState(technical, extras)`` writes. Give them only for another layout.
             technical: The technical config the members' feature names refer to (the
                 defaults if None); a manifest without ``lookback`` gets
                 :func:`~l2fast.models.loading.default_lookback` under it.
@@ -386,10 +397,11 @@ class FusedEnsemble:
         manifests = sorted(folder.glob("*.json"))
         if not manifests:
             raise ModelLoadError("no exported models (<name>.json + <name>.onnx)", folder)
+        members = [load_model(p, technical=technical, signer=signer) for p in manifests]
         if feature_names is None:
-            feature_names = technical_feature_names(technical if technical is not None else TechnicalConfig())
-        return cls([load_model(p, technical=technical, signer=signer) for p in manifests], feature_names,
-                   inference=inference)
+            feature_names = technical_feature_names(technical if technical is not None else TechnicalConfig(),
+                                                    member_extras(members))
+        return cls(members, feature_names, inference=inference)
 
     def run(self, features_row: np.ndarray) -> dict[str, np.ndarray]:
         """Run every member on one feature vector.

@@ -37,9 +37,10 @@ import numpy.typing as npt
 
 from l2fast._files import FileTooLargeError, NotRegularFileError, UnreadableFileError, read_regular_file
 from l2fast.config import L2Config
-from l2fast.errors import ConfigError, ModelLoadError
+from l2fast.errors import ConfigError, InvalidInputError, ModelLoadError
 from l2fast.keys import TAG_CHARS, Purpose, Signer, key_variables
 from l2fast.models.manifest import INPUT_NAME, decode_bound, validate_manifest
+from l2fast.technical.names import StockstatsFeature, resolve_features
 from l2fast.technical.state import TechnicalConfig, feature_names, feature_warmups
 
 __all__ = ["SIGNATURE_SUFFIX", "LoadedModel", "default_lookback", "float32_bounds", "load_model", "model_signature",
@@ -129,18 +130,24 @@ def float32_bounds(low: npt.ArrayLike, high: npt.ArrayLike) -> tuple[np.ndarray,
     return lo32, hi32
 
 
-def default_lookback(names: Sequence[str], technical: TechnicalConfig | None = None) -> int | None:
+def default_lookback(names: Sequence[str], technical: TechnicalConfig | None = None,
+                     extras: Sequence[StockstatsFeature] = ()) -> int | None:
     """The warm-up of a manifest without ``lookback``: the largest its features need.
 
     Args:
-        names: The model's feature names.
+        names: The model's feature names in the technical state's vector
+            (:attr:`LoadedModel.vector_names`).
         technical: The technical config the names refer to (the defaults if None).
+        extras: The stockstats features among them (:attr:`LoadedModel.extras`).
 
     Returns:
         The largest :func:`l2fast.technical.state.feature_warmups` value among ``names`` (1-minute
         bars), or None when a name is unknown to ``technical`` (such a model cannot run).
     """
-    warmups = feature_warmups(technical if technical is not None else TechnicalConfig())
+    try:
+        warmups = feature_warmups(technical if technical is not None else TechnicalConfig(), extras)
+    except InvalidInputError:
+        return None  # an extra on a timeframe ``technical`` lacks: the ensemble names it
     if not names or any(n not in warmups for n in names):
         return None
     return max(warmups[n] for n in names)
@@ -153,7 +160,11 @@ class LoadedModel:
         name: Model name (the file stem).
         manifest: The parsed, validated manifest.
         onnx_path: Path of the ONNX file.
-        feature_names: Ordered input feature names.
+        feature_names: Ordered input feature names, as the manifest writes them.
+        vector_names: The same features' names in the technical state's vector (the
+            manifest's ``feature_namespace`` read by :func:`l2fast.technical.names.resolve_features`:
+            ``ss:rsi_30_1h`` for a stockstats ``rsi_30`` on 1h, the name itself for l2fast's).
+        extras: The stockstats features the model needs the technical state to compute.
         observation_size: Number of input features.
         discrete: True for a Discrete action space (``action`` is an int64 index).
         action_targets: Target position in [-1, 1] per discrete action (None for Box).
@@ -165,8 +176,8 @@ class LoadedModel:
         session: The onnxruntime ``InferenceSession``.
     """
 
-    __slots__ = ("name", "manifest", "onnx_path", "feature_names", "observation_size", "discrete",
-                 "action_targets", "action_bounds", "lookback", "output_names", "session", "_row",
+    __slots__ = ("name", "manifest", "onnx_path", "feature_names", "vector_names", "extras", "observation_size",
+                 "discrete", "action_targets", "action_bounds", "lookback", "output_names", "session", "_row",
                  "_binding", "_action")
 
     def __init__(self, name: str, manifest: dict, onnx_path: Path, session: Any) -> None:
@@ -177,6 +188,8 @@ class LoadedModel:
         self.onnx_path = onnx_path
         self.session = session
         self.feature_names = tuple(manifest["feature_names"])
+        self.vector_names, self.extras = resolve_features(
+            self.feature_names, manifest.get("feature_namespace", "l2fast"), manifest.get("feature_timeframe"))
         self.observation_size = int(manifest["observation_size"])
         self.discrete = manifest["action_space"]["type"] == "discrete"
         targets = manifest["action_targets"]
@@ -475,7 +488,9 @@ def _load(json_path: Path, onnx_path: Path, technical: TechnicalConfig | None,
         _check_signature(json_path, manifest_bytes, signer)
     manifest = _parse_manifest(manifest_bytes, json_path)
     if manifest.get("lookback") is None:
-        manifest["lookback"] = default_lookback(manifest["feature_names"], technical)
+        vector_names, extras = resolve_features(manifest["feature_names"], manifest.get("feature_namespace", "l2fast"),
+                                                manifest.get("feature_timeframe"))
+        manifest["lookback"] = default_lookback(vector_names, technical, extras)
     try:
         data = onnx_path.read_bytes()
     except OSError as exc:
@@ -575,11 +590,14 @@ def validate_models(path: str | Path, *, technical: L2Config | TechnicalConfig |
         raise ConfigError(f"technical={technical!r}: expected an l2fast.config.L2Config or TechnicalConfig")
     manifests, failures = _manifest_paths(Path(path))
     total = len(manifests) + len(failures)
-    known = set(feature_names(technical if technical is not None else TechnicalConfig()))
     for json_path in manifests:
         try:
             model = load_model(json_path, technical=technical, signer=signer)
-            unknown = [f for f in model.feature_names if f not in known]
+            try:
+                known = set(feature_names(technical if technical is not None else TechnicalConfig(), model.extras))
+            except InvalidInputError as exc:  # a stockstats feature on a timeframe not configured
+                raise ModelLoadError(str(exc)) from None
+            unknown = [f for f, v in zip(model.feature_names, model.vector_names) if v not in known]
             if unknown:
                 hint = (" (exported without feature names: re-export with --feature-names)"
                         if all(f.startswith("obs_") for f in unknown) else "")

@@ -36,6 +36,11 @@ Example manifest (abridged)::
 Box action bounds are numbers, or the strings ``"inf"`` / ``"-inf"`` for unbounded
 dimensions (JSON has no infinity). The exported graph clips every Box action to them.
 
+``feature_namespace`` (optional, default ``"l2fast"``) says how ``feature_names`` are read:
+the technical state's own names, or ``"stockstats"``: the names FinRL gives stockstats'
+indicators (``rsi_30_1h``, ``boll_ub``, ``close_30_sma``...), each with a timeframe suffix
+or else ``feature_timeframe`` (optional, e.g. ``"1h"``); see :mod:`l2fast.technical.names`.
+
 ``lookback`` (1-minute bars the model needs before its first action, at most
 :data:`MAX_LOOKBACK`) may be null or absent, as in an export of a plain SB3 ``.zip``:
 :func:`l2fast.models.loading.load_model` then sets it to the largest warm-up of the model's
@@ -48,6 +53,9 @@ feature names under the runtime's technical config (:func:`l2fast.technical.stat
 import math
 import re
 from typing import Any, Literal, NotRequired, TypedDict
+
+from l2fast.errors import InvalidInputError
+from l2fast.technical.names import NAMESPACES, resolve_features
 
 SCHEMA_VERSION = 1
 ALGORITHMS = ("PPO", "A2C", "DQN", "SAC", "TD3", "DDPG")
@@ -133,6 +141,8 @@ class Manifest(TypedDict):
     specialization: str | None
     timeframes: list[str] | None
     lookback: NotRequired[int | None]
+    feature_namespace: NotRequired[str]
+    feature_timeframe: NotRequired[str | None]
     performance_metrics: dict[str, Any]
     training_config: dict[str, Any]
     versions: Versions
@@ -294,6 +304,17 @@ def validate_manifest(manifest: object) -> list[str]:
     tfs = m.get("timeframes")
     if tfs is not None and not (isinstance(tfs, list) and all(isinstance(t, str) and t for t in tfs)):
         problems.append("timeframes must be a list of strings or null")
+    namespace = m.get("feature_namespace", "l2fast")
+    timeframe = m.get("feature_timeframe")
+    if namespace not in NAMESPACES:
+        problems.append(f"feature_namespace must be one of {', '.join(NAMESPACES)}, got {namespace!r}")
+    elif timeframe is not None and not isinstance(timeframe, str):
+        problems.append(f"feature_timeframe must be a timeframe string such as '1h' or null, got {timeframe!r}")
+    elif isinstance(names, list) and all(isinstance(n, str) for n in names):
+        try:
+            resolve_features(names, namespace, timeframe)
+        except InvalidInputError as exc:
+            problems.append(str(exc))
     lookback = m.get("lookback")
     if lookback is not None and not (_is_int(lookback) and 1 <= lookback <= MAX_LOOKBACK):
         problems.append(f"lookback must be an integer in [1, {MAX_LOOKBACK}] (1-minute bars) or null, "

@@ -291,6 +291,7 @@ cdef class EngineCore:
     cdef list _symbols
     cdef dict _index
     cdef object _technical_config
+    cdef tuple _extras           # the technical state's extra features (see _setup)
     cdef object _risk_config
     cdef Py_ssize_t _corr_window
     cdef frozenset _allowed      # engine.symbols (empty: any symbol)
@@ -359,7 +360,8 @@ cdef class EngineCore:
 
     # ------------------------------------------------------------------ setup
 
-    def _setup(self, config, ensemble, voting_params, long long warmup_bars, signal_type, sides, is_symbol):
+    def _setup(self, config, ensemble, voting_params, long long warmup_bars, signal_type, sides, is_symbol,
+               extras=()):
         """Bind the validated parts (called once by ``TacticalSignalGenerator.__init__``).
 
         Args:
@@ -377,6 +379,8 @@ cdef class EngineCore:
                 ``reasoning`` and ``signal_id`` on first access.
             sides: The class's side values for sell, hold and buy.
             is_symbol: Whether a ``str`` is a valid symbol (:func:`l2fast.config.is_symbol`).
+            extras: The extra features each symbol's technical state computes after its
+                fixed ones (the members' stockstats features, in the ensemble's order).
 
         Raises:
             InvalidInputError: The ensemble's members are not the vote's, in its order.
@@ -392,6 +396,7 @@ cdef class EngineCore:
         memset(&prm, 0, sizeof(prm))
         risk = config.risk
         self._technical_config = config.technical
+        self._extras = tuple(extras)
         self._risk_config = risk
         self._corr_window = risk.correlation_window
         risk_params_fill(&prm, risk)
@@ -460,7 +465,7 @@ cdef class EngineCore:
         if i >= RISK_MAX_SYMBOLS:
             raise InvalidInputError(f"symbol={symbol!r}: the engine follows at most {RISK_MAX_SYMBOLS} "
                                     f"symbols ({', '.join(self._symbols)})")
-        state = TechnicalState(self._technical_config)
+        state = TechnicalState(self._technical_config, self._extras)
         for j in range(i):
             correl_init(&self._corr[_pair(i, j)], self._corr_window)
         self._voters[i] = self._voter_proto

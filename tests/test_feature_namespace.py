@@ -105,3 +105,19 @@ def test_a_stockstats_feature_on_a_timeframe_the_engine_lacks_is_refused_naming_
     _finrl_member(folder, ["rsi_30", "cci_30"], "4h")
     with pytest.raises(ModelLoadError, match="4h"):
         _engine(folder)
+
+
+def test_an_engine_with_stockstats_extras_continues_bit_for_bit_from_its_snapshot(folder, btc_1m, tmp_path) -> None:
+    _finrl_member(folder, FINRL)
+    gen = _engine(folder)
+    gen.on_strategic_decision(StrategicDecision(regime="trending", target_exposure=0.7, risk_appetite="moderate",
+                                                universe=[BTC]))
+    rows = _rows(btc_1m, 0, 5_000)
+    for row in rows[:4_000]:
+        gen.on_bar(BTC, *row)
+    restored = TacticalSignalGenerator.restore(gen.snapshot(tmp_path / "s.l2snap"))
+    assert restored.feature_names == gen.feature_names
+    for row in rows[4_000:]:
+        ours, theirs = gen.on_bar(BTC, *row), restored.on_bar(BTC, *row)
+        assert ours.to_dict() == theirs.to_dict()
+    np.testing.assert_array_equal(restored.features(BTC), gen.features(BTC))

@@ -261,3 +261,30 @@ def test_fresh_interpreter_failure_prints_one_line_and_no_traceback(tmp_path):
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().startswith("error:") and len(proc.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()
+
+
+def test_feature_namespace_and_timeframe_go_into_the_manifest_and_the_names_are_checked(ppo, tmp_path, capsys):
+    src = tmp_path / "finrl_agent.zip"
+    ppo.save(src)
+    names = ",".join(["close", "macd", "rsi_30", "cci_30", "dx_30", "close_30_sma", "boll_ub"][:N])  # FinRL's
+    out = tmp_path / "a"
+    code, _, err = _run(capsys, src, "--out", out, "--feature-names", names, "--feature-namespace", "stockstats",
+                        "--feature-timeframe", "1h", "--samples", SAMPLES)
+    assert code == 0, err
+    manifest = json.loads((out / "finrl_agent.json").read_text())
+    assert (manifest["feature_namespace"], manifest["feature_timeframe"]) == ("stockstats", "1h")
+    model = load_model(out / "finrl_agent.json")
+    assert model.vector_names[0] == "close_1h" and model.vector_names[1] == "ss:macd_1h"
+    assert validate_models(out) == {"passed": 1, "total": 1, "failures": []}
+
+    # A name stockstats' family lacks is refused before anything is written.
+    bad = tmp_path / "b"
+    code, _, err = _run(capsys, src, "--out", bad, "--feature-names", names.replace("rsi_30", "kdjk"),
+                        "--feature-namespace", "stockstats", "--feature-timeframe", "1h", "--samples", SAMPLES)
+    _assert_clean_failure(code, err, bad)
+    assert "not a stockstats name" in err
+    # Without the flags the manifest keeps l2fast's name space and carries neither key.
+    code, _, err = _run(capsys, src, "--out", tmp_path / "c", "--feature-names", ",".join(NAMES),
+                        "--samples", SAMPLES)
+    assert code == 0 and not {"feature_namespace", "feature_timeframe"} & set(
+        json.loads((tmp_path / "c" / "finrl_agent.json").read_text()))

@@ -177,7 +177,8 @@ def _resolve_agent(source: str | Path | LoadedAgent, feature_names: Sequence[str
 
 
 def _prepare(agent: LoadedAgent, *, opset: int, samples: int, name: str | None,
-             action_targets: Sequence[float] | None, started: float, versions: dict[str, str]) -> _Prepared:
+             action_targets: Sequence[float] | None, started: float, versions: dict[str, str],
+             feature_namespace: str = "l2fast", feature_timeframe: str | None = None) -> _Prepared:
     """Build, verify and describe one model in memory."""
     from l2fast.export.graph import build_graph
     from l2fast.export.parity import check_parity
@@ -225,6 +226,9 @@ def _prepare(agent: LoadedAgent, *, opset: int, samples: int, name: str | None,
         "specialization": agent.specialization,
         "timeframes": list(agent.timeframes) if agent.timeframes is not None else None,
         "lookback": int(agent.lookback) if agent.lookback is not None else None,
+        # Written only when set: a manifest of l2fast's own names stays as it was.
+        **({"feature_namespace": feature_namespace} if feature_namespace != "l2fast" else {}),
+        **({"feature_timeframe": feature_timeframe} if feature_timeframe is not None else {}),
         "performance_metrics": _jsonable(agent.performance_metrics or {}),
         "training_config": _jsonable(agent.training_config or {}),
         "versions": versions,
@@ -305,7 +309,8 @@ def export_model(source: str | Path | LoadedAgent, out_dir: str | Path, *,
                  vecnormalize: str | Path | VecNormStats | None = None,
                  opset: int = DEFAULT_OPSET, samples: int = DEFAULT_SAMPLES, name: str | None = None,
                  action_targets: Sequence[float] | None = None, signer: Signer | None = None,
-                 trust_pickle: bool = False) -> ExportReport:
+                 trust_pickle: bool = False, feature_namespace: str = "l2fast",
+                 feature_timeframe: str | None = None) -> ExportReport:
     """Export one agent to ``out_dir/<name>.onnx`` and ``out_dir/<name>.json``.
 
     Args:
@@ -324,6 +329,10 @@ def export_model(source: str | Path | LoadedAgent, out_dir: str | Path, *,
             pickle in a separate process, which runs the file's code with the user's
             rights (:mod:`l2fast.export.trusted`), so its ``model`` may be a pickled SB3
             algorithm. Off, such a bundle is refused.
+        feature_namespace: How the engine reads the feature names: ``"l2fast"`` (its own)
+            or ``"stockstats"`` (FinRL's; :mod:`l2fast.technical.names`); written into the
+            manifest when not ``"l2fast"``.
+        feature_timeframe: The timeframe of stockstats names without a ``_<tf>`` suffix.
 
     Returns:
         An :class:`ExportReport`.
@@ -338,7 +347,8 @@ def export_model(source: str | Path | LoadedAgent, out_dir: str | Path, *,
     started = time.perf_counter()
     agent = _resolve_agent(source, feature_names, vecnormalize, trust_pickle)
     prepared = _prepare(agent, opset=opset, samples=samples, name=name,
-                        action_targets=action_targets, started=started, versions=versions)
+                        action_targets=action_targets, started=started, versions=versions,
+                        feature_namespace=feature_namespace, feature_timeframe=feature_timeframe)
     return _commit(Path(out_dir), [prepared], signer)[0]
 
 
@@ -347,7 +357,8 @@ def export_many(sources: str | Path | Iterable[str | Path], out_dir: str | Path,
                 vecnormalize: str | Path | None = None,
                 opset: int = DEFAULT_OPSET, samples: int = DEFAULT_SAMPLES,
                 progress: bool = True, signer: Signer | None = None,
-                trust_pickle: bool = False) -> list[ExportReport]:
+                trust_pickle: bool = False, feature_namespace: str = "l2fast",
+                feature_timeframe: str | None = None) -> list[ExportReport]:
     """Export every ``.zip`` / ``.pkl`` source given or found in the given folders.
 
     All sources are built and verified first, then written together: if any fails, none
@@ -363,6 +374,7 @@ def export_many(sources: str | Path | Iterable[str | Path], out_dir: str | Path,
         progress: Show a tqdm progress bar.
         signer: The model key's signer: every model gets its ``<name>.sig``.
         trust_pickle: Every ``.pkl`` source is trusted (see :func:`export_model`).
+        feature_namespace, feature_timeframe: Applied to every source (see :func:`export_model`).
 
     Returns:
         One report per model, in source order.
@@ -389,7 +401,8 @@ def export_many(sources: str | Path | Iterable[str | Path], out_dir: str | Path,
         started = time.perf_counter()
         agent = _resolve_agent(path, feature_names, vecnormalize, trust_pickle)
         p = _prepare(agent, opset=opset, samples=samples, name=None, action_targets=None, started=started,
-                     versions=versions)
+                     versions=versions,
+                     feature_namespace=feature_namespace, feature_timeframe=feature_timeframe)
         if p.name in seen:
             raise ExportError(f"{path} and {seen[p.name]} would both be exported as {p.name!r}")
         seen[p.name] = Path(path)

@@ -4,6 +4,10 @@ Export::
 
     python -m l2fast.export SOURCE... --out onnx_models/ [--feature-names FILE|a,b,c]
         [--vecnormalize FILE] [--opset N] [--samples N] [--sign-key-file FILE] [--trust-pickle]
+        [--feature-namespace l2fast|stockstats] [--feature-timeframe TF]
+
+``--feature-namespace stockstats`` says the feature names are FinRL's stockstats names
+(``rsi_30_1h``, or ``rsi_30`` with ``--feature-timeframe 1h``; :mod:`l2fast.technical.names`).
 
 ``--trust-pickle`` lets a ``.pkl`` bundle carry its model as a pickled SB3 object: the file
 is unpickled with the real pickle, which runs its code with your rights, in a separate
@@ -40,6 +44,7 @@ from typing import TYPE_CHECKING
 
 from l2fast.export.graph import DEFAULT_OPSET
 from l2fast.export.parity import DEFAULT_SAMPLES
+from l2fast.technical.names import NAMESPACES
 
 if TYPE_CHECKING:
     from l2fast.keys import Signer
@@ -74,6 +79,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="output folder for <name>.onnx + <name>.json")
     p.add_argument("--feature-names", metavar="FILE|a,b,c",
                    help="ordered feature names: a file (JSON list or one per line) or a comma-separated list")
+    p.add_argument("--feature-namespace", choices=NAMESPACES, default="l2fast",
+                   help="how the engine reads the feature names: l2fast's own (default) or stockstats' as FinRL "
+                        "names them (rsi_30_1h, boll_ub, close_30_sma...)")
+    p.add_argument("--feature-timeframe", metavar="TF",
+                   help="with --feature-namespace stockstats: the timeframe of names without a _<tf> suffix (e.g. 1h)")
     p.add_argument("--vecnormalize", type=Path, metavar="FILE", help="saved SB3 VecNormalize statistics to fold in")
     p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
     p.add_argument("--samples", type=int, default=DEFAULT_SAMPLES,
@@ -141,7 +151,8 @@ def _export(args: argparse.Namespace) -> int:
         try:
             reports = export_many(args.sources, args.out, feature_names=names, vecnormalize=args.vecnormalize,
                                   opset=args.opset, samples=args.samples, signer=_signer(args.sign_key_file),
-                                  trust_pickle=args.trust_pickle)
+                                  trust_pickle=args.trust_pickle, feature_namespace=args.feature_namespace,
+                                  feature_timeframe=args.feature_timeframe)
         finally:
             trusted_logger.removeHandler(printer)
             trusted_logger.propagate = propagate

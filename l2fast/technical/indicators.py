@@ -13,6 +13,10 @@ features FinRL computes with stockstats 0.6.10: ``StockstatsRSI`` is ``rsi_<n>``
 ``ndi``, ...; the table is in :mod:`l2fast.technical._stockstats`). They give stockstats'
 value from a series' first bar (no NaN warm-up: ``ready`` says when their windows are
 whole, ``warmup`` after how many updates) and equal stockstats' to within 1e-9 relative.
+
+``Turbulence(n_assets, window=252)`` is FinRL's turbulence index over a universe: its
+``update`` takes one date's N closes (not one series' bar) and gives FinRL's value, 0 during
+warm-up (FinRL's convention, not NaN); it has no ``update_last``.
 """
 
 from __future__ import annotations
@@ -43,6 +47,9 @@ from l2fast.technical._stockstats import (
     StockstatsRSI,
     StockstatsSMA,
 )
+
+# --- turbulence (FinRL's index over a universe) ---
+from l2fast.technical._turbulence import Turbulence
 
 # --- volatility ---
 from l2fast.technical._volatility import ATR, BollingerBands, Donchian, RealizedVolatility
@@ -75,6 +82,7 @@ __all__ = [
     "StockstatsRSI",
     "StockstatsSMA",
     "SupportResistance",
+    "Turbulence",
     "VolumeZScore",
     "candlestick",
 ]

@@ -18,8 +18,10 @@
 #
 # Cost per step: O(N^2) for the running sums, plus the N x N eigen-decomposition
 # (O(N^3) per Jacobi sweep; N <= TURB_MAX_ASSETS) once the window is full. Every
-# ``window`` pushes the sums are rebuilt exactly (two passes over the ring) around the
-# window's mean, so rounding cannot drift however long the stream runs.
+# ``window`` pushes, and when a row leaves whose squared deviation outweighed the rest of
+# its column (an outlier: the residue of the rounding at its scale would dominate what
+# remains), the sums are rebuilt exactly (two passes over the ring) around the window's
+# mean, so rounding cannot drift however long the stream runs.
 #
 # Embedding (the engine, a snapshot codec): turb_init allocates the one heap buffer,
 # ``ring`` (window * n_assets doubles, row-major, row ``(head + k) % window`` is the k-th

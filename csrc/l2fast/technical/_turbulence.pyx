@@ -22,6 +22,11 @@ cdef enum:
     # bounds the loop should a NaN ever reach it).
     MAX_SWEEPS = 64
 
+# A row leaving the window whose squared deviation exceeds this multiple of what the rest
+# of its column's squares sum to triggers an exact rebuild: while it was in, every addition
+# to that column rounded at its scale, and the residue would now dominate.
+cdef double OUTLIER_RATIO = 1.0
+
 # numpy 2.x's default ``pinv`` cutoff: singular values <= RCOND * the largest are zeroed.
 cdef double RCOND = 1e-15
 
@@ -153,6 +158,7 @@ cdef inline void _push(TurbState* s, const double* x) noexcept nogil:
     cdef int n = s.n_assets, j, k
     cdef double* row = s.ring + s.head * n
     cdef double dev[TURB_MAX_ASSETS]
+    cdef bint outlier_left = False
     if s.count == s.window:
         for j in range(n):
             dev[j] = row[j] - s.shift[j]
@@ -160,6 +166,8 @@ cdef inline void _push(TurbState* s, const double* x) noexcept nogil:
         for j in range(n):
             for k in range(j, n):
                 s.sum2[j * n + k] -= dev[j] * dev[k]
+            if dev[j] * dev[j] > OUTLIER_RATIO * s.sum2[j * n + j]:
+                outlier_left = True
     else:
         if s.count == 0:
             # Anchor near the data until the first rebuild (raw sums would cancel digits).
@@ -177,7 +185,7 @@ cdef inline void _push(TurbState* s, const double* x) noexcept nogil:
     if s.head == s.window:
         s.head = 0
     s.pushes_to_rebuild -= 1
-    if s.pushes_to_rebuild <= 0:
+    if s.pushes_to_rebuild <= 0 or outlier_left:
         _rebuild(s)
 
 

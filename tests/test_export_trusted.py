@@ -34,6 +34,7 @@ from gymnasium import spaces  # noqa: E402
 from sklearn.preprocessing import MinMaxScaler, StandardScaler  # noqa: E402
 from stable_baselines3 import PPO  # noqa: E402
 from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize  # noqa: E402
+from test_export_cli import NAMES, N  # noqa: E402  (the exporter tests' feature layout)
 
 import l2fast  # noqa: E402
 from l2fast.errors import ExportError, UnsafePickleError  # noqa: E402
@@ -42,10 +43,7 @@ from l2fast.export.__main__ import main  # noqa: E402
 from l2fast.export.sources import load_source  # noqa: E402
 from l2fast.export.trusted import load_trusted_bundle  # noqa: E402
 from l2fast.models.loading import load_model, validate_models  # noqa: E402
-from l2fast.technical.state import TechnicalConfig, feature_names  # noqa: E402
 
-NAMES = [n for n in feature_names(TechnicalConfig()) if n.startswith(("ret_", "rsi_"))][:5]
-N = len(NAMES)
 SAMPLES = 300
 BOX = spaces.Box(-1.0, 1.0, (2,), np.float32)
 REPO = Path(__file__).resolve().parents[1]

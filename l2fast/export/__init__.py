@@ -61,6 +61,7 @@ from l2fast.models.manifest import (
     expected_outputs,
     validate_manifest,
 )
+from l2fast.technical.names import DEFAULT_NAMESPACE
 
 if TYPE_CHECKING:
     from l2fast.export.sources import LoadedAgent, VecNormStats
@@ -178,7 +179,7 @@ def _resolve_agent(source: str | Path | LoadedAgent, feature_names: Sequence[str
 
 def _prepare(agent: LoadedAgent, *, opset: int, samples: int, name: str | None,
              action_targets: Sequence[float] | None, started: float, versions: dict[str, str],
-             feature_namespace: str = "l2fast", feature_timeframe: str | None = None) -> _Prepared:
+             feature_namespace: str = DEFAULT_NAMESPACE, feature_timeframe: str | None = None) -> _Prepared:
     """Build, verify and describe one model in memory."""
     from l2fast.export.graph import build_graph
     from l2fast.export.parity import check_parity
@@ -227,7 +228,7 @@ def _prepare(agent: LoadedAgent, *, opset: int, samples: int, name: str | None,
         "timeframes": list(agent.timeframes) if agent.timeframes is not None else None,
         "lookback": int(agent.lookback) if agent.lookback is not None else None,
         # Written only when set: a manifest of l2fast's own names stays as it was.
-        **({"feature_namespace": feature_namespace} if feature_namespace != "l2fast" else {}),
+        **({"feature_namespace": feature_namespace} if feature_namespace != DEFAULT_NAMESPACE else {}),
         **({"feature_timeframe": feature_timeframe} if feature_timeframe is not None else {}),
         "performance_metrics": _jsonable(agent.performance_metrics or {}),
         "training_config": _jsonable(agent.training_config or {}),
@@ -309,7 +310,7 @@ def export_model(source: str | Path | LoadedAgent, out_dir: str | Path, *,
                  vecnormalize: str | Path | VecNormStats | None = None,
                  opset: int = DEFAULT_OPSET, samples: int = DEFAULT_SAMPLES, name: str | None = None,
                  action_targets: Sequence[float] | None = None, signer: Signer | None = None,
-                 trust_pickle: bool = False, feature_namespace: str = "l2fast",
+                 trust_pickle: bool = False, feature_namespace: str = DEFAULT_NAMESPACE,
                  feature_timeframe: str | None = None) -> ExportReport:
     """Export one agent to ``out_dir/<name>.onnx`` and ``out_dir/<name>.json``.
 
@@ -357,7 +358,7 @@ def export_many(sources: str | Path | Iterable[str | Path], out_dir: str | Path,
                 vecnormalize: str | Path | None = None,
                 opset: int = DEFAULT_OPSET, samples: int = DEFAULT_SAMPLES,
                 progress: bool = True, signer: Signer | None = None,
-                trust_pickle: bool = False, feature_namespace: str = "l2fast",
+                trust_pickle: bool = False, feature_namespace: str = DEFAULT_NAMESPACE,
                 feature_timeframe: str | None = None) -> list[ExportReport]:
     """Export every ``.zip`` / ``.pkl`` source given or found in the given folders.
 

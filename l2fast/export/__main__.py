@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING
 
 from l2fast.export.graph import DEFAULT_OPSET
 from l2fast.export.parity import DEFAULT_SAMPLES
-from l2fast.technical.names import NAMESPACES
+from l2fast.technical.names import DEFAULT_NAMESPACE, NAMESPACES
 
 if TYPE_CHECKING:
     from l2fast.keys import Signer
@@ -79,7 +79,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="output folder for <name>.onnx + <name>.json")
     p.add_argument("--feature-names", metavar="FILE|a,b,c",
                    help="ordered feature names: a file (JSON list or one per line) or a comma-separated list")
-    p.add_argument("--feature-namespace", choices=NAMESPACES, default="l2fast",
+    p.add_argument("--feature-namespace", choices=NAMESPACES, default=DEFAULT_NAMESPACE,
                    help="how the engine reads the feature names: l2fast's own (default) or stockstats' as FinRL "
                         "names them (rsi_30_1h, boll_ub, close_30_sma...)")
     p.add_argument("--feature-timeframe", metavar="TF",

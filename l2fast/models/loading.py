@@ -39,8 +39,8 @@ from l2fast._files import FileTooLargeError, NotRegularFileError, UnreadableFile
 from l2fast.config import L2Config
 from l2fast.errors import ConfigError, InvalidInputError, ModelLoadError
 from l2fast.keys import TAG_CHARS, Purpose, Signer, key_variables
-from l2fast.models.manifest import INPUT_NAME, decode_bound, validate_manifest
-from l2fast.technical.names import StockstatsFeature, resolve_features
+from l2fast.models.manifest import INPUT_NAME, decode_bound, manifest_features, validate_manifest
+from l2fast.technical.names import StockstatsFeature
 from l2fast.technical.state import TechnicalConfig, feature_names, feature_warmups
 
 __all__ = ["SIGNATURE_SUFFIX", "LoadedModel", "default_lookback", "float32_bounds", "load_model", "model_signature",
@@ -162,7 +162,7 @@ class LoadedModel:
         onnx_path: Path of the ONNX file.
         feature_names: Ordered input feature names, as the manifest writes them.
         vector_names: The same features' names in the technical state's vector (the
-            manifest's ``feature_namespace`` read by :func:`l2fast.technical.names.resolve_features`:
+            manifest's ``feature_namespace`` read by :func:`~l2fast.models.manifest.manifest_features`:
             ``ss:rsi_30_1h`` for a stockstats ``rsi_30`` on 1h, the name itself for l2fast's).
         extras: The stockstats features the model needs the technical state to compute.
         observation_size: Number of input features.
@@ -188,8 +188,7 @@ class LoadedModel:
         self.onnx_path = onnx_path
         self.session = session
         self.feature_names = tuple(manifest["feature_names"])
-        self.vector_names, self.extras = resolve_features(
-            self.feature_names, manifest.get("feature_namespace", "l2fast"), manifest.get("feature_timeframe"))
+        self.vector_names, self.extras = manifest_features(manifest)
         self.observation_size = int(manifest["observation_size"])
         self.discrete = manifest["action_space"]["type"] == "discrete"
         targets = manifest["action_targets"]
@@ -488,8 +487,7 @@ def _load(json_path: Path, onnx_path: Path, technical: TechnicalConfig | None,
         _check_signature(json_path, manifest_bytes, signer)
     manifest = _parse_manifest(manifest_bytes, json_path)
     if manifest.get("lookback") is None:
-        vector_names, extras = resolve_features(manifest["feature_names"], manifest.get("feature_namespace", "l2fast"),
-                                                manifest.get("feature_timeframe"))
+        vector_names, extras = manifest_features(manifest)
         manifest["lookback"] = default_lookback(vector_names, technical, extras)
     try:
         data = onnx_path.read_bytes()

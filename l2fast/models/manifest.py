@@ -55,7 +55,7 @@ import re
 from typing import Any, Literal, NotRequired, TypedDict
 
 from l2fast.errors import InvalidInputError
-from l2fast.technical.names import NAMESPACES, resolve_features
+from l2fast.technical.names import DEFAULT_NAMESPACE, NAMESPACES, StockstatsFeature, resolve_features
 
 SCHEMA_VERSION = 1
 ALGORITHMS = ("PPO", "A2C", "DQN", "SAC", "TD3", "DDPG")
@@ -233,6 +233,16 @@ def _check_action_space(space: object, problems: list[str]) -> str | None:
     return None
 
 
+def manifest_features(manifest: dict) -> tuple[tuple[str, ...], tuple[StockstatsFeature, ...]]:
+    """A valid manifest's features as the technical state's names, and the extras they need.
+
+    :func:`~l2fast.technical.names.resolve_features` of its ``feature_names`` in its
+    ``feature_namespace`` (default l2fast's own) and ``feature_timeframe``.
+    """
+    return resolve_features(manifest["feature_names"], manifest.get("feature_namespace", DEFAULT_NAMESPACE),
+                            manifest.get("feature_timeframe"))
+
+
 def validate_manifest(manifest: object) -> list[str]:
     """Check a parsed manifest against the schema.
 
@@ -304,7 +314,7 @@ def validate_manifest(manifest: object) -> list[str]:
     tfs = m.get("timeframes")
     if tfs is not None and not (isinstance(tfs, list) and all(isinstance(t, str) and t for t in tfs)):
         problems.append("timeframes must be a list of strings or null")
-    namespace = m.get("feature_namespace", "l2fast")
+    namespace = m.get("feature_namespace", DEFAULT_NAMESPACE)
     timeframe = m.get("feature_timeframe")
     if namespace not in NAMESPACES:
         problems.append(f"feature_namespace must be one of {', '.join(NAMESPACES)}, got {namespace!r}")

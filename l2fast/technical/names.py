@@ -43,10 +43,13 @@ from dataclasses import dataclass
 from l2fast.errors import InvalidInputError
 from l2fast.technical.bars import parse_timeframe
 
-__all__ = ["NAMESPACES", "STOCKSTATS_PREFIX", "StockstatsFeature", "parse_stockstats", "resolve_features"]
+__all__ = ["DEFAULT_NAMESPACE", "NAMESPACES", "STOCKSTATS_PREFIX", "StockstatsFeature", "parse_stockstats",
+           "resolve_features"]
 
 #: The name spaces a manifest's ``feature_namespace`` may name.
 NAMESPACES = ("l2fast", "stockstats")
+#: The name space of a manifest that names none: the technical state's own names.
+DEFAULT_NAMESPACE = NAMESPACES[0]
 #: Prefix of the stockstats features' names in the technical state's vector.
 STOCKSTATS_PREFIX = "ss:"
 
@@ -166,7 +169,7 @@ def resolve_features(names: Sequence[str], namespace: str,
     """
     if namespace not in NAMESPACES:
         raise InvalidInputError(f"feature_namespace={namespace!r}: expected one of {list(NAMESPACES)}")
-    if namespace == "l2fast":
+    if namespace == DEFAULT_NAMESPACE:
         return tuple(names), ()
     resolved: list[str] = []
     extras: dict[str, StockstatsFeature] = {}

@@ -429,7 +429,7 @@ def test_validate_models_fails_a_model_with_nan_or_inf_weights(tmp_path, bad):
 
 
 def test_the_manifest_typeddict_marks_its_optional_keys_not_required_as_the_schema_check_does():
-    optional = ("lookback", "feature_namespace", "feature_timeframe")
+    optional = ("lookback", "feature_namespace", "feature_timeframe", "feature_scales", "decision_timeframe", "finrl")
     assert Manifest.__optional_keys__ == set(optional) and OPTIONAL_KEYS == optional
     assert set(REQUIRED_KEYS) == Manifest.__required_keys__
     data = _discrete_graph()

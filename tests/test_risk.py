@@ -288,6 +288,21 @@ def test_fill_past_the_position_closes_it_and_opens_the_rest_the_other_way():
     assert g.position(BTC)["entry"] == 120.0
 
 
+def test_account_features_follow_fills_and_marks():
+    g = gate()
+    assert g.account(BTC) == {"cash": 10_000.0, "holdings": 0.0, "position_fraction": 0.0, "unrealized_pnl": 0.0}
+    g.on_fill(BTC, "buy", 10.0, 100.0, T0, fee=1.0)
+    bar(g, BTC, T0, 110.0)
+    # equity 8,999 cash + 1,100 of BTC
+    assert g.account(BTC) == {"cash": 8_999.0, "holdings": 10.0, "position_fraction": 1_100.0 / 10_099.0,
+                              "unrealized_pnl": 100.0}
+    g.on_fill(ETH, "sell", 2.0, 50.0, T0)
+    bar(g, ETH, T0, 40.0)
+    assert g.account(ETH) == {"cash": 9_099.0, "holdings": -2.0, "position_fraction": -80.0 / 10_119.0,
+                              "unrealized_pnl": 20.0}
+    assert g.account(SOL)["holdings"] == 0.0
+
+
 def test_fill_uses_the_reserved_stop_distance_else_the_last_atr():
     g = gate()
     bar(g, BTC, T0, 100.0, atr=1.5)
@@ -444,6 +459,7 @@ def run_stream(steps, gates, observe=None, unsolicited=False):
             atr = None if atr_frac is None else atr_frac * c
             u = call("on_bar", sym, ts, high, low, c, atr)
             marks[sym] = c
+            call("account", sym)
             if observe:
                 observe("bar", sym, ts, u, before)
             if before is not None and (u["stop_hit"] or u["take_profit_hit"]):

@@ -9,11 +9,13 @@ from typing import Any
 RiskCode: type[enum.IntEnum]
 RiskAction: type[enum.IntEnum]
 StopMove: type[enum.IntEnum]
+AccountFeature: type[enum.IntEnum]
 
 RISK_CODES: tuple[str, ...]
 RISK_CODE_FIELDS: dict[str, tuple[str | None, str | None]]
 ACTIONS: tuple[str, ...]
 STOP_MOVES: tuple[str, ...]
+ACCOUNT_FEATURES: tuple[str, ...]
 
 class RiskGate:
     symbols: tuple[str, ...]
@@ -31,6 +33,7 @@ class RiskGate:
     @property
     def day(self) -> dict[str, Any]: ...
     def position(self, symbol: str) -> dict[str, Any] | None: ...
+    def account(self, symbol: str) -> dict[str, float]: ...
     @property
     def positions(self) -> dict[str, dict[str, Any]]: ...
     def on_bar(self, symbol: str, ts: int, high: float, low: float, close: float,

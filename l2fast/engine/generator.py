@@ -62,10 +62,12 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeGuard
+
+import numpy as np
 
 from l2fast.config import L2Config, TechnicalConfig, is_symbol
 from l2fast.decision.voting import VotingParams
@@ -82,7 +84,9 @@ from l2fast.errors import (
 from l2fast.keys import Signer
 from l2fast.models.ensemble import FusedEnsemble, member_extras
 from l2fast.models.loading import LoadedModel, load_model
+from l2fast.models.observation import row_layout
 from l2fast.signals import Side, StrategicDecision, TacticalSignal
+from l2fast.technical.bars import parse_timeframe, timeframe_name
 from l2fast.technical.state import feature_names
 
 __all__ = ["MAX_SYMBOLS", "EngineState", "TacticalSignalGenerator"]
@@ -127,6 +131,22 @@ def _load_members(models_dir: Path, names: list[str], technical: TechnicalConfig
                              f"(present: {present})", models_dir)
     # In ``names`` order, the vote's: member k of the ensemble is member k of the vote.
     return [load_model(models_dir / f"{n}.json", technical=technical, signer=signer) for n in names]
+
+
+def _cadence(members: Sequence[LoadedModel], technical: TechnicalConfig, folder: Path) -> tuple[int, ...]:
+    """Per member, the technical update bit of its ``decision_timeframe`` (1, the 1m bar's, without one)."""
+    bits = []
+    for model in members:
+        tf = model.manifest.get("decision_timeframe")
+        if tf is None:
+            bits.append(1)
+            continue
+        try:
+            bits.append(1 << technical.timeframes.index(timeframe_name(parse_timeframe(tf))))
+        except ValueError:
+            raise ModelLoadError(f"{model.name}: decision_timeframe {tf!r} is not in technical.timeframes "
+                                 f"{list(technical.timeframes)}: add it there", folder) from None
+    return tuple(bits)
 
 
 class TacticalSignalGenerator(EngineCore):
@@ -177,7 +197,10 @@ class TacticalSignalGenerator(EngineCore):
         except InvalidInputError as exc:
             # A member's stockstats feature on a timeframe technical.timeframes lacks.
             raise ModelLoadError(f"{exc}: add the timeframe to technical.timeframes", folder) from None
-        self.ensemble = FusedEnsemble(members, self.feature_names, inference=config.model.inference)
+        #: The input row the members read: the technical vector, then the account-state and
+        #: scaled columns their manifests name (:mod:`l2fast.models.observation`).
+        self.row_layout = row_layout(self.feature_names, [m.vector_names for m in members])
+        self.ensemble = FusedEnsemble(members, self.row_layout.names, inference=config.model.inference)
         self.manifests: dict[str, dict] = {m.name: m.manifest for m in self.ensemble.members}
         self.voting_params = VotingParams.from_config(config.model, self.manifests, config.technical)
         live = [n for n in names if config.model.weights[n] > 0]
@@ -186,13 +209,29 @@ class TacticalSignalGenerator(EngineCore):
         #: 1m bars a symbol needs before its first model vote (the largest member lookback).
         self.warmup_bars: int = max(int(self.manifests[n]["lookback"]) for n in live)
         self._setup(config, self.ensemble, self.voting_params, self.warmup_bars, TacticalSignal,
-                    (Side.SELL, Side.HOLD, Side.BUY), is_symbol, self.extras)
+                    (Side.SELL, Side.HOLD, Side.BUY), is_symbol, self.extras, self.row_layout,
+                    _cadence(self.ensemble.members, config.technical, folder))
         self.decision: StrategicDecision | None = None
 
     @property
     def members(self) -> tuple[str, ...]:
         """The ensemble members, in vote order (``model.weights`` order)."""
         return tuple(m.name for m in self.voting_params.members)
+
+    def observation(self, member: str) -> np.ndarray:
+        """What ``member`` was last fed, in its manifest's order (float32, a copy).
+
+        The input row as the engine last wrote it, gathered at the member's columns: the
+        observation of the last bar on which any member acted (a member with a
+        ``decision_timeframe`` acts only on the bars closing that timeframe).
+
+        Raises:
+            InvalidInputError: ``member`` is not an ensemble member.
+        """
+        columns = self.ensemble.columns.get(member)
+        if columns is None:
+            raise InvalidInputError(f"member={member!r}: not an ensemble member ({', '.join(self.members)})")
+        return self.ensemble.input_row[0, columns].copy()
 
     def _kelly_inputs(self, regime: str) -> tuple[float, float]:
         risk = self.config.risk

@@ -233,6 +233,8 @@ class FusedEnsemble:
         run_bound: The per bar run: :attr:`forward` and/or :attr:`session_run`.
         member_buffers: Where each member's per-bar outputs land, in member order (its
             compiled buffers, or the session's).
+        forward_index: Per member, its index in :attr:`forward` (what
+            ``MlpForward.run_some`` takes), or -1 when it reads the session's outputs.
         inference: What runs per bar: ``"compiled"`` (every member compiled),
             ``"compiled+onnxruntime"`` (a member failed its check and reads the session's
             outputs) or ``"onnxruntime"``.
@@ -240,7 +242,7 @@ class FusedEnsemble:
 
     __slots__ = ("members", "names", "feature_names", "columns", "output_names", "session",
                  "stacked", "input_row", "session_run", "session_buffers", "forward", "uses_session", "run_bound",
-                 "member_buffers", "_outputs", "paths", "compiled", "compiled_buffers", "inference")
+                 "member_buffers", "_outputs", "paths", "compiled", "compiled_buffers", "inference", "forward_index")
 
     def __init__(self, members: Sequence[LoadedModel], feature_names: Sequence[str], *,
                  inference: str = ModelConfig.inference) -> None:
@@ -343,6 +345,10 @@ class FusedEnsemble:
             # each bar; only that member reads its outputs.
             self.uses_session = not all(on_compiled)
             self.inference = "compiled+onnxruntime" if self.uses_session else "compiled"
+        self.forward_index: tuple[int, ...] = (-1,) * len(self.members)
+        if self.forward is not None:
+            ranks = iter(range(len(self.members)))
+            self.forward_index = tuple(next(ranks) if c else -1 for c in on_compiled)
         self.run_bound: Callable[[], None] = self._per_bar_run()
         self._outputs = {}
         for m, b in zip(self.members, self.member_buffers):

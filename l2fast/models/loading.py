@@ -40,6 +40,7 @@ from l2fast.config import L2Config
 from l2fast.errors import ConfigError, InvalidInputError, ModelLoadError
 from l2fast.keys import TAG_CHARS, Purpose, Signer, key_variables
 from l2fast.models.manifest import INPUT_NAME, decode_bound, manifest_features, validate_manifest
+from l2fast.models.observation import ACCOUNT_FEATURES, row_layout, split_scaled
 from l2fast.technical.names import StockstatsFeature
 from l2fast.technical.state import TechnicalConfig, feature_names, feature_warmups
 
@@ -135,8 +136,8 @@ def default_lookback(names: Sequence[str], technical: TechnicalConfig | None = N
     """The warm-up of a manifest without ``lookback``: the largest its features need.
 
     Args:
-        names: The model's feature names in the technical state's vector
-            (:attr:`LoadedModel.vector_names`).
+        names: The model's feature names in the engine's input row
+            (:attr:`LoadedModel.vector_names`; account features need no warm-up).
         technical: The technical config the names refer to (the defaults if None).
         extras: The stockstats features among them (:attr:`LoadedModel.extras`).
 
@@ -148,9 +149,12 @@ def default_lookback(names: Sequence[str], technical: TechnicalConfig | None = N
         warmups = feature_warmups(technical if technical is not None else TechnicalConfig(), extras)
     except InvalidInputError:
         return None  # an extra on a timeframe ``technical`` lacks: the ensemble names it
-    if not names or any(n not in warmups for n in names):
+    # The account state needs no warm-up; a scaled feature has its base's.
+    warmups.update(dict.fromkeys(ACCOUNT_FEATURES, 0))
+    bases = [split_scaled(n)[0] for n in names]
+    if not bases or any(b not in warmups for b in bases):
         return None
-    return max(warmups[n] for n in names)
+    return max(warmups[b] for b in bases)
 
 
 class LoadedModel:
@@ -592,7 +596,8 @@ def validate_models(path: str | Path, *, technical: L2Config | TechnicalConfig |
         try:
             model = load_model(json_path, technical=technical, signer=signer)
             try:
-                known = set(feature_names(technical if technical is not None else TechnicalConfig(), model.extras))
+                vector = feature_names(technical if technical is not None else TechnicalConfig(), model.extras)
+                known = set(row_layout(vector, [model.vector_names]).names)
             except InvalidInputError as exc:  # a stockstats feature on a timeframe not configured
                 raise ModelLoadError(str(exc)) from None
             unknown = [f for f, v in zip(model.feature_names, model.vector_names) if v not in known]

@@ -41,6 +41,22 @@ the technical state's own names, or ``"stockstats"``: the names FinRL gives stoc
 indicators (``rsi_30_1h``, ``boll_ub``, ``close_30_sma``...), each with a timeframe suffix
 or else ``feature_timeframe`` (optional, e.g. ``"1h"``); see :mod:`l2fast.technical.names`.
 
+``feature_names`` may also name the account state of the member's symbol (``cash``,
+``holdings``, ``position_fraction``, ``unrealized_pnl``: :mod:`l2fast.models.observation`),
+in either name space. ``feature_scales`` (optional) maps feature names to a factor > 0 the
+engine multiplies them by (FinRL's 2^-12 cash and similar conventions).
+
+``decision_timeframe`` (optional, e.g. ``"1h"``; null or absent: every 1-minute bar) is the
+member's cadence: it acts on the bar that closes a bar of that timeframe, and between two
+decisions its last vote stands (:mod:`l2fast.engine`).
+
+``finrl`` (optional) carries the FinRL environment the agent was trained in (``env``,
+``tickers``, ``hmax``, ``buy_cost_pct``, ``sell_cost_pct``, ``initial_amount``, anything
+else as written by ``python -m l2fast.export --finrl``); with it the member's Box action is
+read with FinRL's action semantics (shares = ``int(action * hmax)``, sells capped by the
+holdings, buys by the cash): the quantity it requests, which sizing and the risk gate may
+only reduce.
+
 ``lookback`` (1-minute bars the model needs before its first action, at most
 :data:`MAX_LOOKBACK`) may be null or absent, as in an export of a plain SB3 ``.zip``:
 :func:`l2fast.models.loading.load_model` then sets it to the largest warm-up of the model's
@@ -55,11 +71,15 @@ import re
 from typing import Any, Literal, NotRequired, TypedDict
 
 from l2fast.errors import InvalidInputError
+from l2fast.models.observation import ACCOUNT_FEATURES, check_scales, scaled_name
+from l2fast.technical.bars import parse_timeframe
 from l2fast.technical.names import DEFAULT_NAMESPACE, NAMESPACES, StockstatsFeature, resolve_features
 
 SCHEMA_VERSION = 1
 ALGORITHMS = ("PPO", "A2C", "DQN", "SAC", "TD3", "DDPG")
 SOURCE_KINDS = ("sb3-zip", "pkl-bundle")
+#: The FinRL environments whose action semantics the engine reproduces.
+FINRL_ENVS = ("stocktrading",)
 INPUT_NAME = "obs"
 
 MAX_LOOKBACK = 14_400
@@ -124,6 +144,21 @@ class Versions(TypedDict):
     l2fast: str
 
 
+class FinRLInfo(TypedDict):
+    """The FinRL environment the agent was trained in (``training_config["finrl"]`` of a bundle).
+
+    ``buy_cost_pct`` and ``sell_cost_pct`` give one fraction per ticker; more keys (the
+    indicators, ``reward_scaling``, ``turbulence_threshold``...) may ride along.
+    """
+
+    env: Literal["stocktrading"]
+    tickers: list[str]
+    hmax: int
+    buy_cost_pct: list[float]
+    sell_cost_pct: list[float]
+    initial_amount: float
+
+
 class Manifest(TypedDict):
     """The full manifest; see the module docstring for an example."""
 
@@ -143,6 +178,9 @@ class Manifest(TypedDict):
     lookback: NotRequired[int | None]
     feature_namespace: NotRequired[str]
     feature_timeframe: NotRequired[str | None]
+    feature_scales: NotRequired[dict[str, float]]
+    decision_timeframe: NotRequired[str | None]
+    finrl: NotRequired[FinRLInfo]
     performance_metrics: dict[str, Any]
     training_config: dict[str, Any]
     versions: Versions
@@ -239,8 +277,43 @@ def manifest_features(manifest: dict) -> tuple[tuple[str, ...], tuple[Stockstats
     :func:`~l2fast.technical.names.resolve_features` of its ``feature_names`` in its
     ``feature_namespace`` (default l2fast's own) and ``feature_timeframe``.
     """
-    return resolve_features(manifest["feature_names"], manifest.get("feature_namespace", DEFAULT_NAMESPACE),
-                            manifest.get("feature_timeframe"))
+    names = manifest["feature_names"]
+    technical = [n for n in names if n not in ACCOUNT_FEATURES]
+    resolved, extras = resolve_features(technical, manifest.get("feature_namespace", DEFAULT_NAMESPACE),
+                                        manifest.get("feature_timeframe"))
+    vector = dict(zip(technical, resolved))
+    scales = manifest.get("feature_scales") or {}
+    return tuple(scaled_name(vector.get(n, n), scales.get(n, 1.0)) for n in names), extras
+
+
+def _check_finrl(info: object, kind: str | None, m: dict, problems: list[str]) -> None:
+    """Problems of a manifest's ``finrl`` block (FinRL's action semantics need a Box action)."""
+    if not isinstance(info, dict):
+        problems.append("finrl must be an object")
+        return
+    if info.get("env") not in FINRL_ENVS:
+        problems.append(f"finrl.env must be one of {', '.join(FINRL_ENVS)}, got {info.get('env')!r}")
+    tickers = info.get("tickers")
+    if not (isinstance(tickers, list) and tickers and all(isinstance(t, str) and t for t in tickers)
+            and len(set(tickers)) == len(tickers)):
+        problems.append(f"finrl.tickers must be a non-empty list of distinct symbols, got {tickers!r}")
+        tickers = None
+    hmax = info.get("hmax")
+    if not (isinstance(hmax, int) and _is_int(hmax) and hmax >= 1):
+        problems.append(f"finrl.hmax must be an integer >= 1, got {hmax!r}")
+    for key in ("buy_cost_pct", "sell_cost_pct"):
+        costs = info.get(key)
+        if not (isinstance(costs, list) and all(_is_num(c) and 0.0 <= c < 1.0 for c in costs)
+                and (tickers is None or len(costs) == len(tickers))):
+            problems.append(f"finrl.{key} must give one fraction in [0, 1) per ticker, got {costs!r}")
+    amount = info.get("initial_amount")
+    if not (isinstance(amount, (int, float)) and _is_num(amount) and amount > 0):
+        problems.append(f"finrl.initial_amount must be a number > 0, got {amount!r}")
+    if kind is not None and kind != "box":
+        problems.append("finrl needs a box action space (one action per ticker)")
+    elif kind == "box" and tickers is not None and m["action_space"].get("shape") != [len(tickers)]:
+        problems.append(f"finrl: action_space.shape must be [{len(tickers)}] (one action per ticker), "
+                        f"got {m['action_space'].get('shape')!r}")
 
 
 def validate_manifest(manifest: object) -> list[str]:
@@ -322,9 +395,21 @@ def validate_manifest(manifest: object) -> list[str]:
         problems.append(f"feature_timeframe must be a timeframe string such as '1h' or null, got {timeframe!r}")
     elif isinstance(names, list) and all(isinstance(n, str) for n in names):
         try:
-            resolve_features(names, namespace, timeframe)
+            resolve_features([n for n in names if n not in ACCOUNT_FEATURES], namespace, timeframe)
         except InvalidInputError as exc:
             problems.append(str(exc))
+    if "feature_scales" in m and isinstance(names, list):
+        problems.extend(check_scales(m["feature_scales"], names))
+    decision_tf = m.get("decision_timeframe")
+    if decision_tf is not None:
+        try:
+            if not isinstance(decision_tf, str):
+                raise TypeError
+            parse_timeframe(decision_tf)
+        except (TypeError, ValueError, InvalidInputError):
+            problems.append(f"decision_timeframe must be a timeframe string such as '1h' or null, got {decision_tf!r}")
+    if "finrl" in m:
+        _check_finrl(m["finrl"], kind, m, problems)
     lookback = m.get("lookback")
     if lookback is not None and not (_is_int(lookback) and 1 <= lookback <= MAX_LOOKBACK):
         problems.append(f"lookback must be an integer in [1, {MAX_LOOKBACK}] (1-minute bars) or null, "

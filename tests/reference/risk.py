@@ -90,6 +90,16 @@ class RiskGateRef:
                 equity += p.side * p.qty * self.mark[s]
         return equity
 
+    def account(self, symbol: str) -> dict:
+        # The features a model observes, from the position's definition.
+        p = self.positions.get(symbol)
+        if p is None:
+            return {"cash": self.cash, "holdings": 0.0, "position_fraction": 0.0, "unrealized_pnl": 0.0}
+        mark, equity = self.mark[symbol], self.equity
+        return {"cash": self.cash, "holdings": p.side * p.qty,
+                "position_fraction": p.side * p.qty * mark / equity if equity > 0 else 0.0,
+                "unrealized_pnl": p.side * p.qty * (mark - p.entry)}
+
     def position(self, symbol: str) -> dict | None:
         p = self.positions.get(symbol)
         if p is None:

@@ -51,6 +51,12 @@ cpdef enum RiskAction:
     ACTION_ENTRY
     ACTION_EXIT
 
+cpdef enum AccountFeature:         # a symbol's account state as a model observes it
+    ACCOUNT_CASH = 0                # cash in quote currency (the whole account's)
+    ACCOUNT_HOLDINGS                # side * qty of the symbol's position (base units: FinRL's shares)
+    ACCOUNT_POSITION_FRACTION       # side * qty * mark / equity (0 when equity <= 0)
+    ACCOUNT_UNREALIZED_PNL          # side * qty * (mark - entry)
+
 cpdef enum StopMove:
     STOP_NONE = 0                   # unchanged
     STOP_BREAKEVEN                  # moved to the entry price
@@ -166,6 +172,9 @@ cdef void risk_set_symbol(RiskState* s, int i, double lot_step, double min_notio
 cdef double risk_equity(const RiskState* s) noexcept nogil
 # Sum of qty * mark over open positions (reservations excluded).
 cdef double risk_gross_exposure(const RiskState* s) noexcept nogil
+# One AccountFeature of symbol i (0 for a flat symbol but ACCOUNT_CASH; a feature outside
+# the enum is NaN).
+cdef double risk_account(const RiskState* s, int i, int feature) noexcept nogil
 # Open positions other than ``exclude``: writes their symbol index and signed notional
 # (side * qty * mark) and returns how many (<= n_symbols).
 cdef int risk_open_positions(const RiskState* s, int exclude, int* idx,

@@ -19,6 +19,8 @@ RISK_CODES = enum_names(globals()["RiskCode"], "RISK_", False)
 ACTIONS = enum_names(globals()["RiskAction"], "ACTION_", True)
 #: Names of the StopMove values.
 STOP_MOVES = enum_names(globals()["StopMove"], "STOP_", True)
+#: Names of the AccountFeature values: the account-state features a manifest may name.
+ACCOUNT_FEATURES = enum_names(globals()["AccountFeature"], "ACCOUNT_", True)
 # Per code: the names of RiskNote.value and RiskNote.limit in the rendered dict (None:
 # omitted). Keyed by the constants, so that a misspelt code does not compile; every code
 # needs an entry (tests/test_codes.py).
@@ -106,6 +108,23 @@ cdef double risk_equity(const RiskState* s) noexcept nogil:
         if s.pos[j].side != 0:
             eq += s.pos[j].side * s.pos[j].qty * s.mark[j]
     return eq
+
+
+cdef double risk_account(const RiskState* s, int i, int feature) noexcept nogil:
+    cdef const Position* p = &s.pos[i]
+    cdef double eq
+    if feature == ACCOUNT_CASH:
+        return s.cash
+    if feature < 0 or feature > ACCOUNT_UNREALIZED_PNL:
+        return NAN
+    if p.side == 0:
+        return 0.0
+    if feature == ACCOUNT_HOLDINGS:
+        return p.side * p.qty
+    if feature == ACCOUNT_UNREALIZED_PNL:
+        return p.side * p.qty * (s.mark[i] - p.entry)
+    eq = risk_equity(s)
+    return p.side * p.qty * s.mark[i] / eq if eq > 0.0 else 0.0
 
 
 cdef double risk_gross_exposure(const RiskState* s) noexcept nogil:
@@ -636,6 +655,11 @@ cdef class RiskGate:
         return {"position": _POSITION_NAMES[p.side], "qty": p.qty, "entry": p.entry, "stop_loss": p.stop,
                 "take_profit": p.take_profit, "r": p.r, "best": p.best,
                 "breakeven": bool(p.breakeven), "opened_ts": p.opened_ts}
+
+    def account(self, symbol) -> dict:
+        """``{feature: value}`` of :data:`ACCOUNT_FEATURES` for ``symbol`` (what a model observes)."""
+        cdef int i = self._symbol(symbol)
+        return {name: risk_account(&self._s, i, k) for k, name in enumerate(ACCOUNT_FEATURES)}
 
     @property
     def positions(self) -> dict:

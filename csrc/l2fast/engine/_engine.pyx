@@ -29,7 +29,7 @@ from l2fast.technical._aggregate cimport BarGuard, bar_check, bar_guard_init
 from l2fast.technical._features cimport S_ATR, S_RET_1, S_RVOL, TechnicalState
 from l2fast.decision._risk cimport (
     ACTION_EXIT, ACTION_HOLD, FillResult, Position, RISK_MAX_SYMBOLS, RiskCheck, RiskParams, RiskState,
-    fill_result_dict, risk_accept, risk_bar, risk_bar_dict, risk_check, risk_check_dict,
+    fill_result_dict, risk_accept, risk_account, risk_bar, risk_bar_dict, risk_check, risk_check_dict,
     risk_equity, risk_gross_exposure, risk_init, risk_on_fill, risk_open_positions,
     risk_params_fill, risk_set_symbol, STOP_TRAILING,
 )
@@ -138,6 +138,13 @@ cdef size_t _VOTE_HEAD = <size_t>(<char*>&_vr_layout.timeframes[0] - <char*>&_vr
 if _VOTE_HEAD > VOTE_HEAD_ROOM or _VOTE_HEAD + VOTE_MAX_TIMEFRAMES * sizeof(TFVote) != sizeof(VoteResult):
     raise ImportError(f"VoteResult: {_VOTE_HEAD} bytes before its timeframes, or they are not its last field "
                       f"(SignalReasoning.vote_head has room for {VOTE_HEAD_ROOM}: see _engine.pxd)")
+
+
+cdef struct RowColumn:
+    # One input-row column after the technical vector (l2fast.models.observation.RowLayout).
+    int account                 # 1: risk_account(feature index), 0: the technical vector's column index
+    int index
+    double scale
 
 
 cdef inline int _pair(int a, int b) noexcept nogil:
@@ -308,7 +315,9 @@ cdef class EngineCore:
     cdef tuple _sides            # the signal type's sides for sell, hold, buy
     cdef object _is_symbol
     cdef float* _row
-    cdef Py_ssize_t _n_features
+    cdef Py_ssize_t _n_features  # the technical vector's columns, copied first into the row
+    cdef RowColumn* _columns     # then these (account state, scaled features)
+    cdef int _n_columns
     cdef MemberIO _io[VOTE_MAX_MEMBERS]
     cdef int _n_members
     cdef MemberInput _inputs[VOTE_MAX_MEMBERS]
@@ -316,6 +325,16 @@ cdef class EngineCore:
     cdef tuple _member_names
     cdef tuple _timeframes
     cdef long long _warmup
+
+    # Cadence: member k acts on a bar whose technical update mask (bit t: timeframe t
+    # closed) has a bit of _tf_bit[k]; between its decisions its last input stands.
+    cdef bint _cadenced          # some member acts less often than every 1m bar
+    cdef unsigned int _tf_bit[VOTE_MAX_MEMBERS]
+    cdef int _forward_index[VOTE_MAX_MEMBERS]   # in the compiled forward (-1: the session's)
+    cdef unsigned int _on_session               # members reading the session's outputs
+    cdef int _updated[RISK_MAX_SYMBOLS]         # each symbol's last technical update mask
+    cdef unsigned int _acted[RISK_MAX_SYMBOLS]  # members that decided on the symbol at least once
+    cdef MemberInput* _last      # [symbol][member]: each member's last input (cadenced only)
 
     cdef bint _has_decision
     cdef object _decision
@@ -356,12 +375,14 @@ cdef class EngineCore:
                 correl_free(&self._corr[k])
             free(self._corr)
         free(self._voters)
+        free(self._columns)
+        free(self._last)
         livestats_free(&self._stats)
 
     # ------------------------------------------------------------------ setup
 
     def _setup(self, config, ensemble, voting_params, long long warmup_bars, signal_type, sides, is_symbol,
-               extras=()):
+               extras=(), layout=None, cadence=()):
         """Bind the validated parts (called once by ``TacticalSignalGenerator.__init__``).
 
         Args:
@@ -381,6 +402,11 @@ cdef class EngineCore:
             is_symbol: Whether a ``str`` is a valid symbol (:func:`l2fast.config.is_symbol`).
             extras: The extra features each symbol's technical state computes after its
                 fixed ones (the members' stockstats features, in the ensemble's order).
+            layout: The input row's :class:`~l2fast.models.observation.RowLayout` (None:
+                the technical vector alone): its ``n_technical`` columns are the technical
+                vector, each ``program`` entry one more column computed per bar.
+            cadence: Per member (vote order), the technical update bits on which it acts
+                (1, the 1m bit, or empty: every bar).
 
         Raises:
             InvalidInputError: The ensemble's members are not the vote's, in its order.
@@ -440,8 +466,35 @@ cdef class EngineCore:
         self._forward = ensemble.forward
         self._run = ensemble.session_run if ensemble.uses_session else None
         row = ensemble.input_row
-        self._n_features = row.shape[1]
+        self._n_features = row.shape[1] if layout is None else layout.n_technical
+        program = () if layout is None else tuple(layout.program)
+        if self._n_features + len(program) != row.shape[1]:
+            raise InvalidInputError(f"row layout: {self._n_features} technical and {len(program)} other columns, "
+                                    f"the ensemble's row has {row.shape[1]}")
         self._row = <float*>&row[0, 0]
+        self._columns = <RowColumn*>calloc(max(len(program), 1), sizeof(RowColumn))
+        if self._columns == NULL:
+            raise MemoryError()
+        for k, (kind, index, scale) in enumerate(program):
+            self._columns[k].account = kind != 0
+            self._columns[k].index = index
+            self._columns[k].scale = scale
+        self._n_columns = len(program)
+        cadence = tuple(cadence) or (1,) * self._n_members
+        if len(cadence) != self._n_members or any(not 0 < b < 1 << 30 for b in cadence):
+            raise InvalidInputError(f"cadence={cadence!r}: one non-zero timeframe bit mask per member")
+        forward_index = tuple(ensemble.forward_index)
+        self._cadenced = any(b != 1 for b in cadence)
+        self._on_session = 0
+        for k in range(self._n_members):
+            self._tf_bit[k] = cadence[k] | 0
+            self._forward_index[k] = forward_index[k]
+            if forward_index[k] < 0:
+                self._on_session |= 1u << k
+        if self._cadenced:
+            self._last = <MemberInput*>calloc(RISK_MAX_SYMBOLS * VOTE_MAX_MEMBERS, sizeof(MemberInput))
+            if self._last == NULL:
+                raise MemoryError()
         for k in range(self._n_members):
             io = &self._io[k]
             io.kind = MEMBER_KINDS.index(voting_params.members[k].kind)
@@ -639,6 +692,7 @@ cdef class EngineCore:
         cdef int updated, j
         cdef double r, x, y
         updated = st._step(ts, o, h, l, c, v)
+        self._updated[i] = updated
         f = st._out
         slot.bars += 1
         slot.close = c
@@ -655,17 +709,39 @@ cdef class EngineCore:
         risk_bar(&self._risk, i, ts, h, l, c, f[S_ATR], &slot.upd)
         voter_technical(&self._voters[i], updated, f)
 
-    cdef void _infer(self, const double* f):
+    cdef void _infer(self, int i, const double* f):
         cdef Py_ssize_t k
         cdef int m, j
         cdef bint failed = False
         cdef MemberIO* io
         cdef MemberInput* x
+        cdef RowColumn* col
+        cdef unsigned int acting = (1u << self._n_members) - 1, some = 0
+        cdef double value
+        if self._cadenced:
+            # A member acts when its timeframe closed, and on its first bar after warm-up.
+            acting = 0
+            for m in range(self._n_members):
+                if self._updated[i] & self._tf_bit[m] or not (self._acted[i] >> m) & 1:
+                    acting |= 1u << m
+            if acting == 0:
+                memcpy(self._inputs, &self._last[i * VOTE_MAX_MEMBERS], self._n_members * sizeof(MemberInput))
+                return
         for k in range(self._n_features):
             self._row[k] = <float>f[k]
+        for j in range(self._n_columns):
+            col = &self._columns[j]
+            value = risk_account(&self._risk, i, col.index) if col.account else f[col.index]
+            self._row[self._n_features + j] = <float>(value * col.scale)
         if self._forward is not None:
-            self._forward.forward()
-        if self._run is not None:
+            if acting == (1u << self._n_members) - 1:
+                self._forward.forward()
+            else:
+                for m in range(self._n_members):
+                    if (acting >> m) & 1 and self._forward_index[m] >= 0:
+                        some |= 1u << self._forward_index[m]
+                self._forward.forward_some(some)
+        if self._run is not None and acting & self._on_session:
             try:
                 self._run()
             except Exception as exc:  # onnxruntime raises several private exception types
@@ -674,8 +750,11 @@ cdef class EngineCore:
                 self.ensemble_failures += 1
                 self.last_ensemble_error = f"{type(exc).__name__}: {exc}"
         for m in range(self._n_members):
-            io = &self._io[m]
             x = &self._inputs[m]
+            if not (acting >> m) & 1:
+                x[0] = self._last[i * VOTE_MAX_MEMBERS + m]
+                continue
+            io = &self._io[m]
             x.failed = failed
             if io.kind == MEMBER_CONTINUOUS:
                 x.value = io.value[0]
@@ -683,6 +762,10 @@ cdef class EngineCore:
                 x.action = io.action[0]
                 for j in range(io.n_scores):
                     x.scores[j] = io.scores[j]
+            if self._cadenced:
+                self._last[i * VOTE_MAX_MEMBERS + m] = x[0]
+        if self._cadenced:
+            self._acted[i] |= acting
 
     cdef object _decide(self, int i, TechnicalState st, long long ts):
         cdef SymbolSlot* slot = &self._slots[i]
@@ -706,7 +789,7 @@ cdef class EngineCore:
             r.a = slot.bars
             r.b = self._warmup
             return self._hold(i, ts, r)
-        self._infer(f)
+        self._infer(i, f)
         self._t_mark = self._stage(MET_STAGE_INFERENCE, self._t_mark)
         voter_vote(&self._voters[i], self._inputs, self._multipliers, &vr)
         self._count_vote(&vr)
@@ -956,6 +1039,11 @@ cdef class EngineCore:
         c.raw(self._rho, sizeof(self._rho))
         for i in range(self._n_symbols):
             technical_codec(c, <TechnicalState>self._states[i])
+        if self._cadenced:
+            # The members' standing votes (an engine without cadence has none to keep).
+            c.raw(self._updated, self._n_symbols * sizeof(int))
+            c.raw(self._acted, self._n_symbols * sizeof(unsigned int))
+            c.raw(self._last, self._n_symbols * VOTE_MAX_MEMBERS * sizeof(MemberInput))
         return 0
 
     def _dump_state(self) -> bytes:

@@ -80,3 +80,5 @@ cdef class MlpForward:
     cdef tuple _keep            # the row and output arrays the pointers point into
 
     cdef void forward(self) noexcept nogil
+    # Only the members whose bit is set in ``mask`` (bit k: member k, in plan order).
+    cdef void forward_some(self, unsigned int mask) noexcept nogil

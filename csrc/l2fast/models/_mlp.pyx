@@ -266,6 +266,22 @@ cdef class MlpForward:
         for i in range(self._n_members):
             _member_forward(&self._members[i], self._row, self._pre, self._h0, self._h1, self._dense)
 
+    cdef void forward_some(self, unsigned int mask) noexcept nogil:
+        cdef int i
+        for i in range(min(self._n_members, 32)):
+            if mask >> i & 1:
+                _member_forward(&self._members[i], self._row, self._pre, self._h0, self._h1, self._dense)
+
+    def run_some(self, members):
+        """Run only the members at the indices ``members`` (plan order); the others' output
+        arrays keep their values."""
+        cdef unsigned int mask = 0
+        for k in members:
+            if not 0 <= k < min(self._n_members, 32):
+                raise IndexError(f"member index {k!r}: the forward has {self._n_members} members")
+            mask |= 1u << k
+        self.forward_some(mask)
+
     def __call__(self):
         """Run every member on the row into its output arrays (no argument, no result)."""
         # The GIL is kept: releasing and taking it back would cost a tenth of the forward.

@@ -1,0 +1,121 @@
+"""Members' observations as columns of the one input row the engine writes per bar.
+
+A member reads its features from a shared float32 row (each member gathers its columns,
+:mod:`l2fast.models.ensemble`). The row is:
+
+1. the technical state's vector, one column per name of
+   :func:`l2fast.technical.state.feature_names` (stockstats extras included), copied as is;
+2. then one column per other value a member names, each computed per bar by the engine:
+
+   - an **account-state feature** of the bar's symbol (:data:`ACCOUNT_FEATURES`, kept by the
+     risk state and moved by ``on_fill`` and the bar's mark): ``cash`` (quote currency, the
+     whole account), ``holdings`` (signed position in base units: FinRL's shares),
+     ``position_fraction`` (signed position value over equity), ``unrealized_pnl``;
+   - a **scaled feature**: a technical or account value times the manifest's
+     ``feature_scales`` factor for it, named ``<name>*<factor>`` in the row (FinRL's
+     ``env_stocktrading_np`` feeds cash * 2^-12 and indicators * 2^-7; the crypto env cash *
+     2^-18 and holdings * 2^-3). The product is taken in float64 then rounded once to float32
+     with the rest of the row, so a power-of-two factor gives exactly the float32 of the env's
+     own scaled value.
+
+:func:`row_layout` gives the row's names and the engine's program for part 2.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from l2fast.decision._risk import ACCOUNT_FEATURES
+from l2fast.errors import InvalidInputError
+
+__all__ = ["ACCOUNT_FEATURES", "COLUMN_ACCOUNT", "COLUMN_TECHNICAL", "RowLayout", "check_scales", "row_layout",
+           "scaled_name", "split_scaled"]
+
+#: Program entry kinds: the column reads the technical vector, or the account state.
+COLUMN_TECHNICAL = 0
+COLUMN_ACCOUNT = 1
+
+_SCALE_MARK = "*"
+
+
+def scaled_name(name: str, scale: float) -> str:
+    """The row's name of ``name`` times ``scale`` (``name`` itself for a scale of 1).
+
+    Raises:
+        InvalidInputError: ``scale`` is not a finite number > 0.
+    """
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not (math.isfinite(scale) and scale > 0):
+        raise InvalidInputError(f"feature_scales[{name!r}]={scale!r}: must be a finite number > 0")
+    return name if scale == 1 else f"{name}{_SCALE_MARK}{float(scale)!r}"
+
+
+def split_scaled(name: str) -> tuple[str, float]:
+    """``(base name, scale)`` of a row name written by :func:`scaled_name`."""
+    base, mark, text = name.rpartition(_SCALE_MARK)
+    if not mark:
+        return name, 1.0
+    try:
+        return base, float(text)
+    except ValueError:
+        return name, 1.0
+
+
+@dataclass(frozen=True)
+class RowLayout:
+    """The engine's input row.
+
+    Attributes:
+        names: Every column's name, the technical vector's first.
+        n_technical: How many of them are the technical vector's (copied as they are).
+        program: Per column after those: ``(kind, index, scale)``, ``kind``
+            :data:`COLUMN_TECHNICAL` (``index`` into the technical vector) or
+            :data:`COLUMN_ACCOUNT` (``index`` into :data:`ACCOUNT_FEATURES`).
+    """
+
+    names: tuple[str, ...]
+    n_technical: int
+    program: tuple[tuple[int, int, float], ...]
+
+
+def row_layout(technical: Sequence[str], members: Iterable[Sequence[str]]) -> RowLayout:
+    """The row holding the technical vector and every other column the members name.
+
+    Args:
+        technical: The technical state's vector names.
+        members: Each member's row names (:attr:`~l2fast.models.loading.LoadedModel.vector_names`).
+
+    Returns:
+        The layout; a member name that is neither a technical name, an account feature nor
+        a scaled one of them is left out (the ensemble reports it as unknown, with hints).
+    """
+    index = {name: k for k, name in enumerate(technical)}
+    accounts = {name: k for k, name in enumerate(ACCOUNT_FEATURES)}
+    extra: dict[str, tuple[int, int, float]] = {}
+    for names in members:
+        for name in names:
+            if name in index or name in extra:
+                continue
+            base, scale = split_scaled(name)
+            if base in index:
+                extra[name] = (COLUMN_TECHNICAL, index[base], scale)
+            elif base in accounts:
+                extra[name] = (COLUMN_ACCOUNT, accounts[base], scale)
+    return RowLayout(tuple(technical) + tuple(extra), len(technical), tuple(extra.values()))
+
+
+def check_scales(scales: object, names: Sequence[str]) -> list[str]:
+    """Problems of a manifest's ``feature_scales`` (a ``{feature name: factor}`` object)."""
+    if not isinstance(scales, Mapping):
+        return [f"feature_scales must be an object {{feature name: factor}}, got {type(scales).__name__}"]
+    problems = []
+    for name, scale in scales.items():
+        if name not in names:
+            problems.append(f"feature_scales names {name!r}, which is not in feature_names")
+            continue
+        try:
+            scaled_name(name, scale)
+        except InvalidInputError as exc:
+            problems.append(str(exc))
+    return problems

@@ -1,0 +1,224 @@
+"""Members that observe the account state, scale features, and act on their own timeframe.
+
+The account state a member reads (cash, holdings, position fraction, unrealized PnL of the
+bar's symbol) is checked against a ledger kept here from the fills alone; scaled columns
+against the scale applied to those numbers; the cadence against the hour closes pandas finds
+in the same bars: a member with ``decision_timeframe = "1h"`` runs on the bar that closes an
+hour and nowhere else, its vote standing in between.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("onnx")
+
+from test_engine import _rows
+from test_ensemble import _toy_member
+
+from l2fast.config import L2Config, TechnicalConfig
+from l2fast.data import models_dir
+from l2fast.engine.generator import TacticalSignalGenerator
+from l2fast.errors import InvalidInputError, ModelLoadError
+from l2fast.models.loading import load_model
+from l2fast.models.manifest import validate_manifest
+from l2fast.models.observation import row_layout, scaled_name, split_scaled
+from l2fast.signals import StrategicDecision
+from l2fast.technical.state import feature_warmups
+
+BTC = "BTC/USDT"
+HOUR = 3_600_000
+FEATURES = ["cash", "close", "holdings", "position_fraction", "unrealized_pnl", "rsi_30"]
+SCALES = {"cash": 2.0 ** -12, "holdings": 2.0 ** -3, "close": 0.001}
+DECISION = StrategicDecision(regime="trending", target_exposure=0.7, risk_appetite="moderate", universe=[BTC])
+
+
+def _member(folder: Path, name: str = "acct_agent", **manifest: object) -> None:
+    _toy_member(folder, name, FEATURES, seed=5)
+    path = folder / f"{name}.json"
+    data = json.loads(path.read_text())
+    data.update(feature_namespace="stockstats", feature_timeframe="1h", lookback=None, feature_scales=SCALES,
+                **manifest)
+    path.write_text(json.dumps(data))
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    out = tmp_path / "models"
+    shutil.copytree(models_dir(), out)
+    return out
+
+
+def _engine(folder: Path, alone: bool = False, **engine: object) -> TacticalSignalGenerator:
+    weights = {"acct_agent": 1.0} if alone else {**L2Config().model.weights, "acct_agent": 1.0}
+    config = L2Config.from_dict({"model": {"models_dir": str(folder), "weights": weights}, "engine": engine})
+    gen = TacticalSignalGenerator(config)
+    gen.on_strategic_decision(DECISION)
+    return gen
+
+
+class _Ledger:
+    """Cash, position and average entry from the fills alone (long only)."""
+
+    def __init__(self, cash: float) -> None:
+        self.cash, self.qty, self.entry = cash, 0.0, 0.0
+
+    def fill(self, side: str, qty: float, price: float, fee: float) -> None:
+        sign = 1.0 if side == "buy" else -1.0
+        if sign > 0:
+            self.entry = (self.entry * self.qty + qty * price) / (self.qty + qty)
+        self.qty += sign * qty
+        self.cash -= sign * qty * price + fee
+
+    def row(self, mark: float, hour_close: float, rsi: float) -> np.ndarray:
+        equity = self.cash + self.qty * mark
+        upnl = self.qty * (mark - self.entry) if self.qty else 0.0
+        values = [self.cash * SCALES["cash"], hour_close * SCALES["close"], self.qty * SCALES["holdings"],
+                  self.qty * mark / equity, upnl, rsi]
+        return np.array(values, dtype=np.float32)
+
+
+def test_names_resolve_to_account_and_scaled_row_columns(folder) -> None:
+    _member(folder)
+    model = load_model(folder / "acct_agent.json")
+    assert model.vector_names == ("cash*0.000244140625", "close_1h*0.001", "holdings*0.125", "position_fraction",
+                                  "unrealized_pnl", "ss:rsi_30_1h")
+    assert split_scaled("holdings*0.125") == ("holdings", 0.125) and scaled_name("cash", 1.0) == "cash"
+    layout = row_layout(("close_1h", "ss:rsi_30_1h"), [model.vector_names])
+    assert layout.n_technical == 2 and layout.names[:2] == ("close_1h", "ss:rsi_30_1h")
+    assert layout.program == ((1, 0, 2.0 ** -12), (0, 0, 0.001), (1, 1, 0.125), (1, 2, 1.0), (1, 3, 1.0))
+    # Account features need no warm-up: the lookback is the slowest technical one, rsi_30 on 1h.
+    warmups = feature_warmups(TechnicalConfig(), model.extras)
+    assert model.lookback == max(warmups["ss:rsi_30_1h"], warmups["close_1h"]) > 0
+
+
+def test_account_features_follow_the_fills_and_the_marks(folder, btc_1m) -> None:
+    _member(folder)
+    gen = _engine(folder)
+    ledger = _Ledger(gen.config.engine.initial_equity)
+    rsi = gen.feature_names.index("ss:rsi_30_1h")
+    compared = 0
+    for k, row in enumerate(_rows(btc_1m, 0, 5_000)):
+        signal = gen.on_bar(BTC, *row)
+        ts, close = row[0], row[4]
+        if (ts + 60_000) % HOUR == 0:
+            hour_close = close  # close_1h: the last closed hour's (these bars have no gap)
+        if signal.reasoning["code"] != "WARM_UP":
+            # The member acts on every bar: its observation is this bar's, after the fills so
+            # far, marked at this bar's close.
+            got = gen.observation("acct_agent")
+            want = ledger.row(close, hour_close, gen.features(BTC)[rsi])
+            np.testing.assert_allclose(got[:5], want[:5], rtol=2e-7, atol=1e-12)
+            assert got[5] == want[5]
+            compared += 1
+        if k % 97 == 0 and k >= 3_000:
+            # Buys, and a partial sell every third time: position, cash and entry move.
+            side = "sell" if (k // 97) % 3 == 0 and ledger.qty > 0 else "buy"
+            qty = 0.05 if side == "buy" else min(0.03, ledger.qty)
+            fee = qty * close * 0.001
+            gen.on_fill(BTC, side, qty, close, ts + 60_000, fee=fee)
+            ledger.fill(side, qty, close, fee)
+    assert compared > 1_000 and ledger.qty > 0
+
+
+def test_a_cadenced_member_runs_only_when_its_hour_closes_and_its_vote_stands(folder, btc_1m) -> None:
+    _member(folder, decision_timeframe="1h")
+    gen = _engine(folder, alone=True)
+    model = next(m for m in gen.ensemble.members if m.name == "acct_agent")
+    last_target = None
+    acted = 0
+    for k, row in enumerate(_rows(btc_1m, 0, 6_000)):
+        closes_hour = (row[0] + 60_000) % HOUR == 0
+        # Poison the row: a bar on which the member does not act must not rewrite it.
+        gen.ensemble.input_row[:] = np.nan
+        signal = gen.on_bar(BTC, *row)
+        if signal.reasoning["code"] == "WARM_UP":
+            continue
+        target = signal.reasoning["vote"]["members"]["acct_agent"]["target"]
+        if closes_hour or last_target is None:
+            obs = gen.observation("acct_agent")
+            assert np.isfinite(obs).all()
+            assert target == model.action_targets[int(model.run(obs[None, :])["action"][0])]
+            acted += 1
+        else:
+            assert np.isnan(gen.ensemble.input_row).all(), f"bar {k}: the member ran off its cadence"
+            assert target == last_target
+        last_target = target
+    assert acted > 20
+
+
+def test_a_cadenced_engine_continues_bit_for_bit_from_its_snapshot(folder, btc_1m, tmp_path) -> None:
+    _member(folder, decision_timeframe="1h")
+    gen = _engine(folder)
+    rows = _rows(btc_1m, 0, 6_000)
+    for row in rows[:4_530]:  # mid-hour: the standing votes must survive the restore
+        gen.on_bar(BTC, *row)
+    restored = TacticalSignalGenerator.restore(gen.snapshot(tmp_path / "s.l2snap"))
+    for row in rows[4_530:]:
+        assert gen.on_bar(BTC, *row).to_dict() == restored.on_bar(BTC, *row).to_dict()
+
+
+def test_a_decision_timeframe_the_engine_lacks_is_refused_naming_it(folder) -> None:
+    _member(folder, decision_timeframe="4h")
+    with pytest.raises(ModelLoadError, match="decision_timeframe '4h' is not in technical.timeframes"):
+        _engine(folder)
+
+
+@pytest.mark.parametrize("changes, problem", [
+    ({"feature_scales": {"cash": 0}}, "feature_scales['cash']=0: must be a finite number > 0"),
+    ({"feature_scales": {"equity": 2.0}}, "feature_scales names 'equity', which is not in feature_names"),
+    ({"feature_scales": [1.0]}, "feature_scales must be an object"),
+    ({"decision_timeframe": "7x"}, "decision_timeframe must be a timeframe string"),
+    ({"finrl": {"env": "stocktrading", "tickers": [BTC], "hmax": 0, "buy_cost_pct": [0.001],
+                "sell_cost_pct": [0.001], "initial_amount": 1e6}}, "finrl.hmax must be an integer >= 1"),
+    ({"finrl": {"env": "stocktrading", "tickers": [BTC], "hmax": 100, "buy_cost_pct": [0.001],
+                "sell_cost_pct": [0.001], "initial_amount": 1e6}}, "finrl needs a box action space"),
+])
+def test_bad_observation_keys_are_named_by_manifest_validation(folder, changes, problem) -> None:
+    _member(folder)
+    manifest = json.loads((folder / "acct_agent.json").read_text())
+    manifest.update(changes)
+    assert any(problem in p for p in validate_manifest(manifest)), validate_manifest(manifest)
+
+
+def test_observation_of_an_unknown_member_is_a_typed_error(folder) -> None:
+    _member(folder)
+    with pytest.raises(InvalidInputError, match="member='nope'"):
+        _engine(folder).observation("nope")
+
+
+def test_compiled_members_on_different_cadences_each_run_on_their_own_closes(folder, btc_1m) -> None:
+    cadence = {"trend_agent": ("15m", 900_000), "mean_revert_agent": ("5m", 300_000)}
+    for name, (tf, _) in cadence.items():
+        path = folder / f"{name}.json"
+        path.write_text(json.dumps({**json.loads(path.read_text()), "decision_timeframe": tf}))
+    config = L2Config.from_dict({"model": {"models_dir": str(folder)}})
+    gen = TacticalSignalGenerator(config)
+    assert gen.ensemble.inference == "compiled"
+    gen.on_strategic_decision(DECISION)
+    models = {m.name: m for m in gen.ensemble.members}
+    last: dict[str, float] = {}
+    runs = dict.fromkeys(models, 0)
+    for row in _rows(btc_1m, 0, 4_000):
+        signal = gen.on_bar(BTC, *row)
+        if signal.reasoning["code"] == "WARM_UP":
+            continue
+        votes = signal.reasoning["vote"]["members"]
+        for name, model in models.items():
+            target = votes[name]["target"]
+            period = cadence.get(name, ("1m", 60_000))[1]
+            if (row[0] + 60_000) % period == 0 or name not in last:
+                # It acted: on this bar's row, as its own onnxruntime session would.
+                action = int(model.run(gen.observation(name)[None, :])["action"][0])
+                assert target == model.action_targets[action], name
+                runs[name] += 1
+            else:
+                assert target == last[name], name
+            last[name] = target
+    assert runs["volatility_agent"] > 4 * runs["mean_revert_agent"] > 0
+    assert abs(runs["mean_revert_agent"] - 3 * runs["trend_agent"]) <= 3 and runs["trend_agent"] > 100

@@ -18,7 +18,7 @@ import pytest
 
 pytest.importorskip("onnx")
 
-from test_engine import _rows
+from test_engine import _aligned, _rows
 from test_ensemble import _toy_member
 
 from l2fast.config import L2Config, TechnicalConfig
@@ -91,7 +91,8 @@ def test_names_resolve_to_account_and_scaled_row_columns(folder) -> None:
     assert split_scaled("holdings*0.125") == ("holdings", 0.125) and scaled_name("cash", 1.0) == "cash"
     layout = row_layout(("close_1h", "ss:rsi_30_1h"), [model.vector_names])
     assert layout.n_technical == 2 and layout.names[:2] == ("close_1h", "ss:rsi_30_1h")
-    assert layout.program == ((1, 0, 2.0 ** -12), (0, 0, 0.001), (1, 1, 0.125), (1, 2, 1.0), (1, 3, 1.0))
+    assert layout.program == ((1, 0, 2.0 ** -12, None), (0, 0, 0.001, None), (1, 1, 0.125, None), (1, 2, 1.0, None),
+                              (1, 3, 1.0, None))
     # Account features need no warm-up: the lookback is the slowest technical one, rsi_30 on 1h.
     warmups = feature_warmups(TechnicalConfig(), model.extras)
     assert model.lookback == max(warmups["ss:rsi_30_1h"], warmups["close_1h"]) > 0
@@ -222,3 +223,100 @@ def test_compiled_members_on_different_cadences_each_run_on_their_own_closes(fol
             last[name] = target
     assert runs["volatility_agent"] > 4 * runs["mean_revert_agent"] > 0
     assert abs(runs["mean_revert_agent"] - 3 * runs["trend_agent"]) <= 3 and runs["trend_agent"] > 100
+
+
+ETH = "ETH/USDT"
+MULTI = ["cash", "close@BTC/USDT", "close@ETH/USDT", "holdings@BTC/USDT", "holdings@ETH/USDT",
+         "rsi_30@BTC/USDT", "rsi_30@ETH/USDT"]
+
+
+def _box_member(folder: Path, name: str, features: list[str], dims: int, seed: int, **manifest: object) -> None:
+    """A one-layer tanh Box member (SAC-like outputs) with ``dims`` action dimensions."""
+    import hashlib
+
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    # Small weights on O(1e4) inputs keep tanh away from saturation for these prices.
+    w = (rng.normal(size=(dims, len(features))) * 1e-5).astype(np.float32)
+    nodes = [helper.make_node("Gemm", ["obs", "W"], ["pre"], transB=1),
+             helper.make_node("Tanh", ["pre"], ["action"])]
+    graph = helper.make_graph(
+        nodes, name, [helper.make_tensor_value_info("obs", TensorProto.FLOAT, ["N", len(features)])],
+        [helper.make_tensor_value_info("action", TensorProto.FLOAT, ["N", dims])],
+        initializer=[numpy_helper.from_array(w, "W")])
+    data = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8).SerializeToString()
+    base = json.loads((models_dir() / "trend_agent.json").read_text())
+    base.update(name=name, algorithm="SAC", feature_names=features, observation_size=len(features),
+                action_space={"type": "box", "low": [-1.0] * dims, "high": [1.0] * dims, "shape": [dims]},
+                action_targets=None, outputs=["action"], onnx_sha256=hashlib.sha256(data).hexdigest(),
+                parity={"samples": 1, "kind": "box", "max_abs_diff": 0.0, "passed": True},
+                feature_namespace="stockstats", feature_timeframe="1h", lookback=None, **manifest)
+    (folder / f"{name}.onnx").write_bytes(data)
+    (folder / f"{name}.json").write_text(json.dumps(base))
+
+
+def test_a_multi_asset_member_acts_once_all_its_symbols_closed_the_hour_and_votes_per_symbol(
+        folder, btc_1m, eth_1m) -> None:
+    _box_member(folder, "pair_agent", MULTI, 2, seed=7, decision_timeframe="1h")
+    config = L2Config.from_dict({"model": {"models_dir": str(folder), "weights": {"pair_agent": 1.0}}})
+    gen = TacticalSignalGenerator(config)
+    gen.on_strategic_decision(StrategicDecision(regime="trending", target_exposure=0.7, risk_appetite="moderate",
+                                                universe=[BTC, ETH]))
+    model = gen.ensemble.members[0]
+    index = {n: k for k, n in enumerate(gen.feature_names)}
+    btc_rows, eth_rows = _aligned(btc_1m, eth_1m, 6_000)
+    pending: np.ndarray | None = None  # the action ETH's hour-closing bar decided, BTC reads it next
+    decisions = 0
+    for brow, erow in zip(btc_rows, eth_rows, strict=True):
+        closes_hour = (brow[0] + 60_000) % HOUR == 0
+        gen.ensemble.input_row[:] = np.nan
+        btc = gen.on_bar(BTC, *brow)
+        if btc.reasoning["code"] != "WARM_UP":
+            # ETH has not reached this minute yet: the member does not run on BTC's bar.
+            assert np.isnan(gen.ensemble.input_row).all()
+            if pending is not None:
+                assert btc.reasoning["vote"]["members"]["pair_agent"]["target"] == pytest.approx(
+                    float(pending[0]), abs=0)
+        eth = gen.on_bar(ETH, *erow)
+        if eth.reasoning["code"] == "WARM_UP":
+            continue
+        if closes_hour or pending is None:
+            obs = gen.observation("pair_agent")
+            b, e = gen.features(BTC), gen.features(ETH)
+            want = [gen.cash, b[index["close_1h"]], e[index["close_1h"]], 0.0, 0.0,
+                    b[index["ss:rsi_30_1h"]], e[index["ss:rsi_30_1h"]]]
+            np.testing.assert_array_equal(obs, np.array(want, dtype=np.float32))
+            pending = model.run(obs[None, :])["action"][0].copy()
+            decisions += 1
+        else:
+            assert np.isnan(gen.ensemble.input_row).all()
+        assert eth.reasoning["vote"]["members"]["pair_agent"]["target"] == float(pending[1])
+    assert decisions > 20
+
+
+def test_a_multi_asset_member_sits_out_a_symbol_it_does_not_trade(folder, btc_1m) -> None:
+    _box_member(folder, "pair_agent", MULTI, 2, seed=7)
+    weights = {**L2Config().model.weights, "pair_agent": 1.0}
+    gen = TacticalSignalGenerator(L2Config.from_dict({"model": {"models_dir": str(folder), "weights": weights}}))
+    gen.on_strategic_decision(StrategicDecision(regime="trending", target_exposure=0.7, risk_appetite="moderate",
+                                                universe=["SOL/USDT"]))
+    for row in _rows(btc_1m, 0, 2_500):
+        signal = gen.on_bar("SOL/USDT", *row)
+    vote = signal.reasoning["vote"]["members"]["pair_agent"]
+    assert vote["status"] != "ok" and vote["weight"] == 0.0
+
+
+@pytest.mark.parametrize("features, changes, problem", [
+    (["cash@BTC/USDT", "close@BTC/USDT"], {}, "cash is the account's"),
+    (["cash", "close", "close@ETH/USDT"], {}, "every feature but cash names its symbol"),
+    (["cash", "close@btc"], {}, "is not a symbol like"),
+    (MULTI, {"action_space": {"type": "discrete", "n": 3}}, "needs a box action with one dimension per symbol"),
+    (MULTI, {"finrl": {"env": "stocktrading", "tickers": [BTC], "hmax": 100, "buy_cost_pct": [0.001],
+                       "sell_cost_pct": [0.001], "initial_amount": 1e6}}, "outside finrl.tickers: ETH/USDT"),
+])
+def test_bad_multi_asset_names_are_named_by_manifest_validation(folder, features, changes, problem) -> None:
+    _box_member(folder, "pair_agent", MULTI, 2, seed=7)
+    manifest = json.loads((folder / "pair_agent.json").read_text())
+    manifest.update(feature_names=features, observation_size=len(features), **changes)
+    assert any(problem in p for p in validate_manifest(manifest)), validate_manifest(manifest)

@@ -84,7 +84,7 @@ from l2fast.errors import (
 from l2fast.keys import Signer
 from l2fast.models.ensemble import FusedEnsemble, member_extras
 from l2fast.models.loading import LoadedModel, load_model
-from l2fast.models.observation import row_layout
+from l2fast.models.observation import member_symbols, row_layout
 from l2fast.signals import Side, StrategicDecision, TacticalSignal
 from l2fast.technical.bars import parse_timeframe, timeframe_name
 from l2fast.technical.state import feature_names
@@ -210,7 +210,8 @@ class TacticalSignalGenerator(EngineCore):
         self.warmup_bars: int = max(int(self.manifests[n]["lookback"]) for n in live)
         self._setup(config, self.ensemble, self.voting_params, self.warmup_bars, TacticalSignal,
                     (Side.SELL, Side.HOLD, Side.BUY), is_symbol, self.extras, self.row_layout,
-                    _cadence(self.ensemble.members, config.technical, folder))
+                    _cadence(self.ensemble.members, config.technical, folder),
+                    [member_symbols(m.manifest) for m in self.ensemble.members])
         self.decision: StrategicDecision | None = None
 
     @property

@@ -71,7 +71,14 @@ import re
 from typing import Any, Literal, NotRequired, TypedDict
 
 from l2fast.errors import InvalidInputError
-from l2fast.models.observation import ACCOUNT_FEATURES, check_scales, scaled_name
+from l2fast.models.observation import (
+    ACCOUNT_FEATURES,
+    SYMBOL_MARK,
+    check_scales,
+    check_symbols,
+    scaled_name,
+    split_symbol,
+)
 from l2fast.technical.bars import parse_timeframe
 from l2fast.technical.names import DEFAULT_NAMESPACE, NAMESPACES, StockstatsFeature, resolve_features
 
@@ -278,12 +285,17 @@ def manifest_features(manifest: dict) -> tuple[tuple[str, ...], tuple[Stockstats
     ``feature_namespace`` (default l2fast's own) and ``feature_timeframe``.
     """
     names = manifest["feature_names"]
-    technical = [n for n in names if n not in ACCOUNT_FEATURES]
+    parts = [split_symbol(n) for n in names]
+    technical = list(dict.fromkeys(base for base, _ in parts if base not in ACCOUNT_FEATURES))
     resolved, extras = resolve_features(technical, manifest.get("feature_namespace", DEFAULT_NAMESPACE),
                                         manifest.get("feature_timeframe"))
     vector = dict(zip(technical, resolved))
     scales = manifest.get("feature_scales") or {}
-    return tuple(scaled_name(vector.get(n, n), scales.get(n, 1.0)) for n in names), extras
+    out = []
+    for name, (base, symbol) in zip(names, parts):
+        row = vector.get(base, base)
+        out.append(scaled_name(row if symbol is None else f"{row}{SYMBOL_MARK}{symbol}", scales.get(name, 1.0)))
+    return tuple(out), extras
 
 
 def _check_finrl(info: object, kind: str | None, m: dict, problems: list[str]) -> None:
@@ -395,9 +407,12 @@ def validate_manifest(manifest: object) -> list[str]:
         problems.append(f"feature_timeframe must be a timeframe string such as '1h' or null, got {timeframe!r}")
     elif isinstance(names, list) and all(isinstance(n, str) for n in names):
         try:
-            resolve_features([n for n in names if n not in ACCOUNT_FEATURES], namespace, timeframe)
+            bases = dict.fromkeys(split_symbol(n)[0] for n in names)
+            resolve_features([n for n in bases if n not in ACCOUNT_FEATURES], namespace, timeframe)
         except InvalidInputError as exc:
             problems.append(str(exc))
+    if isinstance(names, list) and all(isinstance(n, str) for n in names):
+        problems.extend(check_symbols(m))
     if "feature_scales" in m and isinstance(names, list):
         problems.extend(check_scales(m["feature_scales"], names))
     decision_tf = m.get("decision_timeframe")

@@ -11,6 +11,9 @@ A member reads its features from a shared float32 row (each member gathers its c
      risk state and moved by ``on_fill`` and the bar's mark): ``cash`` (quote currency, the
      whole account), ``holdings`` (signed position in base units: FinRL's shares),
      ``position_fraction`` (signed position value over equity), ``unrealized_pnl``;
+   - a feature of **another symbol** (a multi-asset member's ``<feature>@<SYMBOL>``: its
+     technical value, or its ``holdings``/``position_fraction``/``unrealized_pnl``), named
+     ``<row name>@<SYMBOL>``; NaN until that symbol's first bar;
    - a **scaled feature**: a technical or account value times the manifest's
      ``feature_scales`` factor for it, named ``<name>*<factor>`` in the row (FinRL's
      ``env_stocktrading_np`` feeds cash * 2^-12 and indicators * 2^-7; the crypto env cash *
@@ -19,25 +22,55 @@ A member reads its features from a shared float32 row (each member gathers its c
      own scaled value.
 
 :func:`row_layout` gives the row's names and the engine's program for part 2.
+
+A **multi-asset member** (FinRL's multi-ticker ``StockTradingEnv``) names every feature but
+``cash`` with its symbol, and its Box action has one dimension per symbol, in the order of
+:func:`member_symbols`: its manifest's ``finrl.tickers``, else the symbols in the order its
+features first name them.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from l2fast.decision._risk import ACCOUNT_FEATURES
 from l2fast.errors import InvalidInputError
 
-__all__ = ["ACCOUNT_FEATURES", "COLUMN_ACCOUNT", "COLUMN_TECHNICAL", "RowLayout", "check_scales", "row_layout",
-           "scaled_name", "split_scaled"]
+__all__ = ["ACCOUNT_FEATURES", "COLUMN_ACCOUNT", "COLUMN_TECHNICAL", "SYMBOL_MARK", "RowLayout", "check_scales",
+           "check_symbols", "member_symbols", "row_layout", "scaled_name", "split_scaled", "split_symbol"]
 
 #: Program entry kinds: the column reads the technical vector, or the account state.
 COLUMN_TECHNICAL = 0
 COLUMN_ACCOUNT = 1
 
 _SCALE_MARK = "*"
+#: Separates a feature from the symbol it is read for (``close_1h@ETH/USDT``).
+SYMBOL_MARK = "@"
+
+
+def split_symbol(name: str) -> tuple[str, str | None]:
+    """``(feature, symbol)`` of ``<feature>@<SYMBOL>``; ``(name, None)`` without a symbol."""
+    base, mark, symbol = name.partition(SYMBOL_MARK)
+    return (base, symbol) if mark else (name, None)
+
+
+def member_symbols(manifest: Mapping) -> tuple[str, ...]:
+    """The symbols of a multi-asset member, its action dimensions' order (() for one symbol).
+
+    ``finrl.tickers`` when the manifest has them, else the symbols in the order its
+    ``feature_names`` first name them.
+    """
+    named = tuple(dict.fromkeys(sym for sym in (split_symbol(n)[1] for n in manifest["feature_names"])
+                                if sym is not None))
+    if not named:
+        return ()
+    finrl = manifest.get("finrl")
+    if isinstance(finrl, Mapping) and isinstance(finrl.get("tickers"), list):
+        return tuple(finrl["tickers"])
+    return named
 
 
 def scaled_name(name: str, scale: float) -> str:
@@ -69,14 +102,15 @@ class RowLayout:
     Attributes:
         names: Every column's name, the technical vector's first.
         n_technical: How many of them are the technical vector's (copied as they are).
-        program: Per column after those: ``(kind, index, scale)``, ``kind``
+        program: Per column after those: ``(kind, index, scale, symbol)``, ``kind``
             :data:`COLUMN_TECHNICAL` (``index`` into the technical vector) or
-            :data:`COLUMN_ACCOUNT` (``index`` into :data:`ACCOUNT_FEATURES`).
+            :data:`COLUMN_ACCOUNT` (``index`` into :data:`ACCOUNT_FEATURES`), ``symbol``
+            the symbol it is read for (None: the bar's).
     """
 
     names: tuple[str, ...]
     n_technical: int
-    program: tuple[tuple[int, int, float], ...]
+    program: tuple[tuple[int, int, float, str | None], ...]
 
 
 def row_layout(technical: Sequence[str], members: Iterable[Sequence[str]]) -> RowLayout:
@@ -92,16 +126,17 @@ def row_layout(technical: Sequence[str], members: Iterable[Sequence[str]]) -> Ro
     """
     index = {name: k for k, name in enumerate(technical)}
     accounts = {name: k for k, name in enumerate(ACCOUNT_FEATURES)}
-    extra: dict[str, tuple[int, int, float]] = {}
+    extra: dict[str, tuple[int, int, float, str | None]] = {}
     for names in members:
         for name in names:
             if name in index or name in extra:
                 continue
-            base, scale = split_scaled(name)
+            scaled, scale = split_scaled(name)
+            base, symbol = split_symbol(scaled)
             if base in index:
-                extra[name] = (COLUMN_TECHNICAL, index[base], scale)
+                extra[name] = (COLUMN_TECHNICAL, index[base], scale, symbol)
             elif base in accounts:
-                extra[name] = (COLUMN_ACCOUNT, accounts[base], scale)
+                extra[name] = (COLUMN_ACCOUNT, accounts[base], scale, symbol)
     return RowLayout(tuple(technical) + tuple(extra), len(technical), tuple(extra.values()))
 
 
@@ -118,4 +153,36 @@ def check_scales(scales: object, names: Sequence[str]) -> list[str]:
             scaled_name(name, scale)
         except InvalidInputError as exc:
             problems.append(str(exc))
+    return problems
+
+
+_SYMBOL = re.compile(r"[A-Z0-9]{1,20}/[A-Z0-9]{1,20}")
+
+
+def check_symbols(manifest: Mapping) -> list[str]:
+    """Problems of a multi-asset member's ``<feature>@<SYMBOL>`` names (none without them)."""
+    names = manifest["feature_names"]
+    parts = [split_symbol(n) for n in names]
+    if all(sym is None for _, sym in parts):
+        return []
+    problems = []
+    for name, (base, sym) in zip(names, parts):
+        if base == "cash":
+            if sym is not None:
+                problems.append(f"feature {name!r}: cash is the account's, not a symbol's (write 'cash')")
+        elif sym is None:
+            problems.append(f"feature {name!r}: in a multi-asset member every feature but cash names its symbol "
+                            f"('{name}@BTC/USDT')")
+        elif not _SYMBOL.fullmatch(sym):
+            problems.append(f"feature {name!r}: {sym!r} is not a symbol like 'BTC/USDT'")
+    symbols = member_symbols(manifest)
+    finrl = manifest.get("finrl")
+    if isinstance(finrl, Mapping) and isinstance(finrl.get("tickers"), list):
+        stray = sorted({sym for _, sym in parts if sym is not None} - set(symbols))
+        if stray:
+            problems.append(f"features name symbols outside finrl.tickers: {', '.join(stray)}")
+    space = manifest.get("action_space")
+    if not (isinstance(space, Mapping) and space.get("type") == "box" and space.get("shape") == [len(symbols)]):
+        problems.append(f"a multi-asset member needs a box action with one dimension per symbol "
+                        f"(shape [{len(symbols)}] for {', '.join(symbols)})")
     return problems

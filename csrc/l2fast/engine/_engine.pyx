@@ -145,6 +145,7 @@ cdef struct RowColumn:
     int account                 # 1: risk_account(feature index), 0: the technical vector's column index
     int index
     double scale
+    int symbol                  # whose value: -1 the bar's symbol, else a slot (-2: not seen yet, NaN)
 
 
 cdef inline int _pair(int a, int b) noexcept nogil:
@@ -316,8 +317,10 @@ cdef class EngineCore:
     cdef object _is_symbol
     cdef float* _row
     cdef Py_ssize_t _n_features  # the technical vector's columns, copied first into the row
-    cdef RowColumn* _columns     # then these (account state, scaled features)
+    cdef RowColumn* _columns     # then these (account state, scaled features, other symbols')
     cdef int _n_columns
+    cdef tuple _column_symbols   # each column's symbol name (None: the bar's), resolved on registration
+    cdef const double* _outs[RISK_MAX_SYMBOLS]  # each symbol's technical vector
     cdef MemberIO _io[VOTE_MAX_MEMBERS]
     cdef int _n_members
     cdef MemberInput _inputs[VOTE_MAX_MEMBERS]
@@ -335,6 +338,11 @@ cdef class EngineCore:
     cdef int _updated[RISK_MAX_SYMBOLS]         # each symbol's last technical update mask
     cdef unsigned int _acted[RISK_MAX_SYMBOLS]  # members that decided on the symbol at least once
     cdef MemberInput* _last      # [symbol][member]: each member's last input (cadenced only)
+    # Multi-asset members: the action dimension each symbol reads (-1: not the member's),
+    # for the slots registered so far; a member acts once all its symbols reached the bar.
+    cdef unsigned int _multi     # members with one action dimension per symbol
+    cdef tuple _member_symbols
+    cdef int _dim[VOTE_MAX_MEMBERS][RISK_MAX_SYMBOLS]
 
     cdef bint _has_decision
     cdef object _decision
@@ -382,7 +390,7 @@ cdef class EngineCore:
     # ------------------------------------------------------------------ setup
 
     def _setup(self, config, ensemble, voting_params, long long warmup_bars, signal_type, sides, is_symbol,
-               extras=(), layout=None, cadence=()):
+               extras=(), layout=None, cadence=(), symbols=()):
         """Bind the validated parts (called once by ``TacticalSignalGenerator.__init__``).
 
         Args:
@@ -407,6 +415,8 @@ cdef class EngineCore:
                 vector, each ``program`` entry one more column computed per bar.
             cadence: Per member (vote order), the technical update bits on which it acts
                 (1, the 1m bit, or empty: every bar).
+            symbols: Per member, the symbols of its action dimensions (empty: it acts for
+                the bar's symbol, with its first dimension); empty: none is multi-asset.
 
         Raises:
             InvalidInputError: The ensemble's members are not the vote's, in its order.
@@ -475,16 +485,29 @@ cdef class EngineCore:
         self._columns = <RowColumn*>calloc(max(len(program), 1), sizeof(RowColumn))
         if self._columns == NULL:
             raise MemoryError()
-        for k, (kind, index, scale) in enumerate(program):
+        for k, (kind, index, scale, symbol) in enumerate(program):
             self._columns[k].account = kind != 0
             self._columns[k].index = index
             self._columns[k].scale = scale
+            self._columns[k].symbol = -1 if symbol is None else -2
         self._n_columns = len(program)
+        self._column_symbols = tuple(entry[3] for entry in program)
+        symbols = tuple(tuple(s) for s in symbols) or ((),) * self._n_members
+        if len(symbols) != self._n_members or any(len(s) > RISK_MAX_SYMBOLS for s in symbols):
+            raise InvalidInputError(f"symbols={symbols!r}: one tuple of at most {RISK_MAX_SYMBOLS} symbols per member")
+        self._member_symbols = symbols
+        self._multi = 0
+        for k in range(self._n_members):
+            for j in range(RISK_MAX_SYMBOLS):
+                self._dim[k][j] = -1
+            if symbols[k]:
+                self._multi |= 1u << k
         cadence = tuple(cadence) or (1,) * self._n_members
         if len(cadence) != self._n_members or any(not 0 < b < 1 << 30 for b in cadence):
             raise InvalidInputError(f"cadence={cadence!r}: one non-zero timeframe bit mask per member")
         forward_index = tuple(ensemble.forward_index)
-        self._cadenced = any(b != 1 for b in cadence)
+        # A multi-asset member's vote stands for the symbols that did not trigger it.
+        self._cadenced = any(b != 1 for b in cadence) or self._multi != 0
         self._on_session = 0
         for k in range(self._n_members):
             self._tf_bit[k] = cadence[k] | 0
@@ -534,6 +557,16 @@ cdef class EngineCore:
         self._symbols.append(symbol)
         self._index[symbol] = i
         self._n_symbols = i + 1
+        self._outs[i] = (<TechnicalState>state)._out
+        for j in range(self._n_columns):
+            if self._column_symbols[j] == symbol:
+                self._columns[j].symbol = i
+        for j in range(self._n_members):
+            if (self._multi >> j) & 1:
+                if symbol in self._member_symbols[j]:
+                    self._dim[j][i] = self._member_symbols[j].index(symbol)
+                # Left out of the symbol's vote until it acts for it (never, off its symbols).
+                self._last[i * VOTE_MAX_MEMBERS + j].failed = True
         return i
 
     cdef int _symbol_index(self, object symbol) except -1:
@@ -718,10 +751,14 @@ cdef class EngineCore:
         cdef RowColumn* col
         cdef unsigned int acting = (1u << self._n_members) - 1, some = 0
         cdef double value
+        cdef int s
         if self._cadenced:
-            # A member acts when its timeframe closed, and on its first bar after warm-up.
+            # A member acts when its timeframe closed, and on its first bar after warm-up; a
+            # multi-asset one for its own symbols only, once all of them reached this bar.
             acting = 0
             for m in range(self._n_members):
+                if (self._multi >> m) & 1 and not self._all_at(m, i):
+                    continue
                 if self._updated[i] & self._tf_bit[m] or not (self._acted[i] >> m) & 1:
                     acting |= 1u << m
             if acting == 0:
@@ -731,7 +768,13 @@ cdef class EngineCore:
             self._row[k] = <float>f[k]
         for j in range(self._n_columns):
             col = &self._columns[j]
-            value = risk_account(&self._risk, i, col.index) if col.account else f[col.index]
+            s = i if col.symbol == -1 else col.symbol
+            if s < 0:
+                value = NAN
+            elif col.account:
+                value = risk_account(&self._risk, s, col.index)
+            else:
+                value = self._outs[s][col.index]
             self._row[self._n_features + j] = <float>(value * col.scale)
         if self._forward is not None:
             if acting == (1u << self._n_members) - 1:
@@ -756,6 +799,10 @@ cdef class EngineCore:
                 continue
             io = &self._io[m]
             x.failed = failed
+            if (self._multi >> m) & 1:
+                self._spread(m, failed)
+                x[0] = self._last[i * VOTE_MAX_MEMBERS + m]
+                continue
             if io.kind == MEMBER_CONTINUOUS:
                 x.value = io.value[0]
             else:
@@ -766,6 +813,29 @@ cdef class EngineCore:
                 self._last[i * VOTE_MAX_MEMBERS + m] = x[0]
         if self._cadenced:
             self._acted[i] |= acting
+
+    cdef bint _all_at(self, int m, int i) noexcept:
+        """Whether multi-asset member m covers symbol i and all its symbols have a bar at i's time."""
+        cdef int j, n = 0
+        if self._dim[m][i] < 0:
+            return False
+        for j in range(self._n_symbols):
+            if self._dim[m][j] >= 0:
+                if self._slots[j].last_ts != self._slots[i].last_ts:
+                    return False
+                n += 1
+        return n == len(<tuple>self._member_symbols[m])
+
+    cdef void _spread(self, int m, bint failed) noexcept:
+        """A multi-asset member's action, one dimension per symbol, as each symbol's standing input."""
+        cdef int j
+        cdef MemberInput* y
+        for j in range(self._n_symbols):
+            if self._dim[m][j] >= 0:
+                y = &self._last[j * VOTE_MAX_MEMBERS + m]
+                y.failed = failed
+                y.value = self._io[m].value[self._dim[m][j]]
+                self._acted[j] |= 1u << m
 
     cdef object _decide(self, int i, TechnicalState st, long long ts):
         cdef SymbolSlot* slot = &self._slots[i]

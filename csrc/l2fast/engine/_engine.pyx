@@ -341,6 +341,7 @@ cdef class EngineCore:
     # Multi-asset members: the action dimension each symbol reads (-1: not the member's),
     # for the slots registered so far; a member acts once all its symbols reached the bar.
     cdef unsigned int _multi     # members with one action dimension per symbol
+    cdef unsigned int _pending   # multi-asset members one of whose symbols closed their timeframe since they acted
     cdef tuple _member_symbols
     cdef int _dim[VOTE_MAX_MEMBERS][RISK_MAX_SYMBOLS]
 
@@ -726,6 +727,10 @@ cdef class EngineCore:
         cdef double r, x, y
         updated = st._step(ts, o, h, l, c, v)
         self._updated[i] = updated
+        if self._multi:
+            for j in range(self._n_members):
+                if (self._multi >> j) & 1 and self._dim[j][i] >= 0 and updated & self._tf_bit[j]:
+                    self._pending |= 1u << j
         f = st._out
         slot.bars += 1
         slot.close = c
@@ -757,9 +762,12 @@ cdef class EngineCore:
             # multi-asset one for its own symbols only, once all of them reached this bar.
             acting = 0
             for m in range(self._n_members):
-                if (self._multi >> m) & 1 and not self._all_at(m, i):
-                    continue
-                if self._updated[i] & self._tf_bit[m] or not (self._acted[i] >> m) & 1:
+                if (self._multi >> m) & 1:
+                    # Its symbols' closes need not come on the same bar (a missing minute):
+                    # it acts on the first bar all its symbols share after one of them closed.
+                    if self._all_at(m, i) and ((self._pending >> m) & 1 or not (self._acted[i] >> m) & 1):
+                        acting |= 1u << m
+                elif self._updated[i] & self._tf_bit[m] or not (self._acted[i] >> m) & 1:
                     acting |= 1u << m
             if acting == 0:
                 memcpy(self._inputs, &self._last[i * VOTE_MAX_MEMBERS], self._n_members * sizeof(MemberInput))
@@ -813,6 +821,7 @@ cdef class EngineCore:
                 self._last[i * VOTE_MAX_MEMBERS + m] = x[0]
         if self._cadenced:
             self._acted[i] |= acting
+            self._pending &= ~acting
 
     cdef bint _all_at(self, int m, int i) noexcept:
         """Whether multi-asset member m covers symbol i and all its symbols have a bar at i's time."""
@@ -1113,6 +1122,7 @@ cdef class EngineCore:
             # The members' standing votes (an engine without cadence has none to keep).
             c.raw(self._updated, self._n_symbols * sizeof(int))
             c.raw(self._acted, self._n_symbols * sizeof(unsigned int))
+            c.raw(&self._pending, sizeof(unsigned int))
             c.raw(self._last, self._n_symbols * VOTE_MAX_MEMBERS * sizeof(MemberInput))
         return 0
 

@@ -1,19 +1,27 @@
-"""Shared fixtures: the real Binance bars from ``../shared/data`` (or ``L2FAST_DATA_DIR``).
+"""Shared fixtures: the real Binance bars from ``../shared/data`` (or ``L2FAST_DATA_DIR``), and
+FinRL's reference recordings from ``build/finrl-reference`` (or ``L2FAST_FINRL_REFERENCE``).
 
 Tests that need the real data skip with a clear reason when it is absent; CI always has it.
+Tests that need FinRL's recordings skip, naming the command that makes them, unless
+``L2FAST_REQUIRE_FINRL=1`` (set by ``.ci/run``), which makes a missing recording a failure.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, NoReturn
 
 import numpy as np
 import pytest
 from support import REDIS_SERVER, RedisServer
 
-DATA_DIR = Path(os.environ.get("L2FAST_DATA_DIR", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
+ROOT = Path(__file__).resolve().parents[1]
+DATA_DIR = Path(os.environ.get("L2FAST_DATA_DIR", ROOT.parent / "shared" / "data"))
+FINRL_REFERENCE = Path(os.environ.get("L2FAST_FINRL_REFERENCE", ROOT / "build" / "finrl-reference"))
+FINRL_COMMAND = "bash .ci/finrl_venv.sh && build/finrl-venv/bin/python tests/finrl/reference.py"
 
 
 def _load(name: str) -> dict[str, np.ndarray]:
@@ -49,6 +57,52 @@ def eth_1m() -> dict[str, np.ndarray]:
 def btc_1m_head(btc_1m: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The first 20,000 BTC bars, for tests that stream bar by bar through Python."""
     return {k: v[:20_000].copy() for k, v in btc_1m.items()}
+
+
+def _finrl_missing(what: str) -> NoReturn:
+    message = (f"FinRL's reference recordings: {what} (make them with `{FINRL_COMMAND}`, "
+               f"or set L2FAST_FINRL_REFERENCE; tests/finrl/README.md)")
+    if os.environ.get("L2FAST_REQUIRE_FINRL") == "1":
+        pytest.fail(f"{message}; L2FAST_REQUIRE_FINRL=1 forbids skipping them", pytrace=False)
+    pytest.skip(message)
+
+
+class FinrlRecordings:
+    """The recordings ``tests/finrl/reference.py`` made with FinRL 0.3.7 (its README lists them).
+
+    Each accessor skips the test (or fails it, with ``L2FAST_REQUIRE_FINRL=1``) when its file
+    is missing, naming the command that makes it.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self._scenarios: dict[str, dict[str, np.ndarray]] = {}
+
+    def path(self, relative: str) -> Path:
+        """A file of the recordings (``btc_plain.npz``, ``models/btc_ppo.zip``), which must exist."""
+        path = self.folder / relative
+        if not path.is_file():
+            _finrl_missing(f"{path} not found")
+        return path
+
+    def scenario(self, name: str) -> dict[str, np.ndarray]:
+        """Every array of ``<name>.npz`` (``btc_plain``, ``btc_eth_turb``, ...), loaded once."""
+        if name not in self._scenarios:
+            with np.load(self.path(f"{name}.npz")) as npz:
+                self._scenarios[name] = {key: npz[key] for key in npz.files}
+        return self._scenarios[name]
+
+    def params(self, name: str) -> dict[str, Any]:
+        """The scenario's ``params_json``: env kwargs, indicators, state layout, agents, spans."""
+        return json.loads(str(self.scenario(name)["params_json"]))
+
+
+@pytest.fixture(scope="session")
+def finrl_reference() -> FinrlRecordings:
+    """FinRL's reference recordings (skips, or fails under ``L2FAST_REQUIRE_FINRL=1``, without them)."""
+    if not (FINRL_REFERENCE / "summary.json").is_file():
+        _finrl_missing(f"{FINRL_REFERENCE / 'summary.json'} not found")
+    return FinrlRecordings(FINRL_REFERENCE)
 
 
 def _need_redis() -> None:

@@ -3,8 +3,9 @@
 Three references: a transcription of FinRL 0.3.7's ``FeatureEngineer.calculate_turbulence``
 into the literal pandas/numpy operations it performs (``pct_change``, the window's
 ``isna``/``iloc``/``dropna``, ``DataFrame.cov``, ``np.mean``, ``np.linalg.pinv``), the
-recordings FinRL itself made (``build/finrl-reference``, tests/finrl/README.md; skipped when
-absent), and the pure-Python twin (tests/reference/turbulence.py).
+recordings FinRL itself made (the ``finrl_reference`` fixture of tests/conftest.py:
+``build/finrl-reference``, tests/finrl/README.md; skipped when absent, except in CI), and the
+pure-Python twin (tests/reference/turbulence.py).
 
 Tolerance: 1e-9 relative. The kernel keeps running sums rebuilt exactly every window and
 inverts by a Jacobi eigen-decomposition; pandas sums with Welford's updates and numpy by
@@ -16,9 +17,7 @@ returns ~1e-3). Measured on the real data: about 1e-13 relative.
 
 from __future__ import annotations
 
-import os
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -33,9 +32,6 @@ pd = pytest.importorskip("pandas")
 
 REL = 1e-9
 HOURS = 3000  # of 2022: the transcription is O(rows) pandas calls, ~1 ms each
-FINRL_REFERENCE = Path(
-    os.environ.get("L2FAST_FINRL_REFERENCE", Path(__file__).resolve().parents[1] / "build" / "finrl-reference")
-)
 
 
 def finrl_turbulence(closes: np.ndarray, window: int = 252) -> np.ndarray:
@@ -113,11 +109,8 @@ def test_a_short_window_equals_finrl_transcription(btc_eth_1h: np.ndarray) -> No
 
 
 @pytest.mark.parametrize("name, n_assets", [("btc_eth_turb", 2), ("btc_turb", 1)])
-def test_equals_finrls_own_recording(name: str, n_assets: int) -> None:
-    path = FINRL_REFERENCE / f"{name}.npz"
-    if not path.exists():
-        pytest.skip(f"FinRL's recording {path} not found (tests/finrl/README.md; set L2FAST_FINRL_REFERENCE)")
-    rec = np.load(path)
+def test_equals_finrls_own_recording(name: str, n_assets: int, finrl_reference) -> None:
+    rec = finrl_reference.scenario(name)
     columns = list(rec["frame_columns"])
     values, tics = rec["frame_values"], rec["frame_tic"]
     names = sorted(set(tics.tolist()))
@@ -125,7 +118,8 @@ def test_equals_finrls_own_recording(name: str, n_assets: int) -> None:
     # FinRL's frame is in (date, tic) order: one row per ticker per date.
     closes = np.stack([values[tics == t, columns.index("close")] for t in names], axis=1)
     want = values[tics == names[0], columns.index("turbulence")]
-    # 17,519 hours: two years through the kernel, its sums rebuilt ~70 times.
+    # The recorded span: 6 months by default (~4,300 hours, the sums rebuilt ~17 times), two years
+    # (17,519 hours) with reference.py --turbulence-end 2024-01-01.
     assert_turbulence_close(Turbulence(n_assets).update_many(closes), want)
 
 

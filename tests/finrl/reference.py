@@ -24,6 +24,7 @@ One ``.npz`` per scenario (ticker set x turbulence on/off) and the saved agents 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import itertools
 import json
 import os
@@ -46,6 +47,10 @@ INITIAL_AMOUNT = 1_000_000
 COST_PCT = 0.001
 REWARD_SCALING = 1e-4
 TURBULENCE_QUANTILE = 0.99  # threshold = this quantile of the training span's turbulence
+# What decides the recordings besides the command line: this script, FinRL's pins, the data read.
+PIN_FILES = (ROOT / ".ci" / "finrl-requirements.txt", ROOT / ".ci" / "finrl-constraints.txt")
+# The settings that are not part of the cache key: where things are, and whether to reuse them.
+NOT_IN_KEY = ("data_dir", "out", "reuse")
 
 
 def log(msg: str) -> None:
@@ -64,6 +69,34 @@ def load_hourly(path: Path, start: str, end: str) -> pd.DataFrame:
     )
     h = h[h.ts > 0].rename(columns={"ts": "minutes"})
     return h
+
+
+def cache_key(args: argparse.Namespace, data: Path) -> str:
+    """sha256 over this script, the FinRL pin files, the data files read and the settings.
+
+    The output folder's ``summary.json`` records it; ``--reuse`` skips a run whose key it holds.
+    """
+    h = hashlib.sha256()
+    for path in (Path(__file__).resolve(), *PIN_FILES, *(data / f for f in FILES.values())):
+        with open(path, "rb") as f:
+            h.update(f"{path.name}\0".encode() + hashlib.file_digest(f, "sha256").digest())
+    settings = {k: v for k, v in sorted(vars(args).items()) if k not in NOT_IN_KEY}
+    h.update(json.dumps(settings, sort_keys=True).encode())
+    return h.hexdigest()
+
+
+def up_to_date(out: Path, key: str) -> bool:
+    """``out`` holds a complete run made with ``key`` (its summary and every file it lists)."""
+    try:
+        summary = json.loads((out / "summary.json").read_text())
+    except (OSError, ValueError):
+        return False
+    if summary.get("cache_key") != key:
+        return False
+    files = [s["file"] for s in summary.get("scenarios", {}).values()]
+    for agent in summary.get("agents", {}).values():
+        files += [agent["file"], *([agent["vecnormalize"]] if "vecnormalize" in agent else [])]
+    return bool(files) and all((out / f).is_file() for f in files)
 
 
 def finrl_frame(hourly: dict[str, pd.DataFrame]) -> pd.DataFrame:
@@ -282,16 +315,32 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-steps", type=int, default=0, help="steps per recorded episode (0: the whole span)")
     p.add_argument("--train-steps", type=int, default=512, help="total_timesteps per agent")
     p.add_argument("--seed", type=int, default=7)
+    p.add_argument(
+        "--turbulence-end",
+        default="2022-07-01",
+        help="end (exclusive) of the use_turbulence scenarios, whose FinRL turbulence is O(rows^2): "
+        "6 months by default (README); --turbulence-end 2024-01-01 records them over the whole span",
+    )
     p.add_argument("--sets", default="btc,btc_eth", help="ticker sets: btc, btc_eth")
     p.add_argument("--no-train", action="store_true", help="record the env only")
+    p.add_argument("--reuse", action="store_true", help="do nothing if --out holds a run with the same cache key")
     args = p.parse_args(argv)
     if pd.Timestamp(args.end) > pd.Timestamp("2024-01-01"):
         p.error("--end past 2024-01-01: this reference is built from 2022-2023 only")
+    if not pd.Timestamp(args.start) < pd.Timestamp(args.turbulence_end) <= pd.Timestamp(args.end):
+        p.error("--turbulence-end must lie in (--start, --end]")
     data = Path(args.data_dir)
     if "holdout" in data.parts or not all((data / f).is_file() for f in FILES.values()):
         p.error(f"{data}: no btcusdt_1m.csv.gz/ethusdt_1m.csv.gz here (set --data-dir or L2FAST_DATA_DIR)")
     out = Path(args.out)
+    started = time.perf_counter()
+    key = cache_key(args, data)
+    if args.reuse and up_to_date(out, key):
+        log(f"{out} is up to date (cache key {key[:12]}): nothing to do")
+        return 0
     out.mkdir(parents=True, exist_ok=True)
+    # A run stopped halfway must not leave the previous key beside a mix of old and new files.
+    (out / "summary.json").unlink(missing_ok=True)
 
     import finrl  # noqa: F401  (its package import is what needs alpaca-trade-api, wrds, yfinance, ...)
     import stable_baselines3
@@ -320,21 +369,30 @@ def main(argv: list[str] | None = None) -> int:
         hourly[tic] = load_hourly(data / f, args.start, args.end)
         log(f"{tic}: {len(hourly[tic])} hourly bars in {time.perf_counter() - t:.1f} s")
 
-    summary: dict[str, object] = {"versions": versions, "scenarios": {}, "agents": {}}
+    summary: dict[str, object] = {
+        "versions": versions,
+        "scenarios": {},
+        "agents": {},
+        "cache_key": key,
+        "settings": {k: v for k, v in sorted(vars(args).items()) if k not in NOT_IN_KEY},
+    }
     for set_name in [s.strip() for s in args.sets.split(",") if s.strip()]:
         tickers = TICKER_SETS[set_name]
         raw = finrl_frame({t: hourly[t] for t in tickers})
         agents: dict[str, dict] = {}
         for use_turbulence in (False, True):
             scenario = f"{set_name}_{'turb' if use_turbulence else 'plain'}"
+            end = args.turbulence_end if use_turbulence else args.end
+            # Dates are "YYYY-MM-DD HH:MM:SS" strings: comparing with a "YYYY-MM-DD" one is chronological.
+            frame = raw[raw["date"] < end].reset_index(drop=True)
             t = time.perf_counter()
-            processed = engineer(raw, use_turbulence)
+            processed = engineer(frame, use_turbulence)
             fe_seconds = time.perf_counter() - t
             log(f"{scenario}: FeatureEngineer {fe_seconds:.1f} s, {len(processed)} rows")
             columns = ["open", "high", "low", "close", "volume", *INDICATORS]
             if use_turbulence:
                 columns.append("turbulence")
-            whole = data_split(processed, args.start, args.end)
+            whole = data_split(processed, args.start, end)
             train = data_split(processed, args.start, args.train_end)
             threshold = None
             if use_turbulence:
@@ -363,7 +421,7 @@ def main(argv: list[str] | None = None) -> int:
                 "use_turbulence": use_turbulence,
                 "turbulence_quantile": TURBULENCE_QUANTILE if use_turbulence else None,
                 "start": args.start,
-                "end": args.end,
+                "end": end,
                 "train_end": args.train_end,
                 "seed": args.seed,
                 "state_layout": ["cash"]
@@ -392,7 +450,9 @@ def main(argv: list[str] | None = None) -> int:
                 "trades": int(rec["trades"]),
             }
             log(f"wrote {path}")
+    summary["seconds"] = round(time.perf_counter() - started, 1)
     (out / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True, default=str) + "\n")
+    log(f"done in {summary['seconds']} s (cache key {key[:12]})")
     return 0
 
 

@@ -26,7 +26,6 @@ covers it.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -45,28 +44,14 @@ BTC = "BTC/USDT"
 INDICATORS = ("macd", "boll_ub", "boll_lb", "rsi_30", "cci_30", "dx_30", "close_30_sma", "close_60_sma")
 AGENTS = ("ppo", "sac")
 
-REFERENCE = Path(os.environ.get("L2FAST_FINRL_REFERENCE",
-                                Path(__file__).resolve().parents[1] / "build" / "finrl-reference"))
 
-
-def _recording(scenario: str) -> dict:
-    path = REFERENCE / f"{scenario}.npz"
-    if not path.exists():
-        if os.environ.get("L2FAST_REQUIRE_FINRL") == "1":
-            pytest.fail(f"FinRL recordings required (L2FAST_REQUIRE_FINRL=1) but {path} is missing")
-        pytest.skip(f"no FinRL recordings at {REFERENCE}: bash .ci/finrl_venv.sh, then "
-                    f"build/finrl-venv/bin/python tests/finrl/reference.py (tests/finrl/README.md)")
-    with np.load(path, allow_pickle=False) as data:
-        return {k: data[k] for k in data.files}
-
-
-def _export(tmp: Path, params: dict, prefix: str) -> Path:
+def _export(tmp: Path, params: dict, prefix: str, models: Path) -> Path:
     out = tmp / "models"
     env = params["env_kwargs"]
     # One ticker: FinRL's layout read for the bar's symbol; more: each feature names its symbol.
     names = params["state_layout"] if len(params["tickers"]) > 1 else ["cash", "close", "holdings", *INDICATORS]
     for label in AGENTS:
-        report = export_model(REFERENCE / params["agents"][label]["file"], out, name=f"{prefix}_{label}",
+        report = export_model(models / params["agents"][label]["file"], out, name=f"{prefix}_{label}",
                               feature_names=names, feature_namespace="stockstats", feature_timeframe="1h",
                               samples=2_000)
         path = out / f"{prefix}_{label}.json"
@@ -93,13 +78,14 @@ def _stream(bars: dict[str, dict], start: int, end: int) -> list[tuple]:
 
 
 @pytest.mark.parametrize("scenario", ["btc_plain", "btc_eth_plain"])
-def test_finrl_agents_in_the_engine_observe_finrls_state_and_act_as_sb3(scenario, btc_1m, eth_1m, tmp_path) -> None:
-    rec = _recording(scenario)
-    params = json.loads(str(rec["params_json"]))
+def test_finrl_agents_in_the_engine_observe_finrls_state_and_act_as_sb3(
+        finrl_reference, scenario, btc_1m, eth_1m, tmp_path) -> None:
+    rec = finrl_reference.scenario(scenario)
+    params = finrl_reference.params(scenario)
     env, tickers = params["env_kwargs"], params["tickers"]
     n = len(tickers)
     prefix = scenario.removesuffix("_plain")
-    folder = _export(tmp_path, params, prefix)
+    folder = _export(tmp_path, params, prefix, finrl_reference.folder)
     config = L2Config.from_dict({
         "model": {"models_dir": str(folder), "weights": {f"{prefix}_{a}": 1.0 for a in AGENTS}},
         "engine": {"initial_equity": float(env["initial_amount"]), "max_fill_notional": 1e9},

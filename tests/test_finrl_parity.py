@@ -12,8 +12,7 @@ of agents trained with its ``DRLAgent``. Pinned here:
 - the exporter turns each recorded agent (PPO and SAC, bare and with VecNormalize folded in)
   into an ONNX model that acts as SB3's ``predict`` on FinRL's own observations.
 
-Still to come (issue 13): account-state, multi-asset and lookback names in a manifest, so the
-agents can be exported under FinRL's names and run in the engine (see the xfail below).
+The same agents run as engine members under FinRL's names: tests/test_finrl_engine.py.
 """
 
 from __future__ import annotations
@@ -26,7 +25,6 @@ import numpy as np
 import pytest
 
 from l2fast.config import TechnicalConfig
-from l2fast.errors import ExportError
 from l2fast.technical.names import resolve_features
 from l2fast.technical.state import TechnicalState
 
@@ -254,13 +252,7 @@ def _finrl_names(name: str) -> list[str]:
             *(f"{i}_1h@{t}" for i in INDICATORS for t in tics)]
 
 
-@pytest.mark.parametrize("name", [
-    pytest.param("btc", marks=pytest.mark.xfail(strict=True, raises=ExportError,
-                                                reason="account-state names land with item 2")),
-    pytest.param("btc_eth", marks=pytest.mark.xfail(
-        strict=True, raises=ExportError,
-        reason="account-state names land with item 2, <feature>@<SYMBOL> names with item 5")),
-])
+@pytest.mark.parametrize("name", ["btc", "btc_eth"])
 def test_a_finrl_agent_exports_under_finrls_state_layout_names(finrl_reference, name, tmp_path: Path) -> None:
     pytest.importorskip("onnx")
     pytest.importorskip("stable_baselines3")

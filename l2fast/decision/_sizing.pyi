@@ -12,6 +12,9 @@ KellySource: type[enum.IntEnum]
 SIZING_CODES: tuple[str, ...]
 KELLY_SOURCES: tuple[str, ...]
 
+def finrl_shares(action: float, hmax: int, price: float, cash: float, held: float,
+                 buy_cost: float = 0.001) -> float: ...
+
 class LiveTradeStats:
     window: int
     def __init__(self, window: int) -> None: ...

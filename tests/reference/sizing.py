@@ -138,3 +138,17 @@ def size_ref(risk: Any, equity: float, price: float, p: float, b: float, vol: fl
         "fraction_raw": raw, "fraction": fraction, "capped": raw > max_position_size,
         "notional_target": notional_target, "lot_step": lot_step, "min_notional": min_notional,
     }
+
+
+def finrl_shares_ref(action: float, hmax: int, price: float, cash: float, held: float, buy_cost: float) -> float:
+    """FinRL 0.3.7 StockTradingEnv's trade for one asset, written from its step():
+    ``(actions * hmax).astype(int)`` on a float32 array, sells capped by the holdings,
+    buys by ``cash // (price * (1 + buy_cost))``."""
+    import numpy as np
+
+    shares = int((np.array([action], dtype=np.float32) * hmax).astype(int)[0])
+    if shares < 0:
+        return -float(min(-shares, max(held, 0.0)))
+    if shares > 0:
+        return float(min(shares, max(cash // (price * (1 + buy_cost)), 0.0)))
+    return 0.0

@@ -21,6 +21,11 @@
 #     sizing_compute(&params, &input, &result)      # result.qty, every factor, a code
 # and, when a trade closes (risk_on_fill's FillResult.closed):
 #     livestats_push(&stats, fill.trade_return)
+# FinRL's action semantics (a manifest's ``finrl`` block; StockTradingEnv, FinRL 0.3.7):
+#     shares = trunc(float32(action) * float32(hmax))        (numpy's float32 product, astype(int))
+#     sell (shares < 0): min(-shares, held)                   (held: the long position, 0 if none)
+#     buy  (shares > 0): min(shares, cash // (price * (1 + buy_cost)))   (Python's float //)
+# sizing_finrl_shares returns the signed whole shares FinRL would trade.
 # Nothing here fails or allocates except livestats_init (one buffer, freed by
 # livestats_free); all structs are restored by a plain copy (the window keeps a spare slot).
 
@@ -175,3 +180,7 @@ cdef inline double round_down_lots(double qty_max, double lot, double price, dou
             return q
         n -= 1.0
     return 0.0
+
+# The signed shares FinRL's StockTradingEnv trades for ``action`` (comment above).
+cdef double sizing_finrl_shares(double action, int hmax, double price, double cash, double held,
+                                double buy_cost) noexcept nogil

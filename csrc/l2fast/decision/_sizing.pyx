@@ -5,7 +5,7 @@ implements them on plain structs for the engine and wraps them in two validated 
 """
 
 from cpython cimport array
-from libc.math cimport INFINITY, fabs, isfinite, isnan, NAN
+from libc.math cimport INFINITY, copysign, fabs, floor, fmod, isfinite, isnan, NAN
 
 import array
 
@@ -173,6 +173,58 @@ cdef void sizing_compute(const SizingParams* prm, const SizingInput* inp,
 
 
 # ------------------------------------------------------------- Python classes
+
+cdef inline double _py_floordiv(double vx, double wx) noexcept nogil:
+    # CPython's float // (float_floor_div), which FinRL's cash cap uses: floor of the
+    # division of (vx - fmod(vx, wx)), not floor(vx / wx), which can round up past it.
+    cdef double mod = fmod(vx, wx)
+    cdef double div = (vx - mod) / wx
+    cdef double fl
+    if mod != 0.0 and (wx < 0.0) != (mod < 0.0):
+        div -= 1.0
+    if div != 0.0:
+        fl = floor(div)
+        if div - fl > 0.5:
+            fl += 1.0
+        return fl
+    return copysign(0.0, vx / wx)
+
+
+cdef double sizing_finrl_shares(double action, int hmax, double price, double cash, double held,
+                                double buy_cost) noexcept nogil:
+    cdef float product = (<float>action) * (<float>hmax)
+    cdef double shares
+    if not isfinite(product) or not (price > 0.0):
+        return 0.0
+    shares = <double><long long>product if fabs(product) < 9.0e18 else copysign(9.0e18, product)
+    if shares < 0.0:
+        return -min(-shares, held if held > 0.0 else 0.0)
+    if shares > 0.0:
+        return min(shares, max(_py_floordiv(cash, price * (1.0 + buy_cost)), 0.0))
+    return 0.0
+
+
+def finrl_shares(action, hmax, price, cash, held, buy_cost=0.001) -> float:
+    """The signed whole shares FinRL's ``StockTradingEnv`` trades for one asset's action.
+
+    ``trunc(float32(action) * hmax)`` shares; a sell is capped by ``held`` (the long
+    position), a buy by ``cash // (price * (1 + buy_cost))``. What the engine requests for
+    a member with a manifest ``finrl`` block (its quantity before sizing and the risk gate).
+
+    Raises:
+        InvalidInputError: A number is not finite, ``hmax`` < 1, ``price`` <= 0 or a cost outside [0, 1).
+    """
+    if isinstance(hmax, bool) or not isinstance(hmax, int) or hmax < 1:
+        raise InvalidInputError(f"hmax={hmax!r}: must be an integer >= 1")
+    cdef double a = check_number(action, "action", -INFINITY, INFINITY)
+    cdef double p = check_number(price, "price", 0.0, INFINITY, True)
+    cdef double c = check_number(cash, "cash", -INFINITY, INFINITY)
+    cdef double h = check_number(held, "held", -INFINITY, INFINITY)
+    cdef double bc = check_number(buy_cost, "buy_cost", 0.0, 1.0)
+    if bc >= 1.0:
+        raise InvalidInputError(f"buy_cost={buy_cost!r}: must be below 1")
+    return sizing_finrl_shares(a, hmax, p, c, h, bc)
+
 
 cdef double check_number(object value, str name, double lo, double hi, bint lo_open=False,
                          bint allow_none=False) except? -1:

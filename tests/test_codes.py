@@ -94,7 +94,7 @@ def test_reason_codes_cover_every_code_once_within_the_metrics_capacity() -> Non
     codes = _engine.REASON_CODES
     assert len(set(codes)) == len(codes) <= _telemetry.MAX_CODES
     gates = tuple(name for _, name in _voting.GATE_CODES)
-    assert set(codes) == set(codes[:7]) | set(gates) | set(_sizing.SIZING_CODES[1:]) | set(_risk.RISK_CODES[1:])
+    assert set(codes) == set(codes[:8]) | set(gates) | set(_sizing.SIZING_CODES[1:]) | set(_risk.RISK_CODES[1:])
     assert _engine.DENIAL_CODES == frozenset(_risk.RISK_CODES[1:])
 
 

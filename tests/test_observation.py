@@ -230,7 +230,8 @@ MULTI = ["cash", "close@BTC/USDT", "close@ETH/USDT", "holdings@BTC/USDT", "holdi
          "rsi_30@BTC/USDT", "rsi_30@ETH/USDT"]
 
 
-def _box_member(folder: Path, name: str, features: list[str], dims: int, seed: int, **manifest: object) -> None:
+def _box_member(folder: Path, name: str, features: list[str], dims: int, seed: int,
+                weights: np.ndarray | None = None, bias: np.ndarray | None = None, **manifest: object) -> None:
     """A one-layer tanh Box member (SAC-like outputs) with ``dims`` action dimensions."""
     import hashlib
 
@@ -238,13 +239,14 @@ def _box_member(folder: Path, name: str, features: list[str], dims: int, seed: i
 
     rng = np.random.default_rng(seed)
     # Small weights on O(1e4) inputs keep tanh away from saturation for these prices.
-    w = (rng.normal(size=(dims, len(features))) * 1e-5).astype(np.float32)
-    nodes = [helper.make_node("Gemm", ["obs", "W"], ["pre"], transB=1),
+    w = (rng.normal(size=(dims, len(features))) * 1e-5 if weights is None else weights).astype(np.float32)
+    b = (np.zeros(dims) if bias is None else bias).astype(np.float32)
+    nodes = [helper.make_node("Gemm", ["obs", "W", "B"], ["pre"], transB=1),
              helper.make_node("Tanh", ["pre"], ["action"])]
     graph = helper.make_graph(
         nodes, name, [helper.make_tensor_value_info("obs", TensorProto.FLOAT, ["N", len(features)])],
         [helper.make_tensor_value_info("action", TensorProto.FLOAT, ["N", dims])],
-        initializer=[numpy_helper.from_array(w, "W")])
+        initializer=[numpy_helper.from_array(w, "W"), numpy_helper.from_array(b, "B")])
     data = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8).SerializeToString()
     base = json.loads((models_dir() / "trend_agent.json").read_text())
     base.update(name=name, algorithm="SAC", feature_names=features, observation_size=len(features),

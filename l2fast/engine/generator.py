@@ -149,6 +149,14 @@ def _cadence(members: Sequence[LoadedModel], technical: TechnicalConfig, folder:
     return tuple(bits)
 
 
+def _finrl(model: LoadedModel) -> tuple[int, list[str], list[float]] | None:
+    """``(hmax, tickers, buy costs)`` of a member's manifest ``finrl`` block, or None."""
+    info = model.manifest.get("finrl")
+    if info is None:
+        return None
+    return int(info["hmax"]), list(info["tickers"]), [float(c) for c in info["buy_cost_pct"]]
+
+
 class TacticalSignalGenerator(EngineCore):
     """The L2 engine: one :class:`~l2fast.signals.TacticalSignal` per bar (module docstring).
 
@@ -211,7 +219,8 @@ class TacticalSignalGenerator(EngineCore):
         self._setup(config, self.ensemble, self.voting_params, self.warmup_bars, TacticalSignal,
                     (Side.SELL, Side.HOLD, Side.BUY), is_symbol, self.extras, self.row_layout,
                     _cadence(self.ensemble.members, config.technical, folder),
-                    [member_symbols(m.manifest) for m in self.ensemble.members])
+                    [member_symbols(m.manifest) for m in self.ensemble.members],
+                    [_finrl(m) for m in self.ensemble.members])
         self.decision: StrategicDecision | None = None
 
     @property

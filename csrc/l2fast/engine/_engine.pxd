@@ -10,14 +10,16 @@
 #   5. then the decision (also what process_strategic_decision re-runs on the last bar):
 #      gates on the L3 decision (none, stale, symbol outside the universe for entries),
 #      warm-up, the members (the compiled forward; the fused ONNX graph through io_binding
-#      for those not compiled), voter_vote, then for a
-#      passing vote: an exit (opposite position) or sizing_compute + risk_check for an
-#      entry, risk_accept when allowed; the TacticalSignal, its reasoning a SignalReasoning
+#      for those not compiled; a member with a decision timeframe only on the bars closing
+#      it, its last input standing in between), voter_vote, the FinRL members' requested
+#      shares (sizing_finrl_shares; zero holds NO_SHARES), then for a passing vote: an exit
+#      (opposite position; at most the request) or sizing_compute + risk_check for an
+#      entry (at most the request), risk_accept when allowed; the TacticalSignal, its reasoning a SignalReasoning
 #      (below) that copies the bar's results and builds the dict only when read.
 
 from l2fast.decision._risk cimport RiskBarUpdate, RiskCheck
 from l2fast.decision._sizing cimport SizingResult
-from l2fast.decision._voting cimport VOTE_MAX_TIMEFRAMES, VoteResult
+from l2fast.decision._voting cimport VOTE_MAX_MEMBERS, VOTE_MAX_TIMEFRAMES, VoteResult
 
 cdef struct MemberIO:
     # Where a member's outputs land in the fused ensemble's bound buffers (member k of the
@@ -42,6 +44,7 @@ cdef enum:  # SignalReasoning.parts: which of the bar's results its reasoning ho
     PART_RISK = 4               # "risk"
     PART_DENIAL = 8             # "denial" (the risk check's)
     PART_POSITION = 16          # "position" (the risk bar update)
+    PART_FINRL = 32             # "finrl" (FinRL members' requested shares)
 
 cdef enum:
     # Room for a VoteResult's bytes before its timeframes (352 with 8 members on every
@@ -68,3 +71,9 @@ cdef class SignalReasoning:
     cdef SizingResult sizing    # PART_SIZING
     cdef RiskCheck risk         # PART_RISK
     cdef RiskBarUpdate position # PART_POSITION
+    # PART_FINRL: the quantity FinRL's semantics request (sizing and the risk gate may only
+    # lower it), and each FinRL member's action and shares (members in finrl_members).
+    cdef double finrl_request
+    cdef unsigned int finrl_members
+    cdef double finrl_action[VOTE_MAX_MEMBERS]
+    cdef double finrl_shares[VOTE_MAX_MEMBERS]

@@ -21,7 +21,7 @@ from time import time_ns
 from types import MemberDescriptorType
 
 from libc.limits cimport LLONG_MAX
-from libc.math cimport INFINITY, NAN, isfinite
+from libc.math cimport INFINITY, NAN, fabs, isfinite
 from libc.stdlib cimport calloc, free
 from libc.string cimport memcpy, memset
 
@@ -43,7 +43,8 @@ from l2fast.engine._snapshot cimport (
 )
 from l2fast.decision._sizing cimport (
     KELLY_MANIFEST, LiveStats, SIZE_OK, check_number, SizingInput, SizingParams, SizingResult, livestats_free,
-    livestats_init, livestats_kelly_inputs, livestats_push, sizing_compute, sizing_params_fill, sizing_result_dict,
+    livestats_init, livestats_kelly_inputs, livestats_push, sizing_compute, sizing_finrl_shares, sizing_params_fill,
+    sizing_result_dict,
 )
 from l2fast.technical._statistics cimport CorrelState, correl_free, correl_init, correl_step
 from l2fast.decision._voting cimport (
@@ -65,7 +66,8 @@ _MAX_TS = 2 ** 63
 
 #: Every ``reasoning["code"]`` a signal can carry, numbered for the metrics' counters.
 REASON_CODES = tuple(dict.fromkeys(
-    ("ENTRY", "EXIT", "NO_DECISION", "STALE_DECISION", "WARM_UP", "NOT_IN_UNIVERSE", "INTERNAL_INVALID_SIGNAL")
+    ("ENTRY", "EXIT", "NO_DECISION", "STALE_DECISION", "WARM_UP", "NOT_IN_UNIVERSE", "NO_SHARES",
+     "INTERNAL_INVALID_SIGNAL")
     + tuple(name for bit, name in GATE_CODES if bit) + SIZING_CODES[1:] + RISK_CODES[1:]))
 #: The risk gate's denial codes among them.
 DENIAL_CODES = frozenset(RISK_CODES[1:])
@@ -92,6 +94,7 @@ cdef int _NO_DECISION = _CODE_INDEX["NO_DECISION"]
 cdef int _STALE_DECISION = _CODE_INDEX["STALE_DECISION"]
 cdef int _WARM_UP = _CODE_INDEX["WARM_UP"]
 cdef int _NOT_IN_UNIVERSE = _CODE_INDEX["NOT_IN_UNIVERSE"]
+cdef int _NO_SHARES = _CODE_INDEX["NO_SHARES"]
 cdef int _ENTRY = _CODE_INDEX["ENTRY"]
 cdef int _EXIT = _CODE_INDEX["EXIT"]
 cdef int _INTERNAL_INVALID_SIGNAL = _CODE_INDEX["INTERNAL_INVALID_SIGNAL"]
@@ -257,6 +260,10 @@ cdef class SignalReasoning:
                 d["denial"] = risk["denial"]
         if self.parts & PART_POSITION:
             d["position"] = risk_bar_dict(&self.position)
+        if self.parts & PART_FINRL:
+            d["finrl"] = {"requested": self.finrl_request, "members": {
+                self.members[k]: {"action": self.finrl_action[k], "shares": self.finrl_shares[k]}
+                for k in range(len(self.members)) if (self.finrl_members >> k) & 1}}
         if self.invalid:
             return {"code": "INTERNAL_INVALID_SIGNAL", "side": _SIDES[self.bad_side], "qty": _opt(self.bad_qty),
                     "confidence": _opt(self.bad_conf), "consensus": _opt(self.bad_cons), "was": d}
@@ -344,6 +351,11 @@ cdef class EngineCore:
     cdef unsigned int _pending   # multi-asset members one of whose symbols closed their timeframe since they acted
     cdef tuple _member_symbols
     cdef int _dim[VOTE_MAX_MEMBERS][RISK_MAX_SYMBOLS]
+    # FinRL's action semantics (a manifest finrl block): hmax, and the buy cost per symbol.
+    cdef unsigned int _finrl
+    cdef int _hmax[VOTE_MAX_MEMBERS]
+    cdef tuple _finrl_tickers    # per member: (tickers, buy costs) or None
+    cdef double _buy_cost[VOTE_MAX_MEMBERS][RISK_MAX_SYMBOLS]
 
     cdef bint _has_decision
     cdef object _decision
@@ -391,7 +403,7 @@ cdef class EngineCore:
     # ------------------------------------------------------------------ setup
 
     def _setup(self, config, ensemble, voting_params, long long warmup_bars, signal_type, sides, is_symbol,
-               extras=(), layout=None, cadence=(), symbols=()):
+               extras=(), layout=None, cadence=(), symbols=(), finrl=()):
         """Bind the validated parts (called once by ``TacticalSignalGenerator.__init__``).
 
         Args:
@@ -418,6 +430,8 @@ cdef class EngineCore:
                 (1, the 1m bit, or empty: every bar).
             symbols: Per member, the symbols of its action dimensions (empty: it acts for
                 the bar's symbol, with its first dimension); empty: none is multi-asset.
+            finrl: Per member, ``(hmax, tickers, buy costs)`` of its manifest's ``finrl``
+                block (FinRL's action semantics) or None; empty: none has one.
 
         Raises:
             InvalidInputError: The ensemble's members are not the vote's, in its order.
@@ -507,6 +521,15 @@ cdef class EngineCore:
         if len(cadence) != self._n_members or any(not 0 < b < 1 << 30 for b in cadence):
             raise InvalidInputError(f"cadence={cadence!r}: one non-zero timeframe bit mask per member")
         forward_index = tuple(ensemble.forward_index)
+        finrl = tuple(finrl) or (None,) * self._n_members
+        if len(finrl) != self._n_members:
+            raise InvalidInputError(f"finrl: one entry per member, got {len(finrl)}")
+        self._finrl = 0
+        self._finrl_tickers = tuple(None if f is None else (tuple(f[1]), tuple(f[2])) for f in finrl)
+        for k in range(self._n_members):
+            if finrl[k] is not None:
+                self._finrl |= 1u << k
+                self._hmax[k] = finrl[k][0]
         # A multi-asset member's vote stands for the symbols that did not trigger it.
         self._cadenced = any(b != 1 for b in cadence) or self._multi != 0
         self._on_session = 0
@@ -568,6 +591,9 @@ cdef class EngineCore:
                     self._dim[j][i] = self._member_symbols[j].index(symbol)
                 # Left out of the symbol's vote until it acts for it (never, off its symbols).
                 self._last[i * VOTE_MAX_MEMBERS + j].failed = True
+            if (self._finrl >> j) & 1:
+                tickers, costs = self._finrl_tickers[j]
+                self._buy_cost[j][i] = costs[tickers.index(symbol) if symbol in tickers else 0]
         return i
 
     cdef int _symbol_index(self, object symbol) except -1:
@@ -856,6 +882,7 @@ cdef class EngineCore:
         cdef int side, pos_side = self._risk.pos[i].side
         cdef SignalReasoning r
         cdef int k
+        cdef double request = INFINITY  # no FinRL request: sizing and the gate decide alone
         if not self._has_decision:
             return self._hold(i, ts, _reason(_NO_DECISION))
         if self._max_age > 0 and self._decision_ts >= 0 and ts - self._decision_ts > self._max_age:
@@ -887,9 +914,18 @@ cdef class EngineCore:
             r.code = _gate_code[__builtin_ctz(<unsigned int>vr.gate)]  # one bit: the first failing gate
             return self._hold(i, ts, r, &vr)
         side = vr.side
+        if self._finrl:
+            request = self._finrl_request(i, side, &vr, r)
+            if request == 0.0:
+                r.code = _NO_SHARES
+                return self._hold(i, ts, r, &vr)
         if pos_side != 0:
-            # Against the position: an exit of all of it; with it: denied as POSITION_OPEN.
+            # Against the position: an exit of all of it (at most a FinRL request); with it:
+            # denied as POSITION_OPEN.
             risk_check(&self._risk, i, side, 0.0, slot.close, f[S_ATR], ts, &chk)
+            if chk.action == ACTION_EXIT and request < chk.qty:
+                chk.qty = request
+                chk.notional = request * chk.price
         else:
             if not slot.in_universe:
                 r.code = _NOT_IN_UNIVERSE
@@ -901,7 +937,7 @@ cdef class EngineCore:
             if sz.code != SIZE_OK:
                 r.code = _sizing_code[<int>sz.code]
                 return self._hold(i, ts, r, &vr)
-            risk_check(&self._risk, i, side, sz.qty, slot.close, f[S_ATR], ts, &chk)
+            risk_check(&self._risk, i, side, min(sz.qty, request), slot.close, f[S_ATR], ts, &chk)
         r.parts |= PART_RISK
         r.risk = chk
         if chk.action == ACTION_HOLD:
@@ -917,6 +953,29 @@ cdef class EngineCore:
         r.code = _ENTRY
         return self._emit(i, ts, side, chk.qty, vr.confidence, vr.consensus, chk.stop,
                           chk.take_profit, r)
+
+    cdef double _finrl_request(self, int i, int side, const VoteResult* vr, SignalReasoning r) noexcept:
+        """The shares FinRL's semantics request for the vote's side on symbol i: the
+        weight-averaged shares of the FinRL members voting that side (INFINITY when none
+        does). Whole shares for one member, but a sell capped by a fractional position."""
+        cdef const Position* p = &self._risk.pos[i]
+        cdef double held = p.qty if p.side > 0 else 0.0, total = 0.0, weights = 0.0, n
+        cdef int m
+        for m in range(self._n_members):
+            if not (self._finrl >> m) & 1 or vr.members[m].status != MEMBER_OK or vr.members[m].side != side:
+                continue
+            n = sizing_finrl_shares(self._inputs[m].value, self._hmax[m], self._slots[i].close, self._risk.cash,
+                                    held, self._buy_cost[m][i])
+            r.finrl_members |= 1u << m
+            r.finrl_action[m] = self._inputs[m].value
+            r.finrl_shares[m] = n
+            total += vr.members[m].weight * fabs(n)
+            weights += vr.members[m].weight
+        if r.finrl_members == 0:
+            return INFINITY
+        r.parts |= PART_FINRL
+        r.finrl_request = total / weights if weights > 0.0 else 0.0
+        return r.finrl_request
 
     cdef void _count_vote(self, const VoteResult* vr) noexcept:
         cdef int k

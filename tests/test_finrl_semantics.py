@@ -1,0 +1,83 @@
+"""A member with a manifest ``finrl`` block requests FinRL's shares; sizing and the gate only lower them.
+
+The request is checked against the pure-Python twin of FinRL's rule (tests/reference/sizing.py)
+on the member's own action, the engine's cash and holdings; the signal's quantity against the
+request and the sizing result, with a paper L1 filling every signal at the bar's close.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("onnx")
+
+from test_engine import _rows
+from test_observation import _box_member
+
+from l2fast.config import L2Config
+from l2fast.data import models_dir
+from l2fast.engine.generator import TacticalSignalGenerator
+from l2fast.signals import StrategicDecision
+
+from reference.sizing import finrl_shares_ref
+
+BTC = "BTC/USDT"
+# action = tanh(0.08 * (rsi - 50)): with hmax 2, one share bought above RSI 57, sold below 43.
+FEATURES = ["cash", "close", "holdings", "rsi_14_1m"]
+FINRL = {"env": "stocktrading", "tickers": [BTC], "hmax": 2, "buy_cost_pct": [0.001], "sell_cost_pct": [0.001],
+         "initial_amount": 1e6}
+
+
+@pytest.fixture
+def gen(tmp_path: Path) -> TacticalSignalGenerator:
+    folder = tmp_path / "models"
+    shutil.copytree(models_dir(), folder)
+    _box_member(folder, "finrl_agent", FEATURES, 1, seed=11, weights=np.array([[0.0, 0.0, 0.0, 0.08]]),
+                bias=np.array([-4.0]), finrl=FINRL)
+    config = L2Config.from_dict({
+        "model": {"models_dir": str(folder), "weights": {"finrl_agent": 1.0}, "consensus_threshold": 0.0,
+                  "confidence_threshold": 0.0, "alignment_threshold": 0.0, "technical_weight": 0.0},
+        "engine": {"initial_equity": 1e6, "live_stats_window": 10_000},
+        "risk": {"kelly_win_rate": 0.7, "kelly_payoff_ratio": 2.0, "max_position_size": 0.5, "kelly_fraction": 1.0,
+                 "min_trades_for_live_stats": 10_000},
+    })
+    g = TacticalSignalGenerator(config)
+    g.on_strategic_decision(StrategicDecision(regime="trending", target_exposure=1.0, risk_appetite="aggressive",
+                                              universe=[BTC]))
+    return g
+
+
+def test_signals_request_finrls_shares_and_never_exceed_them(gen, btc_1m) -> None:
+    seen = {"ENTRY": 0, "EXIT": 0, "NO_SHARES": 0, "bound": 0}
+    for row in _rows(btc_1m, 0, 30_000):
+        held = (gen.position(BTC) or {"qty": 0.0, "side": "long"})
+        cash = gen.cash
+        signal = gen.on_bar(BTC, *row)
+        reasoning = signal.reasoning
+        if "finrl" not in reasoning:
+            assert reasoning["code"] not in ("NO_SHARES",)
+            continue
+        member = reasoning["finrl"]["members"]["finrl_agent"]
+        want = finrl_shares_ref(member["action"], FINRL["hmax"], row[4], cash,
+                                held["qty"] if held["side"] == "long" else 0.0, 0.001)
+        assert member["shares"] == want
+        requested = reasoning["finrl"]["requested"]
+        assert requested == abs(want)
+        code = reasoning["code"]
+        seen[code] = seen.get(code, 0) + 1
+        if code == "NO_SHARES":
+            assert requested == 0 and signal.qty == 0
+        elif code == "ENTRY":
+            assert 0 < signal.qty <= min(requested, reasoning["sizing"]["qty"])
+            seen["bound"] += signal.qty == requested < reasoning["sizing"]["qty"]
+        elif code == "EXIT":
+            assert 0 < signal.qty <= min(requested, held["qty"])
+        if signal.side != "hold":
+            # A paper L1: the signal fills at the bar's close.
+            gen.on_fill(BTC, signal.side.value if hasattr(signal.side, "value") else signal.side, signal.qty,
+                        row[4], row[0] + 60_000, fee=signal.qty * row[4] * 0.001)
+    assert seen["ENTRY"] > 0 and seen["EXIT"] > 0 and seen["NO_SHARES"] > 0 and seen["bound"] > 0, seen

@@ -42,6 +42,7 @@ from l2fast.decision._voting import COMPONENTS, MAX_WINDOW
 from l2fast.errors import ConfigError
 from l2fast.technical._candles import CANDLESTICK_PATTERNS
 from l2fast.technical._features import MAX_RSI_PERIODS
+from l2fast.technical._turbulence import MAX_ASSETS as MAX_TURBULENCE_SYMBOLS
 from l2fast.technical.bars import parse_timeframe
 
 __all__ = [
@@ -257,6 +258,13 @@ class TechnicalConfig:
         donchian_period: Donchian channel window.
         levels: Support/resistance and chart-pattern parameters
             (see :class:`l2fast.technical.indicators.SupportResistance`).
+        turbulence_symbols: The symbols of FinRL's turbulence index, in the order of its
+            return vector (at most 8; empty, the default: no index). The engine steps it on
+            the first bar all of them share after each has closed a ``turbulence_timeframe``
+            bar; members read it as ``turbulence_<tf>``, ``risk.turbulence_threshold`` gates on it.
+        turbulence_timeframe: The timeframe whose closes feed the index (one of
+            ``timeframes`` when the index is on).
+        turbulence_window: Rows of returns in its trailing covariance (FinRL's 252), >= 3.
     """
 
     timeframes: tuple[str, ...] = ("1m", "5m", "15m", "1h")
@@ -271,6 +279,9 @@ class TechnicalConfig:
     realized_vol_period: int = 60
     donchian_period: int = 20
     levels: Mapping[str, float] = field(default_factory=_levels_defaults)
+    turbulence_symbols: tuple[str, ...] = ()
+    turbulence_timeframe: str = "1h"
+    turbulence_window: int = 252
 
     def __post_init__(self) -> None:
         self._validate()
@@ -329,6 +340,15 @@ class TechnicalConfig:
             raise ConfigError(f"levels: missing keys {', '.join(missing)}")
         for key, value in levels.items():
             _LEVELS_RULES[key](f"levels.{key}", value)
+        symbols = self.turbulence_symbols
+        if not isinstance(symbols, tuple) or len(symbols) > MAX_TURBULENCE_SYMBOLS or len(set(symbols)) != len(symbols) \
+                or not all(isinstance(x, str) and SYMBOL_PATTERN.fullmatch(x) for x in symbols):
+            raise ConfigError(f"turbulence_symbols={symbols!r}: at most {MAX_TURBULENCE_SYMBOLS} distinct symbols "
+                              f"like 'BTC/USDT'")
+        if symbols and self.turbulence_timeframe not in self.timeframes:
+            raise ConfigError(f"turbulence_timeframe={self.turbulence_timeframe!r}: must be one of timeframes "
+                              f"{list(self.timeframes)}")
+        _integer("turbulence_window", self.turbulence_window, 3)
 
     @property
     def timeframe_minutes(self) -> tuple[int, ...]:
@@ -678,6 +698,9 @@ class RiskConfig:
             metrics (live statistics still take over after ``min_trades_for_live_stats``
             trades); set together with ``kelly_payoff_ratio``. Omitted: the manifests'.
         kelly_payoff_ratio: Fixed Kelly payoff ratio ``b`` >= 0 (with ``kelly_win_rate``).
+        turbulence_threshold: FinRL's turbulence gate, > 0 (needs
+            ``technical.turbulence_symbols``): while the index is at or above it, entries
+            are denied with ``TURBULENCE`` and every open position is exited. Omitted: off.
     """
 
     _SECTION: ClassVar[str] = "risk"
@@ -705,6 +728,7 @@ class RiskConfig:
     confidence_scaling: bool = True
     kelly_win_rate: float | None = None
     kelly_payoff_ratio: float | None = None
+    turbulence_threshold: float | None = None
 
     def __post_init__(self) -> None:
         s = self._SECTION
@@ -715,6 +739,9 @@ class RiskConfig:
             given = "kelly_win_rate" if self.kelly_payoff_ratio is None else "kelly_payoff_ratio"
             raise ConfigError(f"{s}.{given}={getattr(self, given)!r}: set kelly_win_rate and "
                               "kelly_payoff_ratio together")
+        if self.turbulence_threshold is not None:
+            _set(self, "turbulence_threshold",
+                 _real(f"{s}.turbulence_threshold", self.turbulence_threshold, 0.0, lo_open=True))
         if self.kelly_win_rate is not None:
             _set(self, "kelly_win_rate", _real(f"{s}.kelly_win_rate", self.kelly_win_rate, 0.0, 1.0))
             _set(self, "kelly_payoff_ratio", _real(f"{s}.kelly_payoff_ratio", self.kelly_payoff_ratio, 0.0))
@@ -873,6 +900,9 @@ class L2Config:
             if tf not in self.technical.timeframes:
                 raise ConfigError(f"{_child('model.vote.timeframe_weights', tf)}: unknown timeframe "
                                   f"(technical.timeframes: {', '.join(self.technical.timeframes)})")
+        if self.risk.turbulence_threshold is not None and not self.technical.turbulence_symbols:
+            raise ConfigError(f"risk.turbulence_threshold={self.risk.turbulence_threshold!r}: needs "
+                              f"technical.turbulence_symbols (the symbols of the index)")
         if self.engine.live_stats_window < self.risk.min_trades_for_live_stats:
             raise ConfigError(f"engine.live_stats_window={self.engine.live_stats_window!r}: must be >= "
                               f"risk.min_trades_for_live_stats ({self.risk.min_trades_for_live_stats!r})")

@@ -26,7 +26,7 @@ CODE_LISTS = [
     (_risk, "RISK_CODES", "RiskCode", "RISK_", False,
      ("OK", "EQUITY_DEPLETED", "SHORT_NOT_ALLOWED", "POSITION_OPEN", "DAILY_LOSS_LIMIT",
       "MAX_DAILY_TRADES", "MAX_CONCURRENT_POSITIONS", "INVALID_STOP", "MAX_POSITION_SIZE",
-      "MAX_LOSS_PER_TRADE", "EXPOSURE_LIMIT", "BELOW_MIN_NOTIONAL")),
+      "MAX_LOSS_PER_TRADE", "EXPOSURE_LIMIT", "BELOW_MIN_NOTIONAL", "TURBULENCE")),
     (_risk, "ACTIONS", "RiskAction", "ACTION_", True, ("hold", "entry", "exit")),
     (_risk, "STOP_MOVES", "StopMove", "STOP_", True, ("none", "breakeven", "trailing")),
     (_sizing, "SIZING_CODES", "SizingCode", "SIZE_", False,

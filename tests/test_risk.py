@@ -303,6 +303,21 @@ def test_account_features_follow_fills_and_marks():
     assert g.account(SOL)["holdings"] == 0.0
 
 
+def test_turbulence_at_or_above_the_threshold_denies_entries_not_exits():
+    g = gate(turbulence_threshold=50.0)
+    bar(g, BTC, T0, 100.0)
+    g.set_turbulence(50.0)
+    c = g.check(BTC, "buy", 1.0, 100.0, 1.0, T0)
+    assert c["action"] == "hold" and c["denial"] == {"code": "TURBULENCE", "turbulence": 50.0, "threshold": 50.0}
+    g.set_turbulence(49.9)
+    assert g.check(BTC, "buy", 1.0, 100.0, 1.0, T0)["action"] == "entry"
+    g.on_fill(BTC, "buy", 1.0, 100.0, T0)
+    g.set_turbulence(80.0)
+    assert g.check(BTC, "sell", 0.0, 100.0, 1.0, T0)["action"] == "exit"
+    with pytest.raises(InvalidInputError, match="turbulence"):
+        g.set_turbulence(float("nan"))
+
+
 def test_fill_uses_the_reserved_stop_distance_else_the_last_atr():
     g = gate()
     bar(g, BTC, T0, 100.0, atr=1.5)
@@ -411,6 +426,7 @@ gate_params = st.fixed_dictionaries({
     "take_profit_r": st.floats(0.5, 4.0), "breakeven_threshold": st.floats(0.2, 2.0),
     "trailing_atr_multiplier": st.floats(0.5, 4.0), "allow_short": st.booleans(),
     "min_notional": st.sampled_from([0.0, 10.0]), "lot_step": st.sampled_from([1e-5, 0.01]),
+    "turbulence_threshold": st.sampled_from([None, 6.0, 11.0]),
 })
 
 
@@ -444,6 +460,7 @@ def run_stream(steps, gates, observe=None, unsolicited=False):
 
     for k, (minutes, moves) in enumerate(steps):
         ts += minutes * MIN
+        call("set_turbulence", float(k * 7 % 13))  # the engine's index, 0 .. 12
         for sym, (ret, rng, atr_frac, action, frac) in zip(symbols, moves, strict=True):
             o = closes[sym]
             c = o * (1.0 + ret)

@@ -12,15 +12,18 @@ denies with a code and its numbers, e.g. ``{"code": "DAILY_LOSS_LIMIT", "loss": 
 1. ``EQUITY_DEPLETED`` (``equity``): equity <= 0.
 2. ``SHORT_NOT_ALLOWED``: a sell while flat when shorting is disabled.
 3. ``POSITION_OPEN`` (``qty``): a position on the same side is already open (no pyramiding).
-4. ``DAILY_LOSS_LIMIT`` (``loss``, ``limit``): the UTC day's loss ``(day_start_equity -
+4. ``TURBULENCE`` (``turbulence``, ``threshold``): FinRL's turbulence index, as the engine
+   last stepped it (:meth:`RiskGate.set_turbulence`), is at or above
+   ``turbulence_threshold`` (when set). The engine also exits every open position then.
+5. ``DAILY_LOSS_LIMIT`` (``loss``, ``limit``): the UTC day's loss ``(day_start_equity -
    equity) / day_start_equity`` reached ``daily_loss_limit``. Once reached (at a bar,
    fill or check) new entries stay halted until 00:00 UTC even if equity recovers;
    ``loss`` is the loss that set the halt. Exits stay allowed.
-5. ``MAX_DAILY_TRADES`` (``trades``, ``limit``): ``max_daily_trades`` entries were
+6. ``MAX_DAILY_TRADES`` (``trades``, ``limit``): ``max_daily_trades`` entries were
    accepted this UTC day (plus fills that opened a position no check reserved).
-6. ``MAX_CONCURRENT_POSITIONS`` (``positions``, ``limit``): open positions plus other
+7. ``MAX_CONCURRENT_POSITIONS`` (``positions``, ``limit``): open positions plus other
    symbols' reservations reached ``max_concurrent_positions``.
-7. ``INVALID_STOP`` (``atr``, ``price``): no usable levels: ``R = atr_multiplier * ATR``
+8. ``INVALID_STOP`` (``atr``, ``price``): no usable levels: ``R = atr_multiplier * ATR``
    is not > 0 (ATR unknown or 0), or the stop or take-profit would be <= 0, or they do
    not differ from the price in floating point.
 
@@ -30,12 +33,12 @@ The levels of an entry at reference price P (the bar's close) with side s (+1 bu
 :mod:`l2fast.decision.sizing`) is then reduced, each reduction reported in ``caps`` with the
 quantity after it:
 
-8. ``MAX_POSITION_SIZE`` (``size``, ``limit``): ``qty * P <= max_position_size * equity``.
-9. ``MAX_LOSS_PER_TRADE`` (``loss``, ``limit``): ``qty * R <= max_loss_per_trade * equity``.
-10. ``EXPOSURE_LIMIT`` (``exposure``, ``limit``): ``gross + qty * P <= exposure_limit *
+9. ``MAX_POSITION_SIZE`` (``size``, ``limit``): ``qty * P <= max_position_size * equity``.
+10. ``MAX_LOSS_PER_TRADE`` (``loss``, ``limit``): ``qty * R <= max_loss_per_trade * equity``.
+11. ``EXPOSURE_LIMIT`` (``exposure``, ``limit``): ``gross + qty * P <= exposure_limit *
     equity``, ``gross`` being the open notional plus the other symbols' reservations;
     with no room left the entry is denied with this code.
-11. The quantity is rounded down to the symbol's ``lot_step`` (keeping every limit above
+12. The quantity is rounded down to the symbol's ``lot_step`` (keeping every limit above
     exactly); ``BELOW_MIN_NOTIONAL`` (``notional``, ``min_notional``) if the notional is
     then below ``min_notional`` (or no whole lot remains).
 

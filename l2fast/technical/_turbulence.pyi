@@ -3,6 +3,8 @@
 import numpy as np
 import numpy.typing as npt
 
+MAX_ASSETS: int
+
 class Turbulence:
     n_assets: int
     window: int

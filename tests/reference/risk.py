@@ -64,6 +64,9 @@ class RiskGateRef:
         self.exposure_limit = risk.exposure_limit
         self.max_position_size = risk.max_position_size
         self.allow_short = risk.allow_short
+        threshold = risk.turbulence_threshold
+        self.turbulence_threshold = math.inf if threshold is None else threshold
+        self.turbulence = 0.0
         self.lot_step = {s: risk.lot_step_for(s) for s in self.symbols}
         self.min_notional = {s: risk.min_notional_for(s) for s in self.symbols}
         self.positions: dict[str, _Position] = {}
@@ -89,6 +92,9 @@ class RiskGateRef:
                 p = self.positions[s]
                 equity += p.side * p.qty * self.mark[s]
         return equity
+
+    def set_turbulence(self, value: float) -> None:
+        self.turbulence = value
 
     def account(self, symbol: str) -> dict:
         # The features a model observes, from the position's definition.
@@ -196,6 +202,8 @@ class RiskGateRef:
             return deny({"code": "SHORT_NOT_ALLOWED"})
         if p is not None:
             return deny(_note("POSITION_OPEN", "qty", p.qty, None, 0))
+        if self.turbulence >= self.turbulence_threshold:
+            return deny(_note("TURBULENCE", "turbulence", self.turbulence, "threshold", self.turbulence_threshold))
         if halted:
             return deny(_note("DAILY_LOSS_LIMIT", "loss", self.halt_loss, "limit", self.daily_loss_limit))
         loss = self._loss(day_start, equity)

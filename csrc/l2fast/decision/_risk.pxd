@@ -45,6 +45,7 @@ cpdef enum RiskCode:
     RISK_MAX_LOSS_PER_TRADE         # cap; value: loss at the stop / equity asked, limit
     RISK_EXPOSURE_LIMIT             # cap or denial; value: gross exposure after / equity, limit
     RISK_BELOW_MIN_NOTIONAL         # value: notional after rounding, limit: min_notional
+    RISK_TURBULENCE                 # value: the turbulence index, limit: turbulence_threshold
 
 cpdef enum RiskAction:
     ACTION_HOLD = 0
@@ -74,6 +75,7 @@ cdef struct RiskParams:
     double exposure_limit           # gross notional / equity after an entry, (0, 1]
     double max_position_size        # notional / equity of one entry, (0, 1]
     bint allow_short                # a sell while flat opens a short
+    double turbulence_threshold     # entries denied while turbulence >= it (INFINITY: off)
 
 cdef struct Position:
     int side                        # +1 long, -1 short, 0 flat (other fields then unused)
@@ -112,6 +114,7 @@ cdef struct RiskState:
     double realized_today           # realized PnL today, fees included
     int entries_today               # accepted entries + fills opening unreserved positions
     bint halted                     # the daily loss limit was reached today (latched)
+    double turbulence               # FinRL's turbulence index as the engine last stepped it (0 before)
     double halt_loss                # the loss fraction that set ``halted``
 
 cdef struct RiskBarUpdate:

@@ -37,6 +37,7 @@ _NOTE_FIELDS = {
     RISK_MAX_LOSS_PER_TRADE: ("loss", "limit"),
     RISK_EXPOSURE_LIMIT: ("exposure", "limit"),
     RISK_BELOW_MIN_NOTIONAL: ("notional", "min_notional"),
+    RISK_TURBULENCE: ("turbulence", "threshold"),
 }
 #: Per code name: the names of RiskNote.value and RiskNote.limit in the rendered dict (None: omitted).
 RISK_CODE_FIELDS = {RISK_CODES[code]: fields for code, fields in sorted(_NOTE_FIELDS.items())}
@@ -68,6 +69,7 @@ cdef void risk_init(RiskState* s, const RiskParams* prm, int n_symbols,
     s.entries_today = 0
     s.halted = False
     s.halt_loss = 0.0
+    s.turbulence = 0.0
 
 
 cdef int risk_params_fill(RiskParams* prm, object risk) except -1:
@@ -87,6 +89,9 @@ cdef int risk_params_fill(RiskParams* prm, object risk) except -1:
     prm.exposure_limit = check_number(risk.exposure_limit, "exposure_limit", 0.0, 1.0, True)
     prm.max_position_size = check_number(risk.max_position_size, "max_position_size", 0.0, 1.0, True)
     prm.allow_short = risk.allow_short
+    threshold = getattr(risk, "turbulence_threshold", None)
+    prm.turbulence_threshold = INFINITY if threshold is None else check_number(
+        threshold, "turbulence_threshold", 0.0, INFINITY, True)
     return 0
 
 
@@ -304,6 +309,9 @@ cdef void risk_check(const RiskState* s, int i, int side, double qty, double pri
         return
     if p.side == side:
         _deny(out, RISK_POSITION_OPEN, p.qty, 0.0)
+        return
+    if s.turbulence >= prm.turbulence_threshold:
+        _deny(out, RISK_TURBULENCE, s.turbulence, prm.turbulence_threshold)
         return
     loss = _loss_fraction(day_start, equity)
     if halted:
@@ -655,6 +663,10 @@ cdef class RiskGate:
         return {"position": _POSITION_NAMES[p.side], "qty": p.qty, "entry": p.entry, "stop_loss": p.stop,
                 "take_profit": p.take_profit, "r": p.r, "best": p.best,
                 "breakeven": bool(p.breakeven), "opened_ts": p.opened_ts}
+
+    def set_turbulence(self, value) -> None:
+        """The turbulence index entries are gated on (``risk.turbulence_threshold``), >= 0."""
+        self._s.turbulence = check_number(value, "turbulence", 0.0, INFINITY)
 
     def account(self, symbol) -> dict:
         """``{feature: value}`` of :data:`ACCOUNT_FEATURES` for ``symbol`` (what a model observes)."""

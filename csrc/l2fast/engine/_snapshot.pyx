@@ -370,7 +370,8 @@ cdef int _risk(StateCodec c, void* s, const void* live) except -1:
              and p.daily_loss_limit == q.daily_loss_limit
              and p.max_concurrent_positions == q.max_concurrent_positions
              and p.exposure_limit == q.exposure_limit and p.max_position_size == q.max_position_size
-             and p.allow_short == q.allow_short, "risk parameters differ from the config's")
+             and p.allow_short == q.allow_short and p.turbulence_threshold == q.turbulence_threshold,
+             "risk parameters differ from the config's")
     c.expect(t.n_symbols == b.n_symbols and _eq(t.lot_step, b.lot_step, sizeof(t.lot_step))
              and _eq(t.min_notional, b.min_notional, sizeof(t.min_notional)), "symbol lot sizes differ")
     for k in range(RISK_MAX_SYMBOLS):
@@ -382,6 +383,7 @@ cdef int _risk(StateCodec c, void* s, const void* live) except -1:
         c.expect(t.pending[k].side == 0 or (isfinite(t.pending[k].qty) and t.pending[k].qty > 0.0),
                  "pending entry without a finite quantity")
     c.expect(isfinite(t.fees) and t.fees >= 0.0, "fees not a finite amount >= 0")
+    c.expect(t.turbulence >= 0.0, "turbulence not a number >= 0")
     return c.expect(t.day >= -1 and t.entries_today >= 0, "day counters")
 
 

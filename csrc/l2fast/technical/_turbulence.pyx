@@ -329,6 +329,10 @@ cdef class Turbulence:
         turb_reset(&self._s)
 
 
+#: Most assets one turbulence index spans (the kernel's fixed capacity).
+MAX_ASSETS = TURB_MAX_ASSETS
+
+
 def pinv_quadratic(cov, d) -> float:
     """``d pinv(cov) d'`` for a symmetric PSD matrix (N <= 8), as the kernel computes it.
 

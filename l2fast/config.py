@@ -341,8 +341,9 @@ class TechnicalConfig:
         for key, value in levels.items():
             _LEVELS_RULES[key](f"levels.{key}", value)
         symbols = self.turbulence_symbols
-        if not isinstance(symbols, tuple) or len(symbols) > MAX_TURBULENCE_SYMBOLS or len(set(symbols)) != len(symbols) \
-                or not all(isinstance(x, str) and SYMBOL_PATTERN.fullmatch(x) for x in symbols):
+        if (not isinstance(symbols, tuple) or len(symbols) > MAX_TURBULENCE_SYMBOLS
+                or len(set(symbols)) != len(symbols)
+                or not all(isinstance(x, str) and SYMBOL_PATTERN.fullmatch(x) for x in symbols)):
             raise ConfigError(f"turbulence_symbols={symbols!r}: at most {MAX_TURBULENCE_SYMBOLS} distinct symbols "
                               f"like 'BTC/USDT'")
         if symbols and self.turbulence_timeframe not in self.timeframes:

@@ -165,3 +165,46 @@ def test_finrl_agents_in_the_engine_observe_finrls_state_and_act_as_sb3(
         # Measured on 17,418 hours: 99 % within 6e-8, 99.9 % within 1.3e-6 (8.5e-5 for the
         # two-ticker SAC), the worst 1e-5 (PPO) and 6e-4 to 7.5e-4 (SAC).
         assert np.percentile(d, 99) <= tolerance[member] and max(d) <= 1e-3, (member, max(d))
+
+
+@pytest.mark.parametrize("scenario", ["btc_turb", "btc_eth_turb"])
+def test_the_engines_turbulence_index_equals_finrls_and_its_gate_exits_and_denies(
+        finrl_reference, scenario, btc_1m, eth_1m) -> None:
+    rec = finrl_reference.scenario(scenario)
+    params = finrl_reference.params(scenario)
+    tickers, threshold = params["tickers"], params["env_kwargs"]["turbulence_threshold"]
+    frame = {name: k for k, name in enumerate(rec["frame_columns"])}
+    hours = np.unique(rec["frame_ts"])
+    # FinRL's value per hour (one per date; every ticker's row holds it).
+    theirs = dict(zip(rec["frame_ts"].tolist(), rec["frame_values"][:, frame["turbulence"]].tolist()))
+    config = L2Config.from_dict({
+        "technical": {"turbulence_symbols": tickers, "turbulence_timeframe": "1h"},
+        "risk": {"turbulence_threshold": threshold},
+    })
+    gen = TacticalSignalGenerator(config)
+    gen.on_strategic_decision(StrategicDecision(regime="trending", target_exposure=1.0, risk_appetite="moderate",
+                                                universe=tickers))
+    stream = _stream({t: {BTC: btc_1m, "ETH/USDT": eth_1m}[t] for t in tickers}, int(hours[0]),
+                     int(hours[-1]) + HOUR)
+    dates = exits = compared = 0
+    for symbol, row in stream:
+        signal = gen.on_bar(symbol, *row)
+        index = gen.turbulence
+        if index["dates"] > dates:
+            # One date stepped: FinRL's date index["dates"] - 1 of the same span.
+            dates = index["dates"]
+            assert dates <= len(hours)
+            want = theirs[int(hours[dates - 1])]
+            assert index["value"] == pytest.approx(want, rel=1e-9, abs=1e-12), (dates, hours[dates - 1])
+            compared += want != 0.0
+        reasoning = signal.reasoning
+        if index["value"] >= threshold:
+            assert reasoning["code"] != "ENTRY"
+            if reasoning["code"] == "EXIT":
+                assert reasoning["turbulence"] == {"value": index["value"], "threshold": threshold}
+                exits += 1
+        if symbol == tickers[0] and gen.position(symbol) is None and row[0] % (6 * HOUR) == 0:
+            # Open a position now and then, for the gate to exit it.
+            gen.on_fill(symbol, "buy", 0.01, row[4], row[0])
+    assert dates == len(hours) and compared > 4_000
+    assert exits > 0

@@ -84,7 +84,7 @@ from l2fast.errors import (
 from l2fast.keys import Signer
 from l2fast.models.ensemble import FusedEnsemble, member_extras
 from l2fast.models.loading import LoadedModel, load_model
-from l2fast.models.observation import member_symbols, row_layout
+from l2fast.models.observation import member_symbols, row_layout, split_scaled, turbulence_timeframe
 from l2fast.signals import Side, StrategicDecision, TacticalSignal
 from l2fast.technical.bars import parse_timeframe, timeframe_name
 from l2fast.technical.state import feature_names
@@ -147,6 +147,26 @@ def _cadence(members: Sequence[LoadedModel], technical: TechnicalConfig, folder:
             raise ModelLoadError(f"{model.name}: decision_timeframe {tf!r} is not in technical.timeframes "
                                  f"{list(technical.timeframes)}: add it there", folder) from None
     return tuple(bits)
+
+
+def _turbulence(technical: TechnicalConfig, vector: Sequence[str], row: Sequence[str],
+                folder: Path) -> tuple[tuple[str, ...], int, int, int] | None:
+    """``(symbols, timeframe bit, close column, window)`` of the turbulence index, or None.
+
+    Raises:
+        ModelLoadError: A member reads ``turbulence_<tf>`` of an index the config lacks.
+    """
+    wanted = {tf for name in row if (tf := turbulence_timeframe(split_scaled(name)[0])) is not None}
+    on = bool(technical.turbulence_symbols)
+    if wanted and (not on or wanted != {technical.turbulence_timeframe}):
+        got = f"turbulence_{technical.turbulence_timeframe}" if on else "none (technical.turbulence_symbols is empty)"
+        raise ModelLoadError(f"members read {', '.join(sorted(f'turbulence_{tf}' for tf in wanted))}; the engine's "
+                             f"turbulence index: {got}", folder)
+    if not on:
+        return None
+    tf = technical.turbulence_timeframe
+    return (technical.turbulence_symbols, 1 << technical.timeframes.index(tf), list(vector).index(f"close_{tf}"),
+            technical.turbulence_window)
 
 
 def _finrl(model: LoadedModel) -> tuple[int, list[str], list[float]] | None:
@@ -220,7 +240,8 @@ class TacticalSignalGenerator(EngineCore):
                     (Side.SELL, Side.HOLD, Side.BUY), is_symbol, self.extras, self.row_layout,
                     _cadence(self.ensemble.members, config.technical, folder),
                     [member_symbols(m.manifest) for m in self.ensemble.members],
-                    [_finrl(m) for m in self.ensemble.members])
+                    [_finrl(m) for m in self.ensemble.members],
+                    _turbulence(config.technical, self.feature_names, self.row_layout.names, folder))
         self.decision: StrategicDecision | None = None
 
     @property

@@ -40,7 +40,7 @@ from l2fast.config import L2Config
 from l2fast.errors import ConfigError, InvalidInputError, ModelLoadError
 from l2fast.keys import TAG_CHARS, Purpose, Signer, key_variables
 from l2fast.models.manifest import INPUT_NAME, decode_bound, manifest_features, validate_manifest
-from l2fast.models.observation import ACCOUNT_FEATURES, row_layout, split_scaled, split_symbol
+from l2fast.models.observation import ACCOUNT_FEATURES, row_layout, split_scaled, split_symbol, turbulence_timeframe
 from l2fast.technical.names import StockstatsFeature
 from l2fast.technical.state import TechnicalConfig, feature_names, feature_warmups
 
@@ -149,9 +149,11 @@ def default_lookback(names: Sequence[str], technical: TechnicalConfig | None = N
         warmups = feature_warmups(technical if technical is not None else TechnicalConfig(), extras)
     except InvalidInputError:
         return None  # an extra on a timeframe ``technical`` lacks: the ensemble names it
-    # The account state needs no warm-up; a scaled feature, or another symbol's, has its base's.
+    # The account state needs no warm-up, nor the turbulence index (0 until its window
+    # fills, FinRL's value); a scaled feature, or another symbol's, has its base's.
     warmups.update(dict.fromkeys(ACCOUNT_FEATURES, 0))
     bases = [split_symbol(split_scaled(n)[0])[0] for n in names]
+    warmups.update({b: 0 for b in bases if turbulence_timeframe(b) is not None})
     if not bases or any(b not in warmups for b in bases):
         return None
     return max(warmups[b] for b in bases)

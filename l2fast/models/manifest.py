@@ -78,6 +78,7 @@ from l2fast.models.observation import (
     check_symbols,
     scaled_name,
     split_symbol,
+    turbulence_name,
 )
 from l2fast.technical.bars import parse_timeframe
 from l2fast.technical.names import DEFAULT_NAMESPACE, NAMESPACES, StockstatsFeature, resolve_features
@@ -285,11 +286,12 @@ def manifest_features(manifest: dict) -> tuple[tuple[str, ...], tuple[Stockstats
     ``feature_namespace`` (default l2fast's own) and ``feature_timeframe``.
     """
     names = manifest["feature_names"]
+    timeframe = manifest.get("feature_timeframe")
     parts = [split_symbol(n) for n in names]
-    technical = list(dict.fromkeys(base for base, _ in parts if base not in ACCOUNT_FEATURES))
-    resolved, extras = resolve_features(technical, manifest.get("feature_namespace", DEFAULT_NAMESPACE),
-                                        manifest.get("feature_timeframe"))
-    vector = dict(zip(technical, resolved))
+    vector = {base: row for base, _ in parts if (row := turbulence_name(base, timeframe)) is not None}
+    technical = list(dict.fromkeys(base for base, _ in parts if base not in ACCOUNT_FEATURES and base not in vector))
+    resolved, extras = resolve_features(technical, manifest.get("feature_namespace", DEFAULT_NAMESPACE), timeframe)
+    vector.update(zip(technical, resolved))
     scales = manifest.get("feature_scales") or {}
     out = []
     for name, (base, symbol) in zip(names, parts):
@@ -408,7 +410,8 @@ def validate_manifest(manifest: object) -> list[str]:
     elif isinstance(names, list) and all(isinstance(n, str) for n in names):
         try:
             bases = dict.fromkeys(split_symbol(n)[0] for n in names)
-            resolve_features([n for n in bases if n not in ACCOUNT_FEATURES], namespace, timeframe)
+            resolve_features([n for n in bases if n not in ACCOUNT_FEATURES and turbulence_name(n, timeframe) is None],
+                             namespace, timeframe)
         except InvalidInputError as exc:
             problems.append(str(exc))
     if isinstance(names, list) and all(isinstance(n, str) for n in names):

@@ -11,6 +11,9 @@ A member reads its features from a shared float32 row (each member gathers its c
      risk state and moved by ``on_fill`` and the bar's mark): ``cash`` (quote currency, the
      whole account), ``holdings`` (signed position in base units: FinRL's shares),
      ``position_fraction`` (signed position value over equity), ``unrealized_pnl``;
+   - **FinRL's turbulence index** ``turbulence_<tf>`` over ``technical.turbulence_symbols``
+     on ``technical.turbulence_timeframe`` (the same value for every symbol; 0 until its
+     window fills, as FinRL's);
    - a feature of **another symbol** (a multi-asset member's ``<feature>@<SYMBOL>``: its
      technical value, or its ``holdings``/``position_fraction``/``unrealized_pnl``), named
      ``<row name>@<SYMBOL>``; NaN until that symbol's first bar;
@@ -40,11 +43,30 @@ from l2fast.decision._risk import ACCOUNT_FEATURES
 from l2fast.errors import InvalidInputError
 
 __all__ = ["ACCOUNT_FEATURES", "COLUMN_ACCOUNT", "COLUMN_TECHNICAL", "SYMBOL_MARK", "RowLayout", "check_scales",
-           "check_symbols", "member_symbols", "row_layout", "scaled_name", "split_scaled", "split_symbol"]
+           "check_symbols", "member_symbols", "row_layout", "scaled_name", "split_scaled", "split_symbol",
+           "turbulence_name", "turbulence_timeframe", "COLUMN_TURBULENCE"]
 
-#: Program entry kinds: the column reads the technical vector, or the account state.
+#: Program entry kinds: the column reads the technical vector, the account state, or the
+#: turbulence index.
 COLUMN_TECHNICAL = 0
 COLUMN_ACCOUNT = 1
+COLUMN_TURBULENCE = 2
+
+_TURBULENCE = re.compile(r"turbulence_(\d+[mhd])")
+
+
+def turbulence_name(name: str, timeframe: str | None = None) -> str | None:
+    """``turbulence_<tf>`` for ``name`` naming FinRL's turbulence index (``turbulence`` takes
+    ``timeframe``), else None."""
+    if name == "turbulence":
+        return None if timeframe is None else f"turbulence_{timeframe}"
+    return name if _TURBULENCE.fullmatch(name) else None
+
+
+def turbulence_timeframe(name: str) -> str | None:
+    """The timeframe of a row name ``turbulence_<tf>`` (None for any other name)."""
+    match = _TURBULENCE.fullmatch(name)
+    return None if match is None else match.group(1)
 
 _SCALE_MARK = "*"
 #: Separates a feature from the symbol it is read for (``close_1h@ETH/USDT``).
@@ -133,7 +155,9 @@ def row_layout(technical: Sequence[str], members: Iterable[Sequence[str]]) -> Ro
                 continue
             scaled, scale = split_scaled(name)
             base, symbol = split_symbol(scaled)
-            if base in index:
+            if turbulence_timeframe(base) is not None and symbol is None:
+                extra[name] = (COLUMN_TURBULENCE, 0, scale, None)
+            elif base in index:
                 extra[name] = (COLUMN_TECHNICAL, index[base], scale, symbol)
             elif base in accounts:
                 extra[name] = (COLUMN_ACCOUNT, accounts[base], scale, symbol)
@@ -167,11 +191,12 @@ def check_symbols(manifest: Mapping) -> list[str]:
         return []
     problems = []
     for name, (base, sym) in zip(names, parts):
-        if base == "cash":
+        if base == "cash" or turbulence_name(base, "1m") is not None:
             if sym is not None:
-                problems.append(f"feature {name!r}: cash is the account's, not a symbol's (write 'cash')")
+                problems.append(f"feature {name!r}: {base} is not a symbol's (write {base!r})")
         elif sym is None:
-            problems.append(f"feature {name!r}: in a multi-asset member every feature but cash names its symbol "
+            problems.append(f"feature {name!r}: in a multi-asset member every feature but cash and turbulence "
+                            f"names its symbol "
                             f"('{name}@BTC/USDT')")
         elif not _SYMBOL.fullmatch(sym):
             problems.append(f"feature {name!r}: {sym!r} is not a symbol like 'BTC/USDT'")

@@ -14,7 +14,9 @@
 #      it, its last input standing in between), voter_vote, the FinRL members' requested
 #      shares (sizing_finrl_shares; zero holds NO_SHARES), then for a passing vote: an exit
 #      (opposite position; at most the request) or sizing_compute + risk_check for an
-#      entry (at most the request), risk_accept when allowed; the TacticalSignal, its reasoning a SignalReasoning
+#      entry (at most the request), risk_accept when allowed; while FinRL's turbulence
+#      index is at or above risk.turbulence_threshold an open position exits whatever the
+#      vote (and the gate denies entries with TURBULENCE); the TacticalSignal, its reasoning a SignalReasoning
 #      (below) that copies the bar's results and builds the dict only when read.
 
 from l2fast.decision._risk cimport RiskBarUpdate, RiskCheck
@@ -45,6 +47,7 @@ cdef enum:  # SignalReasoning.parts: which of the bar's results its reasoning ho
     PART_DENIAL = 8             # "denial" (the risk check's)
     PART_POSITION = 16          # "position" (the risk bar update)
     PART_FINRL = 32             # "finrl" (FinRL members' requested shares)
+    PART_TURBULENCE = 64        # "turbulence" (the gate's exit of a position)
 
 cdef enum:
     # Room for a VoteResult's bytes before its timeframes (352 with 8 members on every
@@ -77,3 +80,5 @@ cdef class SignalReasoning:
     cdef unsigned int finrl_members
     cdef double finrl_action[VOTE_MAX_MEMBERS]
     cdef double finrl_shares[VOTE_MAX_MEMBERS]
+    cdef double turbulence      # PART_TURBULENCE: the index and risk.turbulence_threshold
+    cdef double turbulence_threshold

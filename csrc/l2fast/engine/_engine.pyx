@@ -39,8 +39,9 @@ from l2fast.engine._telemetry cimport (
 )
 from l2fast.models._mlp cimport MlpForward
 from l2fast.engine._snapshot cimport (
-    StateCodec, correl_codec, livestats_codec, risk_codec, technical_codec, voter_codec,
+    StateCodec, correl_codec, livestats_codec, risk_codec, technical_codec, turbulence_codec, voter_codec,
 )
+from l2fast.technical._turbulence cimport TURB_MAX_ASSETS, TurbState, turb_free, turb_init, turb_step
 from l2fast.decision._sizing cimport (
     KELLY_MANIFEST, LiveStats, SIZE_OK, check_number, SizingInput, SizingParams, SizingResult, livestats_free,
     livestats_init, livestats_kelly_inputs, livestats_push, sizing_compute, sizing_finrl_shares, sizing_params_fill,
@@ -145,7 +146,8 @@ if _VOTE_HEAD > VOTE_HEAD_ROOM or _VOTE_HEAD + VOTE_MAX_TIMEFRAMES * sizeof(TFVo
 
 cdef struct RowColumn:
     # One input-row column after the technical vector (l2fast.models.observation.RowLayout).
-    int account                 # 1: risk_account(feature index), 0: the technical vector's column index
+    int account                 # 1: risk_account(feature index), 2: the turbulence index,
+                                # 0: the technical vector's column index
     int index
     double scale
     int symbol                  # whose value: -1 the bar's symbol, else a slot (-2: not seen yet, NaN)
@@ -260,6 +262,8 @@ cdef class SignalReasoning:
                 d["denial"] = risk["denial"]
         if self.parts & PART_POSITION:
             d["position"] = risk_bar_dict(&self.position)
+        if self.parts & PART_TURBULENCE:
+            d["turbulence"] = {"value": self.turbulence, "threshold": self.turbulence_threshold}
         if self.parts & PART_FINRL:
             d["finrl"] = {"requested": self.finrl_request, "members": {
                 self.members[k]: {"action": self.finrl_action[k], "shares": self.finrl_shares[k]}
@@ -357,6 +361,20 @@ cdef class EngineCore:
     cdef tuple _finrl_tickers    # per member: (tickers, buy costs) or None
     cdef double _buy_cost[VOTE_MAX_MEMBERS][RISK_MAX_SYMBOLS]
 
+    # FinRL's turbulence index (technical.turbulence_symbols): stepped on the first bar all
+    # its symbols share after each closed a bar of its timeframe.
+    cdef bint _turb_on
+    cdef TurbState _turb
+    cdef tuple _turb_symbols
+    cdef unsigned int _turb_bit  # the timeframe's technical update bit
+    cdef Py_ssize_t _turb_close  # close_<tf> in the technical vector
+    cdef int _turb_n
+    cdef int _turb_of[RISK_MAX_SYMBOLS]         # a slot's position in the index (-1: not in it)
+    cdef int _turb_slot[TURB_MAX_ASSETS]        # each position's slot (-1: not seen yet)
+    cdef unsigned int _turb_closed              # positions that closed a bar since the last step
+    cdef double _turbulence      # the last value (0 before the first step, as FinRL's)
+    cdef double _turb_threshold  # risk.turbulence_threshold (INFINITY: no gate)
+
     cdef bint _has_decision
     cdef object _decision
     cdef object _regime          # the decision's
@@ -396,6 +414,7 @@ cdef class EngineCore:
                 correl_free(&self._corr[k])
             free(self._corr)
         free(self._voters)
+        turb_free(&self._turb)
         free(self._columns)
         free(self._last)
         livestats_free(&self._stats)
@@ -403,7 +422,7 @@ cdef class EngineCore:
     # ------------------------------------------------------------------ setup
 
     def _setup(self, config, ensemble, voting_params, long long warmup_bars, signal_type, sides, is_symbol,
-               extras=(), layout=None, cadence=(), symbols=(), finrl=()):
+               extras=(), layout=None, cadence=(), symbols=(), finrl=(), turbulence=None):
         """Bind the validated parts (called once by ``TacticalSignalGenerator.__init__``).
 
         Args:
@@ -432,6 +451,8 @@ cdef class EngineCore:
                 the bar's symbol, with its first dimension); empty: none is multi-asset.
             finrl: Per member, ``(hmax, tickers, buy costs)`` of its manifest's ``finrl``
                 block (FinRL's action semantics) or None; empty: none has one.
+            turbulence: ``(symbols, timeframe bit, close column, window)`` of the
+                turbulence index, or None (off).
 
         Raises:
             InvalidInputError: The ensemble's members are not the vote's, in its order.
@@ -501,7 +522,7 @@ cdef class EngineCore:
         if self._columns == NULL:
             raise MemoryError()
         for k, (kind, index, scale, symbol) in enumerate(program):
-            self._columns[k].account = kind != 0
+            self._columns[k].account = kind
             self._columns[k].index = index
             self._columns[k].scale = scale
             self._columns[k].symbol = -1 if symbol is None else -2
@@ -521,6 +542,23 @@ cdef class EngineCore:
         if len(cadence) != self._n_members or any(not 0 < b < 1 << 30 for b in cadence):
             raise InvalidInputError(f"cadence={cadence!r}: one non-zero timeframe bit mask per member")
         forward_index = tuple(ensemble.forward_index)
+        self._turb_threshold = INFINITY if risk.turbulence_threshold is None else risk.turbulence_threshold
+        for k in range(RISK_MAX_SYMBOLS):
+            self._turb_of[k] = -1
+        if turbulence is not None:
+            turb_symbols, bit, close, window = turbulence
+            if not 1 <= len(turb_symbols) <= TURB_MAX_ASSETS:
+                raise InvalidInputError(f"turbulence: 1 to {TURB_MAX_ASSETS} symbols, got {turb_symbols!r}")
+            turb_init(&self._turb, len(turb_symbols), window)
+            self._turb_on = True
+            self._turb_symbols = tuple(turb_symbols)
+            self._turb_n = len(turb_symbols)
+            self._turb_bit = bit
+            self._turb_close = close
+            for k in range(TURB_MAX_ASSETS):
+                self._turb_slot[k] = -1
+        elif self._turb_threshold < INFINITY:
+            raise InvalidInputError("risk.turbulence_threshold needs the turbulence index (technical.turbulence_symbols)")
         finrl = tuple(finrl) or (None,) * self._n_members
         if len(finrl) != self._n_members:
             raise InvalidInputError(f"finrl: one entry per member, got {len(finrl)}")
@@ -582,6 +620,9 @@ cdef class EngineCore:
         self._index[symbol] = i
         self._n_symbols = i + 1
         self._outs[i] = (<TechnicalState>state)._out
+        if self._turb_on and symbol in self._turb_symbols:
+            self._turb_of[i] = self._turb_symbols.index(symbol)
+            self._turb_slot[self._turb_of[i]] = i
         for j in range(self._n_columns):
             if self._column_symbols[j] == symbol:
                 self._columns[j].symbol = i
@@ -761,6 +802,11 @@ cdef class EngineCore:
         slot.bars += 1
         slot.close = c
         slot.last_ts = ts
+        if self._turb_on and self._turb_of[i] >= 0:
+            if updated & self._turb_bit:
+                self._turb_closed |= 1u << self._turb_of[i]
+            if self._turb_closed == (1u << self._turb_n) - 1:
+                self._step_turbulence(ts)
         r = f[S_RET_1]
         slot.last_ret = r
         if isfinite(r):
@@ -803,7 +849,9 @@ cdef class EngineCore:
         for j in range(self._n_columns):
             col = &self._columns[j]
             s = i if col.symbol == -1 else col.symbol
-            if s < 0:
+            if col.account == 2:
+                value = self._turbulence
+            elif s < 0:
                 value = NAN
             elif col.account:
                 value = risk_account(&self._risk, s, col.index)
@@ -848,6 +896,22 @@ cdef class EngineCore:
         if self._cadenced:
             self._acted[i] |= acting
             self._pending &= ~acting
+
+    cdef void _step_turbulence(self, long long ts) noexcept:
+        """One date of the turbulence index, once its symbols all reached ``ts`` (a symbol
+        whose bar is still to come keeps the step for its own bar)."""
+        cdef double closes[TURB_MAX_ASSETS]
+        cdef int k, s
+        for k in range(self._turb_n):
+            s = self._turb_slot[k]
+            if s < 0 or self._slots[s].last_ts != ts:
+                return
+            closes[k] = self._outs[s][self._turb_close]
+            if not (isfinite(closes[k]) and closes[k] > 0.0):
+                return
+        self._turbulence = turb_step(&self._turb, closes)
+        self._risk.turbulence = self._turbulence if self._turbulence >= 0.0 else 0.0
+        self._turb_closed = 0
 
     cdef bint _all_at(self, int m, int i) noexcept:
         """Whether multi-asset member m covers symbol i and all its symbols have a bar at i's time."""
@@ -910,6 +974,16 @@ cdef class EngineCore:
         memcpy(r.vote_head, &vr, _VOTE_HEAD)
         for k in range(len(self._timeframes)):
             r.tf_vote[k] = vr.timeframes[k].vote
+        if pos_side != 0 and self._turbulence >= self._turb_threshold:
+            # FinRL's gate: every holding is sold while the index is at or above the threshold.
+            risk_check(&self._risk, i, -pos_side, 0.0, slot.close, f[S_ATR], ts, &chk)
+            r.parts |= PART_RISK | PART_TURBULENCE | PART_POSITION
+            r.risk = chk
+            r.turbulence = self._turbulence
+            r.turbulence_threshold = self._turb_threshold
+            r.position = slot.upd
+            r.code = _EXIT
+            return self._emit(i, ts, -pos_side, chk.qty, vr.confidence, vr.consensus, NAN, NAN, r)
         if vr.side == 0:
             r.code = _gate_code[__builtin_ctz(<unsigned int>vr.gate)]  # one bit: the first failing gate
             return self._hold(i, ts, r, &vr)
@@ -1182,6 +1256,10 @@ cdef class EngineCore:
             c.raw(self._updated, self._n_symbols * sizeof(int))
             c.raw(self._acted, self._n_symbols * sizeof(unsigned int))
             c.raw(&self._pending, sizeof(unsigned int))
+        if self._turb_on:
+            turbulence_codec(c, &self._turb)
+            c.raw(&self._turbulence, sizeof(double))
+            c.raw(&self._turb_closed, sizeof(unsigned int))
             c.raw(self._last, self._n_symbols * VOTE_MAX_MEMBERS * sizeof(MemberInput))
         return 0
 
@@ -1239,6 +1317,15 @@ cdef class EngineCore:
     def cash(self) -> float:
         """Cash in quote currency (fills and fees booked)."""
         return self._risk.cash
+
+    @property
+    def turbulence(self) -> dict | None:
+        """FinRL's turbulence index: ``{"value", "dates", "threshold"}`` (dates stepped so
+        far; threshold None without the gate), or None without ``technical.turbulence_symbols``."""
+        if not self._turb_on:
+            return None
+        return {"value": self._turbulence, "dates": self._turb.steps,
+                "threshold": self._turb_threshold if self._turb_threshold < INFINITY else None}
 
     @property
     def gross_exposure(self) -> float:

@@ -24,6 +24,7 @@ from l2fast.decision._risk cimport RiskState
 from l2fast.decision._sizing cimport LiveStats
 from l2fast.decision._voting cimport Voter
 from l2fast.technical._statistics cimport CorrelState
+from l2fast.technical._turbulence cimport TurbState
 
 # A family's invariants on a loaded temporary ``s`` against the ``live`` struct, stated
 # through StateCodec.expect (_snapshot.pyx).
@@ -64,6 +65,7 @@ cdef class StateCodec:
 
 cdef int technical_codec(StateCodec c, TechnicalState st) except -1
 cdef int correl_codec(StateCodec c, CorrelState* s) except -1
+cdef int turbulence_codec(StateCodec c, TurbState* s) except -1
 cdef int livestats_codec(StateCodec c, LiveStats* s) except -1
 cdef int risk_codec(StateCodec c, RiskState* s) except -1
 cdef int voter_codec(StateCodec c, Voter* s) except -1

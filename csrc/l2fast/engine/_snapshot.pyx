@@ -15,6 +15,7 @@ from l2fast.technical._features cimport (
     X_ATR, X_BOLL, X_CCI, X_DX, X_EMA, X_MACD, X_RSI, X_SMA, ExtraState, TFBlock,
 )
 from l2fast.technical._stockstats cimport SSEWMState
+from l2fast.technical._turbulence cimport TurbState
 from l2fast.technical._levels cimport LEVELS_CAP, PIVOT_HIST, LevelsState
 from l2fast.technical._oscillators cimport ADXState, MACDState, RSIState, StochState
 from l2fast.technical._statistics cimport VarState
@@ -338,6 +339,16 @@ cdef int _correl(StateCodec c, void* s, const void* live) except -1:
     return _window(c, &t.wy, &b.wy)
 
 
+cdef int _turbulence(StateCodec c, void* s, const void* live) except -1:
+    cdef TurbState* t = <TurbState*>s
+    cdef const TurbState* b = <const TurbState*>live
+    c.expect(t.n_assets == b.n_assets and t.window == b.window, "turbulence assets or window differ")
+    c.expect(0 <= t.head < t.window and 0 <= t.count <= t.window and t.steps >= 0
+             and 0 <= t.positives <= t.steps and 0 < t.pushes_to_rebuild <= t.window, "turbulence ring position")
+    return c.buffer(<void**>&t.ring, b.ring, <size_t>t.window * t.n_assets * sizeof(double),
+                    <size_t>b.window * b.n_assets * sizeof(double))
+
+
 cdef int _livestats(StateCodec c, void* s, const void* live) except -1:
     cdef LiveStats* t = <LiveStats*>s
     _window(c, &t.trades, &(<const LiveStats*>live).trades)
@@ -465,6 +476,10 @@ def load_technical_state(TechnicalState st, data) -> None:
 
 cdef int correl_codec(StateCodec c, CorrelState* s) except -1:
     return _composite(c, s, sizeof(CorrelState), _correl, "correlation")
+
+
+cdef int turbulence_codec(StateCodec c, TurbState* s) except -1:
+    return _composite(c, s, sizeof(TurbState), _turbulence, "turbulence")
 
 
 cdef int livestats_codec(StateCodec c, LiveStats* s) except -1:

@@ -26,6 +26,12 @@ A bundle whose model is a pickled SB3 object is refused unless the user trusts t
 short-lived process (:mod:`l2fast.export.trusted`), never in this one, and the manifest's
 ``source`` says ``"trust_pickle": true``.
 
+An agent trained in FinRL's ``StockTradingEnv`` (``finrl=FinRLEnv(tickers=[...],
+timeframe="1h")``, the command line's ``--finrl stocktrading``, or a bundle whose
+``training_config["finrl"]`` holds the env's parameters) is exported with the env's
+observation layout, cadence and action parameters in its manifest, after checking that the
+agent's observation size and Box action fit the env (:mod:`l2fast.export.finrl`).
+
 Needs the ``export`` extra (torch, stable-baselines3, gymnasium, onnx, scikit-learn,
 tqdm); they are imported only when an export runs, so ``--help`` stays fast.
 """

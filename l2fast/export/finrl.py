@@ -31,7 +31,8 @@ FinRL's env keyword arguments (``tech_indicator_list``; ``stock_dim``, ``state_s
 ``action_space`` are checked against the tickers and indicators); other keys are left in
 the manifest's ``training_config`` only.
 
-This module imports nothing heavier than the standard library and l2fast's name parser.
+It imports none of the export extra (torch, SB3, gymnasium): the command line's ``--help``
+stays fast.
 """
 
 from __future__ import annotations

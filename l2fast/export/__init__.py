@@ -26,6 +26,12 @@ A bundle whose model is a pickled SB3 object is refused unless the user trusts t
 short-lived process (:mod:`l2fast.export.trusted`), never in this one, and the manifest's
 ``source`` says ``"trust_pickle": true``.
 
+An agent trained in FinRL's ``StockTradingEnv`` (``finrl=FinRLEnv(tickers=[...],
+timeframe="1h")``, the command line's ``--finrl stocktrading``, or a bundle whose
+``training_config["finrl"]`` holds the env's parameters) is exported with the env's
+observation layout, cadence and action parameters in its manifest, after checking that the
+agent's observation size and Box action fit the env (:mod:`l2fast.export.finrl`).
+
 Needs the ``export`` extra (torch, stable-baselines3, gymnasium, onnx, scikit-learn,
 tqdm); they are imported only when an export runs, so ``--help`` stays fast.
 """
@@ -49,6 +55,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from l2fast.errors import ExportError
+from l2fast.export.finrl import FinRLEnv, finrl_stocktrading_layout, resolve_finrl
 from l2fast.export.graph import DEFAULT_OPSET
 from l2fast.export.parity import DEFAULT_SAMPLES
 from l2fast.export.signing import sign_models, signature_bytes
@@ -66,7 +73,8 @@ from l2fast.technical.names import DEFAULT_NAMESPACE
 if TYPE_CHECKING:
     from l2fast.export.sources import LoadedAgent, VecNormStats
 
-__all__ = ["ExportReport", "MissingFeatureNamesWarning", "export_many", "export_model", "sign_models"]
+__all__ = ["ExportReport", "FinRLEnv", "MissingFeatureNamesWarning", "export_many", "export_model",
+           "finrl_stocktrading_layout", "sign_models"]
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -177,9 +185,52 @@ def _resolve_agent(source: str | Path | LoadedAgent, feature_names: Sequence[str
     return source
 
 
+@dataclass(frozen=True)
+class _Layout:
+    """How the manifest reads the observation: name space, timeframes and the FinRL env."""
+
+    namespace: str = DEFAULT_NAMESPACE
+    timeframe: str | None = None
+    decision_timeframe: str | None = None
+    finrl: dict | None = None
+
+
+def _finrl_agent(agent: LoadedAgent, finrl: FinRLEnv | None, layout: _Layout,
+                 names_given: bool) -> tuple[LoadedAgent, _Layout]:
+    """The agent with FinRL's ``StockTradingEnv`` layout, when ``finrl`` or its bundle asks for it.
+
+    ``finrl``'s fields override the bundle's ``training_config["finrl"]``, which overrides
+    FinRL's defaults (:func:`~l2fast.export.finrl.resolve_finrl`).
+    """
+    from gymnasium import spaces
+
+    bundle = (agent.training_config or {}).get("finrl")
+    if finrl is None and bundle is None:
+        return agent, layout
+    where = str(agent.source_path)
+    why = "finrl= (--finrl)" if finrl is not None else "the bundle's training_config['finrl']"
+    if names_given or layout != _Layout():
+        raise ExportError(f"{where}: {why} lays out the observation (feature names, name space, timeframe): "
+                          "give no feature_names, feature_namespace or feature_timeframe with it")
+    env = resolve_finrl(finrl, bundle, source=where)
+    n, size = len(env.tickers or ()), env.state_space
+    if agent.observation_size != size:
+        raise ExportError(f"{where}: the agent observes {agent.observation_size} features but FinRL's "
+                          f"StockTradingEnv with {n} ticker(s) and {len(env.indicators or ())} indicators has "
+                          f"state_space 1 + 2*{n} + {len(env.indicators or ())}*{n} = {size}")
+    space = agent.action_space
+    if not isinstance(space, spaces.Box) or tuple(space.shape) != (n,):
+        described = (f"Discrete({int(space.n)})" if isinstance(space, spaces.Discrete)
+                     else f"Box of shape {tuple(space.shape)}")
+        raise ExportError(f"{where}: the agent's action space is {described} but FinRL's StockTradingEnv with "
+                          f"{n} ticker(s) acts with Box(-1, 1, ({n},)), one action per ticker")
+    agent = dataclasses.replace(agent, feature_names=env.feature_names)
+    return agent, _Layout("stockstats", env.timeframe, env.timeframe, env.manifest())
+
+
 def _prepare(agent: LoadedAgent, *, opset: int, samples: int, name: str | None,
              action_targets: Sequence[float] | None, started: float, versions: dict[str, str],
-             feature_namespace: str = DEFAULT_NAMESPACE, feature_timeframe: str | None = None) -> _Prepared:
+             layout: _Layout) -> _Prepared:
     """Build, verify and describe one model in memory."""
     from l2fast.export.graph import build_graph
     from l2fast.export.parity import check_parity
@@ -228,8 +279,10 @@ def _prepare(agent: LoadedAgent, *, opset: int, samples: int, name: str | None,
         "timeframes": list(agent.timeframes) if agent.timeframes is not None else None,
         "lookback": int(agent.lookback) if agent.lookback is not None else None,
         # Written only when set: a manifest of l2fast's own names stays as it was.
-        **({"feature_namespace": feature_namespace} if feature_namespace != DEFAULT_NAMESPACE else {}),
-        **({"feature_timeframe": feature_timeframe} if feature_timeframe is not None else {}),
+        **({"feature_namespace": layout.namespace} if layout.namespace != DEFAULT_NAMESPACE else {}),
+        **({"feature_timeframe": layout.timeframe} if layout.timeframe is not None else {}),
+        **({"decision_timeframe": layout.decision_timeframe} if layout.decision_timeframe is not None else {}),
+        **({"finrl": layout.finrl} if layout.finrl is not None else {}),
         "performance_metrics": _jsonable(agent.performance_metrics or {}),
         "training_config": _jsonable(agent.training_config or {}),
         "versions": versions,
@@ -311,7 +364,7 @@ def export_model(source: str | Path | LoadedAgent, out_dir: str | Path, *,
                  opset: int = DEFAULT_OPSET, samples: int = DEFAULT_SAMPLES, name: str | None = None,
                  action_targets: Sequence[float] | None = None, signer: Signer | None = None,
                  trust_pickle: bool = False, feature_namespace: str = DEFAULT_NAMESPACE,
-                 feature_timeframe: str | None = None) -> ExportReport:
+                 feature_timeframe: str | None = None, finrl: FinRLEnv | None = None) -> ExportReport:
     """Export one agent to ``out_dir/<name>.onnx`` and ``out_dir/<name>.json``.
 
     Args:
@@ -334,22 +387,31 @@ def export_model(source: str | Path | LoadedAgent, out_dir: str | Path, *,
             or ``"stockstats"`` (FinRL's; :mod:`l2fast.technical.names`); written into the
             manifest when not ``"l2fast"``.
         feature_timeframe: The timeframe of stockstats names without a ``_<tf>`` suffix.
+        finrl: The FinRL ``StockTradingEnv`` the agent was trained in
+            (:class:`~l2fast.export.finrl.FinRLEnv`, e.g. ``FinRLEnv(tickers=["BTC/USDT"],
+            timeframe="1h")``): the manifest gets its observation layout, cadence and action
+            parameters (:mod:`l2fast.export.finrl`); fields left ``None`` come from the
+            bundle's ``training_config["finrl"]``, else FinRL's defaults. A bundle carrying
+            ``training_config["finrl"]`` is laid out so without it. Excludes
+            ``feature_names``, ``feature_namespace`` and ``feature_timeframe``.
 
     Returns:
         An :class:`ExportReport`.
 
     Raises:
         ExportError: Unreadable or unsupported source, bad feature names or scaler, failed
-            parity, or a failed write (nothing is left in ``out_dir``).
+            parity, a FinRL env the agent does not fit (observation size, action space) or
+            that is malformed, or a failed write (nothing is left in ``out_dir``).
         ConfigError: ``signer`` is another purpose's.
     """
     signer = model_signer(signer)
     versions = _versions()  # also imports torch & co. before the clock starts
     started = time.perf_counter()
     agent = _resolve_agent(source, feature_names, vecnormalize, trust_pickle)
+    agent, layout = _finrl_agent(agent, finrl, _Layout(feature_namespace, feature_timeframe),
+                                 feature_names is not None)
     prepared = _prepare(agent, opset=opset, samples=samples, name=name,
-                        action_targets=action_targets, started=started, versions=versions,
-                        feature_namespace=feature_namespace, feature_timeframe=feature_timeframe)
+                        action_targets=action_targets, started=started, versions=versions, layout=layout)
     return _commit(Path(out_dir), [prepared], signer)[0]
 
 
@@ -359,7 +421,7 @@ def export_many(sources: str | Path | Iterable[str | Path], out_dir: str | Path,
                 opset: int = DEFAULT_OPSET, samples: int = DEFAULT_SAMPLES,
                 progress: bool = True, signer: Signer | None = None,
                 trust_pickle: bool = False, feature_namespace: str = DEFAULT_NAMESPACE,
-                feature_timeframe: str | None = None) -> list[ExportReport]:
+                feature_timeframe: str | None = None, finrl: FinRLEnv | None = None) -> list[ExportReport]:
     """Export every ``.zip`` / ``.pkl`` source given or found in the given folders.
 
     All sources are built and verified first, then written together: if any fails, none
@@ -376,6 +438,7 @@ def export_many(sources: str | Path | Iterable[str | Path], out_dir: str | Path,
         signer: The model key's signer: every model gets its ``<name>.sig``.
         trust_pickle: Every ``.pkl`` source is trusted (see :func:`export_model`).
         feature_namespace, feature_timeframe: Applied to every source (see :func:`export_model`).
+        finrl: Applied to every source, each completed from its own bundle (see :func:`export_model`).
 
     Returns:
         One report per model, in source order.
@@ -401,9 +464,10 @@ def export_many(sources: str | Path | Iterable[str | Path], out_dir: str | Path,
     for path in tqdm(paths, desc="export", unit="model", disable=not progress or len(paths) < 2):
         started = time.perf_counter()
         agent = _resolve_agent(path, feature_names, vecnormalize, trust_pickle)
+        agent, layout = _finrl_agent(agent, finrl, _Layout(feature_namespace, feature_timeframe),
+                                     feature_names is not None)
         p = _prepare(agent, opset=opset, samples=samples, name=None, action_targets=None, started=started,
-                     versions=versions,
-                     feature_namespace=feature_namespace, feature_timeframe=feature_timeframe)
+                     versions=versions, layout=layout)
         if p.name in seen:
             raise ExportError(f"{path} and {seen[p.name]} would both be exported as {p.name!r}")
         seen[p.name] = Path(path)

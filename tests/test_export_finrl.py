@@ -354,9 +354,7 @@ def test_several_tickers_lay_out_indicator_major_in_finrls_order() -> None:
     assert finrl_stocktrading_layout([BTC], ["rsi_30"]) == ["cash", "close", "holdings", "rsi_30"]
 
 
-@pytest.mark.xfail(strict=True, reason="multi-asset members land with item 5")
 def test_several_tickers_export_and_load_in_the_engine(agents, tmp_path, capsys) -> None:
-    # The exporter validates the manifest before writing; validation learns '@SYMBOL' names with item 5.
     code, _, err = _run(capsys, agents["paths"]["ppo_two"], "--out", tmp_path, "--finrl", "stocktrading",
                         "--tickers", f"{ETH},{BTC}", "--timeframe", "1h", "--samples", SAMPLES)
     assert code == 0, err

@@ -36,32 +36,36 @@ pytest.importorskip("onnx")
 
 from l2fast.config import L2Config
 from l2fast.engine.generator import TacticalSignalGenerator
-from l2fast.export import export_model
+from l2fast.export.__main__ import main as export_main
 from l2fast.signals import StrategicDecision
 
 HOUR = 3_600_000
 BTC = "BTC/USDT"
 INDICATORS = ("macd", "boll_ub", "boll_lb", "rsi_30", "cci_30", "dx_30", "close_30_sma", "close_60_sma")
-AGENTS = ("ppo", "sac")
+AGENTS = ("ppo", "sac", "ppo_vecnorm", "sac_vecnorm")
 
 
 def _export(tmp: Path, params: dict, prefix: str, models: Path) -> Path:
+    """The scenario's agents exported as a FinRL user would: the one command, FinRL's env
+    parameters as flags (VecNormalize statistics folded in where the agent has them)."""
     out = tmp / "models"
     env = params["env_kwargs"]
-    # One ticker: FinRL's layout read for the bar's symbol; more: each feature names its symbol.
-    names = params["state_layout"] if len(params["tickers"]) > 1 else ["cash", "close", "holdings", *INDICATORS]
     for label in AGENTS:
-        report = export_model(models / params["agents"][label]["file"], out, name=f"{prefix}_{label}",
-                              feature_names=names, feature_namespace="stockstats", feature_timeframe="1h",
-                              samples=2_000)
-        path = out / f"{prefix}_{label}.json"
-        manifest = json.loads(path.read_text())
-        assert report is not None and manifest["parity"]["passed"]
-        manifest.update(decision_timeframe="1h", finrl={
-            "env": "stocktrading", "tickers": params["tickers"], "hmax": env["hmax"],
-            "buy_cost_pct": env["buy_cost_pct"], "sell_cost_pct": env["sell_cost_pct"],
-            "initial_amount": env["initial_amount"]})
-        path.write_text(json.dumps(manifest))
+        agent = params["agents"][label]
+        argv = [str(models / agent["file"]), "--out", str(out), "--finrl", "stocktrading",
+                "--tickers", ",".join(params["tickers"]), "--timeframe", "1h",
+                "--indicators", ",".join(env["tech_indicator_list"]), "--hmax", str(env["hmax"]),
+                "--initial-amount", str(env["initial_amount"]),
+                "--buy-cost", ",".join(map(str, env["buy_cost_pct"])),
+                "--sell-cost", ",".join(map(str, env["sell_cost_pct"])), "--samples", "2000"]
+        if "vecnormalize" in agent:
+            argv += ["--vecnormalize", str(models / agent["vecnormalize"])]
+        assert export_main(argv) == 0
+        name = Path(agent["file"]).stem
+        manifest = json.loads((out / f"{name}.json").read_text())
+        assert manifest["parity"]["passed"] and manifest["decision_timeframe"] == "1h"
+        assert manifest["feature_names"] == (params["state_layout"] if len(params["tickers"]) > 1 else
+                                             ["cash", "close", "holdings", *INDICATORS])
     return out
 
 

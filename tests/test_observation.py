@@ -310,8 +310,8 @@ def test_a_multi_asset_member_sits_out_a_symbol_it_does_not_trade(folder, btc_1m
 
 
 @pytest.mark.parametrize("features, changes, problem", [
-    (["cash@BTC/USDT", "close@BTC/USDT"], {}, "cash is the account's"),
-    (["cash", "close", "close@ETH/USDT"], {}, "every feature but cash names its symbol"),
+    (["cash@BTC/USDT", "close@BTC/USDT"], {}, "cash is not a symbol's"),
+    (["cash", "close", "close@ETH/USDT"], {}, "every feature but cash and turbulence names its symbol"),
     (["cash", "close@btc"], {}, "is not a symbol like"),
     (MULTI, {"action_space": {"type": "discrete", "n": 3}}, "needs a box action with one dimension per symbol"),
     (MULTI, {"finrl": {"env": "stocktrading", "tickers": [BTC], "hmax": 100, "buy_cost_pct": [0.001],
@@ -321,4 +321,57 @@ def test_bad_multi_asset_names_are_named_by_manifest_validation(folder, features
     _box_member(folder, "pair_agent", MULTI, 2, seed=7)
     manifest = json.loads((folder / "pair_agent.json").read_text())
     manifest.update(feature_names=features, observation_size=len(features), **changes)
+    assert any(problem in p for p in validate_manifest(manifest)), validate_manifest(manifest)
+
+
+LAGGED = ["close", "close[-1]", "close[-3]", "rsi_30[-2]", "holdings"]
+
+
+def test_past_values_are_the_closed_bars_k_back(folder, btc_1m, tmp_path) -> None:
+    pd = pytest.importorskip("pandas")
+    _box_member(folder, "lag_agent", LAGGED, 1, seed=3, decision_timeframe="1h")
+    config = L2Config.from_dict({"model": {"models_dir": str(folder), "weights": {"lag_agent": 1.0}}})
+    gen = TacticalSignalGenerator(config)
+    gen.on_strategic_decision(DECISION)
+    model = gen.ensemble.members[0]
+    warmups = feature_warmups(TechnicalConfig(), model.extras)
+    assert model.vector_names[:4] == ("close_1h", "close_1h[-1]", "close_1h[-3]", "ss:rsi_30_1h[-2]")
+    # A past value k hours back needs k more hours of warm-up.
+    assert model.lookback == max(warmups["close_1h"] + 3 * 60, warmups["ss:rsi_30_1h"] + 2 * 60)
+    n = 9_000
+    frame = pd.DataFrame({"close": btc_1m["close"][:n]}, index=pd.to_datetime(btc_1m["ts"][:n], unit="ms"))
+    hourly = frame.resample("1h", closed="left", label="left")["close"].last().to_numpy()
+    rsi = gen.feature_names.index("ss:rsi_30_1h")
+    rsi_at_close: list[float] = []
+    compared = 0
+    restored = None
+    for k, row in enumerate(_rows(btc_1m, 0, n)):
+        gen.ensemble.input_row[:] = np.nan
+        signal = gen.on_bar(BTC, *row)
+        if restored is not None:
+            # A restored engine continues the rings bit for bit.
+            assert restored.on_bar(BTC, *row).to_dict() == signal.to_dict()
+        elif k == 6_010:  # mid-hour
+            restored = TacticalSignalGenerator.restore(gen.snapshot(tmp_path / "lag.l2snap"))
+        if (row[0] + 60_000) % HOUR:
+            continue
+        rsi_at_close.append(gen.features(BTC)[rsi])
+        h = (row[0] - int(btc_1m["ts"][0])) // HOUR  # the hour this bar closed
+        obs = gen.observation("lag_agent")
+        if k >= gen.warmup_bars:
+            want = [hourly[h], hourly[h - 1], hourly[h - 3], rsi_at_close[-3], 0.0]
+            np.testing.assert_array_equal(obs, np.array(want, dtype=np.float32))
+            compared += 1
+    assert compared > 50 and restored is not None
+    np.testing.assert_array_equal(restored.observation("lag_agent"), gen.observation("lag_agent"))
+
+
+@pytest.mark.parametrize("name, problem", [
+    ("cash[-1]", "only a technical feature has past values"),
+    ("close[-0]", "a past value is <feature>[-k] with 1 <= k <="),
+    ("close[1]", "a past value is <feature>[-k]"),
+])
+def test_bad_past_values_are_named_by_manifest_validation(folder, name, problem) -> None:
+    _box_member(folder, "lag_agent", ["close", name], 1, seed=3)
+    manifest = json.loads((folder / "lag_agent.json").read_text())
     assert any(problem in p for p in validate_manifest(manifest)), validate_manifest(manifest)

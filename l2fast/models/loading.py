@@ -40,7 +40,16 @@ from l2fast.config import L2Config
 from l2fast.errors import ConfigError, InvalidInputError, ModelLoadError
 from l2fast.keys import TAG_CHARS, Purpose, Signer, key_variables
 from l2fast.models.manifest import INPUT_NAME, decode_bound, manifest_features, validate_manifest
-from l2fast.models.observation import ACCOUNT_FEATURES, row_layout, split_scaled, split_symbol, turbulence_timeframe
+from l2fast.models.observation import (
+    ACCOUNT_FEATURES,
+    name_timeframe,
+    row_layout,
+    split_lag,
+    split_scaled,
+    split_symbol,
+    turbulence_timeframe,
+)
+from l2fast.technical.bars import parse_timeframe
 from l2fast.technical.names import StockstatsFeature
 from l2fast.technical.state import TechnicalConfig, feature_names, feature_warmups
 
@@ -151,12 +160,13 @@ def default_lookback(names: Sequence[str], technical: TechnicalConfig | None = N
         return None  # an extra on a timeframe ``technical`` lacks: the ensemble names it
     # The account state needs no warm-up, nor the turbulence index (0 until its window
     # fills, FinRL's value); a scaled feature, or another symbol's, has its base's.
+    # A past value k bars back needs k more bars of its timeframe.
     warmups.update(dict.fromkeys(ACCOUNT_FEATURES, 0))
-    bases = [split_symbol(split_scaled(n)[0])[0] for n in names]
-    warmups.update({b: 0 for b in bases if turbulence_timeframe(b) is not None})
-    if not bases or any(b not in warmups for b in bases):
+    lagged = [split_lag(split_symbol(split_scaled(n)[0])[0]) for n in names]
+    warmups.update({b: 0 for b, _ in lagged if turbulence_timeframe(b) is not None})
+    if not lagged or any(b not in warmups for b, _ in lagged):
         return None
-    return max(warmups[b] for b in bases)
+    return max(warmups[b] + k * parse_timeframe(name_timeframe(b) or "1m") for b, k in lagged)
 
 
 class LoadedModel:

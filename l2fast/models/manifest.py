@@ -74,9 +74,11 @@ from l2fast.errors import InvalidInputError
 from l2fast.models.observation import (
     ACCOUNT_FEATURES,
     SYMBOL_MARK,
+    check_lags,
     check_scales,
     check_symbols,
     scaled_name,
+    split_lag,
     split_symbol,
     turbulence_name,
 )
@@ -287,15 +289,15 @@ def manifest_features(manifest: dict) -> tuple[tuple[str, ...], tuple[Stockstats
     """
     names = manifest["feature_names"]
     timeframe = manifest.get("feature_timeframe")
-    parts = [split_symbol(n) for n in names]
-    vector = {base: row for base, _ in parts if (row := turbulence_name(base, timeframe)) is not None}
-    technical = list(dict.fromkeys(base for base, _ in parts if base not in ACCOUNT_FEATURES and base not in vector))
+    parts = [(*split_lag(lagged), symbol) for lagged, symbol in map(split_symbol, names)]
+    vector = {base: row for base, _, _ in parts if (row := turbulence_name(base, timeframe)) is not None}
+    technical = list(dict.fromkeys(base for base, _, _ in parts if base not in ACCOUNT_FEATURES and base not in vector))
     resolved, extras = resolve_features(technical, manifest.get("feature_namespace", DEFAULT_NAMESPACE), timeframe)
     vector.update(zip(technical, resolved))
     scales = manifest.get("feature_scales") or {}
     out = []
-    for name, (base, symbol) in zip(names, parts):
-        row = vector.get(base, base)
+    for name, (base, k, symbol) in zip(names, parts):
+        row = vector.get(base, base) + (f"[-{k}]" if k else "")
         out.append(scaled_name(row if symbol is None else f"{row}{SYMBOL_MARK}{symbol}", scales.get(name, 1.0)))
     return tuple(out), extras
 
@@ -409,12 +411,13 @@ def validate_manifest(manifest: object) -> list[str]:
         problems.append(f"feature_timeframe must be a timeframe string such as '1h' or null, got {timeframe!r}")
     elif isinstance(names, list) and all(isinstance(n, str) for n in names):
         try:
-            bases = dict.fromkeys(split_symbol(n)[0] for n in names)
+            bases = dict.fromkeys(split_lag(split_symbol(n)[0])[0] for n in names)
             resolve_features([n for n in bases if n not in ACCOUNT_FEATURES and turbulence_name(n, timeframe) is None],
                              namespace, timeframe)
         except InvalidInputError as exc:
             problems.append(str(exc))
     if isinstance(names, list) and all(isinstance(n, str) for n in names):
+        problems.extend(check_lags(names))
         problems.extend(check_symbols(m))
     if "feature_scales" in m and isinstance(names, list):
         problems.extend(check_scales(m["feature_scales"], names))

@@ -14,6 +14,10 @@ A member reads its features from a shared float32 row (each member gathers its c
    - **FinRL's turbulence index** ``turbulence_<tf>`` over ``technical.turbulence_symbols``
      on ``technical.turbulence_timeframe`` (the same value for every symbol; 0 until its
      window fills, as FinRL's);
+   - a **past value** ``<feature>[-k]`` of a technical feature: its value k closed bars of
+     its timeframe back (``rsi_30_1h[-2]``: two hours before the last closed hour's; FinRL's
+     crypto env stacks such rows), NaN until k + 1 bars of that timeframe have closed
+     (at most :data:`MAX_LAG` back);
    - a feature of **another symbol** (a multi-asset member's ``<feature>@<SYMBOL>``: its
      technical value, or its ``holdings``/``position_fraction``/``unrealized_pnl``), named
      ``<row name>@<SYMBOL>``; NaN until that symbol's first bar;
@@ -44,13 +48,32 @@ from l2fast.errors import InvalidInputError
 
 __all__ = ["ACCOUNT_FEATURES", "COLUMN_ACCOUNT", "COLUMN_TECHNICAL", "SYMBOL_MARK", "RowLayout", "check_scales",
            "check_symbols", "member_symbols", "row_layout", "scaled_name", "split_scaled", "split_symbol",
-           "turbulence_name", "turbulence_timeframe", "COLUMN_TURBULENCE"]
+           "turbulence_name", "turbulence_timeframe", "COLUMN_TURBULENCE", "COLUMN_LAG", "MAX_LAG", "split_lag",
+           "name_timeframe"]
 
 #: Program entry kinds: the column reads the technical vector, the account state, or the
 #: turbulence index.
 COLUMN_TECHNICAL = 0
 COLUMN_ACCOUNT = 1
 COLUMN_TURBULENCE = 2
+COLUMN_LAG = 3
+
+#: The furthest back ``<feature>[-k]`` may read (closed bars of its timeframe).
+MAX_LAG = 1_000
+_LAG = re.compile(r"(.+)\[-(\d+)\]")
+_TIMEFRAME_SUFFIX = re.compile(r".+_(\d+[mhd])")
+
+
+def split_lag(name: str) -> tuple[str, int]:
+    """``(feature, k)`` of ``<feature>[-k]``; ``(name, 0)`` without a lag."""
+    match = _LAG.fullmatch(name)
+    return (match.group(1), int(match.group(2))) if match else (name, 0)
+
+
+def name_timeframe(name: str) -> str | None:
+    """The timeframe suffix of a technical vector name (``rsi_14_5m``, ``ss:macd_1h``)."""
+    match = _TIMEFRAME_SUFFIX.fullmatch(name)
+    return None if match is None else match.group(1)
 
 _TURBULENCE = re.compile(r"turbulence_(\d+[mhd])")
 
@@ -125,14 +148,17 @@ class RowLayout:
         names: Every column's name, the technical vector's first.
         n_technical: How many of them are the technical vector's (copied as they are).
         program: Per column after those: ``(kind, index, scale, symbol)``, ``kind``
-            :data:`COLUMN_TECHNICAL` (``index`` into the technical vector) or
-            :data:`COLUMN_ACCOUNT` (``index`` into :data:`ACCOUNT_FEATURES`), ``symbol``
-            the symbol it is read for (None: the bar's).
+            :data:`COLUMN_TECHNICAL` (``index`` into the technical vector),
+            :data:`COLUMN_ACCOUNT` (``index`` into :data:`ACCOUNT_FEATURES`),
+            :data:`COLUMN_TURBULENCE` or :data:`COLUMN_LAG` (``index`` into ``lags``);
+            ``symbol`` the symbol it is read for (None: the bar's).
+        lags: Each past value read: ``(technical column, k, timeframe)``.
     """
 
     names: tuple[str, ...]
     n_technical: int
     program: tuple[tuple[int, int, float, str | None], ...]
+    lags: tuple[tuple[int, int, str], ...] = ()
 
 
 def row_layout(technical: Sequence[str], members: Iterable[Sequence[str]]) -> RowLayout:
@@ -149,19 +175,27 @@ def row_layout(technical: Sequence[str], members: Iterable[Sequence[str]]) -> Ro
     index = {name: k for k, name in enumerate(technical)}
     accounts = {name: k for k, name in enumerate(ACCOUNT_FEATURES)}
     extra: dict[str, tuple[int, int, float, str | None]] = {}
+    lags: dict[tuple[int, int, str], int] = {}
     for names in members:
         for name in names:
             if name in index or name in extra:
                 continue
             scaled, scale = split_scaled(name)
-            base, symbol = split_symbol(scaled)
+            lagged, symbol = split_symbol(scaled)
+            base, k = split_lag(lagged)
+            tf = name_timeframe(base)
+            if k:
+                if base in index and tf is not None and 1 <= k <= MAX_LAG:
+                    lag = lags.setdefault((index[base], k, tf), len(lags))
+                    extra[name] = (COLUMN_LAG, lag, scale, symbol)
+                continue
             if turbulence_timeframe(base) is not None and symbol is None:
                 extra[name] = (COLUMN_TURBULENCE, 0, scale, None)
             elif base in index:
                 extra[name] = (COLUMN_TECHNICAL, index[base], scale, symbol)
             elif base in accounts:
                 extra[name] = (COLUMN_ACCOUNT, accounts[base], scale, symbol)
-    return RowLayout(tuple(technical) + tuple(extra), len(technical), tuple(extra.values()))
+    return RowLayout(tuple(technical) + tuple(extra), len(technical), tuple(extra.values()), tuple(lags))
 
 
 def check_scales(scales: object, names: Sequence[str]) -> list[str]:
@@ -210,4 +244,19 @@ def check_symbols(manifest: Mapping) -> list[str]:
     if not (isinstance(space, Mapping) and space.get("type") == "box" and space.get("shape") == [len(symbols)]):
         problems.append(f"a multi-asset member needs a box action with one dimension per symbol "
                         f"(shape [{len(symbols)}] for {', '.join(symbols)})")
+    return problems
+
+
+def check_lags(names: Sequence[str]) -> list[str]:
+    """Problems of a manifest's ``<feature>[-k]`` names: a technical feature, 1 <= k <= MAX_LAG."""
+    problems = []
+    for name in names:
+        lagged = split_symbol(name)[0]
+        if "[" not in lagged:
+            continue
+        base, k = split_lag(lagged)
+        if not 1 <= k <= MAX_LAG:
+            problems.append(f"feature {name!r}: a past value is <feature>[-k] with 1 <= k <= {MAX_LAG}")
+        elif base in ACCOUNT_FEATURES or turbulence_name(base, "1m") is not None:
+            problems.append(f"feature {name!r}: only a technical feature has past values, not {base!r}")
     return problems

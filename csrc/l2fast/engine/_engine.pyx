@@ -57,7 +57,7 @@ from l2fast.decision._voting cimport (
 from l2fast.decision._risk import RISK_CODES
 from l2fast.decision._sizing import SIZING_CODES
 from l2fast.decision._voting import GATE_CODES, MEMBER_KINDS, MEMBER_STATUSES
-from l2fast.errors import InvalidBarError, InvalidInputError
+from l2fast.errors import InvalidBarError, InvalidInputError, SnapshotError
 
 #: Most symbols one engine follows (the risk state's fixed capacity).
 MAX_SYMBOLS = RISK_MAX_SYMBOLS
@@ -144,13 +144,23 @@ if _VOTE_HEAD > VOTE_HEAD_ROOM or _VOTE_HEAD + VOTE_MAX_TIMEFRAMES * sizeof(TFVo
                       f"(SignalReasoning.vote_head has room for {VOTE_HEAD_ROOM}: see _engine.pxd)")
 
 
+cdef enum:  # RowColumn.source: l2fast.models.observation's COLUMN_* kinds
+    _COL_TECHNICAL, _COL_ACCOUNT, _COL_TURBULENCE, _COL_LAG
+
 cdef struct RowColumn:
     # One input-row column after the technical vector (l2fast.models.observation.RowLayout).
-    int account                 # 1: risk_account(feature index), 2: the turbulence index,
-                                # 0: the technical vector's column index
-    int index
+    int source                  # _COL_*
+    int index                   # technical column, AccountFeature, or lag entry
     double scale
     int symbol                  # whose value: -1 the bar's symbol, else a slot (-2: not seen yet, NaN)
+
+
+cdef struct LagRing:
+    # The last ``depth`` closes' values of one technical column, per symbol.
+    int column
+    unsigned int bit            # its timeframe's technical update bit
+    int depth                   # the largest k read + 1
+    int offset                  # into a symbol's lag storage
 
 
 cdef inline int _pair(int a, int b) noexcept nogil:
@@ -331,6 +341,14 @@ cdef class EngineCore:
     cdef RowColumn* _columns     # then these (account state, scaled features, other symbols')
     cdef int _n_columns
     cdef tuple _column_symbols   # each column's symbol name (None: the bar's), resolved on registration
+    # Past values (<feature>[-k]): rings of a column's values at its timeframe's closes.
+    cdef LagRing* _rings
+    cdef int _n_rings
+    cdef int _lag_width          # doubles per symbol
+    cdef int* _lag_ring          # per lag entry: its ring
+    cdef int* _lag_k             # per lag entry: k
+    cdef double* _lag_values     # [symbol][_lag_width], NaN until pushed
+    cdef int* _lag_head          # [symbol][ring]: the slot written next
     cdef const double* _outs[RISK_MAX_SYMBOLS]  # each symbol's technical vector
     cdef MemberIO _io[VOTE_MAX_MEMBERS]
     cdef int _n_members
@@ -416,6 +434,11 @@ cdef class EngineCore:
         free(self._voters)
         turb_free(&self._turb)
         free(self._columns)
+        free(self._rings)
+        free(self._lag_ring)
+        free(self._lag_k)
+        free(self._lag_values)
+        free(self._lag_head)
         free(self._last)
         livestats_free(&self._stats)
 
@@ -522,12 +545,13 @@ cdef class EngineCore:
         if self._columns == NULL:
             raise MemoryError()
         for k, (kind, index, scale, symbol) in enumerate(program):
-            self._columns[k].account = kind
+            self._columns[k].source = kind
             self._columns[k].index = index
             self._columns[k].scale = scale
             self._columns[k].symbol = -1 if symbol is None else -2
         self._n_columns = len(program)
         self._column_symbols = tuple(entry[3] for entry in program)
+        self._setup_lags(() if layout is None else tuple(layout.lags), tuple(config.technical.timeframes))
         symbols = tuple(tuple(s) for s in symbols) or ((),) * self._n_members
         if len(symbols) != self._n_members or any(len(s) > RISK_MAX_SYMBOLS for s in symbols):
             raise InvalidInputError(f"symbols={symbols!r}: one tuple of at most {RISK_MAX_SYMBOLS} symbols per member")
@@ -594,6 +618,46 @@ cdef class EngineCore:
                 io.scores = &floats[0, 0]
                 io.n_scores = min(floats.shape[1], VOTE_MAX_ACTIONS)
             self._multipliers[k] = 1.0
+
+    cdef int _setup_lags(self, tuple lags, tuple timeframes) except -1:
+        """One ring per lagged technical column, deep enough for its largest k."""
+        cdef int k, g, n = len(lags)
+        depth = {}
+        for column, lag, tf in lags:
+            if lag < 1 or tf not in timeframes:
+                raise InvalidInputError(f"lag ({column}, {lag}, {tf!r}): k >= 1 on a configured timeframe")
+            depth[column, tf] = max(depth.get((column, tf), 0), lag + 1)
+        rings = list(depth)
+        self._n_rings = len(rings)
+        self._rings = <LagRing*>calloc(max(self._n_rings, 1), sizeof(LagRing))
+        self._lag_ring = <int*>calloc(max(n, 1), sizeof(int))
+        self._lag_k = <int*>calloc(max(n, 1), sizeof(int))
+        if self._rings == NULL or self._lag_ring == NULL or self._lag_k == NULL:
+            raise MemoryError()
+        self._lag_width = 0
+        for g, (column, tf) in enumerate(rings):
+            self._rings[g].column = column
+            self._rings[g].bit = 1u << timeframes.index(tf)
+            self._rings[g].depth = depth[column, tf]
+            self._rings[g].offset = self._lag_width
+            self._lag_width += depth[column, tf]
+        for k, (column, lag, tf) in enumerate(lags):
+            self._lag_ring[k] = rings.index((column, tf))
+            self._lag_k[k] = lag
+        if self._n_rings:
+            self._lag_values = <double*>calloc(RISK_MAX_SYMBOLS * self._lag_width, sizeof(double))
+            self._lag_head = <int*>calloc(RISK_MAX_SYMBOLS * self._n_rings, sizeof(int))
+            if self._lag_values == NULL or self._lag_head == NULL:
+                raise MemoryError()
+            for k in range(RISK_MAX_SYMBOLS * self._lag_width):
+                self._lag_values[k] = NAN
+        return 0
+
+    cdef inline double _lagged(self, int s, int entry) noexcept:
+        cdef const LagRing* g = &self._rings[self._lag_ring[entry]]
+        cdef int head = self._lag_head[s * self._n_rings + self._lag_ring[entry]]
+        return self._lag_values[s * self._lag_width + g.offset
+                                + (head - 1 - self._lag_k[entry] + 2 * g.depth) % g.depth]
 
     cdef int _register(self, str symbol) except -1:
         """Give ``symbol`` a slot (all checks first: nothing changes on an error)."""
@@ -792,13 +856,21 @@ cdef class EngineCore:
         cdef const double* f
         cdef int updated, j
         cdef double r, x, y
+        cdef const LagRing* g
+        cdef int* head
         updated = st._step(ts, o, h, l, c, v)
         self._updated[i] = updated
+        f = st._out
+        for j in range(self._n_rings):
+            g = &self._rings[j]
+            if updated & g.bit:
+                head = &self._lag_head[i * self._n_rings + j]
+                self._lag_values[i * self._lag_width + g.offset + head[0]] = f[g.column]
+                head[0] = (head[0] + 1) % g.depth
         if self._multi:
             for j in range(self._n_members):
                 if (self._multi >> j) & 1 and self._dim[j][i] >= 0 and updated & self._tf_bit[j]:
                     self._pending |= 1u << j
-        f = st._out
         slot.bars += 1
         slot.close = c
         slot.last_ts = ts
@@ -849,12 +921,14 @@ cdef class EngineCore:
         for j in range(self._n_columns):
             col = &self._columns[j]
             s = i if col.symbol == -1 else col.symbol
-            if col.account == 2:
+            if col.source == _COL_TURBULENCE:
                 value = self._turbulence
             elif s < 0:
                 value = NAN
-            elif col.account:
+            elif col.source == _COL_ACCOUNT:
                 value = risk_account(&self._risk, s, col.index)
+            elif col.source == _COL_LAG:
+                value = self._lagged(s, col.index)
             else:
                 value = self._outs[s][col.index]
             self._row[self._n_features + j] = <float>(value * col.scale)
@@ -1256,11 +1330,17 @@ cdef class EngineCore:
             c.raw(self._updated, self._n_symbols * sizeof(int))
             c.raw(self._acted, self._n_symbols * sizeof(unsigned int))
             c.raw(&self._pending, sizeof(unsigned int))
+            c.raw(self._last, self._n_symbols * VOTE_MAX_MEMBERS * sizeof(MemberInput))
+        if self._n_rings:
+            c.raw(self._lag_values, self._n_symbols * self._lag_width * sizeof(double))
+            c.raw(self._lag_head, self._n_symbols * self._n_rings * sizeof(int))
+            for i in range(self._n_symbols * self._n_rings):
+                if not 0 <= self._lag_head[i] < self._rings[i % self._n_rings].depth:
+                    raise SnapshotError("state does not match this engine: lag ring position")
         if self._turb_on:
             turbulence_codec(c, &self._turb)
             c.raw(&self._turbulence, sizeof(double))
             c.raw(&self._turb_closed, sizeof(unsigned int))
-            c.raw(self._last, self._n_symbols * VOTE_MAX_MEMBERS * sizeof(MemberInput))
         return 0
 
     def _dump_state(self) -> bytes:

@@ -373,6 +373,7 @@ def test_invalid_inputs_are_rejected_naming_the_field_and_change_nothing(call, f
     ({"daily_loss_limit": 0.0}, "daily_loss_limit"), ({"max_daily_trades": 0}, "max_daily_trades"),
     ({"max_concurrent_positions": 0}, "max_concurrent_positions"), ({"exposure_limit": 2.0}, "exposure_limit"),
     ({"trailing_atr_multiplier": -1.0}, "trailing_atr_multiplier"), ({"lot_step": 0.0}, "lot_step"),
+    ({"turbulence_threshold": 0.0}, "turbulence_threshold"),
     ({"symbols": {BTC: {"lot_step": -1.0}}}, r"lot_step_for\('BTC/USDT'\)=-1\.0"),
     ({"symbols": {BTC: {"min_notional": math.nan}}}, r"min_notional_for\('BTC/USDT'\)=nan"),
     ({"universe": []}, "symbols"), ({"universe": [BTC, BTC]}, "symbols"), ({"universe": "BTC/USDT"}, "symbols"),

@@ -17,14 +17,23 @@
    (``STALE_DECISION``), or the symbol has fewer bars than the members' ``lookback``
    (``WARM_UP``; a manifest without one needs the largest warm-up of its features,
    :func:`l2fast.models.loading.default_lookback`);
-4. runs every member agent in ONE fused onnxruntime graph through io_binding (each member
-   gathers its manifest's columns from the shared feature vector); a member whose output is
-   non-finite, or all of them when the run fails, is left out of the bar's vote;
+4. runs the member agents (compiled, or in ONE fused onnxruntime graph through io_binding);
+   each gathers its manifest's columns from the shared input row: the technical vector, then
+   the account state, scaled values, other symbols' values, FinRL's turbulence index and past
+   values its manifest names (:mod:`l2fast.models.observation`). A member with a
+   ``decision_timeframe`` runs only on the bars closing it (a multi-asset member: once all
+   its symbols reached that bar) and its last vote stands in between; a bar on which no
+   member acts runs no inference. A member whose output is non-finite, or all of them when
+   the run fails, is left out of the bar's vote;
 5. votes (weights times L3's regime multipliers, technical and multi-timeframe votes,
    consensus/confidence/alignment gates; gate names such as ``LOW_CONSENSUS`` become the
    code of a hold);
-6. for a passing vote against an open position: an exit of the whole position (``EXIT``;
-   exits are never blocked by the entry limits). Otherwise an entry: sized
+6. while FinRL's turbulence index is at or above ``risk.turbulence_threshold``, an open
+   position exits whatever the vote (``EXIT``, ``reasoning["turbulence"]``). Members with a
+   manifest ``finrl`` block request FinRL's shares for the voted side
+   (``reasoning["finrl"]``; zero holds ``NO_SHARES``), which the steps below may only lower.
+   For a passing vote against an open position: an exit of the whole position, at most the
+   FinRL request (``EXIT``; exits are never blocked by the entry limits). Otherwise an entry: sized
    (:mod:`l2fast.decision.sizing`; a zero size holds with its code, e.g. ``NO_EDGE``), then gated
    (:mod:`l2fast.decision.risk`; a denial holds with its code and numbers in
    ``reasoning["denial"]``, e.g. ``{"code": "DAILY_LOSS_LIMIT", "loss": 0.052, "limit":

@@ -570,7 +570,8 @@ cdef class RiskGate:
             ``take_profit_r``, ``breakeven_threshold``, ``trailing_atr_multiplier`` (None:
             ``atr_multiplier``), ``max_daily_trades``, ``daily_loss_limit``,
             ``max_concurrent_positions``, ``exposure_limit``, ``max_position_size``,
-            ``allow_short``, and the methods ``lot_step_for(symbol)`` and
+            ``allow_short``, ``turbulence_threshold`` (None: no gate; optional), and the
+            methods ``lot_step_for(symbol)`` and
             ``min_notional_for(symbol)`` (each universe symbol's order rules, as the
             engine reads them).
     """
@@ -622,7 +623,8 @@ cdef class RiskGate:
                 "max_daily_trades": prm.max_daily_trades, "daily_loss_limit": prm.daily_loss_limit,
                 "max_concurrent_positions": prm.max_concurrent_positions,
                 "exposure_limit": prm.exposure_limit, "max_position_size": prm.max_position_size,
-                "allow_short": bool(prm.allow_short)}
+                "allow_short": bool(prm.allow_short),
+                "turbulence_threshold": prm.turbulence_threshold if isfinite(prm.turbulence_threshold) else None}
 
     @property
     def equity(self) -> float:

@@ -901,6 +901,10 @@ class L2Config:
             if tf not in self.technical.timeframes:
                 raise ConfigError(f"{_child('model.vote.timeframe_weights', tf)}: unknown timeframe "
                                   f"(technical.timeframes: {', '.join(self.technical.timeframes)})")
+        outside = sorted(set(self.technical.turbulence_symbols) - set(self.engine.symbols))
+        if self.engine.symbols and outside:
+            # A symbol that never gets bars would stop the index (and the gate) for good.
+            raise ConfigError(f"technical.turbulence_symbols: {', '.join(outside)} not in engine.symbols")
         if self.risk.turbulence_threshold is not None and not self.technical.turbulence_symbols:
             raise ConfigError(f"risk.turbulence_threshold={self.risk.turbulence_threshold!r}: needs "
                               f"technical.turbulence_symbols (the symbols of the index)")

@@ -432,3 +432,16 @@ def test_confidence_weights_merge_over_the_defaults_and_reach_the_voter():
     params = VotingParams.from_config(config.model, TacticalSignalGenerator(config=config).manifests,
                                       config.technical)
     assert dict(params.confidence_weights) == {"model": 1.0, "technical": 0.25, "alignment": 0.0}
+
+
+@pytest.mark.parametrize("data, message", [
+    ({"risk": {"turbulence_threshold": 30.0}}, "risk.turbulence_threshold=30.0: needs technical.turbulence_symbols"),
+    ({"technical": {"turbulence_symbols": ["BTC/USDT", "btc"]}}, "turbulence_symbols=('BTC/USDT', 'btc')"),
+    ({"technical": {"turbulence_symbols": ["BTC/USDT"], "turbulence_timeframe": "4h"}}, "turbulence_timeframe='4h'"),
+    ({"technical": {"turbulence_symbols": ["BTC/USDT"], "turbulence_window": 2}}, "turbulence_window"),
+    ({"technical": {"turbulence_symbols": ["BTC/USDT", "SOL/USDT"]}, "engine": {"symbols": ["BTC/USDT"]}},
+     "technical.turbulence_symbols: SOL/USDT not in engine.symbols"),
+])
+def test_the_turbulence_settings_are_checked_together(data, message) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        L2Config.from_dict(data)

@@ -27,9 +27,9 @@ def test_shares_equal_the_twin(action, hmax, price, cash, held, buy_cost) -> Non
 
 def test_the_product_is_float32_as_numpy_makes_it() -> None:
     # float32(0.29) * 100 = 29.000000953..., float64 0.29 * 100 = 28.999999999999996
-    assert finrl_shares(0.29, 100, 10.0, 1e9, 0.0) == 29.0
-    assert finrl_shares(-0.0099, 100, 10.0, 1e9, 5.0) == 0.0
-    assert finrl_shares(-0.5, 100, 10.0, 1e9, 20.0) == -20.0  # capped by the holdings
+    assert finrl_shares(0.29, 100, 10.0, 1e9, 0.0, 0.001) == 29.0
+    assert finrl_shares(-0.0099, 100, 10.0, 1e9, 5.0, 0.001) == 0.0
+    assert finrl_shares(-0.5, 100, 10.0, 1e9, 20.0, 0.001) == -20.0  # capped by the holdings
     assert finrl_shares(1.0, 100, 100.0, 1_000.0, 0.0, 0.001) == 9.0  # 1000 // 100.1
 
 

@@ -118,6 +118,8 @@ def test_finrl_agents_in_the_engine_observe_finrls_state_and_act_as_sb3(
 
     booked = compared = off_by_one = 0
     diffs: dict[str, list[float]] = {m: [] for m in members}
+    other: dict[str, list[float]] = {m: [] for m in members}
+    waiting: dict[str, tuple[int, int]] | None = None
     for symbol, row in stream:
         ts = row[0]
         while booked < first and booked < len(rec["executed_shares"]) and hours[booked] + HOUR <= ts:
@@ -127,6 +129,15 @@ def test_finrl_agents_in_the_engine_observe_finrls_state_and_act_as_sb3(
         signal = gen.on_bar(symbol, *row)
         obs = gen.observation(members[0])
         if np.isnan(obs).any():
+            if waiting is not None and symbol != tickers[-1]:
+                # Another symbol's dimension of the decision taken on the last symbol's bar,
+                # read on this symbol's next bar.
+                t_prev, k = waiting.pop(symbol, (-1, 0))
+                if t_prev >= 0:
+                    for member in members:
+                        ours = signal.reasoning["vote"]["members"][member]["target"]
+                        theirs = float(rec[f"predict__{member.removeprefix(prefix + '_')}"][t_prev][k])
+                        other[member].append(abs(ours - theirs))
             continue  # the members did not act on this bar
         # The hour it acted on: the last FinRL hour opening at least 59 minutes before.
         t = int(np.searchsorted(hours, ts - 59 * 60_000, side="right")) - 1
@@ -159,10 +170,14 @@ def test_finrl_agents_in_the_engine_observe_finrls_state_and_act_as_sb3(
                 ours = signal.reasoning["vote"]["members"][member]["target"]
                 theirs = float(rec[f"predict__{member.removeprefix(prefix + '_')}"][t][k])
                 diffs[member].append(abs(ours - theirs))
+            waiting = {sym: (t, j) for j, sym in enumerate(tickers) if sym != symbol}
         if t < len(rec["executed_shares"]):
             book(t, ts)
             booked += 1
     assert compared > 17_000 and off_by_one < 0.01 * compared, (compared, off_by_one)
+    if n > 1:
+        assert all(len(d) > 17_000 for d in other.values())
+        diffs = {m: diffs[m] + other[m] for m in members}
     for member, d in diffs.items():
         # These agents read raw inputs (cash ~1e6): a float32 sum in another order (torch's,
         # the compiled forward's) moves a pre-activation by ~1e-7 of 1e6 now and then.

@@ -81,3 +81,33 @@ def test_signals_request_finrls_shares_and_never_exceed_them(gen, btc_1m) -> Non
             gen.on_fill(BTC, signal.side.value if hasattr(signal.side, "value") else signal.side, signal.qty,
                         row[4], row[0] + 60_000, fee=signal.qty * row[4] * 0.001)
     assert seen["ENTRY"] > 0 and seen["EXIT"] > 0 and seen["NO_SHARES"] > 0 and seen["bound"] > 0, seen
+
+
+def test_an_hourly_finrl_member_trades_only_at_its_decisions(tmp_path: Path, btc_1m) -> None:
+    # Flat: buy 3; holding 3: sell 1 (action = tanh(1.5 - 0.633 * holdings), hmax 4). FinRL
+    # sells one share per hour; the standing vote between the hours must not sell again.
+    folder = tmp_path / "models"
+    shutil.copytree(models_dir(), folder)
+    _box_member(folder, "finrl_agent", ["holdings"], 1, seed=1, weights=np.array([[-0.633]]), bias=np.array([1.5]),
+                decision_timeframe="1h", finrl={**FINRL, "hmax": 4})
+    config = L2Config.from_dict({
+        "model": {"models_dir": str(folder), "weights": {"finrl_agent": 1.0}, "consensus_threshold": 0.0,
+                  "confidence_threshold": 0.0, "alignment_threshold": 0.0, "technical_weight": 0.0},
+        "engine": {"initial_equity": 1e6},
+        "risk": {"kelly_win_rate": 0.7, "kelly_payoff_ratio": 2.0, "max_position_size": 0.5, "kelly_fraction": 1.0,
+                 "exposure_limit": 1.0},
+    })
+    gen = TacticalSignalGenerator(config)
+    gen.on_strategic_decision(StrategicDecision(regime="trending", target_exposure=1.0, risk_appetite="aggressive",
+                                                universe=[BTC]))
+    trades: list[tuple[str, float]] = []
+    for row in _rows(btc_1m, 0, 3_000):
+        signal = gen.on_bar(BTC, *row)
+        if signal.side == "hold":
+            continue
+        assert (row[0] + 60_000) % 3_600_000 == 0, f"{row[0]}: traded off the hour: {signal.reasoning}"
+        assert signal.qty <= signal.reasoning["finrl"]["requested"]
+        gen.on_fill(BTC, str(signal.side), signal.qty, row[4], row[0] + 60_000)
+        trades.append((str(signal.side), signal.qty))
+    # Then holding 2 the action truncates to 0 shares: no trade, as in FinRL.
+    assert trades == [("buy", 3.0), ("sell", 1.0)] and gen.position(BTC)["qty"] == 2.0

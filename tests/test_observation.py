@@ -176,9 +176,15 @@ def test_a_decision_timeframe_the_engine_lacks_is_refused_naming_it(folder) -> N
     ({"feature_scales": [1.0]}, "feature_scales must be an object"),
     ({"decision_timeframe": "7x"}, "decision_timeframe must be a timeframe string"),
     ({"finrl": {"env": "stocktrading", "tickers": [BTC], "hmax": 0, "buy_cost_pct": [0.001],
-                "sell_cost_pct": [0.001], "initial_amount": 1e6}}, "finrl.hmax must be an integer >= 1"),
+                "sell_cost_pct": [0.001], "initial_amount": 1e6}}, "finrl.hmax must be an integer in [1, 16777216]"),
     ({"finrl": {"env": "stocktrading", "tickers": [BTC], "hmax": 100, "buy_cost_pct": [0.001],
                 "sell_cost_pct": [0.001], "initial_amount": 1e6}}, "finrl needs a box action space"),
+    ({"finrl": {"env": "stocktrading", "tickers": [BTC], "hmax": 2 ** 40, "buy_cost_pct": [0.001],
+                "sell_cost_pct": [0.001], "initial_amount": 1e6}}, "finrl.hmax must be an integer in [1, 16777216]"),
+    ({"finrl": {"env": "stocktrading", "tickers": ["btc"], "hmax": 100, "buy_cost_pct": [0.001],
+                "sell_cost_pct": [0.001], "initial_amount": 1e6}}, "finrl.tickers must be a non-empty list of distinct"),
+    ({"finrl": {"env": "stocktrading", "tickers": [BTC, "ETH/USDT"], "hmax": 100, "buy_cost_pct": [0.001] * 2,
+                "sell_cost_pct": [0.001] * 2, "initial_amount": 1e6}}, "no feature names its symbol"),
 ])
 def test_bad_observation_keys_are_named_by_manifest_validation(folder, changes, problem) -> None:
     _member(folder)

@@ -13,7 +13,7 @@ SIZING_CODES: tuple[str, ...]
 KELLY_SOURCES: tuple[str, ...]
 
 def finrl_shares(action: float, hmax: int, price: float, cash: float, held: float,
-                 buy_cost: float = 0.001) -> float: ...
+                 buy_cost: float) -> float: ...
 
 class LiveTradeStats:
     window: int

@@ -44,6 +44,8 @@ from typing import Any
 
 from l2fast.config import is_symbol
 from l2fast.errors import ExportError, InvalidInputError
+from l2fast.models.manifest import FINRL_ENVS
+from l2fast.models.observation import SYMBOL_MARK
 from l2fast.technical.bars import parse_timeframe
 from l2fast.technical.names import parse_stockstats
 
@@ -51,7 +53,6 @@ __all__ = ["FINRL_DEFAULTS", "FINRL_ENVS", "FINRL_INDICATORS", "FinRLEnv", "finr
            "resolve_finrl"]
 
 #: The FinRL environments the exporter lays out (``--finrl``).
-FINRL_ENVS = ("stocktrading",)
 #: FinRL 0.3.7's ``finrl.config.INDICATORS``, its default ``tech_indicator_list``.
 FINRL_INDICATORS = ("macd", "boll_ub", "boll_lb", "rsi_30", "cci_30", "dx_30", "close_30_sma", "close_60_sma")
 #: FinRL's tutorial values of the other env parameters.
@@ -60,7 +61,6 @@ FINRL_DEFAULTS: Mapping[str, Any] = {"hmax": 100, "initial_amount": 1_000_000.0,
 
 # Account columns of the layout (l2fast's account-state features, :mod:`l2fast.models.observation`).
 _CASH, _HOLDINGS, _CLOSE = "cash", "holdings", "close"
-_SYMBOL_MARK = "@"
 _FIELDS = ("tickers", "timeframe", "indicators", "hmax", "initial_amount", "buy_cost_pct", "sell_cost_pct",
            "reward_scaling", "turbulence_threshold")
 
@@ -78,7 +78,7 @@ def finrl_stocktrading_layout(tickers: Sequence[str], indicators: Sequence[str])
         ``<name>@<ticker>`` (``"close@ETH/USDT"``).
     """
     def per_ticker(name: str) -> list[str]:
-        return [name] if len(tickers) == 1 else [f"{name}{_SYMBOL_MARK}{t}" for t in tickers]
+        return [name] if len(tickers) == 1 else [f"{name}{SYMBOL_MARK}{t}" for t in tickers]
 
     names = [_CASH, *per_ticker(_CLOSE), *per_ticker(_HOLDINGS)]
     for indicator in indicators:

@@ -42,9 +42,12 @@ indicators (``rsi_30_1h``, ``boll_ub``, ``close_30_sma``...), each with a timefr
 or else ``feature_timeframe`` (optional, e.g. ``"1h"``); see :mod:`l2fast.technical.names`.
 
 ``feature_names`` may also name the account state of the member's symbol (``cash``,
-``holdings``, ``position_fraction``, ``unrealized_pnl``: :mod:`l2fast.models.observation`),
-in either name space. ``feature_scales`` (optional) maps feature names to a factor > 0 the
-engine multiplies them by (FinRL's 2^-12 cash and similar conventions).
+``holdings``, ``position_fraction``, ``unrealized_pnl``), FinRL's turbulence index
+(``turbulence_<tf>``), a past value (``<feature>[-k]``: k closed bars of its timeframe back)
+and, in a multi-asset member, another symbol's value (``<feature>[-k]@<SYMBOL>``), in
+either name space (:mod:`l2fast.models.observation`). ``feature_scales`` (optional) maps
+feature names to a factor > 0 the engine multiplies them by (FinRL's 2^-12 cash and similar
+conventions).
 
 ``decision_timeframe`` (optional, e.g. ``"1h"``; null or absent: every 1-minute bar) is the
 member's cadence: it acts on the bar that closes a bar of that timeframe, and between two
@@ -70,6 +73,7 @@ import math
 import re
 from typing import Any, Literal, NotRequired, TypedDict
 
+from l2fast.config import is_symbol
 from l2fast.errors import InvalidInputError
 from l2fast.models.observation import (
     ACCOUNT_FEATURES,
@@ -77,6 +81,7 @@ from l2fast.models.observation import (
     check_lags,
     check_scales,
     check_symbols,
+    member_symbols,
     scaled_name,
     split_lag,
     split_symbol,
@@ -90,6 +95,8 @@ ALGORITHMS = ("PPO", "A2C", "DQN", "SAC", "TD3", "DDPG")
 SOURCE_KINDS = ("sb3-zip", "pkl-bundle")
 #: The FinRL environments whose action semantics the engine reproduces.
 FINRL_ENVS = ("stocktrading",)
+#: Largest ``finrl.hmax``: its float32 product with an action stays exact in whole shares.
+MAX_HMAX = 2 ** 24
 INPUT_NAME = "obs"
 
 MAX_LOOKBACK = 14_400
@@ -310,13 +317,16 @@ def _check_finrl(info: object, kind: str | None, m: dict, problems: list[str]) -
     if info.get("env") not in FINRL_ENVS:
         problems.append(f"finrl.env must be one of {', '.join(FINRL_ENVS)}, got {info.get('env')!r}")
     tickers = info.get("tickers")
-    if not (isinstance(tickers, list) and tickers and all(isinstance(t, str) and t for t in tickers)
+    if not (isinstance(tickers, list) and tickers and all(isinstance(t, str) and is_symbol(t) for t in tickers)
             and len(set(tickers)) == len(tickers)):
-        problems.append(f"finrl.tickers must be a non-empty list of distinct symbols, got {tickers!r}")
+        problems.append(f"finrl.tickers must be a non-empty list of distinct symbols like 'BTC/USDT', got {tickers!r}")
         tickers = None
+    elif len(tickers) > 1 and not member_symbols(m):
+        problems.append(f"finrl: {len(tickers)} tickers, but no feature names its symbol: a multi-asset member "
+                        f"writes <feature>@<SYMBOL> (close@{tickers[0]}, ...)")
     hmax = info.get("hmax")
-    if not (isinstance(hmax, int) and _is_int(hmax) and hmax >= 1):
-        problems.append(f"finrl.hmax must be an integer >= 1, got {hmax!r}")
+    if not (isinstance(hmax, int) and _is_int(hmax) and 1 <= hmax <= MAX_HMAX):
+        problems.append(f"finrl.hmax must be an integer in [1, {MAX_HMAX}], got {hmax!r}")
     for key in ("buy_cost_pct", "sell_cost_pct"):
         costs = info.get(key)
         if not (isinstance(costs, list) and all(_is_num(c) and 0.0 <= c < 1.0 for c in costs)

@@ -43,13 +43,14 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from l2fast.config import is_symbol
 from l2fast.decision._risk import ACCOUNT_FEATURES
 from l2fast.errors import InvalidInputError
 
-__all__ = ["ACCOUNT_FEATURES", "COLUMN_ACCOUNT", "COLUMN_TECHNICAL", "SYMBOL_MARK", "RowLayout", "check_scales",
-           "check_symbols", "member_symbols", "row_layout", "scaled_name", "split_scaled", "split_symbol",
-           "turbulence_name", "turbulence_timeframe", "COLUMN_TURBULENCE", "COLUMN_LAG", "MAX_LAG", "split_lag",
-           "name_timeframe"]
+__all__ = ["ACCOUNT_FEATURES", "COLUMN_ACCOUNT", "COLUMN_LAG", "COLUMN_TECHNICAL", "COLUMN_TURBULENCE", "MAX_LAG",
+           "RowLayout", "SYMBOL_MARK", "check_lags", "check_scales", "check_symbols", "member_symbols",
+           "name_timeframe", "row_layout", "scaled_name", "split_lag", "split_scaled", "split_symbol",
+           "turbulence_name", "turbulence_timeframe"]
 
 #: Program entry kinds: the column reads the technical vector, the account state, or the
 #: turbulence index.
@@ -169,8 +170,8 @@ def row_layout(technical: Sequence[str], members: Iterable[Sequence[str]]) -> Ro
         members: Each member's row names (:attr:`~l2fast.models.loading.LoadedModel.vector_names`).
 
     Returns:
-        The layout; a member name that is neither a technical name, an account feature nor
-        a scaled one of them is left out (the ensemble reports it as unknown, with hints).
+        The layout; a member name none of the module docstring's forms matches is left
+        out (the ensemble reports it as unknown, with hints).
     """
     index = {name: k for k, name in enumerate(technical)}
     accounts = {name: k for k, name in enumerate(ACCOUNT_FEATURES)}
@@ -214,9 +215,6 @@ def check_scales(scales: object, names: Sequence[str]) -> list[str]:
     return problems
 
 
-_SYMBOL = re.compile(r"[A-Z0-9]{1,20}/[A-Z0-9]{1,20}")
-
-
 def check_symbols(manifest: Mapping) -> list[str]:
     """Problems of a multi-asset member's ``<feature>@<SYMBOL>`` names (none without them)."""
     names = manifest["feature_names"]
@@ -232,7 +230,7 @@ def check_symbols(manifest: Mapping) -> list[str]:
             problems.append(f"feature {name!r}: in a multi-asset member every feature but cash and turbulence "
                             f"names its symbol "
                             f"('{name}@BTC/USDT')")
-        elif not _SYMBOL.fullmatch(sym):
+        elif not is_symbol(sym):
             problems.append(f"feature {name!r}: {sym!r} is not a symbol like 'BTC/USDT'")
     symbols = member_symbols(manifest)
     finrl = manifest.get("finrl")

@@ -204,7 +204,7 @@ cdef double sizing_finrl_shares(double action, int hmax, double price, double ca
     return 0.0
 
 
-def finrl_shares(action, hmax, price, cash, held, buy_cost=0.001) -> float:
+def finrl_shares(action, hmax, price, cash, held, buy_cost) -> float:
     """The signed whole shares FinRL's ``StockTradingEnv`` trades for one asset's action.
 
     ``trunc(float32(action) * hmax)`` shares; a sell is capped by ``held`` (the long

@@ -367,6 +367,10 @@ cdef class EngineCore:
     cdef int _updated[RISK_MAX_SYMBOLS]         # each symbol's last technical update mask
     cdef unsigned int _acted[RISK_MAX_SYMBOLS]  # members that decided on the symbol at least once
     cdef MemberInput* _last      # [symbol][member]: each member's last input (cadenced only)
+    # Members whose input for the symbol is a decision at a close of their timeframe not yet
+    # read by the symbol's decision: only those request FinRL shares (a standing vote, or
+    # the first action after warm-up, does not trade again).
+    cdef unsigned int _fresh[RISK_MAX_SYMBOLS]
     # Multi-asset members: the action dimension each symbol reads (-1: not the member's),
     # for the slots registered so far; a member acts once all its symbols reached the bar.
     cdef unsigned int _multi     # members with one action dimension per symbol
@@ -898,21 +902,31 @@ cdef class EngineCore:
         cdef MemberIO* io
         cdef MemberInput* x
         cdef RowColumn* col
-        cdef unsigned int acting = (1u << self._n_members) - 1, some = 0
+        cdef unsigned int acting = (1u << self._n_members) - 1, some = 0, closing = acting
         cdef double value
         cdef int s
         if self._cadenced:
             # A member acts when its timeframe closed, and on its first bar after warm-up; a
-            # multi-asset one for its own symbols only, once all of them reached this bar.
+            # multi-asset one for its own symbols only, once all of them reached this bar
+            # and are warm.
             acting = 0
+            closing = 0
             for m in range(self._n_members):
                 if (self._multi >> m) & 1:
                     # Its symbols' closes need not come on the same bar (a missing minute):
                     # it acts on the first bar all its symbols share after one of them closed.
-                    if self._all_at(m, i) and ((self._pending >> m) & 1 or not (self._acted[i] >> m) & 1):
-                        acting |= 1u << m
-                elif self._updated[i] & self._tf_bit[m] or not (self._acted[i] >> m) & 1:
+                    if self._all_at(m, i):
+                        if (self._pending >> m) & 1:
+                            closing |= 1u << m
+                        elif not (self._acted[i] >> m) & 1:
+                            acting |= 1u << m
+                elif self._updated[i] & self._tf_bit[m]:
+                    closing |= 1u << m
+                elif not (self._acted[i] >> m) & 1:
                     acting |= 1u << m
+            acting |= closing
+            # Consumed: a re-evaluation of this bar (a new L3 decision) does not act again.
+            self._updated[i] = 0
             if acting == 0:
                 memcpy(self._inputs, &self._last[i * VOTE_MAX_MEMBERS], self._n_members * sizeof(MemberInput))
                 return
@@ -956,7 +970,7 @@ cdef class EngineCore:
             io = &self._io[m]
             x.failed = failed
             if (self._multi >> m) & 1:
-                self._spread(m, failed)
+                self._spread(m, failed, (closing >> m) & 1)
                 x[0] = self._last[i * VOTE_MAX_MEMBERS + m]
                 continue
             if io.kind == MEMBER_CONTINUOUS:
@@ -967,6 +981,7 @@ cdef class EngineCore:
                     x.scores[j] = io.scores[j]
             if self._cadenced:
                 self._last[i * VOTE_MAX_MEMBERS + m] = x[0]
+        self._fresh[i] |= closing & ~self._multi
         if self._cadenced:
             self._acted[i] |= acting
             self._pending &= ~acting
@@ -994,13 +1009,14 @@ cdef class EngineCore:
             return False
         for j in range(self._n_symbols):
             if self._dim[m][j] >= 0:
-                if self._slots[j].last_ts != self._slots[i].last_ts:
+                if self._slots[j].last_ts != self._slots[i].last_ts or self._slots[j].bars < self._warmup:
                     return False
                 n += 1
         return n == len(<tuple>self._member_symbols[m])
 
-    cdef void _spread(self, int m, bint failed) noexcept:
-        """A multi-asset member's action, one dimension per symbol, as each symbol's standing input."""
+    cdef void _spread(self, int m, bint failed, bint closing) noexcept:
+        """A multi-asset member's action, one dimension per symbol, as each symbol's standing
+        input (a decision for each symbol's next bar when it came at a close)."""
         cdef int j
         cdef MemberInput* y
         for j in range(self._n_symbols):
@@ -1009,6 +1025,8 @@ cdef class EngineCore:
                 y.failed = failed
                 y.value = self._io[m].value[self._dim[m][j]]
                 self._acted[j] |= 1u << m
+                if closing:
+                    self._fresh[j] |= 1u << m
 
     cdef object _decide(self, int i, TechnicalState st, long long ts):
         cdef SymbolSlot* slot = &self._slots[i]
@@ -1021,6 +1039,7 @@ cdef class EngineCore:
         cdef SignalReasoning r
         cdef int k
         cdef double request = INFINITY  # no FinRL request: sizing and the gate decide alone
+        cdef unsigned int fresh
         if not self._has_decision:
             return self._hold(i, ts, _reason(_NO_DECISION))
         if self._max_age > 0 and self._decision_ts >= 0 and ts - self._decision_ts > self._max_age:
@@ -1034,6 +1053,8 @@ cdef class EngineCore:
             r.b = self._warmup
             return self._hold(i, ts, r)
         self._infer(i, f)
+        fresh = self._fresh[i]
+        self._fresh[i] = 0
         self._t_mark = self._stage(MET_STAGE_INFERENCE, self._t_mark)
         voter_vote(&self._voters[i], self._inputs, self._multipliers, &vr)
         self._count_vote(&vr)
@@ -1063,7 +1084,7 @@ cdef class EngineCore:
             return self._hold(i, ts, r, &vr)
         side = vr.side
         if self._finrl:
-            request = self._finrl_request(i, side, &vr, r)
+            request = self._finrl_request(i, side, &vr, r, fresh)
             if request == 0.0:
                 r.code = _NO_SHARES
                 return self._hold(i, ts, r, &vr)
@@ -1102,18 +1123,22 @@ cdef class EngineCore:
         return self._emit(i, ts, side, chk.qty, vr.confidence, vr.consensus, chk.stop,
                           chk.take_profit, r)
 
-    cdef double _finrl_request(self, int i, int side, const VoteResult* vr, SignalReasoning r) noexcept:
+    cdef double _finrl_request(self, int i, int side, const VoteResult* vr, SignalReasoning r,
+                               unsigned int fresh) noexcept:
         """The shares FinRL's semantics request for the vote's side on symbol i: the
         weight-averaged shares of the FinRL members voting that side (INFINITY when none
-        does). Whole shares for one member, but a sell capped by a fractional position."""
+        does), 0 for those whose vote is not a fresh decision (``fresh``): FinRL trades once
+        per decision. Whole shares for one member, but a sell capped by a fractional position."""
         cdef const Position* p = &self._risk.pos[i]
         cdef double held = p.qty if p.side > 0 else 0.0, total = 0.0, weights = 0.0, n
         cdef int m
         for m in range(self._n_members):
             if not (self._finrl >> m) & 1 or vr.members[m].status != MEMBER_OK or vr.members[m].side != side:
                 continue
-            n = sizing_finrl_shares(self._inputs[m].value, self._hmax[m], self._slots[i].close, self._risk.cash,
-                                    held, self._buy_cost[m][i])
+            n = 0.0
+            if (fresh >> m) & 1:
+                n = sizing_finrl_shares(self._inputs[m].value, self._hmax[m], self._slots[i].close, self._risk.cash,
+                                        held, self._buy_cost[m][i])
             r.finrl_members |= 1u << m
             r.finrl_action[m] = self._inputs[m].value
             r.finrl_shares[m] = n
@@ -1331,6 +1356,7 @@ cdef class EngineCore:
             c.raw(self._acted, self._n_symbols * sizeof(unsigned int))
             c.raw(&self._pending, sizeof(unsigned int))
             c.raw(self._last, self._n_symbols * VOTE_MAX_MEMBERS * sizeof(MemberInput))
+            c.raw(self._fresh, self._n_symbols * sizeof(unsigned int))
         if self._n_rings:
             c.raw(self._lag_values, self._n_symbols * self._lag_width * sizeof(double))
             c.raw(self._lag_head, self._n_symbols * self._n_rings * sizeof(int))
@@ -1341,6 +1367,8 @@ cdef class EngineCore:
             turbulence_codec(c, &self._turb)
             c.raw(&self._turbulence, sizeof(double))
             c.raw(&self._turb_closed, sizeof(unsigned int))
+            if not (self._turbulence >= 0.0 and self._turb_closed < (1u << self._turb_n)):
+                raise SnapshotError("state does not match this engine: turbulence value or closes")
         return 0
 
     def _dump_state(self) -> bytes:

@@ -182,7 +182,7 @@ def test_a_decision_timeframe_the_engine_lacks_is_refused_naming_it(folder) -> N
     ({"finrl": {"env": "stocktrading", "tickers": [BTC], "hmax": 2 ** 40, "buy_cost_pct": [0.001],
                 "sell_cost_pct": [0.001], "initial_amount": 1e6}}, "finrl.hmax must be an integer in [1, 16777216]"),
     ({"finrl": {"env": "stocktrading", "tickers": ["btc"], "hmax": 100, "buy_cost_pct": [0.001],
-                "sell_cost_pct": [0.001], "initial_amount": 1e6}}, "finrl.tickers must be a non-empty list of distinct"),
+                "sell_cost_pct": [0.001], "initial_amount": 1e6}}, "finrl.tickers must be a non-empty list"),
     ({"finrl": {"env": "stocktrading", "tickers": [BTC, "ETH/USDT"], "hmax": 100, "buy_cost_pct": [0.001] * 2,
                 "sell_cost_pct": [0.001] * 2, "initial_amount": 1e6}}, "no feature names its symbol"),
 ])

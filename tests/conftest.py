@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NoReturn
@@ -133,3 +134,23 @@ def server(tmp_path: Path) -> Iterator[RedisServer]:
         yield s
     finally:
         s.stop()
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread() -> Iterator[None]:
+    """torch on one thread for a module that trains or runs SB3 agents (restored after)."""
+    torch = pytest.importorskip("torch")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def models_copy(tmp_path: Path) -> Path:
+    """A copy of the shipped models folder, for a test to add or edit members in."""
+    from l2fast.data import models_dir
+
+    folder = tmp_path / "models"
+    shutil.copytree(models_dir(), folder)
+    return folder

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -43,13 +42,6 @@ def feature_rows(names, ensemble) -> np.ndarray:
     warm = np.flatnonzero(np.isfinite(rows[:, used]).all(axis=1))
     assert len(warm) >= N_ROWS
     return rows[warm[np.linspace(0, len(warm) - 1, N_ROWS).astype(int)]]
-
-
-@pytest.fixture
-def models_copy(tmp_path: Path) -> Path:
-    folder = tmp_path / "models"
-    shutil.copytree(MODELS_DIR, folder)
-    return folder
 
 
 def test_fused_graph_has_one_input_and_every_member_output(ensemble, names, feature_rows) -> None:

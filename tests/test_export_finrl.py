@@ -45,12 +45,9 @@ FINRL_ONE = ["--finrl", "stocktrading", "--tickers", BTC, "--timeframe", "1h"]
 DECISION = StrategicDecision(regime="trending", target_exposure=0.7, risk_appetite="moderate", universe=[BTC])
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# SB3 trains and predicts on one torch thread (the machine's other core runs the suite's
+# other work): tests/conftest.py's one_torch_thread.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 class _StockTradingShaped(gym.Env):

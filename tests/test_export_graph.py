@@ -51,12 +51,9 @@ UNIT_BOX = spaces.Box(-1.0, 1.0, (2,), np.float32)
 WIDE_BOX = spaces.Box(np.array([0.0, -5.0], np.float32), np.array([100.0, 3.0], np.float32))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# SB3 trains and predicts on one torch thread (the machine's other core runs the suite's
+# other work): tests/conftest.py's one_torch_thread.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 class _ToyMarket(gym.Env):

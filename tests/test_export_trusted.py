@@ -49,12 +49,9 @@ BOX = spaces.Box(-1.0, 1.0, (2,), np.float32)
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# SB3 trains and predicts on one torch thread (the machine's other core runs the suite's
+# other work): tests/conftest.py's one_torch_thread.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(autouse=True)

@@ -9,7 +9,6 @@ the same hourly bars, and the member's action equals its own onnxruntime session
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +22,6 @@ from test_engine import _rows  # noqa: E402
 from test_ensemble import _toy_member  # noqa: E402
 
 from l2fast.config import L2Config  # noqa: E402
-from l2fast.data import models_dir  # noqa: E402
 from l2fast.engine.generator import TacticalSignalGenerator  # noqa: E402
 from l2fast.errors import ModelLoadError  # noqa: E402
 from l2fast.models.loading import load_model  # noqa: E402
@@ -35,30 +33,23 @@ FINRL = ["close", "macd", "boll_ub", "boll_lb", "rsi_30", "cci_30", "dx_30", "cl
 BARS = 6_000
 
 
-def _finrl_member(folder: Path, features: list[str], timeframe: str | None = "1h", **manifest: object) -> None:
-    _toy_member(folder, "finrl_agent", features, seed=3)
-    path = folder / "finrl_agent.json"
+def _finrl_member(models_copy: Path, features: list[str], timeframe: str | None = "1h", **manifest: object) -> None:
+    _toy_member(models_copy, "finrl_agent", features, seed=3)
+    path = models_copy / "finrl_agent.json"
     data = json.loads(path.read_text())
     data.update(feature_namespace="stockstats", feature_timeframe=timeframe, lookback=None, **manifest)
     path.write_text(json.dumps(data))
 
 
-@pytest.fixture
-def folder(tmp_path: Path) -> Path:
-    out = tmp_path / "models"
-    shutil.copytree(models_dir(), out)
-    return out
-
-
-def _engine(folder: Path) -> TacticalSignalGenerator:
+def _engine(models_copy: Path) -> TacticalSignalGenerator:
     weights = {**L2Config().model.weights, "finrl_agent": 1.0}
-    config = L2Config.from_dict({"model": {"models_dir": str(folder), "weights": weights}})
+    config = L2Config.from_dict({"model": {"models_dir": str(models_copy), "weights": weights}})
     return TacticalSignalGenerator(config)
 
 
-def test_a_stockstats_member_reads_stockstats_values_and_acts_as_its_own_session(folder, btc_1m) -> None:
-    _finrl_member(folder, FINRL)
-    gen = _engine(folder)
+def test_a_stockstats_member_reads_stockstats_values_and_acts_as_its_own_session(models_copy, btc_1m) -> None:
+    _finrl_member(models_copy, FINRL)
+    gen = _engine(models_copy)
     names = [f"ss:{f}_1h" if f != "close" else "close_1h" for f in FINRL]
     assert gen.feature_names[-8:] == tuple(names[1:])  # the extras follow the fixed vector
     model = next(m for m in gen.ensemble.members if m.name == "finrl_agent")
@@ -95,21 +86,23 @@ def test_a_stockstats_member_reads_stockstats_values_and_acts_as_its_own_session
     (["rsi_30", "kdjk"], "1h", "not a stockstats name"),
     (["rsi_30"], None, "no timeframe"),
 ])
-def test_a_manifest_with_a_name_l2fast_cannot_compute_is_refused_at_load(folder, features, timeframe, match) -> None:
-    _finrl_member(folder, features, timeframe)
+def test_a_manifest_with_a_name_l2fast_cannot_compute_is_refused_at_load(models_copy, features, timeframe,
+                                                                         match) -> None:
+    _finrl_member(models_copy, features, timeframe)
     with pytest.raises(ModelLoadError, match=match):
-        load_model(folder / "finrl_agent.json")
+        load_model(models_copy / "finrl_agent.json")
 
 
-def test_a_stockstats_feature_on_a_timeframe_the_engine_lacks_is_refused_naming_it(folder) -> None:
-    _finrl_member(folder, ["rsi_30", "cci_30"], "4h")
+def test_a_stockstats_feature_on_a_timeframe_the_engine_lacks_is_refused_naming_it(models_copy) -> None:
+    _finrl_member(models_copy, ["rsi_30", "cci_30"], "4h")
     with pytest.raises(ModelLoadError, match="4h"):
-        _engine(folder)
+        _engine(models_copy)
 
 
-def test_an_engine_with_stockstats_extras_continues_bit_for_bit_from_its_snapshot(folder, btc_1m, tmp_path) -> None:
-    _finrl_member(folder, FINRL)
-    gen = _engine(folder)
+def test_an_engine_with_stockstats_extras_continues_bit_for_bit_from_its_snapshot(models_copy, btc_1m,
+                                                                                  tmp_path) -> None:
+    _finrl_member(models_copy, FINRL)
+    gen = _engine(models_copy)
     gen.on_strategic_decision(StrategicDecision(regime="trending", target_exposure=0.7, risk_appetite="moderate",
                                                 universe=[BTC]))
     rows = _rows(btc_1m, 0, 5_000)

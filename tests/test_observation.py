@@ -10,7 +10,6 @@ hour and nowhere else, its vote standing in between.
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -38,25 +37,18 @@ SCALES = {"cash": 2.0 ** -12, "holdings": 2.0 ** -3, "close": 0.001}
 DECISION = StrategicDecision(regime="trending", target_exposure=0.7, risk_appetite="moderate", universe=[BTC])
 
 
-def _member(folder: Path, name: str = "acct_agent", **manifest: object) -> None:
-    _toy_member(folder, name, FEATURES, seed=5)
-    path = folder / f"{name}.json"
+def _member(models_copy: Path, name: str = "acct_agent", **manifest: object) -> None:
+    _toy_member(models_copy, name, FEATURES, seed=5)
+    path = models_copy / f"{name}.json"
     data = json.loads(path.read_text())
     data.update(feature_namespace="stockstats", feature_timeframe="1h", lookback=None, feature_scales=SCALES,
                 **manifest)
     path.write_text(json.dumps(data))
 
 
-@pytest.fixture
-def folder(tmp_path: Path) -> Path:
-    out = tmp_path / "models"
-    shutil.copytree(models_dir(), out)
-    return out
-
-
-def _engine(folder: Path, alone: bool = False, **engine: object) -> TacticalSignalGenerator:
+def _engine(models_copy: Path, alone: bool = False, **engine: object) -> TacticalSignalGenerator:
     weights = {"acct_agent": 1.0} if alone else {**L2Config().model.weights, "acct_agent": 1.0}
-    config = L2Config.from_dict({"model": {"models_dir": str(folder), "weights": weights}, "engine": engine})
+    config = L2Config.from_dict({"model": {"models_dir": str(models_copy), "weights": weights}, "engine": engine})
     gen = TacticalSignalGenerator(config)
     gen.on_strategic_decision(DECISION)
     return gen
@@ -83,9 +75,9 @@ class _Ledger:
         return np.array(values, dtype=np.float32)
 
 
-def test_names_resolve_to_account_and_scaled_row_columns(folder) -> None:
-    _member(folder)
-    model = load_model(folder / "acct_agent.json")
+def test_names_resolve_to_account_and_scaled_row_columns(models_copy) -> None:
+    _member(models_copy)
+    model = load_model(models_copy / "acct_agent.json")
     assert model.vector_names == ("cash*0.000244140625", "close_1h*0.001", "holdings*0.125", "position_fraction",
                                   "unrealized_pnl", "ss:rsi_30_1h")
     assert split_scaled("holdings*0.125") == ("holdings", 0.125) and scaled_name("cash", 1.0) == "cash"
@@ -98,9 +90,9 @@ def test_names_resolve_to_account_and_scaled_row_columns(folder) -> None:
     assert model.lookback == max(warmups["ss:rsi_30_1h"], warmups["close_1h"]) > 0
 
 
-def test_account_features_follow_the_fills_and_the_marks(folder, btc_1m) -> None:
-    _member(folder)
-    gen = _engine(folder)
+def test_account_features_follow_the_fills_and_the_marks(models_copy, btc_1m) -> None:
+    _member(models_copy)
+    gen = _engine(models_copy)
     ledger = _Ledger(gen.config.engine.initial_equity)
     rsi = gen.feature_names.index("ss:rsi_30_1h")
     compared = 0
@@ -127,9 +119,9 @@ def test_account_features_follow_the_fills_and_the_marks(folder, btc_1m) -> None
     assert compared > 1_000 and ledger.qty > 0
 
 
-def test_a_cadenced_member_runs_only_when_its_hour_closes_and_its_vote_stands(folder, btc_1m) -> None:
-    _member(folder, decision_timeframe="1h")
-    gen = _engine(folder, alone=True)
+def test_a_cadenced_member_runs_only_when_its_hour_closes_and_its_vote_stands(models_copy, btc_1m) -> None:
+    _member(models_copy, decision_timeframe="1h")
+    gen = _engine(models_copy, alone=True)
     model = next(m for m in gen.ensemble.members if m.name == "acct_agent")
     last_target = None
     acted = 0
@@ -153,9 +145,9 @@ def test_a_cadenced_member_runs_only_when_its_hour_closes_and_its_vote_stands(fo
     assert acted > 20
 
 
-def test_a_cadenced_engine_continues_bit_for_bit_from_its_snapshot(folder, btc_1m, tmp_path) -> None:
-    _member(folder, decision_timeframe="1h")
-    gen = _engine(folder)
+def test_a_cadenced_engine_continues_bit_for_bit_from_its_snapshot(models_copy, btc_1m, tmp_path) -> None:
+    _member(models_copy, decision_timeframe="1h")
+    gen = _engine(models_copy)
     rows = _rows(btc_1m, 0, 6_000)
     for row in rows[:4_530]:  # mid-hour: the standing votes must survive the restore
         gen.on_bar(BTC, *row)
@@ -164,10 +156,10 @@ def test_a_cadenced_engine_continues_bit_for_bit_from_its_snapshot(folder, btc_1
         assert gen.on_bar(BTC, *row).to_dict() == restored.on_bar(BTC, *row).to_dict()
 
 
-def test_a_decision_timeframe_the_engine_lacks_is_refused_naming_it(folder) -> None:
-    _member(folder, decision_timeframe="4h")
+def test_a_decision_timeframe_the_engine_lacks_is_refused_naming_it(models_copy) -> None:
+    _member(models_copy, decision_timeframe="4h")
     with pytest.raises(ModelLoadError, match="decision_timeframe '4h' is not in technical.timeframes"):
-        _engine(folder)
+        _engine(models_copy)
 
 
 @pytest.mark.parametrize("changes, problem", [
@@ -186,25 +178,25 @@ def test_a_decision_timeframe_the_engine_lacks_is_refused_naming_it(folder) -> N
     ({"finrl": {"env": "stocktrading", "tickers": [BTC, "ETH/USDT"], "hmax": 100, "buy_cost_pct": [0.001] * 2,
                 "sell_cost_pct": [0.001] * 2, "initial_amount": 1e6}}, "no feature names its symbol"),
 ])
-def test_bad_observation_keys_are_named_by_manifest_validation(folder, changes, problem) -> None:
-    _member(folder)
-    manifest = json.loads((folder / "acct_agent.json").read_text())
+def test_bad_observation_keys_are_named_by_manifest_validation(models_copy, changes, problem) -> None:
+    _member(models_copy)
+    manifest = json.loads((models_copy / "acct_agent.json").read_text())
     manifest.update(changes)
     assert any(problem in p for p in validate_manifest(manifest)), validate_manifest(manifest)
 
 
-def test_observation_of_an_unknown_member_is_a_typed_error(folder) -> None:
-    _member(folder)
+def test_observation_of_an_unknown_member_is_a_typed_error(models_copy) -> None:
+    _member(models_copy)
     with pytest.raises(InvalidInputError, match="member='nope'"):
-        _engine(folder).observation("nope")
+        _engine(models_copy).observation("nope")
 
 
-def test_compiled_members_on_different_cadences_each_run_on_their_own_closes(folder, btc_1m) -> None:
+def test_compiled_members_on_different_cadences_each_run_on_their_own_closes(models_copy, btc_1m) -> None:
     cadence = {"trend_agent": ("15m", 900_000), "mean_revert_agent": ("5m", 300_000)}
     for name, (tf, _) in cadence.items():
-        path = folder / f"{name}.json"
+        path = models_copy / f"{name}.json"
         path.write_text(json.dumps({**json.loads(path.read_text()), "decision_timeframe": tf}))
-    config = L2Config.from_dict({"model": {"models_dir": str(folder)}})
+    config = L2Config.from_dict({"model": {"models_dir": str(models_copy)}})
     gen = TacticalSignalGenerator(config)
     assert gen.ensemble.inference == "compiled"
     gen.on_strategic_decision(DECISION)
@@ -236,7 +228,7 @@ MULTI = ["cash", "close@BTC/USDT", "close@ETH/USDT", "holdings@BTC/USDT", "holdi
          "rsi_30@BTC/USDT", "rsi_30@ETH/USDT"]
 
 
-def _box_member(folder: Path, name: str, features: list[str], dims: int, seed: int,
+def _box_member(models_copy: Path, name: str, features: list[str], dims: int, seed: int,
                 weights: np.ndarray | None = None, bias: np.ndarray | None = None, **manifest: object) -> None:
     """A one-layer tanh Box member (SAC-like outputs) with ``dims`` action dimensions."""
     import hashlib
@@ -260,14 +252,14 @@ def _box_member(folder: Path, name: str, features: list[str], dims: int, seed: i
                 action_targets=None, outputs=["action"], onnx_sha256=hashlib.sha256(data).hexdigest(),
                 parity={"samples": 1, "kind": "box", "max_abs_diff": 0.0, "passed": True},
                 feature_namespace="stockstats", feature_timeframe="1h", lookback=None, **manifest)
-    (folder / f"{name}.onnx").write_bytes(data)
-    (folder / f"{name}.json").write_text(json.dumps(base))
+    (models_copy / f"{name}.onnx").write_bytes(data)
+    (models_copy / f"{name}.json").write_text(json.dumps(base))
 
 
 def test_a_multi_asset_member_acts_once_all_its_symbols_closed_the_hour_and_votes_per_symbol(
-        folder, btc_1m, eth_1m) -> None:
-    _box_member(folder, "pair_agent", MULTI, 2, seed=7, decision_timeframe="1h")
-    config = L2Config.from_dict({"model": {"models_dir": str(folder), "weights": {"pair_agent": 1.0}}})
+        models_copy, btc_1m, eth_1m) -> None:
+    _box_member(models_copy, "pair_agent", MULTI, 2, seed=7, decision_timeframe="1h")
+    config = L2Config.from_dict({"model": {"models_dir": str(models_copy), "weights": {"pair_agent": 1.0}}})
     gen = TacticalSignalGenerator(config)
     gen.on_strategic_decision(StrategicDecision(regime="trending", target_exposure=0.7, risk_appetite="moderate",
                                                 universe=[BTC, ETH]))
@@ -303,10 +295,10 @@ def test_a_multi_asset_member_acts_once_all_its_symbols_closed_the_hour_and_vote
     assert decisions > 20
 
 
-def test_a_multi_asset_member_sits_out_a_symbol_it_does_not_trade(folder, btc_1m) -> None:
-    _box_member(folder, "pair_agent", MULTI, 2, seed=7)
+def test_a_multi_asset_member_sits_out_a_symbol_it_does_not_trade(models_copy, btc_1m) -> None:
+    _box_member(models_copy, "pair_agent", MULTI, 2, seed=7)
     weights = {**L2Config().model.weights, "pair_agent": 1.0}
-    gen = TacticalSignalGenerator(L2Config.from_dict({"model": {"models_dir": str(folder), "weights": weights}}))
+    gen = TacticalSignalGenerator(L2Config.from_dict({"model": {"models_dir": str(models_copy), "weights": weights}}))
     gen.on_strategic_decision(StrategicDecision(regime="trending", target_exposure=0.7, risk_appetite="moderate",
                                                 universe=["SOL/USDT"]))
     for row in _rows(btc_1m, 0, 2_500):
@@ -323,9 +315,9 @@ def test_a_multi_asset_member_sits_out_a_symbol_it_does_not_trade(folder, btc_1m
     (MULTI, {"finrl": {"env": "stocktrading", "tickers": [BTC], "hmax": 100, "buy_cost_pct": [0.001],
                        "sell_cost_pct": [0.001], "initial_amount": 1e6}}, "outside finrl.tickers: ETH/USDT"),
 ])
-def test_bad_multi_asset_names_are_named_by_manifest_validation(folder, features, changes, problem) -> None:
-    _box_member(folder, "pair_agent", MULTI, 2, seed=7)
-    manifest = json.loads((folder / "pair_agent.json").read_text())
+def test_bad_multi_asset_names_are_named_by_manifest_validation(models_copy, features, changes, problem) -> None:
+    _box_member(models_copy, "pair_agent", MULTI, 2, seed=7)
+    manifest = json.loads((models_copy / "pair_agent.json").read_text())
     manifest.update(feature_names=features, observation_size=len(features), **changes)
     assert any(problem in p for p in validate_manifest(manifest)), validate_manifest(manifest)
 
@@ -333,10 +325,10 @@ def test_bad_multi_asset_names_are_named_by_manifest_validation(folder, features
 LAGGED = ["close", "close[-1]", "close[-3]", "rsi_30[-2]", "holdings"]
 
 
-def test_past_values_are_the_closed_bars_k_back(folder, btc_1m, tmp_path) -> None:
+def test_past_values_are_the_closed_bars_k_back(models_copy, btc_1m, tmp_path) -> None:
     pd = pytest.importorskip("pandas")
-    _box_member(folder, "lag_agent", LAGGED, 1, seed=3, decision_timeframe="1h")
-    config = L2Config.from_dict({"model": {"models_dir": str(folder), "weights": {"lag_agent": 1.0}}})
+    _box_member(models_copy, "lag_agent", LAGGED, 1, seed=3, decision_timeframe="1h")
+    config = L2Config.from_dict({"model": {"models_dir": str(models_copy), "weights": {"lag_agent": 1.0}}})
     gen = TacticalSignalGenerator(config)
     gen.on_strategic_decision(DECISION)
     model = gen.ensemble.members[0]
@@ -377,7 +369,7 @@ def test_past_values_are_the_closed_bars_k_back(folder, btc_1m, tmp_path) -> Non
     ("close[-0]", "a past value is <feature>[-k] with 1 <= k <="),
     ("close[1]", "a past value is <feature>[-k]"),
 ])
-def test_bad_past_values_are_named_by_manifest_validation(folder, name, problem) -> None:
-    _box_member(folder, "lag_agent", ["close", name], 1, seed=3)
-    manifest = json.loads((folder / "lag_agent.json").read_text())
+def test_bad_past_values_are_named_by_manifest_validation(models_copy, name, problem) -> None:
+    _box_member(models_copy, "lag_agent", ["close", name], 1, seed=3)
+    manifest = json.loads((models_copy / "lag_agent.json").read_text())
     assert any(problem in p for p in validate_manifest(manifest)), validate_manifest(manifest)

@@ -44,8 +44,8 @@ from l2fast.engine._snapshot cimport (
 from l2fast.technical._turbulence cimport TURB_MAX_ASSETS, TurbState, turb_free, turb_init, turb_step
 from l2fast.decision._sizing cimport (
     KELLY_MANIFEST, LiveStats, SIZE_OK, check_number, SizingInput, SizingParams, SizingResult, livestats_free,
-    livestats_init, livestats_kelly_inputs, livestats_push, sizing_compute, sizing_finrl_shares, sizing_params_fill,
-    sizing_result_dict,
+    livestats_init, livestats_kelly_inputs, livestats_push, round_down_lots, sizing_compute, sizing_finrl_shares,
+    sizing_params_fill, sizing_result_dict,
 )
 from l2fast.technical._statistics cimport CorrelState, correl_free, correl_init, correl_step
 from l2fast.decision._voting cimport (
@@ -1093,8 +1093,13 @@ cdef class EngineCore:
             # denied as POSITION_OPEN.
             risk_check(&self._risk, i, side, 0.0, slot.close, f[S_ATR], ts, &chk)
             if chk.action == ACTION_EXIT and request < chk.qty:
-                chk.qty = request
-                chk.notional = request * chk.price
+                # A partial sell of whole lots (several members' weighted shares need not be).
+                chk.qty = round_down_lots(request, self._risk.lot_step[i], chk.price, INFINITY, 0.0, INFINITY,
+                                          0.0, INFINITY)
+                chk.notional = chk.qty * chk.price
+                if chk.qty == 0.0:
+                    r.code = _NO_SHARES
+                    return self._hold(i, ts, r, &vr)
         else:
             if not slot.in_universe:
                 r.code = _NOT_IN_UNIVERSE

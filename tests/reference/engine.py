@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -171,9 +172,10 @@ class EngineRef:
         self.turb_bit = 1 << technical.timeframes.index(technical.turbulence_timeframe) if self.turb else 0
         self.turb_closed: set[str] = set()
         self.turbulence = 0.0
-        self.turb_steps = 0
         self.threshold = math.inf if risk.turbulence_threshold is None else risk.turbulence_threshold
-        self.acted = 0  # members that ran (counted per run)
+        # What the run exercised: each member's runs, a multi-asset member's runs on a bar that
+        # did not close its timeframe (a symbol's close came late), the index's steps.
+        self.counts: Counter[str] = Counter()
 
     def _pair(self, a: str, b: str) -> tuple[str, str]:
         return (a, b) if self.symbols.index(a) < self.symbols.index(b) else (b, a)
@@ -217,7 +219,7 @@ class EngineRef:
         return np.array([self._value(c, symbol) * c.scale for c in spec.columns], dtype=np.float32)
 
     def _run(self, spec: _Member, symbol: str) -> Any:
-        self.acted += 1
+        self.counts[f"run:{spec.model.name}"] += 1
         out = spec.model.run(self.observation(spec.model.name, symbol)[None, :])
         if spec.model.discrete:
             return _Input(False, int(out["action"][0]), 0.0,
@@ -234,6 +236,8 @@ class EngineRef:
                 together = symbol in spec.symbols and all(
                     self.last.get(s, (None,))[0] == ts for s in spec.symbols)
                 if together and (name in self.pending or name not in standing):
+                    if spec.bit is not None and not updated & spec.bit:
+                        self.counts[f"late:{name}"] += 1
                     action = self._run(spec, symbol)
                     for s in spec.symbols:
                         self.standing[s][name] = _Input(False, 0, action[spec.symbols.index(s)])
@@ -264,7 +268,7 @@ class EngineRef:
         if not all(math.isfinite(x) and x > 0 for x in closes):
             return
         self.turbulence = self.turb.update(closes)
-        self.turb_steps += 1
+        self.counts["turbulence_steps"] += 1
         self.risk.set_turbulence(self.turbulence)
         self.turb_closed.clear()
 

@@ -57,6 +57,9 @@ PAIR_W = [[1e-6, 0.007, 0.0, -0.05, 0.0, 0.02, 0.0, -0.007, 0.0, -0.05],
           [1e-6, 0.0, 0.1, 0.0, -0.05, 0.0, 0.02, 0.0, -0.1, -0.05]]
 
 
+HMAX = {"finrl_agent": 20, "pair_agent": 60}
+
+
 def _finrl(tickers: list[str], hmax: int, costs: list[float]) -> dict:
     return {"env": "stocktrading", "tickers": tickers, "hmax": hmax, "buy_cost_pct": costs, "sell_cost_pct": costs,
             "initial_amount": 1e6}
@@ -67,10 +70,11 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("finrl_twin") / "models"
     shutil.copytree(models_dir(), out)
     _box_member(out, "finrl_agent", SINGLE, 1, seed=1, weights=np.array(SINGLE_W), bias=np.array([-1.3]),
-                decision_timeframe="1h", feature_scales=SINGLE_SCALES, finrl=_finrl([BTC], 20, [0.001]))
+                decision_timeframe="1h", feature_scales=SINGLE_SCALES,
+                finrl=_finrl([BTC], HMAX["finrl_agent"], [0.001]))
     _box_member(out, "pair_agent", PAIR, 2, seed=2, weights=np.array(PAIR_W), bias=np.array([-1.0, -1.0]),
                 decision_timeframe="1h", feature_scales={"cash": 2.0 ** -18},
-                finrl=_finrl([BTC, ETH], 10, [0.001, 0.002]))
+                finrl=_finrl([BTC, ETH], HMAX["pair_agent"], [0.001, 0.5]))
     return out
 
 
@@ -79,7 +83,7 @@ def _config(folder: Path, inference: str) -> L2Config:
     return L2Config.from_dict({
         "model": {"models_dir": str(folder), "weights": weights, "inference": inference,
                   "consensus_threshold": 0.0, "alignment_threshold": 0.0, "confidence_threshold": 0.0},
-        "engine": {"initial_equity": 1e6},
+        "engine": {"initial_equity": 2e5},
         "technical": {"turbulence_symbols": [BTC, ETH], "turbulence_timeframe": "1h", "turbulence_window": 12},
         "risk": {"kelly_win_rate": 0.55, "kelly_payoff_ratio": 1.5, "allow_short": True, "max_daily_trades": 50,
                  "atr_multiplier": 8.0, "turbulence_threshold": 6.0,
@@ -149,14 +153,18 @@ def _compare(got: dict, reasoning: dict, exp: dict, tol: float, where: str) -> N
             assert abs(mine["weight"] - member["weight"]) <= _EXACT, f"{where}: {name} {mine} {member}"
 
 
-def _exercised(exp: dict, got_qty: float, symbol: str) -> list[str]:
+def _exercised(exp: dict, symbol: str) -> list[str]:
     seen = [exp["code"]]
     finrl = exp.get("finrl")
-    if finrl is not None and exp["code"] in ("ENTRY", "EXIT"):
-        if exp["qty"] == finrl["requested"]:
+    if finrl is not None:
+        if exp["code"] in ("ENTRY", "EXIT") and exp["qty"] == finrl["requested"]:
             seen.append(f"{exp['code']}:request")  # the request bound the quantity
-        elif exp["qty"] < finrl["requested"]:
+        elif exp["code"] in ("ENTRY", "EXIT") and exp["qty"] < finrl["requested"]:
             seen.append(f"{exp['code']}:below_request")  # sizing or the gate lowered it
+        for name, member in finrl["members"].items():
+            asked = int(np.float32(member["action"]) * np.float32(HMAX[name]))
+            if 0 < member["shares"] < asked:
+                seen.append(f"cash_cap:{name}:{symbol}")  # FinRL's cash // (price * (1 + cost))
     if exp.get("turbulence") is not None:
         seen.append("EXIT:turbulence")
     for name, member in exp.get("members", {}).items():
@@ -193,17 +201,18 @@ def test_finrl_members_turbulence_and_cadence_equal_the_pure_python_twin(folder,
         _compare(got, signal.reasoning, exp, tol, f"{symbol} bar {k} ts {bar[0]}")
         fills_gen.after_signal(symbol, got)
         fills_ref.after_signal(symbol, exp)
-        seen.update(_exercised(exp, got["qty"], symbol))
+        seen.update(_exercised(exp, symbol))
     assert math.isclose(gen.equity, ref.risk.equity, rel_tol=1e-12)
     index = gen.turbulence
     assert index is not None and index["dates"] == ref.turb.steps
     assert index["value"] == pytest.approx(ref.turbulence, rel=_EXACT, abs=1e-12)
     seen.update(ref.counts)
-    print(dict(seen))
     # Every feature ran: FinRL's requests bound entries and exits and held NO_SHARES, sizing
-    # lowered a request, the index denied entries and exited a position, the multi-asset
-    # member sat out SOL and acted late after a missing minute, both members ran hourly.
+    # lowered a request, FinRL's cash cap (with each ticker's cost) bound buys, the index
+    # denied entries and exited positions, the multi-asset member sat out SOL always and BTC
+    # before its first action, and acted late after a missing minute; both ran hourly.
     want = {"ENTRY", "EXIT", "NO_SHARES", "TURBULENCE", "ENTRY:request", "ENTRY:below_request", "EXIT:request",
-            "EXIT:turbulence", f"left_out:pair_agent:{SOL}", "late:pair_agent"}
+            "EXIT:turbulence", f"cash_cap:pair_agent:{ETH}", f"cash_cap:finrl_agent:{BTC}",
+            f"left_out:pair_agent:{SOL}", f"left_out:pair_agent:{BTC}", "late:pair_agent"}
     assert want <= set(seen), sorted(want - set(seen))
     assert seen["run:finrl_agent"] > 100 and seen["run:pair_agent"] > 50 and seen["turbulence_steps"] > 100

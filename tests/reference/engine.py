@@ -47,6 +47,7 @@ from l2fast.decision.voting import VotingParams
 from l2fast.models.ensemble import member_extras
 from l2fast.models.loading import LoadedModel
 from l2fast.signals import StrategicDecision
+from l2fast.technical.bars import parse_timeframe, timeframe_name
 from l2fast.technical.state import TechnicalState
 
 from reference.risk import RiskGateRef
@@ -112,8 +113,9 @@ class _Member:
         m = model.manifest
         self.model = model
         self.columns = [parse_column(n, technical) for n in model.vector_names]
+        # The technical update bit of its decision timeframe (without one: the 1m bar's, every bar).
         tf = m.get("decision_timeframe")
-        self.bit = None if tf is None else 1 << timeframes.index(tf)
+        self.bit = 1 << timeframes.index("1m" if tf is None else timeframe_name(parse_timeframe(tf)))
         # Action dimensions: finrl.tickers, else the symbols in the order the names first give them.
         named = list(dict.fromkeys(c.symbol for c in self.columns if c.symbol is not None))
         finrl = m.get("finrl")
@@ -218,7 +220,8 @@ class EngineRef:
         spec = next(m for m in self.specs if m.model.name == member)
         return np.array([self._value(c, symbol) * c.scale for c in spec.columns], dtype=np.float32)
 
-    def _run(self, spec: _Member, symbol: str) -> Any:
+    def _run(self, spec: _Member, symbol: str) -> _Input | list[float]:
+        """The member's input to the vote (discrete) or its Box action, one value per dimension."""
         self.counts[f"run:{spec.model.name}"] += 1
         out = spec.model.run(self.observation(spec.model.name, symbol)[None, :])
         if spec.model.discrete:
@@ -236,15 +239,16 @@ class EngineRef:
                 together = symbol in spec.symbols and all(
                     self.last.get(s, (None,))[0] == ts for s in spec.symbols)
                 if together and (name in self.pending or name not in standing):
-                    if spec.bit is not None and not updated & spec.bit:
+                    if not updated & spec.bit:
                         self.counts[f"late:{name}"] += 1
                     action = self._run(spec, symbol)
+                    assert isinstance(action, list)
                     for s in spec.symbols:
                         self.standing[s][name] = _Input(False, 0, action[spec.symbols.index(s)])
                     self.pending.discard(name)
                 inputs.append(standing.get(name, _LEFT_OUT))
                 continue
-            if spec.bit is None or updated & spec.bit or name not in standing:
+            if updated & spec.bit or name not in standing:
                 out = self._run(spec, symbol)
                 standing[name] = out if isinstance(out, _Input) else _Input(False, 0, out[0])
             inputs.append(standing[name])
@@ -283,7 +287,7 @@ class EngineRef:
             if updated & (1 << self.config.technical.timeframes.index(tf)):
                 self.history.setdefault((symbol, name, tf), []).append(float(f[state.index[name]]))
         for spec in self.specs:
-            if spec.symbols and symbol in spec.symbols and spec.bit is not None and updated & spec.bit:
+            if symbol in spec.symbols and updated & spec.bit:
                 self.pending.add(spec.model.name)
         ret = state.get("ret_1_1m")
         for other, (other_ts, other_ret) in self.last.items():
@@ -324,11 +328,10 @@ class EngineRef:
                           [list(x.scores) for x in inputs], [row[m.name] for m in self.params.members])
         members = {spec.name: {"status": MEMBER_STATUSES[m["status"]], "target": m["target"], "weight": m["weight"]}
                    for spec, m in zip(self.params.members, vote["members"])}
-        name_of = SIDES
         if position is not None and self.turbulence >= self.threshold:
             # FinRL's gate: the position is sold whatever the vote.
-            check = self.risk.check(symbol, name_of[-position.side], 0.0, c, _known(atr), ts)
-            return {"side": name_of[-position.side], "qty": check["qty"], "code": "EXIT",
+            check = self.risk.check(symbol, SIDES[-position.side], 0.0, c, _known(atr), ts)
+            return {"side": SIDES[-position.side], "qty": check["qty"], "code": "EXIT",
                     "confidence": vote["confidence"], "consensus": vote["consensus"],
                     "stop_loss": None, "take_profit": None, "risk": check, "members": members,
                     "turbulence": {"value": self.turbulence, "threshold": self.threshold}}

@@ -55,8 +55,8 @@ PAIR = ["cash", "close@BTC/USDT", "close@ETH/USDT", "holdings@BTC/USDT", "holdin
         "rsi_14@ETH/USDT", "close[-1]@BTC/USDT", "close[-1]@ETH/USDT", "turbulence"]
 PAIR_W = [[1e-6, 0.007, 0.0, -0.05, 0.0, 0.02, 0.0, -0.007, 0.0, -0.05],
           [1e-6, 0.0, 0.1, 0.0, -0.05, 0.0, 0.02, 0.0, -0.1, -0.05]]
-
-
+# With a 2e5 account, FinRL's cash cap (cash // (price * (1 + cost))) binds buys of BTC, and of
+# ETH at the pair member's 50 % cost: a member reading the wrong ticker's cost asks otherwise.
 HMAX = {"finrl_agent": 20, "pair_agent": 60}
 
 

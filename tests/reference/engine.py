@@ -16,11 +16,13 @@ Written from the documented rules (README "The engine" and "Running your FinRL a
   feature's value k closed bars of its timeframe back, from a history kept here at each close;
 - cadence: a member with a ``decision_timeframe`` acts on the bars closing it and on its first
   bar after warm-up, its last input standing in between; a multi-asset member acts on the
-  first bar all its symbols share after one of them closed its timeframe, each symbol's vote
+  first bar all its (warm) symbols share after one of them closed its timeframe, each symbol's vote
   reading its own action dimension, and is left out (failed) on symbols it does not trade and
   before its first action;
 - FinRL members: the weight-averaged shares of those voting the side request a quantity an
-  entry (after sizing) and an exit may not exceed; zero holds ``NO_SHARES``;
+  entry (after sizing) and an exit (whole lots) may not exceed; only a decision at a close not
+  yet read by the symbol's decision requests shares (a standing vote, or the first action
+  after warm-up, requests none); zero holds ``NO_SHARES``;
 - the turbulence index over ``technical.turbulence_symbols``, stepped on the first bar all of
   them share after each closed a bar of ``turbulence_timeframe``; at or above
   ``risk.turbulence_threshold`` an open position exits whatever the vote, entries are denied.
@@ -51,7 +53,7 @@ from l2fast.technical.bars import parse_timeframe, timeframe_name
 from l2fast.technical.state import TechnicalState
 
 from reference.risk import RiskGateRef
-from reference.sizing import LiveTradeStatsRef, finrl_shares_ref, size_ref
+from reference.sizing import LiveTradeStatsRef, finrl_shares_ref, round_down_to_lots, size_ref
 from reference.statistics import RollingCorrelationRef
 from reference.turbulence import TurbulenceRef
 from reference.voting import MEMBER_STATUSES, VoterRef
@@ -166,6 +168,9 @@ class EngineRef:
         self.specs = [_Member(self.members[spec.name], technical.timeframes, index) for spec in params.members]
         self.standing: dict[str, dict[str, _Input]] = {s: {} for s in symbols}
         self.pending: set[str] = set()
+        # Per symbol, the members whose standing input is a decision at a close not yet read
+        # by that symbol's decision: only those request FinRL shares.
+        self.fresh: dict[str, set[str]] = {s: set() for s in symbols}
         # Each lagged technical name's values at its timeframe's closes, per symbol.
         self.lagged = {(c.name, c.timeframe) for m in self.specs for c in m.columns if c.kind == "lag"}
         self.history: dict[tuple[str, str, str], list[float]] = {}
@@ -237,7 +242,7 @@ class EngineRef:
             if spec.symbols:
                 # Multi-asset: once all its symbols reached this bar after one closed its timeframe.
                 together = symbol in spec.symbols and all(
-                    self.last.get(s, (None,))[0] == ts for s in spec.symbols)
+                    self.last.get(s, (None,))[0] == ts and self.bars[s] >= self.warmup for s in spec.symbols)
                 if together and (name in self.pending or name not in standing):
                     if not updated & spec.bit:
                         self.counts[f"late:{name}"] += 1
@@ -245,12 +250,16 @@ class EngineRef:
                     assert isinstance(action, list)
                     for s in spec.symbols:
                         self.standing[s][name] = _Input(False, 0, action[spec.symbols.index(s)])
+                        if name in self.pending:
+                            self.fresh[s].add(name)
                     self.pending.discard(name)
                 inputs.append(standing.get(name, _LEFT_OUT))
                 continue
             if updated & spec.bit or name not in standing:
                 out = self._run(spec, symbol)
                 standing[name] = out if isinstance(out, _Input) else _Input(False, 0, out[0])
+                if updated & spec.bit:
+                    self.fresh[symbol].add(name)
             inputs.append(standing[name])
         return inputs
 
@@ -323,6 +332,7 @@ class EngineRef:
             return hold("WARM_UP")
 
         inputs = self._inputs(symbol, ts, updated)
+        fresh, self.fresh[symbol] = self.fresh[symbol], set()
         row = self.config.model.regime_multipliers[d.regime]
         vote = voter.vote([x.failed for x in inputs], [x.action for x in inputs], [x.value for x in inputs],
                           [list(x.scores) for x in inputs], [row[m.name] for m in self.params.members])
@@ -344,8 +354,10 @@ class EngineRef:
                   if spec.finrl is not None and m["status"] == 0 and m["side"] == side]
         if voting:
             held = position.qty if position is not None and position.side > 0 else 0.0
+            # FinRL trades at its decisions: a standing vote requests nothing.
             shares = {spec.model.name: finrl_shares_ref(x.value, int(spec.finrl["hmax"]), c, self.risk.cash, held,
-                                                        spec.buy_cost(symbol)) for spec, _, x in voting}
+                                                        spec.buy_cost(symbol)) if spec.model.name in fresh else 0.0
+                      for spec, _, x in voting}
             weights = sum(m["weight"] for _, m, _ in voting)
             total = sum(m["weight"] * abs(shares[spec.model.name]) for spec, m, _ in voting)
             request = total / weights if weights > 0 else 0.0
@@ -358,7 +370,10 @@ class EngineRef:
         if position is not None:
             check = self.risk.check(symbol, name, 0.0, c, _known(atr), ts)
             if check["action"] == "exit" and request < check["qty"]:
-                check.update(qty=request, notional=request * check["price"])
+                qty = round_down_to_lots(request, self.config.risk.lot_step_for(symbol), lambda q: True)
+                if qty == 0.0:
+                    return hold("NO_SHARES", vote, finrl=finrl)
+                check.update(qty=qty, notional=qty * check["price"])
         else:
             if symbol not in d.universe:
                 return hold("NOT_IN_UNIVERSE", vote, finrl=finrl)

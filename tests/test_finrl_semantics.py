@@ -7,7 +7,6 @@ request and the sizing result, with a paper L1 filling every signal at the bar's
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +18,6 @@ from test_engine import _rows
 from test_observation import _box_member
 
 from l2fast.config import L2Config
-from l2fast.data import models_dir
 from l2fast.engine.generator import TacticalSignalGenerator
 from l2fast.signals import StrategicDecision
 
@@ -32,23 +30,27 @@ FINRL = {"env": "stocktrading", "tickers": [BTC], "hmax": 2, "buy_cost_pct": [0.
          "initial_amount": 1e6}
 
 
-@pytest.fixture
-def gen(tmp_path: Path) -> TacticalSignalGenerator:
-    folder = tmp_path / "models"
-    shutil.copytree(models_dir(), folder)
-    _box_member(folder, "finrl_agent", FEATURES, 1, seed=11, weights=np.array([[0.0, 0.0, 0.0, 0.08]]),
-                bias=np.array([-4.0]), finrl=FINRL)
+def _alone(models_copy: Path, features: list[str], weights: np.ndarray, bias: np.ndarray, engine: dict,
+           risk: dict, **manifest: object) -> TacticalSignalGenerator:
+    """An engine whose only member is a one-layer FinRL agent, with the vote's gates open."""
+    _box_member(models_copy, "finrl_agent", features, 1, seed=11, weights=weights, bias=bias, **manifest)
     config = L2Config.from_dict({
-        "model": {"models_dir": str(folder), "weights": {"finrl_agent": 1.0}, "consensus_threshold": 0.0,
+        "model": {"models_dir": str(models_copy), "weights": {"finrl_agent": 1.0}, "consensus_threshold": 0.0,
                   "confidence_threshold": 0.0, "alignment_threshold": 0.0, "technical_weight": 0.0},
-        "engine": {"initial_equity": 1e6, "live_stats_window": 10_000},
+        "engine": {"initial_equity": 1e6, **engine},
         "risk": {"kelly_win_rate": 0.7, "kelly_payoff_ratio": 2.0, "max_position_size": 0.5, "kelly_fraction": 1.0,
-                 "min_trades_for_live_stats": 10_000},
+                 **risk},
     })
-    g = TacticalSignalGenerator(config)
-    g.on_strategic_decision(StrategicDecision(regime="trending", target_exposure=1.0, risk_appetite="aggressive",
-                                              universe=[BTC]))
-    return g
+    gen = TacticalSignalGenerator(config)
+    gen.on_strategic_decision(StrategicDecision(regime="trending", target_exposure=1.0, risk_appetite="aggressive",
+                                                universe=[BTC]))
+    return gen
+
+
+@pytest.fixture
+def gen(models_copy: Path) -> TacticalSignalGenerator:
+    return _alone(models_copy, FEATURES, np.array([[0.0, 0.0, 0.0, 0.08]]), np.array([-4.0]),
+                  {"live_stats_window": 10_000}, {"min_trades_for_live_stats": 10_000}, finrl=FINRL)
 
 
 def test_signals_request_finrls_shares_and_never_exceed_them(gen, btc_1m) -> None:
@@ -78,28 +80,15 @@ def test_signals_request_finrls_shares_and_never_exceed_them(gen, btc_1m) -> Non
             assert 0 < signal.qty <= min(requested, held["qty"])
         if signal.side != "hold":
             # A paper L1: the signal fills at the bar's close.
-            gen.on_fill(BTC, signal.side.value if hasattr(signal.side, "value") else signal.side, signal.qty,
-                        row[4], row[0] + 60_000, fee=signal.qty * row[4] * 0.001)
+            gen.on_fill(BTC, str(signal.side), signal.qty, row[4], row[0] + 60_000, fee=signal.qty * row[4] * 0.001)
     assert seen["ENTRY"] > 0 and seen["EXIT"] > 0 and seen["NO_SHARES"] > 0 and seen["bound"] > 0, seen
 
 
-def test_an_hourly_finrl_member_trades_only_at_its_decisions(tmp_path: Path, btc_1m) -> None:
+def test_an_hourly_finrl_member_trades_only_at_its_decisions(models_copy: Path, btc_1m) -> None:
     # Flat: buy 3; holding 3: sell 1 (action = tanh(1.5 - 0.633 * holdings), hmax 4). FinRL
     # sells one share per hour; the standing vote between the hours must not sell again.
-    folder = tmp_path / "models"
-    shutil.copytree(models_dir(), folder)
-    _box_member(folder, "finrl_agent", ["holdings"], 1, seed=1, weights=np.array([[-0.633]]), bias=np.array([1.5]),
-                decision_timeframe="1h", finrl={**FINRL, "hmax": 4})
-    config = L2Config.from_dict({
-        "model": {"models_dir": str(folder), "weights": {"finrl_agent": 1.0}, "consensus_threshold": 0.0,
-                  "confidence_threshold": 0.0, "alignment_threshold": 0.0, "technical_weight": 0.0},
-        "engine": {"initial_equity": 1e6},
-        "risk": {"kelly_win_rate": 0.7, "kelly_payoff_ratio": 2.0, "max_position_size": 0.5, "kelly_fraction": 1.0,
-                 "exposure_limit": 1.0},
-    })
-    gen = TacticalSignalGenerator(config)
-    gen.on_strategic_decision(StrategicDecision(regime="trending", target_exposure=1.0, risk_appetite="aggressive",
-                                                universe=[BTC]))
+    gen = _alone(models_copy, ["holdings"], np.array([[-0.633]]), np.array([1.5]), {}, {"exposure_limit": 1.0},
+                 decision_timeframe="1h", finrl={**FINRL, "hmax": 4})
     trades: list[tuple[str, float]] = []
     for row in _rows(btc_1m, 0, 3_000):
         signal = gen.on_bar(BTC, *row)

@@ -434,3 +434,21 @@ def test_a_non_finite_feature_gives_what_each_member_alone_gives(ensemble, real_
             np.testing.assert_allclose(out.scores[0], ref["probs"][0], rtol=0, atol=1e-5, equal_nan=True)
             if np.isfinite(ref["probs"]).all():
                 assert out.action[0] == ref["action"][0]
+
+
+def test_run_some_runs_only_the_named_members(ensemble, real_rows) -> None:
+    # The engine's forward_some for members that do not act: the others' outputs keep their values.
+    forward, buffers = ensemble.compiled, ensemble.compiled_buffers
+    ensemble.input_row[0] = real_rows[0]
+    forward()
+    before = [(b.action.copy(), b.scores.copy()) for b in buffers]
+    ensemble.input_row[0] = real_rows[-1]
+    forward.run_some([1])
+    for k, (b, (action, scores)) in enumerate(zip(buffers, before)):
+        if k != 1:
+            assert np.array_equal(b.action, action) and np.array_equal(b.scores, scores)
+    ran = (buffers[1].action.copy(), buffers[1].scores.copy())
+    forward()
+    assert np.array_equal(buffers[1].action, ran[0]) and np.array_equal(buffers[1].scores, ran[1])
+    with pytest.raises(IndexError, match="member index 7"):
+        forward.run_some([7])

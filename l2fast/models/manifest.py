@@ -81,6 +81,7 @@ from l2fast.models.observation import (
     check_lags,
     check_scales,
     check_symbols,
+    is_turbulence,
     member_symbols,
     scaled_name,
     split_lag,
@@ -422,7 +423,7 @@ def validate_manifest(manifest: object) -> list[str]:
     elif isinstance(names, list) and all(isinstance(n, str) for n in names):
         try:
             bases = dict.fromkeys(split_lag(split_symbol(n)[0])[0] for n in names)
-            resolve_features([n for n in bases if n not in ACCOUNT_FEATURES and turbulence_name(n, timeframe) is None],
+            resolve_features([n for n in bases if n not in ACCOUNT_FEATURES and not is_turbulence(n)],
                              namespace, timeframe)
         except InvalidInputError as exc:
             problems.append(str(exc))

@@ -48,7 +48,7 @@ from l2fast.decision._risk import ACCOUNT_FEATURES
 from l2fast.errors import InvalidInputError
 
 __all__ = ["ACCOUNT_FEATURES", "COLUMN_ACCOUNT", "COLUMN_LAG", "COLUMN_TECHNICAL", "COLUMN_TURBULENCE", "MAX_LAG",
-           "RowLayout", "SYMBOL_MARK", "check_lags", "check_scales", "check_symbols", "member_symbols",
+           "RowLayout", "SYMBOL_MARK", "check_lags", "check_scales", "check_symbols", "is_turbulence", "member_symbols",
            "name_timeframe", "row_layout", "scaled_name", "split_lag", "split_scaled", "split_symbol",
            "turbulence_name", "turbulence_timeframe"]
 
@@ -85,6 +85,11 @@ def turbulence_name(name: str, timeframe: str | None = None) -> str | None:
     if name == "turbulence":
         return None if timeframe is None else f"turbulence_{timeframe}"
     return name if _TURBULENCE.fullmatch(name) else None
+
+
+def is_turbulence(name: str) -> bool:
+    """Whether ``name`` names FinRL's turbulence index (``turbulence`` or ``turbulence_<tf>``)."""
+    return name == "turbulence" or _TURBULENCE.fullmatch(name) is not None
 
 
 def turbulence_timeframe(name: str) -> str | None:
@@ -223,7 +228,7 @@ def check_symbols(manifest: Mapping) -> list[str]:
         return []
     problems = []
     for name, (base, sym) in zip(names, parts):
-        if base == "cash" or turbulence_name(base, "1m") is not None:
+        if base == "cash" or is_turbulence(base):
             if sym is not None:
                 problems.append(f"feature {name!r}: {base} is not a symbol's (write {base!r})")
         elif sym is None:
@@ -255,6 +260,6 @@ def check_lags(names: Sequence[str]) -> list[str]:
         base, k = split_lag(lagged)
         if not 1 <= k <= MAX_LAG:
             problems.append(f"feature {name!r}: a past value is <feature>[-k] with 1 <= k <= {MAX_LAG}")
-        elif base in ACCOUNT_FEATURES or turbulence_name(base, "1m") is not None:
+        elif base in ACCOUNT_FEATURES or is_turbulence(base):
             problems.append(f"feature {name!r}: only a technical feature has past values, not {base!r}")
     return problems

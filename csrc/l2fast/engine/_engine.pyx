@@ -600,7 +600,7 @@ cdef class EngineCore:
         self._cadenced = any(b != 1 for b in cadence) or self._multi != 0
         self._on_session = 0
         for k in range(self._n_members):
-            self._tf_bit[k] = cadence[k] | 0
+            self._tf_bit[k] = cadence[k]
             self._forward_index[k] = forward_index[k]
             if forward_index[k] < 0:
                 self._on_session |= 1u << k
